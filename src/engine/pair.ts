@@ -1,0 +1,72 @@
+/**
+ * The models a generation needs, loaded once: the target, the optional draft and the
+ * tokenizer they share. Draft and target must agree on the vocabulary and on what every
+ * token id means, or the acceptance rule compares unrelated distributions.
+ */
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { ModelLoadError } from '../errors.js';
+import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
+import { TextTokenizer } from '../text/tokenizer.js';
+import type { Device } from './device.js';
+import { DecoderModel } from './model.js';
+import { SpeculativeDecoder } from './speculative.js';
+
+export interface PairOptions {
+  /** Target model directory; default: the bundled specd-pair target. */
+  target?: string;
+  /** Draft model directory; default: the bundled draft when the target is the bundled one. `null`: no draft. */
+  draft?: string | null;
+  device?: Device;
+  deviceId?: number;
+  /** Intra-op threads of the target session; default: all cores. */
+  threads?: number;
+  /** Intra-op threads of the draft session; default: 1 (a small model loses more to thread hand-offs than it gains). */
+  draftThreads?: number;
+  dtype?: string;
+}
+
+export class ModelPair {
+  readonly decoder: SpeculativeDecoder;
+
+  private constructor(
+    readonly target: DecoderModel,
+    readonly draft: DecoderModel | undefined,
+    readonly tokenizer: TextTokenizer,
+  ) {
+    this.decoder = new SpeculativeDecoder(target, draft);
+  }
+
+  static async load(opts: PairOptions = {}): Promise<ModelPair> {
+    const targetDir = opts.target ?? BUNDLED_TARGET;
+    const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
+    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype };
+
+    const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });
+    const tokenizer = await TextTokenizer.fromDir(targetDir);
+    let draft: DecoderModel | undefined;
+    if (draftDir !== null) {
+      draft = await DecoderModel.load(draftDir, { ...common, threads: opts.draftThreads ?? 1 });
+      if (draft.info.vocabSize !== target.info.vocabSize) {
+        throw new ModelLoadError(
+          `draft and target vocabularies differ: ${join(draftDir, 'config.json')} has vocab_size ${draft.info.vocabSize}, the target ${target.info.vocabSize}`,
+          join(draftDir, 'config.json'),
+          'vocab_size',
+        );
+      }
+      const draftTokenizer = await TextTokenizer.fromDir(draftDir);
+      if (draftTokenizer.fingerprint() !== tokenizer.fingerprint()) {
+        throw new ModelLoadError(
+          `draft and target tokenizers differ: ${join(draftDir, 'tokenizer.json')} does not map token ids to the same tokens as ${join(targetDir, 'tokenizer.json')}`,
+          join(draftDir, 'tokenizer.json'),
+        );
+      }
+    }
+    return new ModelPair(target, draft, tokenizer);
+  }
+
+  async release(): Promise<void> {
+    await this.target.release();
+    await this.draft?.release();
+  }
+}

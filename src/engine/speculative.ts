@@ -1,0 +1,234 @@
+/**
+ * Speculative decoding: one draft/verify round at a time.
+ *
+ * State per sequence: the verified tokens x (prompt + output), the target's and the draft's
+ * KV caches (each covering a prefix of x), the stop policy and the RNG. One round:
+ *
+ * 1. Draft. Feed the draft the tokens of x it has not seen (usually 1; 2 after a round where
+ *    every candidate was accepted), then sample candidates y_1, y_2, ... one step at a time,
+ *    asking the stop policy after each whether to go on.
+ * 2. Verify. One target forward over [unseen tokens of x, y_1..y_k] gives p_1..p_{k+1}.
+ * 3. Accept (acceptance.ts): the accepted prefix of the candidates plus one token from the
+ *    target (recovered or bonus), so every round emits at least one token.
+ * 4. Roll back both KV caches to x + accepted candidates (kv-cache.ts `crop`); the emitted
+ *    token is fed to both next round.
+ * 5. Account: drafted, accepted, draft and verify time (stats.ts).
+ *
+ * Policy `none` never drafts, which makes the same loop plain target-only decoding.
+ */
+import { acceptGreedy, acceptSampled, type AcceptanceResult } from './acceptance.js';
+import type { KVCache } from './kv-cache.js';
+import type { DecoderModel } from './model.js';
+import { Rng } from './rng.js';
+import { argmax, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
+import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
+import { createPolicy, type PolicySpec, type StopPolicy } from './stop-policy.js';
+
+export interface GenerateOptions {
+  /** Most new tokens to produce. */
+  maxTokens: number;
+  sampling: SamplingParams;
+  /** Seed of the generation's RNG; random when absent. */
+  seed?: number;
+  policy: PolicySpec;
+  /** Tokens that end generation (not included in the output); default: the target's EOS ids. */
+  eosTokenIds?: readonly number[];
+}
+
+/** `stop`: an EOS token or a stop string; `length`: max tokens or the context; `abort`: cancelled by the caller. */
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export class ContextLengthError extends Error {
+  override name = 'ContextLengthError';
+}
+
+export class SpeculativeDecoder {
+  constructor(
+    readonly target: DecoderModel,
+    readonly draft?: DecoderModel,
+  ) {
+    if (draft && draft.info.vocabSize !== target.info.vocabSize) {
+      throw new RangeError(`draft vocabulary (${draft.info.vocabSize}) differs from the target's (${target.info.vocabSize})`);
+    }
+  }
+
+  /** Longest sequence both models accept. */
+  get contextLength(): number {
+    return this.target.info.maxPositions;
+  }
+
+  /** Begin a generation; drive it with `step()` until `done`. */
+  start(prompt: readonly number[], opts: GenerateOptions): Generation {
+    if (prompt.length === 0) throw new RangeError('the prompt has no tokens');
+    if (prompt.length >= this.contextLength) {
+      throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
+    }
+    const policy = createPolicy(opts.policy);
+    if (policy.maxDraft > 0 && !this.draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
+    return new Generation(this.target, this.draft, prompt, opts, policy);
+  }
+}
+
+export class Generation {
+  /** Output tokens so far (not including the prompt). */
+  readonly tokenIds: number[] = [];
+  finishReason: FinishReason | undefined;
+  private readonly x: number[];
+  private readonly targetCache: KVCache;
+  private readonly draftCache: KVCache | undefined;
+  private readonly rng: Rng;
+  private readonly greedy: boolean;
+  private readonly eos: Set<number>;
+  private readonly maxNew: number;
+  private readonly collector = new StatsCollector();
+  private readonly startedAt = performance.now();
+  private readonly runMsAtStart: number;
+  private endedAt: number | undefined;
+
+  constructor(
+    private readonly target: DecoderModel,
+    private readonly draft: DecoderModel | undefined,
+    prompt: readonly number[],
+    private readonly opts: GenerateOptions,
+    private readonly policy: StopPolicy,
+  ) {
+    this.x = [...prompt];
+    this.targetCache = target.newCache();
+    this.draftCache = draft?.newCache();
+    this.rng = new Rng(opts.seed ?? Rng.randomSeed());
+    this.greedy = isGreedy(opts.sampling);
+    this.eos = new Set(opts.eosTokenIds ?? target.info.eosTokenIds);
+    this.maxNew = Math.max(0, Math.min(opts.maxTokens, target.info.maxPositions - prompt.length));
+    this.runMsAtStart = this.runMs();
+    if (this.maxNew === 0) this.finish('length');
+  }
+
+  get done(): boolean {
+    return this.finishReason !== undefined;
+  }
+
+  /** Run one round; returns the tokens it added to the output (possibly none at the end). */
+  async step(): Promise<number[]> {
+    if (this.done) return [];
+    const x = this.x;
+    const remaining = this.maxNew - this.tokenIds.length;
+
+    // 1. Draft.
+    const draftStart = performance.now();
+    const { candidates, draftProbs } = await this.proposeCandidates(remaining);
+    const draftMs = performance.now() - draftStart;
+
+    // 2. Verify: p_1..p_{k+1} are the last k + 1 rows of the target's logits.
+    const targetStart = performance.now();
+    const k = candidates.length;
+    const input = x.slice(this.targetCache.length).concat(candidates);
+    const logits = await this.target.forward(this.targetCache, input);
+    const vocab = this.target.info.vocabSize;
+    const rows = Array.from({ length: k + 1 }, (_, i) => logits.subarray((input.length - k - 1 + i) * vocab, (input.length - k + i) * vocab));
+
+    // 3. Accept.
+    let result: AcceptanceResult;
+    if (this.greedy) {
+      result = acceptGreedy(candidates, rows.map(argmax));
+    } else {
+      const targetProbs = rows.map((row) => toProbs(row, this.opts.sampling));
+      result = acceptSampled(candidates, draftProbs, targetProbs, this.rng);
+    }
+
+    // 4. Roll back both caches to x + accepted candidates.
+    const keep = x.length + result.accepted;
+    this.targetCache.crop(keep);
+    if (this.draftCache && this.draftCache.length > keep) this.draftCache.crop(keep);
+    const targetMs = performance.now() - targetStart;
+
+    // Stop conditions: EOS (not emitted), then the length limit.
+    const proposed = candidates.slice(0, result.accepted);
+    proposed.push(result.next);
+    const emitted: number[] = [];
+    for (const token of proposed) {
+      if (this.eos.has(token)) {
+        this.finish('stop');
+        break;
+      }
+      emitted.push(token);
+      if (this.tokenIds.length + emitted.length >= this.maxNew) {
+        this.finish('length');
+        break;
+      }
+    }
+    x.push(...emitted);
+    this.tokenIds.push(...emitted);
+
+    // 5. Account.
+    const round: RoundStats = { drafted: k, accepted: result.accepted, emitted: emitted.length, draftMs, targetMs };
+    this.collector.observe(round);
+    return emitted;
+  }
+
+  /** Run to the end; returns the output tokens. */
+  async run(): Promise<number[]> {
+    while (!this.done) await this.step();
+    return this.tokenIds;
+  }
+
+  /** End early (a stop string matched, or the client went away). */
+  finish(reason: FinishReason): void {
+    if (this.finishReason !== undefined) return;
+    this.finishReason = reason;
+    this.endedAt = performance.now();
+  }
+
+  get stats(): GenerationStats {
+    const wall = (this.endedAt ?? performance.now()) - this.startedAt;
+    return this.collector.summary(wall, this.runMs() - this.runMsAtStart);
+  }
+
+  /**
+   * The draft loop of one round. Candidates never run past what the round may emit (one token
+   * always comes from the target) nor past either model's context.
+   * @returns candidates y_1..y_k and, when sampling, their distributions q_1..q_k // each [vocab]
+   */
+  private async proposeCandidates(remaining: number): Promise<{ candidates: number[]; draftProbs: Float64Array[] }> {
+    const candidates: number[] = [];
+    const draftProbs: Float64Array[] = [];
+    const draft = this.draft;
+    const cache = this.draftCache;
+    const x = this.x;
+    const cap = Math.min(
+      this.policy.maxDraft,
+      remaining - 1,
+      this.target.info.maxPositions - x.length - 1,
+      draft ? draft.info.maxPositions - x.length + 1 : 0,
+    );
+    if (!draft || !cache || cap <= 0) return { candidates, draftProbs };
+
+    this.policy.begin();
+    const vocab = draft.info.vocabSize;
+    let logits = await draft.forward(cache, x.slice(cache.length));
+    for (let s = 1; ; s++) {
+      const row = logits.subarray(logits.length - vocab);
+      let token: number;
+      let prob: number;
+      let q: Float64Array | undefined;
+      if (this.greedy) {
+        token = argmax(row);
+        prob = this.policy.needsDraftProb ? softmax(row)[token]! : 1;
+      } else {
+        q = toProbs(row, this.opts.sampling);
+        token = sample(q, this.rng);
+        prob = q[token]!;
+      }
+      const verdict = this.policy.decide({ index: s, token, prob });
+      if (verdict === 'stop-drop') break;
+      candidates.push(token);
+      if (q) draftProbs.push(q);
+      if (verdict === 'stop' || s >= cap) break;
+      logits = await draft.forward(cache, [token]);
+    }
+    return { candidates, draftProbs };
+  }
+
+  private runMs(): number {
+    return this.target.runMs + (this.draft?.runMs ?? 0);
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * Stop policies: how many candidates the draft proposes in a round.
+ *
+ * After each draft step the engine hands the policy the candidate it just sampled and asks
+ * whether to keep drafting. Policies are small state machines, created once per generation
+ * (`createPolicy`) and reset at the start of every round (`begin`).
+ *
+ * - `none`: no drafting; target-only decoding, the baseline every speedup is measured against.
+ * - `fixed`: always K candidates.
+ * - `confidence`: stop when the draft's probability of its candidate drops below p_min; that
+ *   candidate is dropped (llama.cpp's rule).
+ */
+
+/** What a policy sees after draft step s. */
+export interface DraftStep {
+  /** s: 1-based index of the candidate within the round. */
+  index: number;
+  /** y_s, the candidate just sampled. */
+  token: number;
+  /** q_s(y_s): the draft's probability of y_s (at temperature 1 when decoding greedily). */
+  prob: number;
+}
+
+/** `continue`: keep y_s and draft another; `stop`: keep y_s and verify; `stop-drop`: discard y_s and verify. */
+export type DraftVerdict = 'continue' | 'stop' | 'stop-drop';
+
+export interface StopPolicy {
+  /** Canonical spec string, e.g. `fixed:4`. */
+  readonly name: string;
+  /** Hard cap on candidates per round (0: never draft). */
+  readonly maxDraft: number;
+  /** Whether `DraftStep.prob` must be computed when decoding greedily. */
+  readonly needsDraftProb: boolean;
+  begin(): void;
+  decide(step: DraftStep): DraftVerdict;
+}
+
+/** Plain-data description of a policy (crosses worker boundaries, parsed from CLI and API). */
+export type PolicySpec =
+  | { policy: 'none' }
+  | { policy: 'fixed'; k: number }
+  | { policy: 'confidence'; pMin: number; kMax: number };
+
+export type PolicyName = PolicySpec['policy'];
+export const POLICY_NAMES: readonly PolicyName[] = ['none', 'fixed', 'confidence'];
+
+/** Longest draft any policy may ask for; beyond it acceptance of the whole run is negligible. */
+export const MAX_DRAFT_LIMIT = 32;
+export const DEFAULT_FIXED_K = 4;
+export const DEFAULT_P_MIN = 0.6;
+export const DEFAULT_CONFIDENCE_K_MAX = 16;
+
+class NonePolicy implements StopPolicy {
+  readonly name = 'none';
+  readonly maxDraft = 0;
+  readonly needsDraftProb = false;
+  begin(): void {}
+  decide(): DraftVerdict {
+    return 'stop';
+  }
+}
+
+class FixedPolicy implements StopPolicy {
+  readonly needsDraftProb = false;
+  constructor(readonly maxDraft: number) {}
+  get name(): string {
+    return `fixed:${this.maxDraft}`;
+  }
+  begin(): void {}
+  decide(step: DraftStep): DraftVerdict {
+    return step.index >= this.maxDraft ? 'stop' : 'continue';
+  }
+}
+
+class ConfidencePolicy implements StopPolicy {
+  readonly needsDraftProb = true;
+  constructor(
+    readonly pMin: number,
+    readonly maxDraft: number,
+  ) {}
+  get name(): string {
+    return `confidence:${this.pMin}`;
+  }
+  begin(): void {}
+  decide(step: DraftStep): DraftVerdict {
+    if (step.prob < this.pMin) return 'stop-drop';
+    return step.index >= this.maxDraft ? 'stop' : 'continue';
+  }
+}
+
+export function createPolicy(spec: PolicySpec): StopPolicy {
+  switch (spec.policy) {
+    case 'none':
+      return new NonePolicy();
+    case 'fixed':
+      return new FixedPolicy(spec.k);
+    case 'confidence':
+      return new ConfidencePolicy(spec.pMin, spec.kMax);
+  }
+}
+
+export class PolicySpecError extends Error {
+  override name = 'PolicySpecError';
+}
+
+/** Check ranges; throws PolicySpecError naming the bad knob. */
+export function validatePolicySpec(spec: PolicySpec): PolicySpec {
+  const intIn = (name: string, v: number, lo: number, hi: number) => {
+    if (!Number.isInteger(v) || v < lo || v > hi) throw new PolicySpecError(`${name} must be an integer in [${lo}, ${hi}], got ${v}`);
+  };
+  switch (spec.policy) {
+    case 'none':
+      break;
+    case 'fixed':
+      intIn('k', spec.k, 1, MAX_DRAFT_LIMIT);
+      break;
+    case 'confidence':
+      if (!(spec.pMin >= 0 && spec.pMin <= 1)) throw new PolicySpecError(`p_min must be a number in [0, 1], got ${spec.pMin}`);
+      intIn('k_max', spec.kMax, 1, MAX_DRAFT_LIMIT);
+      break;
+    default:
+      throw new PolicySpecError(`unknown policy ${JSON.stringify((spec as { policy: unknown }).policy)}; expected one of ${POLICY_NAMES.join(', ')}`);
+  }
+  return spec;
+}
+
+/**
+ * Parse `none`, `fixed`, `fixed:K`, `confidence`, `confidence:P_MIN` (the form used by the
+ * CLI's --policies lists and the benchmark).
+ */
+export function parsePolicy(text: string): PolicySpec {
+  const [name, arg, extra] = text.trim().split(':');
+  if (extra !== undefined) throw new PolicySpecError(`bad policy "${text}": expected NAME or NAME:VALUE`);
+  const num = (what: string): number | undefined => {
+    if (arg === undefined || arg === '') return undefined;
+    const v = Number(arg);
+    if (!Number.isFinite(v)) throw new PolicySpecError(`bad policy "${text}": ${what} must be a number`);
+    return v;
+  };
+  switch (name) {
+    case 'none':
+      if (arg !== undefined) throw new PolicySpecError(`bad policy "${text}": none takes no value`);
+      return { policy: 'none' };
+    case 'fixed':
+      return validatePolicySpec({ policy: 'fixed', k: num('K') ?? DEFAULT_FIXED_K });
+    case 'confidence':
+      return validatePolicySpec({ policy: 'confidence', pMin: num('p_min') ?? DEFAULT_P_MIN, kMax: DEFAULT_CONFIDENCE_K_MAX });
+    default:
+      throw new PolicySpecError(`unknown policy "${name}" in "${text}"; expected one of ${POLICY_NAMES.join(', ')}`);
+  }
+}
+
+/** The canonical spec string, e.g. `fixed:4`. */
+export function policyLabel(spec: PolicySpec): string {
+  return createPolicy(spec).name;
+}

@@ -1,0 +1,12 @@
+/** Where the package's own files live, wherever it is installed or run from. */
+import { fileURLToPath } from 'node:url';
+
+/** The package root (this file is compiled to dist/src/paths.js). */
+export const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/** The bundled default pair. */
+export const BUNDLED_TARGET = fileURLToPath(new URL('../../models/specd-pair-target', import.meta.url));
+export const BUNDLED_DRAFT = fileURLToPath(new URL('../../models/specd-pair-draft', import.meta.url));
+
+/** Benchmark data sets shipped with the package. */
+export const DATASETS_DIR = fileURLToPath(new URL('../../bench/datasets', import.meta.url));
