@@ -1,0 +1,106 @@
+/**
+ * The offline benchmark: the engine in-process, no server, every policy on the same prompts.
+ *
+ * Policies run interleaved prompt by prompt (prompt 1 under every policy, then prompt 2, ...)
+ * so that a noisy, shared machine slows all of them alike; the speedup of a policy is its
+ * tokens/s over that of `none` (target-only decoding) from the same run.
+ */
+import type { ModelPair } from '../engine/pair.js';
+import type { SamplingParams } from '../engine/sampling.js';
+import { isGreedy } from '../engine/sampling.js';
+import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';
+import { generateText } from '../engine/text-generation.js';
+import type { BenchPrompt, DatasetName } from './datasets.js';
+
+export interface OfflineBenchOptions {
+  dataset: DatasetName;
+  prompts: BenchPrompt[];
+  policies: PolicySpec[];
+  maxTokens: number;
+  sampling: SamplingParams;
+  seed: number;
+  /** Called after each generation (for a progress bar). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface OfflineResult {
+  policy: string;
+  dataset: DatasetName;
+  prompts: number;
+  new_tokens: number;
+  wall_s: number;
+  tokens_per_s: number;
+  /** tokens_per_s / tokens_per_s of `none` in the same run; null without a `none` entry. */
+  speedup_vs_none: number | null;
+  rounds: number;
+  draft_tokens: number;
+  accepted_tokens: number;
+  mean_accepted_per_round: number;
+  /** Output tokens per target forward pass (Spec-Bench's tau). */
+  tokens_per_target_call: number;
+  acceptance_rate: number;
+  /** Share of wall time spent outside ONNX Runtime's run(): sampling, copies, rollback. */
+  overhead_fraction: number;
+  /** Greedy only: whether every output equals `none`'s token for token (null when not checked). */
+  matches_none: boolean | null;
+}
+
+interface Totals {
+  newTokens: number;
+  wallMs: number;
+  runMs: number;
+  rounds: number;
+  drafted: number;
+  accepted: number;
+  outputs: string[];
+}
+
+export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions): Promise<OfflineResult[]> {
+  const totals: Totals[] = opts.policies.map(() => ({ newTokens: 0, wallMs: 0, runMs: 0, rounds: 0, drafted: 0, accepted: 0, outputs: [] }));
+  const total = opts.prompts.length * opts.policies.length;
+
+  // Warm up every policy once so first-run allocation does not count.
+  for (const policy of opts.policies) {
+    await generateText(pair, { messages: opts.prompts[0]!.messages }, { maxTokens: 8, sampling: opts.sampling, seed: opts.seed, policy });
+  }
+  let done = 0;
+  for (const [i, prompt] of opts.prompts.entries()) {
+    for (const [p, policy] of opts.policies.entries()) {
+      const r = await generateText(pair, { messages: prompt.messages }, { maxTokens: opts.maxTokens, sampling: opts.sampling, seed: opts.seed + i, policy });
+      const t = totals[p]!;
+      t.newTokens += r.token_ids.length;
+      t.wallMs += r.stats.wall_ms;
+      t.runMs += r.stats.run_ms;
+      t.rounds += r.stats.rounds;
+      t.drafted += r.stats.draft_tokens;
+      t.accepted += r.stats.accepted_tokens;
+      t.outputs.push(r.token_ids.join(','));
+      opts.onProgress?.(++done, total);
+    }
+  }
+
+  const noneIndex = opts.policies.findIndex((p) => p.policy === 'none');
+  const tps = (t: Totals) => (t.wallMs > 0 ? (t.newTokens / t.wallMs) * 1000 : 0);
+  const noneTps = noneIndex >= 0 ? tps(totals[noneIndex]!) : undefined;
+  return opts.policies.map((policy, p) => {
+    const t = totals[p]!;
+    const reference = noneIndex >= 0 && isGreedy(opts.sampling) ? totals[noneIndex]!.outputs : undefined;
+    return {
+      policy: policyLabel(policy),
+      dataset: opts.dataset,
+      prompts: opts.prompts.length,
+      new_tokens: t.newTokens,
+      wall_s: t.wallMs / 1000,
+      tokens_per_s: tps(t),
+      speedup_vs_none: noneTps ? tps(t) / noneTps : null,
+      rounds: t.rounds,
+      draft_tokens: t.drafted,
+      accepted_tokens: t.accepted,
+      mean_accepted_per_round: t.rounds ? t.accepted / t.rounds : 0,
+      tokens_per_target_call: t.rounds ? t.newTokens / t.rounds : 0,
+      acceptance_rate: t.drafted ? t.accepted / t.drafted : 0,
+      overhead_fraction: t.wallMs > 0 ? 1 - t.runMs / t.wallMs : 0,
+      matches_none: reference ? t.outputs.every((o, i) => o === reference[i]) : null,
+    };
+  });
+}

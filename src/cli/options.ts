@@ -1,0 +1,135 @@
+/** Parsers and shared option groups for the command line. */
+import { InvalidArgumentError, type Command } from 'commander';
+import { type Device, parseDevice } from '../engine/device.js';
+import type { PairOptions } from '../engine/pair.js';
+import type { SamplingParams } from '../engine/sampling.js';
+import {
+  DEFAULT_CONFIDENCE_K_MAX,
+  DEFAULT_FIXED_K,
+  DEFAULT_P_MIN,
+  MAX_DRAFT_LIMIT,
+  type PolicySpec,
+  parsePolicy,
+  PolicySpecError,
+  validatePolicySpec,
+} from '../engine/stop-policy.js';
+
+export function intIn(lo: number, hi: number) {
+  return (text: string): number => {
+    const v = Number(text);
+    if (!/^-?\d+$/.test(text.trim()) || v < lo || v > hi) throw new InvalidArgumentError(`expected an integer in [${lo}, ${hi}]`);
+    return v;
+  };
+}
+
+export function numberIn(lo: number, hi: number) {
+  return (text: string): number => {
+    const v = Number(text);
+    if (text.trim() === '' || !Number.isFinite(v) || v < lo || v > hi) throw new InvalidArgumentError(`expected a number in [${lo}, ${hi}]`);
+    return v;
+  };
+}
+
+export function deviceArg(text: string): Device {
+  try {
+    return parseDevice(text);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+export function policyListArg(text: string): PolicySpec[] {
+  try {
+    const list = text.split(',').filter((s) => s.trim() !== '').map(parsePolicy);
+    if (list.length === 0) throw new PolicySpecError('no policies given');
+    return list;
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+/** --target, --draft, --no-draft, --device, --device-id, --threads, --draft-threads. */
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .option('--target <dir>', 'target model directory (default: the bundled specd-pair target)')
+    .option('--draft <dir>', 'draft model directory (default: the bundled specd-pair draft with the bundled target)')
+    .option('--no-draft', 'load no draft model (target-only decoding)')
+    .option('--device <device>', 'execution provider: cpu, cuda or webgpu', deviceArg, 'cpu' as Device)
+    .option('--device-id <n>', 'GPU index', intIn(0, 64), 0)
+    .option('--threads <n>', 'intra-op threads of the target (default: all cores)', intIn(1, 1024))
+    .option('--draft-threads <n>', 'intra-op threads of the draft', intIn(1, 1024), 1);
+}
+
+export interface ModelFlags {
+  target?: string;
+  draft?: string | boolean;
+  device: Device;
+  deviceId: number;
+  threads?: number;
+  draftThreads: number;
+}
+
+export function pairOptions(flags: ModelFlags): PairOptions {
+  return {
+    target: flags.target,
+    draft: flags.draft === false ? null : typeof flags.draft === 'string' ? flags.draft : undefined,
+    device: flags.device,
+    deviceId: flags.deviceId,
+    threads: flags.threads,
+    draftThreads: flags.draftThreads,
+  };
+}
+
+/** --temperature, --top-p, --top-k, --seed. */
+export function addSamplingOptions(cmd: Command): Command {
+  return cmd
+    .option('--temperature <t>', "sampling temperature, 0 = greedy (default: the model's generation_config.json, else 1)", numberIn(0, 100))
+    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', numberIn(0, 1))
+    .option('--top-k <k>', 'sample from the k most likely tokens (0 = off)', intIn(0, 1_000_000))
+    .option('--seed <n>', 'random seed (same seed, same output)', intIn(0, Number.MAX_SAFE_INTEGER));
+}
+
+export interface SamplingFlags {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+}
+
+/** Request flags over the model's generation_config.json defaults. */
+export function samplingParams(flags: SamplingFlags, defaults: { temperature?: number; topP?: number; topK?: number }): SamplingParams {
+  return {
+    temperature: flags.temperature ?? defaults.temperature ?? 1,
+    topP: flags.topP ?? defaults.topP ?? 1,
+    topK: flags.topK ?? defaults.topK ?? 0,
+  };
+}
+
+/** --policy and its knobs. */
+export function addPolicyOptions(cmd: Command): Command {
+  return cmd
+    .option('--policy <name>', 'draft-length policy: none, fixed or confidence', 'fixed')
+    .option('--k <n>', `candidates per round for --policy fixed`, intIn(1, MAX_DRAFT_LIMIT), DEFAULT_FIXED_K)
+    .option('--p-min <p>', 'stop drafting below this draft probability (--policy confidence)', numberIn(0, 1), DEFAULT_P_MIN)
+    .option('--k-max <n>', 'longest draft for --policy confidence', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_CONFIDENCE_K_MAX);
+}
+
+export interface PolicyFlags {
+  policy: string;
+  k: number;
+  pMin: number;
+  kMax: number;
+}
+
+export function policySpec(flags: PolicyFlags): PolicySpec {
+  switch (flags.policy) {
+    case 'none':
+      return { policy: 'none' };
+    case 'fixed':
+      return validatePolicySpec({ policy: 'fixed', k: flags.k });
+    case 'confidence':
+      return validatePolicySpec({ policy: 'confidence', pMin: flags.pMin, kMax: flags.kMax });
+    default:
+      throw new PolicySpecError(`--policy: unknown policy "${flags.policy}"; expected none, fixed or confidence`);
+  }
+}
+
