@@ -29,6 +29,12 @@ export interface ModelInfo extends KvLayout {
 }
 
 const KEY_INPUT = /^past_key_values\.(\d+)\.key$/;
+/** Extra output of a draft prepared for an acceptance head: the input of the lm_head. */
+export const HIDDEN_OUTPUT = 'last_hidden_state';
+
+function hostFloat32(t: ort.Tensor): Float32Array {
+  return t.type === 'float16' ? float16ToFloat32(t.data as Uint16Array) : (t.data as Float32Array);
+}
 
 export class DecoderModel {
   /** Milliseconds spent inside session.run() and how many runs, since load. */
@@ -72,6 +78,19 @@ export class DecoderModel {
    * @returns logits [tokens.length, vocab], row-major
    */
   async forward(cache: KVCache, tokens: readonly number[]): Promise<Float32Array> {
+    return (await this.forwardWithHidden(cache, tokens)).logits;
+  }
+
+  /** Whether the graph outputs `last_hidden_state` (a draft prepared for an acceptance head). */
+  get hasHiddenState(): boolean {
+    return this.session.outputNames.includes(HIDDEN_OUTPUT);
+  }
+
+  /**
+   * `forward`, also returning the final hidden states when the graph outputs them.
+   * @returns logits [tokens.length, vocab] and hidden [tokens.length, width], row-major
+   */
+  async forwardWithHidden(cache: KVCache, tokens: readonly number[]): Promise<{ logits: Float32Array; hidden?: Float32Array }> {
     const past = cache.length;
     const n = tokens.length;
     const total = past + n;
@@ -95,8 +114,8 @@ export class DecoderModel {
     this.runs++;
 
     cache.update(out, total);
-    const logits = out.logits as ort.Tensor;
-    return logits.type === 'float16' ? float16ToFloat32(logits.data as Uint16Array) : (logits.data as Float32Array);
+    const hidden = out[HIDDEN_OUTPUT] as ort.Tensor | undefined;
+    return { logits: hostFloat32(out.logits as ort.Tensor), hidden: hidden && hostFloat32(hidden) };
   }
 
   async release(): Promise<void> {

@@ -22,7 +22,7 @@ import type { DecoderModel } from './model.js';
 import { Rng } from './rng.js';
 import { argmax, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
-import { createPolicy, type PolicySpec, type StopPolicy } from './stop-policy.js';
+import { type AcceptancePredictor, createPolicy, type PolicySpec, type StopPolicy } from './stop-policy.js';
 
 export interface GenerateOptions {
   /** Most new tokens to produce. */
@@ -46,6 +46,8 @@ export class SpeculativeDecoder {
   constructor(
     readonly target: DecoderModel,
     readonly draft?: DecoderModel,
+    /** The acceptance head for policies that need one (specdec++). */
+    readonly head?: AcceptancePredictor,
   ) {
     if (draft && draft.info.vocabSize !== target.info.vocabSize) {
       throw new RangeError(`draft vocabulary (${draft.info.vocabSize}) differs from the target's (${target.info.vocabSize})`);
@@ -65,7 +67,11 @@ export class SpeculativeDecoder {
     }
     const policy = createPolicy(opts.policy);
     if (policy.maxDraft > 0 && !this.draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
-    return new Generation(this.target, this.draft, prompt, opts, policy);
+    if (policy.needsHead) {
+      if (!this.head) throw new RangeError(`policy ${policy.name} needs an acceptance head`);
+      if (!this.draft?.hasHiddenState) throw new RangeError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`);
+    }
+    return new Generation(this.target, this.draft, this.head, prompt, opts, policy);
   }
 }
 
@@ -88,6 +94,7 @@ export class Generation {
   constructor(
     private readonly target: DecoderModel,
     private readonly draft: DecoderModel | undefined,
+    private readonly head: AcceptancePredictor | undefined,
     prompt: readonly number[],
     private readonly opts: GenerateOptions,
     private readonly policy: StopPolicy,
@@ -204,9 +211,17 @@ export class Generation {
 
     this.policy.begin();
     const vocab = draft.info.vocabSize;
-    let logits = await draft.forward(cache, x.slice(cache.length));
+    const useHead = this.policy.needsHead && this.head !== undefined;
+    let out = await draft.forwardWithHidden(cache, x.slice(cache.length));
     for (let s = 1; ; s++) {
+      const logits = out.logits;
       const row = logits.subarray(logits.length - vocab);
+      // The head judges y_{s-1}, the token this step fed in; y_0 is verified already.
+      let acceptProb: number | undefined;
+      if (useHead && s > 1 && out.hidden) {
+        const width = this.head!.width;
+        acceptProb = await this.head!.predict(out.hidden.subarray(out.hidden.length - width));
+      }
       let token: number;
       let prob: number;
       let q: Float64Array | undefined;
@@ -218,12 +233,12 @@ export class Generation {
         token = sample(q, this.rng);
         prob = q[token]!;
       }
-      const verdict = this.policy.decide({ index: s, token, prob });
+      const verdict = this.policy.decide({ index: s, token, prob, acceptProb });
       if (verdict === 'stop-drop') break;
       candidates.push(token);
       if (q) draftProbs.push(q);
       if (verdict === 'stop' || s >= cap) break;
-      logits = await draft.forward(cache, [token]);
+      out = await draft.forwardWithHidden(cache, [token]);
     }
     return { candidates, draftProbs };
   }

@@ -19,6 +19,20 @@ export interface DraftStep {
   token: number;
   /** q_s(y_s): the draft's probability of y_s (at temperature 1 when decoding greedily). */
   prob: number;
+  /**
+   * The acceptance head's P(accept) for y_{s-1}, the token fed to the draft in this step
+   * (predicted from the draft's hidden state at that token); undefined for s = 1, whose input
+   * is already verified, and for policies that do not ask for the head.
+   */
+  acceptProb?: number;
+}
+
+/** Predicts, from the draft's last hidden state at a token, the probability the target accepts that token. */
+export interface AcceptancePredictor {
+  /** Hidden-state width the predictor expects. */
+  readonly width: number;
+  /** @param hidden one hidden-state row // [width] */
+  predict(hidden: Float32Array): Promise<number>;
 }
 
 /** `continue`: keep y_s and draft another; `stop`: keep y_s and verify; `stop-drop`: discard y_s and verify. */
@@ -31,6 +45,8 @@ export interface StopPolicy {
   readonly maxDraft: number;
   /** Whether `DraftStep.prob` must be computed when decoding greedily. */
   readonly needsDraftProb: boolean;
+  /** Whether `DraftStep.acceptProb` must be computed (needs an acceptance head). */
+  readonly needsHead: boolean;
   begin(): void;
   decide(step: DraftStep): DraftVerdict;
 }
@@ -54,6 +70,7 @@ class NonePolicy implements StopPolicy {
   readonly name = 'none';
   readonly maxDraft = 0;
   readonly needsDraftProb = false;
+  readonly needsHead = false;
   begin(): void {}
   decide(): DraftVerdict {
     return 'stop';
@@ -62,6 +79,7 @@ class NonePolicy implements StopPolicy {
 
 class FixedPolicy implements StopPolicy {
   readonly needsDraftProb = false;
+  readonly needsHead = false;
   constructor(readonly maxDraft: number) {}
   get name(): string {
     return `fixed:${this.maxDraft}`;
@@ -74,6 +92,7 @@ class FixedPolicy implements StopPolicy {
 
 class ConfidencePolicy implements StopPolicy {
   readonly needsDraftProb = true;
+  readonly needsHead = false;
   constructor(
     readonly pMin: number,
     readonly maxDraft: number,
