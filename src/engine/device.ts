@@ -47,6 +47,8 @@ export function executionProviders(device: Device, deviceId = 0): ort.InferenceS
       }
       return [{ name: 'cuda', deviceId }];
     case 'webgpu':
-      return [{ name: 'webgpu', deviceId } as ort.InferenceSession.ExecutionProviderConfig];
+      // The WebGPU provider takes no device index (it rejects a `deviceId` option): it uses the default adapter.
+      if (deviceId !== 0) throw new DeviceError('--device webgpu uses the default GPU adapter; --device-id is not supported for it');
+      return ['webgpu'];
   }
 }
