@@ -9,6 +9,11 @@ export interface RoundStats {
   emitted: number;
   draftMs: number;
   targetMs: number;
+  /**
+   * The acceptance head's P(accept) for each candidate, when a head was asked (index i for
+   * y_{i+1}); with `accepted` this gives the head's live calibration (predicted vs realised).
+   */
+  acceptProbs?: number[];
 }
 
 export interface GenerationStats {

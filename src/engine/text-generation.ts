@@ -6,6 +6,7 @@
 import { IncrementalDetokenizer } from '../text/detokenizer.js';
 import { StopStringMatcher } from '../text/stop-strings.js';
 import type { ChatMessage } from '../text/tokenizer.js';
+import type { TokenLogprob } from './logprobs.js';
 import type { ModelPair } from './pair.js';
 import type { FinishReason, GenerateOptions } from './speculative.js';
 import type { GenerationStats } from './stats.js';
@@ -26,10 +27,12 @@ export interface TextGenerationResult {
   prompt_tokens: number;
   finish_reason: FinishReason;
   stats: GenerationStats;
+  /** With `logprobs`: one record per token of `token_ids`. */
+  logprobs?: TokenLogprob[];
 }
 
-/** Called after every round with the text and tokens it added. */
-export type DeltaListener = (delta: { text: string; tokenIds: number[] }) => void;
+/** Called after every round with the text and tokens it added (and, with `logprobs`, their records). */
+export type DeltaListener = (delta: { text: string; tokenIds: number[]; logprobs?: TokenLogprob[] }) => void;
 
 export function encodePrompt(pair: ModelPair, input: PromptInput): number[] {
   if ('tokenIds' in input) return input.tokenIds;
@@ -50,7 +53,9 @@ export async function generateText(
   let text = '';
   const emit = (piece: string, tokenIds: number[]) => {
     text += piece;
-    if (onDelta && (piece || tokenIds.length)) onDelta({ text: piece, tokenIds });
+    if (!onDelta || !(piece || tokenIds.length)) return;
+    const logprobs = opts.logprobs === undefined ? undefined : generation.logprobs.slice(generation.logprobs.length - tokenIds.length);
+    onDelta({ text: piece, tokenIds, logprobs });
   };
 
   while (!generation.done) {
@@ -73,5 +78,6 @@ export async function generateText(
     prompt_tokens: promptIds.length,
     finish_reason: generation.finishReason!,
     stats: generation.stats,
+    logprobs: opts.logprobs === undefined ? undefined : generation.logprobs,
   };
 }

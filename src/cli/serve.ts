@@ -1,0 +1,97 @@
+/**
+ * `specd serve`: the OpenAI-compatible server (src/server). Prints `specd: listening on URL` on
+ * stdout once it listens (the models keep loading in the workers; /health says when they are
+ * ready) and shuts down gracefully on SIGTERM / SIGINT.
+ */
+import { availableParallelism } from 'node:os';
+import { Command, InvalidArgumentError } from 'commander';
+import { policyLabel } from '../engine/stop-policy.js';
+import { buildApp } from '../server/app.js';
+import { DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PORT, defaultWorkers, threadsPerWorker } from '../server/defaults.js';
+import { shutdown } from '../server/shutdown.js';
+import { needsHead } from '../server/speculation.js';
+import { addModelOptions, addPolicyOptions, intIn, type ModelFlags, numberIn, pairOptions, type PolicyFlags, policySpec } from './options.js';
+
+interface ServeFlags extends ModelFlags, PolicyFlags {
+  host: string;
+  port: number;
+  modelName?: string;
+  workers?: number;
+  maxQueue: number;
+  apiKey?: string;
+  grace: number;
+}
+
+export function serveCommand(): Command {
+  const cmd = new Command('serve').description('serve an OpenAI-compatible API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics');
+  cmd
+    .option('--host <host>', 'address to listen on', DEFAULT_HOST)
+    .option('--port <n>', 'port to listen on (0: any free port)', intIn(0, 65535), DEFAULT_PORT)
+    .option('--model-name <name>', "the model name clients send as 'model' (default: the target directory's name)")
+    .option('--workers <n>', `engine worker threads, each with its own copy of the models (default: 1 on a GPU or with <= 4 cores, else cores / 4)`, intIn(1, 1024))
+    .option('--max-queue <n>', 'requests that may wait for a worker; more are refused with 429', intIn(0, 1_000_000), DEFAULT_MAX_QUEUE)
+    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1 routes (default: $SPECD_API_KEY)')
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT, time in-flight requests get to finish before they are cancelled', numberIn(0, 86_400), DEFAULT_GRACE_S);
+  // The server's default draft policy; a request may choose another with its `speculative` field.
+  addPolicyOptions(cmd);
+  // Models, device and threads (--threads is per worker here: default, the cores shared out among
+  // the workers). Every model flag reaches the workers through pairOptions(), the acceptance
+  // head's (--head FILE) included once the shared options carry it.
+  addModelOptions(cmd);
+  cmd.action(async (flags: ServeFlags) => {
+    const policy = policySpec(flags);
+    const pair = pairOptions(flags);
+    if (policy.policy !== 'none' && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
+    const cores = availableParallelism();
+    const workers = flags.workers ?? defaultWorkers(cores, flags.device);
+    const app = await buildApp({
+      pair,
+      modelName: flags.modelName,
+      workers,
+      maxQueue: flags.maxQueue,
+      apiKey: flags.apiKey ?? (process.env.SPECD_API_KEY || undefined),
+      policy,
+      // Warnings and server errors (a 5xx is a bug) as JSON lines on stderr; stdout stays for the URL.
+      logger: { level: 'warn', stream: process.stderr },
+    });
+    const { engine, facts } = app.specd;
+    const threads = engine.options.pair.threads ?? threadsPerWorker(cores, workers);
+    process.stderr.write(`specd: loading ${facts.name} on ${workers} worker${workers > 1 ? 's' : ''} x ${threads} thread${threads > 1 ? 's' : ''} (${flags.device})\n`);
+
+    const url = await app.listen({ host: flags.host, port: flags.port });
+    process.stdout.write(`specd: listening on ${url}\n`);
+
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        process.stderr.write(`specd: ${signal} again: cancelling in-flight requests\n`);
+        engine.cancelAll();
+        return;
+      }
+      stopping = true;
+      process.stderr.write(`specd: ${signal}: shutting down (in-flight requests get ${flags.grace} s)\n`);
+      shutdown(app, flags.grace * 1000).then(
+        () => process.stderr.write('specd: stopped\n'),
+        (err: Error) => {
+          process.stderr.write(`specd: error while shutting down: ${err.message}\n`);
+          process.exitCode = 1;
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+
+    try {
+      await engine.ready;
+    } catch (err) {
+      await app.close();
+      throw new Error(`the models failed to load: ${(err as Error).message}`);
+    }
+    if (needsHead(policy) && !engine.hasHead) {
+      await app.close();
+      throw new InvalidArgumentError(`--policy ${policy.policy} needs an acceptance head and none is loaded (use --head FILE)`);
+    }
+    process.stderr.write(`specd: ready: model ${facts.name}, default policy ${policyLabel(policy)}\n`);
+  });
+  return cmd;
+}

@@ -1,0 +1,143 @@
+/**
+ * The OpenAI-compatible HTTP server: `buildApp(opts)` assembles it and never listens (tests use
+ * `app.inject()`, or `app.listen({port: 0})`; `specd serve` listens).
+ *
+ *   POST /v1/chat/completions   chat, streamed (SSE) or not
+ *   POST /v1/completions        text completion of a prompt string or token ids
+ *   GET  /v1/models             the served model
+ *   GET  /health                503 {status: "loading"} until every worker has loaded, then 200
+ *   GET  /metrics               Prometheus text
+ *
+ * The main thread renders chat templates, tokenizes, validates and streams; generation runs in
+ * the engine workers (engine-pool.ts). Shared things are decorations on the instance
+ * (`app.specd`), released in `onClose`.
+ */
+import { availableParallelism } from 'node:os';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { PairOptions } from '../engine/pair.js';
+import { DEFAULT_FIXED_K, type PolicySpec } from '../engine/stop-policy.js';
+import { apiKeyHook } from './auth.js';
+import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE, defaultWorkers, threadsPerWorker } from './defaults.js';
+import { EnginePool } from './engine-pool.js';
+import { ApiError, apiErrors } from './errors.js';
+import { EventLoopMonitor } from './event-loop.js';
+import { ServerMetrics } from './metrics.js';
+import { loadModelFacts, type ModelFacts } from './model-facts.js';
+import { chatRoutes } from './routes/chat.js';
+import { completionRoutes } from './routes/completions.js';
+import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { modelRoutes } from './routes/models.js';
+import { AJV_OPTIONS, formatSchemaErrors } from './schema-errors.js';
+import { TokenTexts } from './token-text.js';
+
+export interface ServerOptions {
+  /** Models, device and threads; `threads` is per worker (default: the cores shared out). */
+  pair?: PairOptions;
+  /** The name clients pass as `model` (default: the target directory's name). */
+  modelName?: string;
+  /** Engine worker threads (default: defaults.ts `defaultWorkers`). */
+  workers?: number;
+  /** Requests that may wait for a worker (default DEFAULT_MAX_QUEUE). */
+  maxQueue?: number;
+  /** Require `Authorization: Bearer KEY` on /v1 routes. */
+  apiKey?: string;
+  /** The draft policy of requests that do not choose one (default: fixed, K = DEFAULT_FIXED_K). */
+  policy?: PolicySpec;
+  /** Largest request body in bytes (default DEFAULT_BODY_LIMIT). */
+  bodyLimit?: number;
+  /** fastify's logger option (default: off). */
+  logger?: boolean | object;
+}
+
+/** What the routes share (`app.specd`). */
+export interface ServerContext {
+  engine: EnginePool;
+  facts: ModelFacts;
+  defaultPolicy: PolicySpec;
+  metrics: ServerMetrics;
+  eventLoop: EventLoopMonitor;
+  /** Token texts for logprobs. */
+  texts: TokenTexts;
+  /** Whether the engine has an acceptance head (known once it is ready). */
+  readonly hasHead: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    specd: ServerContext;
+  }
+}
+
+export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstance> {
+  const pairOptions = opts.pair ?? {};
+  const facts = await loadModelFacts(pairOptions, opts.modelName);
+  const cores = availableParallelism();
+  const workers = opts.workers ?? defaultWorkers(cores, pairOptions.device);
+  const eventLoop = new EventLoopMonitor();
+  // The gauges read the engine when scraped, by which time it exists.
+  const metrics = new ServerMetrics(() => engine, eventLoop);
+  const engine: EnginePool = new EnginePool(
+    {
+      workers,
+      maxQueue: opts.maxQueue ?? DEFAULT_MAX_QUEUE,
+      pair: { ...pairOptions, threads: pairOptions.threads ?? threadsPerWorker(cores, workers), draftThreads: pairOptions.draftThreads ?? 1 },
+    },
+    metrics,
+  );
+  // Measure the event loop from when the server can serve, not while it starts.
+  engine.ready.then(() => eventLoop.reset(), () => {});
+
+  const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit,
+    // Requests that arrive while closing get our own OpenAI-shaped 503 (the engine is draining).
+    return503OnClosing: false,
+    ajv: { customOptions: AJV_OPTIONS },
+    schemaErrorFormatter: formatSchemaErrors,
+  });
+  app.decorate('specd', {
+    engine,
+    facts,
+    defaultPolicy: opts.policy ?? { policy: 'fixed', k: DEFAULT_FIXED_K },
+    metrics,
+    eventLoop,
+    texts: new TokenTexts(facts.tokenizer),
+    get hasHead() {
+      return engine.hasHead;
+    },
+  } satisfies ServerContext);
+
+  if (opts.apiKey) app.addHook('onRequest', apiKeyHook(opts.apiKey));
+  app.setErrorHandler((err: FastifyError | ApiError, request, reply) => {
+    const apiError = toApiError(err, bodyLimit);
+    if (apiError.status >= 500) request.log.error(err);
+    return reply.code(apiError.status).headers(apiError.headers).send(apiError.toBody());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const err = apiErrors.routeNotFound(request.method, request.url);
+    return reply.code(err.status).send(err.toBody());
+  });
+  app.addHook('onClose', async () => {
+    await engine.close();
+    eventLoop.stop();
+  });
+
+  await app.register(chatRoutes);
+  await app.register(completionRoutes);
+  await app.register(modelRoutes);
+  await app.register(healthRoutes);
+  await app.register(metricsRoutes);
+  return app;
+}
+
+/** fastify's own errors (body parsing, limits) in OpenAI's shape; anything unexpected is a 500. */
+function toApiError(err: FastifyError | ApiError, bodyLimit: number): ApiError {
+  if (err instanceof ApiError) return err;
+  const status = err.statusCode ?? 500;
+  if (status === 413) return apiErrors.bodyTooLarge(bodyLimit);
+  if (status === 415) return new ApiError(415, 'invalid_request_error', `${err.message}; send application/json.`, null, 'unsupported_media_type');
+  if (status >= 400 && status < 500) return apiErrors.badBody(`Invalid request body: ${err.message}`);
+  return apiErrors.internal('The server failed to handle the request.');
+}

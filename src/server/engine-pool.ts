@@ -1,0 +1,251 @@
+/**
+ * The engine workers, seen from the main thread: a piscina pool whose workers each load the
+ * model pair once (worker.ts), and the generations running or queued on it.
+ *
+ * Readiness: piscina treats its first workers as ready at once, so each worker announces
+ * itself on `parentPort` when its models have loaded (or failed to); the pool is ready when
+ * every worker has. Capacity: at most `workers` generations run and `maxQueue` wait; beyond
+ * that `submit` refuses at once instead of queueing without bound.
+ */
+import { fileURLToPath } from 'node:url';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import type { PairOptions } from '../engine/pair.js';
+import { type ControlMessage, type EngineWorkerData, type GenerationRequest, type GenerationTask, isLoadMessage, type WorkerMessage } from './protocol.js';
+
+/** The compiled worker module (this file is dist/src/server/engine-pool.js). */
+export const WORKER_FILE = fileURLToPath(new URL('./worker.js', import.meta.url));
+
+export type EngineState = 'loading' | 'ready' | 'failed' | 'closed';
+
+/** Period of the timer that keeps the process alive while workers load (it does nothing). */
+const LOAD_KEEPALIVE_MS = 60_000;
+
+export interface EnginePoolOptions {
+  /** Worker threads, each with its own copy of the models. */
+  workers: number;
+  /** Generations that may wait for a worker; beyond it `submit` throws EngineUnavailableError('queue_full'). */
+  maxQueue: number;
+  /** How every worker loads its pair (intra-op threads included). */
+  pair: PairOptions;
+}
+
+/** Why the pool cannot take a generation now. */
+export type UnavailableReason = 'loading' | 'failed' | 'draining' | 'closed' | 'queue_full';
+
+export class EngineUnavailableError extends Error {
+  override name = 'EngineUnavailableError';
+  constructor(
+    readonly reason: UnavailableReason,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Hooks for telemetry (metrics.ts); called before the request's own listener. */
+export interface EngineObserver {
+  submitted(handle: GenerationHandle): void;
+  event(handle: GenerationHandle, message: WorkerMessage): void;
+}
+
+/** One generation on the pool. Timestamps are performance.now() milliseconds. */
+export class GenerationHandle {
+  state: 'queued' | 'running' | 'finished' = 'queued';
+  readonly submittedAt = performance.now();
+  startedAt: number | undefined;
+  /** Set by `cancel`. */
+  cancelled = false;
+
+  constructor(
+    readonly request: GenerationRequest,
+    private readonly port: MessagePort,
+  ) {}
+
+  /** Ask the worker to stop after the current round; the generation then ends with `done` (finish reason `abort`). */
+  cancel(): void {
+    if (this.state === 'finished' || this.cancelled) return;
+    this.cancelled = true;
+    this.port.postMessage({ type: 'cancel' } satisfies ControlMessage);
+  }
+}
+
+export type EventListener = (index: number, message: WorkerMessage) => void;
+
+export class EnginePool {
+  /** Resolves when every worker has loaded its models; rejects if one fails to. */
+  readonly ready: Promise<void>;
+  private readonly pool: Piscina;
+  private readonly loadedThreads = new Set<number>();
+  private readonly active = new Set<GenerationHandle>();
+  private readonly idleWaiters: (() => void)[] = [];
+  private stateValue: EngineState = 'loading';
+  private draining = false;
+  private loadErrorMessage: string | undefined;
+  private headLoaded = false;
+
+  constructor(
+    readonly options: EnginePoolOptions,
+    private readonly observer?: EngineObserver,
+  ) {
+    this.pool = new Piscina({
+      filename: WORKER_FILE,
+      minThreads: options.workers,
+      maxThreads: options.workers,
+      maxQueue: options.maxQueue,
+      concurrentTasksPerWorker: 1,
+      // Workers block in Atomics.wait when idle otherwise; plain messages keep their event loops free.
+      atomics: 'disabled',
+      workerData: { pair: options.pair } satisfies EngineWorkerData,
+    });
+    // Piscina unrefs its threads; keep the process alive until they have loaded (a process
+    // that exits while a worker is inside onnxruntime's session creation aborts).
+    const keepAlive = setInterval(() => {}, LOAD_KEEPALIVE_MS);
+    this.ready = new Promise<void>((resolve, reject) => {
+      const fail = (message: string) => {
+        if (this.stateValue !== 'loading') return;
+        this.stateValue = 'failed';
+        this.loadErrorMessage = message;
+        reject(new Error(message));
+      };
+      this.pool.on('message', (message: unknown) => {
+        if (!isLoadMessage(message)) return;
+        if (message.specd === 'load-failed') return fail(message.message);
+        this.loadedThreads.add(message.threadId);
+        this.headLoaded = message.hasHead;
+        if (this.stateValue === 'loading' && this.loadedThreads.size >= options.workers) {
+          this.stateValue = 'ready';
+          resolve();
+        }
+      });
+      this.pool.on('error', (err: Error) => fail(`engine worker failed: ${err.message}`));
+    });
+    this.ready.then(
+      () => clearInterval(keepAlive),
+      () => clearInterval(keepAlive), // observed through `state` and by whoever awaits `ready`
+    );
+  }
+
+  get state(): EngineState {
+    return this.stateValue;
+  }
+
+  /** Why loading failed (state `failed`). */
+  get loadError(): string | undefined {
+    return this.loadErrorMessage;
+  }
+
+  /** False once `drain` has been called or the pool is closed. */
+  get accepting(): boolean {
+    return !this.draining && this.stateValue !== 'closed';
+  }
+
+  /** Whether the workers' pairs have an acceptance head (known once ready). */
+  get hasHead(): boolean {
+    return this.headLoaded;
+  }
+
+  /** Workers that have loaded their models. */
+  get loadedWorkers(): number {
+    return this.loadedThreads.size;
+  }
+
+  /** Generations a worker is running. */
+  get running(): number {
+    let n = 0;
+    for (const h of this.active) if (h.state === 'running') n++;
+    return n;
+  }
+
+  /** Generations waiting for a worker. */
+  get waiting(): number {
+    let n = 0;
+    for (const h of this.active) if (h.state === 'queued') n++;
+    return n;
+  }
+
+  /**
+   * Queue generations (all or none). `listener` gets every message of every one, tagged with
+   * its index in `requests`; each ends with `done` or `error`.
+   * @throws EngineUnavailableError when loading, draining, closed or full
+   */
+  submit(requests: GenerationRequest[], listener: EventListener): GenerationHandle[] {
+    this.checkAvailable(requests.length);
+    return requests.map((request, index) => this.start(request, (message) => listener(index, message)));
+  }
+
+  /** Refuse new generations from now on (shutdown); running and queued ones go on. */
+  drain(): void {
+    this.draining = true;
+  }
+
+  /** Cancel every running and queued generation. */
+  cancelAll(): void {
+    for (const h of this.active) h.cancel();
+  }
+
+  /** Resolves once no generation is running or queued. */
+  idle(): Promise<void> {
+    if (this.active.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Cancel what is left and terminate the workers (their sessions go with them). */
+  async close(): Promise<void> {
+    if (this.stateValue === 'closed') return;
+    this.draining = true;
+    // Terminating a thread inside onnxruntime's session creation aborts the process: let loading end first.
+    await this.ready.catch(() => {});
+    this.stateValue = 'closed';
+    this.cancelAll();
+    await this.pool.destroy();
+  }
+
+  private checkAvailable(count: number): void {
+    const { workers, maxQueue } = this.options;
+    if (this.stateValue === 'closed') throw new EngineUnavailableError('closed', 'the engine is closed');
+    if (this.draining) throw new EngineUnavailableError('draining', 'the server is shutting down');
+    if (this.stateValue === 'loading') throw new EngineUnavailableError('loading', 'the models are still loading');
+    if (this.stateValue === 'failed') throw new EngineUnavailableError('failed', `the models failed to load: ${this.loadErrorMessage}`);
+    if (this.active.size + count > workers + maxQueue) throw new EngineUnavailableError('queue_full', 'every worker is busy and the queue is full');
+  }
+
+  private start(request: GenerationRequest, listener: (message: WorkerMessage) => void): GenerationHandle {
+    const { port1, port2 } = new MessageChannel();
+    const handle = new GenerationHandle(request, port1);
+    this.active.add(handle);
+    this.observer?.submitted(handle);
+
+    const deliver = (message: WorkerMessage) => {
+      if (handle.state === 'finished') return;
+      if (message.type === 'start') {
+        handle.state = 'running';
+        handle.startedAt = performance.now();
+      }
+      const last = message.type === 'done' || message.type === 'error';
+      if (last) this.finish(handle, port1);
+      this.observer?.event(handle, message);
+      listener(message);
+    };
+    port1.on('message', deliver);
+    // The worker closes its end after its last message; a close before it means the worker died.
+    port1.on('close', () => deliver({ type: 'error', code: 'internal', message: 'the engine worker stopped before the generation ended' }));
+
+    const task: GenerationTask = { port: port2, request };
+    this.pool.run(task, { transferList: [port2] }).catch((err: Error) => {
+      // Piscina refused the task or lost its worker. A task that never started has no worker
+      // to close the port, so it ends here; a running one ends when its port closes.
+      if (handle.state !== 'queued') return;
+      const full = /queue is at limit|No task queue available/i.test(err.message);
+      deliver({ type: 'error', code: full ? 'queue_full' : 'internal', message: full ? 'the queue is full' : `engine worker failed: ${err.message}` });
+    });
+    return handle;
+  }
+
+  private finish(handle: GenerationHandle, port: MessagePort): void {
+    handle.state = 'finished';
+    port.close();
+    this.active.delete(handle);
+    if (this.active.size === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+}

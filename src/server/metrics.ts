@@ -1,0 +1,206 @@
+/**
+ * Prometheus metrics (prom-client), one registry per server.
+ *
+ * vLLM's names where vLLM has the metric, under a `specd_` prefix; every "request" here is one
+ * generation (one choice). Beyond vLLM: candidate-length and accepted-length histograms by
+ * policy, draft vs verify time, the acceptance head's live calibration, the main thread's
+ * event-loop delay. Node's default process metrics come unprefixed, as usual.
+ *
+ * Useful PromQL:
+ *   acceptance rate        rate(specd_spec_decode_num_accepted_tokens_total[5m]) / rate(specd_spec_decode_num_draft_tokens_total[5m])
+ *   accepted per round     rate(specd_spec_decode_num_accepted_tokens_total[5m]) / rate(specd_spec_decode_num_drafts_total[5m])
+ *   acceptance at pos. i   rate(specd_spec_decode_num_accepted_tokens_per_pos_total{position="i"}[5m]) / rate(specd_spec_decode_num_drafts_total[5m])
+ *   output tokens/s        rate(specd_generation_tokens_total[1m])
+ *   draft share of time    rate(specd_spec_decode_draft_seconds_total[5m]) / (rate(specd_spec_decode_draft_seconds_total[5m]) + rate(specd_spec_decode_verify_seconds_total[5m]))
+ *   head reliability       specd_head_calibration_accepted_total / specd_head_calibration_predictions_total  vs
+ *                          specd_head_calibration_predicted_sum / specd_head_calibration_predictions_total  (per bucket)
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { RoundStats } from '../engine/stats.js';
+import type { EngineObserver, GenerationHandle } from './engine-pool.js';
+import type { EventLoopMonitor } from './event-loop.js';
+import type { WorkerMessage } from './protocol.js';
+
+export const PREFIX = 'specd_';
+
+/**
+ * Latency buckets (seconds) spanning a GPU's sub-millisecond steps and a CPU's slow prompts:
+ * 0.5 ms to 80 s.
+ */
+export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+/** Inter-token latency buckets: 0.1 ms to 10 s. */
+export const ITL_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10];
+/** Draft lengths: every value up to 8, then coarser up to the longest draft a policy may ask for. */
+export const LENGTH_BUCKETS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24, 32];
+/** Token counts per request. */
+export const TOKEN_COUNT_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
+/** Reliability buckets of the head's predicted P(accept): [0, 0.1), [0.1, 0.2), ..., [0.9, 1]. */
+export const CALIBRATION_BUCKETS = 10;
+
+interface GenerationTimes {
+  lastTokensAt?: number;
+}
+
+export class ServerMetrics implements EngineObserver {
+  readonly registry = new Registry();
+  private readonly times = new WeakMap<GenerationHandle, GenerationTimes>();
+
+  private readonly numDrafts: Counter;
+  private readonly numDraftTokens: Counter;
+  private readonly numAcceptedTokens: Counter;
+  private readonly acceptedPerPos: Counter<'position'>;
+  private readonly promptTokens: Counter;
+  private readonly generationTokens: Counter;
+  private readonly requestSuccess: Counter<'finished_reason'>;
+  private readonly requestErrors: Counter<'code'>;
+  private readonly ttft: Histogram;
+  private readonly itl: Histogram;
+  private readonly e2e: Histogram;
+  private readonly queueTime: Histogram;
+  private readonly requestPromptTokens: Histogram;
+  private readonly requestGenerationTokens: Histogram;
+  private readonly candidateLength: Histogram<'policy'>;
+  private readonly acceptedLength: Histogram<'policy'>;
+  private readonly draftSeconds: Counter<'policy'>;
+  private readonly verifySeconds: Counter<'policy'>;
+  private readonly headPredictions: Counter<'bucket'>;
+  private readonly headPredictedSum: Counter<'bucket'>;
+  private readonly headAccepted: Counter<'bucket'>;
+  private readonly headBrierSum: Counter;
+
+  /** @param engine the pool whose running and waiting generations the gauges report */
+  constructor(engine: () => { readonly running: number; readonly waiting: number }, eventLoop: EventLoopMonitor) {
+    const registers = [this.registry];
+    const counter = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
+      new Counter<L>({ name: PREFIX + name, help, labelNames, registers });
+    const histogram = <L extends string = never>(name: string, help: string, buckets: number[], labelNames: L[] = []) =>
+      new Histogram<L>({ name: PREFIX + name, help, buckets, labelNames, registers });
+
+    this.numDrafts = counter('spec_decode_num_drafts_total', 'Speculative rounds that drafted at least one candidate.');
+    this.numDraftTokens = counter('spec_decode_num_draft_tokens_total', 'Candidates proposed by the draft model.');
+    this.numAcceptedTokens = counter('spec_decode_num_accepted_tokens_total', 'Candidates accepted by the target model.');
+    this.acceptedPerPos = counter('spec_decode_num_accepted_tokens_per_pos_total', 'Accepted candidates by position in the draft (0-based).', ['position']);
+    this.promptTokens = counter('prompt_tokens_total', 'Prompt tokens processed.');
+    this.generationTokens = counter('generation_tokens_total', 'Tokens generated.');
+    this.requestSuccess = counter('request_success_total', 'Finished generations by finish reason (stop, length, abort).', ['finished_reason']);
+    this.requestErrors = counter('request_errors_total', 'Generations that ended in an error, by code.', ['code']);
+    this.ttft = histogram('time_to_first_token_seconds', 'Time from submission (queueing included) to the first generated tokens.', LATENCY_BUCKETS);
+    this.itl = histogram('inter_token_latency_seconds', 'Time between successive token deliveries of a generation (one per speculative round).', ITL_BUCKETS);
+    this.e2e = histogram('e2e_request_latency_seconds', 'Time from submission to the end of a generation.', LATENCY_BUCKETS);
+    this.queueTime = histogram('request_queue_time_seconds', 'Time a generation waited for an engine worker.', LATENCY_BUCKETS);
+    this.requestPromptTokens = histogram('request_prompt_tokens', 'Prompt tokens per generation.', TOKEN_COUNT_BUCKETS);
+    this.requestGenerationTokens = histogram('request_generation_tokens', 'Generated tokens per generation.', TOKEN_COUNT_BUCKETS);
+    this.candidateLength = histogram('spec_decode_candidate_length', 'Candidates drafted per round, by policy.', LENGTH_BUCKETS, ['policy']);
+    this.acceptedLength = histogram('spec_decode_accepted_length', 'Candidates accepted per round, by policy.', LENGTH_BUCKETS, ['policy']);
+    this.draftSeconds = counter('spec_decode_draft_seconds_total', 'Time spent drafting candidates, by policy.', ['policy']);
+    this.verifySeconds = counter('spec_decode_verify_seconds_total', "Time spent in the target's verification passes (and acceptance), by policy.", ['policy']);
+    this.headPredictions = counter('head_calibration_predictions_total', "The acceptance head's predictions, by predicted-probability bucket (lower edge).", ['bucket']);
+    this.headPredictedSum = counter('head_calibration_predicted_sum', 'Sum of the predicted acceptance probabilities, by bucket.', ['bucket']);
+    this.headAccepted = counter('head_calibration_accepted_total', 'Predicted candidates the target accepted, by bucket.', ['bucket']);
+    this.headBrierSum = counter('head_calibration_brier_sum', 'Sum of squared errors of the predictions (Brier score = this / predictions).');
+
+    new Gauge({
+      name: PREFIX + 'num_requests_running',
+      help: 'Generations running on an engine worker.',
+      registers,
+      collect() {
+        this.set(engine().running);
+      },
+    });
+    new Gauge({
+      name: PREFIX + 'num_requests_waiting',
+      help: 'Generations waiting for an engine worker.',
+      registers,
+      collect() {
+        this.set(engine().waiting);
+      },
+    });
+    new Gauge<'quantile'>({
+      name: PREFIX + 'event_loop_delay_seconds',
+      help: "The server main thread's event-loop delay since it became ready (quantile 1 = max).",
+      labelNames: ['quantile'],
+      registers,
+      collect() {
+        const d = eventLoop.snapshot();
+        this.set({ quantile: '0.5' }, d.p50);
+        this.set({ quantile: '0.9' }, d.p90);
+        this.set({ quantile: '0.99' }, d.p99);
+        this.set({ quantile: '1' }, d.max);
+      },
+    });
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  submitted(handle: GenerationHandle): void {
+    this.times.set(handle, {});
+  }
+
+  event(handle: GenerationHandle, message: WorkerMessage): void {
+    const now = performance.now();
+    const times = this.times.get(handle) ?? {};
+    const policy = handle.request.policy.policy;
+    switch (message.type) {
+      case 'start':
+        this.queueTime.observe((now - handle.submittedAt) / 1000);
+        this.promptTokens.inc(handle.request.promptIds.length);
+        this.requestPromptTokens.observe(handle.request.promptIds.length);
+        break;
+      case 'tokens':
+        // The last message may carry only held-back text (no new tokens): not a token delivery.
+        if (message.tokenIds.length > 0) {
+          if (times.lastTokensAt === undefined) this.ttft.observe((now - handle.submittedAt) / 1000);
+          else this.itl.observe((now - times.lastTokensAt) / 1000);
+          times.lastTokensAt = now;
+          this.generationTokens.inc(message.tokenIds.length);
+        }
+        this.observeRounds(policy, message.rounds);
+        break;
+      case 'done':
+        this.observeRounds(policy, message.rounds);
+        this.e2e.observe((now - handle.submittedAt) / 1000);
+        this.requestGenerationTokens.observe(message.result.token_ids.length);
+        this.requestSuccess.inc({ finished_reason: message.result.finish_reason });
+        break;
+      case 'error':
+        this.requestErrors.inc({ code: message.code });
+        break;
+    }
+    this.times.set(handle, times);
+  }
+
+  private observeRounds(policy: string, rounds: RoundStats[]): void {
+    for (const r of rounds) {
+      if (r.drafted > 0) {
+        this.numDrafts.inc();
+        this.numDraftTokens.inc(r.drafted);
+        this.numAcceptedTokens.inc(r.accepted);
+        for (let i = 0; i < r.accepted; i++) this.acceptedPerPos.inc({ position: String(i) });
+      }
+      this.candidateLength.observe({ policy }, r.drafted);
+      this.acceptedLength.observe({ policy }, r.accepted);
+      this.draftSeconds.inc({ policy }, r.draftMs / 1000);
+      this.verifySeconds.inc({ policy }, r.targetMs / 1000);
+      if (r.acceptProbs) this.observeCalibration(r.acceptProbs, r.accepted);
+    }
+  }
+
+  /** Candidate i (0-based) was accepted iff i < accepted. */
+  private observeCalibration(acceptProbs: number[], accepted: number): void {
+    acceptProbs.forEach((p, i) => {
+      const bucket = (Math.min(CALIBRATION_BUCKETS - 1, Math.floor(p * CALIBRATION_BUCKETS)) / CALIBRATION_BUCKETS).toFixed(1);
+      const realised = i < accepted ? 1 : 0;
+      this.headPredictions.inc({ bucket });
+      this.headPredictedSum.inc({ bucket }, p);
+      if (realised) this.headAccepted.inc({ bucket });
+      this.headBrierSum.inc((p - realised) ** 2);
+    });
+  }
+}

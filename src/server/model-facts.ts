@@ -1,0 +1,48 @@
+/**
+ * What the main thread knows about the served model without loading it: the tokenizer (to
+ * render chats and count tokens), the context length, the vocabulary, the EOS ids and the
+ * sampling defaults of generation_config.json. The weights are loaded by the engine workers only.
+ */
+import { basename } from 'node:path';
+import { type ModelDir, readModelDir } from '../engine/model-dir.js';
+import type { PairOptions } from '../engine/pair.js';
+import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
+import { TextTokenizer } from '../text/tokenizer.js';
+
+/** max_tokens when neither the request nor the model's context bounds it. */
+export const MAX_TOKENS_WITHOUT_CONTEXT = 4096;
+
+export interface ModelFacts {
+  /** The name clients use in `model`. */
+  name: string;
+  tokenizer: TextTokenizer;
+  /** Longest prompt + completion, in tokens (Infinity when the config does not say). */
+  contextLength: number;
+  vocabSize: number;
+  eosTokenIds: number[];
+  generationDefaults: ModelDir['generationDefaults'];
+  /** Whether a draft model is loaded (policies other than `none` need one). */
+  hasDraft: boolean;
+  /** Seconds since the epoch when the server loaded the model (`created` in /v1/models). */
+  created: number;
+}
+
+/** Same defaults as ModelPair.load: the bundled draft goes with the bundled target, none otherwise. */
+function draftDir(pair: PairOptions): string | null {
+  return pair.draft === undefined ? (pair.target === undefined ? BUNDLED_DRAFT : null) : pair.draft;
+}
+
+export async function loadModelFacts(pair: PairOptions, modelName?: string): Promise<ModelFacts> {
+  const targetDir = pair.target ?? BUNDLED_TARGET;
+  const dir = readModelDir(targetDir, pair.dtype);
+  return {
+    name: modelName ?? basename(dir.dir),
+    tokenizer: await TextTokenizer.fromDir(dir.dir),
+    contextLength: dir.config.maxPositions ?? Infinity,
+    vocabSize: dir.config.vocabSize,
+    eosTokenIds: dir.eosTokenIds,
+    generationDefaults: dir.generationDefaults,
+    hasDraft: draftDir(pair) !== null,
+    created: Math.floor(Date.now() / 1000),
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * What crosses the thread boundary between the server's main thread and its engine workers.
+ *
+ * One piscina task per generation. The task carries a `MessagePort` (transferred, one
+ * `MessageChannel` per request) on which the worker streams typed messages back while it
+ * generates; the main thread sends `cancel` on the same port. Cancelling is a message and not
+ * a piscina abort, because aborting a running piscina task terminates its worker thread and
+ * with it the loaded models.
+ *
+ *   main                          worker
+ *    |-- task {port, request} ----->|   (piscina queue)
+ *    |<------------------ start ----|   picked up: queue time ends
+ *    |<------------------ tokens ---|   once per round: text, ids, logprobs, round stats
+ *    |-- cancel ------------------->|   client went away: ends within one round
+ *    |<------------- done | error --|   always last
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { LogitsAdjustments } from '../engine/logits-processors.js';
+import type { TokenLogprob } from '../engine/logprobs.js';
+import type { PairOptions } from '../engine/pair.js';
+import type { SamplingParams } from '../engine/sampling.js';
+import type { RoundStats } from '../engine/stats.js';
+import type { PolicySpec } from '../engine/stop-policy.js';
+import type { TextGenerationResult } from '../engine/text-generation.js';
+
+/** `workerData` of every engine worker: how to load its models. */
+export interface EngineWorkerData {
+  pair: PairOptions;
+}
+
+/** One generation, as plain data: the main thread has tokenized and validated it. */
+export interface GenerationRequest {
+  promptIds: number[];
+  maxTokens: number;
+  sampling: SamplingParams;
+  seed?: number;
+  policy: PolicySpec;
+  stop: string[];
+  adjustments?: LogitsAdjustments;
+  /** Alternatives per position when logprobs are asked for; undefined: none recorded. */
+  logprobs?: number;
+}
+
+export interface GenerationTask {
+  port: MessagePort;
+  request: GenerationRequest;
+}
+
+/** Worker -> main, on the task's port. */
+export type WorkerMessage =
+  | { type: 'start' }
+  | { type: 'tokens'; text: string; tokenIds: number[]; logprobs?: TokenLogprob[]; rounds: RoundStats[] }
+  | { type: 'done'; result: TextGenerationResult; rounds: RoundStats[] }
+  | { type: 'error'; code: WorkerErrorCode; message: string };
+
+/**
+ * `invalid_request`: the engine refused the request (e.g. a policy that needs a model that is
+ * not loaded); `context_length_exceeded`: the prompt does not fit; `queue_full`: piscina's queue
+ * was at its limit; `internal`: anything else (a bug, or a worker that died).
+ */
+export type WorkerErrorCode = 'invalid_request' | 'context_length_exceeded' | 'queue_full' | 'internal';
+
+/** Main -> worker, on the task's port. */
+export type ControlMessage = { type: 'cancel' };
+
+/** Worker -> pool (piscina forwards `parentPort` messages as the pool's 'message' event). */
+export type LoadMessage =
+  | { specd: 'loaded'; threadId: number; /** Whether the pair has an acceptance head (policies like specdec++ need one). */ hasHead: boolean }
+  | { specd: 'load-failed'; threadId: number; message: string };
+
+export function isLoadMessage(value: unknown): value is LoadMessage {
+  return typeof value === 'object' && value !== null && 'specd' in value;
+}

@@ -1,0 +1,277 @@
+/**
+ * From a schema-valid request body to the engine requests that serve it (`GenerationPlan`):
+ * the checks that need the model or several fields at once, tokenization on the main thread,
+ * and the defaults.
+ *
+ * Precedence of sampling settings: the model's generation_config.json < the request (as
+ * vLLM). Output length: `max_completion_tokens` / `max_tokens`, else what the context leaves
+ * (chat) or 16 (text completions, OpenAI's default). `n` choices get seeds seed, seed + 1, ...
+ */
+import type { LogitsAdjustments } from '../engine/logits-processors.js';
+import type { SamplingParams } from '../engine/sampling.js';
+import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';
+import { ChatTemplateError } from '../text/errors.js';
+import type { ChatMessage } from '../text/tokenizer.js';
+import { apiErrors } from './errors.js';
+import { MAX_TOKENS_WITHOUT_CONTEXT, type ModelFacts } from './model-facts.js';
+import type { GenerationRequest } from './protocol.js';
+import { MAX_CHOICES } from './schemas.js';
+import { needsHead, requestPolicy, type SpeculativeField } from './speculation.js';
+
+/** OpenAI's default `max_tokens` for /v1/completions. */
+export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
+
+type Opt<T> = T | null | undefined;
+
+/** Fields both endpoints take (see schemas.ts). */
+interface CommonBody {
+  model?: Opt<string>;
+  stream?: Opt<boolean>;
+  stream_options?: Opt<{ include_usage?: Opt<boolean>; continuous_usage_stats?: Opt<boolean> }>;
+  max_tokens?: Opt<number>;
+  temperature?: Opt<number>;
+  top_p?: Opt<number>;
+  top_k?: Opt<number>;
+  seed?: Opt<number>;
+  stop?: Opt<string | string[]>;
+  n?: Opt<number>;
+  presence_penalty?: Opt<number>;
+  frequency_penalty?: Opt<number>;
+  logit_bias?: Opt<Record<string, number>>;
+  user?: Opt<string>;
+  speculative?: Opt<SpeculativeField>;
+  [field: string]: unknown;
+}
+
+export type ContentPart = { type: string; text?: string };
+export interface MessageBody {
+  role: string;
+  content?: Opt<string | ContentPart[]>;
+  name?: string;
+  [field: string]: unknown;
+}
+
+export interface ChatBody extends CommonBody {
+  messages: MessageBody[];
+  max_completion_tokens?: Opt<number>;
+  logprobs?: Opt<boolean>;
+  top_logprobs?: Opt<number>;
+}
+
+export interface CompletionBody extends CommonBody {
+  prompt: string | string[] | number[] | number[][];
+  logprobs?: Opt<number>;
+  echo?: Opt<boolean>;
+  suffix?: Opt<string>;
+  best_of?: Opt<number>;
+}
+
+export interface GenerationPlan {
+  model: string;
+  stream: boolean;
+  /** `stream_options.include_usage`: a last chunk with the usage. */
+  includeUsage: boolean;
+  /** `stream_options.continuous_usage_stats` (vLLM's): usage so far on every chunk. */
+  continuousUsage: boolean;
+  /** One engine request per choice, in choice order. */
+  requests: GenerationRequest[];
+  /** Prompt tokens, counted once per prompt (not per choice), as OpenAI does. */
+  promptTokens: number;
+  /** Alternatives per position when the choices carry logprobs. */
+  logprobs: number | undefined;
+  /** Label of the draft policy, for `usage.speculative.policy`. */
+  policy: string;
+}
+
+export interface PlanContext {
+  facts: ModelFacts;
+  /** The server's draft policy (`--policy`). */
+  defaultPolicy: PolicySpec;
+  /** Whether the engine has an acceptance head. */
+  readonly hasHead: boolean;
+}
+
+/** [field, whether a value asks for something specd cannot do, why]. */
+type Unsupported = [string, (v: unknown) => boolean, string];
+const given = (v: unknown) => v !== undefined && v !== null;
+const CHAT_UNSUPPORTED: Unsupported[] = [
+  ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no tool calling.'],
+  ['tool_choice', (v) => given(v) && v !== 'none', 'specd has no tool calling.'],
+  ['functions', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no function calling.'],
+  ['function_call', (v) => given(v) && v !== 'none', 'specd has no function calling.'],
+  ['response_format', (v) => given(v) && (v as { type?: unknown }).type !== 'text', 'only {"type": "text"} is supported; specd has no constrained decoding.'],
+  ['audio', given, 'specd generates text only.'],
+  ['modalities', (v) => given(v) && !(Array.isArray(v) && v.every((m) => m === 'text')), 'specd generates text only.'],
+  ['prediction', given, 'predicted outputs are not supported.'],
+  ['web_search_options', given, 'specd has no web search.'],
+  ['reasoning_effort', given, 'the served model has no reasoning mode.'],
+  ['store', (v) => v === true, 'specd does not store completions.'],
+];
+const COMPLETION_UNSUPPORTED: Unsupported[] = [
+  ['echo', (v) => v === true, 'the prompt is not echoed; prepend it yourself.'],
+  ['suffix', (v) => given(v) && v !== '', 'specd has no fill-in-the-middle mode.'],
+  ['best_of', (v) => given(v) && v !== 1, 'use n for several choices.'],
+];
+
+function checkUnsupported(body: Record<string, unknown>, table: Unsupported[]): void {
+  for (const [field, used, why] of table) if (used(body[field])) throw apiErrors.unsupported(field, why);
+}
+
+export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
+  checkUnsupported(body, CHAT_UNSUPPORTED);
+  checkCommon(body, ctx);
+  if (given(body.top_logprobs) && body.logprobs !== true) {
+    throw apiErrors.invalidValue('top_logprobs', "Invalid 'top_logprobs': it requires 'logprobs' to be true.");
+  }
+  const messages = chatMessages(body.messages);
+  const { tokenizer } = ctx.facts;
+  if (!tokenizer.hasChatTemplate) {
+    throw apiErrors.invalidValue('messages', 'The model has no chat template; use /v1/completions with a prompt instead.', 'no_chat_template');
+  }
+  let promptIds: number[];
+  try {
+    promptIds = tokenizer.encodeChat(messages);
+  } catch (err) {
+    if (err instanceof ChatTemplateError) throw apiErrors.invalidValue('messages', `Invalid 'messages': ${err.message}.`);
+    throw err;
+  }
+  const maxParam = given(body.max_completion_tokens) ? 'max_completion_tokens' : 'max_tokens';
+  const requested = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+  const n = body.n ?? 1;
+  return plan(body, ctx, [promptIds], n, { param: 'messages', maxParam, requested, fallback: Infinity }, body.logprobs === true ? (body.top_logprobs ?? 0) : undefined);
+}
+
+export function planCompletion(body: CompletionBody, ctx: PlanContext): GenerationPlan {
+  checkUnsupported(body, COMPLETION_UNSUPPORTED);
+  checkCommon(body, ctx);
+  const prompts = completionPrompts(body.prompt, ctx.facts);
+  const n = body.n ?? 1;
+  if (prompts.length * n > MAX_CHOICES) {
+    throw apiErrors.invalidValue(prompts.length > 1 ? 'prompt' : 'n', `At most ${MAX_CHOICES} choices per request (prompts x n); this one asks for ${prompts.length * n}.`);
+  }
+  const requested = body.max_tokens ?? undefined;
+  return plan(body, ctx, prompts, n, { param: 'prompt', maxParam: 'max_tokens', requested, fallback: COMPLETIONS_DEFAULT_MAX_TOKENS }, body.logprobs ?? undefined);
+}
+
+/** Model, stream options. */
+function checkCommon(body: CommonBody, ctx: PlanContext): void {
+  if (given(body.model) && body.model !== ctx.facts.name) throw apiErrors.modelNotFound(body.model!);
+  if (given(body.stream_options) && body.stream !== true) {
+    throw apiErrors.invalidValue('stream_options', "Invalid 'stream_options': it is only allowed when 'stream' is true.");
+  }
+}
+
+interface Length {
+  /** The parameter holding the prompt (`messages` or `prompt`). */
+  param: string;
+  /** The parameter that set the output length. */
+  maxParam: string;
+  requested: number | undefined;
+  /** Output length when none is requested (bounded by the context). */
+  fallback: number;
+}
+
+function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number, length: Length, logprobs: number | undefined): GenerationPlan {
+  const { facts } = ctx;
+  const context = facts.contextLength;
+  const maxTokens = prompts.map((ids) => {
+    if (ids.length >= context) throw apiErrors.contextLength(length.param, context, ids.length, undefined);
+    if (length.requested !== undefined) {
+      if (ids.length + length.requested > context) throw apiErrors.contextLength(length.param, context, ids.length, length.requested);
+      return length.requested;
+    }
+    const room = Number.isFinite(context) ? context - ids.length : MAX_TOKENS_WITHOUT_CONTEXT;
+    return Math.min(length.fallback, room);
+  });
+
+  const d = facts.generationDefaults;
+  const topK = body.top_k ?? d.topK ?? 0;
+  const sampling: SamplingParams = { temperature: body.temperature ?? d.temperature ?? 1, topP: body.top_p ?? d.topP ?? 1, topK: topK < 0 ? 0 : topK };
+  const policy = requestPolicy(body.speculative, ctx.defaultPolicy);
+  if (policy.policy !== 'none' && !facts.hasDraft) {
+    throw apiErrors.invalidValue('speculative.policy', `Policy ${policy.policy} needs a draft model and this server has none; use {"policy": "none"}.`);
+  }
+  if (needsHead(policy) && !ctx.hasHead) {
+    throw apiErrors.invalidValue('speculative.policy', `Policy ${policy.policy} needs an acceptance head and this server has none loaded (specd serve --head FILE).`);
+  }
+  const stop = typeof body.stop === 'string' ? [body.stop] : (body.stop ?? []);
+  const adjustments = logitsAdjustments(body, facts.vocabSize);
+
+  const requests: GenerationRequest[] = [];
+  prompts.forEach((promptIds, p) => {
+    for (let i = 0; i < n; i++) {
+      const choice = requests.length;
+      requests.push({
+        promptIds,
+        maxTokens: maxTokens[p]!,
+        sampling,
+        seed: given(body.seed) ? body.seed! + choice : undefined,
+        policy,
+        stop,
+        adjustments,
+        logprobs,
+      });
+    }
+  });
+  return {
+    model: facts.name,
+    stream: body.stream === true,
+    includeUsage: body.stream_options?.include_usage === true,
+    continuousUsage: body.stream_options?.continuous_usage_stats === true,
+    requests,
+    promptTokens: prompts.reduce((a, ids) => a + ids.length, 0),
+    logprobs,
+    policy: policyLabel(policy),
+  };
+}
+
+function logitsAdjustments(body: CommonBody, vocabSize: number): LogitsAdjustments | undefined {
+  const presencePenalty = body.presence_penalty ?? 0;
+  const frequencyPenalty = body.frequency_penalty ?? 0;
+  const bias = body.logit_bias ?? {};
+  for (const id of Object.keys(bias)) {
+    if (Number(id) >= vocabSize) throw apiErrors.invalidValue('logit_bias', `Invalid 'logit_bias': token id ${id} is outside the vocabulary (${vocabSize} tokens).`);
+  }
+  if (presencePenalty === 0 && frequencyPenalty === 0 && Object.keys(bias).length === 0) return undefined;
+  return { presencePenalty, frequencyPenalty, logitBias: Object.fromEntries(Object.entries(bias).map(([id, b]) => [Number(id), b])) };
+}
+
+const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant' };
+
+/** Messages as the chat template takes them; text content parts are joined with newlines (as vLLM). */
+function chatMessages(messages: MessageBody[]): ChatMessage[] {
+  return messages.map((m, i) => {
+    const role = ROLES[m.role];
+    if (m.role === 'tool' || m.role === 'function') throw apiErrors.unsupported(`messages[${i}].role`, `"${m.role}" messages answer tool calls, and specd has no tool calling.`);
+    if (!role) {
+      throw apiErrors.invalidValue(`messages[${i}].role`, `Invalid value for 'messages[${i}].role': "${m.role}". Supported values are: ${Object.keys(ROLES).map((r) => `'${r}'`).join(', ')}.`);
+    }
+    if (given(m.tool_calls) && !(Array.isArray(m.tool_calls) && m.tool_calls.length === 0)) {
+      throw apiErrors.unsupported(`messages[${i}].tool_calls`, 'specd has no tool calling.');
+    }
+    const content = m.content ?? '';
+    if (typeof content === 'string') return { role, content };
+    const texts = content.map((part, j) => {
+      if (part.type !== 'text') {
+        throw apiErrors.unsupported(`messages[${i}].content[${j}].type`, `content parts of type "${part.type}" need a multimodal model; specd serves text-only models.`);
+      }
+      if (typeof part.text !== 'string') throw apiErrors.missing(`messages[${i}].content[${j}].text`);
+      return part.text;
+    });
+    return { role, content: texts.join('\n') };
+  });
+}
+
+/** /v1/completions' `prompt` as token id lists (strings are tokenized without special tokens). */
+function completionPrompts(prompt: CompletionBody['prompt'], facts: ModelFacts): number[][] {
+  const list: (string | number[])[] = typeof prompt === 'string' ? [prompt] : typeof prompt[0] === 'number' ? [prompt as number[]] : (prompt as (string | number[])[]);
+  return list.map((p, i) => {
+    const param = list.length > 1 ? `prompt[${i}]` : 'prompt';
+    const ids = typeof p === 'string' ? facts.tokenizer.encode(p) : p;
+    if (ids.length === 0) throw apiErrors.invalidValue(param, `Invalid '${param}': the prompt is empty.`);
+    const bad = ids.find((id) => id < 0 || id >= facts.vocabSize);
+    if (bad !== undefined) throw apiErrors.invalidValue(param, `Invalid '${param}': token id ${bad} is outside the vocabulary (${facts.vocabSize} tokens).`);
+    return ids;
+  });
+}
+

@@ -1,0 +1,222 @@
+/**
+ * OpenAI response objects: chat completions and their stream chunks, text completions and
+ * theirs, usage (with specd's `usage.speculative`) and both endpoints' logprobs formats.
+ */
+import { randomUUID } from 'node:crypto';
+import type { TokenLogprob } from '../engine/logprobs.js';
+import type { RoundStats } from '../engine/stats.js';
+import type { TokenTexts } from './token-text.js';
+
+/** `system_fingerprint`: names the server build that produced a response. */
+export const SYSTEM_FINGERPRINT = 'specd';
+
+export type ApiFinishReason = 'stop' | 'length';
+
+export function completionId(prefix: 'chatcmpl' | 'cmpl'): string {
+  return `${prefix}-${randomUUID().replace(/-/g, '')}`;
+}
+
+export function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+/** `usage.speculative`: how speculation went for this request (all choices together). */
+export interface SpeculativeUsage {
+  policy: string;
+  rounds: number;
+  draft_tokens: number;
+  accepted_tokens: number;
+  /** accepted_tokens / draft_tokens (0 when nothing was drafted). */
+  acceptance_rate: number;
+  /** Accepted draft tokens per round. */
+  mean_accepted_per_round: number;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  speculative: SpeculativeUsage;
+}
+
+/** Running totals of a request's usage, fed round by round. */
+export class UsageTally {
+  private completionTokens = 0;
+  private rounds = 0;
+  private drafted = 0;
+  private accepted = 0;
+
+  constructor(
+    private readonly promptTokens: number,
+    private readonly policy: string,
+  ) {}
+
+  addTokens(n: number): void {
+    this.completionTokens += n;
+  }
+
+  addRounds(rounds: readonly RoundStats[]): void {
+    for (const r of rounds) {
+      this.rounds++;
+      this.drafted += r.drafted;
+      this.accepted += r.accepted;
+    }
+  }
+
+  toJSON(): Usage {
+    return {
+      prompt_tokens: this.promptTokens,
+      completion_tokens: this.completionTokens,
+      total_tokens: this.promptTokens + this.completionTokens,
+      speculative: {
+        policy: this.policy,
+        rounds: this.rounds,
+        draft_tokens: this.drafted,
+        accepted_tokens: this.accepted,
+        acceptance_rate: this.drafted > 0 ? this.accepted / this.drafted : 0,
+        mean_accepted_per_round: this.rounds > 0 ? this.accepted / this.rounds : 0,
+      },
+    };
+  }
+}
+
+/** A finished choice. */
+export interface ChoiceOutput {
+  text: string;
+  logprobs?: TokenLogprob[];
+  finishReason: ApiFinishReason;
+}
+
+interface Common {
+  id: string;
+  created: number;
+  model: string;
+}
+
+// Chat completions.
+
+export interface ChatLogprobs {
+  content: { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] }[];
+  refusal: null;
+}
+
+export function chatLogprobs(records: readonly TokenLogprob[], texts: TokenTexts): ChatLogprobs {
+  return {
+    content: records.map((r) => ({
+      ...texts.of(r.token),
+      logprob: r.logprob,
+      top_logprobs: r.top.map((t) => ({ ...texts.of(t.token), logprob: t.logprob })),
+    })),
+    refusal: null,
+  };
+}
+
+export function chatCompletion(c: Common, choices: readonly ChoiceOutput[], usage: Usage, texts: TokenTexts) {
+  return {
+    id: c.id,
+    object: 'chat.completion' as const,
+    created: c.created,
+    model: c.model,
+    system_fingerprint: SYSTEM_FINGERPRINT,
+    choices: choices.map((choice, index) => ({
+      index,
+      message: { role: 'assistant' as const, content: choice.text, refusal: null },
+      logprobs: choice.logprobs ? chatLogprobs(choice.logprobs, texts) : null,
+      finish_reason: choice.finishReason,
+    })),
+    usage,
+  };
+}
+
+export interface ChatDelta {
+  role?: 'assistant';
+  content?: string;
+}
+
+export function chatChunk(
+  c: Common,
+  index: number,
+  delta: ChatDelta,
+  extra: { logprobs?: ChatLogprobs | null; finishReason?: ApiFinishReason | null; usage?: Usage | null } = {},
+) {
+  return {
+    id: c.id,
+    object: 'chat.completion.chunk' as const,
+    created: c.created,
+    model: c.model,
+    system_fingerprint: SYSTEM_FINGERPRINT,
+    choices: [{ index, delta, logprobs: extra.logprobs ?? null, finish_reason: extra.finishReason ?? null }],
+    ...(extra.usage !== undefined ? { usage: extra.usage } : {}),
+  };
+}
+
+/** The last chunk with `stream_options.include_usage`: no choices, the request's usage. */
+export function chatUsageChunk(c: Common, usage: Usage) {
+  return { id: c.id, object: 'chat.completion.chunk' as const, created: c.created, model: c.model, system_fingerprint: SYSTEM_FINGERPRINT, choices: [], usage };
+}
+
+// Text completions.
+
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  /** Per position: the most likely tokens and the chosen one, token text -> logprob. */
+  top_logprobs: Record<string, number>[];
+  /** Character offset of each token in the choice's text. */
+  text_offset: number[];
+}
+
+/** @param offset characters of the choice's text before these tokens */
+export function completionLogprobs(records: readonly TokenLogprob[], texts: TokenTexts, offset = 0): CompletionLogprobs {
+  const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  for (const r of records) {
+    const token = texts.of(r.token).token;
+    out.tokens.push(token);
+    out.token_logprobs.push(r.logprob);
+    const top: Record<string, number> = {};
+    for (const t of r.top) top[texts.of(t.token).token] = t.logprob;
+    top[token] = r.logprob;
+    out.top_logprobs.push(top);
+    out.text_offset.push(offset);
+    offset += token.startsWith('bytes:') ? 0 : token.length;
+  }
+  return out;
+}
+
+export function textCompletion(c: Common, choices: readonly ChoiceOutput[], usage: Usage, texts: TokenTexts) {
+  return {
+    id: c.id,
+    object: 'text_completion' as const,
+    created: c.created,
+    model: c.model,
+    system_fingerprint: SYSTEM_FINGERPRINT,
+    choices: choices.map((choice, index) => ({
+      index,
+      text: choice.text,
+      logprobs: choice.logprobs ? completionLogprobs(choice.logprobs, texts) : null,
+      finish_reason: choice.finishReason,
+    })),
+    usage,
+  };
+}
+
+export function textChunk(
+  c: Common,
+  index: number,
+  text: string,
+  extra: { logprobs?: CompletionLogprobs | null; finishReason?: ApiFinishReason | null; usage?: Usage | null } = {},
+) {
+  return {
+    id: c.id,
+    object: 'text_completion' as const,
+    created: c.created,
+    model: c.model,
+    system_fingerprint: SYSTEM_FINGERPRINT,
+    choices: [{ index, text, logprobs: extra.logprobs ?? null, finish_reason: extra.finishReason ?? null }],
+    ...(extra.usage !== undefined ? { usage: extra.usage } : {}),
+  };
+}
+
+export function textUsageChunk(c: Common, usage: Usage) {
+  return { id: c.id, object: 'text_completion' as const, created: c.created, model: c.model, system_fingerprint: SYSTEM_FINGERPRINT, choices: [], usage };
+}

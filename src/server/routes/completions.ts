@@ -1,0 +1,40 @@
+/** POST /v1/completions. */
+import type { FastifyInstance } from 'fastify';
+import { collectRun, GenerationRun } from '../generation-run.js';
+import { type CompletionBody, planCompletion } from '../requests.js';
+import { completionId, completionLogprobs, nowSeconds, textChunk, textCompletion, textUsageChunk } from '../responses.js';
+import { completionBodySchema } from '../schemas.js';
+import { type StreamFormat, streamRun } from '../streaming.js';
+import type { TokenTexts } from '../token-text.js';
+
+export async function completionRoutes(app: FastifyInstance): Promise<void> {
+  app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionBodySchema } }, async (request, reply) => {
+    const ctx = app.specd;
+    const plan = planCompletion(request.body, ctx);
+    const run = new GenerationRun(ctx.engine, plan);
+    run.cancelOnDisconnect(reply.raw);
+    const common = { id: completionId('cmpl'), created: nowSeconds(), model: plan.model };
+    if (plan.stream) {
+      await streamRun(reply, run, textStreamFormat(common, ctx.texts, plan.requests.length), 'prompt');
+      return reply;
+    }
+    const choices = await collectRun(run, 'prompt');
+    return textCompletion(common, choices, run.usage.toJSON(), ctx.texts);
+  });
+}
+
+/** Text deltas (logprobs' text offsets run on across chunks), then an empty text with the finish reason. */
+function textStreamFormat(common: { id: string; created: number; model: string }, texts: TokenTexts, choices: number): StreamFormat {
+  const offsets = new Array<number>(choices).fill(0);
+  return {
+    open: () => [],
+    delta: (index, text, logprobs) => {
+      if (!text && !logprobs?.length) return undefined;
+      const lp = logprobs ? completionLogprobs(logprobs, texts, offsets[index]) : null;
+      offsets[index]! += text.length;
+      return textChunk(common, index, text, { logprobs: lp });
+    },
+    finish: (index, reason) => textChunk(common, index, '', { finishReason: reason }),
+    usage: (usage) => textUsageChunk(common, usage),
+  };
+}

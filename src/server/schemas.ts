@@ -1,0 +1,124 @@
+/**
+ * JSON schemas of the request bodies (validated by fastify's ajv before a handler runs; see
+ * schema-errors.ts for how failures become OpenAI-shaped 400s naming the parameter).
+ *
+ * The schemas check types, required fields and ranges. What depends on the model or on several
+ * fields together (context length, token ids within the vocabulary, stream_options without
+ * stream, fields specd cannot honour) is checked in requests.ts. Fields not listed here are
+ * ignored, as OpenAI's API does. Most optional fields accept `null` (= absent), as in
+ * OpenAI's specification. A `description` on an `anyOf` is the "expected ..." text of its error.
+ */
+import { MAX_TOP_LOGPROBS } from '../engine/logprobs.js';
+
+/** Most choices one request may ask for (`n`, times the prompts of a /v1/completions batch). */
+export const MAX_CHOICES = 16;
+/** Most stop strings per request. */
+export const MAX_STOP_STRINGS = 16;
+/** Most alternatives /v1/completions' integer `logprobs` may ask for. */
+export const MAX_COMPLETION_LOGPROBS = MAX_TOP_LOGPROBS;
+
+const nullable = (type: string) => [type, 'null'];
+const int = (minimum: number, maximum?: number) => ({ type: nullable('integer'), minimum, ...(maximum !== undefined ? { maximum } : {}) });
+const num = (minimum: number, maximum: number) => ({ type: nullable('number'), minimum, maximum });
+const bool = { type: nullable('boolean') };
+const str = { type: nullable('string') };
+
+const stop = {
+  description: 'a string or an array of strings',
+  anyOf: [{ type: 'string' }, { type: 'null' }, { type: 'array', maxItems: MAX_STOP_STRINGS, items: { type: 'string' } }],
+};
+
+/** The `speculative` extension: overrides the server's draft policy for this request. */
+const speculative = {
+  type: nullable('object'),
+  additionalProperties: false,
+  properties: {
+    policy: { type: 'string' },
+    k: { type: 'integer' },
+    p_min: { type: 'number' },
+    threshold: { type: 'number' },
+    k_min: { type: 'integer' },
+    k_max: { type: 'integer' },
+  },
+};
+
+/** Sampling and generation fields shared by both endpoints. */
+const common = {
+  model: str,
+  stream: bool,
+  stream_options: {
+    type: nullable('object'),
+    properties: { include_usage: bool, continuous_usage_stats: bool },
+  },
+  max_tokens: int(1),
+  temperature: num(0, 2),
+  top_p: { type: nullable('number'), exclusiveMinimum: 0, maximum: 1 },
+  /** vLLM's extension; -1 or 0: off. */
+  top_k: int(-1),
+  seed: int(Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),
+  stop,
+  n: int(1, MAX_CHOICES),
+  presence_penalty: num(-2, 2),
+  frequency_penalty: num(-2, 2),
+  logit_bias: {
+    type: nullable('object'),
+    propertyNames: { pattern: '^[0-9]+$' },
+    additionalProperties: { type: 'number', minimum: -100, maximum: 100 },
+  },
+  user: str,
+  speculative,
+};
+
+const contentPart = {
+  type: 'object',
+  required: ['type'],
+  properties: { type: { type: 'string' }, text: { type: 'string' } },
+};
+
+const message = {
+  type: 'object',
+  required: ['role'],
+  properties: {
+    role: { type: 'string' },
+    content: {
+      description: 'a string or an array of content parts',
+      anyOf: [{ type: 'string' }, { type: 'null' }, { type: 'array', items: contentPart }],
+    },
+    name: { type: 'string' },
+  },
+};
+
+export const chatCompletionBodySchema = {
+  type: 'object',
+  required: ['messages'],
+  properties: {
+    ...common,
+    messages: { type: 'array', minItems: 1, items: message },
+    max_completion_tokens: int(1),
+    logprobs: bool,
+    top_logprobs: int(0, MAX_TOP_LOGPROBS),
+  },
+} as const;
+
+const tokenIds = { type: 'array', minItems: 1, items: { type: 'integer' } };
+
+export const completionBodySchema = {
+  type: 'object',
+  required: ['prompt'],
+  properties: {
+    ...common,
+    prompt: {
+      description: 'a string, an array of strings, an array of token ids or an array of arrays of token ids',
+      anyOf: [
+        { type: 'string' },
+        { type: 'array', minItems: 1, items: { type: 'string' } },
+        tokenIds,
+        { type: 'array', minItems: 1, items: tokenIds },
+      ],
+    },
+    logprobs: int(0, MAX_COMPLETION_LOGPROBS),
+    echo: bool,
+    suffix: str,
+    best_of: int(1),
+  },
+} as const;

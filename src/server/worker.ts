@@ -1,0 +1,80 @@
+/**
+ * An engine worker (a piscina worker thread). It loads the model pair once, when the thread
+ * starts, and tells the pool when it is ready; then every task is one generation, streamed
+ * back over the task's port (see protocol.ts). Forward passes run here, never on the server's
+ * main thread: onnxruntime-node's `run()` blocks the thread it runs on.
+ *
+ * `session.run()` is awaited (it is scheduled through `setImmediate`), so this thread's event
+ * loop turns between forward passes and a `cancel` message on the port is seen before the
+ * next round: generateText checks the abort signal between rounds.
+ */
+import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
+import { ModelPair } from '../engine/pair.js';
+import type { RoundStats } from '../engine/stats.js';
+import { ContextLengthError } from '../engine/speculative.js';
+import { PolicySpecError } from '../engine/stop-policy.js';
+import { generateText } from '../engine/text-generation.js';
+import type { ControlMessage, EngineWorkerData, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
+
+const { pair: pairOptions } = workerData as EngineWorkerData;
+
+const loading: Promise<ModelPair> = ModelPair.load(pairOptions);
+loading.then(
+  (pair) => announce({ specd: 'loaded', threadId, hasHead: pair.head !== undefined || pair.headDraft !== undefined }),
+  (err: unknown) => announce({ specd: 'load-failed', threadId, message: errorMessage(err) }),
+);
+
+function announce(message: LoadMessage): void {
+  parentPort?.postMessage(message);
+}
+
+/** The piscina task handler: one generation. Never throws; failures are `error` messages. */
+export default async function generate({ port, request }: GenerationTask): Promise<void> {
+  const post = (message: WorkerMessage) => port.postMessage(message);
+  const controller = new AbortController();
+  const onControl = (message: ControlMessage) => {
+    if (message.type === 'cancel') controller.abort();
+  };
+  // A cancel sent while the task waited in the queue is already on the port.
+  for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) onControl(m.message as ControlMessage);
+  port.on('message', onControl);
+
+  try {
+    const pair = await loading;
+    post({ type: 'start' });
+    const rounds: RoundStats[] = [];
+    const result = await generateText(
+      pair,
+      { tokenIds: request.promptIds },
+      {
+        maxTokens: request.maxTokens,
+        sampling: request.sampling,
+        seed: request.seed,
+        policy: request.policy,
+        stop: request.stop,
+        adjustments: request.adjustments,
+        logprobs: request.logprobs,
+        signal: controller.signal,
+        onRound: (round) => rounds.push(round),
+      },
+      ({ text, tokenIds, logprobs }) => post({ type: 'tokens', text, tokenIds, logprobs, rounds: rounds.splice(0) }),
+    );
+    post({ type: 'done', result, rounds: rounds.splice(0) });
+  } catch (err) {
+    post(errorReply(err));
+  } finally {
+    port.off('message', onControl);
+    port.close(); // messages already posted are still delivered, then 'close' fires on the main side
+  }
+}
+
+function errorReply(err: unknown): WorkerMessage {
+  if (err instanceof ContextLengthError) return { type: 'error', code: 'context_length_exceeded', message: err.message };
+  // The engine throws these for requests it cannot serve (a policy without its model or threshold, an empty prompt).
+  if (err instanceof RangeError || err instanceof PolicySpecError) return { type: 'error', code: 'invalid_request', message: err.message };
+  return { type: 'error', code: 'internal', message: errorMessage(err) };
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
