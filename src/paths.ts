@@ -7,6 +7,8 @@ export const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** The bundled default pair. */
 export const BUNDLED_TARGET = fileURLToPath(new URL('../../models/specd-pair-target', import.meta.url));
 export const BUNDLED_DRAFT = fileURLToPath(new URL('../../models/specd-pair-draft', import.meta.url));
+/** The bundled pair's acceptance head (SpecDec++), trained by `specd head train`. */
+export const BUNDLED_HEAD = fileURLToPath(new URL('../../models/specd-pair.head.onnx', import.meta.url));
 
 /** Benchmark data sets shipped with the package. */
 export const DATASETS_DIR = fileURLToPath(new URL('../../bench/datasets', import.meta.url));

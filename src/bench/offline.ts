@@ -39,6 +39,13 @@ export interface OfflineResult {
   /** Output tokens per target forward pass (Spec-Bench's tau). */
   tokens_per_target_call: number;
   acceptance_rate: number;
+  /** Drafted but not accepted / drafted (0 when nothing was drafted). */
+  discard_rate: number;
+  /** Target calls / output tokens (1 for target-only decoding; lower is better). */
+  verification_rate: number;
+  /** Time in the draft loop per drafted candidate, and in verification (target pass, acceptance, rollback) per round, ms. */
+  draft_ms_per_step: number;
+  target_ms_per_call: number;
   /** Share of wall time spent outside ONNX Runtime's run(): sampling, copies, rollback. */
   overhead_fraction: number;
   /** Greedy only: whether every output equals `none`'s token for token (null when not checked). */
@@ -49,6 +56,8 @@ interface Totals {
   newTokens: number;
   wallMs: number;
   runMs: number;
+  draftMs: number;
+  targetMs: number;
   rounds: number;
   drafted: number;
   accepted: number;
@@ -56,7 +65,7 @@ interface Totals {
 }
 
 export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions): Promise<OfflineResult[]> {
-  const totals: Totals[] = opts.policies.map(() => ({ newTokens: 0, wallMs: 0, runMs: 0, rounds: 0, drafted: 0, accepted: 0, outputs: [] }));
+  const totals: Totals[] = opts.policies.map(() => ({ newTokens: 0, wallMs: 0, runMs: 0, draftMs: 0, targetMs: 0, rounds: 0, drafted: 0, accepted: 0, outputs: [] }));
   const total = opts.prompts.length * opts.policies.length;
 
   // Warm up every policy once so first-run allocation does not count.
@@ -71,6 +80,8 @@ export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions
       t.newTokens += r.token_ids.length;
       t.wallMs += r.stats.wall_ms;
       t.runMs += r.stats.run_ms;
+      t.draftMs += r.stats.draft_ms;
+      t.targetMs += r.stats.target_ms;
       t.rounds += r.stats.rounds;
       t.drafted += r.stats.draft_tokens;
       t.accepted += r.stats.accepted_tokens;
@@ -99,6 +110,10 @@ export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions
       mean_accepted_per_round: t.rounds ? t.accepted / t.rounds : 0,
       tokens_per_target_call: t.rounds ? t.newTokens / t.rounds : 0,
       acceptance_rate: t.drafted ? t.accepted / t.drafted : 0,
+      discard_rate: t.drafted ? (t.drafted - t.accepted) / t.drafted : 0,
+      verification_rate: t.newTokens ? t.rounds / t.newTokens : 0,
+      draft_ms_per_step: t.drafted ? t.draftMs / t.drafted : 0,
+      target_ms_per_call: t.rounds ? t.targetMs / t.rounds : 0,
       overhead_fraction: t.wallMs > 0 ? 1 - t.runMs / t.wallMs : 0,
       matches_none: reference ? t.outputs.every((o, i) => o === reference[i]) : null,
     };

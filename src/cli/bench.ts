@@ -4,13 +4,16 @@ import { availableParallelism, cpus } from 'node:os';
 import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import { DATASETS, type DatasetName, isDataset, loadPrompts } from '../bench/datasets.js';
+import { benchHeadTraining } from '../bench/head-train-bench.js';
 import { runOfflineBench, type OfflineResult } from '../bench/offline.js';
+import { paretoChartSvg } from '../bench/pareto-chart.js';
+import { formatSummary, summarize } from '../bench/policy-summary.js';
 import { ModelPair } from '../engine/pair.js';
-import type { PolicySpec } from '../engine/stop-policy.js';
+import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, validatePolicySpec } from '../engine/stop-policy.js';
 import { addModelOptions, intIn, type ModelFlags, numberIn, pairOptions, policyListArg } from './options.js';
 
 interface OfflineFlags extends ModelFlags {
-  dataset: DatasetName;
+  dataset: DatasetName[];
   prompts: number;
   maxTokens: number;
   policies: PolicySpec[];
@@ -18,59 +21,124 @@ interface OfflineFlags extends ModelFlags {
   topP: number;
   topK: number;
   seed: number;
+  threshold?: number;
+  kMin: number;
+  kMax: number;
   json?: string;
+  chart?: string;
 }
 
-function datasetArg(text: string): DatasetName {
-  if (!isDataset(text)) throw new InvalidArgumentError(`expected one of ${DATASETS.join(', ')}`);
-  return text;
+/** A comma-separated list of data sets, or `all`. */
+function datasetArg(text: string): DatasetName[] {
+  if (text.trim() === 'all') return [...DATASETS];
+  const names = text.split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = names.filter((n) => !isDataset(n));
+  if (names.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${DATASETS.join(', ')}, or all`);
+  return [...new Set(names)] as DatasetName[];
 }
 
 export function benchCommand(): Command {
   const bench = new Command('bench').description('benchmarks');
   const offline = new Command('offline')
     .description('compare draft policies on a data set, in-process (speedup over target-only decoding)')
-    .option('--dataset <name>', `prompt set: ${DATASETS.join(', ')}`, datasetArg, 'gsm8k' as DatasetName)
+    .option('--dataset <list>', `prompt sets, comma-separated (${DATASETS.join(', ')}) or all`, datasetArg, ['gsm8k'] as DatasetName[])
     .option('--prompts <n>', 'number of prompts', intIn(1, 100_000), 20)
     .option('--max-tokens <n>', 'new tokens per prompt', intIn(1, 100_000), 128)
-    .option('--policies <list>', 'comma-separated policies, e.g. none,fixed:4,confidence:0.6', policyListArg, policyListArg('none,fixed:4,confidence:0.6'))
+    .option('--policies <list>', 'comma-separated policies, e.g. none,fixed:4,confidence:0.6,specdec++:0.7 (bare specdec++: the default threshold)', policyListArg, policyListArg('none,fixed:4,confidence:0.6'))
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', numberIn(0, 100), 0)
     .option('--top-p <p>', 'nucleus sampling mass', numberIn(0, 1), 1)
     .option('--top-k <k>', 'top-k sampling (0 = off)', intIn(0, 1_000_000), 0)
     .option('--seed <n>', 'seed of the first prompt (prompt i uses seed + i)', intIn(0, Number.MAX_SAFE_INTEGER), 0)
-    .option('--json <file>', 'also write the results as JSON');
+    .option('--threshold <h>', "threshold of bare specdec++ entries (default: the head's recommended h)", numberIn(0, 1))
+    .option('--k-min <n>', 'K_min of specdec++ entries', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MIN)
+    .option('--k-max <n>', 'K_max of specdec++ entries', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MAX)
+    .option('--json <file>', 'also write the results as JSON')
+    .option('--chart <file>', 'also write the discard rate vs verification rate chart (SVG)');
   addModelOptions(offline);
   offline.action(async (flags: OfflineFlags) => {
-    const prompts = loadPrompts(flags.dataset, flags.prompts);
     const pair = await ModelPair.load(pairOptions(flags));
     if (!pair.draft && flags.policies.some((p) => p.policy !== 'none')) throw new InvalidArgumentError('policies other than none need a draft model');
-    const bar = new SingleBar({ format: 'bench {bar} {value}/{total} generations | ETA {eta_formatted}', stream: process.stderr, hideCursor: true });
-    bar.start(prompts.length * flags.policies.length, 0);
-    const results = await runOfflineBench(pair, {
-      dataset: flags.dataset,
-      prompts,
-      policies: flags.policies,
-      maxTokens: flags.maxTokens,
-      sampling: { temperature: flags.temperature, topP: flags.topP, topK: flags.topK },
-      seed: flags.seed,
-      onProgress: (done) => bar.update(done),
-    });
-    bar.stop();
+    if (!pair.head && flags.policies.some((p) => p.policy === 'specdec++')) throw new InvalidArgumentError('specdec++ policies need an acceptance head (--head FILE)');
+    // specdec++ entries: the shared K bounds, and the default threshold made explicit.
+    const defaultThreshold = flags.threshold ?? pair.head?.recommendedThreshold;
+    const policies = flags.policies.map((p): PolicySpec =>
+      p.policy === 'specdec++' ? validatePolicySpec({ ...p, threshold: p.threshold ?? defaultThreshold, kMin: flags.kMin, kMax: flags.kMax }) : p,
+    );
+    const specdecDefault = defaultThreshold === undefined ? undefined : policyLabel({ policy: 'specdec++', threshold: defaultThreshold, kMin: flags.kMin, kMax: flags.kMax });
+    const sampling = { temperature: flags.temperature, topP: flags.topP, topK: flags.topK };
+    const results: OfflineResult[] = [];
+    for (const dataset of flags.dataset) {
+      const prompts = loadPrompts(dataset, flags.prompts);
+      const bar = new SingleBar({ format: `${dataset} {bar} {value}/{total} generations | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true });
+      bar.start(prompts.length * policies.length, 0);
+      results.push(
+        ...(await runOfflineBench(pair, { dataset, prompts, policies, maxTokens: flags.maxTokens, sampling, seed: flags.seed, onProgress: (done) => bar.update(done) })),
+      );
+      bar.stop();
+    }
+    const summary = summarize(results, specdecDefault);
     process.stdout.write(formatTable(results));
+    process.stdout.write(formatSummary(summary));
+    const settings = {
+      datasets: flags.dataset,
+      prompts: flags.prompts,
+      max_tokens: flags.maxTokens,
+      temperature: flags.temperature,
+      top_p: flags.topP,
+      top_k: flags.topK,
+      seed: flags.seed,
+      head: pair.head?.onnxPath ?? null,
+      specdec_default_threshold: defaultThreshold ?? null,
+      k_min: flags.kMin,
+      k_max: flags.kMax,
+      command: `specd ${process.argv.slice(2).join(' ')}`,
+    };
     if (flags.json) {
       const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), device: flags.device, node: process.version };
-      const settings = { dataset: flags.dataset, prompts: flags.prompts, max_tokens: flags.maxTokens, temperature: flags.temperature, top_p: flags.topP, top_k: flags.topK, seed: flags.seed };
-      writeFileSync(flags.json, `${JSON.stringify({ machine, settings, results }, null, 2)}\n`);
+      writeFileSync(flags.json, `${JSON.stringify({ machine, settings, summary, results }, null, 2)}\n`);
       process.stderr.write(`wrote ${flags.json}\n`);
+    }
+    if (flags.chart) {
+      const title = `discard vs verification rate, ${flags.temperature === 0 ? 'greedy' : `T = ${flags.temperature}`}, ${flags.prompts} prompts x ${flags.maxTokens} tokens`;
+      writeFileSync(flags.chart, paretoChartSvg(results, title));
+      process.stderr.write(`wrote ${flags.chart}\n`);
     }
     await pair.release();
   });
   bench.addCommand(offline);
+  bench.addCommand(headTrainCommand());
   return bench;
 }
 
+/** `specd bench head-train`: acceptance-head training throughput on synthetic features. */
+function headTrainCommand(): Command {
+  return new Command('head-train')
+    .description('acceptance-head training throughput (rows/s) on synthetic features, per width')
+    .option('--widths <list>', 'comma-separated hidden widths', (t: string) => t.split(',').map((w) => intIn(1, 65_536)(w.trim())), [128, 4096])
+    .option('--batch-size <n>', 'rows per step', intIn(1, 1_000_000), 256)
+    .option('--steps <n>', 'timed steps per width', intIn(1, 100_000), 10)
+    .option('--threads <n>', 'intra-op threads (default: all cores)', intIn(1, 1024))
+    .option('--json <file>', 'also write the results as JSON')
+    .action(async (flags: { widths: number[]; batchSize: number; steps: number; threads?: number; json?: string }) => {
+      const results = [];
+      process.stdout.write('width  parameters  step ms  (ORT  AdamW  gather)  rows/s  plain-JS forward rows/s\n');
+      for (const width of flags.widths) {
+        const r = await benchHeadTraining(width, { batchSize: flags.batchSize, steps: flags.steps, threads: flags.threads });
+        results.push(r);
+        process.stdout.write(
+          `${String(width).padStart(5)}  ${String(r.parameters).padStart(10)}  ${r.step_ms.toFixed(1).padStart(7)}  (${r.ort_ms.toFixed(1)}  ${r.adamw_ms.toFixed(1)}  ${r.gather_ms.toFixed(1)})  ${Math.round(r.rows_per_s).toString().padStart(6)}  ${r.js_forward_rows_per_s.toFixed(1)}\n`,
+        );
+      }
+      if (flags.json) {
+        const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version };
+        writeFileSync(flags.json, `${JSON.stringify({ machine, settings: { batch_size: flags.batchSize, steps: flags.steps, threads: flags.threads ?? availableParallelism() }, results }, null, 2)}\n`);
+        process.stderr.write(`wrote ${flags.json}\n`);
+      }
+    });
+}
+
 export function formatTable(results: OfflineResult[]): string {
-  const head = ['policy', 'dataset', 'tokens', 'tok/s', 'speedup', 'accepted/round', 'tokens/call', 'acceptance', 'overhead', 'exact'];
+  const head = ['policy', 'dataset', 'tokens', 'tok/s', 'speedup', 'accepted/round', 'tokens/call', 'acceptance', 'discard', 'verify', 'overhead', 'exact'];
   const rows = results.map((r) => [
     r.policy,
     r.dataset,
@@ -80,6 +148,8 @@ export function formatTable(results: OfflineResult[]): string {
     r.mean_accepted_per_round.toFixed(2),
     r.tokens_per_target_call.toFixed(2),
     `${(r.acceptance_rate * 100).toFixed(1)}%`,
+    `${(r.discard_rate * 100).toFixed(1)}%`,
+    r.verification_rate.toFixed(3),
     `${(r.overhead_fraction * 100).toFixed(1)}%`,
     r.matches_none === null ? '-' : r.matches_none ? 'yes' : 'NO',
   ]);

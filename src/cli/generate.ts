@@ -64,6 +64,7 @@ export function generateCommand(): Command {
     else if (flags.raw || !pair.tokenizer.hasChatTemplate) input = { prompt: flags.prompt! };
     else input = { messages: [{ role: 'user', content: flags.prompt! }] };
     if (policy.policy !== 'none' && !pair.draft) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
+    if (policy.policy === 'specdec++' && !pair.head) throw new InvalidArgumentError('--policy specdec++ needs an acceptance head (--head FILE)');
     const sampling = samplingParams(flags, pair.target.info.generationDefaults);
     const onDelta = flags.json ? undefined : ({ text }: { text: string }) => void process.stdout.write(text);
     const result = await generateText(pair, input, { maxTokens: flags.maxTokens, sampling, seed: flags.seed, policy, stop: flags.stop }, onDelta);

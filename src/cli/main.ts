@@ -1,10 +1,14 @@
 /** The `specd` command line. Errors end in one line on stderr and a non-zero exit. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { PACKAGE_ROOT } from '../paths.js';
 import { benchCommand } from './bench.js';
+import { doctorCommand } from './doctor.js';
 import { generateCommand } from './generate.js';
+import { serveCommand } from './serve.js';
+import { headCommand } from './head.js';
+import { modelsCommand } from './models.js';
 
 const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -15,6 +19,10 @@ const program = new Command('specd')
   .exitOverride();
 program.addCommand(generateCommand());
 program.addCommand(benchCommand());
+program.addCommand(serveCommand());
+program.addCommand(doctorCommand());
+program.addCommand(modelsCommand());
+program.addCommand(headCommand());
 for (const cmd of program.commands) {
   cmd.exitOverride();
   for (const sub of cmd.commands) sub.exitOverride();
@@ -23,8 +31,9 @@ for (const cmd of program.commands) {
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof CommanderError) {
-    // Commander has printed its message already (usage errors, --help, --version).
+  if (err instanceof CommanderError && !(err instanceof InvalidArgumentError)) {
+    // Commander has printed its message already (usage errors, --help, --version); an
+    // InvalidArgumentError thrown by a command's action has not been printed.
     process.exitCode = err.exitCode;
   } else {
     process.stderr.write(`specd: error: ${(err as Error).message}\n`);

@@ -7,6 +7,7 @@ import {
   DEFAULT_CONFIDENCE_K_MAX,
   DEFAULT_FIXED_K,
   DEFAULT_P_MIN,
+  DEFAULT_SPECDEC_K_MIN,
   MAX_DRAFT_LIMIT,
   type PolicySpec,
   parsePolicy,
@@ -57,7 +58,9 @@ export function addModelOptions(cmd: Command): Command {
     .option('--device <device>', 'execution provider: cpu, cuda or webgpu', deviceArg, 'cpu' as Device)
     .option('--device-id <n>', 'GPU index', intIn(0, 64), 0)
     .option('--threads <n>', 'intra-op threads of the target (default: all cores)', intIn(1, 1024))
-    .option('--draft-threads <n>', 'intra-op threads of the draft', intIn(1, 1024), 1);
+    .option('--draft-threads <n>', 'intra-op threads of the draft', intIn(1, 1024), 1)
+    .option('--head <file>', 'acceptance head (NAME.head.onnx) for --policy specdec++ (default: the bundled head with the bundled pair)')
+    .option('--no-head', 'load no acceptance head');
 }
 
 export interface ModelFlags {
@@ -67,6 +70,7 @@ export interface ModelFlags {
   deviceId: number;
   threads?: number;
   draftThreads: number;
+  head?: string | boolean;
 }
 
 export function pairOptions(flags: ModelFlags): PairOptions {
@@ -77,6 +81,7 @@ export function pairOptions(flags: ModelFlags): PairOptions {
     deviceId: flags.deviceId,
     threads: flags.threads,
     draftThreads: flags.draftThreads,
+    head: flags.head === false ? null : typeof flags.head === 'string' ? flags.head : undefined,
   };
 }
 
@@ -107,10 +112,12 @@ export function samplingParams(flags: SamplingFlags, defaults: { temperature?: n
 /** --policy and its knobs. */
 export function addPolicyOptions(cmd: Command): Command {
   return cmd
-    .option('--policy <name>', 'draft-length policy: none, fixed or confidence', 'fixed')
+    .option('--policy <name>', 'draft-length policy: none, fixed, confidence or specdec++', 'fixed')
     .option('--k <n>', `candidates per round for --policy fixed`, intIn(1, MAX_DRAFT_LIMIT), DEFAULT_FIXED_K)
     .option('--p-min <p>', 'stop drafting below this draft probability (--policy confidence)', numberIn(0, 1), DEFAULT_P_MIN)
-    .option('--k-max <n>', 'longest draft for --policy confidence', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_CONFIDENCE_K_MAX);
+    .option('--k-max <n>', 'longest draft for --policy confidence and specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_CONFIDENCE_K_MAX)
+    .option('--threshold <h>', "stop drafting when the head's P(some candidate is rejected) exceeds h (--policy specdec++; default: the head's recommended h)", numberIn(0, 1))
+    .option('--k-min <n>', 'shortest draft for --policy specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MIN);
 }
 
 export interface PolicyFlags {
@@ -118,6 +125,8 @@ export interface PolicyFlags {
   k: number;
   pMin: number;
   kMax: number;
+  threshold?: number;
+  kMin: number;
 }
 
 export function policySpec(flags: PolicyFlags): PolicySpec {
@@ -128,8 +137,10 @@ export function policySpec(flags: PolicyFlags): PolicySpec {
       return validatePolicySpec({ policy: 'fixed', k: flags.k });
     case 'confidence':
       return validatePolicySpec({ policy: 'confidence', pMin: flags.pMin, kMax: flags.kMax });
+    case 'specdec++':
+      return validatePolicySpec({ policy: 'specdec++', threshold: flags.threshold, kMin: flags.kMin, kMax: flags.kMax });
     default:
-      throw new PolicySpecError(`--policy: unknown policy "${flags.policy}"; expected none, fixed or confidence`);
+      throw new PolicySpecError(`--policy: unknown policy "${flags.policy}"; expected none, fixed, confidence or specdec++`);
   }
 }
 

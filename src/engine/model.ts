@@ -16,6 +16,8 @@ export interface LoadOptions {
   threads?: number;
   /** ONNX variant (fp32, fp16, q4, ...). */
   dtype?: string;
+  /** ONNX bytes to load instead of the directory's graph file (e.g. a draft prepared in memory). */
+  model?: Uint8Array;
 }
 
 export interface ModelInfo extends KvLayout {
@@ -31,6 +33,8 @@ export interface ModelInfo extends KvLayout {
 const KEY_INPUT = /^past_key_values\.(\d+)\.key$/;
 /** Extra output of a draft prepared for an acceptance head: the input of the lm_head. */
 export const HIDDEN_OUTPUT = 'last_hidden_state';
+/** Extra output of a draft with the acceptance head fused into its graph: P(accept) of each fed token. */
+export const ACCEPT_OUTPUT = 'accept_prob';
 
 function hostFloat32(t: ort.Tensor): Float32Array {
   return t.type === 'float16' ? float16ToFloat32(t.data as Uint16Array) : (t.data as Float32Array);
@@ -61,7 +65,9 @@ export class DecoderModel {
     };
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(modelDir.onnxPath, sessionOptions);
+      session = opts.model
+        ? await ort.InferenceSession.create(opts.model, sessionOptions)
+        : await ort.InferenceSession.create(modelDir.onnxPath, sessionOptions);
     } catch (err) {
       throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${(err as Error).message}`, modelDir.onnxPath);
     }
@@ -86,11 +92,20 @@ export class DecoderModel {
     return this.session.outputNames.includes(HIDDEN_OUTPUT);
   }
 
+  /** Whether the graph outputs `accept_prob` (a draft with the acceptance head fused in). */
+  get hasAcceptProb(): boolean {
+    return this.session.outputNames.includes(ACCEPT_OUTPUT);
+  }
+
   /**
-   * `forward`, also returning the final hidden states when the graph outputs them.
-   * @returns logits [tokens.length, vocab] and hidden [tokens.length, width], row-major
+   * `forward`, also returning the final hidden states and the fused head's P(accept) when
+   * the graph outputs them.
+   * @returns logits [tokens.length, vocab], hidden [tokens.length, width], acceptProb [tokens.length], row-major
    */
-  async forwardWithHidden(cache: KVCache, tokens: readonly number[]): Promise<{ logits: Float32Array; hidden?: Float32Array }> {
+  async forwardWithHidden(
+    cache: KVCache,
+    tokens: readonly number[],
+  ): Promise<{ logits: Float32Array; hidden?: Float32Array; acceptProb?: Float32Array }> {
     const past = cache.length;
     const n = tokens.length;
     const total = past + n;
@@ -115,7 +130,8 @@ export class DecoderModel {
 
     cache.update(out, total);
     const hidden = out[HIDDEN_OUTPUT] as ort.Tensor | undefined;
-    return { logits: hostFloat32(out.logits as ort.Tensor), hidden: hidden && hostFloat32(hidden) };
+    const acceptProb = out[ACCEPT_OUTPUT] as ort.Tensor | undefined;
+    return { logits: hostFloat32(out.logits as ort.Tensor), hidden: hidden && hostFloat32(hidden), acceptProb: acceptProb && hostFloat32(acceptProb) };
   }
 
   async release(): Promise<void> {

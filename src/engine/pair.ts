@@ -3,10 +3,13 @@
  * tokenizer they share. Draft and target must agree on the vocabulary and on what every
  * token id means, or the acceptance rule compares unrelated distributions.
  */
+import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
-import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
+import { type HeadMode, loadHeadForDraft } from '../heads/head-loader.js';
+import type { AcceptanceHead } from '../heads/head-runner.js';
+import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import type { Device } from './device.js';
 import { DecoderModel } from './model.js';
@@ -24,6 +27,13 @@ export interface PairOptions {
   /** Intra-op threads of the draft session; default: 1 (a small model loses more to thread hand-offs than it gains). */
   draftThreads?: number;
   dtype?: string;
+  /**
+   * Acceptance head (`*.head.onnx`, for the specdec++ policy); default: the bundled head when
+   * the bundled pair is used and the file exists. `null`: none.
+   */
+  head?: string | null;
+  /** `fused` (default): the head runs inside the draft's graph; `session`: as its own session. */
+  headMode?: HeadMode;
 }
 
 export class ModelPair {
@@ -33,8 +43,11 @@ export class ModelPair {
     readonly target: DecoderModel,
     readonly draft: DecoderModel | undefined,
     readonly tokenizer: TextTokenizer,
+    readonly head?: AcceptanceHead,
+    /** The draft session the specdec++ policy runs (see heads/head-loader.ts). */
+    readonly headDraft?: DecoderModel,
   ) {
-    this.decoder = new SpeculativeDecoder(target, draft);
+    this.decoder = new SpeculativeDecoder(target, draft, head, headDraft);
   }
 
   static async load(opts: PairOptions = {}): Promise<ModelPair> {
@@ -62,11 +75,20 @@ export class ModelPair {
         );
       }
     }
-    return new ModelPair(target, draft, tokenizer);
+    const bundled = opts.target === undefined && opts.draft === undefined;
+    const headPath = opts.head === undefined ? (bundled && existsSync(BUNDLED_HEAD) ? BUNDLED_HEAD : null) : opts.head;
+    if (headPath !== null && !draft) throw new ModelLoadError('an acceptance head needs a draft model', headPath);
+    const loaded =
+      headPath !== null && draft
+        ? await loadHeadForDraft(headPath, draft, { ...common, threads: opts.draftThreads ?? 1, mode: opts.headMode })
+        : undefined;
+    return new ModelPair(target, draft, tokenizer, loaded?.head, loaded?.headDraft);
   }
 
   async release(): Promise<void> {
     await this.target.release();
     await this.draft?.release();
+    if (this.headDraft !== this.draft) await this.headDraft?.release();
+    await this.head?.release();
   }
 }

@@ -18,11 +18,13 @@
  */
 import { acceptGreedy, acceptSampled, type AcceptanceResult } from './acceptance.js';
 import type { KVCache } from './kv-cache.js';
+import { type LogitsAdjustments, LogitsProcessor } from './logits-processors.js';
+import { logOf, logSoftmax, type TokenLogprob, tokenLogprob } from './logprobs.js';
 import type { DecoderModel } from './model.js';
 import { Rng } from './rng.js';
 import { argmax, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
-import { type AcceptancePredictor, createPolicy, type PolicySpec, type StopPolicy } from './stop-policy.js';
+import { type AcceptancePredictor, createPolicy, type PolicySpec, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
 
 export interface GenerateOptions {
   /** Most new tokens to produce. */
@@ -33,6 +35,12 @@ export interface GenerateOptions {
   policy: PolicySpec;
   /** Tokens that end generation (not included in the output); default: the target's EOS ids. */
   eosTokenIds?: readonly number[];
+  /** Presence/frequency penalties and logit bias, applied alike to the draft's and the target's logits. */
+  adjustments?: LogitsAdjustments;
+  /** Record each emitted token's log-probability and this many alternatives (`Generation.logprobs`). */
+  logprobs?: number;
+  /** Called after every round with its statistics. */
+  onRound?: (round: RoundStats) => void;
 }
 
 /** `stop`: an EOS token or a stop string; `length`: max tokens or the context; `abort`: cancelled by the caller. */
@@ -48,6 +56,12 @@ export class SpeculativeDecoder {
     readonly draft?: DecoderModel,
     /** The acceptance head for policies that need one (specdec++). */
     readonly head?: AcceptancePredictor,
+    /**
+     * The draft as policies that need the head run it: the same weights with
+     * `last_hidden_state` (and `accept_prob`, when the head is fused into its graph) as extra
+     * outputs. Default: `draft`.
+     */
+    readonly headDraft?: DecoderModel,
   ) {
     if (draft && draft.info.vocabSize !== target.info.vocabSize) {
       throw new RangeError(`draft vocabulary (${draft.info.vocabSize}) differs from the target's (${target.info.vocabSize})`);
@@ -65,19 +79,22 @@ export class SpeculativeDecoder {
     if (prompt.length >= this.contextLength) {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
     }
-    const policy = createPolicy(opts.policy);
-    if (policy.maxDraft > 0 && !this.draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
-    if (policy.needsHead) {
+    const policy = createPolicy(withDefaultThreshold(opts.policy, this.head?.recommendedThreshold));
+    const draft = policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
+    if (policy.maxDraft > 0 && !draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
+    if (policy.needsHead && !draft?.hasAcceptProb) {
       if (!this.head) throw new RangeError(`policy ${policy.name} needs an acceptance head`);
-      if (!this.draft?.hasHiddenState) throw new RangeError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`);
+      if (!draft?.hasHiddenState) throw new RangeError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`);
     }
-    return new Generation(this.target, this.draft, this.head, prompt, opts, policy);
+    return new Generation(this.target, draft, this.head, prompt, opts, policy);
   }
 }
 
 export class Generation {
   /** Output tokens so far (not including the prompt). */
   readonly tokenIds: number[] = [];
+  /** With `GenerateOptions.logprobs`: one record per output token, aligned with `tokenIds`. */
+  readonly logprobs: TokenLogprob[] = [];
   finishReason: FinishReason | undefined;
   private readonly x: number[];
   private readonly targetCache: KVCache;
@@ -87,6 +104,7 @@ export class Generation {
   private readonly eos: Set<number>;
   private readonly maxNew: number;
   private readonly collector = new StatsCollector();
+  private readonly processor: LogitsProcessor;
   private readonly startedAt = performance.now();
   private readonly runMsAtStart: number;
   private endedAt: number | undefined;
@@ -105,6 +123,7 @@ export class Generation {
     this.rng = new Rng(opts.seed ?? Rng.randomSeed());
     this.greedy = isGreedy(opts.sampling);
     this.eos = new Set(opts.eosTokenIds ?? target.info.eosTokenIds);
+    this.processor = new LogitsProcessor(opts.adjustments);
     this.maxNew = Math.max(0, Math.min(opts.maxTokens, target.info.maxPositions - prompt.length));
     this.runMsAtStart = this.runMs();
     if (this.maxNew === 0) this.finish('length');
@@ -131,14 +150,18 @@ export class Generation {
     const input = x.slice(this.targetCache.length).concat(candidates);
     const logits = await this.target.forward(this.targetCache, input);
     const vocab = this.target.info.vocabSize;
-    const rows = Array.from({ length: k + 1 }, (_, i) => logits.subarray((input.length - k - 1 + i) * vocab, (input.length - k + i) * vocab));
+    // Row i is processed with the candidates before it counted as output (logits-processors.ts).
+    const rows = Array.from({ length: k + 1 }, (_, i) =>
+      this.processor.apply(logits.subarray((input.length - k - 1 + i) * vocab, (input.length - k + i) * vocab), candidates.slice(0, i)),
+    );
 
     // 3. Accept.
     let result: AcceptanceResult;
+    let targetProbs: Float64Array[] | undefined;
     if (this.greedy) {
       result = acceptGreedy(candidates, rows.map(argmax));
     } else {
-      const targetProbs = rows.map((row) => toProbs(row, this.opts.sampling));
+      targetProbs = rows.map((row) => toProbs(row, this.opts.sampling));
       result = acceptSampled(candidates, draftProbs, targetProbs, this.rng);
     }
 
@@ -165,10 +188,19 @@ export class Generation {
     }
     x.push(...emitted);
     this.tokenIds.push(...emitted);
+    this.processor.accept(emitted);
+    // Emitted token j is distributed as p_{j+1} (rows[j]), whether drafted or drawn by the target.
+    if (this.opts.logprobs !== undefined) {
+      emitted.forEach((token, j) => {
+        const logp = targetProbs ? logOf(targetProbs[j]!) : logSoftmax(rows[j]!);
+        this.logprobs.push(tokenLogprob(logp, token, this.opts.logprobs!));
+      });
+    }
 
     // 5. Account.
     const round: RoundStats = { drafted: k, accepted: result.accepted, emitted: emitted.length, draftMs, targetMs };
     this.collector.observe(round);
+    this.opts.onRound?.(round);
     return emitted;
   }
 
@@ -211,16 +243,16 @@ export class Generation {
 
     this.policy.begin();
     const vocab = draft.info.vocabSize;
-    const useHead = this.policy.needsHead && this.head !== undefined;
+    const useHead = this.policy.needsHead;
     let out = await draft.forwardWithHidden(cache, x.slice(cache.length));
     for (let s = 1; ; s++) {
       const logits = out.logits;
-      const row = logits.subarray(logits.length - vocab);
+      const row = this.processor.apply(logits.subarray(logits.length - vocab), candidates);
       // The head judges y_{s-1}, the token this step fed in; y_0 is verified already.
       let acceptProb: number | undefined;
-      if (useHead && s > 1 && out.hidden) {
-        const width = this.head!.width;
-        acceptProb = await this.head!.predict(out.hidden.subarray(out.hidden.length - width));
+      if (useHead && s > 1) {
+        if (out.acceptProb) acceptProb = out.acceptProb[out.acceptProb.length - 1]; // The head fused into the draft.
+        else if (out.hidden && this.head) acceptProb = await this.head.predict(out.hidden.subarray(out.hidden.length - this.head.width));
       }
       let token: number;
       let prob: number;
@@ -234,10 +266,15 @@ export class Generation {
         prob = q[token]!;
       }
       const verdict = this.policy.decide({ index: s, token, prob, acceptProb });
-      if (verdict === 'stop-drop') break;
+      // Dropping y_s because of its own value is exact only when greedy. When sampling, the
+      // token that replaces it would come from p_s instead of the y_s-then-accept/recover
+      // path, biasing the output towards p_s wherever q_s(y_s) is low (e.g. p = (.5, .5),
+      // q = (.9, .1), p_min = .5 emits token 0 with probability .55). So y_s is kept and
+      // drafting stops: deciding after y_s whether to draft y_{s+1} keeps the rule exact.
+      if (verdict === 'stop-drop' && this.greedy) break;
       candidates.push(token);
       if (q) draftProbs.push(q);
-      if (verdict === 'stop' || s >= cap) break;
+      if (verdict !== 'continue' || s >= cap) break;
       out = await draft.forwardWithHidden(cache, [token]);
     }
     return { candidates, draftProbs };

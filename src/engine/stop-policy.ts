@@ -9,6 +9,8 @@
  * - `fixed`: always K candidates.
  * - `confidence`: stop when the draft's probability of its candidate drops below p_min; that
  *   candidate is dropped (llama.cpp's rule).
+ * - `specdec++`: stop when the acceptance head's estimate that at least one candidate will be
+ *   rejected exceeds a threshold h (SpecDec++, arXiv 2405.19715); see {@link SpecDecPlusPlusPolicy}.
  */
 
 /** What a policy sees after draft step s. */
@@ -31,11 +33,17 @@ export interface DraftStep {
 export interface AcceptancePredictor {
   /** Hidden-state width the predictor expects. */
   readonly width: number;
+  /** The threshold h its metadata recommends: the default of `specdec++`. */
+  readonly recommendedThreshold?: number;
   /** @param hidden one hidden-state row // [width] */
   predict(hidden: Float32Array): Promise<number>;
 }
 
-/** `continue`: keep y_s and draft another; `stop`: keep y_s and verify; `stop-drop`: discard y_s and verify. */
+/**
+ * `continue`: keep y_s and draft another; `stop`: keep y_s and verify; `stop-drop`: discard y_s
+ * and verify (greedy decoding only: when sampling the engine keeps y_s, since dropping a
+ * candidate because of its own value would bias the output; see speculative.ts).
+ */
 export type DraftVerdict = 'continue' | 'stop' | 'stop-drop';
 
 export interface StopPolicy {
@@ -55,16 +63,24 @@ export interface StopPolicy {
 export type PolicySpec =
   | { policy: 'none' }
   | { policy: 'fixed'; k: number }
-  | { policy: 'confidence'; pMin: number; kMax: number };
+  | { policy: 'confidence'; pMin: number; kMax: number }
+  /** `threshold` absent: the head's recommended one (see {@link withDefaultThreshold}). */
+  | { policy: 'specdec++'; threshold?: number; kMin: number; kMax: number };
 
 export type PolicyName = PolicySpec['policy'];
-export const POLICY_NAMES: readonly PolicyName[] = ['none', 'fixed', 'confidence'];
+export const POLICY_NAMES: readonly PolicyName[] = ['none', 'fixed', 'confidence', 'specdec++'];
 
 /** Longest draft any policy may ask for; beyond it acceptance of the whole run is negligible. */
 export const MAX_DRAFT_LIMIT = 32;
 export const DEFAULT_FIXED_K = 4;
 export const DEFAULT_P_MIN = 0.6;
 export const DEFAULT_CONFIDENCE_K_MAX = 16;
+/**
+ * specdec++ bounds. Below K_MIN the head is not consulted; because the head judges y_{s-1}
+ * and P(accept y_0) = 1, the rule cannot stop at s = 1 anyway, so K_MIN 1 and 2 act alike.
+ */
+export const DEFAULT_SPECDEC_K_MIN = 2;
+export const DEFAULT_SPECDEC_K_MAX = 16;
 
 class NonePolicy implements StopPolicy {
   readonly name = 'none';
@@ -107,6 +123,59 @@ class ConfidencePolicy implements StopPolicy {
   }
 }
 
+/**
+ * SpecDec++ (Huang et al. 2024, arXiv 2405.19715): draft while the acceptance head thinks the
+ * whole candidate block is likely to survive verification.
+ *
+ * At draft step s the draft has just been fed y_{s-1} and sampled y_s; the head's P(accept)
+ * comes from the hidden state at y_{s-1}'s position, so the policy knows P(accept) for
+ * y_1..y_{s-1} but not yet for y_s (a one-token lag). It keeps
+ * prod = P(accept y_1) ... P(accept y_{s-1}) (P(accept y_0) = 1: y_0 is verified) and stops
+ * when 1 - prod > h, the estimated probability that at least one candidate is rejected.
+ * Steps s < K_min always continue; step K_max always stops.
+ *
+ * On stopping, y_s is kept ('stop', not 'stop-drop'), as in the paper's reference code, which
+ * appends the sampled token to the candidates before it asks the head: y_s has been paid for
+ * (its draft step ran), verifying it adds one position to the target's single forward pass,
+ * and no prediction exists against it (the head only judges tokens already fed back). If all
+ * earlier candidates survive, y_s is the only extra chance of an accepted token this round.
+ */
+export class SpecDecPlusPlusPolicy implements StopPolicy {
+  readonly needsDraftProb = false;
+  readonly needsHead = true;
+  private prod = 1;
+
+  constructor(
+    readonly threshold: number,
+    readonly kMin: number,
+    readonly maxDraft: number,
+  ) {}
+
+  get name(): string {
+    return `specdec++:${this.threshold}`;
+  }
+
+  begin(): void {
+    this.prod = 1;
+  }
+
+  decide(step: DraftStep): DraftVerdict {
+    if (step.index > 1) {
+      if (step.acceptProb === undefined) throw new RangeError(`specdec++: no acceptance probability at draft step ${step.index}`);
+      this.prod *= step.acceptProb;
+    }
+    if (step.index >= this.maxDraft) return 'stop';
+    if (step.index < this.kMin) return 'continue';
+    return 1 - this.prod > this.threshold ? 'stop' : 'continue';
+  }
+}
+
+/** A specdec++ spec without a threshold gets `threshold` (the head's recommended h); other specs are returned as they are. */
+export function withDefaultThreshold(spec: PolicySpec, threshold: number | undefined): PolicySpec {
+  if (spec.policy !== 'specdec++' || spec.threshold !== undefined || threshold === undefined) return spec;
+  return { ...spec, threshold };
+}
+
 export function createPolicy(spec: PolicySpec): StopPolicy {
   switch (spec.policy) {
     case 'none':
@@ -115,6 +184,11 @@ export function createPolicy(spec: PolicySpec): StopPolicy {
       return new FixedPolicy(spec.k);
     case 'confidence':
       return new ConfidencePolicy(spec.pMin, spec.kMax);
+    case 'specdec++':
+      if (spec.threshold === undefined) {
+        throw new PolicySpecError('specdec++ needs a threshold h: give one (specdec++:0.7, --threshold) or load a head whose metadata recommends one');
+      }
+      return new SpecDecPlusPlusPolicy(spec.threshold, spec.kMin, spec.kMax);
   }
 }
 
@@ -137,6 +211,13 @@ export function validatePolicySpec(spec: PolicySpec): PolicySpec {
       if (!(spec.pMin >= 0 && spec.pMin <= 1)) throw new PolicySpecError(`p_min must be a number in [0, 1], got ${spec.pMin}`);
       intIn('k_max', spec.kMax, 1, MAX_DRAFT_LIMIT);
       break;
+    case 'specdec++':
+      if (spec.threshold !== undefined && !(spec.threshold >= 0 && spec.threshold <= 1)) {
+        throw new PolicySpecError(`threshold must be a number in [0, 1], got ${spec.threshold}`);
+      }
+      intIn('k_max', spec.kMax, 1, MAX_DRAFT_LIMIT);
+      intIn('k_min', spec.kMin, 1, spec.kMax);
+      break;
     default:
       throw new PolicySpecError(`unknown policy ${JSON.stringify((spec as { policy: unknown }).policy)}; expected one of ${POLICY_NAMES.join(', ')}`);
   }
@@ -144,8 +225,9 @@ export function validatePolicySpec(spec: PolicySpec): PolicySpec {
 }
 
 /**
- * Parse `none`, `fixed`, `fixed:K`, `confidence`, `confidence:P_MIN` (the form used by the
- * CLI's --policies lists and the benchmark).
+ * Parse `none`, `fixed`, `fixed:K`, `confidence`, `confidence:P_MIN`, `specdec++`,
+ * `specdec++:H` (the form used by the CLI's --policies lists and the benchmark). A bare
+ * `specdec++` takes its threshold from the head.
  */
 export function parsePolicy(text: string): PolicySpec {
   const [name, arg, extra] = text.trim().split(':');
@@ -164,6 +246,8 @@ export function parsePolicy(text: string): PolicySpec {
       return validatePolicySpec({ policy: 'fixed', k: num('K') ?? DEFAULT_FIXED_K });
     case 'confidence':
       return validatePolicySpec({ policy: 'confidence', pMin: num('p_min') ?? DEFAULT_P_MIN, kMax: DEFAULT_CONFIDENCE_K_MAX });
+    case 'specdec++':
+      return validatePolicySpec({ policy: 'specdec++', threshold: num('threshold'), kMin: DEFAULT_SPECDEC_K_MIN, kMax: DEFAULT_SPECDEC_K_MAX });
     default:
       throw new PolicySpecError(`unknown policy "${name}" in "${text}"; expected one of ${POLICY_NAMES.join(', ')}`);
   }
@@ -171,5 +255,6 @@ export function parsePolicy(text: string): PolicySpec {
 
 /** The canonical spec string, e.g. `fixed:4`. */
 export function policyLabel(spec: PolicySpec): string {
+  if (spec.policy === 'specdec++' && spec.threshold === undefined) return 'specdec++';
   return createPolicy(spec).name;
 }

@@ -1,0 +1,108 @@
+/**
+ * The acceptance head on disk: `NAME.head.onnx`, the inference graph (see head-graph.ts) with
+ * its parameters inline, and `NAME.head.json` beside it, which says what the head is for and
+ * how good it is:
+ *
+ * ```json
+ * {
+ *   "format": "specd-head/1",
+ *   "architecture": {"type": "shared-residual-silu", "blocks": 3, "width": 128, "output": "sigmoid", "parameters": 16769},
+ *   "draft": {"name": "specd-pair-draft", "onnx_sha256": "...", "width": 128},
+ *   "target": {"name": "specd-pair-target", "onnx_sha256": "..."},
+ *   "recommended_threshold": 0.6,
+ *   "threshold_selection": {...},       // how the threshold was chosen (threshold.ts)
+ *   "training": {...},                  // data, hyper-parameters, time, loss per epoch
+ *   "calibration": {...},               // held-out Brier score, AUC, reliability table
+ *   "created": "2026-11-26T20:00:00.000Z"
+ * }
+ * ```
+ *
+ * The draft's identity is the sha256 of its ONNX graph file (for a prepared draft, of the
+ * file it was prepared from); loading a head for another draft is an error.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { ModelLoadError } from '../errors.js';
+import { readModel, type ModelProto } from '../onnx/graph-builder.js';
+import { decodedGraph } from './prepare-draft.js';
+import { buildHeadGraph, HEAD_BLOCKS, HEAD_INPUT, HEAD_OUTPUT, paramCount, type HeadParams } from './head-graph.js';
+
+export const HEAD_FORMAT = 'specd-head/1';
+export const HEAD_SUFFIX = '.head.onnx';
+
+export interface ModelIdentity {
+  name: string;
+  onnx_sha256: string;
+}
+
+export interface HeadMetadata {
+  format: typeof HEAD_FORMAT;
+  architecture: { type: 'shared-residual-silu'; blocks: number; width: number; output: 'sigmoid'; parameters: number };
+  draft: ModelIdentity & { width: number };
+  target?: ModelIdentity;
+  /** The default threshold h of the specdec++ policy with this head. */
+  recommended_threshold: number;
+  threshold_selection?: unknown;
+  training?: unknown;
+  calibration?: unknown;
+  created: string;
+}
+
+/** `models/x.head.onnx` -> `models/x.head.json`. */
+export function headJsonPath(onnxPath: string): string {
+  if (!onnxPath.endsWith('.onnx')) throw new Error(`a head file ends in ${HEAD_SUFFIX}: ${onnxPath}`);
+  return `${onnxPath.slice(0, -'.onnx'.length)}.json`;
+}
+
+/** `models/x` or `models/x.head.onnx` -> `models/x.head.onnx`. */
+export function headOnnxPath(nameOrPath: string): string {
+  return nameOrPath.endsWith(HEAD_SUFFIX) ? nameOrPath : `${nameOrPath}${HEAD_SUFFIX}`;
+}
+
+export function headArchitecture(width: number): HeadMetadata['architecture'] {
+  return { type: 'shared-residual-silu', blocks: HEAD_BLOCKS, width, output: 'sigmoid', parameters: paramCount(width) };
+}
+
+/** Writes NAME.head.onnx and NAME.head.json; returns their paths. */
+export function saveHead(nameOrPath: string, params: HeadParams, meta: HeadMetadata): { onnxPath: string; jsonPath: string } {
+  const onnxPath = headOnnxPath(nameOrPath);
+  const jsonPath = headJsonPath(onnxPath);
+  writeFileSync(onnxPath, buildHeadGraph(params).toBytes());
+  writeFileSync(jsonPath, `${JSON.stringify(meta, null, 2)}\n`);
+  return { onnxPath, jsonPath };
+}
+
+export interface LoadedHeadFile {
+  onnxPath: string;
+  model: ModelProto;
+  bytes: Uint8Array;
+  meta: HeadMetadata;
+}
+
+/** Reads and checks a head: the graph has `hidden` -> `accept_prob` of the width its metadata says. */
+export function readHeadFile(onnxPath: string): LoadedHeadFile {
+  const jsonPath = headJsonPath(onnxPath);
+  for (const f of [onnxPath, jsonPath]) if (!existsSync(f)) throw new ModelLoadError(`acceptance head file not found: ${f}`, f);
+  let meta: HeadMetadata;
+  try {
+    meta = JSON.parse(readFileSync(jsonPath, 'utf8')) as HeadMetadata;
+  } catch (err) {
+    throw new ModelLoadError(`${jsonPath}: not valid JSON: ${(err as Error).message}`, jsonPath);
+  }
+  if (meta.format !== HEAD_FORMAT) throw new ModelLoadError(`${jsonPath}: format ${JSON.stringify(meta.format)}, expected ${HEAD_FORMAT}`, jsonPath, 'format');
+  const width = meta.architecture?.width;
+  if (!Number.isInteger(width) || width <= 0) throw new ModelLoadError(`${jsonPath}: architecture.width must be a positive integer`, jsonPath, 'architecture.width');
+  const h = meta.recommended_threshold;
+  if (!(typeof h === 'number' && h >= 0 && h <= 1)) throw new ModelLoadError(`${jsonPath}: recommended_threshold must be a number in [0, 1]`, jsonPath, 'recommended_threshold');
+  const bytes = readFileSync(onnxPath);
+  const model = readModel(bytes);
+  const graph = decodedGraph(model, onnxPath);
+  const input = graph.input.find((i) => i.name === HEAD_INPUT);
+  const lastDim = input?.type?.tensorType?.shape?.dim?.at(-1)?.dimValue;
+  if (!input || !graph.output.some((o) => o.name === HEAD_OUTPUT)) {
+    throw new ModelLoadError(`${onnxPath}: an acceptance head has input ${HEAD_INPUT} and output ${HEAD_OUTPUT}`, onnxPath);
+  }
+  if (lastDim !== undefined && lastDim !== null && Number(lastDim) !== width) {
+    throw new ModelLoadError(`${onnxPath}: input width ${String(lastDim)} differs from architecture.width ${width} in ${jsonPath}`, onnxPath);
+  }
+  return { onnxPath, model, bytes, meta };
+}

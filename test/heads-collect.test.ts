@@ -1,0 +1,193 @@
+/**
+ * The head's data pipeline on a tiny fixture pair: collection gives soft labels in [0, 1] that
+ * equal min(1, p/q) computed independently (token by token with the KV cache) and features
+ * that equal the draft's hidden states at its own tokens; an interrupted collection resumes to
+ * the same bytes; a head trains on the data and is written with its metadata; the evaluation
+ * metrics and the threshold simulation give known values on hand-made inputs; the CLI runs.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { DecoderModel } from '../src/engine/model.js';
+import { readModelDir } from '../src/engine/model-dir.js';
+import { ModelPair } from '../src/engine/pair.js';
+import { softmax } from '../src/engine/sampling.js';
+import { buildHead } from '../src/heads/build-head.js';
+import { collectHeadData, type CollectModels } from '../src/heads/collect.js';
+import { aucScore, brierScore, calibration, reliabilityTable } from '../src/heads/eval.js';
+import { FEATURES, HeadData, isValidationRecord, LABELS, RECORDS } from '../src/heads/head-data.js';
+import { readHeadFile } from '../src/heads/head-file.js';
+import { draftIdentity, preparedDraftBytes } from '../src/heads/prepare-draft.js';
+import { selectThreshold, simulate } from '../src/heads/threshold.js';
+import type { TrainingPrompt } from '../src/heads/training-prompts.js';
+import { SeededRandom, writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { PACKAGE_ROOT } from '../src/paths.js';
+
+const root = mkdtempSync(join(tmpdir(), 'specd-heads-collect-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+const PROMPTS: TrainingPrompt[] = ['hi there', 'add 2 and 3', 'name a color', 'why is the sky blue?', 'count to five', 'say no', 'a b c d'].map((content, i) => ({
+  id: `test/${i}`,
+  messages: [{ role: 'user', content }],
+}));
+const SETTINGS = { maxTokens: 24, temperature: 0.8, mixRatio: 0.15, seed: 5, sources: ['test'] };
+
+describe('collection on a fixture pair', () => {
+  let pair: ModelPair;
+  let models: CollectModels;
+  let dirA: string;
+
+  before(async () => {
+    // Draft and target of one family with a shared embedding seed are too unlike to accept much;
+    // what matters here is that the labels are right, whatever their values.
+    const p = writeFixturePair(join(root, 'pair'), { style: 'llama', eosTokenId: 5 });
+    pair = await ModelPair.load({ target: p.targetDir, draft: p.draftDir, threads: 1, draftThreads: 1 });
+    const draft = pair.draft!;
+    const hiddenDraft = await DecoderModel.load(p.draftDir, { threads: 1, model: preparedDraftBytes(draft.info.onnxPath, readModelDir(p.draftDir).config.hidden) });
+    models = { target: pair.target, draft, hiddenDraft, tokenizer: pair.tokenizer, targetIdentity: draftIdentity(p.targetDir), draftIdentity: draftIdentity(p.draftDir) };
+    dirA = join(root, 'data-a');
+    const result = await collectHeadData(models, { out: dirA, prompts: PROMPTS, count: PROMPTS.length, measureCosts: true, ...SETTINGS });
+    assert.equal(result.records, PROMPTS.length);
+  });
+  after(async () => {
+    await models?.hiddenDraft.release();
+    await pair?.release();
+  });
+
+  test('labels are in [0, 1] and equal min(1, p/q) computed independently; features are the draft hidden states', async () => {
+    const data = HeadData.open(dirA);
+    assert.ok(data.rows > 50, `${data.rows} rows`);
+    for (const a of data.labels) assert.ok(a >= 0 && a <= 1, `label ${a}`);
+    let mixed = 0;
+    let positions = 0;
+    const V = pair.target.info.vocabSize;
+    const T = SETTINGS.temperature;
+    for (const rec of data.records) {
+      const ids = pair.tokenizer.encodeChat(PROMPTS[rec.index]!.messages);
+      assert.equal(ids.length, rec.prompt_tokens);
+      assert.equal(rec.response.length, rec.draft.length);
+      assert.equal(rec.mixed.length, rec.response.length);
+      const eos = pair.target.info.eosTokenIds;
+      rec.response.slice(0, -1).forEach((t) => assert.ok(!eos.includes(t), 'EOS only at the end'));
+      if (rec.finish === 'stop') assert.ok(eos.includes(rec.response.at(-1)!), 'a finished response ends with EOS');
+      else assert.equal(rec.response.length, SETTINGS.maxTokens);
+      // Independent recomputation, one token at a time.
+      const tc = pair.target.newCache();
+      const dc = models.draft.newCache();
+      const zc = models.hiddenDraft.newCache();
+      let lt = await pair.target.forward(tc, ids);
+      let ld = await models.draft.forward(dc, ids);
+      await models.hiddenDraft.forward(zc, ids);
+      let row = rec.row_start;
+      for (let i = 0; i < rec.response.length; i++) {
+        const p = softmax(lt.subarray(lt.length - V), T);
+        const q = softmax(ld.subarray(ld.length - V), T);
+        const d = rec.draft[i]!;
+        assert.ok(q[d]! > 0, 'the draft token was sampled from q');
+        const isMixed = rec.mixed[i] === '1';
+        const z = isMixed ? rec.response[i]! : d;
+        const { hidden } = await models.hiddenDraft.forwardWithHidden(zc, [z]);
+        positions++;
+        if (isMixed) mixed++;
+        else {
+          const label = Math.min(1, p[d]! / q[d]!);
+          assert.ok(Math.abs(data.labels[row]! - label) < 1e-4, `${rec.id} position ${i}: label ${data.labels[row]} vs ${label}`);
+          const f = data.readFeatures(row, 1);
+          f.forEach((x, j) => assert.ok(Math.abs(x - hidden![j]!) < 1e-4, `${rec.id} position ${i}: feature ${j}`));
+          row++;
+        }
+        lt = await pair.target.forward(tc, [rec.response[i]!]);
+        ld = await models.draft.forward(dc, [rec.response[i]!]);
+      }
+      assert.equal(row, rec.row_start + rec.rows, 'one row per draft-token position');
+    }
+    assert.ok(mixed > 0.05 * positions && mixed < 0.3 * positions, `mixed ${mixed} of ${positions}`);
+    const costs = data.manifest.costs!;
+    assert.ok(costs.draft_step_ms > 0 && costs.target_ms.length > 1 && costs.target_ms.every((t) => t > 0));
+  });
+
+  test('an interrupted collection resumes to the same bytes', async () => {
+    const dirB = join(root, 'data-b');
+    await collectHeadData(models, { out: dirB, prompts: PROMPTS, count: 3, measureCosts: false, ...SETTINGS });
+    // A torn write: rows without their record, and half a record line.
+    appendFileSync(join(dirB, FEATURES), new Uint8Array(100));
+    appendFileSync(join(dirB, LABELS), new Uint8Array(8));
+    appendFileSync(join(dirB, RECORDS), '{"index":3,"id":"te');
+    const resumed = await collectHeadData(models, { out: dirB, prompts: PROMPTS, count: PROMPTS.length, measureCosts: false, ...SETTINGS });
+    assert.equal(resumed.added, PROMPTS.length - 3);
+    for (const f of [FEATURES, LABELS, RECORDS]) assert.deepEqual(readFileSync(join(dirB, f)), readFileSync(join(dirA, f)), f);
+    await assert.rejects(collectHeadData(models, { out: dirB, prompts: PROMPTS, count: 2, measureCosts: false, ...SETTINGS, temperature: 1 }), /other settings.temperature/);
+  });
+
+  test('a head trains on the data and is written with its metadata', async () => {
+    const out = join(root, 'fixture');
+    const result = await buildHead(dirA, out, { epochs: 2, batchSize: 32, valFraction: 0.3, seed: 1, threads: 1 });
+    assert.ok(existsSync(result.onnxPath) && existsSync(result.jsonPath));
+    const file = readHeadFile(result.onnxPath);
+    const meta = file.meta;
+    assert.equal(meta.architecture.width, 16);
+    assert.equal(meta.draft.onnx_sha256, models.draftIdentity.onnx_sha256);
+    assert.ok(meta.recommended_threshold > 0 && meta.recommended_threshold < 1);
+    const training = meta.training as { loss: { epochs: unknown[] }; data: { rows: number } };
+    assert.equal(training.loss.epochs.length, 2);
+    assert.equal(training.data.rows, HeadData.open(dirA).rows);
+    const cal = meta.calibration as { brier: number; reliability: unknown[] };
+    assert.ok(cal.brier >= 0 && cal.brier <= 1);
+    assert.equal(cal.reliability.length, 10);
+  });
+
+  test('the CLI: head train and head eval', () => {
+    const cli = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+    const out = join(root, 'cli');
+    execFileSync(process.execPath, [cli, 'head', 'train', '--data', dirA, '--out', out, '--epochs', '1', '--val-fraction', '0.3', '--threads', '1'], { stdio: 'pipe' });
+    const text = execFileSync(process.execPath, [cli, 'head', 'eval', '--head', `${out}.head.onnx`, '--data', dirA, '--json', join(root, 'eval.json')], { encoding: 'utf8' });
+    assert.match(text, /Brier/);
+    assert.match(text, /AUC/);
+    assert.match(text, /recommended threshold/);
+    const evaluation = JSON.parse(readFileSync(join(root, 'eval.json'), 'utf8')) as { calibration: { rows: number } };
+    assert.ok(evaluation.calibration.rows > 0);
+  });
+});
+
+describe('metrics and the threshold simulation', () => {
+  test('Brier score, AUC and reliability on known inputs', () => {
+    assert.equal(brierScore([0.5, 1], [1, 1]), 0.125);
+    assert.equal(aucScore([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]), 0.75);
+    assert.equal(aucScore([0.2, 0.2], [1, 0]), 0.5, 'ties count half');
+    // Soft labels: a row with label 0.5 is half positive, half negative.
+    assert.equal(aucScore([0.1, 0.9], [0.5, 0.5]), 0.5);
+    const table = reliabilityTable([0.05, 0.15, 0.12, 0.95], [0, 1, 0, 1], 10);
+    assert.equal(table[1]!.count, 2);
+    assert.ok(Math.abs(table[1]!.mean_predicted - 0.135) < 1e-9);
+    assert.equal(table[1]!.mean_label, 0.5);
+    const cal = calibration([0.9, 0.9, 0.1, 0.1], [1, 1, 0, 0]);
+    assert.ok(Math.abs(cal.ece - 0.1) < 1e-9);
+    assert.ok(cal.brier_skill > 0.9);
+  });
+
+  test('the validation split is by prompt and stable', () => {
+    const val = Array.from({ length: 1000 }, (_, i) => isValidationRecord(i, 0.1, 0)).filter(Boolean).length;
+    assert.ok(val > 60 && val < 140, `${val} of 1000`);
+    assert.equal(isValidationRecord(17, 0.1, 3), isValidationRecord(17, 0.1, 3));
+  });
+
+  test('simulation: every candidate accepted gives K + 1 tokens per round; specdec++ follows the head', () => {
+    const costs = { draft_step_ms: 1, target_ms: [10, 10, 10, 10, 10, 10, 10, 10, 10] };
+    const seq = { labels: new Float32Array(270).fill(1), probs: new Float32Array(270).fill(0.9) }; // 270 = whole rounds of 5 and of 9 tokens
+    const fixed = simulate([seq], { policy: 'fixed', k: 4 }, costs);
+    assert.equal(fixed.acceptance_rate, 1);
+    assert.equal(fixed.tokens / fixed.rounds, 5);
+    // 0.9^s: 1 - prod > 0.5 first when 0.9^(s-1) < 0.5, s - 1 = 7.
+    const sd = simulate([seq], { policy: 'specdec++', threshold: 0.5, kMin: 2, kMax: 16 }, costs);
+    assert.equal(sd.mean_drafted_per_round, 8);
+    // A perfectly informative head (it says 0 exactly where the label is 0) beats every fixed K
+    // when rejections come at random places.
+    const rng = new SeededRandom(4);
+    const labels = Float32Array.from({ length: 2000 }, () => (rng.uniform() < 0.8 ? 1 : 0));
+    const informed = selectThreshold([{ labels, probs: labels }], costs, { kMin: 1, kMax: 16 });
+    assert.ok(informed.simulated_gain_over_best_fixed > 1, `gain ${informed.simulated_gain_over_best_fixed}`);
+  });
+});

@@ -1,0 +1,179 @@
+/**
+ * The acceptance head's graphs: the inference head equals a plain reference computation, the
+ * loss graph's loss equals the paper's weighted BCE and its hand-written backward pass equals
+ * finite differences, the head fused into a draft gives the same P(accept) as on its own, and
+ * training lowers the loss on a small learnable synthetic task.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import * as ort from 'onnxruntime-node';
+import { DecoderModel } from '../src/engine/model.js';
+import { readModelDir } from '../src/engine/model-dir.js';
+import { calibration } from '../src/heads/eval.js';
+import { readHeadFile } from '../src/heads/head-file.js';
+import { fuseHead } from '../src/heads/head-fusion.js';
+import {
+  buildHeadGraph,
+  cloneParams,
+  type HeadParams,
+  headReference,
+  initHeadParams,
+  PARAM_NAMES,
+  paramCount,
+  paramShape,
+  weightedBce,
+} from '../src/heads/head-graph.js';
+import { AcceptanceHead } from '../src/heads/head-runner.js';
+import { preparedDraftModel } from '../src/heads/prepare-draft.js';
+import { AdamW, HeadLossRunner, learningRate, MemoryRows, trainHead } from '../src/heads/train.js';
+import { SeededRandom, writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { onnx } from '../src/onnx/graph-builder.js';
+import { writeTestHead } from './heads-helpers.js';
+
+const root = mkdtempSync(join(tmpdir(), 'specd-heads-graph-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function randomRows(n: number, width: number, seed: number, scale = 1): Float32Array {
+  return new SeededRandom(seed).normals(n * width, scale);
+}
+
+describe('head graph', () => {
+  test('the ONNX head equals the reference computation (widths 8, 64, 128)', async () => {
+    for (const width of [8, 64, 128]) {
+      const params = initHeadParams(width, width);
+      const n = 17;
+      const x = randomRows(n, width, 1);
+      const session = await ort.InferenceSession.create(buildHeadGraph(params).toBytes());
+      const out = await session.run({ hidden: new ort.Tensor('float32', x, [n, width]) });
+      assert.deepEqual(out.accept_prob!.dims, [n]);
+      const ref = headReference(params, x, n);
+      const got = out.accept_prob!.data as Float32Array;
+      for (let i = 0; i < n; i++) assert.ok(Math.abs(got[i]! - ref[i]!) < 1e-5, `width ${width} row ${i}: ${got[i]} vs ${ref[i]}`);
+      await session.release();
+    }
+    assert.equal(paramCount(4096), 16_785_409, 'about 16.8M parameters at width 4096');
+  });
+
+  test('leading dimensions pass through: [batch, seq, width] -> [batch, seq]', async () => {
+    const width = 8;
+    const params = initHeadParams(width, 2);
+    const x = randomRows(6, width, 3);
+    const session = await ort.InferenceSession.create(buildHeadGraph(params, { inputShape: ['b', 's', width] }).toBytes());
+    const out = await session.run({ hidden: new ort.Tensor('float32', x, [2, 3, width]) });
+    assert.deepEqual(out.accept_prob!.dims, [2, 3]);
+    const ref = headReference(params, x, 6);
+    (out.accept_prob!.data as Float32Array).forEach((p, i) => assert.ok(Math.abs(p - ref[i]!) < 1e-5));
+  });
+
+  test('the loss graph: loss equals the weighted BCE; gradients equal finite differences', async () => {
+    const width = 12;
+    const n = 9;
+    const params = initHeadParams(width, 5);
+    const x = randomRows(n, width, 6, 1.5);
+    const labels = Float32Array.from({ length: n }, (_, i) => [0, 1, 0.3, 0.9, 0.5, 1, 0, 0.05, 0.7][i]!);
+    const runner = await HeadLossRunner.create(width, { mismatchWeight: 6, threads: 1 });
+    const { loss, grads } = await runner.gradients(params, x, labels, n);
+    const lossAt = (p: HeadParams) => weightedBce(headReference(p, x, n), labels, 6);
+    assert.ok(Math.abs(loss - lossAt(params)) < 1e-5, `loss ${loss} vs ${lossAt(params)}`);
+    const eps = 1e-4;
+    for (const name of PARAM_NAMES) {
+      const size = paramShape(name, width).reduce((a, b) => a * b, 1);
+      assert.equal(grads[name].length, size);
+      for (const idx of [0, Math.floor(size / 3), size - 1]) {
+        const plus = cloneParams(params);
+        const minus = cloneParams(params);
+        plus[name][idx]! += eps;
+        minus[name][idx]! -= eps;
+        const numeric = (lossAt(plus) - lossAt(minus)) / (2 * eps);
+        const analytic = grads[name][idx]!;
+        assert.ok(Math.abs(numeric - analytic) < 1e-4 + 1e-3 * Math.abs(numeric), `d loss / d ${name}[${idx}]: analytic ${analytic}, numeric ${numeric}`);
+      }
+    }
+    // Probabilities from the loss graph agree with the head.
+    const probs = await runner.probs(params, x, n);
+    const ref = headReference(params, x, n);
+    probs.forEach((p, i) => assert.ok(Math.abs(p - ref[i]!) < 1e-5));
+    await runner.release();
+  });
+
+  test('the loss is finite for saturated logits', async () => {
+    const width = 4;
+    const params: HeadParams = { width, W: new Float32Array(16), b: new Float32Array(4), v: new Float32Array(4), c: Float32Array.of(60) };
+    const runner = await HeadLossRunner.create(width, { threads: 1 });
+    const { loss, grads } = await runner.gradients(params, new Float32Array(8), Float32Array.of(0, 1), 2);
+    assert.ok(Number.isFinite(loss) && loss > 10, `loss ${loss}`);
+    assert.ok(Number.isFinite(grads.c[0]!));
+    await runner.release();
+  });
+
+  test('the head fused into a draft gives the same logits and the same P(accept) as the head on its own', async () => {
+    const p = writeFixturePair(join(root, 'fuse'), { style: 'gpt2' });
+    const width = p.draft.hidden;
+    const headPath = writeTestHead(join(root, 'fuse'), p.draftDir, width, { seed: 9 });
+    const dir = readModelDir(p.draftDir);
+    const model = fuseHead(preparedDraftModel(dir.onnxPath, width), readHeadFile(headPath).model);
+    const fused = await DecoderModel.load(p.draftDir, { threads: 1, model: onnx.ModelProto.encode(model).finish() });
+    const plain = await DecoderModel.load(p.draftDir, { threads: 1 });
+    const head = AcceptanceHead.load(headPath);
+    const tokens = [1, 9, 14, 20, 5, 33];
+    const a = await plain.forward(plain.newCache(), tokens);
+    const b = await fused.forwardWithHidden(fused.newCache(), tokens);
+    assert.deepEqual(Array.from(b.logits), Array.from(a));
+    assert.equal(b.acceptProb!.length, tokens.length);
+    const separate = await head.predictBatch(b.hidden!, tokens.length);
+    separate.forEach((q, i) => assert.ok(Math.abs(q - b.acceptProb![i]!) < 1e-6, `position ${i}`));
+    assert.ok(Math.abs((await head.predict(b.hidden!.subarray(5 * width))) - b.acceptProb![5]!) < 1e-6);
+    await Promise.all([fused.release(), plain.release(), head.release()]);
+  });
+});
+
+describe('training', () => {
+  test('learning-rate schedule: warm-up to the peak, cosine decay to 10%', () => {
+    assert.ok(learningRate(1, 0, 100) < 0.5);
+    assert.equal(learningRate(1, 4, 100), 1);
+    assert.ok(Math.abs(learningRate(1, 99, 100) - 0.1) < 1e-3);
+  });
+
+  test('AdamW moves each parameter against its gradient by about the learning rate', () => {
+    const params = initHeadParams(3, 1);
+    const before = cloneParams(params);
+    const grads = { W: new Float32Array(9).fill(1), b: new Float32Array(3).fill(-1), v: new Float32Array(3).fill(2), c: Float32Array.of(-3) };
+    new AdamW(params, 0).update(params, grads, 0.01);
+    for (const name of PARAM_NAMES) {
+      params[name].forEach((x, i) => {
+        const step = x - before[name][i]!;
+        assert.ok(Math.abs(Math.abs(step) - 0.01) < 1e-4 && Math.sign(step) === -Math.sign(grads[name][i]!), `${name}[${i}] moved ${step}`);
+      });
+    }
+  });
+
+  test('training lowers the loss on a learnable synthetic task', async () => {
+    // Soft labels from a fixed logistic rule of the features: learnable by the head.
+    const width = 16;
+    const n = 6000;
+    const rng = new SeededRandom(21);
+    const features = rng.normals(n * width, 1);
+    const u = rng.normals(width, 1);
+    const labels = new Float32Array(n);
+    for (let r = 0; r < n; r++) {
+      let s = 0.5;
+      for (let j = 0; j < width; j++) s += features[r * width + j]! * u[j]!;
+      labels[r] = 1 / (1 + Math.exp(-1.5 * s));
+    }
+    const source = new MemoryRows(width, features, labels);
+    const all = Int32Array.from({ length: n }, (_, i) => i);
+    const trainRows = all.subarray(0, 5000);
+    const valRows = all.subarray(5000);
+    const result = await trainHead(source, trainRows, valRows, { epochs: 6, batchSize: 128, lr: 3e-3, seed: 1, threads: 1 });
+    const last = result.history.at(-1)!;
+    assert.ok(last.val_loss < 0.6 * result.initialValLoss, `val loss ${result.initialValLoss.toFixed(4)} -> ${last.val_loss.toFixed(4)}`);
+    assert.ok(result.history[0]!.train_loss > last.train_loss, 'training loss fell');
+    const probs = headReference(result.params, source.gatherFeatures(valRows), valRows.length);
+    const cal = calibration(probs, labels.subarray(5000));
+    assert.ok(cal.auc > 0.9, `AUC ${cal.auc}`);
+    assert.ok(result.rowsPerSecond > 1000, `${result.rowsPerSecond} rows/s`);
+  });
+});
