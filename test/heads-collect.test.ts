@@ -106,7 +106,9 @@ describe('collection on a fixture pair', () => {
     }
     assert.ok(mixed > 0.05 * positions && mixed < 0.3 * positions, `mixed ${mixed} of ${positions}`);
     const costs = data.manifest.costs!;
-    assert.ok(costs.draft_step_ms > 0 && costs.target_ms.length > 1 && costs.target_ms.every((t) => t > 0));
+    assert.ok(costs.draft_step_ms >= 0 && costs.draft_round_ms! >= 0 && costs.draft_step_ms + costs.draft_round_ms! > 0);
+    assert.equal(costs.target_ms.length, 9, 'verification of 0..8 candidates');
+    assert.ok(costs.target_ms.every((t) => t > 0));
   });
 
   test('an interrupted collection resumes to the same bytes', async () => {

@@ -9,6 +9,7 @@ import { runOfflineBench, type OfflineResult } from '../bench/offline.js';
 import { paretoChartSvg } from '../bench/pareto-chart.js';
 import { formatSummary, summarize } from '../bench/policy-summary.js';
 import { ModelPair } from '../engine/pair.js';
+import { HEAD_MODES, type HeadMode } from '../heads/head-loader.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, validatePolicySpec } from '../engine/stop-policy.js';
 import { addModelOptions, intIn, type ModelFlags, numberIn, pairOptions, policyListArg } from './options.js';
 
@@ -26,6 +27,12 @@ interface OfflineFlags extends ModelFlags {
   kMax: number;
   json?: string;
   chart?: string;
+  headMode: HeadMode;
+}
+
+function headModeArg(text: string): HeadMode {
+  if (!(HEAD_MODES as readonly string[]).includes(text)) throw new InvalidArgumentError(`expected one of ${HEAD_MODES.join(', ')}`);
+  return text as HeadMode;
 }
 
 /** A comma-separated list of data sets, or `all`. */
@@ -53,10 +60,11 @@ export function benchCommand(): Command {
     .option('--k-min <n>', 'K_min of specdec++ entries', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MIN)
     .option('--k-max <n>', 'K_max of specdec++ entries', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MAX)
     .option('--json <file>', 'also write the results as JSON')
-    .option('--chart <file>', 'also write the discard rate vs verification rate chart (SVG)');
+    .option('--chart <file>', 'also write the discard rate vs verification rate chart (SVG)')
+    .option('--head-mode <mode>', 'run the acceptance head fused into the draft graph or as its own session per draft step', headModeArg, 'fused' as HeadMode);
   addModelOptions(offline);
   offline.action(async (flags: OfflineFlags) => {
-    const pair = await ModelPair.load(pairOptions(flags));
+    const pair = await ModelPair.load({ ...pairOptions(flags), headMode: flags.headMode });
     if (!pair.draft && flags.policies.some((p) => p.policy !== 'none')) throw new InvalidArgumentError('policies other than none need a draft model');
     if (!pair.head && flags.policies.some((p) => p.policy === 'specdec++')) throw new InvalidArgumentError('specdec++ policies need an acceptance head (--head FILE)');
     // specdec++ entries: the shared K bounds, and the default threshold made explicit.
@@ -88,6 +96,7 @@ export function benchCommand(): Command {
       top_k: flags.topK,
       seed: flags.seed,
       head: pair.head?.onnxPath ?? null,
+      head_mode: flags.headMode,
       specdec_default_threshold: defaultThreshold ?? null,
       k_min: flags.kMin,
       k_max: flags.kMax,

@@ -166,7 +166,10 @@ export function formatEvaluation(e: HeadEvaluation): string {
   }
   const t = e.thresholds;
   if (t) {
-    lines.push('', `simulated decoding (draft ${t.costs.draft_step_ms.toFixed(3)} ms/step, target ${t.costs.target_ms[0]!.toFixed(2)} ms/pass; K_min ${t.k_min}, K_max ${t.k_max})`);
+    lines.push(
+      '',
+      `simulated decoding (draft ${(t.costs.draft_round_ms ?? 0).toFixed(3)} ms/round + ${t.costs.draft_step_ms.toFixed(3)} ms/step, target ${t.costs.target_ms[0]!.toFixed(2)} ms/pass of 1 token; K_min ${t.k_min}, K_max ${t.k_max})`,
+    );
     lines.push('policy           drafted/round  acceptance  discard  verification  tokens/ms');
     for (const r of [...t.fixed, ...t.specdec]) {
       lines.push(

@@ -34,6 +34,8 @@ export const LABELS = 'labels.f32';
 export interface StepCosts {
   /** One draft step: a one-token forward pass and picking the candidate. */
   draft_step_ms: number;
+  /** What a round's draft loop costs on top of its steps (its first step runs with cold caches). */
+  draft_round_ms?: number;
   /** target_ms[n - 1]: a round's verification over n tokens (the pass, acceptance, rollback; n - 1 candidates). */
   target_ms: number[];
 }

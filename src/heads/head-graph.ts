@@ -17,7 +17,7 @@
  *
  * Shapes: N rows, h = width. Weights are stored [in, out] (x W, not W x).
  */
-import { DATA_TYPE, GraphBuilder } from '../onnx/graph-builder.js';
+import { GraphBuilder } from '../onnx/graph-builder.js';
 import { SeededRandom } from '../onnx/decoder-fixture.js';
 
 /** How many times the shared residual block is applied. */
@@ -213,6 +213,3 @@ export function buildHeadLossGraph(width: number, options: { gradients?: boolean
   g.output(db, 'grad_b', 'float32', [h]);
   return g;
 }
-
-/** Element type code of float32 (for callers building value infos by hand). */
-export const FLOAT32 = DATA_TYPE.float32;

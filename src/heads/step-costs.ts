@@ -5,10 +5,12 @@
  * They are measured inside real decoding (greedy, policy `none` and fixed K = 1..MAX_K, on
  * training prompts), not on each model alone: on a small CPU the target's thread pool keeps
  * spinning after each pass and slows the draft steps that follow, so a draft step in decoding
- * costs several times what it costs in isolation. Each round reports its draft-loop and
- * verification times (`GenerateOptions.onRound`); a round with k candidates ran k draft passes
- * and one target pass over k + 1 (or k + 2) tokens. Rounds of the first call (the prompt's
- * prefill) are left out, and trimmed means keep other processes' spikes out.
+ * costs several times what it costs in isolation, and the first step of a round (right after
+ * the target's pass, caches cold) costs more than the later ones. Each round reports its
+ * draft-loop and verification times (`GenerateOptions.onRound`); a round with k candidates ran
+ * k draft passes and one target pass over k + 1 (or k + 2) tokens. The draft loop's time is
+ * fitted as a per-round cost plus a cost per step over k = 1..MAX_K. Rounds of the first call
+ * (the prompt's prefill) are left out, and trimmed means keep other processes' spikes out.
  */
 import type { DecoderModel } from '../engine/model.js';
 import { GREEDY } from '../engine/sampling.js';
@@ -35,7 +37,7 @@ function trimmedMean(values: number[]): number {
 export async function measureStepCosts(target: DecoderModel, draft: DecoderModel, prompts: readonly (readonly number[])[]): Promise<StepCosts> {
   const decoder = new SpeculativeDecoder(target, draft);
   const policies: PolicySpec[] = [{ policy: 'none' }, ...Array.from({ length: MAX_K }, (_, i): PolicySpec => ({ policy: 'fixed', k: i + 1 }))];
-  const draftPerStep: number[] = [];
+  const draftByCandidates: number[][] = Array.from({ length: MAX_K + 1 }, () => []);
   const targetByCandidates: number[][] = Array.from({ length: MAX_K + 1 }, () => []);
   for (let sweep = 0; sweep < SWEEPS; sweep++) {
     for (const prompt of prompts) {
@@ -46,7 +48,7 @@ export async function measureStepCosts(target: DecoderModel, draft: DecoderModel
             first = false;
             return;
           }
-          if (r.drafted > 0) draftPerStep.push(r.draftMs / r.drafted);
+          draftByCandidates[r.drafted]!.push(r.draftMs);
           targetByCandidates[r.drafted]!.push(r.targetMs);
         };
         await decoder.start(prompt, { maxTokens: RUN_TOKENS, sampling: GREEDY, policy, eosTokenIds: [], onRound }).run();
@@ -63,5 +65,13 @@ export async function measureStepCosts(target: DecoderModel, draft: DecoderModel
     const hi = i + 1 + all.slice(i + 1).findIndex((y) => !Number.isNaN(y));
     return lo < 0 ? all[hi]! : all[lo]! + ((all[hi]! - all[lo]!) * (i - lo)) / (hi - lo);
   });
-  return { draft_step_ms: trimmedMean(draftPerStep), target_ms };
+  // Draft loop time against k: a least-squares line through the per-k means.
+  const points = draftByCandidates.flatMap((t, k) => (k > 0 && t.length > 0 ? [[k, trimmedMean(t)] as const] : []));
+  const meanK = points.reduce((a, [k]) => a + k, 0) / points.length;
+  const meanMs = points.reduce((a, [, ms]) => a + ms, 0) / points.length;
+  const sxx = points.reduce((a, [k]) => a + (k - meanK) ** 2, 0);
+  const slope = sxx > 0 ? points.reduce((a, [k, ms]) => a + (k - meanK) * (ms - meanMs), 0) / sxx : meanMs / meanK;
+  const draft_step_ms = Math.max(slope, 0);
+  const draft_round_ms = Math.max(meanMs - draft_step_ms * meanK, 0);
+  return { draft_step_ms, draft_round_ms, target_ms };
 }

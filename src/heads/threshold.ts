@@ -8,7 +8,7 @@
  * P(accept) of rows already drafted (with the one-token lag of the policy, stop-policy.ts) and
  * the same K_min / K_max; candidate j is accepted with probability a_{t+j} (its soft label)
  * while all before it were; the round emits the accepted ones plus the target's token and
- * costs k draft steps plus one target pass over k + 1 tokens. Expectations over the
+ * costs k draft steps (plus the draft loop's per-round cost) and one target pass over k + 1 tokens. Expectations over the
  * acceptance draws are computed exactly (no sampling noise), so nearby thresholds compare
  * reliably. Fixed K runs through the same
  * loop, so the result also says which K would win and by how much. It is an estimate: real
@@ -118,7 +118,7 @@ export function simulate(sequences: readonly SimSequence[], policy: SimPolicy, c
         eTokens += pj * (j + 1 + E.tokens[next]!);
         if (j < k) reach *= seq.labels[t + j]!;
       }
-      E.ms[t] = k * costs.draft_step_ms + targetMs(costs, k + 1) + eMs;
+      E.ms[t] = (k > 0 ? (costs.draft_round_ms ?? 0) + k * costs.draft_step_ms : 0) + targetMs(costs, k + 1) + eMs;
       E.rounds[t] = 1 + eRounds;
       E.drafted[t] = k + eDrafted;
       E.accepted[t] = eAccepted;
