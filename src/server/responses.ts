@@ -111,13 +111,14 @@ export function chatLogprobs(records: readonly TokenLogprob[], texts: TokenTexts
   };
 }
 
+
+/** The fields every response object and chunk starts with. */
+function envelope<O extends string>(c: Common, object: O) {
+  return { id: c.id, object, created: c.created, model: c.model, system_fingerprint: SYSTEM_FINGERPRINT };
+}
 export function chatCompletion(c: Common, choices: readonly ChoiceOutput[], usage: Usage, texts: TokenTexts) {
   return {
-    id: c.id,
-    object: 'chat.completion' as const,
-    created: c.created,
-    model: c.model,
-    system_fingerprint: SYSTEM_FINGERPRINT,
+    ...envelope(c, 'chat.completion'),
     choices: choices.map((choice, index) => ({
       index,
       message: { role: 'assistant' as const, content: choice.text, refusal: null },
@@ -140,11 +141,7 @@ export function chatChunk(
   extra: { logprobs?: ChatLogprobs | null; finishReason?: ApiFinishReason | null; usage?: Usage | null } = {},
 ) {
   return {
-    id: c.id,
-    object: 'chat.completion.chunk' as const,
-    created: c.created,
-    model: c.model,
-    system_fingerprint: SYSTEM_FINGERPRINT,
+    ...envelope(c, 'chat.completion.chunk'),
     choices: [{ index, delta, logprobs: extra.logprobs ?? null, finish_reason: extra.finishReason ?? null }],
     ...(extra.usage !== undefined ? { usage: extra.usage } : {}),
   };
@@ -152,7 +149,7 @@ export function chatChunk(
 
 /** The last chunk with `stream_options.include_usage`: no choices, the request's usage. */
 export function chatUsageChunk(c: Common, usage: Usage) {
-  return { id: c.id, object: 'chat.completion.chunk' as const, created: c.created, model: c.model, system_fingerprint: SYSTEM_FINGERPRINT, choices: [], usage };
+  return { ...envelope(c, 'chat.completion.chunk'), choices: [], usage };
 }
 
 // Text completions.
@@ -185,11 +182,7 @@ export function completionLogprobs(records: readonly TokenLogprob[], texts: Toke
 
 export function textCompletion(c: Common, choices: readonly ChoiceOutput[], usage: Usage, texts: TokenTexts) {
   return {
-    id: c.id,
-    object: 'text_completion' as const,
-    created: c.created,
-    model: c.model,
-    system_fingerprint: SYSTEM_FINGERPRINT,
+    ...envelope(c, 'text_completion'),
     choices: choices.map((choice, index) => ({
       index,
       text: choice.text,
@@ -207,16 +200,12 @@ export function textChunk(
   extra: { logprobs?: CompletionLogprobs | null; finishReason?: ApiFinishReason | null; usage?: Usage | null } = {},
 ) {
   return {
-    id: c.id,
-    object: 'text_completion' as const,
-    created: c.created,
-    model: c.model,
-    system_fingerprint: SYSTEM_FINGERPRINT,
+    ...envelope(c, 'text_completion'),
     choices: [{ index, text, logprobs: extra.logprobs ?? null, finish_reason: extra.finishReason ?? null }],
     ...(extra.usage !== undefined ? { usage: extra.usage } : {}),
   };
 }
 
 export function textUsageChunk(c: Common, usage: Usage) {
-  return { id: c.id, object: 'text_completion' as const, created: c.created, model: c.model, system_fingerprint: SYSTEM_FINGERPRINT, choices: [], usage };
+  return { ...envelope(c, 'text_completion'), choices: [], usage };
 }
