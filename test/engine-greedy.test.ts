@@ -11,11 +11,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ModelPair } from '../src/engine/pair.js';
 import { GREEDY } from '../src/engine/sampling.js';
-import type { FinishReason, GenerateOptions, SpeculativeDecoder } from '../src/engine/speculative.js';
-import type { GenerationStats } from '../src/engine/stats.js';
 import { policyLabel, type PolicySpec } from '../src/engine/stop-policy.js';
 import { FIXTURE_PAIR_DEFAULTS, writeFixturePair } from '../src/onnx/decoder-fixture.js';
 import { DATASETS_DIR } from '../src/paths.js';
+import { drive, type Run } from './support/rounds.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -24,35 +23,6 @@ const NONE: PolicySpec = { policy: 'none' };
 const FIXED: PolicySpec[] = [1, 2, 3, 4, 5, 6, 7, 8].map((k) => ({ policy: 'fixed', k }));
 const confidence = (pMin: number): PolicySpec => ({ policy: 'confidence', pMin, kMax: 16 });
 
-interface RoundLog {
-  /** Output length before the round. */
-  before: number;
-  drafted: number;
-  accepted: number;
-  emitted: number;
-}
-
-interface Run {
-  tokens: number[];
-  finish: FinishReason | undefined;
-  stats: GenerationStats;
-  rounds: RoundLog[];
-}
-
-/** Runs a generation round by round, recording what each round drafted, accepted and emitted. */
-async function drive(decoder: SpeculativeDecoder, prompt: readonly number[], opts: GenerateOptions): Promise<Run> {
-  const g = decoder.start(prompt, opts);
-  const rounds: RoundLog[] = [];
-  let prev = g.stats;
-  while (!g.done) {
-    const before = g.tokenIds.length;
-    const emitted = await g.step();
-    const s = g.stats;
-    rounds.push({ before, drafted: s.draft_tokens - prev.draft_tokens, accepted: s.accepted_tokens - prev.accepted_tokens, emitted: emitted.length });
-    prev = s;
-  }
-  return { tokens: [...g.tokenIds], finish: g.finishReason, stats: g.stats, rounds };
-}
 
 /** Per-round invariants that hold for every policy. */
 function checkRounds(run: Run, spec: PolicySpec, maxTokens: number, label: string): void {

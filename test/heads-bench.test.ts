@@ -16,7 +16,7 @@ import { paretoChartSvg } from '../src/bench/pareto-chart.js';
 import { summarize } from '../src/bench/policy-summary.js';
 import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
-import { writeTestHead } from './heads-helpers.js';
+import { writeTestHead } from './support/heads.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-heads-bench-'));
 after(() => rmSync(root, { recursive: true, force: true }));

@@ -31,7 +31,7 @@ import { preparedDraftModel } from '../src/heads/prepare-draft.js';
 import { AdamW, HeadLossRunner, learningRate, MemoryRows, trainHead } from '../src/heads/train.js';
 import { SeededRandom, writeFixturePair } from '../src/onnx/decoder-fixture.js';
 import { onnx } from '../src/onnx/graph-builder.js';
-import { writeTestHead } from './heads-helpers.js';
+import { writeTestHead } from './support/heads.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-heads-graph-'));
 after(() => rmSync(root, { recursive: true, force: true }));

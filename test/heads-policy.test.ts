@@ -12,7 +12,6 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ModelPair } from '../src/engine/pair.js';
 import { GREEDY, softmax, type SamplingParams } from '../src/engine/sampling.js';
-import type { GenerateOptions, SpeculativeDecoder } from '../src/engine/speculative.js';
 import {
   createPolicy,
   DEFAULT_SPECDEC_K_MAX,
@@ -28,7 +27,9 @@ import {
 } from '../src/engine/stop-policy.js';
 import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
 import { BUNDLED_HEAD, DATASETS_DIR } from '../src/paths.js';
-import { chiSquarePValue, constantHeadParams, writeTestHead } from './heads-helpers.js';
+import { constantHeadParams, writeTestHead } from './support/heads.js';
+import { drive } from './support/rounds.js';
+import { chiSquare } from './support/statistics.js';
 import { readFileSync } from 'node:fs';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-heads-policy-'));
@@ -114,25 +115,6 @@ describe('specdec++ stop rule', () => {
   });
 });
 
-interface Run {
-  tokens: number[];
-  rounds: { before: number; drafted: number; accepted: number; emitted: number }[];
-  finish: string | undefined;
-}
-
-async function drive(decoder: SpeculativeDecoder, prompt: readonly number[], opts: GenerateOptions): Promise<Run> {
-  const g = decoder.start(prompt, opts);
-  const rounds: Run['rounds'] = [];
-  let prev = g.stats;
-  while (!g.done) {
-    const before = g.tokenIds.length;
-    const emitted = await g.step();
-    const s = g.stats;
-    rounds.push({ before, drafted: s.draft_tokens - prev.draft_tokens, accepted: s.accepted_tokens - prev.accepted_tokens, emitted: emitted.length });
-    prev = s;
-  }
-  return { tokens: [...g.tokenIds], rounds, finish: g.finishReason };
-}
 
 function fixturePrompts(vocab: number): number[][] {
   let s = 4242;
@@ -296,7 +278,7 @@ describe('specdec++ sampling is exact (fixture pair, vocab 10)', () => {
         drafted += g.stats.draft_tokens;
         rounds += g.stats.rounds;
       }
-      const fit = chiSquarePValue(counts, expected);
+      const fit = chiSquare(counts, expected);
       t.diagnostic(`T=${temperature}: chi2 ${fit.stat.toFixed(1)}, dof ${fit.dof}, p ${fit.pValue.toExponential(2)}; ${drafted} drafted in ${rounds} rounds`);
       assert.ok(drafted / rounds > 1.5, 'rounds drafted several candidates');
       assert.ok(fit.pValue > 1e-4, `T=${temperature}: output distribution differs from the target's (p ${fit.pValue})`);
