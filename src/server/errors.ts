@@ -65,6 +65,15 @@ export const apiErrors = {
       param,
       'context_length_exceeded',
     ),
+  /** A prompt so long that it cannot fit, judged from its length in characters. */
+  promptTooLong: (param: string, context: number) =>
+    new ApiError(
+      400,
+      'invalid_request_error',
+      `This model's maximum context length is ${context} tokens. However, '${param}' is far longer than that. Please shorten it.`,
+      param,
+      'context_length_exceeded',
+    ),
   unauthorized: (given: boolean) =>
     new ApiError(
       401,

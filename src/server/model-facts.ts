@@ -18,6 +18,12 @@ export interface ModelFacts {
   tokenizer: TextTokenizer;
   /** Longest prompt + completion, in tokens (Infinity when the config does not say). */
   contextLength: number;
+  /**
+   * Characters of text the longest token can stand for (its vocabulary string's length: one
+   * character per byte in byte-level vocabularies). A prompt of more than contextLength x
+   * PROMPT_CHARS_SLACK x this many characters cannot fit, and is refused without tokenizing it.
+   */
+  maxTokenChars: number;
   vocabSize: number;
   eosTokenIds: number[];
   generationDefaults: ModelDir['generationDefaults'];
@@ -32,13 +38,29 @@ function draftDir(pair: PairOptions): string | null {
   return pair.draft === undefined ? (pair.target === undefined ? BUNDLED_DRAFT : null) : pair.draft;
 }
 
+/** Room for normalizers that shorten text (NFKC and the like) in the prompt-length bound. */
+export const PROMPT_CHARS_SLACK = 4;
+
+function longestToken(tokenizer: TextTokenizer): number {
+  let longest = 1;
+  for (let id = 0; id < tokenizer.vocabSize; id++) longest = Math.max(longest, tokenizer.tokenOf(id)?.length ?? 0);
+  return longest;
+}
+
+/** Most characters of prompt text worth tokenizing: more cannot fit in the context. */
+export function promptCharLimit(facts: ModelFacts): number {
+  return facts.contextLength * facts.maxTokenChars * PROMPT_CHARS_SLACK;
+}
+
 export async function loadModelFacts(pair: PairOptions, modelName?: string): Promise<ModelFacts> {
   const targetDir = pair.target ?? BUNDLED_TARGET;
   const dir = readModelDir(targetDir, pair.dtype);
+  const tokenizer = await TextTokenizer.fromDir(dir.dir);
   return {
     name: modelName ?? basename(dir.dir),
-    tokenizer: await TextTokenizer.fromDir(dir.dir),
+    tokenizer,
     contextLength: dir.config.maxPositions ?? Infinity,
+    maxTokenChars: longestToken(tokenizer),
     vocabSize: dir.config.vocabSize,
     eosTokenIds: dir.eosTokenIds,
     generationDefaults: dir.generationDefaults,

@@ -13,7 +13,7 @@ import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';
 import { ChatTemplateError } from '../text/errors.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 import { apiErrors } from './errors.js';
-import { MAX_TOKENS_WITHOUT_CONTEXT, type ModelFacts } from './model-facts.js';
+import { MAX_TOKENS_WITHOUT_CONTEXT, type ModelFacts, promptCharLimit } from './model-facts.js';
 import type { GenerationRequest } from './protocol.js';
 import { MAX_CHOICES } from './schemas.js';
 import { needsHead, requestPolicy, type SpeculativeField } from './speculation.js';
@@ -128,6 +128,8 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
   if (!tokenizer.hasChatTemplate) {
     throw apiErrors.invalidValue('messages', 'The model has no chat template; use /v1/completions with a prompt instead.', 'no_chat_template');
   }
+  // Tokenizing runs on the main thread: text far too long to fit is refused before it.
+  if (messages.reduce((n, m) => n + m.content.length, 0) > promptCharLimit(ctx.facts)) throw apiErrors.promptTooLong('messages', ctx.facts.contextLength);
   let promptIds: number[];
   try {
     promptIds = tokenizer.encodeChat(messages);
@@ -144,11 +146,13 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
 export function planCompletion(body: CompletionBody, ctx: PlanContext): GenerationPlan {
   checkUnsupported(body, COMPLETION_UNSUPPORTED);
   checkCommon(body, ctx);
-  const prompts = completionPrompts(body.prompt, ctx.facts);
   const n = body.n ?? 1;
-  if (prompts.length * n > MAX_CHOICES) {
-    throw apiErrors.invalidValue(prompts.length > 1 ? 'prompt' : 'n', `At most ${MAX_CHOICES} choices per request (prompts x n); this one asks for ${prompts.length * n}.`);
+  // Counted before anything is tokenized.
+  const promptCount = typeof body.prompt === 'string' || typeof body.prompt[0] === 'number' ? 1 : body.prompt.length;
+  if (promptCount * n > MAX_CHOICES) {
+    throw apiErrors.invalidValue(promptCount > 1 ? 'prompt' : 'n', `At most ${MAX_CHOICES} choices per request (prompts x n); this one asks for ${promptCount * n}.`);
   }
+  const prompts = completionPrompts(body.prompt, ctx.facts);
   const requested = body.max_tokens ?? undefined;
   return plan(body, ctx, prompts, n, { param: 'prompt', maxParam: 'max_tokens', requested, fallback: COMPLETIONS_DEFAULT_MAX_TOKENS }, body.logprobs ?? undefined);
 }
@@ -241,7 +245,8 @@ const ROLES: Record<string, string> = { system: 'system', developer: 'system', u
 /** Messages as the chat template takes them; text content parts are joined with newlines (as vLLM). */
 function chatMessages(messages: MessageBody[]): ChatMessage[] {
   return messages.map((m, i) => {
-    const role = ROLES[m.role];
+    // Own properties only: "constructor" or "__proto__" is not a role.
+    const role = Object.hasOwn(ROLES, m.role) ? ROLES[m.role] : undefined;
     if (m.role === 'tool' || m.role === 'function') throw apiErrors.unsupported(`messages[${i}].role`, `"${m.role}" messages answer tool calls, and specd has no tool calling.`);
     if (!role) {
       throw apiErrors.invalidValue(`messages[${i}].role`, `Invalid value for 'messages[${i}].role': "${m.role}". Supported values are: ${Object.keys(ROLES).map((r) => `'${r}'`).join(', ')}.`);
@@ -267,6 +272,7 @@ function completionPrompts(prompt: CompletionBody['prompt'], facts: ModelFacts):
   const list: (string | number[])[] = typeof prompt === 'string' ? [prompt] : typeof prompt[0] === 'number' ? [prompt as number[]] : (prompt as (string | number[])[]);
   return list.map((p, i) => {
     const param = list.length > 1 ? `prompt[${i}]` : 'prompt';
+    if (typeof p === 'string' && p.length > promptCharLimit(facts)) throw apiErrors.promptTooLong(param, facts.contextLength);
     const ids = typeof p === 'string' ? facts.tokenizer.encode(p) : p;
     if (ids.length === 0) throw apiErrors.invalidValue(param, `Invalid '${param}': the prompt is empty.`);
     const bad = ids.find((id) => id < 0 || id >= facts.vocabSize);

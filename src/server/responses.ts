@@ -170,7 +170,7 @@ export function completionLogprobs(records: readonly TokenLogprob[], texts: Toke
     const token = texts.of(r.token).token;
     out.tokens.push(token);
     out.token_logprobs.push(r.logprob);
-    const top: Record<string, number> = {};
+    const top: Record<string, number> = Object.create(null); // a token may be spelled "__proto__"
     for (const t of r.top) top[texts.of(t.token).token] = t.logprob;
     top[token] = r.logprob;
     out.top_logprobs.push(top);

@@ -12,6 +12,8 @@ import { MAX_TOP_LOGPROBS } from '../engine/logprobs.js';
 
 /** Most choices one request may ask for (`n`, times the prompts of a /v1/completions batch). */
 export const MAX_CHOICES = 16;
+/** Most messages per chat request. */
+export const MAX_MESSAGES = 2048;
 /** Most stop strings per request. */
 export const MAX_STOP_STRINGS = 16;
 /** Most alternatives /v1/completions' integer `logprobs` may ask for. */
@@ -93,7 +95,7 @@ export const chatCompletionBodySchema = {
   required: ['messages'],
   properties: {
     ...common,
-    messages: { type: 'array', minItems: 1, items: message },
+    messages: { type: 'array', minItems: 1, maxItems: MAX_MESSAGES, items: message },
     max_completion_tokens: int(1),
     logprobs: bool,
     top_logprobs: int(0, MAX_TOP_LOGPROBS),
