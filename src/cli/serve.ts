@@ -19,8 +19,20 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
   workers?: number;
   maxQueue: number;
   apiKey?: string;
+  metricsAuth: boolean;
+  logLevel: string;
   grace: number;
 }
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function logLevelArg(text: string): string {
+  if (!LOG_LEVELS.includes(text)) throw new InvalidArgumentError(`expected one of ${LOG_LEVELS.join(', ')}`);
+  return text;
+}
+
+/** An error message on one line (onnxruntime's carry newlines). */
+const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
 
 export function serveCommand(): Command {
   const cmd = new Command('serve').description('serve an OpenAI-compatible API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics');
@@ -30,7 +42,9 @@ export function serveCommand(): Command {
     .option('--model-name <name>', "the model name clients send as 'model' (default: the target directory's name)")
     .option('--workers <n>', `engine worker threads, each with its own copy of the models (default: 1 on a GPU or with <= 4 cores, else cores / 4)`, intIn(1, 1024))
     .option('--max-queue <n>', 'requests that may wait for a worker; more are refused with 429', intIn(0, 1_000_000), DEFAULT_MAX_QUEUE)
-    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on /v1 routes (default: $SPECD_API_KEY)')
+    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on every route but /health and /metrics (default: $SPECD_API_KEY)')
+    .option('--metrics-auth', 'with an API key, require it on /metrics too', false)
+    .option('--log-level <level>', `log level of the JSON lines on stderr: ${LOG_LEVELS.join(', ')}`, logLevelArg, 'warn')
     .option('--grace <seconds>', 'on SIGTERM/SIGINT, time in-flight requests get to finish before they are cancelled', numberIn(0, 86_400), DEFAULT_GRACE_S);
   // The server's default draft policy; a request may choose another with its `speculative` field.
   addPolicyOptions(cmd);
@@ -50,9 +64,12 @@ export function serveCommand(): Command {
       workers,
       maxQueue: flags.maxQueue,
       apiKey: flags.apiKey ?? (process.env.SPECD_API_KEY || undefined),
+      metricsAuth: flags.metricsAuth,
       policy,
       // Warnings and server errors (a 5xx is a bug) as JSON lines on stderr; stdout stays for the URL.
-      logger: { level: 'warn', stream: process.stderr },
+      logger: { level: flags.logLevel, stream: process.stderr },
+    }).catch((err: Error) => {
+      throw new Error(oneLine(err.message));
     });
     const { engine, facts } = app.specd;
     const threads = engine.options.pair.threads ?? threadsPerWorker(cores, workers);
@@ -85,7 +102,7 @@ export function serveCommand(): Command {
       await engine.ready;
     } catch (err) {
       await app.close();
-      throw new Error(`the models failed to load: ${(err as Error).message}`);
+      throw new Error(oneLine(`the models failed to load: ${(err as Error).message}`));
     }
     if (needsHead(policy) && !engine.hasHead) {
       await app.close();

@@ -21,6 +21,7 @@ import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE, defaultWorkers, threadsPerWorker
 import { EnginePool } from './engine-pool.js';
 import { ApiError, apiErrors } from './errors.js';
 import { EventLoopMonitor } from './event-loop.js';
+import { type FaultOptions, workerFaults } from './faults.js';
 import { ServerMetrics } from './metrics.js';
 import { loadModelFacts, type ModelFacts } from './model-facts.js';
 import { chatRoutes } from './routes/chat.js';
@@ -40,14 +41,18 @@ export interface ServerOptions {
   workers?: number;
   /** Requests that may wait for a worker (default DEFAULT_MAX_QUEUE). */
   maxQueue?: number;
-  /** Require `Authorization: Bearer KEY` on /v1 routes. */
+  /** Require `Authorization: Bearer KEY` on every route but /health and /metrics (auth.ts). */
   apiKey?: string;
+  /** With `apiKey`, whether /metrics needs the key too (default: open). */
+  metricsAuth?: boolean;
   /** The draft policy of requests that do not choose one (default: fixed, K = DEFAULT_FIXED_K). */
   policy?: PolicySpec;
   /** Largest request body in bytes (default DEFAULT_BODY_LIMIT). */
   bodyLimit?: number;
   /** fastify's logger option (default: off). */
   logger?: boolean | object;
+  /** Tests only: engine generations that fail on purpose (faults.ts). Never set from a flag or a request. */
+  faults?: FaultOptions;
 }
 
 /** What the routes share (`app.specd`). */
@@ -82,6 +87,8 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
       workers,
       maxQueue: opts.maxQueue ?? DEFAULT_MAX_QUEUE,
       pair: { ...pairOptions, threads: pairOptions.threads ?? threadsPerWorker(cores, workers), draftThreads: pairOptions.draftThreads ?? 1 },
+      faults: opts.faults && workerFaults(opts.faults),
+      onWorkerLost: () => app.log.warn('an engine worker stopped; a new one is loading the models'),
     },
     metrics,
   );
@@ -109,7 +116,7 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     },
   } satisfies ServerContext);
 
-  if (opts.apiKey) app.addHook('onRequest', apiKeyHook(opts.apiKey));
+  if (opts.apiKey) app.addHook('onRequest', apiKeyHook(opts.apiKey, { metrics: opts.metricsAuth }));
   app.setErrorHandler((err: FastifyError | ApiError, request, reply) => {
     const apiError = toApiError(err, bodyLimit);
     if (apiError.status >= 500) request.log.error(err);

@@ -6,11 +6,17 @@
  * itself on `parentPort` when its models have loaded (or failed to); the pool is ready when
  * every worker has. Capacity: at most `workers` generations run and `maxQueue` wait; beyond
  * that `submit` refuses at once instead of queueing without bound.
+ *
+ * A worker that dies (an uncaught exception, process.exit, a native crash short of the whole
+ * process) ends its generation with an `error`, and piscina starts a replacement, which loads
+ * the models again; queued generations wait for it. Should the replacement fail to load, the
+ * pool turns `failed`, as when the first load fails.
  */
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { PairOptions } from '../engine/pair.js';
+import type { WorkerFaults } from './faults.js';
 import { type ControlMessage, type EngineWorkerData, type GenerationRequest, type GenerationTask, isLoadMessage, type WorkerMessage } from './protocol.js';
 
 /** The compiled worker module (this file is dist/src/server/engine-pool.js). */
@@ -28,6 +34,10 @@ export interface EnginePoolOptions {
   maxQueue: number;
   /** How every worker loads its pair (intra-op threads included). */
   pair: PairOptions;
+  /** Tests only: generations that fail on purpose (faults.ts). */
+  faults?: WorkerFaults;
+  /** Told when a worker thread stops while the pool is open (a replacement is then loading). */
+  onWorkerLost?: () => void;
 }
 
 /** Why the pool cannot take a generation now. */
@@ -77,6 +87,9 @@ export class EnginePool {
   readonly ready: Promise<void>;
   private readonly pool: Piscina;
   private readonly loadedThreads = new Set<number>();
+  /** Threads that have announced a load, successful or not. */
+  private readonly settledThreads = new Set<number>();
+  private readonly settleWaiters: (() => void)[] = [];
   private readonly active = new Set<GenerationHandle>();
   private readonly idleWaiters: (() => void)[] = [];
   private stateValue: EngineState = 'loading';
@@ -96,20 +109,30 @@ export class EnginePool {
       concurrentTasksPerWorker: 1,
       // Workers block in Atomics.wait when idle otherwise; plain messages keep their event loops free.
       atomics: 'disabled',
-      workerData: { pair: options.pair } satisfies EngineWorkerData,
+      workerData: { pair: options.pair, faults: options.faults } satisfies EngineWorkerData,
+    });
+    this.pool.on('workerDestroy', () => {
+      const live = this.liveThreads();
+      for (const id of this.loadedThreads) if (!live.has(id)) this.loadedThreads.delete(id);
+      if (this.stateValue !== 'closed') this.options.onWorkerLost?.();
+      this.notifySettled();
     });
     // Piscina unrefs its threads; keep the process alive until they have loaded (a process
     // that exits while a worker is inside onnxruntime's session creation aborts).
     const keepAlive = setInterval(() => {}, LOAD_KEEPALIVE_MS);
     this.ready = new Promise<void>((resolve, reject) => {
       const fail = (message: string) => {
-        if (this.stateValue !== 'loading') return;
+        if (this.stateValue === 'failed' || this.stateValue === 'closed') return;
+        const wasLoading = this.stateValue === 'loading';
         this.stateValue = 'failed';
         this.loadErrorMessage = message;
-        reject(new Error(message));
+        if (wasLoading) reject(new Error(message));
       };
       this.pool.on('message', (message: unknown) => {
         if (!isLoadMessage(message)) return;
+        this.settledThreads.add(message.threadId);
+        this.notifySettled();
+        // A replacement worker that cannot load fails the pool as the first load would.
         if (message.specd === 'load-failed') return fail(message.message);
         this.loadedThreads.add(message.threadId);
         this.headLoaded = message.hasHead;
@@ -118,7 +141,10 @@ export class EnginePool {
           resolve();
         }
       });
-      this.pool.on('error', (err: Error) => fail(`engine worker failed: ${err.message}`));
+      // Piscina reports a worker's death here when it had no task (with one, the task fails).
+      this.pool.on('error', (err: Error) => {
+        if (this.stateValue === 'loading') fail(`engine worker failed: ${err.message}`);
+      });
     });
     this.ready.then(
       () => clearInterval(keepAlive),
@@ -194,8 +220,10 @@ export class EnginePool {
   async close(): Promise<void> {
     if (this.stateValue === 'closed') return;
     this.draining = true;
-    // Terminating a thread inside onnxruntime's session creation aborts the process: let loading end first.
+    // Terminating a thread inside onnxruntime's session creation aborts the process: let loading
+    // end first, a replacement worker's included.
     await this.ready.catch(() => {});
+    await this.threadsSettled();
     this.stateValue = 'closed';
     this.cancelAll();
     await this.pool.destroy();
@@ -233,13 +261,27 @@ export class EnginePool {
 
     const task: GenerationTask = { port: port2, request };
     this.pool.run(task, { transferList: [port2] }).catch((err: Error) => {
-      // Piscina refused the task or lost its worker. A task that never started has no worker
-      // to close the port, so it ends here; a running one ends when its port closes.
-      if (handle.state !== 'queued') return;
-      const full = /queue is at limit|No task queue available/i.test(err.message);
+      // Piscina refused the task, the task threw, or its worker died (then the port closes
+      // too, whichever comes first ends the generation).
+      const full = handle.state === 'queued' && /queue is at limit|No task queue available/i.test(err.message);
       deliver({ type: 'error', code: full ? 'queue_full' : 'internal', message: full ? 'the queue is full' : `engine worker failed: ${err.message}` });
     });
     return handle;
+  }
+
+  /** Thread ids of the pool's live workers. */
+  private liveThreads(): Set<number> {
+    return new Set(this.pool.threads.map((t) => t.threadId).filter((id) => id >= 0));
+  }
+
+  /** Resolves once every live worker has announced whether its models loaded. */
+  private async threadsSettled(): Promise<void> {
+    const unsettled = () => [...this.liveThreads()].some((id) => !this.settledThreads.has(id));
+    while (unsettled()) await new Promise<void>((resolve) => this.settleWaiters.push(resolve));
+  }
+
+  private notifySettled(): void {
+    for (const resolve of this.settleWaiters.splice(0)) resolve();
   }
 
   private finish(handle: GenerationHandle, port: MessagePort): void {

@@ -22,10 +22,12 @@ import type { SamplingParams } from '../engine/sampling.js';
 import type { RoundStats } from '../engine/stats.js';
 import type { PolicySpec } from '../engine/stop-policy.js';
 import type { TextGenerationResult } from '../engine/text-generation.js';
+import type { WorkerFaults } from './faults.js';
 
-/** `workerData` of every engine worker: how to load its models. */
+/** `workerData` of every engine worker: how to load its models (and, in tests, faults to suffer). */
 export interface EngineWorkerData {
   pair: PairOptions;
+  faults?: WorkerFaults;
 }
 
 /** One generation, as plain data: the main thread has tokenized and validated it. */

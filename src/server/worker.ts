@@ -14,9 +14,10 @@ import type { RoundStats } from '../engine/stats.js';
 import { ContextLengthError } from '../engine/speculative.js';
 import { PolicySpecError } from '../engine/stop-policy.js';
 import { generateText } from '../engine/text-generation.js';
+import { nextFault, triggerFault } from './faults.js';
 import type { ControlMessage, EngineWorkerData, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
 
-const { pair: pairOptions } = workerData as EngineWorkerData;
+const { pair: pairOptions, faults } = workerData as EngineWorkerData;
 
 const loading: Promise<ModelPair> = ModelPair.load(pairOptions);
 loading.then(
@@ -39,6 +40,8 @@ export default async function generate({ port, request }: GenerationTask): Promi
   for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) onControl(m.message as ControlMessage);
   port.on('message', onControl);
 
+  // Tests only (faults.ts): this generation fails after its first tokens.
+  let fault = nextFault(faults);
   try {
     const pair = await loading;
     post({ type: 'start' });
@@ -57,7 +60,14 @@ export default async function generate({ port, request }: GenerationTask): Promi
         signal: controller.signal,
         onRound: (round) => rounds.push(round),
       },
-      ({ text, tokenIds, logprobs }) => post({ type: 'tokens', text, tokenIds, logprobs, rounds: rounds.splice(0) }),
+      ({ text, tokenIds, logprobs }) => {
+        post({ type: 'tokens', text, tokenIds, logprobs, rounds: rounds.splice(0) });
+        if (fault) {
+          const kind = fault;
+          fault = undefined;
+          triggerFault(kind);
+        }
+      },
     );
     post({ type: 'done', result, rounds: rounds.splice(0) });
   } catch (err) {
