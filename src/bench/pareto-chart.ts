@@ -5,6 +5,7 @@
  * that knows when to stop lies below it. Written as a standalone SVG.
  */
 import type { OfflineResult } from './offline.js';
+import { esc, num, svgOpen, ticks } from './svg.js';
 
 interface Series {
   name: string;
@@ -27,20 +28,6 @@ const PANEL_H = 320;
 const MARGIN = { left: 56, right: 16, top: 28, bottom: 44 };
 const LEGEND_H = 28;
 
-/** Tick values covering [lo, hi] with a 1-2-5 step. */
-function ticks(lo: number, hi: number, count = 5): number[] {
-  const span = Math.max(hi - lo, 1e-9);
-  const raw = span / count;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw)!;
-  const out: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-6; v += step) out.push(Math.round(v / step) * step);
-  return out;
-}
-
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-const num = (x: number) => (Math.round(x * 100) / 100).toString();
-
 function marker(kind: Series['marker'], x: number, y: number, color: string): string {
   if (kind === 'circle') return `<circle cx="${num(x)}" cy="${num(y)}" r="4" fill="${color}"/>`;
   if (kind === 'square') return `<rect x="${num(x - 4)}" y="${num(y - 4)}" width="8" height="8" fill="${color}"/>`;
@@ -53,8 +40,7 @@ export function paretoChartSvg(results: readonly OfflineResult[], title: string)
   const width = PANEL_W * datasets.length;
   const height = PANEL_H + LEGEND_H + 24;
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
-  parts.push(`<rect width="100%" height="100%" fill="white"/>`);
+  parts.push(svgOpen(width, height));
   parts.push(`<text x="${width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">${esc(title)}</text>`);
   // Legend.
   let lx = 12;
