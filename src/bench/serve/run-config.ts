@@ -1,0 +1,130 @@
+/**
+ * One configuration of a serving benchmark: a warm-up request, a scrape of `/metrics`, the
+ * load, another scrape; then the figures `vllm bench serve` reports (requests, throughput,
+ * TTFT / TPOT / ITL / e2e latency) with the speculation figures from the metrics' deltas.
+ */
+import type http from 'node:http';
+import { type LatencySummary, type RequestLatency, requestLatency, summarizeLatencies } from './latency-stats.js';
+import { runLoad } from './load-generator.js';
+import { type SpeculationFigures, speculationDelta } from './speculation-delta.js';
+import { requestJson, type StreamedResponse, streamRequest } from './stream-request.js';
+import { type RequestSettings, requestFor, type WorkItem } from './workload.js';
+
+export interface Target {
+  url: string;
+  agent: http.Agent;
+  apiKey?: string;
+}
+
+/** One request's outcome, as kept in the JSON report. */
+export interface RequestRecord {
+  id: string;
+  ok: boolean;
+  error?: string;
+  prompt_tokens: number | null;
+  output_tokens: number;
+  ttft_ms: number | null;
+  tpot_ms: number | null;
+  e2e_ms: number;
+  /** Content chunks received (tokens arrive several per chunk when speculating). */
+  chunks: number;
+}
+
+export interface ConfigResult extends LatencySummary {
+  /** What the column is called: a policy label, or the server's own policy. */
+  label: string;
+  /** The `speculative` request field sent (with --url), or null. */
+  speculative: Record<string, unknown> | null;
+  /** The extra `specd serve` flags (with --spawn), or null. */
+  server_args: string[] | null;
+  completed: number;
+  failed: number;
+  /** The first few distinct error messages. */
+  errors: string[];
+  duration_s: number;
+  request_throughput: number;
+  output_throughput: number;
+  total_token_throughput: number;
+  total_input_tokens: number;
+  total_output_tokens: number;
+  /** output_throughput over the baseline configuration's (set by the comparison). */
+  speedup: number | null;
+  speculation: SpeculationFigures | null;
+  requests: RequestRecord[];
+}
+
+export interface RunOptions {
+  requestRate: number;
+  concurrency: number;
+  seed: number;
+  onProgress?: (done: number) => void;
+}
+
+const MAX_ERRORS = 5;
+
+async function scrapeMetrics(target: Target): Promise<string | null> {
+  const res = await requestJson(new URL('/metrics', target.url), target.agent).catch(() => null);
+  return res && res.status === 200 ? res.body : null;
+}
+
+function record(id: string, r: StreamedResponse, outputTokens: number, lat: RequestLatency): RequestRecord {
+  return {
+    id,
+    ok: r.ok,
+    ...(r.error !== undefined ? { error: r.error } : {}),
+    prompt_tokens: r.usage?.prompt_tokens ?? null,
+    output_tokens: outputTokens,
+    ttft_ms: lat.ttftMs,
+    tpot_ms: lat.tpotMs,
+    e2e_ms: lat.e2eMs,
+    chunks: r.contentMs.length,
+  };
+}
+
+/** Run `items` against `target` with `settings` (one configuration). */
+export async function runConfig(
+  target: Target,
+  items: readonly WorkItem[],
+  settings: RequestSettings,
+  meta: Pick<ConfigResult, 'label' | 'speculative' | 'server_args'>,
+  opts: RunOptions,
+): Promise<ConfigResult> {
+  const send = (i: number) => {
+    const { path, body } = requestFor(items[i]!, i, settings);
+    return streamRequest(new URL(path, target.url), target.agent, body, target.apiKey);
+  };
+  // Warm-up: one short request, which also checks that the server takes these requests at all.
+  const { path, body } = requestFor({ ...items[0]!, maxTokens: Math.min(8, items[0]!.maxTokens) }, 0, settings);
+  const warm = await streamRequest(new URL(path, target.url), target.agent, body, target.apiKey);
+  if (!warm.ok) throw new Error(`${meta.label}: the warm-up request failed: ${warm.error}`);
+
+  const before = await scrapeMetrics(target);
+  const run = await runLoad(items.length, send, { ...opts, onDone: opts.onProgress });
+  const after = await scrapeMetrics(target);
+
+  const raw = run.results;
+  // Output tokens from the server's usage; without it, one per content chunk.
+  const outputs = raw.map((r) => r.usage?.completion_tokens ?? r.contentMs.length);
+  const lats = raw.map((r, i) => requestLatency({ ...r, outputTokens: outputs[i]! }));
+  const requests = raw.map((r, i) => record(items[i]!.id, r, outputs[i]!, lats[i]!));
+  const ok = requests.filter((r) => r.ok);
+  const totalIn = ok.reduce((a, r) => a + (r.prompt_tokens ?? 0), 0);
+  const totalOut = ok.reduce((a, r) => a + r.output_tokens, 0);
+  const d = run.durationS;
+  return {
+    ...meta,
+    completed: ok.length,
+    failed: raw.length - ok.length,
+    errors: [...new Set(requests.filter((r) => !r.ok).map((r) => r.error!))].slice(0, MAX_ERRORS),
+    duration_s: d,
+    request_throughput: ok.length / d,
+    output_throughput: totalOut / d,
+    total_token_throughput: (totalIn + totalOut) / d,
+    total_input_tokens: totalIn,
+    total_output_tokens: totalOut,
+    speedup: null,
+    ...summarizeLatencies(lats.filter((_, i) => raw[i]!.ok)),
+    speculation: before !== null && after !== null ? speculationDelta(before, after) : null,
+    requests,
+  };
+}
