@@ -8,9 +8,11 @@ import { benchHeadTraining } from '../bench/head-train-bench.js';
 import { runOfflineBench, type OfflineResult } from '../bench/offline.js';
 import { paretoChartSvg } from '../bench/pareto-chart.js';
 import { formatSummary, summarize } from '../bench/policy-summary.js';
+import { speedupChartSvg } from '../bench/speedup-chart.js';
 import { ModelPair } from '../engine/pair.js';
 import { HEAD_MODES, type HeadMode } from '../heads/head-loader.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, validatePolicySpec } from '../engine/stop-policy.js';
+import { benchServeCommand } from './bench-serve.js';
 import { addModelOptions, intIn, type ModelFlags, numberIn, pairOptions, policyListArg } from './options.js';
 
 interface OfflineFlags extends ModelFlags {
@@ -27,6 +29,7 @@ interface OfflineFlags extends ModelFlags {
   kMax: number;
   json?: string;
   chart?: string;
+  speedupChart?: string;
   headMode: HeadMode;
 }
 
@@ -61,6 +64,7 @@ export function benchCommand(): Command {
     .option('--k-max <n>', 'K_max of specdec++ entries', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MAX)
     .option('--json <file>', 'also write the results as JSON')
     .option('--chart <file>', 'also write the discard rate vs verification rate chart (SVG)')
+    .option('--speedup-chart <file>', 'also write the speedup over none per data set and policy (SVG)')
     .option('--head-mode <mode>', 'run the acceptance head fused into the draft graph or as its own session per draft step', headModeArg, 'fused' as HeadMode);
   addModelOptions(offline);
   offline.action(async (flags: OfflineFlags) => {
@@ -112,9 +116,15 @@ export function benchCommand(): Command {
       writeFileSync(flags.chart, paretoChartSvg(results, title));
       process.stderr.write(`wrote ${flags.chart}\n`);
     }
+    if (flags.speedupChart) {
+      const title = `speedup over none, ${flags.temperature === 0 ? 'greedy' : `T = ${flags.temperature}`}, ${flags.prompts} prompts x ${flags.maxTokens} tokens`;
+      writeFileSync(flags.speedupChart, speedupChartSvg(results, title));
+      process.stderr.write(`wrote ${flags.speedupChart}\n`);
+    }
     await pair.release();
   });
   bench.addCommand(offline);
+  bench.addCommand(benchServeCommand());
   bench.addCommand(headTrainCommand());
   return bench;
 }

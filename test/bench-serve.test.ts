@@ -1,0 +1,350 @@
+/**
+ * `specd bench serve`: latency figures from synthetic timelines, Poisson arrivals, the
+ * Prometheus parser and metric deltas, the load generator's concurrency cap, the comparison
+ * list, and short end-to-end runs against real `specd serve` processes.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Counter, Histogram, Registry } from 'prom-client';
+import { arrivalOffsets } from '../src/bench/serve/arrivals.js';
+import { parseCompareList } from '../src/bench/serve/configs.js';
+import { distribution, percentile, requestLatency, summarizeLatencies } from '../src/bench/serve/latency-stats.js';
+import { runLoad } from '../src/bench/serve/load-generator.js';
+import { parsePrometheusText, sumSamples } from '../src/bench/serve/prometheus-text.js';
+import type { ServeReport } from '../src/bench/serve/report.js';
+import { splitArgs, startServer } from '../src/bench/serve/server-process.js';
+import { speculationDelta } from '../src/bench/serve/speculation-delta.js';
+import { SseParser } from '../src/bench/serve/sse.js';
+import { buildWorkload, randomText } from '../src/bench/serve/workload.js';
+import { Rng } from '../src/engine/rng.js';
+
+const BIN = fileURLToPath(new URL('../../bin/specd.js', import.meta.url));
+/** Servers for the end-to-end runs: one worker; none and fixed K need no acceptance head. */
+const SERVER_ARGS = '--workers 1 --no-head';
+
+const close = (actual: number, expected: number, eps = 1e-9) => assert.ok(Math.abs(actual - expected) <= eps, `${actual} != ${expected}`);
+
+function specd(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Every tag closes in order, attribute values are quoted, and text holds no stray < or &. */
+function assertWellFormed(xml: string): void {
+  const stack: string[] = [];
+  const tokens = xml.split(/(<[^>]*>)/);
+  for (const t of tokens) {
+    if (!t.startsWith('<')) {
+      assert.doesNotMatch(t, /<|&(?!amp;|lt;|gt;|quot;)/, `text ${JSON.stringify(t)}`);
+      continue;
+    }
+    const m = /^<(\/?)([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>$/.exec(t);
+    assert.ok(m, `malformed tag ${t}`);
+    const [, closing, name, , selfClosing] = m;
+    if (closing) assert.equal(stack.pop(), name, `</${name}> closes another element`);
+    else if (!selfClosing) stack.push(name!);
+  }
+  assert.deepEqual(stack, [], 'unclosed elements');
+}
+
+describe('latency statistics', () => {
+  test('percentiles interpolate linearly between order statistics', () => {
+    const xs = [1, 2, 3, 4];
+    assert.equal(percentile(xs, 0), 1);
+    assert.equal(percentile(xs, 50), 2.5);
+    close(percentile(xs, 90), 3.7);
+    close(percentile(xs, 99), 3.97);
+    assert.equal(percentile(xs, 100), 4);
+    assert.equal(percentile([7], 99), 7);
+    const d = distribution([4, 1, 3, 2, 10])!;
+    assert.equal(d.mean, 4);
+    assert.equal(d.median, 3);
+    close(d.p90, 4 + (10 - 4) * 0.6);
+    close(d.p99, 4 + (10 - 4) * 0.96);
+    assert.equal(distribution([]), null);
+  });
+
+  test('TTFT, TPOT, ITL and e2e from a streamed timeline', () => {
+    // Sent at 100 ms; chunks with text at 150, 160, 180, 210 (several tokens each); done at 215; 10 tokens.
+    const l = requestLatency({ sentMs: 100, contentMs: [150, 160, 180, 210], endMs: 215, outputTokens: 10 });
+    assert.equal(l.ttftMs, 50);
+    assert.equal(l.e2eMs, 115);
+    close(l.tpotMs!, 65 / 9);
+    assert.deepEqual(l.itlMs, [10, 20, 30]);
+    // One output token: no TPOT; no content at all: no TTFT.
+    assert.equal(requestLatency({ sentMs: 0, contentMs: [5], endMs: 6, outputTokens: 1 }).tpotMs, null);
+    assert.equal(requestLatency({ sentMs: 0, contentMs: [], endMs: 6, outputTokens: 0 }).ttftMs, null);
+  });
+
+  test('the summary pools ITL gaps over requests and averages per-request TTFT and TPOT', () => {
+    const a = requestLatency({ sentMs: 0, contentMs: [10, 20, 40], endMs: 40, outputTokens: 7 });
+    const b = requestLatency({ sentMs: 5, contentMs: [35, 36], endMs: 41, outputTokens: 3 });
+    const s = summarizeLatencies([a, b]);
+    assert.equal(s.ttft_ms!.mean, (10 + 30) / 2);
+    assert.equal(s.e2e_ms!.mean, (40 + 36) / 2);
+    close(s.tpot_ms!.mean, (30 / 6 + 6 / 2) / 2);
+    assert.equal(s.itl_ms!.mean, (10 + 20 + 1) / 3);
+    assert.equal(s.itl_ms!.median, 10);
+  });
+});
+
+describe('Poisson arrivals', () => {
+  test('exponential gaps with mean 1 / rate, first request at 0, reproducible', () => {
+    const rate = 5;
+    const n = 20_000;
+    const t = arrivalOffsets(n + 1, rate, 42);
+    assert.equal(t[0], 0);
+    const gaps = t.slice(1).map((x, i) => x - t[i]!);
+    assert.ok(gaps.every((g) => g >= 0));
+    const mean = gaps.reduce((a, b) => a + b, 0) / n;
+    // The standard error of the mean is 0.2 / sqrt(20000) = 0.0014: 5% is 7 standard errors,
+    // and a rate off by 2x (mean 0.1 or 0.4) is far outside.
+    assert.ok(Math.abs(mean - 1 / rate) < 0.05 / rate, `mean gap ${mean}`);
+    // Exponential: the standard deviation equals the mean.
+    const sd = Math.sqrt(gaps.reduce((a, g) => a + (g - mean) ** 2, 0) / (n - 1));
+    assert.ok(Math.abs(sd / mean - 1) < 0.05, `coefficient of variation ${sd / mean}`);
+    // P(gap > mean) = 1/e for an exponential.
+    const above = gaps.filter((g) => g > 1 / rate).length / n;
+    assert.ok(Math.abs(above - Math.exp(-1)) < 0.02, `share above the mean ${above}`);
+    assert.deepEqual(arrivalOffsets(50, rate, 42), t.slice(0, 50));
+    assert.notDeepEqual(arrivalOffsets(50, rate, 43), t.slice(0, 50));
+  });
+
+  test('an infinite rate sends everything at once', () => {
+    assert.deepEqual(arrivalOffsets(3, Infinity, 0), [0, 0, 0]);
+    assert.throws(() => arrivalOffsets(3, 0, 0), RangeError);
+  });
+});
+
+describe('load generator', () => {
+  test('never more than --concurrency in flight; results in request order', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const done: number[] = [];
+    const run = await runLoad(
+      9,
+      async (i) => {
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setTimeout(r, 5 + ((i * 7) % 4)));
+        inFlight--;
+        return i * 10;
+      },
+      { requestRate: Infinity, concurrency: 2, seed: 0, onDone: (n) => done.push(n) },
+    );
+    assert.equal(most, 2);
+    assert.deepEqual(run.results, [0, 10, 20, 30, 40, 50, 60, 70, 80]);
+    assert.deepEqual(done, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.ok(run.durationS > 0.02);
+  });
+
+  test('requests go out no earlier than their arrival times', async () => {
+    const sentAt: number[] = [];
+    const start = performance.now();
+    await runLoad(4, async () => void sentAt.push(performance.now() - start), { requestRate: 50, concurrency: Infinity, seed: 3 });
+    const due = arrivalOffsets(4, 50, 3).map((s) => s * 1000);
+    sentAt.forEach((t, i) => assert.ok(t >= due[i]! - 1, `request ${i} at ${t} ms, due ${due[i]} ms`));
+  });
+});
+
+describe('Prometheus text and metric deltas', () => {
+  test('samples, labels with escapes, special values, comments', () => {
+    const text = [
+      '# HELP x_total A counter.',
+      '# TYPE x_total counter',
+      'x_total 3',
+      'y{a="1",b="q\\"uote\\\\ \\n"} 2.5e3 1712345678000',
+      'h_bucket{le="+Inf",policy="fixed:4"} 7',
+      'g NaN',
+      'z{} -Inf',
+      '',
+    ].join('\n');
+    const s = parsePrometheusText(text);
+    assert.deepEqual(s[0], { name: 'x_total', labels: {}, value: 3 });
+    assert.deepEqual(s[1], { name: 'y', labels: { a: '1', b: 'q"uote\\ \n' }, value: 2500 });
+    assert.deepEqual(s[2]!.labels, { le: '+Inf', policy: 'fixed:4' });
+    assert.ok(Number.isNaN(s[3]!.value));
+    assert.equal(s[4]!.value, -Infinity);
+    assert.throws(() => parsePrometheusText('x{a=1} 2'), /line 1/);
+    assert.throws(() => parsePrometheusText('ok 1\nbad'), /line 2/);
+  });
+
+  test("prom-client's own output parses", async () => {
+    const registry = new Registry();
+    const c = new Counter({ name: 'c_total', help: 'c', labelNames: ['position'], registers: [registry] });
+    const h = new Histogram({ name: 'h_seconds', help: 'h', buckets: [0.1, 1], registers: [registry] });
+    c.inc({ position: '0' }, 3);
+    c.inc({ position: '1' }, 2);
+    h.observe(0.5);
+    h.observe(2);
+    const s = parsePrometheusText(await registry.metrics());
+    assert.equal(sumSamples(s, 'c_total'), 5);
+    assert.equal(sumSamples(s, 'c_total', { position: '1' }), 2);
+    assert.equal(sumSamples(s, 'h_seconds_bucket', { le: '1' }), 1);
+    assert.equal(sumSamples(s, 'h_seconds_bucket', { le: '+Inf' }), 2);
+    assert.equal(sumSamples(s, 'h_seconds_sum'), 2.5);
+    assert.equal(sumSamples(s, 'h_seconds_count'), 2);
+  });
+
+  test('speculation figures are the differences between two scrapes', () => {
+    const scrape = (drafts: number, draft: number, acc: number, pos: number[], gen: number) =>
+      [
+        `specd_spec_decode_num_drafts_total ${drafts}`,
+        `specd_spec_decode_num_draft_tokens_total ${draft}`,
+        `specd_spec_decode_num_accepted_tokens_total ${acc}`,
+        ...pos.map((v, i) => `specd_spec_decode_num_accepted_tokens_per_pos_total{position="${i}"} ${v}`),
+        `specd_generation_tokens_total ${gen}`,
+        `specd_spec_decode_draft_seconds_total{policy="fixed"} 1`,
+        `specd_spec_decode_verify_seconds_total{policy="fixed"} 2`,
+      ].join('\n');
+    const d = speculationDelta(scrape(10, 40, 30, [9, 8], 100), scrape(30, 120, 66, [27, 20, 10], 250));
+    assert.equal(d.drafts, 20);
+    assert.equal(d.draft_tokens, 80);
+    assert.equal(d.accepted_tokens, 36);
+    assert.equal(d.acceptance_rate, 36 / 80);
+    assert.equal(d.accepted_per_round, 1.8);
+    assert.equal(d.mean_acceptance_length, 2.8);
+    assert.deepEqual(d.acceptance_by_position, [18 / 20, 12 / 20, 10 / 20]);
+    assert.equal(d.generation_tokens, 150);
+    assert.equal(d.draft_seconds, 0);
+    const none = speculationDelta(scrape(0, 0, 0, [], 0), scrape(0, 0, 0, [], 50));
+    assert.equal(none.acceptance_rate, null);
+    assert.equal(none.accepted_per_round, null);
+  });
+});
+
+describe('inputs', () => {
+  test('server-sent events across arbitrary chunk boundaries', () => {
+    const p = new SseParser();
+    assert.deepEqual(p.push('data: {"a"'), []);
+    assert.deepEqual(p.push(':1}\n\ndata: [DO'), ['{"a":1}']);
+    assert.deepEqual(p.push('NE]\r\n\r\n: comment\n\n'), ['[DONE]']);
+  });
+
+  test('--compare entries become serve flags and speculative fields', () => {
+    const c = parseCompareList('none,fixed:4,specdec++,confidence:0.5,specdec++:0.8');
+    assert.deepEqual(
+      c.map((x) => x.label),
+      ['none', 'fixed:4', 'specdec++', 'confidence:0.5', 'specdec++:0.8'],
+    );
+    assert.deepEqual(c[1]!.serverFlags, ['--policy', 'fixed', '--k', '4']);
+    assert.deepEqual(c[1]!.speculative, { policy: 'fixed', k: 4 });
+    assert.deepEqual(c[2]!.serverFlags, ['--policy', 'specdec++']);
+    assert.deepEqual(c[3]!.speculative, { policy: 'confidence', p_min: 0.5 });
+    assert.deepEqual(c[4]!.serverFlags, ['--policy', 'specdec++', '--threshold', '0.8']);
+    assert.throws(() => parseCompareList('fixed:4,fixed:4'), /twice/);
+    assert.throws(() => parseCompareList('fixed:x'));
+  });
+
+  test('--server-args splitting and reproducible random prompts', () => {
+    assert.deepEqual(splitArgs(` --workers 1  --model-name "a b" --x='c d' e\\ f`), ['--workers', '1', '--model-name', 'a b', '--x=c d', 'e f']);
+    assert.throws(() => splitArgs('"open'));
+    const text = randomText(new Rng(1), 100);
+    assert.equal(text.length, 100);
+    assert.match(text, /^[a-z ]+$/);
+    const w = buildWorkload({ dataset: 'random', numPrompts: 3, maxTokens: 5, seed: 9, randomInputLen: 40, randomOutputLen: 12 });
+    assert.deepEqual(w, buildWorkload({ dataset: 'random', numPrompts: 3, maxTokens: 5, seed: 9, randomInputLen: 40, randomOutputLen: 12 }));
+    assert.equal(w[2]!.prompt!.length, 40);
+    assert.equal(w[0]!.maxTokens, 12);
+    const g = buildWorkload({ dataset: 'gsm8k', numPrompts: 2, maxTokens: 5, seed: 0, randomInputLen: 1, randomOutputLen: 1 });
+    assert.equal(g[0]!.messages![0]!.role, 'user');
+  });
+});
+
+describe('specd bench serve end to end', () => {
+  test('--spawn --compare none,fixed:4: JSON, Markdown and SVG', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-serve-'));
+    const files = { json: join(dir, 'r.json'), md: join(dir, 'r.md'), svg: join(dir, 'r.svg') };
+    const r = await specd(['bench', 'serve', '--spawn', '--server-args', SERVER_ARGS, '--dataset', 'gsm8k', '--num-prompts', '3', '--max-tokens', '16', '--concurrency', '2',
+      '--compare', 'none,fixed:4', '--json', files.json, '--markdown', files.md, '--chart', files.svg]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Output speedup vs none/);
+    const report = JSON.parse(readFileSync(files.json, 'utf8')) as ServeReport;
+    assert.equal(report.schema, 'specd-bench-serve/1');
+    assert.equal(report.baseline, 'none');
+    assert.equal(report.settings.num_prompts, 3);
+    assert.ok(report.machine.cores >= 1 && report.machine.node.startsWith('v'));
+    assert.deepEqual(report.configs.map((c) => c.label), ['none', 'fixed:4']);
+    for (const c of report.configs) {
+      assert.equal(c.completed, 3, c.errors.join('; '));
+      assert.equal(c.failed, 0);
+      assert.equal(c.requests.length, 3);
+      assert.ok(c.total_output_tokens > 0 && c.total_output_tokens <= 3 * 16);
+      assert.ok(c.total_input_tokens > 0);
+      assert.ok(c.duration_s > 0 && c.duration_s < 60);
+      close(c.output_throughput, c.total_output_tokens / c.duration_s, 1e-6);
+      assert.ok(c.ttft_ms!.median > 0 && c.ttft_ms!.median <= c.e2e_ms!.median);
+      assert.ok(c.ttft_ms!.p90 <= c.ttft_ms!.p99);
+      assert.ok(c.tpot_ms!.mean > 0 && c.itl_ms!.mean > 0);
+      assert.ok(c.speculation);
+      assert.equal(c.speculation.generation_tokens, c.total_output_tokens, 'the server generated what the client counted');
+    }
+    const [none, fixed] = report.configs;
+    assert.equal(none!.speedup, 1);
+    close(fixed!.speedup!, fixed!.output_throughput / none!.output_throughput, 1e-9);
+    assert.equal(none!.speculation!.draft_tokens, 0);
+    assert.ok(fixed!.speculation!.drafts > 0);
+    assert.ok(fixed!.speculation!.draft_tokens <= 4 * fixed!.speculation!.drafts);
+    assert.ok(fixed!.speculation!.acceptance_rate! > 0 && fixed!.speculation!.acceptance_rate! <= 1);
+    assert.deepEqual(fixed!.server_args, ['--workers', '1', '--no-head', '--policy', 'fixed', '--k', '4']);
+
+    const svg = readFileSync(files.svg, 'utf8');
+    assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    assert.match(svg, /<\/svg>\n$/);
+    assertWellFormed(svg);
+    for (const s of ['time to first token', 'time per output token', 'inter-chunk latency', 'end-to-end latency', 'output throughput', '>none<', '>fixed:4<']) assert.ok(svg.includes(s), s);
+
+    const md = readFileSync(files.md, 'utf8');
+    assert.match(md, /\| metric \| `none` \| `fixed:4` \|/);
+    assert.match(md, /AMD|Intel|cores/);
+    assert.match(md, /!\[.*\]\(r\.svg\)/);
+  });
+
+  test('--url: the policy goes with each request', async () => {
+    const server = await startServer(['--workers', '1', '--no-head', '--policy', 'fixed', '--k', '4']);
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'bench-serve-'));
+      const json = join(dir, 'r.json');
+      const r = await specd(['bench', 'serve', '--url', server.url, '--dataset', 'random', '--random-input-len', '30', '--num-prompts', '2', '--max-tokens', '8',
+        '--request-rate', '20', '--seed', '5', '--compare', 'none,fixed:2', '--json', json]);
+      assert.equal(r.code, 0, r.stderr);
+      const report = JSON.parse(readFileSync(json, 'utf8')) as ServeReport;
+      const [none, fixed] = report.configs;
+      assert.deepEqual(fixed!.speculative, { policy: 'fixed', k: 2 });
+      assert.equal(none!.completed, 2);
+      assert.equal(none!.speculation!.draft_tokens, 0, 'none drafts nothing although the server default is fixed:4');
+      assert.ok(fixed!.speculation!.draft_tokens <= 2 * fixed!.speculation!.drafts, 'at most 2 candidates a round');
+      assert.equal(fixed!.total_input_tokens, 2 * 30, 'byte-level tokens: one per character');
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  test('bad flags: one line on stderr, non-zero exit', async () => {
+    for (const args of [
+      ['--url', 'http://127.0.0.1:1', '--spawn'],
+      ['--spawn', '--dataset', 'nope'],
+      ['--spawn', '--compare', 'fixed:0'],
+      [],
+    ]) {
+      const r = await specd(['bench', 'serve', ...args]);
+      assert.notEqual(r.code, 0, args.join(' '));
+      const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('(run with --help'));
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0]!, /error/);
+    }
+    const down = await specd(['bench', 'serve', '--url', 'http://127.0.0.1:1', '--num-prompts', '1']);
+    assert.notEqual(down.code, 0);
+    assert.match(down.stderr.trim(), /^specd: error: cannot reach http:\/\/127\.0\.0\.1:1/);
+  });
+});
