@@ -63,7 +63,7 @@ export interface RunOptions {
 const MAX_ERRORS = 5;
 
 async function scrapeMetrics(target: Target): Promise<string | null> {
-  const res = await requestJson(new URL('/metrics', target.url), target.agent).catch(() => null);
+  const res = await requestJson(new URL('/metrics', target.url), target.agent, { apiKey: target.apiKey }).catch(() => null);
   return res && res.status === 200 ? res.body : null;
 }
 
