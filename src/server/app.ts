@@ -22,6 +22,7 @@ import { EnginePool } from './engine-pool.js';
 import { ApiError, apiErrors } from './errors.js';
 import { EventLoopMonitor } from './event-loop.js';
 import { type FaultOptions, workerFaults } from './faults.js';
+import { clientError, frameworkError } from './http-errors.js';
 import { ServerMetrics } from './metrics.js';
 import { loadModelFacts, type ModelFacts } from './model-facts.js';
 import { chatRoutes } from './routes/chat.js';
@@ -103,6 +104,8 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     return503OnClosing: false,
     ajv: { customOptions: AJV_OPTIONS },
     schemaErrorFormatter: formatSchemaErrors,
+    frameworkErrors: frameworkError,
+    clientErrorHandler: clientError,
   });
   app.decorate('specd', {
     engine,
