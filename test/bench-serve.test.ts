@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Counter, Histogram, Registry } from 'prom-client';
+import { shortNumber } from '../src/bench/bar-chart.js';
+import type { OfflineResult } from '../src/bench/offline.js';
 import { arrivalOffsets } from '../src/bench/serve/arrivals.js';
 import { parseCompareList } from '../src/bench/serve/configs.js';
 import { distribution, percentile, requestLatency, summarizeLatencies } from '../src/bench/serve/latency-stats.js';
@@ -20,6 +22,7 @@ import type { ServeReport } from '../src/bench/serve/report.js';
 import { splitArgs, startServer } from '../src/bench/serve/server-process.js';
 import { speculationDelta } from '../src/bench/serve/speculation-delta.js';
 import { SseParser } from '../src/bench/serve/sse.js';
+import { speedupChartSvg } from '../src/bench/speedup-chart.js';
 import { buildWorkload, randomText } from '../src/bench/serve/workload.js';
 import { Rng } from '../src/engine/rng.js';
 
@@ -258,6 +261,21 @@ describe('inputs', () => {
     assert.equal(w[0]!.maxTokens, 12);
     const g = buildWorkload({ dataset: 'gsm8k', numPrompts: 2, maxTokens: 5, seed: 0, randomInputLen: 1, randomOutputLen: 1 });
     assert.equal(g[0]!.messages![0]!.role, 'user');
+  });
+});
+
+describe('charts', () => {
+  test('bar labels stay short', () => {
+    assert.deepEqual([0.254, 7.318, 45.12, 236.9, 6903.4, 24956].map(shortNumber), ['0.25', '7.32', '45.1', '237', '6.9k', '25k']);
+  });
+
+  test('bench offline --speedup-chart: one bar per policy and data set, none as the reference line', () => {
+    const row = (dataset: 'gsm8k' | 'alpaca', policy: string, speedup: number) => ({ dataset, policy, speedup_vs_none: speedup }) as OfflineResult;
+    const svg = speedupChartSvg([row('gsm8k', 'none', 1), row('gsm8k', 'fixed:4', 1.9), row('alpaca', 'none', 1), row('alpaca', 'fixed:4', 1.7), row('alpaca', 'specdec++', 1.8)], 'speedups');
+    assertWellFormed(svg);
+    for (const s of ['>gsm8k<', '>alpaca<', '>fixed:4<', '>specdec++<', '>1.90<', '>1.80<', 'stroke-dasharray']) assert.ok(svg.includes(s), s);
+    assert.ok(!svg.includes('>none<'), 'none is the reference, not a bar');
+    assert.equal((svg.match(/<rect [^>]*fill="#/g) ?? []).length, 2 + 3, 'two legend swatches and three bars');
   });
 });
 

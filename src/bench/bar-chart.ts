@@ -30,6 +30,14 @@ const PANEL_H = 280;
 const MARGIN = { left: 56, right: 12, top: 30, bottom: 36 };
 const HEADER_H = 24;
 
+/** A bar's value in at most four or five characters: 0.25, 7.32, 45.1, 237, 6.9k, 25k. */
+export function shortNumber(v: number): string {
+  const a = Math.abs(v);
+  if (a >= 9999.5) return `${(v / 1000).toFixed(0)}k`;
+  if (a >= 999.5) return `${(v / 1000).toFixed(1)}k`;
+  return a >= 99.5 ? v.toFixed(0) : a >= 9.995 ? v.toFixed(1) : v.toFixed(2);
+}
+
 function legend(series: readonly string[], width: number): { svg: string[]; height: number } {
   const svg: string[] = [];
   let x = 12;
@@ -71,7 +79,7 @@ function panel(p: BarPanel, nSeries: number, ox: number, oy: number, w: number):
       if (v === null || !Number.isFinite(v)) return;
       const x = gx + si * barW;
       out.push(`<rect x="${num(x)}" y="${num(sy(v))}" width="${num(barW - 1)}" height="${num(sy(0) - sy(v))}" fill="${PALETTE[si % PALETTE.length]}"><title>${esc(`${g}: ${v}`)}</title></rect>`);
-      const label = p.labels?.[gi]?.[si] ?? (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+      const label = p.labels?.[gi]?.[si] ?? shortNumber(v);
       // Multi-line labels stack upwards from the top of the bar.
       label
         .split('\n')
