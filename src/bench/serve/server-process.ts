@@ -57,6 +57,12 @@ export async function startServer(args: string[], timeoutMs = 180_000): Promise<
   if (!exitHookInstalled) {
     // A benchmark stopped early must not leave servers behind.
     process.once('exit', () => live.forEach((c) => c.kill('SIGKILL')));
+    for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+      process.once(signal, () => {
+        live.forEach((c) => c.kill('SIGTERM'));
+        process.exit(code);
+      });
+    }
     exitHookInstalled = true;
   }
   let stderr = '';
