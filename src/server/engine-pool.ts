@@ -112,10 +112,13 @@ export class EnginePool {
       workerData: { pair: options.pair, faults: options.faults } satisfies EngineWorkerData,
     });
     this.pool.on('workerDestroy', () => {
-      const live = this.liveThreads();
-      for (const id of this.loadedThreads) if (!live.has(id)) this.loadedThreads.delete(id);
       if (this.stateValue !== 'closed') this.options.onWorkerLost?.();
-      this.notifySettled();
+      // Piscina drops the worker from its list right after this event.
+      queueMicrotask(() => {
+        const live = this.liveThreads();
+        for (const id of this.loadedThreads) if (!live.has(id)) this.loadedThreads.delete(id);
+        this.notifySettled();
+      });
     });
     // Piscina unrefs its threads; keep the process alive until they have loaded (a process
     // that exits while a worker is inside onnxruntime's session creation aborts).
