@@ -20,11 +20,12 @@ export interface RawRequest {
   agent?: Agent;
 }
 
-/** One request; the body is sent as given (no Content-Type unless in `headers`). */
+/** One request; the body is sent as given, with its Content-Length (no Content-Type unless in `headers`). */
 export function rawRequest(base: string, req: RawRequest): Promise<RawResponse> {
   const { hostname, port } = new URL(base);
+  const headers = req.body === undefined ? req.headers : { 'content-length': String(Buffer.byteLength(req.body)), ...req.headers };
   return new Promise((resolve, reject) => {
-    const r = request({ host: hostname, port, method: req.method ?? 'POST', path: req.path, headers: req.headers, agent: req.agent }, (res) => {
+    const r = request({ host: hostname, port, method: req.method ?? 'POST', path: req.path, headers, agent: req.agent }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (d: Buffer) => parts.push(d));
       res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(parts).toString('utf8') }));
