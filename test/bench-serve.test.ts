@@ -168,7 +168,7 @@ describe('Prometheus text and metric deltas', () => {
       'x_total 3',
       'y{a="1",b="q\\"uote\\\\ \\n"} 2.5e3 1712345678000',
       'h_bucket{le="+Inf",policy="fixed:4"} 7',
-      'g NaN',
+      'g Nan',
       'z{} -Inf',
       '',
     ].join('\n');
@@ -297,6 +297,7 @@ describe('specd bench serve end to end', () => {
       assert.equal(c.completed, 3, c.errors.join('; '));
       assert.equal(c.failed, 0);
       assert.equal(c.requests.length, 3);
+      assert.equal(c.runs.length, 1);
       assert.ok(c.total_output_tokens > 0 && c.total_output_tokens <= 3 * 16);
       assert.ok(c.total_input_tokens > 0);
       assert.ok(c.duration_s > 0 && c.duration_s < 60);
@@ -334,15 +335,20 @@ describe('specd bench serve end to end', () => {
       const dir = mkdtempSync(join(tmpdir(), 'bench-serve-'));
       const json = join(dir, 'r.json');
       const r = await specd(['bench', 'serve', '--url', server.url, '--dataset', 'random', '--random-input-len', '30', '--num-prompts', '2', '--max-tokens', '8',
-        '--request-rate', '20', '--seed', '5', '--compare', 'none,fixed:2', '--json', json]);
+        '--request-rate', '20', '--seed', '5', '--compare', 'none,fixed:2', '--repeats', '2', '--json', json]);
       assert.equal(r.code, 0, r.stderr);
       const report = JSON.parse(readFileSync(json, 'utf8')) as ServeReport;
       const [none, fixed] = report.configs;
       assert.deepEqual(fixed!.speculative, { policy: 'fixed', k: 2 });
-      assert.equal(none!.completed, 2);
+      assert.equal(report.settings.repeats, 2);
+      assert.equal(none!.completed, 4, 'two passes over two prompts');
+      assert.equal(fixed!.runs.length, 2);
+      for (const [i, run] of fixed!.runs.entries()) close(run.speedup!, run.output_throughput / none!.runs[i]!.output_throughput);
+      close(fixed!.duration_s, fixed!.runs[0]!.duration_s + fixed!.runs[1]!.duration_s);
+      assert.match(r.stdout, /Speedup per pass \(min-max\)/);
       assert.equal(none!.speculation!.draft_tokens, 0, 'none drafts nothing although the server default is fixed:4');
       assert.ok(fixed!.speculation!.draft_tokens <= 2 * fixed!.speculation!.drafts, 'at most 2 candidates a round');
-      assert.equal(fixed!.total_input_tokens, 2 * 30, 'byte-level tokens: one per character');
+      assert.equal(fixed!.total_input_tokens, 2 * 2 * 30, 'byte-level tokens: one per character');
     } finally {
       assert.equal(await server.stop(), 0);
     }

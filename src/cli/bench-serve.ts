@@ -10,11 +10,11 @@ import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import { type BenchConfig, parseCompareList } from '../bench/serve/configs.js';
 import { applySpeedups, formatComparison, machineInfo, markdownReport, REPORT_SCHEMA, type ServeReport, type ServeSettings, shellJoin } from '../bench/serve/report.js';
-import { type ConfigResult, runConfig, type Target } from '../bench/serve/run-config.js';
+import { type ConfigResult, type RawRun, runOnce, summarizeConfig, type Target, warmUp } from '../bench/serve/run-config.js';
 import { serveChartSvg } from '../bench/serve/serve-chart.js';
 import { type ServerProcess, splitArgs, startServer } from '../bench/serve/server-process.js';
 import { benchAgent, requestJson } from '../bench/serve/stream-request.js';
-import { buildWorkload, isServeDataset, SERVE_DATASETS, type ServeDataset, type WorkItem } from '../bench/serve/workload.js';
+import { buildWorkload, isServeDataset, type RequestSettings, SERVE_DATASETS, type ServeDataset, type WorkItem } from '../bench/serve/workload.js';
 import { intIn, numberIn } from './options.js';
 
 interface ServeBenchFlags {
@@ -33,6 +33,7 @@ interface ServeBenchFlags {
   apiKey?: string;
   model?: string;
   compare?: BenchConfig[];
+  repeats: number;
   extraBody?: Record<string, unknown>;
   json?: string;
   markdown?: string;
@@ -112,6 +113,7 @@ export function benchServeCommand(): Command {
     .option('--api-key <key>', 'bearer token for /v1 routes (default: $SPECD_API_KEY); with --spawn the server gets it too')
     .option('--model <name>', "the request's model (default: the one /v1/models lists)")
     .option('--compare <list>', 'policies to compare one after another, e.g. none,fixed:4,specdec++ (speedups are over none, else the first)', wrap(parseCompareList))
+    .option('--repeats <n>', 'passes over the prompts per configuration, interleaved round by round (with --spawn every server stays up meanwhile)', intIn(1, 1000), 1)
     .option('--extra-body <json>', 'a JSON object merged into every request body, e.g. \'{"logit_bias": {"258": -100}}\'', jsonObjectArg)
     .option('--json <file>', 'write the report as JSON (schema: bench/README.md)')
     .option('--markdown <file>', 'write the report as Markdown')
@@ -132,10 +134,16 @@ export function benchServeCommand(): Command {
       });
       const configs: (BenchConfig | null)[] = flags.compare ?? [null];
       const serverArgs = [...flags.serverArgs, ...(flags.spawn && apiKey ? ['--api-key', apiKey] : [])];
-      const results: ConfigResult[] = [];
-      for (const config of configs) {
-        results.push(flags.spawn ? await spawned(config, serverArgs, items, flags, apiKey) : await against(flags.url!, config, items, flags, apiKey));
-      }
+      const slots: Slot[] = configs.map((config) => ({
+        config,
+        serverArgs: flags.spawn ? [...serverArgs, ...(config?.serverFlags ?? [])] : undefined,
+        label: config?.label ?? 'server',
+        runs: [],
+      }));
+      await runSlots(slots, flags, items, apiKey);
+      const results: ConfigResult[] = slots.map((slot) =>
+        summarizeConfig({ label: slot.label, speculative: slot.serverArgs ? null : (slot.config?.speculative ?? null), server_args: slot.serverArgs ?? null }, items, slot.runs),
+      );
       const baseline = applySpeedups(results);
       const settings: ServeSettings = {
         command: shellJoin(['specd', ...process.argv.slice(2)]),
@@ -152,6 +160,7 @@ export function benchServeCommand(): Command {
         temperature: flags.temperature,
         seed: flags.seed,
         extra_body: flags.extraBody ?? null,
+        repeats: flags.repeats,
       };
       const report: ServeReport = { schema: REPORT_SCHEMA, created: new Date().toISOString(), machine: machineInfo(), settings, baseline, configs: results };
       process.stdout.write(formatComparison(results, baseline));
@@ -173,41 +182,63 @@ export function benchServeCommand(): Command {
     });
 }
 
-/** One configuration against a server that is already running. */
-async function against(url: string, config: BenchConfig | null, items: WorkItem[], flags: ServeBenchFlags, apiKey: string | undefined, label?: string, serverArgs?: string[]): Promise<ConfigResult> {
-  const target: Target = { url, agent: benchAgent(new URL(url)), apiKey };
-  try {
-    const model = flags.model ?? (await servedModel(target));
-    const name = label ?? config?.label ?? 'server';
-    const bar = new SingleBar({ format: `${name} {bar} {value}/{total} requests | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true });
-    bar.start(items.length, 0);
-    try {
-      return await runConfig(
-        target,
-        items,
-        { model, temperature: flags.temperature, seed: flags.seed, speculative: serverArgs ? undefined : config?.speculative, extraBody: flags.extraBody },
-        { label: name, speculative: serverArgs ? null : (config?.speculative ?? null), server_args: serverArgs ?? null },
-        { requestRate: flags.requestRate, concurrency: flags.concurrency ?? Infinity, seed: flags.seed, onProgress: (done) => bar.update(done) },
-      );
-    } finally {
-      bar.stop();
-    }
-  } finally {
-    target.agent.destroy();
-  }
+/** One column of the comparison: where its requests go and what they carry. */
+interface Slot {
+  config: BenchConfig | null;
+  /** `specd serve` flags (--spawn), else undefined. */
+  serverArgs?: string[];
+  server?: ServerProcess;
+  target?: Target;
+  settings?: RequestSettings;
+  label: string;
+  runs: RawRun[];
 }
 
-/** One configuration against its own `specd serve`, stopped after. */
-async function spawned(config: BenchConfig | null, serverArgs: string[], items: WorkItem[], flags: ServeBenchFlags, apiKey: string | undefined): Promise<ConfigResult> {
-  const args = [...serverArgs, ...(config?.serverFlags ?? [])];
-  process.stderr.write(`starting specd serve ${shellJoin(args)}\n`);
-  const server: ServerProcess = await startServer(args);
+/** Start the slot's server (--spawn) or point it at --url, find the model and warm it up. */
+async function open(slot: Slot, flags: ServeBenchFlags, items: WorkItem[], apiKey: string | undefined): Promise<void> {
+  let url = flags.url!;
+  if (slot.serverArgs) {
+    process.stderr.write(`starting specd serve ${shellJoin(slot.serverArgs)}\n`);
+    slot.server = await startServer(slot.serverArgs);
+    url = slot.server.url;
+    slot.label = slot.config?.label ?? slot.server.policy ?? 'server';
+  }
+  const target: Target = { url, agent: benchAgent(new URL(url)), apiKey };
+  slot.target = target;
+  const model = flags.model ?? (await servedModel(target));
+  slot.settings = { model, temperature: flags.temperature, seed: flags.seed, speculative: slot.serverArgs ? undefined : slot.config?.speculative, extraBody: flags.extraBody };
+  await warmUp(target, items, slot.settings, slot.label);
+}
+
+async function close(slot: Slot): Promise<void> {
+  slot.target?.agent.destroy();
+  slot.target = undefined;
+  await slot.server?.stop();
+  slot.server = undefined;
+}
+
+/** Every configuration, `flags.repeats` passes each, interleaved round by round. */
+async function runSlots(slots: Slot[], flags: ServeBenchFlags, items: WorkItem[], apiKey: string | undefined): Promise<void> {
+  // One pass: each spawned server lives for its own pass. More: they all stay up, so rounds can interleave.
+  const keep = flags.repeats > 1;
   try {
-    const result = await against(server.url, config, items, flags, apiKey, config?.label ?? server.policy ?? 'server', args);
-    const code = server.exitCode();
-    if (code !== undefined) throw new Error(`specd serve ${shellJoin(args)} exited (code ${code}) during the benchmark: ${server.stderrTail(3).replace(/\n/g, ' | ')}`);
-    return result;
+    for (let round = 1; round <= flags.repeats; round++) {
+      for (const slot of slots) {
+        if (!slot.target) await open(slot, flags, items, apiKey);
+        const name = flags.repeats > 1 ? `${slot.label} (${round}/${flags.repeats})` : slot.label;
+        const bar = new SingleBar({ format: `${name} {bar} {value}/{total} requests | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true });
+        bar.start(items.length, 0);
+        try {
+          slot.runs.push(await runOnce(slot.target!, items, slot.settings!, { requestRate: flags.requestRate, concurrency: flags.concurrency ?? Infinity, seed: flags.seed, onProgress: (done) => bar.update(done) }));
+        } finally {
+          bar.stop();
+        }
+        const code = slot.server?.exitCode();
+        if (code !== undefined && code !== null) throw new Error(`specd serve ${shellJoin(slot.serverArgs!)} exited (code ${code}) during the benchmark: ${slot.server!.stderrTail(3).replace(/\n/g, ' | ')}`);
+        if (!keep) await close(slot);
+      }
+    }
   } finally {
-    await server.stop();
+    for (const slot of slots) await close(slot);
   }
 }

@@ -36,6 +36,8 @@ export interface ServeSettings {
   temperature: number;
   seed: number;
   extra_body: Record<string, unknown> | null;
+  /** Passes over the prompts per configuration, interleaved. */
+  repeats: number;
 }
 
 export interface ServeReport {
@@ -67,7 +69,11 @@ export function shellJoin(words: readonly string[]): string {
 export function applySpeedups(configs: ConfigResult[]): string {
   const base = configs.find((c) => c.label === 'none') ?? configs[0];
   if (!base) return '';
-  for (const c of configs) c.speedup = base.output_throughput > 0 ? c.output_throughput / base.output_throughput : null;
+  const ratio = (x: number, b: number | undefined) => (b !== undefined && b > 0 ? x / b : null);
+  for (const c of configs) {
+    c.speedup = ratio(c.output_throughput, base.output_throughput);
+    c.runs.forEach((r, i) => (r.speedup = ratio(r.output_throughput, base.runs[i]?.output_throughput)));
+  }
   return base.label;
 }
 
@@ -89,7 +95,12 @@ const LATENCIES: { key: keyof LatencySummary; name: string }[] = [
   { key: 'e2e_ms', name: 'E2E latency' },
 ];
 
-function rows(baseline: string): Row[] {
+function speedupRange(c: ConfigResult): string {
+  const s = c.runs.map((r) => r.speedup).filter((x): x is number => x !== null);
+  return s.length < 2 ? '-' : `${Math.min(...s).toFixed(2)}-${Math.max(...s).toFixed(2)}x`;
+}
+
+function rows(baseline: string, repeats: number): Row[] {
   return [
     { name: 'Successful requests', cell: (c) => String(c.completed) },
     { name: 'Failed requests', cell: (c) => String(c.failed) },
@@ -100,6 +111,7 @@ function rows(baseline: string): Row[] {
     { name: 'Output throughput (tok/s)', cell: (c) => f1(c.output_throughput) },
     { name: 'Total token throughput (tok/s)', cell: (c) => f1(c.total_token_throughput) },
     { name: `Output speedup vs ${baseline}`, cell: (c) => (c.speedup === null ? '-' : `${c.speedup.toFixed(2)}x`) },
+    ...(repeats > 1 ? [{ name: 'Speedup per pass (min-max)', cell: speedupRange }] : []),
     ...LATENCIES.flatMap(({ key, name }) => DISTRIBUTION_STATS.map((stat) => ({ name: `${name} ${stat} (ms)`, cell: (c: ConfigResult) => f1(c[key]?.[stat]) }))),
     { name: 'Acceptance rate', cell: (c) => pct(c.speculation?.acceptance_rate) },
     { name: 'Accepted tokens / round', cell: (c) => f2(c.speculation?.accepted_per_round) },
@@ -110,7 +122,8 @@ function rows(baseline: string): Row[] {
 }
 
 function cells(configs: readonly ConfigResult[], baseline: string): string[][] {
-  return rows(baseline).map((r) => [r.name, ...configs.map(r.cell)]);
+  const repeats = Math.max(0, ...configs.map((c) => c.runs.length));
+  return rows(baseline, repeats).map((r) => [r.name, ...configs.map(r.cell)]);
 }
 
 /** The side-by-side table for the terminal, with the first errors of each configuration below it. */
@@ -138,7 +151,7 @@ export function markdownReport(report: ServeReport, chart?: string): string {
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memory_gib} GiB, ${m.os}, Node ${m.node}`,
     `- Server: ${s.spawn ? `started by the benchmark (\`specd serve ${shellJoin(s.server_args)}\`), one per configuration` : s.url}`,
     `- Workload: ${s.num_prompts} prompts from ${s.dataset}${s.dataset === 'random' ? ` (${s.random_input_len} characters in, ${s.random_output_len} tokens out)` : `, max ${s.max_tokens} tokens`}, temperature ${s.temperature}, seed ${s.seed}; ${load}`,
-    `- Speedup: output throughput over \`${report.baseline}\`; configurations ran one after another`,
+    `- Speedup: output throughput over \`${report.baseline}\`; ${s.repeats > 1 ? `${s.repeats} passes per configuration, interleaved round by round, pooled` : 'configurations ran one after another'}`,
     '',
     `| metric | ${report.configs.map((c) => `\`${mdEscape(c.label)}\``).join(' | ')} |`,
     `|---|${report.configs.map(() => '---:').join('|')}|`,

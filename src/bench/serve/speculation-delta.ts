@@ -35,30 +35,68 @@ export interface SpeculationFigures {
   verify_seconds: number;
 }
 
-/** The figures between two scrapes of `/metrics` (the Prometheus text of each). */
-export function speculationDelta(beforeText: string, afterText: string): SpeculationFigures {
+/** The raw counts behind the figures; runs add up (see {@link addCounts}). */
+export interface SpeculationCounts {
+  drafts: number;
+  draftTokens: number;
+  accepted: number;
+  /** Accepted candidates at each draft position. */
+  acceptedByPosition: number[];
+  generationTokens: number;
+  draftSeconds: number;
+  verifySeconds: number;
+}
+
+/** The counters' increase between two scrapes of `/metrics` (the Prometheus text of each). */
+export function countDelta(beforeText: string, afterText: string): SpeculationCounts {
   const before = parsePrometheusText(beforeText);
   const after = parsePrometheusText(afterText);
   const delta = (name: string, match: Record<string, string> = {}) => sumSamples(after, name, match) - sumSamples(before, name, match);
-  const drafts = delta(M.drafts);
-  const draftTokens = delta(M.draftTokens);
-  const accepted = delta(M.accepted);
   const positions = labelValues(after, M.acceptedPerPos, 'position')
     .map(Number)
-    .filter((p) => Number.isInteger(p) && p >= 0)
-    .sort((a, b) => a - b);
-  const byPosition = new Array<number>(positions.length ? positions.at(-1)! + 1 : 0).fill(0);
-  for (const p of positions) byPosition[p] = drafts > 0 ? delta(M.acceptedPerPos, { position: String(p) }) / drafts : 0;
+    .filter((p) => Number.isInteger(p) && p >= 0);
+  const byPosition = new Array<number>(positions.length ? Math.max(...positions) + 1 : 0).fill(0);
+  for (const p of positions) byPosition[p] = delta(M.acceptedPerPos, { position: String(p) });
   return {
-    drafts,
-    draft_tokens: draftTokens,
-    accepted_tokens: accepted,
-    acceptance_rate: draftTokens > 0 ? accepted / draftTokens : null,
-    accepted_per_round: drafts > 0 ? accepted / drafts : null,
-    mean_acceptance_length: drafts > 0 ? 1 + accepted / drafts : null,
-    acceptance_by_position: byPosition,
-    generation_tokens: delta(M.generationTokens),
-    draft_seconds: delta(M.draftSeconds),
-    verify_seconds: delta(M.verifySeconds),
+    drafts: delta(M.drafts),
+    draftTokens: delta(M.draftTokens),
+    accepted: delta(M.accepted),
+    acceptedByPosition: byPosition,
+    generationTokens: delta(M.generationTokens),
+    draftSeconds: delta(M.draftSeconds),
+    verifySeconds: delta(M.verifySeconds),
   };
+}
+
+export function addCounts(a: SpeculationCounts, b: SpeculationCounts): SpeculationCounts {
+  const positions = Math.max(a.acceptedByPosition.length, b.acceptedByPosition.length);
+  return {
+    drafts: a.drafts + b.drafts,
+    draftTokens: a.draftTokens + b.draftTokens,
+    accepted: a.accepted + b.accepted,
+    acceptedByPosition: Array.from({ length: positions }, (_, i) => (a.acceptedByPosition[i] ?? 0) + (b.acceptedByPosition[i] ?? 0)),
+    generationTokens: a.generationTokens + b.generationTokens,
+    draftSeconds: a.draftSeconds + b.draftSeconds,
+    verifySeconds: a.verifySeconds + b.verifySeconds,
+  };
+}
+
+export function speculationFigures(c: SpeculationCounts): SpeculationFigures {
+  return {
+    drafts: c.drafts,
+    draft_tokens: c.draftTokens,
+    accepted_tokens: c.accepted,
+    acceptance_rate: c.draftTokens > 0 ? c.accepted / c.draftTokens : null,
+    accepted_per_round: c.drafts > 0 ? c.accepted / c.drafts : null,
+    mean_acceptance_length: c.drafts > 0 ? 1 + c.accepted / c.drafts : null,
+    acceptance_by_position: c.acceptedByPosition.map((n) => (c.drafts > 0 ? n / c.drafts : 0)),
+    generation_tokens: c.generationTokens,
+    draft_seconds: c.draftSeconds,
+    verify_seconds: c.verifySeconds,
+  };
+}
+
+/** The figures between two scrapes of `/metrics`. */
+export function speculationDelta(beforeText: string, afterText: string): SpeculationFigures {
+  return speculationFigures(countDelta(beforeText, afterText));
 }
