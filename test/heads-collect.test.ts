@@ -1,7 +1,7 @@
 /**
  * The head's data pipeline on a tiny fixture pair: collection gives soft labels in [0, 1] that
  * equal min(1, p/q) computed independently (token by token with the KV cache) and features
- * that equal the draft's hidden states at its own tokens; an interrupted collection resumes to
+ * that equal the draft's hidden state before each candidate and the candidate's features; an interrupted collection resumes to
  * the same bytes; a head trains on the data and is written with its metadata; the evaluation
  * metrics and the threshold simulation give known values on hand-made inputs; the CLI runs.
  */
@@ -15,6 +15,7 @@ import { DecoderModel } from '../src/engine/model.js';
 import { readModelDir } from '../src/engine/model-dir.js';
 import { ModelPair } from '../src/engine/pair.js';
 import { softmax } from '../src/engine/sampling.js';
+import { CANDIDATE_FEATURES, candidateFeatures } from '../src/engine/candidate-features.js';
 import { buildHead } from '../src/heads/build-head.js';
 import { collectHeadData, type CollectModels } from '../src/heads/collect.js';
 import { aucScore, brierScore, calibration, reliabilityTable } from '../src/heads/eval.js';
@@ -57,7 +58,7 @@ describe('collection on a fixture pair', () => {
     await pair?.release();
   });
 
-  test('labels are in [0, 1] and equal min(1, p/q) computed independently; features are the draft hidden states', async () => {
+  test('labels are in [0, 1] and equal min(1, p/q) computed independently; features are the hidden state before each candidate and its features', async () => {
     const data = HeadData.open(dirA);
     assert.ok(data.rows > 50, `${data.rows} rows`);
     for (const a of data.labels) assert.ok(a >= 0 && a <= 1, `label ${a}`);
@@ -65,44 +66,50 @@ describe('collection on a fixture pair', () => {
     let positions = 0;
     const V = pair.target.info.vocabSize;
     const T = SETTINGS.temperature;
+    const width = data.width;
     for (const rec of data.records) {
       const ids = pair.tokenizer.encodeChat(PROMPTS[rec.index]!.messages);
       assert.equal(ids.length, rec.prompt_tokens);
       assert.equal(rec.response.length, rec.draft.length);
       assert.equal(rec.mixed.length, rec.response.length);
+      assert.equal(rec.candidates.length, rec.response.length);
+      assert.equal(rec.rows, rec.response.length, 'one row per position');
       const eos = pair.target.info.eosTokenIds;
       rec.response.slice(0, -1).forEach((t) => assert.ok(!eos.includes(t), 'EOS only at the end'));
       if (rec.finish === 'stop') assert.ok(eos.includes(rec.response.at(-1)!), 'a finished response ends with EOS');
       else assert.equal(rec.response.length, SETTINGS.maxTokens);
-      // Independent recomputation, one token at a time.
-      const tc = pair.target.newCache();
+      // Independent recomputation, one token at a time: the draft teacher-forced on the
+      // response, and both models on the mixed sequence.
       const dc = models.draft.newCache();
+      const tc = pair.target.newCache();
       const zc = models.hiddenDraft.newCache();
-      let lt = await pair.target.forward(tc, ids);
       let ld = await models.draft.forward(dc, ids);
-      await models.hiddenDraft.forward(zc, ids);
-      let row = rec.row_start;
+      let lt = await pair.target.forward(tc, ids);
+      let z = await models.hiddenDraft.forwardWithHidden(zc, ids);
       for (let i = 0; i < rec.response.length; i++) {
-        const p = softmax(lt.subarray(lt.length - V), T);
         const q = softmax(ld.subarray(ld.length - V), T);
         const d = rec.draft[i]!;
         assert.ok(q[d]! > 0, 'the draft token was sampled from q');
         const isMixed = rec.mixed[i] === '1';
-        const z = isMixed ? rec.response[i]! : d;
-        const { hidden } = await models.hiddenDraft.forwardWithHidden(zc, [z]);
         positions++;
         if (isMixed) mixed++;
-        else {
-          const label = Math.min(1, p[d]! / q[d]!);
-          assert.ok(Math.abs(data.labels[row]! - label) < 1e-4, `${rec.id} position ${i}: label ${data.labels[row]} vs ${label}`);
-          const f = data.readFeatures(row, 1);
-          f.forEach((x, j) => assert.ok(Math.abs(x - hidden![j]!) < 1e-4, `${rec.id} position ${i}: feature ${j}`));
-          row++;
-        }
-        lt = await pair.target.forward(tc, [rec.response[i]!]);
+        const draftRow = z.logits.subarray(z.logits.length - V);
+        const pz = softmax(lt.subarray(lt.length - V), T);
+        const qz = softmax(draftRow, T);
+        const y = rec.candidates[i]!;
+        assert.ok(qz[y]! > 0, 'the candidate was sampled from q on the mixed sequence');
+        const row = rec.row_start + i;
+        const label = Math.min(1, pz[y]! / qz[y]!);
+        assert.ok(Math.abs(data.labels[row]! - label) < 1e-4, `${rec.id} position ${i}: label ${data.labels[row]} vs ${label}`);
+        const f = data.readFeatures(row, 1);
+        const want = [...z.hidden!.subarray(z.hidden!.length - width), ...candidateFeatures(draftRow, y)];
+        assert.equal(f.length, width + CANDIDATE_FEATURES);
+        f.forEach((x, j) => assert.ok(Math.abs(x - want[j]!) < 1e-4, `${rec.id} position ${i}: feature ${j}: ${x} vs ${want[j]}`));
+        const next = isMixed ? rec.response[i]! : d;
         ld = await models.draft.forward(dc, [rec.response[i]!]);
+        lt = await pair.target.forward(tc, [next]);
+        z = await models.hiddenDraft.forwardWithHidden(zc, [next]);
       }
-      assert.equal(row, rec.row_start + rec.rows, 'one row per draft-token position');
     }
     assert.ok(mixed > 0.05 * positions && mixed < 0.3 * positions, `mixed ${mixed} of ${positions}`);
     const costs = data.manifest.costs!;
@@ -178,13 +185,13 @@ describe('metrics and the threshold simulation', () => {
 
   test('simulation: every candidate accepted gives K + 1 tokens per round; specdec++ follows the head', () => {
     const costs = { draft_step_ms: 1, target_ms: [10, 10, 10, 10, 10, 10, 10, 10, 10] };
-    const seq = { labels: new Float32Array(270).fill(1), probs: new Float32Array(270).fill(0.9) }; // 270 = whole rounds of 5 and of 9 tokens
+    const seq = { labels: new Float32Array(280).fill(1), probs: new Float32Array(280).fill(0.9) }; // 280 = whole rounds of 5 and of 8 tokens
     const fixed = simulate([seq], { policy: 'fixed', k: 4 }, costs);
     assert.equal(fixed.acceptance_rate, 1);
     assert.equal(fixed.tokens / fixed.rounds, 5);
-    // 0.9^s: 1 - prod > 0.5 first when 0.9^(s-1) < 0.5, s - 1 = 7.
+    // 1 - 0.9^s > 0.5 first at s = 7; the simulation keeps that candidate (as when sampling).
     const sd = simulate([seq], { policy: 'specdec++', threshold: 0.5, kMin: 2, kMax: 16 }, costs);
-    assert.equal(sd.mean_drafted_per_round, 8);
+    assert.equal(sd.mean_drafted_per_round, 7);
     // A perfectly informative head (it says 0 exactly where the label is 0) beats every fixed K
     // when rejections come at random places.
     const rng = new SeededRandom(4);

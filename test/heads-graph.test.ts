@@ -1,8 +1,8 @@
 /**
- * The acceptance head's graphs: the inference head equals a plain reference computation, the
- * loss graph's loss equals the paper's weighted BCE and its hand-written backward pass equals
- * finite differences, the head fused into a draft gives the same P(accept) as on its own, and
- * training lowers the loss on a small learnable synthetic task.
+ * The acceptance head's graphs: the inference head plus the candidate term equals a plain
+ * reference computation, the loss graph's loss equals the paper's weighted BCE and its
+ * hand-written backward pass equals finite differences, the head fused into a draft gives the
+ * same logit as on its own, and training lowers the loss on a small learnable synthetic task.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
+import { acceptProbability, candidateFeatures } from '../src/engine/candidate-features.js';
 import { DecoderModel } from '../src/engine/model.js';
 import { readModelDir } from '../src/engine/model-dir.js';
 import { calibration } from '../src/heads/eval.js';
@@ -17,6 +18,7 @@ import { readHeadFile } from '../src/heads/head-file.js';
 import { fuseHead } from '../src/heads/head-fusion.js';
 import {
   buildHeadGraph,
+  CANDIDATE_FEATURES,
   cloneParams,
   type HeadParams,
   headReference,
@@ -40,39 +42,75 @@ function randomRows(n: number, width: number, seed: number, scale = 1): Float32A
   return new SeededRandom(seed).normals(n * width, scale);
 }
 
+/** Feature rows: a hidden state of `width` values, then the candidate features. */
+function randomFeatureRows(n: number, width: number, seed: number, scale = 1): Float32Array {
+  return randomRows(n, width + CANDIDATE_FEATURES, seed, scale);
+}
+
+/** Parameters with random candidate weights too (initHeadParams starts them at zero). */
+function randomParams(width: number, seed: number): HeadParams {
+  const params = initHeadParams(width, seed);
+  params.u.set(new SeededRandom(seed + 100).normals(CANDIDATE_FEATURES, 0.5));
+  return params;
+}
+
+/** Hidden states [n, width] out of feature rows. */
+function hiddenPart(rows: Float32Array, n: number, width: number): Float32Array {
+  const out = new Float32Array(n * width);
+  for (let r = 0; r < n; r++) out.set(rows.subarray(r * (width + CANDIDATE_FEATURES), r * (width + CANDIDATE_FEATURES) + width), r * width);
+  return out;
+}
+
+/** P(accept) from the ONNX head's logits and the rows' candidate features. */
+function probsFromLogits(params: HeadParams, logits: Float32Array, rows: Float32Array): number[] {
+  const stride = params.width + CANDIDATE_FEATURES;
+  return Array.from(logits, (l, r) => acceptProbability(l, params.u, rows.subarray(r * stride + params.width, (r + 1) * stride)));
+}
+
 describe('head graph', () => {
-  test('the ONNX head equals the reference computation (widths 8, 64, 128)', async () => {
+  test('the ONNX head plus the candidate term equals the reference computation (widths 8, 64, 128)', async () => {
     for (const width of [8, 64, 128]) {
-      const params = initHeadParams(width, width);
+      const params = randomParams(width, width);
       const n = 17;
-      const x = randomRows(n, width, 1);
+      const rows = randomFeatureRows(n, width, 1);
       const session = await ort.InferenceSession.create(buildHeadGraph(params).toBytes());
-      const out = await session.run({ hidden: new ort.Tensor('float32', x, [n, width]) });
-      assert.deepEqual(out.accept_prob!.dims, [n]);
-      const ref = headReference(params, x, n);
-      const got = out.accept_prob!.data as Float32Array;
+      const out = await session.run({ hidden: new ort.Tensor('float32', hiddenPart(rows, n, width), [n, width]) });
+      assert.deepEqual(out.accept_logit!.dims, [n]);
+      const ref = headReference(params, rows, n);
+      const got = probsFromLogits(params, out.accept_logit!.data as Float32Array, rows);
       for (let i = 0; i < n; i++) assert.ok(Math.abs(got[i]! - ref[i]!) < 1e-5, `width ${width} row ${i}: ${got[i]} vs ${ref[i]}`);
       await session.release();
     }
-    assert.equal(paramCount(4096), 16_785_409, 'about 16.8M parameters at width 4096');
+    assert.equal(paramCount(4096), 16_785_412, 'about 16.8M parameters at width 4096');
+  });
+
+  test('candidate features: log q(y), log max q and the entropy of softmax(logits)', () => {
+    const logits = Float32Array.of(2, 0, -1, -Infinity);
+    const z = Math.exp(2) + 1 + Math.exp(-1);
+    const q = [Math.exp(2) / z, 1 / z, Math.exp(-1) / z];
+    const entropy = -q.reduce((a, p) => a + p * Math.log(p), 0);
+    const phi = candidateFeatures(logits, 1);
+    const want = [Math.log(q[1]!), Math.log(q[0]!), entropy];
+    want.forEach((x, i) => assert.ok(Math.abs(phi[i]! - x) < 1e-6, `feature ${i}: ${phi[i]} vs ${x}`));
+    assert.ok(Math.abs(acceptProbability(0.5, [1, 0, 0], [Math.log(0.25), 0, 0]) - 1 / (1 + Math.exp(-(0.5 + Math.log(0.25))))) < 1e-12);
   });
 
   test('leading dimensions pass through: [batch, seq, width] -> [batch, seq]', async () => {
     const width = 8;
-    const params = initHeadParams(width, 2);
-    const x = randomRows(6, width, 3);
+    const params = randomParams(width, 2);
+    const rows = randomFeatureRows(6, width, 3);
     const session = await ort.InferenceSession.create(buildHeadGraph(params, { inputShape: ['b', 's', width] }).toBytes());
-    const out = await session.run({ hidden: new ort.Tensor('float32', x, [2, 3, width]) });
-    assert.deepEqual(out.accept_prob!.dims, [2, 3]);
-    const ref = headReference(params, x, 6);
-    (out.accept_prob!.data as Float32Array).forEach((p, i) => assert.ok(Math.abs(p - ref[i]!) < 1e-5));
+    const out = await session.run({ hidden: new ort.Tensor('float32', hiddenPart(rows, 6, width), [2, 3, width]) });
+    assert.deepEqual(out.accept_logit!.dims, [2, 3]);
+    const ref = headReference(params, rows, 6);
+    probsFromLogits(params, out.accept_logit!.data as Float32Array, rows).forEach((p, i) => assert.ok(Math.abs(p - ref[i]!) < 1e-5));
   });
 
   test('the loss graph: loss equals the weighted BCE; gradients equal finite differences', async () => {
     const width = 12;
     const n = 9;
-    const params = initHeadParams(width, 5);
-    const x = randomRows(n, width, 6, 1.5);
+    const params = randomParams(width, 5);
+    const x = randomFeatureRows(n, width, 6, 1.5);
     const labels = Float32Array.from({ length: n }, (_, i) => [0, 1, 0.3, 0.9, 0.5, 1, 0, 0.05, 0.7][i]!);
     const runner = await HeadLossRunner.create(width, { mismatchWeight: 6, threads: 1 });
     const { loss, grads } = await runner.gradients(params, x, labels, n);
@@ -101,15 +139,15 @@ describe('head graph', () => {
 
   test('the loss is finite for saturated logits', async () => {
     const width = 4;
-    const params: HeadParams = { width, W: new Float32Array(16), b: new Float32Array(4), v: new Float32Array(4), c: Float32Array.of(60) };
+    const params: HeadParams = { width, W: new Float32Array(16), b: new Float32Array(4), v: new Float32Array(4), c: Float32Array.of(60), u: new Float32Array(CANDIDATE_FEATURES) };
     const runner = await HeadLossRunner.create(width, { threads: 1 });
-    const { loss, grads } = await runner.gradients(params, new Float32Array(8), Float32Array.of(0, 1), 2);
+    const { loss, grads } = await runner.gradients(params, new Float32Array(2 * (width + CANDIDATE_FEATURES)), Float32Array.of(0, 1), 2);
     assert.ok(Number.isFinite(loss) && loss > 10, `loss ${loss}`);
     assert.ok(Number.isFinite(grads.c[0]!));
     await runner.release();
   });
 
-  test('the head fused into a draft gives the same logits and the same P(accept) as the head on its own', async () => {
+  test('the head fused into a draft gives the same logits and the same head logit as the head on its own', async () => {
     const p = writeFixturePair(join(root, 'fuse'), { style: 'gpt2' });
     const width = p.draft.hidden;
     const headPath = writeTestHead(join(root, 'fuse'), p.draftDir, width, { seed: 9 });
@@ -122,10 +160,21 @@ describe('head graph', () => {
     const a = await plain.forward(plain.newCache(), tokens);
     const b = await fused.forwardWithHidden(fused.newCache(), tokens);
     assert.deepEqual(Array.from(b.logits), Array.from(a));
-    assert.equal(b.acceptProb!.length, tokens.length);
-    const separate = await head.predictBatch(b.hidden!, tokens.length);
-    separate.forEach((q, i) => assert.ok(Math.abs(q - b.acceptProb![i]!) < 1e-6, `position ${i}`));
-    assert.ok(Math.abs((await head.predict(b.hidden!.subarray(5 * width))) - b.acceptProb![5]!) < 1e-6);
+    assert.equal(b.acceptLogit!.length, tokens.length);
+    for (let i = 0; i < tokens.length; i++) {
+      const separate = await head.predictLogit(b.hidden!.subarray(i * width, (i + 1) * width));
+      assert.ok(Math.abs(separate - b.acceptLogit![i]!) < 1e-5, `position ${i}: ${separate} vs ${b.acceptLogit![i]}`);
+    }
+    // predictBatch takes training rows (hidden state, then candidate features) and adds the candidate term.
+    const rows = new Float32Array(tokens.length * (width + CANDIDATE_FEATURES));
+    const vocab = fused.info.vocabSize;
+    for (let i = 0; i < tokens.length; i++) {
+      rows.set(b.hidden!.subarray(i * width, (i + 1) * width), i * (width + CANDIDATE_FEATURES));
+      candidateFeatures(b.logits.subarray(i * vocab, (i + 1) * vocab), 3, rows.subarray(i * (width + CANDIDATE_FEATURES) + width, (i + 1) * (width + CANDIDATE_FEATURES)));
+    }
+    const batch = await head.predictBatch(rows, tokens.length);
+    const want = Array.from(b.acceptLogit!, (l, i) => acceptProbability(l, head.candidateWeights, rows.subarray(i * (width + CANDIDATE_FEATURES) + width, (i + 1) * (width + CANDIDATE_FEATURES))));
+    batch.forEach((p, i) => assert.ok(Math.abs(p - want[i]!) < 1e-6, `row ${i}`));
     await Promise.all([fused.release(), plain.release(), head.release()]);
   });
 });
@@ -140,7 +189,7 @@ describe('training', () => {
   test('AdamW moves each parameter against its gradient by about the learning rate', () => {
     const params = initHeadParams(3, 1);
     const before = cloneParams(params);
-    const grads = { W: new Float32Array(9).fill(1), b: new Float32Array(3).fill(-1), v: new Float32Array(3).fill(2), c: Float32Array.of(-3) };
+    const grads = { W: new Float32Array(9).fill(1), b: new Float32Array(3).fill(-1), v: new Float32Array(3).fill(2), c: Float32Array.of(-3), u: Float32Array.of(1, -2, 0.5) };
     new AdamW(params, 0).update(params, grads, 0.01);
     for (const name of PARAM_NAMES) {
       params[name].forEach((x, i) => {
@@ -151,16 +200,17 @@ describe('training', () => {
   });
 
   test('training lowers the loss on a learnable synthetic task', async () => {
-    // Soft labels from a fixed logistic rule of the features: learnable by the head.
+    // Soft labels from a fixed logistic rule of the hidden state and the candidate features: learnable by the head.
     const width = 16;
+    const stride = width + CANDIDATE_FEATURES;
     const n = 6000;
     const rng = new SeededRandom(21);
-    const features = rng.normals(n * width, 1);
-    const u = rng.normals(width, 1);
+    const features = rng.normals(n * stride, 1);
+    const rule = rng.normals(stride, 1);
     const labels = new Float32Array(n);
     for (let r = 0; r < n; r++) {
       let s = 0.5;
-      for (let j = 0; j < width; j++) s += features[r * width + j]! * u[j]!;
+      for (let j = 0; j < stride; j++) s += features[r * stride + j]! * rule[j]!;
       labels[r] = 1 / (1 + Math.exp(-1.5 * s));
     }
     const source = new MemoryRows(width, features, labels);
@@ -175,5 +225,10 @@ describe('training', () => {
     const cal = calibration(probs, labels.subarray(5000));
     assert.ok(cal.auc > 0.9, `AUC ${cal.auc}`);
     assert.ok(result.rowsPerSecond > 1000, `${result.rowsPerSecond} rows/s`);
+    // The candidate weights moved towards the rule's.
+    for (let f = 0; f < CANDIDATE_FEATURES; f++) {
+      const want = rule[width + f]!;
+      if (Math.abs(want) > 0.3) assert.equal(Math.sign(result.params.u[f]!), Math.sign(want), `u[${f}] = ${result.params.u[f]} for a rule weight ${want}`);
+    }
   });
 });

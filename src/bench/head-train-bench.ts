@@ -4,7 +4,7 @@
  * given width, beside the forward pass of the plain-JS reference for scale.
  */
 import { initHeadParams, headReference, paramCount } from '../heads/head-graph.js';
-import { AdamW, HeadLossRunner, MemoryRows } from '../heads/train.js';
+import { AdamW, HeadLossRunner, MemoryRows, rowStride } from '../heads/train.js';
 import { SeededRandom } from '../onnx/decoder-fixture.js';
 
 export interface HeadTrainBenchResult {
@@ -26,11 +26,12 @@ export async function benchHeadTraining(width: number, options: { batchSize: num
   const { batchSize, steps } = options;
   const rows = batchSize * 4;
   const rng = new SeededRandom(width);
-  const source = new MemoryRows(width, rng.normals(rows * width, 1), Float32Array.from({ length: rows }, () => rng.uniform()));
+  const stride = rowStride(width);
+  const source = new MemoryRows(width, rng.normals(rows * stride, 1), Float32Array.from({ length: rows }, () => rng.uniform()));
   const runner = await HeadLossRunner.create(width, { threads: options.threads });
   const params = initHeadParams(width, 0);
   const adam = new AdamW(params, 0.01);
-  const features = new Float32Array(batchSize * width);
+  const features = new Float32Array(batchSize * stride);
   const labels = new Float32Array(batchSize);
   let gather = 0;
   let ort = 0;
@@ -59,7 +60,7 @@ export async function benchHeadTraining(width: number, options: { batchSize: num
 
   const jsRows = Math.max(1, Math.min(64, Math.floor(2e8 / (3 * width * width))));
   const t0 = performance.now();
-  headReference(params, source.features.subarray(0, jsRows * width), jsRows);
+  headReference(params, source.features.subarray(0, jsRows * stride), jsRows);
   const jsMs = performance.now() - t0;
   return {
     width,

@@ -33,8 +33,8 @@ export interface ModelInfo extends KvLayout {
 const KEY_INPUT = /^past_key_values\.(\d+)\.key$/;
 /** Extra output of a draft prepared for an acceptance head: the input of the lm_head. */
 export const HIDDEN_OUTPUT = 'last_hidden_state';
-/** Extra output of a draft with the acceptance head fused into its graph: P(accept) of each fed token. */
-export const ACCEPT_OUTPUT = 'accept_prob';
+/** Extra output of a draft with the acceptance head fused into its graph: the head's hidden-state logit at each position. */
+export const ACCEPT_OUTPUT = 'accept_logit';
 
 function hostFloat32(t: ort.Tensor): Float32Array {
   return t.type === 'float16' ? float16ToFloat32(t.data as Uint16Array) : (t.data as Float32Array);
@@ -92,20 +92,20 @@ export class DecoderModel {
     return this.session.outputNames.includes(HIDDEN_OUTPUT);
   }
 
-  /** Whether the graph outputs `accept_prob` (a draft with the acceptance head fused in). */
-  get hasAcceptProb(): boolean {
+  /** Whether the graph outputs `accept_logit` (a draft with the acceptance head fused in). */
+  get hasAcceptLogit(): boolean {
     return this.session.outputNames.includes(ACCEPT_OUTPUT);
   }
 
   /**
-   * `forward`, also returning the final hidden states and the fused head's P(accept) when
-   * the graph outputs them.
-   * @returns logits [tokens.length, vocab], hidden [tokens.length, width], acceptProb [tokens.length], row-major
+   * `forward`, also returning the final hidden states and the fused head's logit when the
+   * graph outputs them.
+   * @returns logits [tokens.length, vocab], hidden [tokens.length, width], acceptLogit [tokens.length], row-major
    */
   async forwardWithHidden(
     cache: KVCache,
     tokens: readonly number[],
-  ): Promise<{ logits: Float32Array; hidden?: Float32Array; acceptProb?: Float32Array }> {
+  ): Promise<{ logits: Float32Array; hidden?: Float32Array; acceptLogit?: Float32Array }> {
     const past = cache.length;
     const n = tokens.length;
     const total = past + n;
@@ -130,8 +130,8 @@ export class DecoderModel {
 
     cache.update(out, total);
     const hidden = out[HIDDEN_OUTPUT] as ort.Tensor | undefined;
-    const acceptProb = out[ACCEPT_OUTPUT] as ort.Tensor | undefined;
-    return { logits: hostFloat32(out.logits as ort.Tensor), hidden: hidden && hostFloat32(hidden), acceptProb: acceptProb && hostFloat32(acceptProb) };
+    const acceptLogit = out[ACCEPT_OUTPUT] as ort.Tensor | undefined;
+    return { logits: hostFloat32(out.logits as ort.Tensor), hidden: hidden && hostFloat32(hidden), acceptLogit: acceptLogit && hostFloat32(acceptLogit) };
   }
 
   async release(): Promise<void> {

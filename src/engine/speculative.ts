@@ -17,6 +17,7 @@
  * Policy `none` never drafts, which makes the same loop plain target-only decoding.
  */
 import { acceptGreedy, acceptSampled, type AcceptanceResult } from './acceptance.js';
+import { acceptProbability, candidateFeatures } from './candidate-features.js';
 import type { KVCache } from './kv-cache.js';
 import { type LogitsAdjustments, LogitsProcessor } from './logits-processors.js';
 import { logOf, logSoftmax, type TokenLogprob, tokenLogprob } from './logprobs.js';
@@ -58,7 +59,7 @@ export class SpeculativeDecoder {
     readonly head?: AcceptancePredictor,
     /**
      * The draft as policies that need the head run it: the same weights with
-     * `last_hidden_state` (and `accept_prob`, when the head is fused into its graph) as extra
+     * `last_hidden_state` (and `accept_logit`, when the head is fused into its graph) as extra
      * outputs. Default: `draft`.
      */
     readonly headDraft?: DecoderModel,
@@ -82,9 +83,11 @@ export class SpeculativeDecoder {
     const policy = createPolicy(withDefaultThreshold(opts.policy, this.head?.recommendedThreshold));
     const draft = policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
     if (policy.maxDraft > 0 && !draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
-    if (policy.needsHead && !draft?.hasAcceptProb) {
+    if (policy.needsHead) {
       if (!this.head) throw new RangeError(`policy ${policy.name} needs an acceptance head`);
-      if (!draft?.hasHiddenState) throw new RangeError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`);
+      if (!draft?.hasAcceptLogit && !draft?.hasHiddenState) {
+        throw new RangeError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`);
+      }
     }
     return new Generation(this.target, draft, this.head, prompt, opts, policy);
   }
@@ -141,7 +144,7 @@ export class Generation {
 
     // 1. Draft.
     const draftStart = performance.now();
-    const { candidates, draftProbs } = await this.proposeCandidates(remaining);
+    const { candidates, draftProbs, acceptProbs } = await this.proposeCandidates(remaining);
     const draftMs = performance.now() - draftStart;
 
     // 2. Verify: p_1..p_{k+1} are the last k + 1 rows of the target's logits.
@@ -199,6 +202,7 @@ export class Generation {
 
     // 5. Account.
     const round: RoundStats = { drafted: k, accepted: result.accepted, emitted: emitted.length, draftMs, targetMs };
+    if (acceptProbs) round.acceptProbs = acceptProbs;
     this.collector.observe(round);
     this.opts.onRound?.(round);
     return emitted;
@@ -225,9 +229,10 @@ export class Generation {
   /**
    * The draft loop of one round. Candidates never run past what the round may emit (one token
    * always comes from the target) nor past either model's context.
-   * @returns candidates y_1..y_k and, when sampling, their distributions q_1..q_k // each [vocab]
+   * @returns candidates y_1..y_k, when sampling their distributions q_1..q_k (each [vocab]),
+   *   and with the head its P(accept) of each candidate
    */
-  private async proposeCandidates(remaining: number): Promise<{ candidates: number[]; draftProbs: Float64Array[] }> {
+  private async proposeCandidates(remaining: number): Promise<{ candidates: number[]; draftProbs: Float64Array[]; acceptProbs?: number[] }> {
     const candidates: number[] = [];
     const draftProbs: Float64Array[] = [];
     const draft = this.draft;
@@ -243,16 +248,17 @@ export class Generation {
 
     this.policy.begin();
     const vocab = draft.info.vocabSize;
-    const useHead = this.policy.needsHead;
+    const head = this.policy.needsHead ? this.head : undefined;
+    const acceptProbs: number[] | undefined = head ? [] : undefined;
     let out = await draft.forwardWithHidden(cache, x.slice(cache.length));
     for (let s = 1; ; s++) {
       const logits = out.logits;
       const row = this.processor.apply(logits.subarray(logits.length - vocab), candidates);
-      // The head judges y_{s-1}, the token this step fed in; y_0 is verified already.
-      let acceptProb: number | undefined;
-      if (useHead && s > 1) {
-        if (out.acceptProb) acceptProb = out.acceptProb[out.acceptProb.length - 1]; // The head fused into the draft.
-        else if (out.hidden && this.head) acceptProb = await this.head.predict(out.hidden.subarray(out.hidden.length - this.head.width));
+      // The head's logit from the hidden state that produced this row: fused into the draft, or its own session.
+      let headLogit: number | undefined;
+      if (head) {
+        if (out.acceptLogit) headLogit = out.acceptLogit[out.acceptLogit.length - 1]!;
+        else headLogit = await head.predictLogit(out.hidden!.subarray(out.hidden!.length - head.width));
       }
       let token: number;
       let prob: number;
@@ -265,6 +271,7 @@ export class Generation {
         token = sample(q, this.rng);
         prob = q[token]!;
       }
+      const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, token)) : undefined;
       const verdict = this.policy.decide({ index: s, token, prob, acceptProb });
       // Dropping y_s because of its own value is exact only when greedy. When sampling, the
       // token that replaces it would come from p_s instead of the y_s-then-accept/recover
@@ -274,10 +281,11 @@ export class Generation {
       if (verdict === 'stop-drop' && this.greedy) break;
       candidates.push(token);
       if (q) draftProbs.push(q);
+      if (acceptProb !== undefined) acceptProbs!.push(acceptProb);
       if (verdict !== 'continue' || s >= cap) break;
       out = await draft.forwardWithHidden(cache, [token]);
     }
-    return { candidates, draftProbs };
+    return { candidates, draftProbs, acceptProbs };
   }
 
   private runMs(): number {

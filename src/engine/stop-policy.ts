@@ -22,21 +22,27 @@ export interface DraftStep {
   /** q_s(y_s): the draft's probability of y_s (at temperature 1 when decoding greedily). */
   prob: number;
   /**
-   * The acceptance head's P(accept) for y_{s-1}, the token fed to the draft in this step
-   * (predicted from the draft's hidden state at that token); undefined for s = 1, whose input
-   * is already verified, and for policies that do not ask for the head.
+   * The acceptance head's P(accept) for y_s, from the draft's hidden state that produced q_s
+   * and y_s's candidate features (candidate-features.ts); undefined for policies that do not
+   * ask for the head.
    */
   acceptProb?: number;
 }
 
-/** Predicts, from the draft's last hidden state at a token, the probability the target accepts that token. */
+/**
+ * The acceptance head as the engine uses it: P(accept y) = sigmoid(logit(hidden) + phi(q, y) . u)
+ * (candidate-features.ts), where `hidden` is the draft's last hidden state at the position
+ * whose distribution q the candidate y was drawn from.
+ */
 export interface AcceptancePredictor {
   /** Hidden-state width the predictor expects. */
   readonly width: number;
   /** The threshold h its metadata recommends: the default of `specdec++`. */
   readonly recommendedThreshold?: number;
-  /** @param hidden one hidden-state row // [width] */
-  predict(hidden: Float32Array): Promise<number>;
+  /** u, the weights of the candidate features // [CANDIDATE_FEATURES] */
+  readonly candidateWeights: Float32Array;
+  /** The hidden-state part of the logit. @param hidden one hidden-state row // [width] */
+  predictLogit(hidden: Float32Array): Promise<number>;
 }
 
 /**
@@ -75,11 +81,8 @@ export const MAX_DRAFT_LIMIT = 32;
 export const DEFAULT_FIXED_K = 4;
 export const DEFAULT_P_MIN = 0.6;
 export const DEFAULT_CONFIDENCE_K_MAX = 16;
-/**
- * specdec++ bounds. Below K_MIN the head is not consulted; because the head judges y_{s-1}
- * and P(accept y_0) = 1, the rule cannot stop at s = 1 anyway, so K_MIN 1 and 2 act alike.
- */
-export const DEFAULT_SPECDEC_K_MIN = 2;
+/** specdec++ bounds: steps below K_MIN always continue, step K_MAX always stops. */
+export const DEFAULT_SPECDEC_K_MIN = 1;
 export const DEFAULT_SPECDEC_K_MAX = 16;
 
 class NonePolicy implements StopPolicy {
@@ -127,18 +130,15 @@ class ConfidencePolicy implements StopPolicy {
  * SpecDec++ (Huang et al. 2024, arXiv 2405.19715): draft while the acceptance head thinks the
  * whole candidate block is likely to survive verification.
  *
- * At draft step s the draft has just been fed y_{s-1} and sampled y_s; the head's P(accept)
- * comes from the hidden state at y_{s-1}'s position, so the policy knows P(accept) for
- * y_1..y_{s-1} but not yet for y_s (a one-token lag). It keeps
- * prod = P(accept y_1) ... P(accept y_{s-1}) (P(accept y_0) = 1: y_0 is verified) and stops
- * when 1 - prod > h, the estimated probability that at least one candidate is rejected.
- * Steps s < K_min always continue; step K_max always stops.
+ * After draft step s the head has judged every candidate so far, y_s included (its logit comes
+ * from the hidden state that produced q_s, its candidate features from q_s and y_s); the policy
+ * keeps prod = P(accept y_1) ... P(accept y_s) and stops when 1 - prod > h, the estimated
+ * probability that at least one candidate is rejected. Steps s < K_min always continue; step
+ * K_max always stops.
  *
- * On stopping, y_s is kept ('stop', not 'stop-drop'), as in the paper's reference code, which
- * appends the sampled token to the candidates before it asks the head: y_s has been paid for
- * (its draft step ran), verifying it adds one position to the target's single forward pass,
- * and no prediction exists against it (the head only judges tokens already fed back). If all
- * earlier candidates survive, y_s is the only extra chance of an accepted token this round.
+ * On stopping, the verdict is 'stop-drop': y_s is the candidate that pushed the estimate past
+ * h, so with greedy decoding it is dropped. When sampling the engine keeps it (dropping a token
+ * because of its own value would bias the output; see speculative.ts).
  */
 export class SpecDecPlusPlusPolicy implements StopPolicy {
   readonly needsDraftProb = false;
@@ -160,13 +160,11 @@ export class SpecDecPlusPlusPolicy implements StopPolicy {
   }
 
   decide(step: DraftStep): DraftVerdict {
-    if (step.index > 1) {
-      if (step.acceptProb === undefined) throw new RangeError(`specdec++: no acceptance probability at draft step ${step.index}`);
-      this.prod *= step.acceptProb;
-    }
+    if (step.acceptProb === undefined) throw new RangeError(`specdec++: no acceptance probability at draft step ${step.index}`);
+    this.prod *= step.acceptProb;
     if (step.index >= this.maxDraft) return 'stop';
     if (step.index < this.kMin) return 'continue';
-    return 1 - this.prod > this.threshold ? 'stop' : 'continue';
+    return 1 - this.prod > this.threshold ? 'stop-drop' : 'continue';
   }
 }
 

@@ -50,7 +50,7 @@ export async function buildHead(dataDir: string, out: string, buildOptions: Buil
   const { thresholds, ...rest } = evaluation;
   const meta: HeadMetadata = {
     format: HEAD_FORMAT,
-    architecture: headArchitecture(data.width),
+    architecture: headArchitecture(training.params),
     draft: { ...m.draft, width: data.width },
     target: m.target,
     recommended_threshold: thresholds?.recommended ?? 0.7,

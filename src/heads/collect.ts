@@ -1,18 +1,20 @@
 /**
- * Collecting the acceptance head's training data (SpecDec++, arXiv 2405.19715, section 4.2).
+ * Collecting the acceptance head's training data (SpecDec++, arXiv 2405.19715, section 4.2,
+ * with candidates judged where they are drafted; see head-graph.ts).
  *
  * Per training prompt:
  * 1. The target samples a response r_1..r_n at temperature T (through speculative sampling
  *    with a fixed K, whose output is distributed exactly as the target's own, only faster),
  *    ending with EOS when it ends.
- * 2. Teacher-forced target and draft passes over prompt + response give p_i and q_i, the
- *    distributions each model had for position i. One draft token d_i ~ q_i is sampled per
- *    position and labelled a_i = min(1, p_i(d_i) / q_i(d_i)): the probability that the
- *    acceptance rule keeps d_i if the draft proposes it there.
- * 3. Token mixing: Z_i = r_i with probability `mixRatio` (0.15), else d_i. One draft pass over
- *    prompt + Z gives last_hidden_state at every position; the rows kept are those whose input
- *    is a draft token d_i, each with its label a_i. The target's tokens among them keep the
- *    contexts close to what the draft sees in decoding, where accepted tokens are target-like.
+ * 2. A teacher-forced draft pass over prompt + response gives q_i, the draft's distribution
+ *    for position i; one draft token d_i ~ q_i is sampled per position.
+ * 3. Token mixing: z_i = r_i with probability `mixRatio` (0.15), else d_i. Contexts made of
+ *    target tokens with draft tokens among them are what the draft sees inside a round.
+ * 4. Draft and target passes over prompt + z give q'_i and p'_i, both models' distributions
+ *    after z_1..z_{i-1}. At every position one candidate y_i ~ q'_i is drawn and becomes a row:
+ *    features = the draft's last_hidden_state at the position before (the one that produced
+ *    q'_i) and y_i's candidate features (candidate-features.ts); label
+ *    a_i = min(1, p'_i(y_i) / q'_i(y_i)), the probability that the acceptance rule keeps y_i.
  *
  * Everything random comes from one seeded RNG per prompt, so a prompt's data is reproducible
  * and a resumed collection equals an uninterrupted one.
@@ -20,6 +22,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DecoderModel } from '../engine/model.js';
+import { candidateFeatures, CANDIDATE_FEATURES } from '../engine/candidate-features.js';
 import { Rng } from '../engine/rng.js';
 import { sample, softmax } from '../engine/sampling.js';
 import { SpeculativeDecoder } from '../engine/speculative.js';
@@ -59,10 +62,12 @@ export interface CollectModels {
 export interface PromptData {
   response: number[];
   draft: number[];
-  /** mixed[i]: position i of the mixed sequence holds r_i (no row). */
+  /** mixed[i]: position i of the mixed sequence holds r_i. */
   mixed: boolean[];
+  /** y_i ~ q'_i, one per position: the rows' candidates. */
+  candidates: number[];
   finish: 'stop' | 'length';
-  /** Hidden states of the rows // [rows, width] */
+  /** Hidden states and candidate features of the rows // [rows, width + CANDIDATE_FEATURES] */
   features: Float32Array;
   /** Soft labels of the rows // [rows] */
   labels: Float32Array;
@@ -106,32 +111,41 @@ export async function collectPrompt(
   const n = response.length;
   const P = promptIds.length;
 
-  // 2. Teacher-forced p_i and q_i; one draft sample and its soft label per position.
+  // 2. Teacher-forced q_i; one draft sample per position.
   const vocab = target.info.vocabSize;
-  const full = [...promptIds, ...response];
-  const targetLogits = await target.forward(target.newCache(), full);
-  const draftLogits = (await hiddenDraft.forwardWithHidden(hiddenDraft.newCache(), full)).logits;
+  const draftLogits = await hiddenDraft.forward(hiddenDraft.newCache(), [...promptIds, ...response]);
   const draft: number[] = [];
-  const labels: number[] = [];
   for (let i = 0; i < n; i++) {
     const row = (P - 1 + i) * vocab; // logits at the position before r_i predict r_i
-    const p = softmax(targetLogits.subarray(row, row + vocab), T);
-    const q = softmax(draftLogits.subarray(row, row + vocab), T);
-    const d = sample(q, rng);
-    draft.push(d);
-    labels.push(Math.min(1, p[d]! / q[d]!));
+    draft.push(sample(softmax(draftLogits.subarray(row, row + vocab), T), rng));
   }
 
-  // 3. Token mixing, then the draft's hidden states at its own tokens.
+  // 3. Token mixing.
   const mixed = response.map(() => rng.next() < settings.mixRatio);
   const z = response.map((r, i) => (mixed[i] ? r : draft[i]!));
-  const { hidden } = await hiddenDraft.forwardWithHidden(hiddenDraft.newCache(), [...promptIds, ...z]);
+
+  // 4. Both models over the mixed sequence; one candidate and its row per position.
+  const sequence = [...promptIds, ...z];
+  const targetLogits = await target.forward(target.newCache(), sequence);
+  const { logits: mixedLogits, hidden } = await hiddenDraft.forwardWithHidden(hiddenDraft.newCache(), sequence);
   if (!hidden) throw new Error('the draft has no last_hidden_state output');
   const width = hidden.length / (P + n);
-  const keep = mixed.flatMap((m, i) => (m ? [] : [i]));
-  const features = new Float32Array(keep.length * width);
-  keep.forEach((i, row) => features.set(hidden.subarray((P + i) * width, (P + i + 1) * width), row * width));
-  return { response, draft, mixed, finish, features, labels: Float32Array.from(keep, (i) => labels[i]!) };
+  const stride = width + CANDIDATE_FEATURES;
+  const features = new Float32Array(n * stride);
+  const labels = new Float32Array(n);
+  const candidates: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const at = P - 1 + i;
+    const draftRow = mixedLogits.subarray(at * vocab, (at + 1) * vocab);
+    const p = softmax(targetLogits.subarray(at * vocab, (at + 1) * vocab), T);
+    const q = softmax(draftRow, T);
+    const y = sample(q, rng);
+    candidates.push(y);
+    labels[i] = Math.min(1, p[y]! / q[y]!);
+    features.set(hidden.subarray(at * width, (at + 1) * width), i * stride);
+    candidateFeatures(draftRow, y, features.subarray(i * stride + width, (i + 1) * stride));
+  }
+  return { response, draft, mixed, candidates, finish, features, labels };
 }
 
 export interface CollectOptions {
@@ -185,6 +199,7 @@ export async function collectHeadData(models: CollectModels, opts: CollectOption
   const manifest: DataManifest = {
     format: DATA_FORMAT,
     width,
+    candidate_features: CANDIDATE_FEATURES,
     draft: models.draftIdentity,
     target: models.targetIdentity,
     settings,
@@ -212,7 +227,7 @@ export async function collectHeadData(models: CollectModels, opts: CollectOption
     const promptIds = models.tokenizer.encodeChat(prompt.messages);
     let record: Omit<DataRecord, 'row_start' | 'rows'>;
     if (promptIds.length + opts.maxTokens >= Math.min(context, models.hiddenDraft.info.maxPositions)) {
-      record = { index, id: prompt.id, prompt_tokens: promptIds.length, response: [], draft: [], mixed: '', finish: 'skipped' };
+      record = { index, id: prompt.id, prompt_tokens: promptIds.length, response: [], draft: [], mixed: '', candidates: [], finish: 'skipped' };
       writer.append(record, new Float32Array(0), new Float32Array(0));
     } else {
       const data = await collectPrompt(models, promptIds, {
@@ -228,6 +243,7 @@ export async function collectHeadData(models: CollectModels, opts: CollectOption
         response: data.response,
         draft: data.draft,
         mixed: data.mixed.map((m) => (m ? '1' : '0')).join(''),
+        candidates: data.candidates,
         finish: data.finish,
       };
       writer.append(record, data.features, data.labels);

@@ -2,19 +2,23 @@
  * The acceptance head's training data on disk (written by collect.ts, read by train.ts and
  * eval.ts). A data directory holds:
  *
- *   manifest.json   {format: "specd-head-data/1", width, draft, target, settings, costs, created}:
- *                   what was collected, how, and with which models (identities as in head-file.ts);
+ *   manifest.json   {format: "specd-head-data/2", width, candidate_features, draft, target,
+ *                   settings, costs, created}: what was collected, how, and with which models
+ *                   (identities as in head-file.ts); `width` is the draft's hidden width;
  *                   `costs` are the draft's and the target's measured step times (threshold.ts)
  *   records.jsonl   one JSON line per prompt, in the order of the prompt list:
- *                   {index, id, prompt_tokens, response, draft, mixed, row_start, rows, finish}
+ *                   {index, id, prompt_tokens, response, draft, mixed, candidates, row_start, rows, finish}
  *                   `response` r_1..r_n: the target's sampled answer (ending in EOS when it ended);
- *                   `draft` d_1..d_n: one draft sample per position, d_i ~ q_i; `mixed`: a string
- *                   of 0/1, 1 where the mixed sequence holds r_i instead of d_i (no row there);
- *                   rows [row_start, row_start + rows) of the two files below are this prompt's,
- *                   in position order
- *   features.f32    float32 little-endian [rows, width]: the draft's last_hidden_state at the
- *                   position whose input is d_i, in a pass over prompt + mixed sequence
- *   labels.f32      float32 little-endian [rows]: soft labels a_i = min(1, p_i(d_i) / q_i(d_i))
+ *                   `draft` d_1..d_n: one draft sample per position of the response, d_i ~ q_i;
+ *                   `mixed`: a string of 0/1, 1 where the mixed sequence z holds r_i instead
+ *                   of d_i; `candidates` y_1..y_n: one candidate per position of z,
+ *                   y_i ~ q'_i (the draft's distribution after z_1..z_{i-1}); rows
+ *                   [row_start, row_start + rows) of the two files below are this prompt's
+ *                   candidates, in position order (rows = n)
+ *   features.f32    float32 little-endian [rows, width + 3]: the draft's last_hidden_state at
+ *                   the position before y_i (the one that produced q'_i), then the candidate
+ *                   features [log q'_i(y_i), log max q'_i, entropy of q'_i]
+ *   labels.f32      float32 little-endian [rows]: soft labels a_i = min(1, p'_i(y_i) / q'_i(y_i))
  *
  * Rows are appended prompt by prompt and a record line is written after its rows, so an
  * interrupted collection resumes by cutting the two files back to the rows the records cover.
@@ -22,9 +26,10 @@
 import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ModelIdentity } from './head-file.js';
-import { MemoryRows } from './train.js';
+import { CANDIDATE_FEATURES } from './head-graph.js';
+import { MemoryRows, rowStride } from './train.js';
 
-export const DATA_FORMAT = 'specd-head-data/1';
+export const DATA_FORMAT = 'specd-head-data/2';
 export const MANIFEST = 'manifest.json';
 export const RECORDS = 'records.jsonl';
 export const FEATURES = 'features.f32';
@@ -54,7 +59,9 @@ export interface CollectSettings {
 
 export interface DataManifest {
   format: typeof DATA_FORMAT;
+  /** The draft's hidden width; a feature row has width + candidate_features values. */
   width: number;
+  candidate_features: typeof CANDIDATE_FEATURES;
   draft: ModelIdentity;
   target: ModelIdentity;
   settings: CollectSettings;
@@ -70,6 +77,7 @@ export interface DataRecord {
   response: number[];
   draft: number[];
   mixed: string;
+  candidates: number[];
   row_start: number;
   rows: number;
   /** `stop` (EOS), `length`, or `skipped` (prompt too long for the context). */
@@ -103,16 +111,17 @@ export class HeadData {
     return this.labels.length;
   }
 
-  /** Feature rows [start, start + count) // [count, width] */
-  readFeatures(start: number, count: number, into = new Float32Array(count * this.width)): Float32Array {
-    readFloats(join(this.dir, FEATURES), start * this.width, into.subarray(0, count * this.width));
+  /** Feature rows [start, start + count) // [count, width + CANDIDATE_FEATURES] */
+  readFeatures(start: number, count: number, into = new Float32Array(count * rowStride(this.width))): Float32Array {
+    const w = rowStride(this.width);
+    readFloats(join(this.dir, FEATURES), start * w, into.subarray(0, count * w));
     return into;
   }
 
-  /** Feature rows at the given indices, in that order // [indices.length, width] */
-  gatherFeatures(indices: ArrayLike<number>, into = new Float32Array(indices.length * this.width)): Float32Array {
+  /** Feature rows at the given indices, in that order // [indices.length, width + CANDIDATE_FEATURES] */
+  gatherFeatures(indices: ArrayLike<number>, into = new Float32Array(indices.length * rowStride(this.width))): Float32Array {
     const fd = openSync(join(this.dir, FEATURES), 'r');
-    const w = this.width;
+    const w = rowStride(this.width);
     const bytes = new Uint8Array(into.buffer, into.byteOffset, indices.length * w * 4);
     try {
       for (let i = 0; i < indices.length; i++) readSync(fd, bytes, i * w * 4, w * 4, indices[i]! * w * 4);
@@ -153,7 +162,7 @@ export function readManifest(dir: string): DataManifest {
   const path = join(dir, MANIFEST);
   if (!existsSync(path)) throw new Error(`${dir} is not a head data directory (no ${MANIFEST}); run specd head collect`);
   const manifest = JSON.parse(readFileSync(path, 'utf8')) as DataManifest;
-  if (manifest.format !== DATA_FORMAT) throw new Error(`${path}: format ${JSON.stringify(manifest.format)}, expected ${DATA_FORMAT}`);
+  if (manifest.format !== DATA_FORMAT) throw new Error(`${path}: format ${JSON.stringify(manifest.format)}, expected ${DATA_FORMAT} (collect the data again with this version)`);
   return manifest;
 }
 
@@ -177,7 +186,8 @@ export function readRecords(dir: string): DataRecord[] {
 export class HeadDataWriter {
   private constructor(
     readonly dir: string,
-    readonly width: number,
+    /** Floats per feature row. */
+    readonly stride: number,
     private rowCount: number,
   ) {}
 
@@ -206,7 +216,7 @@ export class HeadDataWriter {
     }
     const records = readRecords(dir);
     const rows = records.length ? records.at(-1)!.row_start + records.at(-1)!.rows : 0;
-    const w = manifest.width;
+    const w = rowStride(manifest.width);
     for (const [file, size] of [
       [FEATURES, rows * w * 4],
       [LABELS, rows * 4],
@@ -227,7 +237,7 @@ export class HeadDataWriter {
   /** Appends one prompt's rows, then its record (whose row_start / rows are filled in here). */
   append(record: Omit<DataRecord, 'row_start' | 'rows'>, features: Float32Array, labels: Float32Array): DataRecord {
     const rows = labels.length;
-    if (features.length !== rows * this.width) throw new RangeError(`${features.length} feature values for ${rows} rows of width ${this.width}`);
+    if (features.length !== rows * this.stride) throw new RangeError(`${features.length} feature values for ${rows} rows of ${this.stride}`);
     const full: DataRecord = { ...record, row_start: this.rowCount, rows };
     appendFileSync(join(this.dir, FEATURES), new Uint8Array(features.buffer, features.byteOffset, features.byteLength));
     appendFileSync(join(this.dir, LABELS), new Uint8Array(labels.buffer, labels.byteOffset, labels.byteLength));

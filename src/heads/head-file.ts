@@ -1,12 +1,14 @@
 /**
  * The acceptance head on disk: `NAME.head.onnx`, the inference graph (see head-graph.ts) with
- * its parameters inline, and `NAME.head.json` beside it, which says what the head is for and
- * how good it is:
+ * its parameters inline, and `NAME.head.json` beside it, which holds the candidate weights u
+ * and says what the head is for and how good it is:
  *
  * ```json
  * {
- *   "format": "specd-head/1",
- *   "architecture": {"type": "shared-residual-silu", "blocks": 3, "width": 128, "output": "sigmoid", "parameters": 16769},
+ *   "format": "specd-head/2",
+ *   "architecture": {"type": "shared-residual-silu", "blocks": 3, "width": 128, "output": "sigmoid",
+ *                    "candidate_features": ["log_q", "log_max_q", "entropy"], "candidate_weights": [0.8, 0.1, -0.2],
+ *                    "parameters": 16772},
  *   "draft": {"name": "specd-pair-draft", "onnx_sha256": "...", "width": 128},
  *   "target": {"name": "specd-pair-target", "onnx_sha256": "..."},
  *   "recommended_threshold": 0.6,
@@ -24,9 +26,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ModelLoadError } from '../errors.js';
 import { readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { decodedGraph } from './prepare-draft.js';
-import { buildHeadGraph, HEAD_BLOCKS, HEAD_INPUT, HEAD_OUTPUT, paramCount, type HeadParams } from './head-graph.js';
+import { buildHeadGraph, CANDIDATE_FEATURES, HEAD_BLOCKS, HEAD_INPUT, HEAD_OUTPUT, paramCount, type HeadParams } from './head-graph.js';
 
-export const HEAD_FORMAT = 'specd-head/1';
+export const HEAD_FORMAT = 'specd-head/2';
+/** Names of the candidate features, in order (candidate-features.ts). */
+export const CANDIDATE_FEATURE_NAMES = ['log_q', 'log_max_q', 'entropy'] as const;
 export const HEAD_SUFFIX = '.head.onnx';
 
 export interface ModelIdentity {
@@ -36,7 +40,16 @@ export interface ModelIdentity {
 
 export interface HeadMetadata {
   format: typeof HEAD_FORMAT;
-  architecture: { type: 'shared-residual-silu'; blocks: number; width: number; output: 'sigmoid'; parameters: number };
+  architecture: {
+    type: 'shared-residual-silu';
+    blocks: number;
+    width: number;
+    output: 'sigmoid';
+    candidate_features: readonly string[];
+    /** u: the weights of the candidate features in the logit. */
+    candidate_weights: number[];
+    parameters: number;
+  };
   draft: ModelIdentity & { width: number };
   target?: ModelIdentity;
   /** The default threshold h of the specdec++ policy with this head. */
@@ -58,8 +71,16 @@ export function headOnnxPath(nameOrPath: string): string {
   return nameOrPath.endsWith(HEAD_SUFFIX) ? nameOrPath : `${nameOrPath}${HEAD_SUFFIX}`;
 }
 
-export function headArchitecture(width: number): HeadMetadata['architecture'] {
-  return { type: 'shared-residual-silu', blocks: HEAD_BLOCKS, width, output: 'sigmoid', parameters: paramCount(width) };
+export function headArchitecture(params: HeadParams): HeadMetadata['architecture'] {
+  return {
+    type: 'shared-residual-silu',
+    blocks: HEAD_BLOCKS,
+    width: params.width,
+    output: 'sigmoid',
+    candidate_features: CANDIDATE_FEATURE_NAMES,
+    candidate_weights: Array.from(params.u),
+    parameters: paramCount(params.width),
+  };
 }
 
 /** Writes NAME.head.onnx and NAME.head.json; returns their paths. */
@@ -91,6 +112,10 @@ export function readHeadFile(onnxPath: string): LoadedHeadFile {
   if (meta.format !== HEAD_FORMAT) throw new ModelLoadError(`${jsonPath}: format ${JSON.stringify(meta.format)}, expected ${HEAD_FORMAT}`, jsonPath, 'format');
   const width = meta.architecture?.width;
   if (!Number.isInteger(width) || width <= 0) throw new ModelLoadError(`${jsonPath}: architecture.width must be a positive integer`, jsonPath, 'architecture.width');
+  const u = meta.architecture.candidate_weights;
+  if (!Array.isArray(u) || u.length !== CANDIDATE_FEATURES || !u.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+    throw new ModelLoadError(`${jsonPath}: architecture.candidate_weights must be ${CANDIDATE_FEATURES} finite numbers`, jsonPath, 'architecture.candidate_weights');
+  }
   const h = meta.recommended_threshold;
   if (!(typeof h === 'number' && h >= 0 && h <= 1)) throw new ModelLoadError(`${jsonPath}: recommended_threshold must be a number in [0, 1]`, jsonPath, 'recommended_threshold');
   const bytes = readFileSync(onnxPath);

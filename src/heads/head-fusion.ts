@@ -2,9 +2,10 @@
  * Fusing the acceptance head into the draft's graph.
  *
  * The head's nodes and parameters are copied into a prepared draft graph (one that outputs
- * `last_hidden_state`), reading that value, and the head's probability becomes one more graph
- * output, `accept_prob` [batch, sequence]. Each draft step then yields the head's prediction
- * from the same `session.run()` as the logits: no second session, no second dispatch.
+ * `last_hidden_state`), reading that value, and the head's hidden-state logit becomes one more
+ * graph output, `accept_logit` [batch, sequence]. Each draft step then yields it from the same
+ * `session.run()` as the logits: no second session, no second dispatch; the engine adds the
+ * candidate term (candidate-features.ts).
  */
 import { ACCEPT_OUTPUT, HIDDEN_OUTPUT } from '../engine/model.js';
 import { ModelLoadError } from '../errors.js';
@@ -18,7 +19,7 @@ export const FUSED_PREFIX = 'acceptance_head/';
 /**
  * Splices `head` into `draft` in place and returns `draft`.
  * @param draft a decoder graph with a `last_hidden_state` output (see prepare-draft.ts)
- * @param head an acceptance head graph, `hidden` [..., width] -> `accept_prob` [...]
+ * @param head an acceptance head graph, `hidden` [..., width] -> `accept_logit` [...]
  */
 export function fuseHead(draft: ModelProto, head: ModelProto): ModelProto {
   const graph = decodedGraph(draft, 'draft');

@@ -1,22 +1,32 @@
 /**
  * The SpecDec++ acceptance head (arXiv 2405.19715) as ONNX graphs.
  *
- * Architecture, as in the paper's reference code: one residual block
- * `x + SiLU(x W + b)` applied {@link HEAD_BLOCKS} times with shared weights, then a linear
- * layer to the accept / reject decision. The reference ends in `Linear(width, 2)` followed by
- * a softmax; the softmax of two logits is the sigmoid of their difference, so the head here
- * stores the equivalent one-logit form `P(accept) = sigmoid(x3 . v + c)`.
+ * The head predicts whether the target will accept candidate y, drafted from the draft's
+ * distribution q at some position. Its inputs are the draft's last hidden state x at that
+ * position (the one that produced q) and three candidate features phi(q, y) =
+ * [log q(y), log max q, entropy of q] (candidate-features.ts):
  *
- * Three graphs are built from the same description:
- * - the inference head (`buildHeadGraph`): `hidden` [..., width] -> `accept_prob` [...], with
- *   the parameters as initializers; it runs on its own or spliced into a draft graph;
- * - the loss graph (`buildHeadLossGraph`): parameters, a minibatch of features and soft labels
- *   in; the soft-label weighted BCE loss, the predicted probabilities and, for training, the
- *   gradients of the loss with respect to every parameter out. The backward pass is written
- *   out op by op, so ONNX Runtime does all matrix products of training.
+ *   P(accept y) = sigmoid(x3 . v + c + phi . u),  x_t = x_{t-1} + SiLU(x_{t-1} W + b), x_0 = x
  *
- * Shapes: N rows, h = width. Weights are stored [in, out] (x W, not W x).
+ * The residual block with shared weights applied {@link HEAD_BLOCKS} times and the linear
+ * output are the paper's (its `Linear(width, 2)` + softmax is the sigmoid of one logit). The
+ * candidate term is this project's: the hidden state that produced q is known before y is
+ * sampled, so the head judges each candidate as soon as it is drafted, where the paper's head,
+ * reading the hidden state at y's own position, learns y's fate only one draft step later.
+ *
+ * Graphs built from the same description:
+ * - the inference head (`buildHeadGraph`): `hidden` [..., width] -> `accept_logit` [...], the
+ *   candidate-independent part x3 . v + c, with the parameters as initializers; it runs on its
+ *   own or spliced into a draft graph, and the engine adds phi . u (`acceptProbability`);
+ * - the loss graph (`buildHeadLossGraph`): parameters, a minibatch of feature rows
+ *   [x, phi] and soft labels in; the soft-label weighted BCE loss, the predicted probabilities
+ *   and, for training, the gradients of the loss with respect to every parameter out. The
+ *   backward pass is written out op by op, so ONNX Runtime does all matrix products of training.
+ *
+ * Shapes: N rows, h = width (of the hidden state), F = CANDIDATE_FEATURES; a feature row is
+ * h + F wide. Weights are stored [in, out] (x W, not W x).
  */
+import { CANDIDATE_FEATURES } from '../engine/candidate-features.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
 import { SeededRandom } from '../onnx/decoder-fixture.js';
 
@@ -26,7 +36,9 @@ export const HEAD_BLOCKS = 3;
 export const DEFAULT_MISMATCH_WEIGHT = 6;
 /** The inference head's input and output names. */
 export const HEAD_INPUT = 'hidden';
-export const HEAD_OUTPUT = 'accept_prob';
+export const HEAD_OUTPUT = 'accept_logit';
+/** Candidate features per row after the hidden state: log q(y), log max q, entropy of q. */
+export { CANDIDATE_FEATURES };
 
 /** The head's parameters. */
 export interface HeadParams {
@@ -39,31 +51,36 @@ export interface HeadParams {
   v: Float32Array;
   /** Output bias // [1] */
   c: Float32Array;
+  /** Weights of the candidate features // [CANDIDATE_FEATURES] */
+  u: Float32Array;
 }
 
 /** Parameter names in the order the loss graph takes them and returns their gradients. */
-export const PARAM_NAMES = ['W', 'b', 'v', 'c'] as const;
+export const PARAM_NAMES = ['W', 'b', 'v', 'c', 'u'] as const;
 export type ParamName = (typeof PARAM_NAMES)[number];
 
 export function paramShape(name: ParamName, width: number): number[] {
-  return name === 'W' ? [width, width] : name === 'c' ? [1] : [width];
+  return name === 'W' ? [width, width] : name === 'c' ? [1] : name === 'u' ? [CANDIDATE_FEATURES] : [width];
 }
 
-/** PyTorch's default Linear initialisation, U(-1/sqrt(in), 1/sqrt(in)) for weights and biases. */
+/**
+ * PyTorch's default Linear initialisation, U(-1/sqrt(in), 1/sqrt(in)), for the block and the
+ * output; the candidate weights start at zero (training starts from the hidden state alone).
+ */
 export function initHeadParams(width: number, seed = 0): HeadParams {
   const rng = new SeededRandom(seed);
   const bound = 1 / Math.sqrt(width);
-  const u = (n: number) => Float32Array.from({ length: n }, () => (2 * rng.uniform() - 1) * bound);
-  return { width, W: u(width * width), b: u(width), v: u(width), c: u(1) };
+  const uniform = (n: number) => Float32Array.from({ length: n }, () => (2 * rng.uniform() - 1) * bound);
+  return { width, W: uniform(width * width), b: uniform(width), v: uniform(width), c: uniform(1), u: new Float32Array(CANDIDATE_FEATURES) };
 }
 
 export function cloneParams(p: HeadParams): HeadParams {
-  return { width: p.width, W: p.W.slice(), b: p.b.slice(), v: p.v.slice(), c: p.c.slice() };
+  return { width: p.width, W: p.W.slice(), b: p.b.slice(), v: p.v.slice(), c: p.c.slice(), u: p.u.slice() };
 }
 
-/** Total number of parameters: width^2 + 2 width + 1. */
+/** Total number of parameters: width^2 + 2 width + 1 + CANDIDATE_FEATURES. */
 export function paramCount(width: number): number {
-  return width * width + 2 * width + 1;
+  return width * width + 2 * width + 1 + CANDIDATE_FEATURES;
 }
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
@@ -71,16 +88,17 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 /**
  * The head computed directly (float64 accumulation), the reference the ONNX graphs are tested
  * against. Slow for large widths; for tests and small checks.
- * @param x features // [n, width]
+ * @param x feature rows [hidden, candidate features] // [n, width + CANDIDATE_FEATURES]
  * @returns P(accept) // [n]
  */
 export function headReference(params: HeadParams, x: Float32Array, n: number): Float64Array {
   const h = params.width;
+  const stride = h + CANDIDATE_FEATURES;
   const out = new Float64Array(n);
   const cur = new Float64Array(h);
   const z = new Float64Array(h);
   for (let r = 0; r < n; r++) {
-    for (let j = 0; j < h; j++) cur[j] = x[r * h + j]!;
+    for (let j = 0; j < h; j++) cur[j] = x[r * stride + j]!;
     for (let block = 0; block < HEAD_BLOCKS; block++) {
       for (let j = 0; j < h; j++) {
         let s = params.b[j]!;
@@ -91,6 +109,7 @@ export function headReference(params: HeadParams, x: Float32Array, n: number): F
     }
     let logit = params.c[0]!;
     for (let j = 0; j < h; j++) logit += cur[j]! * params.v[j]!;
+    for (let f = 0; f < CANDIDATE_FEATURES; f++) logit += x[r * stride + h + f]! * params.u[f]!;
     out[r] = sigmoid(logit);
   }
   return out;
@@ -129,9 +148,10 @@ function headBody(g: GraphBuilder, x: string, W: string, b: string, v: string, c
 }
 
 /**
- * The inference head: input `hidden` [..., width] (any leading dims), output `accept_prob`
- * [...] (the leading dims), parameters as initializers. `prefix` names every value and
- * initializer, so the nodes can be spliced into another graph without clashes.
+ * The inference head: input `hidden` [..., width] (any leading dims), output `accept_logit`
+ * [...] (the leading dims: x3 . v + c, without the candidate term), parameters as
+ * initializers. `prefix` names every value and initializer, so the nodes can be spliced into
+ * another graph without clashes.
  */
 export function buildHeadGraph(params: HeadParams, options: { opset?: number; prefix?: string; inputShape?: (string | number)[] } = {}): GraphBuilder {
   const h = params.width;
@@ -144,20 +164,20 @@ export function buildHeadGraph(params: HeadParams, options: { opset?: number; pr
   const v = g.initializer(`${pre}v`, params.v, [h]);
   const c = g.initializer(`${pre}c`, params.c, [1]);
   const logit = headBody(g, x, W, b, v, c);
-  g.output(g.op('Sigmoid', [logit]), HEAD_OUTPUT, 'float32', shape.slice(0, -1));
+  g.output(g.op('Identity', [logit]), HEAD_OUTPUT, 'float32', shape.slice(0, -1));
   g.setMetadata('specd.head', JSON.stringify({ architecture: 'shared-residual-silu', blocks: HEAD_BLOCKS, width: h }));
   return g;
 }
 
 /**
- * The loss graph for training and validation. Inputs: `W`, `b`, `v`, `c` (the parameters),
- * `features` [N, width], `labels` [N] (soft labels in [0, 1]), `mismatch_weight` [] (w).
- * Outputs: `loss` [], `probs` [N] and, with `gradients`, `grad_W`, `grad_b`, `grad_v`,
- * `grad_c` (same shapes as the parameters).
+ * The loss graph for training and validation. Inputs: `W`, `b`, `v`, `c`, `u` (the
+ * parameters), `features` [N, width + F] (rows [x, phi]), `labels` [N] (soft labels in
+ * [0, 1]), `mismatch_weight` [] (w). Outputs: `loss` [], `probs` [N] and, with `gradients`,
+ * `grad_W`, `grad_b`, `grad_v`, `grad_c`, `grad_u` (same shapes as the parameters).
  *
  * Backward pass, with l the logit, sigma the sigmoid and D = sum[w (1 - a) + a]:
  *   dL/dl      = (w (1 - a) sigma(l) - a sigma(-l)) / D
- *   dv         = x3^T dl,  dc = sum dl,  dx3 = dl v^T
+ *   dv         = x3^T dl,  dc = sum dl,  du = phi^T dl,  dx3 = dl v^T
  *   block t = 3..1 (x_t = x_{t-1} + SiLU(z_t), z_t = x_{t-1} W + b):
  *     dz_t     = dx_t * sigma(z_t) (1 + z_t (1 - sigma(z_t)))      (SiLU')
  *     dW      += x_{t-1}^T dz_t,  db += sum_rows dz_t
@@ -170,13 +190,17 @@ export function buildHeadLossGraph(width: number, options: { gradients?: boolean
   const b = g.input('b', 'float32', [h]);
   const v = g.input('v', 'float32', [h]);
   const c = g.input('c', 'float32', [1]);
-  const X = g.input('features', 'float32', ['N', h]);
+  const u = g.input('u', 'float32', [CANDIDATE_FEATURES]);
+  const rowsIn = g.input('features', 'float32', ['N', h + CANDIDATE_FEATURES]);
   const a = g.input('labels', 'float32', ['N']);
   const w = g.input('mismatch_weight', 'float32', []);
   const one = g.constant('float32', [1], []);
+  const axis1 = g.constant('int64', [1]);
+  const X = g.op('Slice', [rowsIn, g.constant('int64', [0]), g.constant('int64', [h]), axis1]); // [N, h]
+  const phi = g.op('Slice', [rowsIn, g.constant('int64', [h]), g.constant('int64', [h + CANDIDATE_FEATURES]), axis1]); // [N, F]
 
   const trace = { z: [] as string[], s: [] as string[], x: [] as string[] };
-  const logit = headBody(g, X, W, b, v, c, trace); // [N]
+  const logit = g.op('Add', [headBody(g, X, W, b, v, c, trace), g.op('MatMul', [phi, u])]); // [N]
   const probs = g.op('Sigmoid', [logit]);
   g.output(probs, 'probs', 'float32', ['N']);
 
@@ -193,6 +217,7 @@ export function buildHeadLossGraph(width: number, options: { gradients?: boolean
   const x3 = trace.x[HEAD_BLOCKS]!;
   g.output(g.op('MatMul', [dl, x3]), 'grad_v', 'float32', [h]); // [N] x [N, h] -> [h]
   g.output(g.op('ReduceSum', [dl, g.constant('int64', [0])], { attrs: { keepdims: 1 } }), 'grad_c', 'float32', [1]);
+  g.output(g.op('MatMul', [dl, phi]), 'grad_u', 'float32', [CANDIDATE_FEATURES]); // [N] x [N, F] -> [F]
   let dx = g.op('Mul', [g.op('Unsqueeze', [dl, g.constant('int64', [1])]), v]); // [N, 1] * [h] -> [N, h]
 
   let dW = '';

@@ -1,6 +1,6 @@
 /**
- * The acceptance head at run time: its metadata, and an ONNX Runtime session on the draft's
- * execution provider that maps hidden states to P(accept).
+ * The acceptance head at run time: its metadata, its candidate weights, and an ONNX Runtime
+ * session on the draft's execution provider that maps hidden states to the head's logit.
  *
  * The engine normally runs the head fused into the draft's graph (head-fusion.ts), in which
  * case `predict` is never called and the session is never created; it is created on first
@@ -8,10 +8,12 @@
  */
 import * as ort from 'onnxruntime-node';
 import { type Device, executionProviders } from '../engine/device.js';
+import { acceptProbability } from '../engine/candidate-features.js';
 import type { AcceptancePredictor } from '../engine/stop-policy.js';
 import { ModelLoadError } from '../errors.js';
 import { readHeadFile, type HeadMetadata } from './head-file.js';
 import { HEAD_INPUT, HEAD_OUTPUT } from './head-graph.js';
+import { rowStride } from './train.js';
 import type { ModelProto } from '../onnx/graph-builder.js';
 
 export interface HeadLoadOptions {
@@ -27,6 +29,7 @@ const BATCH_ROWS = 4096;
 export class AcceptanceHead implements AcceptancePredictor {
   readonly width: number;
   readonly recommendedThreshold: number;
+  readonly candidateWeights: Float32Array;
   private session: ort.InferenceSession | undefined;
   private sessionPromise: Promise<ort.InferenceSession> | undefined;
 
@@ -39,6 +42,7 @@ export class AcceptanceHead implements AcceptancePredictor {
   ) {
     this.width = meta.architecture.width;
     this.recommendedThreshold = meta.recommended_threshold;
+    this.candidateWeights = Float32Array.from(meta.architecture.candidate_weights);
   }
 
   /** Reads `NAME.head.onnx` and `NAME.head.json` (no session yet). */
@@ -47,26 +51,33 @@ export class AcceptanceHead implements AcceptancePredictor {
     return new AcceptanceHead(file.onnxPath, file.model, file.bytes, file.meta, options);
   }
 
-  /** P(accept) of the token whose hidden state this is. @param hidden // [width] */
-  async predict(hidden: Float32Array): Promise<number> {
+  /** The hidden-state part of the logit. @param hidden // [width] */
+  async predictLogit(hidden: Float32Array): Promise<number> {
     const session = this.session ?? (await this.open());
     const out = await session.run({ [HEAD_INPUT]: new ort.Tensor('float32', hidden, [1, this.width]) });
     return (out[HEAD_OUTPUT]!.data as Float32Array)[0]!;
   }
 
   /**
-   * P(accept) of many rows.
-   * @param features // [n, width]
+   * P(accept) of many feature rows (hidden state, then candidate features, as in training data).
+   * @param features // [n, width + CANDIDATE_FEATURES]
    * @returns // [n]
    */
   async predictBatch(features: Float32Array, n: number): Promise<Float32Array> {
     const session = this.session ?? (await this.open());
+    const w = this.width;
+    const stride = rowStride(w);
     const out = new Float32Array(n);
     for (let start = 0; start < n; start += BATCH_ROWS) {
       const rows = Math.min(BATCH_ROWS, n - start);
-      const x = features.subarray(start * this.width, (start + rows) * this.width);
-      const result = await session.run({ [HEAD_INPUT]: new ort.Tensor('float32', x, [rows, this.width]) });
-      out.set(result[HEAD_OUTPUT]!.data as Float32Array, start);
+      const x = new Float32Array(rows * w);
+      for (let r = 0; r < rows; r++) x.set(features.subarray((start + r) * stride, (start + r) * stride + w), r * w);
+      const result = await session.run({ [HEAD_INPUT]: new ort.Tensor('float32', x, [rows, w]) });
+      const logits = result[HEAD_OUTPUT]!.data as Float32Array;
+      for (let r = 0; r < rows; r++) {
+        const at = (start + r) * stride + w;
+        out[start + r] = acceptProbability(logits[r]!, this.candidateWeights, features.subarray(at, at + stride - w));
+      }
     }
     return out;
   }

@@ -5,8 +5,8 @@
  *
  * The simulation walks each held-out response's labelled positions in order. A round starting
  * at row t drafts candidates that stand for rows t, t+1, ...; the stop rule sees the head's
- * P(accept) of rows already drafted (with the one-token lag of the policy, stop-policy.ts) and
- * the same K_min / K_max; candidate j is accepted with probability a_{t+j} (its soft label)
+ * P(accept) of each row as it is drafted (stop-policy.ts) and the same K_min / K_max; the
+ * candidate that triggers the stop is kept, as when sampling; candidate j is accepted with probability a_{t+j} (its soft label)
  * while all before it were; the round emits the accepted ones plus the target's token and
  * costs k draft steps (plus the draft loop's per-round cost) and one target pass over k + 1 tokens. Expectations over the
  * acceptance draws are computed exactly (no sampling noise), so nearby thresholds compare
@@ -77,7 +77,7 @@ function draftLength(seq: SimSequence, t: number, policy: SimPolicy): number {
       if (s >= policy.k) break;
       continue;
     }
-    if (s > 1) prod *= seq.probs[t + s - 2]!;
+    prod *= seq.probs[t + s - 1]!;
     if (s >= policy.kMax) break;
     if (s >= policy.kMin && 1 - prod > policy.threshold) break;
   }

@@ -11,6 +11,7 @@ import * as ort from 'onnxruntime-node';
 import { Rng } from '../engine/rng.js';
 import {
   buildHeadLossGraph,
+  CANDIDATE_FEATURES,
   cloneParams,
   DEFAULT_MISMATCH_WEIGHT,
   type HeadParams,
@@ -22,26 +23,36 @@ import {
 } from './head-graph.js';
 import { shuffle } from './training-prompts.js';
 
-/** Rows with features and labels, addressed by index (a data directory, or synthetic data). */
+/**
+ * Rows with features and labels, addressed by index (a data directory, or synthetic data).
+ * A feature row is the hidden state (`width` values) followed by the CANDIDATE_FEATURES
+ * candidate features (head-graph.ts).
+ */
 export interface RowSource {
+  /** Width of the hidden state. */
   readonly width: number;
   /** Soft labels of every row // [rows] */
   readonly labels: Float32Array;
-  /** Feature rows at `indices` into `into` // [indices.length, width] */
+  /** Feature rows at `indices` into `into` // [indices.length, width + CANDIDATE_FEATURES] */
   gatherFeatures(indices: ArrayLike<number>, into?: Float32Array): Float32Array;
+}
+
+/** Floats per feature row of a head of this hidden width. */
+export function rowStride(width: number): number {
+  return width + CANDIDATE_FEATURES;
 }
 
 /** Rows held in memory. */
 export class MemoryRows implements RowSource {
   constructor(
     readonly width: number,
-    /** // [rows, width] */
+    /** // [rows, width + CANDIDATE_FEATURES] */
     readonly features: Float32Array,
     readonly labels: Float32Array,
   ) {}
 
-  gatherFeatures(indices: ArrayLike<number>, into = new Float32Array(indices.length * this.width)): Float32Array {
-    const w = this.width;
+  gatherFeatures(indices: ArrayLike<number>, into = new Float32Array(indices.length * rowStride(this.width))): Float32Array {
+    const w = rowStride(this.width);
     for (let i = 0; i < indices.length; i++) into.set(this.features.subarray(indices[i]! * w, (indices[i]! + 1) * w), i * w);
     return into;
   }
@@ -114,8 +125,8 @@ export class AdamW {
     private readonly weightDecay: number,
   ) {
     const zeros = (n: ParamName) => new Float32Array(params[n].length);
-    this.m = { W: zeros('W'), b: zeros('b'), v: zeros('v'), c: zeros('c') };
-    this.v = { W: zeros('W'), b: zeros('b'), v: zeros('v'), c: zeros('c') };
+    this.m = { W: zeros('W'), b: zeros('b'), v: zeros('v'), c: zeros('c'), u: zeros('u') };
+    this.v = { W: zeros('W'), b: zeros('b'), v: zeros('v'), c: zeros('c'), u: zeros('u') };
   }
 
   update(params: HeadParams, grads: Record<ParamName, Float32Array>, lr: number): void {
@@ -160,16 +171,16 @@ export class HeadLossRunner {
     return new HeadLossRunner(width, train, evaluate, options.mismatchWeight ?? DEFAULT_MISMATCH_WEIGHT);
   }
 
-  /** Loss and gradients of one minibatch. @param features // [n, width] */
+  /** Loss and gradients of one minibatch. @param features // [n, width + CANDIDATE_FEATURES] */
   async gradients(params: HeadParams, features: Float32Array, labels: Float32Array, n: number): Promise<{ loss: number; grads: Record<ParamName, Float32Array> }> {
     const out = await this.train.run(this.feeds(params, features, labels, n));
     const grad = (name: ParamName) => out[`grad_${name}`]!.data as Float32Array;
-    return { loss: (out.loss!.data as Float32Array)[0]!, grads: { W: grad('W'), b: grad('b'), v: grad('v'), c: grad('c') } };
+    return { loss: (out.loss!.data as Float32Array)[0]!, grads: { W: grad('W'), b: grad('b'), v: grad('v'), c: grad('c'), u: grad('u') } };
   }
 
-  /** P(accept) of every row, in batches. @param features // [n, width] */
+  /** P(accept) of every row, in batches. @param features // [n, width + CANDIDATE_FEATURES] */
   async probs(params: HeadParams, features: Float32Array, n: number): Promise<Float32Array> {
-    const w = this.width;
+    const w = rowStride(this.width);
     const out = new Float32Array(n);
     const dummy = new Float32Array(Math.min(n, EVAL_BATCH));
     for (let start = 0; start < n; start += EVAL_BATCH) {
@@ -188,8 +199,9 @@ export class HeadLossRunner {
 
   private feeds(params: HeadParams, features: Float32Array, labels: Float32Array, n: number): Record<string, ort.Tensor> {
     const w = this.width;
+    const stride = rowStride(w);
     const feeds: Record<string, ort.Tensor> = {
-      features: new ort.Tensor('float32', features.subarray(0, n * w), [n, w]),
+      features: new ort.Tensor('float32', features.subarray(0, n * stride), [n, stride]),
       labels: new ort.Tensor('float32', labels.subarray(0, n), [n]),
       mismatch_weight: new ort.Tensor('float32', Float32Array.of(this.mismatchWeight), []),
     };
@@ -230,7 +242,7 @@ export async function trainHead(source: RowSource, trainRows: Int32Array, valRow
     const batch = Math.min(opts.batchSize, order.length);
     const perEpoch = Math.ceil(order.length / batch);
     const total = perEpoch * opts.epochs;
-    const features = new Float32Array(batch * w);
+    const features = new Float32Array(batch * rowStride(w));
     const labels = new Float32Array(batch);
     const initialValLoss = (await validate(runner, params, source, valRows, opts.mismatchWeight)).loss;
     let best = { loss: Infinity, epoch: 0, params: cloneParams(params) };

@@ -3,7 +3,7 @@
  */
 import { join } from 'node:path';
 import { headArchitecture, HEAD_FORMAT, saveHead } from '../../src/heads/head-file.js';
-import { type HeadParams, initHeadParams } from '../../src/heads/head-graph.js';
+import { CANDIDATE_FEATURES, type HeadParams, initHeadParams } from '../../src/heads/head-graph.js';
 import { draftIdentity } from '../../src/heads/prepare-draft.js';
 
 /** Writes a head for the draft in `draftDir` (random parameters unless given); returns its .head.onnx path. */
@@ -11,7 +11,7 @@ export function writeTestHead(dir: string, draftDir: string, width: number, opti
   const params = options.params ?? initHeadParams(width, options.seed ?? 0);
   const { onnxPath } = saveHead(join(dir, options.name ?? 'test'), params, {
     format: HEAD_FORMAT,
-    architecture: headArchitecture(width),
+    architecture: headArchitecture(params),
     draft: { ...draftIdentity(draftDir), width },
     recommended_threshold: options.threshold ?? 0.5,
     created: new Date(0).toISOString(),
@@ -27,5 +27,6 @@ export function constantHeadParams(width: number, p: number): HeadParams {
     b: new Float32Array(width),
     v: new Float32Array(width),
     c: Float32Array.of(Math.log(p / (1 - p))),
+    u: new Float32Array(CANDIDATE_FEATURES),
   };
 }
