@@ -149,7 +149,7 @@ export function markdownReport(report: ServeReport, chart?: string): string {
     `\`${s.command}\``,
     '',
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memory_gib} GiB, ${m.os}, Node ${m.node}`,
-    `- Server: ${s.spawn ? `started by the benchmark (\`specd serve ${shellJoin(s.server_args)}\`), one per configuration` : s.url}`,
+    `- Server: ${s.spawn ? `started by the benchmark, one per configuration (\`${shellJoin(['specd', 'serve', '--port', '0', ...s.server_args])}\` and the configuration's policy)` : s.url}`,
     `- Workload: ${s.num_prompts} prompts from ${s.dataset}${s.dataset === 'random' ? ` (${s.random_input_len} characters in, ${s.random_output_len} tokens out)` : `, max ${s.max_tokens} tokens`}, temperature ${s.temperature}, seed ${s.seed}; ${load}`,
     `- Speedup: output throughput over \`${report.baseline}\`; ${s.repeats > 1 ? `${s.repeats} passes per configuration, interleaved round by round, pooled` : 'configurations ran one after another'}`,
     '',
