@@ -31,6 +31,7 @@ import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { modelRoutes } from './routes/models.js';
 import { AJV_OPTIONS, formatSchemaErrors } from './schema-errors.js';
+import { ResponseTracker } from './shutdown.js';
 import { TokenTexts } from './token-text.js';
 
 export interface ServerOptions {
@@ -65,6 +66,8 @@ export interface ServerContext {
   eventLoop: EventLoopMonitor;
   /** Token texts for logprobs. */
   texts: TokenTexts;
+  /** Responses in flight (shutdown waits for them). */
+  responses: ResponseTracker;
   /** Whether the engine has an acceptance head (known once it is ready). */
   readonly hasHead: boolean;
 }
@@ -114,6 +117,7 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     metrics,
     eventLoop,
     texts: new TokenTexts(facts.tokenizer),
+    responses: new ResponseTracker(app.server),
     get hasHead() {
       return engine.hasHead;
     },
