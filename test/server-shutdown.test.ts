@@ -1,47 +1,14 @@
 /**
  * `specd serve` as a process: it prints the URL it listens on; on SIGTERM / SIGINT it stops
  * accepting connections, lets in-flight streams finish (or cancels them after the grace
- * period) and exits 0.
+ * period) and exits 0. Streams running and queued at the signal all finish; nothing is
+ * accepted after it; a client's spare connection does not hold the exit.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { connect } from 'node:net';
 import { describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-
-const BIN = fileURLToPath(new URL('../../bin/specd.js', import.meta.url));
-const NO_EOS = { '256': -100, '258': -100 };
-
-interface Server {
-  child: ChildProcess;
-  url: string;
-  exit: Promise<number | null>;
-  stderr: () => string;
-}
-
-async function startServer(args: string[]): Promise<Server> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--workers', '1', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exit = once(child, 'exit').then(([code]) => code as number | null);
-  let stdout = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      const m = /specd: listening on (http:\/\/\S+)/.exec(stdout);
-      if (m) resolve(m[1]!);
-    });
-    exit.then((code) => reject(new Error(`server exited (${code}) before listening: ${stderr}`)));
-  });
-  // Listening comes first; /health turns 200 once the worker has loaded the models.
-  for (;;) {
-    const res = await fetch(`${url}/health`);
-    if (res.status === 200) break;
-    assert.equal(res.status, 503);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return { child, url, exit, stderr: () => stderr };
-}
+import { jsonHeaders, NO_EOS, rawRequest, sseData } from './support/http-client.js';
+import { startServe as startServer } from './support/serve-process.js';
 
 /** Starts a streamed chat; resolves `started` at the first content chunk and `done` with the whole body. */
 function streamChat(url: string, maxTokens: number): { started: Promise<void>; done: Promise<string> } {
@@ -65,11 +32,7 @@ function streamChat(url: string, maxTokens: number): { started: Promise<void>; d
   return { started, done };
 }
 
-const events = (body: string) =>
-  body
-    .split('\n\n')
-    .filter((e) => e.startsWith('data: '))
-    .map((e) => e.slice('data: '.length));
+const events = sseData;
 
 describe('specd serve shutdown', () => {
   test('SIGTERM: in-flight streams finish, new connections are refused, exit 0', async () => {
@@ -102,5 +65,36 @@ describe('specd serve shutdown', () => {
     const server = await startServer([]);
     server.child.kill('SIGINT');
     assert.equal(await server.exit, 0, server.stderr());
+  });
+
+  test('SIGTERM with streams running and queued: every one finishes, nothing new is accepted, exit 0', async () => {
+    const server = await startServer(['--grace', '30', '--max-queue', '8']);
+    const streams = [streamChat(server.url, 60), streamChat(server.url, 60), streamChat(server.url, 60)];
+    await streams[0]!.started;
+    server.child.kill('SIGTERM');
+    // A request after the signal is refused: no connection, or a 503 with Retry-After.
+    const late = await rawRequest(server.url, { path: '/v1/completions', headers: jsonHeaders(), body: JSON.stringify({ prompt: 'hi', max_tokens: 1 }) }).catch((err: Error) => err);
+    if (!(late instanceof Error)) {
+      assert.equal(late.status, 503, late.body);
+      assert.equal(late.headers['retry-after'], '1');
+    }
+    for (const stream of streams) {
+      const data = events(await stream.done);
+      assert.equal(data.at(-1), '[DONE]');
+      assert.equal(JSON.parse(data.at(-2)!).choices[0].finish_reason, 'length');
+    }
+    assert.equal(await server.exit, 0, server.stderr());
+  });
+
+  test('a connection on which no request was sent does not hold the exit', async () => {
+    const server = await startServer([]);
+    const { hostname, port } = new URL(server.url);
+    const spare = connect(Number(port), hostname);
+    await new Promise((resolve) => spare.once('connect', resolve));
+    const t0 = Date.now();
+    server.child.kill('SIGTERM');
+    assert.equal(await server.exit, 0, server.stderr());
+    assert.ok(Date.now() - t0 < 5000, `exited ${Date.now() - t0} ms after SIGTERM`);
+    spare.destroy();
   });
 });
