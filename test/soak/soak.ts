@@ -6,7 +6,7 @@
  * end. Exits non-zero on any unexpected error, when memory grew by more than --max-growth, or
  * when the server does not exit 0 on SIGTERM.
  *
- *   npm run soak -- --clients 48 --duration 60 --warmup 10 --max-tokens 32 --max-queue 16
+ *   npm run soak -- --clients 48 --duration 60 --warmup 20 --max-tokens 32 --max-queue 16
  *
  * Every flag also reads from the environment (SOAK_CLIENTS, SOAK_DURATION, ...); extra
  * arguments after `--serve` go to `specd serve`.
@@ -31,7 +31,7 @@ const { values } = parseArgs({
   options: {
     clients: { type: 'string', default: process.env.SOAK_CLIENTS ?? '48' },
     duration: { type: 'string', default: process.env.SOAK_DURATION ?? '60' },
-    warmup: { type: 'string', default: process.env.SOAK_WARMUP ?? '10' },
+    warmup: { type: 'string', default: process.env.SOAK_WARMUP ?? '20' },
     'max-tokens': { type: 'string', default: process.env.SOAK_MAX_TOKENS ?? '32' },
     'max-queue': { type: 'string', default: process.env.SOAK_MAX_QUEUE ?? '16' },
     'max-growth': { type: 'string', default: process.env.SOAK_MAX_GROWTH ?? '0.2' },
