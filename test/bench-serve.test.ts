@@ -23,7 +23,7 @@ import { splitArgs, startServer } from '../src/bench/serve/server-process.js';
 import { speculationDelta } from '../src/bench/serve/speculation-delta.js';
 import { SseParser } from '../src/bench/serve/sse.js';
 import { speedupChartSvg } from '../src/bench/speedup-chart.js';
-import { buildWorkload, randomText } from '../src/bench/serve/workload.js';
+import { buildWorkload, randomText, requestFor } from '../src/bench/serve/workload.js';
 import { Rng } from '../src/engine/rng.js';
 
 const BIN = fileURLToPath(new URL('../../bin/specd.js', import.meta.url));
@@ -261,6 +261,10 @@ describe('inputs', () => {
     assert.equal(w[0]!.maxTokens, 12);
     const g = buildWorkload({ dataset: 'gsm8k', numPrompts: 2, maxTokens: 5, seed: 0, randomInputLen: 1, randomOutputLen: 1 });
     assert.equal(g[0]!.messages![0]!.role, 'user');
+    // Random prompts ask for outputs of exact length (vLLM's ignore_eos); data set chats may end early.
+    const settings = { model: 'm', temperature: 0, seed: 3 };
+    assert.deepEqual(requestFor(w[1]!, 1, settings), { path: '/v1/completions', body: { model: 'm', prompt: w[1]!.prompt, max_tokens: 12, temperature: 0, seed: 4, ignore_eos: true } });
+    assert.equal(requestFor(g[0]!, 0, settings).body.ignore_eos, undefined);
   });
 });
 
@@ -349,6 +353,7 @@ describe('specd bench serve end to end', () => {
       assert.equal(none!.speculation!.draft_tokens, 0, 'none drafts nothing although the server default is fixed:4');
       assert.ok(fixed!.speculation!.draft_tokens <= 2 * fixed!.speculation!.drafts, 'at most 2 candidates a round');
       assert.equal(fixed!.total_input_tokens, 2 * 2 * 30, 'byte-level tokens: one per character');
+      for (const c of report.configs) assert.equal(c.total_output_tokens, 2 * 2 * 8, 'ignore_eos: every output is max_tokens long');
     } finally {
       assert.equal(await server.stop(), 0);
     }

@@ -41,6 +41,8 @@ export interface GenerationRequest {
   adjustments?: LogitsAdjustments;
   /** Alternatives per position when logprobs are asked for; undefined: none recorded. */
   logprobs?: number;
+  /** EOS tokens do not end the generation (they stay in the output). */
+  ignoreEos?: boolean;
 }
 
 export interface GenerationTask {

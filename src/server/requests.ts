@@ -6,6 +6,8 @@
  * Precedence of sampling settings: the model's generation_config.json < the request (as
  * vLLM). Output length: `max_completion_tokens` / `max_tokens`, else what the context leaves
  * (chat) or 16 (text completions, OpenAI's default). `n` choices get seeds seed, seed + 1, ...
+ * `ignore_eos` (vLLM's): EOS tokens are generated like any other token and kept in the output
+ * (their text is skipped, as special tokens are), so only max tokens or a stop string end it.
  */
 import type { LogitsAdjustments } from '../engine/logits-processors.js';
 import type { SamplingParams } from '../engine/sampling.js';
@@ -39,6 +41,7 @@ interface CommonBody {
   frequency_penalty?: Opt<number>;
   logit_bias?: Opt<Record<string, number>>;
   user?: Opt<string>;
+  ignore_eos?: Opt<boolean>;
   speculative?: Opt<SpeculativeField>;
   [field: string]: unknown;
 }
@@ -214,6 +217,7 @@ function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number
         stop,
         adjustments,
         logprobs,
+        ignoreEos: body.ignore_eos === true,
       });
     }
   });

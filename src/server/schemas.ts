@@ -68,6 +68,8 @@ const common = {
     additionalProperties: { type: 'number', minimum: -100, maximum: 100 },
   },
   user: str,
+  /** vLLM's extension: EOS tokens do not end the generation. */
+  ignore_eos: bool,
   speculative,
 };
 

@@ -57,6 +57,7 @@ export default async function generate({ port, request }: GenerationTask): Promi
         stop: request.stop,
         adjustments: request.adjustments,
         logprobs: request.logprobs,
+        eosTokenIds: request.ignoreEos ? [] : undefined,
         signal: controller.signal,
         onRound: (round) => rounds.push(round),
       },

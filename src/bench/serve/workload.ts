@@ -1,8 +1,9 @@
 /**
  * The requests of a serving benchmark: prompts from a bundled data set, sent as one-turn chats
  * to /v1/chat/completions, or random text prompts of a given length, sent as raw prompts to
- * /v1/completions (as `vllm bench serve --dataset-name random` does). A seed reproduces both
- * the random prompts and each request's sampling seed.
+ * /v1/completions (as `vllm bench serve --dataset-name random` does) with `ignore_eos`, so every
+ * output is exactly max_tokens long. A seed reproduces both the random prompts and each
+ * request's sampling seed.
  */
 import { Rng } from '../../engine/rng.js';
 import type { ChatMessage } from '../../text/tokenizer.js';
@@ -21,6 +22,8 @@ export interface WorkItem {
   messages?: ChatMessage[];
   prompt?: string;
   maxTokens: number;
+  /** Generate to maxTokens whatever EOS tokens come (vLLM's `ignore_eos`): outputs of exact length. */
+  ignoreEos?: boolean;
 }
 
 export interface WorkloadOptions {
@@ -49,7 +52,12 @@ export function randomText(rng: Rng, length: number): string {
 export function buildWorkload(opts: WorkloadOptions): WorkItem[] {
   if (opts.dataset === 'random') {
     const rng = new Rng(opts.seed);
-    return Array.from({ length: opts.numPrompts }, (_, i) => ({ id: `random/${i}`, prompt: randomText(rng, opts.randomInputLen), maxTokens: opts.randomOutputLen }));
+    return Array.from({ length: opts.numPrompts }, (_, i) => ({
+      id: `random/${i}`,
+      prompt: randomText(rng, opts.randomInputLen),
+      maxTokens: opts.randomOutputLen,
+      ignoreEos: true,
+    }));
   }
   const prompts = loadPrompts(opts.dataset as DatasetName, opts.numPrompts);
   if (prompts.length === 0) throw new Error(`data set ${opts.dataset} has no prompts`);
@@ -79,6 +87,7 @@ export function requestFor(item: WorkItem, index: number, s: RequestSettings): {
     max_tokens: item.maxTokens,
     temperature: s.temperature,
     seed: s.seed + index,
+    ...(item.ignoreEos ? { ignore_eos: true } : {}),
     ...(s.speculative ? { speculative: s.speculative } : {}),
     ...s.extraBody,
   };
