@@ -24,6 +24,7 @@ const user = (content: string) => [{ role: 'user', content }];
 let app: FastifyInstance;
 let loadingHealth: LightMyRequestResponse;
 let loadingChat: LightMyRequestResponse;
+let loadingMetrics: LightMyRequestResponse[];
 
 before(async () => {
   // The bundled pair without an acceptance head (whether or not one is bundled).
@@ -31,6 +32,8 @@ before(async () => {
   // Straight after buildApp the worker is still loading its models.
   loadingHealth = await app.inject({ method: 'GET', url: '/health' });
   loadingChat = await app.inject({ method: 'POST', url: '/v1/chat/completions', headers: auth, payload: { messages: user('hi'), max_tokens: 4 } });
+  // Two scrapes in a row: the event-loop statistics have no sample yet, then none since the last scrape.
+  loadingMetrics = [await app.inject({ method: 'GET', url: '/metrics' }), await app.inject({ method: 'GET', url: '/metrics' })];
   await app.specd.engine.ready;
 });
 after(() => app?.close());
@@ -66,6 +69,21 @@ describe('loading', () => {
   test('generation requests while loading get 503 with Retry-After', () => {
     expectError(loadingChat, 503, null, 'model_loading');
     assert.equal(loadingChat.headers['retry-after'], '1');
+  });
+
+  test('/metrics straight after start: every sample a finite number, no NaN', () => {
+    for (const res of loadingMetrics) {
+      assert.equal(res.statusCode, 200);
+      assert.doesNotMatch(res.body, /nan/i);
+      const samples = res.body.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+      assert.ok(samples.some((l) => l.startsWith('nodejs_eventloop_lag_mean_seconds ')), 'the event-loop statistics are reported');
+      for (const line of samples) {
+        const value = Number(line.slice(line.lastIndexOf(' ') + 1));
+        assert.ok(Number.isFinite(value), line);
+        // Not the empty histogram's minimum (2^63 ns).
+        if (line.startsWith('nodejs_eventloop_lag_')) assert.ok(value >= 0 && value < 60, line);
+      }
+    }
   });
 });
 
@@ -128,6 +146,7 @@ describe('request validation: 400 naming the parameter', () => {
     ['logit_bias value out of range', { messages: user('x'), logit_bias: { '65': 101 } }, 'logit_bias[65]'],
     ['logit_bias id outside the vocabulary', { messages: user('x'), logit_bias: { '999': 1 } }, 'logit_bias'],
     ['stream a string', { messages: user('x'), stream: 'yes' }, 'stream', 'invalid_type'],
+    ['ignore_eos a string', { messages: user('x'), ignore_eos: 'true' }, 'ignore_eos', 'invalid_type'],
     ['stream_options without stream', { messages: user('x'), stream_options: { include_usage: true } }, 'stream_options'],
     ['tools', { messages: user('x'), tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools', 'unsupported_parameter'],
     ['tool_choice', { messages: user('x'), tool_choice: 'required' }, 'tool_choice', 'unsupported_parameter'],
@@ -162,6 +181,7 @@ describe('request validation: 400 naming the parameter', () => {
     ['logprobs a boolean', { prompt: 'a', logprobs: true }, 'logprobs', 'invalid_type'],
     ['logprobs above 20', { prompt: 'a', logprobs: 21 }, 'logprobs'],
     ['echo', { prompt: 'a', echo: true }, 'echo', 'unsupported_parameter'],
+    ['ignore_eos a number', { prompt: 'a', ignore_eos: 1 }, 'ignore_eos', 'invalid_type'],
     ['suffix', { prompt: 'a', suffix: 'b' }, 'suffix', 'unsupported_parameter'],
     ['best_of', { prompt: 'a', best_of: 3 }, 'best_of', 'unsupported_parameter'],
     ['too many choices', { prompt: ['a', 'b', 'c'], n: 6 }, 'prompt'],

@@ -4,7 +4,7 @@
  * vLLM's names where vLLM has the metric, under a `specd_` prefix; every "request" here is one
  * generation (one choice). Beyond vLLM: candidate-length and accepted-length histograms by
  * policy, draft vs verify time, the acceptance head's live calibration, the main thread's
- * event-loop delay. Node's default process metrics come unprefixed, as usual.
+ * event-loop delay. Node's default process metrics come unprefixed, as usual (default-metrics.ts).
  *
  * Useful PromQL:
  *   acceptance rate        rate(specd_spec_decode_num_accepted_tokens_total[5m]) / rate(specd_spec_decode_num_draft_tokens_total[5m])
@@ -15,8 +15,9 @@
  *   head reliability       specd_head_calibration_accepted_total / specd_head_calibration_predictions_total  vs
  *                          specd_head_calibration_predicted_sum / specd_head_calibration_predictions_total  (per bucket)
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { RoundStats } from '../engine/stats.js';
+import { registerDefaultMetrics } from './default-metrics.js';
 import type { EngineObserver, GenerationHandle } from './engine-pool.js';
 import type { EventLoopMonitor } from './event-loop.js';
 import type { WorkerMessage } from './protocol.js';
@@ -128,7 +129,7 @@ export class ServerMetrics implements EngineObserver {
         this.set({ quantile: '1' }, d.max);
       },
     });
-    collectDefaultMetrics({ register: this.registry });
+    registerDefaultMetrics(this.registry);
   }
 
   get contentType(): string {
@@ -192,15 +193,22 @@ export class ServerMetrics implements EngineObserver {
     }
   }
 
-  /** Candidate i (0-based) was accepted iff i < accepted. */
-  private observeCalibration(acceptProbs: number[], accepted: number): void {
-    acceptProbs.forEach((p, i) => {
+  /**
+   * The head's predictions against what the target did. Candidate i (0-based) is verified only
+   * if every candidate before it was accepted: it was accepted when i < accepted and rejected
+   * when i == accepted (the first rejection); the candidates after that were never judged and
+   * are not counted.
+   */
+  private observeCalibration(acceptProbs: readonly number[], accepted: number): void {
+    const judged = Math.min(acceptProbs.length, accepted + 1);
+    for (let i = 0; i < judged; i++) {
+      const p = acceptProbs[i]!;
       const bucket = (Math.min(CALIBRATION_BUCKETS - 1, Math.floor(p * CALIBRATION_BUCKETS)) / CALIBRATION_BUCKETS).toFixed(1);
       const realised = i < accepted ? 1 : 0;
       this.headPredictions.inc({ bucket });
       this.headPredictedSum.inc({ bucket }, p);
       if (realised) this.headAccepted.inc({ bucket });
       this.headBrierSum.inc((p - realised) ** 2);
-    });
+    }
   }
 }

@@ -1,0 +1,62 @@
+/**
+ * ServerMetrics fed synthetic worker messages: the acceptance head's live calibration counts
+ * each drafted candidate the target actually judged (the accepted ones and the first rejection),
+ * never the candidates after the first rejection.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { RoundStats } from '../src/engine/stats.js';
+import type { GenerationHandle } from '../src/server/engine-pool.js';
+import { EventLoopMonitor } from '../src/server/event-loop.js';
+import { ServerMetrics } from '../src/server/metrics.js';
+
+const handle = { request: { policy: { policy: 'specdec++' }, promptIds: [1, 2, 3] }, submittedAt: performance.now() } as unknown as GenerationHandle;
+
+const round = (acceptProbs: number[], accepted: number): RoundStats => ({ drafted: acceptProbs.length, accepted, emitted: accepted + 1, draftMs: 1, targetMs: 1, acceptProbs });
+
+/** `name{labels}` -> value of every sample in the registry. */
+async function samples(metrics: ServerMetrics): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const m of await metrics.registry.getMetricsAsJSON()) {
+    for (const v of m.values) {
+      const labels = Object.entries(v.labels).map(([k, l]) => `${k}="${l}"`).join(',');
+      out.set(m.name + (labels ? `{${labels}}` : ''), v.value);
+    }
+  }
+  return out;
+}
+
+describe('head calibration metrics', () => {
+  test('candidates after the first rejection have no outcome and are not counted', async () => {
+    const eventLoop = new EventLoopMonitor();
+    const metrics = new ServerMetrics(() => ({ running: 0, waiting: 0 }), eventLoop);
+    try {
+      metrics.submitted(handle);
+      metrics.event(handle, { type: 'start' });
+      metrics.event(handle, {
+        type: 'tokens',
+        text: 'abcdef',
+        tokenIds: [1, 2, 3, 4, 5, 6],
+        rounds: [
+          round([0.95, 0.85, 0.35, 0.25], 1), // accepted, first rejection, then two never judged
+          round([0.55, 0.65], 2), // both accepted
+        ],
+      });
+      metrics.event(handle, { type: 'tokens', text: 'g', tokenIds: [7], rounds: [round([0.05, 0.92], 0)] }); // rejected at once
+      const s = await samples(metrics);
+      const at = (name: string, bucket: string) => s.get(`specd_head_calibration_${name}{bucket="${bucket}"}`) ?? 0;
+      assert.deepEqual(
+        ['0.0', '0.2', '0.3', '0.5', '0.6', '0.8', '0.9'].map((b) => [b, at('predictions_total', b), at('accepted_total', b)]),
+        [['0.0', 1, 0], ['0.2', 0, 0], ['0.3', 0, 0], ['0.5', 1, 1], ['0.6', 1, 1], ['0.8', 1, 0], ['0.9', 1, 1]],
+      );
+      const predictions = [...s].filter(([k]) => k.startsWith('specd_head_calibration_predictions_total')).reduce((a, [, v]) => a + v, 0);
+      assert.equal(predictions, 5, 'judged candidates: 2 + 2 + 1 of 8 drafted');
+      assert.ok(Math.abs(at('predicted_sum', '0.8') - 0.85) < 1e-12);
+      const brier = 0.05 ** 2 + 0.85 ** 2 + 0.45 ** 2 + 0.35 ** 2 + 0.05 ** 2;
+      assert.ok(Math.abs(s.get('specd_head_calibration_brier_sum')! - brier) < 1e-12, String(s.get('specd_head_calibration_brier_sum')));
+      assert.equal(s.get('specd_spec_decode_num_draft_tokens_total'), 8, 'the drafting counters still count every candidate');
+    } finally {
+      eventLoop.stop();
+    }
+  });
+});
