@@ -28,7 +28,7 @@ before(async () => {
 after(() => app?.close());
 
 /** Request fields the openai client's types do not know (specd's extensions, vLLM's top_k). */
-type Extra = { speculative?: Record<string, unknown>; top_k?: number };
+type Extra = { speculative?: Record<string, unknown>; top_k?: number; ignore_eos?: boolean };
 type ChatParams = Omit<OpenAI.Chat.ChatCompletionCreateParamsNonStreaming, 'model' | 'messages'> & Extra;
 type SpeculativeUsage = { policy: string; rounds: number; draft_tokens: number; accepted_tokens: number; acceptance_rate: number; mean_accepted_per_round: number };
 type UsageWithSpec = OpenAI.CompletionUsage & { speculative: SpeculativeUsage };
@@ -115,6 +115,65 @@ describe('chat completions', () => {
     assert.equal(s.text, expected);
     assert.equal(s.finish, 'stop');
     assert.ok(s.chunks.every((c) => !(c.choices[0]?.delta.content ?? '').includes(stop)));
+  });
+
+  test('with a stop string, usage and logprobs cover the tokens up to the one where the stop string starts', async () => {
+    const base = { temperature: 0, max_tokens: 48, logit_bias: NO_EOS, logprobs: true };
+    const ref = await chat(base);
+    const refText = ref.choices[0]!.message.content!;
+    const refTokens = ref.choices[0]!.logprobs!.content!;
+    // Three characters from the middle of the reference: three byte-level tokens, so the round
+    // that completes the stop string has generated tokens past its start.
+    const stop = refText.slice(20, 23);
+    const at = refText.indexOf(stop);
+    // The token holding the stop string's first character, and every token before it.
+    let chars = 0;
+    const kept = refTokens.findIndex((t) => (chars += t.token.length) > at) + 1;
+    const expected = refTokens.slice(0, kept).map((t) => [t.token, t.logprob]);
+
+    const res = await chat({ ...base, stop });
+    assert.equal(res.choices[0]!.message.content, refText.slice(0, at));
+    assert.equal(res.usage!.completion_tokens, kept);
+    assert.deepEqual(res.choices[0]!.logprobs!.content!.map((t) => [t.token, t.logprob]), expected);
+
+    const s = await chatStream({ ...base, stop, stream_options: { include_usage: true } });
+    assert.equal(s.text, refText.slice(0, at));
+    assert.equal(s.usage!.completion_tokens, kept);
+    assert.deepEqual(s.chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []).map((t) => [t.token, t.logprob]), expected);
+
+    const text = await client.completions.create({ model: MODEL, prompt: 'Once upon a time', temperature: 0, max_tokens: 32, logit_bias: NO_EOS, logprobs: 0 });
+    const textStop = text.choices[0]!.text.slice(10, 13);
+    const cut = await client.completions.create({ model: MODEL, prompt: 'Once upon a time', temperature: 0, max_tokens: 32, logit_bias: NO_EOS, logprobs: 0, stop: textStop });
+    const textAt = text.choices[0]!.text.indexOf(textStop);
+    assert.equal(cut.choices[0]!.text, text.choices[0]!.text.slice(0, textAt));
+    assert.equal(cut.usage!.completion_tokens, textAt + 1, 'one byte-level token per character');
+    assert.deepEqual(cut.choices[0]!.logprobs!.tokens, text.choices[0]!.logprobs!.tokens!.slice(0, textAt + 1));
+  });
+
+  test('ignore_eos: EOS tokens stay in the output and generation runs to max_tokens', async () => {
+    const ref = await chat({ temperature: 0, max_tokens: 64 }, 'Hi');
+    const n = ref.usage!.completion_tokens;
+    assert.equal(ref.choices[0]!.finish_reason, 'stop', 'greedy decoding of this prompt ends with EOS');
+    assert.ok(n < 64);
+    const res = await chat({ temperature: 0, max_tokens: 64, ignore_eos: true, logprobs: true }, 'Hi');
+    assert.equal(res.choices[0]!.finish_reason, 'length');
+    assert.equal(res.usage!.completion_tokens, 64);
+    const content = res.choices[0]!.logprobs!.content!;
+    assert.equal(content.length, 64);
+    assert.equal(content[n]!.token, '<|im_end|>', 'the EOS token is part of the output');
+    // Its text is skipped, as a special token's is; the text before it is the same.
+    assert.ok(res.choices[0]!.message.content!.startsWith(ref.choices[0]!.message.content!));
+    assert.ok(!res.choices[0]!.message.content!.includes('<|im_end|>'));
+    const s = await chatStream({ temperature: 0, max_tokens: 64, ignore_eos: true, stream_options: { include_usage: true } }, 'Hi');
+    assert.equal(s.text, res.choices[0]!.message.content);
+    assert.equal(s.usage!.completion_tokens, 64);
+    // /v1/completions, with the chat prompt as token ids.
+    const prompt = app.specd.facts.tokenizer.encodeChat([{ role: 'user', content: 'Hi' }]);
+    const params = { model: MODEL, prompt, temperature: 0, max_tokens: 64 };
+    assert.equal((await client.completions.create(params)).usage!.completion_tokens, n);
+    const text = await client.completions.create({ ...params, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
+    assert.equal(text.choices[0]!.finish_reason, 'length');
+    assert.equal(text.usage!.completion_tokens, 64);
   });
 
   test('a seed reproduces a sampled generation; n choices use seed, seed + 1, ...', async () => {
@@ -273,6 +332,26 @@ describe('metrics', () => {
     assert.ok(after.has('process_cpu_user_seconds_total'), 'default process metrics');
     assert.ok(after.has('specd_time_to_first_token_seconds_bucket{le="0.001"}'), 'buckets fit GPU latencies');
     assert.ok(after.has('specd_time_to_first_token_seconds_bucket{le="80"}'), 'and slow CPU prompts');
+  });
+
+  test("specdec++ requests feed the acceptance head's live calibration", async (t) => {
+    if (!app.specd.hasHead) return t.skip('no acceptance head is bundled');
+    const before = await metrics();
+    const res = await chat({ temperature: 0, max_tokens: 48, logit_bias: NO_EOS, speculative: { policy: 'specdec++' } });
+    const after = await metrics();
+    const spec = speculativeUsage(res.usage);
+    const total = (prefix: string, m: Map<string, number>) => [...m].filter(([k]) => k.startsWith(prefix)).reduce((a, [, v]) => a + v, 0);
+    const delta = (prefix: string) => total(prefix, after) - total(prefix, before);
+    const predictions = delta('specd_head_calibration_predictions_total');
+    const rounds = delta('specd_spec_decode_num_drafts_total');
+    assert.ok(spec.draft_tokens > 0 && rounds > 0);
+    assert.ok(predictions > 0, "the worker forwards the head's predictions");
+    assert.equal(delta('specd_head_calibration_accepted_total'), spec.accepted_tokens, 'every accepted candidate is a realised 1');
+    // Judged candidates: the accepted ones plus at most one rejection per round.
+    assert.ok(predictions >= spec.accepted_tokens && predictions <= Math.min(spec.draft_tokens, spec.accepted_tokens + rounds), `${predictions} predictions`);
+    const predictedSum = delta('specd_head_calibration_predicted_sum');
+    assert.ok(predictedSum > 0 && predictedSum <= predictions);
+    assert.ok(delta('specd_head_calibration_brier_sum') >= 0);
   });
 });
 

@@ -51,10 +51,14 @@ export async function generateText(
   const detokenizer = new IncrementalDetokenizer(pair.tokenizer, { skipSpecialTokens: true });
   const stops = new StopStringMatcher(opts.stop ?? []);
   let text = '';
+  /** Output tokens whose text was emitted: after a stop string, the rest of its round is not. */
+  let kept = 0;
   const emit = (piece: string, tokenIds: number[]) => {
     text += piece;
+    const from = kept;
+    kept += tokenIds.length;
     if (!onDelta || !(piece || tokenIds.length)) return;
-    const logprobs = opts.logprobs === undefined ? undefined : generation.logprobs.slice(generation.logprobs.length - tokenIds.length);
+    const logprobs = opts.logprobs === undefined ? undefined : generation.logprobs.slice(from, kept);
     onDelta({ text: piece, tokenIds, logprobs });
   };
 
@@ -64,9 +68,13 @@ export async function generateText(
       break;
     }
     const tokens = await generation.step();
-    const matched = stops.push(detokenizer.push(tokens));
-    emit(matched.emit, tokens);
-    if (matched.stopped) generation.finish('stop');
+    if (opts.stop?.length) {
+      const round = stopRound(detokenizer, stops, tokens, text.length);
+      emit(round.emit, tokens.slice(0, round.kept));
+    } else {
+      emit(stops.push(detokenizer.push(tokens)).emit, tokens);
+    }
+    if (stops.stopped) generation.finish('stop');
   }
   if (!stops.stopped) {
     const tail = stops.push(detokenizer.flush());
@@ -74,10 +82,34 @@ export async function generateText(
   }
   return {
     text,
-    token_ids: generation.tokenIds,
+    token_ids: generation.tokenIds.slice(0, kept),
     prompt_tokens: promptIds.length,
     finish_reason: generation.finishReason!,
     stats: generation.stats,
-    logprobs: opts.logprobs === undefined ? undefined : generation.logprobs,
+    logprobs: opts.logprobs === undefined ? undefined : generation.logprobs.slice(0, kept),
   };
+}
+
+/**
+ * One round's tokens through the detokenizer and the stop matcher, a token at a time, so that a
+ * stop string can be traced to the token its first character came from. That token and those
+ * before it are kept (their text, up to the stop string, was emitted); the round's later tokens
+ * are not output. A stop string that began in an earlier round keeps none of this round's.
+ * @param emitted characters of text emitted before this round
+ */
+function stopRound(detokenizer: IncrementalDetokenizer, stops: StopStringMatcher, tokens: readonly number[], emitted: number): { emit: string; kept: number } {
+  let piece = '';
+  const roundStart = detokenizer.text.length;
+  /** ends[i]: characters the detokenizer has produced up to and including token i. */
+  const ends: number[] = [];
+  for (const token of tokens) {
+    const matched = stops.push(detokenizer.push([token]));
+    ends.push(detokenizer.text.length);
+    piece += matched.emit;
+    if (!matched.stopped) continue;
+    // The emitted text ends where the stop string starts.
+    const stopAt = emitted + piece.length;
+    return { emit: piece, kept: stopAt < roundStart ? 0 : ends.findIndex((end) => end > stopAt) + 1 };
+  }
+  return { emit: piece, kept: tokens.length };
 }
