@@ -1,8 +1,8 @@
 /**
- * `specd serve` with models it cannot use: a missing directory or file, a truncated graph or
- * weights file, a draft whose vocabulary or tokenizer differs from the target's. The process
- * exits non-zero with one line on stderr that names the file at fault; while the workers try to
- * load, /health answers 503.
+ * `specd serve` with models it cannot use: a missing directory or file, a truncated graph, a
+ * truncated or missing weights file (named itself, not the graph that refers to it), a draft
+ * whose vocabulary or tokenizer differs from the target's. The process exits non-zero with one
+ * line on stderr that names the file at fault; while the workers try to load, /health answers 503.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -93,12 +93,22 @@ describe('models that cannot be served', () => {
     assert.ok(health.every((s) => s === 503), `health ${health}`);
   });
 
-  test('a weights file cut in half: exit 1 naming the model', async () => {
+  test('a weights file cut in half: exit 1 naming the weights file', async () => {
     const dir = copyModel(BUNDLED_TARGET, 'truncated-weights');
     halve(join(dir, 'onnx', 'model.onnx_data_1'));
     const { code, stderr } = await serveUntilExit(['--target', dir, '--no-draft', '--policy', 'none']);
     assert.equal(code, 1);
-    expectOneLineError(stderr, join(dir, 'onnx', 'model.onnx'));
+    expectOneLineError(stderr, join(dir, 'onnx', 'model.onnx_data_1'));
+    assert.match(stderr, /model\.onnx_data_1 is truncated: \d+ bytes, but tensor \S+ of \S+model\.onnx ends at byte \d+/);
+    assert.doesNotMatch(stderr, /out of bounds/, "ONNX Runtime's message, which names the graph file, is not what the user sees");
+  });
+
+  test('a missing weights file: exit 1 naming it', async () => {
+    const dir = copyModel(BUNDLED_TARGET, 'missing-weights');
+    rmSync(join(dir, 'onnx', 'model.onnx_data_1'));
+    const { code, stderr } = await serveUntilExit(['--target', dir, '--no-draft', '--policy', 'none']);
+    assert.equal(code, 1);
+    expectOneLineError(stderr, `missing ${join(dir, 'onnx', 'model.onnx_data_1')}`);
   });
 
   test('a draft with another tokenizer: exit 1 naming its tokenizer.json', async () => {

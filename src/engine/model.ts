@@ -7,6 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { type Device, executionProviders } from './device.js';
 import { KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
 import { ModelLoadError } from '../errors.js';
+import { checkExternalData } from '../onnx/external-data.js';
 import { type ModelDir, readModelDir } from './model-dir.js';
 
 export interface LoadOptions {
@@ -63,6 +64,8 @@ export class DecoderModel {
       executionMode: 'sequential',
       intraOpNumThreads: opts.threads ?? availableParallelism(),
     };
+    // ONNX Runtime's error for a truncated data file names the graph file; this one names the data file.
+    if (!opts.model) checkExternalData(modelDir.onnxPath);
     let session: ort.InferenceSession;
     try {
       session = opts.model
