@@ -23,14 +23,19 @@ const ELEMENT_BYTES: Record<number, number> = {
 };
 
 /** Whether the graph file's directory holds files named like its external data. */
-export function hasExternalDataFiles(onnxPath: string): boolean {
+function hasExternalDataFiles(onnxPath: string): boolean {
   const name = basename(onnxPath);
   return readdirSync(dirname(onnxPath)).some((f) => f !== name && f.startsWith(name));
 }
 
 /** For each data file the graph refers to, the furthest byte a tensor needs and that tensor. */
-export function externalDataExtents(onnxPath: string): Map<string, { end: number; tensor: string }> {
-  const model = readModel(readFileSync(onnxPath));
+function externalDataExtents(onnxPath: string): Map<string, { end: number; tensor: string }> {
+  let model: ReturnType<typeof readModel>;
+  try {
+    model = readModel(readFileSync(onnxPath));
+  } catch (err) {
+    throw new ModelLoadError(`cannot load ${onnxPath}: not a readable ONNX model (${(err as Error).message})`, onnxPath);
+  }
   const extents = new Map<string, { end: number; tensor: string }>();
   for (const t of model.graph?.initializer ?? []) {
     if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) continue;
