@@ -1,7 +1,7 @@
 /**
  * A generation from text to text: tokenize (plain prompt or chat), run speculative rounds,
  * detokenize incrementally (never splitting a UTF-8 character) and end at stop strings
- * (never emitting part of one).
+ * (never emitting part of one, nor counting the tokens of its round past its start).
  */
 import { IncrementalDetokenizer } from '../text/detokenizer.js';
 import { StopStringMatcher } from '../text/stop-strings.js';
@@ -23,6 +23,7 @@ export interface TextGenerateOptions extends GenerateOptions {
 
 export interface TextGenerationResult {
   text: string;
+  /** Output tokens; after a stop string, up to the one holding its first character. */
   token_ids: number[];
   prompt_tokens: number;
   finish_reason: FinishReason;
