@@ -67,7 +67,7 @@ function collectCommand(): Command {
     .option('--prompts <n>', 'prompts to collect (alpaca_5000 and gsm8k train, interleaved)', intIn(1, 100_000), 1200)
     .option('--max-tokens <n>', 'longest response', intIn(1, 4096), 192)
     .option('--temperature <t>', 'sampling temperature of responses, p, q and draft samples', numberIn(0.01, 10), 1)
-    .option('--mix-ratio <r>', "token mixing: share of positions that keep the target's token", numberIn(0, 0.99), DEFAULT_MIX_RATIO)
+    .option('--mix-ratio <r>', "token mixing: share of positions that keep the target's token", numberIn(0, 1), DEFAULT_MIX_RATIO)
     .option('--seed <n>', 'seed of the prompt order and of all sampling', intIn(0, 2 ** 31), 0)
     .option('--target <dir>', 'target model directory (default: the bundled specd-pair target)')
     .option('--draft <dir>', 'draft model directory (default: the bundled specd-pair draft)')

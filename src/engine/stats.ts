@@ -26,6 +26,7 @@ export interface GenerationStats {
   mean_accepted_per_round: number;
   /** Output tokens per target forward pass (Spec-Bench's mean accepted length, tau). */
   tokens_per_target_call: number;
+  /** Tokens the rounds produced (the work done); a stop string can end the text output earlier (text-generation.ts token_ids). */
   new_tokens: number;
   /** accepted_per_position[i]: rounds whose (i+1)-th candidate was accepted. */
   accepted_per_position: number[];
