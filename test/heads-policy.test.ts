@@ -1,7 +1,7 @@
 /**
  * The specdec++ stop policy: the rule itself (1 - prod > h over every candidate so far, the
- * current one included; K_min, K_max; the candidate that crosses h is the one dropped when
- * greedy), its spec parsing, and the same exactness checks as the other
+ * current one included; K_min, K_max; the candidate that crosses h is kept and verified), its
+ * spec parsing, and the same exactness checks as the other
  * policies: greedy output equals target-only greedy output (fixture pairs and the bundled
  * pair, fused and separate head), max-token limits and EOS are exact, and sampled output is
  * distributed as the target's.
@@ -53,27 +53,27 @@ function runRule(policy: SpecDecPlusPlusPolicy, acceptProbs: number[]): { verdic
 }
 
 describe('specdec++ stop rule', () => {
-  test('stops when 1 - prod P(accept) exceeds h; the candidate that crossed h is the one to drop', () => {
+  test('stops when 1 - prod P(accept) exceeds h, keeping the candidate that crossed h', () => {
     // prod after step s covers y_1..y_s: 0.9, 0.72, 0.504 -> 1 - prod = 0.1, 0.28, 0.496
     const r = runRule(new SpecDecPlusPlusPolicy(0.4, 1, 16), [0.9, 0.8, 0.7, 0.9, 0.9]);
-    assert.deepEqual(r.verdicts, ['continue', 'continue', 'stop-drop']);
-    assert.equal(r.kept, 2, 'y_3 pushed the estimate past h');
+    assert.deepEqual(r.verdicts, ['continue', 'continue', 'stop']);
+    assert.equal(r.kept, 3, 'y_3 pushed the estimate past h and is verified');
   });
 
   test('no lag: step s judges y_s itself, so even step 1 can stop', () => {
-    assert.deepEqual(runRule(new SpecDecPlusPlusPolicy(0.5, 1, 16), [0.4]).verdicts, ['stop-drop']);
-    assert.deepEqual(runRule(new SpecDecPlusPlusPolicy(0.5, 1, 16), [0.6, 0.8]).verdicts, ['continue', 'stop-drop']);
+    assert.deepEqual(runRule(new SpecDecPlusPlusPolicy(0.5, 1, 16), [0.4]).verdicts, ['stop']);
+    assert.deepEqual(runRule(new SpecDecPlusPlusPolicy(0.5, 1, 16), [0.6, 0.8]).verdicts, ['continue', 'stop']);
     // The estimate at step s is exactly 1 - prod_{i <= s} P(accept y_i).
     const p = new SpecDecPlusPlusPolicy(0.5, 1, 16);
     p.begin();
     assert.equal(p.decide({ index: 1, token: 1, prob: 1, acceptProb: 0.9 }), 'continue'); // 0.1
     assert.equal(p.decide({ index: 2, token: 1, prob: 1, acceptProb: 0.6 }), 'continue'); // 0.46
-    assert.equal(p.decide({ index: 3, token: 1, prob: 1, acceptProb: 0.9 }), 'stop-drop'); // 0.514
+    assert.equal(p.decide({ index: 3, token: 1, prob: 1, acceptProb: 0.9 }), 'stop'); // 0.514
   });
 
   test('K_min: no stop before step K_min; the product still counts the skipped steps', () => {
     const r = runRule(new SpecDecPlusPlusPolicy(0.1, 4, 16), [0.5, 0.9, 0.9, 0.9]);
-    assert.deepEqual(r.verdicts, ['continue', 'continue', 'continue', 'stop-drop']);
+    assert.deepEqual(r.verdicts, ['continue', 'continue', 'continue', 'stop']);
   });
 
   test('K_max: always stops at step K_max, keeping y_K', () => {
@@ -141,8 +141,7 @@ async function checkGreedy(pair: ModelPair, prompts: number[][], maxTokens: numb
       for (const r of run.rounds) {
         const cap = maxTokens - r.before - 1;
         assert.ok(r.drafted <= Math.min(spec.kMax, Math.max(0, cap)), `${label}: drafted ${r.drafted}`);
-        // Steps below K_min continue; step K_min may stop and drop its candidate (greedy).
-        assert.ok(r.drafted >= Math.min(spec.kMin - 1, cap, spec.kMax), `${label}: drafted ${r.drafted} < K_min - 1 (${cap} left)`);
+        assert.ok(r.drafted >= Math.min(spec.kMin, cap, spec.kMax), `${label}: drafted ${r.drafted} < K_min (${cap} left)`);
         assert.ok(r.accepted <= r.drafted);
         lengths.add(r.drafted);
       }
@@ -198,7 +197,7 @@ for (const { label, options } of fixtures) {
 }
 
 describe('specdec++ in the engine follows the head', () => {
-  test('a constant head P = 0.8 with h = 0.5 drafts 3 candidates per round when greedy (1 - 0.8^4 > 0.5 first at step 4; y_4 is dropped)', async () => {
+  test('a constant head P = 0.8 with h = 0.5 drafts 4 candidates per round (1 - 0.8^4 > 0.5 first at step 4)', async () => {
     const dir = join(root, 'constant');
     const p = writeFixturePair(dir, { style: 'llama' });
     const head = writeTestHead(dir, p.draftDir, p.draft.hidden, { params: constantHeadParams(p.draft.hidden, 0.8), threshold: 0.5 });
@@ -206,7 +205,7 @@ describe('specdec++ in the engine follows the head', () => {
     try {
       // The bare spec takes the head's recommended threshold (0.5).
       const run = await drive(pair.decoder, [1, 5, 9, 13], { maxTokens: 40, sampling: GREEDY, eosTokenIds: [], policy: specdec(undefined) });
-      for (const r of run.rounds) assert.equal(r.drafted, Math.min(3, 40 - r.before - 1), `round at ${r.before}`);
+      for (const r of run.rounds) assert.equal(r.drafted, Math.min(4, 40 - r.before - 1), `round at ${r.before}`);
     } finally {
       await pair.release();
     }

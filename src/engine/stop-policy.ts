@@ -136,9 +136,10 @@ class ConfidencePolicy implements StopPolicy {
  * probability that at least one candidate is rejected. Steps s < K_min always continue; step
  * K_max always stops.
  *
- * On stopping, the verdict is 'stop-drop': y_s is the candidate that pushed the estimate past
- * h, so with greedy decoding it is dropped. When sampling the engine keeps it (dropping a token
- * because of its own value would bias the output; see speculative.ts).
+ * On stopping, y_s is kept and verified ('stop'), greedy or not: its draft step has been paid
+ * for, and verifying one more token costs a small part of a target pass (a few percent on the
+ * bundled pair), so keeping it pays whenever P(accept y_s) is above that share, which it is
+ * nearly always when the rule stops. (When sampling, dropping it would also bias the output.)
  */
 export class SpecDecPlusPlusPolicy implements StopPolicy {
   readonly needsDraftProb = false;
@@ -164,7 +165,7 @@ export class SpecDecPlusPlusPolicy implements StopPolicy {
     this.prod *= step.acceptProb;
     if (step.index >= this.maxDraft) return 'stop';
     if (step.index < this.kMin) return 'continue';
-    return 1 - this.prod > this.threshold ? 'stop-drop' : 'continue';
+    return 1 - this.prod > this.threshold ? 'stop' : 'continue';
   }
 }
 
