@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { jsonHeaders, NO_EOS, rawRequest, sseData } from './support/http-client.js';
-import { startServe as startServer } from './support/serve-process.js';
+import { startServe as startServer, waitForStderr } from './support/serve-process.js';
 
 /** Starts a streamed chat; resolves `started` at the first content chunk and `done` with the whole body. */
 function streamChat(url: string, maxTokens: number): { started: Promise<void>; done: Promise<string> } {
@@ -72,6 +72,8 @@ describe('specd serve shutdown', () => {
     const streams = [streamChat(server.url, 60), streamChat(server.url, 60), streamChat(server.url, 60)];
     await streams[0]!.started;
     server.child.kill('SIGTERM');
+    // The signal arrives asynchronously: wait until the server has acted on it.
+    await waitForStderr(server, 'SIGTERM: shutting down');
     // A request after the signal is refused: no connection, or a 503 with Retry-After.
     const late = await rawRequest(server.url, { path: '/v1/completions', headers: jsonHeaders(), body: JSON.stringify({ prompt: 'hi', max_tokens: 1 }) }).catch((err: Error) => err);
     if (!(late instanceof Error)) {

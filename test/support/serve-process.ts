@@ -84,3 +84,12 @@ export function residentBytes(pid: number): number {
   if (!m) throw new Error(`no VmRSS for process ${pid}`);
   return Number(m[1]) * 1024;
 }
+
+/** Resolves once the server's stderr contains `text` (e.g. its acknowledgement of a signal). */
+export async function waitForStderr(server: Pick<ServeProcess, 'stderr'>, text: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!server.stderr().includes(text)) {
+    if (Date.now() > deadline) throw new Error(`no "${text}" on the server's stderr within ${timeoutMs} ms: ${server.stderr()}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
