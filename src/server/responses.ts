@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { TokenLogprob } from '../engine/logprobs.js';
-import type { RoundStats } from '../engine/stats.js';
+import { type RoundStats, StatsCollector } from '../engine/stats.js';
 import type { TokenTexts } from './token-text.js';
 
 /** `system_fingerprint`: names the server build that produced a response. */
@@ -39,12 +39,10 @@ export interface Usage {
   speculative: SpeculativeUsage;
 }
 
-/** Running totals of a request's usage, fed round by round. */
+/** Running totals of a request's usage, fed round by round (the engine's StatsCollector does the counting). */
 export class UsageTally {
   private completionTokens = 0;
-  private rounds = 0;
-  private drafted = 0;
-  private accepted = 0;
+  private readonly stats = new StatsCollector();
 
   constructor(
     private readonly promptTokens: number,
@@ -56,25 +54,22 @@ export class UsageTally {
   }
 
   addRounds(rounds: readonly RoundStats[]): void {
-    for (const r of rounds) {
-      this.rounds++;
-      this.drafted += r.drafted;
-      this.accepted += r.accepted;
-    }
+    for (const r of rounds) this.stats.observe(r);
   }
 
   toJSON(): Usage {
+    const s = this.stats.summary(0, 0);
     return {
       prompt_tokens: this.promptTokens,
       completion_tokens: this.completionTokens,
       total_tokens: this.promptTokens + this.completionTokens,
       speculative: {
         policy: this.policy,
-        rounds: this.rounds,
-        draft_tokens: this.drafted,
-        accepted_tokens: this.accepted,
-        acceptance_rate: this.drafted > 0 ? this.accepted / this.drafted : 0,
-        mean_accepted_per_round: this.rounds > 0 ? this.accepted / this.rounds : 0,
+        rounds: s.rounds,
+        draft_tokens: s.draft_tokens,
+        accepted_tokens: s.accepted_tokens,
+        acceptance_rate: s.acceptance_rate,
+        mean_accepted_per_round: s.mean_accepted_per_round,
       },
     };
   }
