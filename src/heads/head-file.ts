@@ -99,7 +99,7 @@ export interface LoadedHeadFile {
   meta: HeadMetadata;
 }
 
-/** Reads and checks a head: the graph has `hidden` -> `accept_prob` of the width its metadata says. */
+/** Reads and checks a head: the graph has `hidden` -> `accept_logit` of the width its metadata says, and the metadata its candidate weights. */
 export function readHeadFile(onnxPath: string): LoadedHeadFile {
   const jsonPath = headJsonPath(onnxPath);
   for (const f of [onnxPath, jsonPath]) if (!existsSync(f)) throw new ModelLoadError(`acceptance head file not found: ${f}`, f);

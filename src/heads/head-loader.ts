@@ -4,8 +4,8 @@
  *
  * Modes:
  * - `fused` (default): the draft's graph is prepared in memory (`last_hidden_state`, see
- *   prepare-draft.ts) and the head is spliced into it (`accept_prob`, see head-fusion.ts); one
- *   `session.run()` per draft step gives logits and P(accept).
+ *   prepare-draft.ts) and the head is spliced into it (`accept_logit`, see head-fusion.ts); one
+ *   `session.run()` per draft step gives the logits and the head's hidden-state logit.
  * - `session`: the prepared draft outputs `last_hidden_state` and the head runs as its own
  *   session after each draft step.
  * The original draft session stays as it is for every other policy. A draft too large to
