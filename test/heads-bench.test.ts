@@ -5,7 +5,7 @@
  * head-training throughput benchmark.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,8 @@ import { benchHeadTraining } from '../src/bench/head-train-bench.js';
 import type { OfflineResult } from '../src/bench/offline.js';
 import { paretoChartSvg } from '../src/bench/pareto-chart.js';
 import { summarize } from '../src/bench/policy-summary.js';
+import { loadPrompts } from '../src/bench/datasets.js';
+import { CANDIDATE_FEATURES } from '../src/engine/candidate-features.js';
 import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { writeTestHead } from './support/heads.js';
@@ -104,12 +106,30 @@ describe('specd bench offline with a head (fixture pair)', () => {
     assert.equal(report.results.find((r) => r.policy === 'none')!.verification_rate, 1);
     assert.match(readFileSync(chart, 'utf8'), /SpecDec\+\+/);
   });
+
+  test('prompts too long for the context are passed over; none fitting is one line and exit 1', () => {
+    const first = loadPrompts('humaneval', 4);
+    const passed = loadPrompts('humaneval', 4, { fits: (q) => q.id !== first[1]!.id });
+    assert.deepEqual(
+      passed.map((q) => q.id),
+      [first[0]!.id, first[2]!.id, first[3]!.id, loadPrompts('humaneval', 5)[4]!.id],
+    );
+    assert.equal(passed.skipped, 1);
+    const p = writeFixturePair(join(root, 'short'), { style: 'gpt2', target: { maxPositions: 256 }, draft: { maxPositions: 256 } });
+    const cli = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+    const run = spawnSync(process.execPath, [cli, 'bench', 'offline', '--target', p.targetDir, '--draft', p.draftDir, '--dataset', 'humaneval', '--prompts', '2', '--max-tokens', '200', '--policies', 'none', '--threads', '1'], {
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /passed over \d+ prompt\(s\) longer than 56 tokens/);
+    assert.match(run.stderr, /no humaneval prompt fits the context with --max-tokens 200/);
+  });
 });
 
 describe('head training throughput', () => {
   test('rows per second of full training steps, width 32', async () => {
     const r = await benchHeadTraining(32, { batchSize: 64, steps: 3, threads: 1 });
-    assert.equal(r.parameters, 32 * 32 + 2 * 32 + 1 + 3);
+    assert.equal(r.parameters, 32 * 32 + 2 * 32 + 1 + CANDIDATE_FEATURES);
     assert.ok(r.rows_per_s > 0 && r.step_ms > 0 && r.js_forward_rows_per_s > 0);
   });
 });

@@ -1,12 +1,14 @@
 /**
- * The head's data pipeline on a tiny fixture pair: collection gives soft labels in [0, 1] that
- * equal min(1, p/q) computed independently (token by token with the KV cache) and features
- * that equal the draft's hidden state before each candidate and the candidate's features; an interrupted collection resumes to
+ * The head's data pipeline on a tiny fixture pair: collection at a sampling temperature and
+ * greedy gives labels in [0, 1] that equal min(1, p_T/q_T), or 1 exactly where the candidate is
+ * the target's argmax when greedy, computed independently (token by token with the KV cache),
+ * and features that equal the draft's hidden state before each candidate and the candidate's
+ * features at the prompt's temperature; an interrupted collection resumes to
  * the same bytes; a head trains on the data and is written with its metadata; the evaluation
  * metrics and the threshold simulation give known values on hand-made inputs; the CLI runs.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +16,7 @@ import { after, before, describe, test } from 'node:test';
 import { DecoderModel } from '../src/engine/model.js';
 import { readModelDir } from '../src/engine/model-dir.js';
 import { ModelPair } from '../src/engine/pair.js';
-import { softmax } from '../src/engine/sampling.js';
+import { argmax, softmax } from '../src/engine/sampling.js';
 import { CANDIDATE_FEATURES, candidateFeatures } from '../src/engine/candidate-features.js';
 import { buildHead } from '../src/heads/build-head.js';
 import { collectHeadData, type CollectModels } from '../src/heads/collect.js';
@@ -34,7 +36,7 @@ const PROMPTS: TrainingPrompt[] = ['hi there', 'add 2 and 3', 'name a color', 'w
   id: `test/${i}`,
   messages: [{ role: 'user', content }],
 }));
-const SETTINGS = { maxTokens: 24, temperature: 0.8, mixRatio: 0.15, seed: 5, sources: ['test'] };
+const SETTINGS = { maxTokens: 24, temperatures: [0.8, 0], mixRatio: 0.15, seed: 5, sources: ['test'] };
 
 describe('collection on a fixture pair', () => {
   let pair: ModelPair;
@@ -58,16 +60,18 @@ describe('collection on a fixture pair', () => {
     await pair?.release();
   });
 
-  test('labels are in [0, 1] and equal min(1, p/q) computed independently; features are the hidden state before each candidate and its features', async () => {
+  test('labels are in [0, 1] and equal min(1, p/q) (greedy: argmax agreement) computed independently; features are the hidden state before each candidate and its features', async () => {
     const data = HeadData.open(dirA);
     assert.ok(data.rows > 50, `${data.rows} rows`);
     for (const a of data.labels) assert.ok(a >= 0 && a <= 1, `label ${a}`);
     let mixed = 0;
     let positions = 0;
     const V = pair.target.info.vocabSize;
-    const T = SETTINGS.temperature;
     const width = data.width;
+    const labelsSeen = { greedy: 0, greedyAccepted: 0, sampled: 0 };
     for (const rec of data.records) {
+      const T = rec.temperature;
+      assert.equal(T, SETTINGS.temperatures[rec.index % 2], 'prompts take the temperatures in turn');
       const ids = pair.tokenizer.encodeChat(PROMPTS[rec.index]!.messages);
       assert.equal(ids.length, rec.prompt_tokens);
       assert.equal(rec.response.length, rec.draft.length);
@@ -87,22 +91,32 @@ describe('collection on a fixture pair', () => {
       let lt = await pair.target.forward(tc, ids);
       let z = await models.hiddenDraft.forwardWithHidden(zc, ids);
       for (let i = 0; i < rec.response.length; i++) {
-        const q = softmax(ld.subarray(ld.length - V), T);
         const d = rec.draft[i]!;
-        assert.ok(q[d]! > 0, 'the draft token was sampled from q');
+        if (T === 0) assert.equal(d, argmax(ld.subarray(ld.length - V)), 'greedy: the draft token is the argmax');
+        else assert.ok(softmax(ld.subarray(ld.length - V), T)[d]! > 0, 'the draft token was sampled from q');
         const isMixed = rec.mixed[i] === '1';
         positions++;
         if (isMixed) mixed++;
         const draftRow = z.logits.subarray(z.logits.length - V);
-        const pz = softmax(lt.subarray(lt.length - V), T);
-        const qz = softmax(draftRow, T);
+        const targetRow = lt.subarray(lt.length - V);
         const y = rec.candidates[i]!;
-        assert.ok(qz[y]! > 0, 'the candidate was sampled from q on the mixed sequence');
+        let label: number;
+        if (T === 0) {
+          assert.equal(y, argmax(draftRow), 'greedy: the candidate is the draft argmax on the mixed sequence');
+          label = argmax(targetRow) === y ? 1 : 0;
+          labelsSeen.greedy++;
+          labelsSeen.greedyAccepted += label;
+        } else {
+          const pz = softmax(targetRow, T);
+          const qz = softmax(draftRow, T);
+          assert.ok(qz[y]! > 0, 'the candidate was sampled from q on the mixed sequence');
+          label = Math.min(1, pz[y]! / qz[y]!);
+          labelsSeen.sampled++;
+        }
         const row = rec.row_start + i;
-        const label = Math.min(1, pz[y]! / qz[y]!);
         assert.ok(Math.abs(data.labels[row]! - label) < 1e-4, `${rec.id} position ${i}: label ${data.labels[row]} vs ${label}`);
         const f = data.readFeatures(row, 1);
-        const want = [...z.hidden!.subarray(z.hidden!.length - width), ...candidateFeatures(draftRow, y)];
+        const want = [...z.hidden!.subarray(z.hidden!.length - width), ...candidateFeatures(draftRow, y, T)];
         assert.equal(f.length, width + CANDIDATE_FEATURES);
         f.forEach((x, j) => assert.ok(Math.abs(x - want[j]!) < 1e-4, `${rec.id} position ${i}: feature ${j}: ${x} vs ${want[j]}`));
         const next = isMixed ? rec.response[i]! : d;
@@ -112,6 +126,8 @@ describe('collection on a fixture pair', () => {
       }
     }
     assert.ok(mixed > 0.05 * positions && mixed < 0.3 * positions, `mixed ${mixed} of ${positions}`);
+    assert.ok(labelsSeen.sampled > 20 && labelsSeen.greedy > 20, JSON.stringify(labelsSeen));
+    assert.ok(labelsSeen.greedyAccepted > 0 && labelsSeen.greedyAccepted < labelsSeen.greedy, `greedy labels are not all alike: ${JSON.stringify(labelsSeen)}`);
     const costs = data.manifest.costs!;
     assert.ok(costs.draft_step_ms >= 0 && costs.draft_round_ms! >= 0 && costs.draft_step_ms + costs.draft_round_ms! > 0);
     assert.equal(costs.target_ms.length, 9, 'verification of 0..8 candidates');
@@ -128,7 +144,7 @@ describe('collection on a fixture pair', () => {
     const resumed = await collectHeadData(models, { out: dirB, prompts: PROMPTS, count: PROMPTS.length, measureCosts: false, ...SETTINGS });
     assert.equal(resumed.added, PROMPTS.length - 3);
     for (const f of [FEATURES, LABELS, RECORDS]) assert.deepEqual(readFileSync(join(dirB, f)), readFileSync(join(dirA, f)), f);
-    await assert.rejects(collectHeadData(models, { out: dirB, prompts: PROMPTS, count: 2, measureCosts: false, ...SETTINGS, temperature: 1 }), /other settings.temperature/);
+    await assert.rejects(collectHeadData(models, { out: dirB, prompts: PROMPTS, count: 2, measureCosts: false, ...SETTINGS, temperatures: [1] }), /other settings.temperatures/);
   });
 
   test('a head trains on the data and is written with its metadata', async () => {
@@ -140,24 +156,55 @@ describe('collection on a fixture pair', () => {
     assert.equal(meta.architecture.width, 16);
     assert.equal(meta.draft.onnx_sha256, models.draftIdentity.onnx_sha256);
     assert.ok(meta.recommended_threshold > 0 && meta.recommended_threshold < 1);
+    assert.deepEqual(
+      meta.recommended_thresholds?.map((t) => t.temperature),
+      [0, 0.8],
+      'a threshold per decoding temperature of the data',
+    );
+    assert.ok(meta.recommended_thresholds!.every((t) => t.threshold > 0 && t.threshold < 1));
     const training = meta.training as { loss: { epochs: unknown[] }; data: { rows: number } };
     assert.equal(training.loss.epochs.length, 2);
     assert.equal(training.data.rows, HeadData.open(dirA).rows);
     const cal = meta.calibration as { brier: number; reliability: unknown[] };
     assert.ok(cal.brier >= 0 && cal.brier <= 1);
     assert.equal(cal.reliability.length, 10);
+    const byTemperature = (meta.calibration as { by_temperature: { temperature: number; rows: number }[] }).by_temperature;
+    assert.deepEqual(byTemperature.map((b) => b.temperature), [0, 0.8]);
+    assert.equal(byTemperature[0]!.rows + byTemperature[1]!.rows, (meta.calibration as { rows: number }).rows);
   });
 
   test('the CLI: head train and head eval', () => {
     const cli = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
     const out = join(root, 'cli');
-    execFileSync(process.execPath, [cli, 'head', 'train', '--data', dirA, '--out', out, '--epochs', '1', '--val-fraction', '0.3', '--threads', '1'], { stdio: 'pipe' });
-    const text = execFileSync(process.execPath, [cli, 'head', 'eval', '--head', `${out}.head.onnx`, '--data', dirA, '--json', join(root, 'eval.json')], { encoding: 'utf8' });
+    execFileSync(process.execPath, [cli, 'head', 'train', '--data', dirA, '--out', out, '--epochs', '1', '--val-fraction', '0.3', '--seed', '1', '--threads', '1'], { stdio: 'pipe' });
+    const text = execFileSync(process.execPath, [cli, 'head', 'eval', '--head', `${out}.head.onnx`, '--data', dirA, '--split', 'all', '--json', join(root, 'eval.json')], { encoding: 'utf8' });
     assert.match(text, /Brier/);
     assert.match(text, /AUC/);
     assert.match(text, /recommended threshold/);
+    assert.match(text, /per decoding temperature/);
+    assert.match(text, /greedy: 0\.\d+, T = 0\.8: 0\.\d+/);
     const evaluation = JSON.parse(readFileSync(join(root, 'eval.json'), 'utf8')) as { calibration: { rows: number } };
     assert.ok(evaluation.calibration.rows > 0);
+  });
+
+  test('the CLI: head collect takes the temperatures in turn; a bad list is one line and exit 1', () => {
+    const cli = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+    const out = join(root, 'cli-collect');
+    const pairArgs = ['--target', join(root, 'pair', 'target'), '--draft', join(root, 'pair', 'draft'), '--threads', '1'];
+    execFileSync(process.execPath, [cli, 'head', 'collect', '--out', out, '--prompts', '3', '--max-tokens', '4', '--temperatures', '0,0.5', ...pairArgs], { stdio: 'pipe' });
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as { settings: { temperatures: number[] } };
+    assert.deepEqual(manifest.settings.temperatures, [0, 0.5]);
+    assert.deepEqual(
+      HeadData.open(out).records.map((r) => r.temperature),
+      [0, 0.5, 0],
+    );
+    for (const bad of ['0,,1', '0.7,x', '-1']) {
+      const run = spawnSync(process.execPath, [cli, 'head', 'collect', '--out', join(root, 'cli-bad'), '--temperatures', bad, ...pairArgs], { encoding: 'utf8' });
+      assert.notEqual(run.status, 0, bad);
+      assert.match(run.stderr, /temperatures/, bad);
+      assert.equal(run.stderr.trim().split('\n').length, 1, `one line: ${run.stderr}`);
+      assert.equal(existsSync(join(root, 'cli-bad')), false, 'nothing written');
+    }
   });
 });
 

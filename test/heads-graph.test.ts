@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { acceptProbability, candidateFeatures } from '../src/engine/candidate-features.js';
+import { acceptProbability, BASE_FEATURES, candidateFeatures, knotWeights, TEMPERATURE_KNOTS } from '../src/engine/candidate-features.js';
 import { DecoderModel } from '../src/engine/model.js';
 import { readModelDir } from '../src/engine/model-dir.js';
 import { calibration } from '../src/heads/eval.js';
@@ -81,18 +81,33 @@ describe('head graph', () => {
       for (let i = 0; i < n; i++) assert.ok(Math.abs(got[i]! - ref[i]!) < 1e-5, `width ${width} row ${i}: ${got[i]} vs ${ref[i]}`);
       await session.release();
     }
-    assert.equal(paramCount(4096), 16_785_412, 'about 16.8M parameters at width 4096');
+    assert.equal(paramCount(4096), 4096 * 4096 + 2 * 4096 + 1 + CANDIDATE_FEATURES, 'about 16.8M parameters at width 4096');
   });
 
-  test('candidate features: log q(y), log max q and the entropy of softmax(logits)', () => {
+  test('candidate features: [1, log q(y), log max q, entropy of softmax(logits)] weighted by the temperature knots', () => {
     const logits = Float32Array.of(2, 0, -1, -Infinity);
     const z = Math.exp(2) + 1 + Math.exp(-1);
     const q = [Math.exp(2) / z, 1 / z, Math.exp(-1) / z];
     const entropy = -q.reduce((a, p) => a + p * Math.log(p), 0);
-    const phi = candidateFeatures(logits, 1);
-    const want = [Math.log(q[1]!), Math.log(q[0]!), entropy];
-    want.forEach((x, i) => assert.ok(Math.abs(phi[i]! - x) < 1e-6, `feature ${i}: ${phi[i]} vs ${x}`));
-    assert.ok(Math.abs(acceptProbability(0.5, [1, 0, 0], [Math.log(0.25), 0, 0]) - 1 / (1 + Math.exp(-(0.5 + Math.log(0.25))))) < 1e-12);
+    const base = [1, Math.log(q[1]!), Math.log(q[0]!), entropy];
+    const F = BASE_FEATURES;
+    const knots = TEMPERATURE_KNOTS;
+    assert.equal(CANDIDATE_FEATURES, knots.length * F);
+    const close = (phi: Float32Array, want: number[]) => want.forEach((x, i) => assert.ok(Math.abs(phi[i]! - x) < 1e-6, `feature ${i}: ${phi[i]} vs ${x}`));
+    // At a knot, that knot's block holds the base features and the others are zero.
+    knots.forEach((t, j) => close(candidateFeatures(logits, 1, t), knots.flatMap((_, k) => base.map((x) => (k === j ? x : 0)))));
+    // Between two knots, a linear blend of the two; beyond the last, the last; greedy is T = 0.
+    const mid = (knots[1]! + knots[2]!) / 2;
+    close(candidateFeatures(logits, 1, mid), knots.flatMap((_, k) => base.map((x) => (k === 1 || k === 2 ? x / 2 : 0))));
+    close(candidateFeatures(logits, 1, 5), candidateFeatures(logits, 1, knots.at(-1)!) as unknown as number[]);
+    const w = knotWeights(0.5);
+    assert.ok(Math.abs(w.reduce((a, b) => a + b, 0) - 1) < 1e-12 && w.filter((x) => x > 0).length === 2);
+    // P(accept) = sigmoid(logit + phi . u).
+    const u = new Float32Array(CANDIDATE_FEATURES);
+    u[1] = 1;
+    u[0] = -0.25;
+    const phi = candidateFeatures(logits, 1, 0);
+    assert.ok(Math.abs(acceptProbability(0.5, u, phi) - 1 / (1 + Math.exp(-(0.5 - 0.25 + Math.log(q[1]!))))) < 1e-6);
   });
 
   test('leading dimensions pass through: [batch, seq, width] -> [batch, seq]', async () => {
@@ -170,7 +185,7 @@ describe('head graph', () => {
     const vocab = fused.info.vocabSize;
     for (let i = 0; i < tokens.length; i++) {
       rows.set(b.hidden!.subarray(i * width, (i + 1) * width), i * (width + CANDIDATE_FEATURES));
-      candidateFeatures(b.logits.subarray(i * vocab, (i + 1) * vocab), 3, rows.subarray(i * (width + CANDIDATE_FEATURES) + width, (i + 1) * (width + CANDIDATE_FEATURES)));
+      candidateFeatures(b.logits.subarray(i * vocab, (i + 1) * vocab), 3, 0.7, rows.subarray(i * (width + CANDIDATE_FEATURES) + width, (i + 1) * (width + CANDIDATE_FEATURES)));
     }
     const batch = await head.predictBatch(rows, tokens.length);
     const want = Array.from(b.acceptLogit!, (l, i) => acceptProbability(l, head.candidateWeights, rows.subarray(i * (width + CANDIDATE_FEATURES) + width, (i + 1) * (width + CANDIDATE_FEATURES))));
@@ -189,7 +204,7 @@ describe('training', () => {
   test('AdamW moves each parameter against its gradient by about the learning rate', () => {
     const params = initHeadParams(3, 1);
     const before = cloneParams(params);
-    const grads = { W: new Float32Array(9).fill(1), b: new Float32Array(3).fill(-1), v: new Float32Array(3).fill(2), c: Float32Array.of(-3), u: Float32Array.of(1, -2, 0.5) };
+    const grads = { W: new Float32Array(9).fill(1), b: new Float32Array(3).fill(-1), v: new Float32Array(3).fill(2), c: Float32Array.of(-3), u: Float32Array.from({ length: CANDIDATE_FEATURES }, (_, i) => [1, -2, 0.5][i % 3]!) };
     new AdamW(params, 0).update(params, grads, 0.01);
     for (const name of PARAM_NAMES) {
       params[name].forEach((x, i) => {

@@ -22,6 +22,7 @@ import {
   type PolicySpec,
   policyLabel,
   PolicySpecError,
+  recommendedThresholdAt,
   SpecDecPlusPlusPolicy,
   validatePolicySpec,
   withDefaultThreshold,
@@ -112,6 +113,18 @@ describe('specdec++ stop rule', () => {
     const policy = createPolicy(specdec(0.3, 2, 9));
     assert.equal(policy.needsHead, true);
     assert.equal(policy.maxDraft, 9);
+  });
+
+  test("the default threshold at a decoding temperature: the head's per-temperature thresholds interpolated, else its single one", () => {
+    const head = { recommendedThreshold: 0.5, thresholdsByTemperature: [{ temperature: 1, threshold: 0.7 }, { temperature: 0, threshold: 0.3 }, { temperature: 0.5, threshold: 0.4 }] };
+    assert.equal(recommendedThresholdAt(head, 0), 0.3);
+    assert.equal(recommendedThresholdAt(head, 0.25), 0.35);
+    assert.equal(recommendedThresholdAt(head, 0.5), 0.4);
+    assert.equal(recommendedThresholdAt(head, 0.75), 0.55);
+    assert.equal(recommendedThresholdAt(head, 1.8), 0.7, 'beyond the last temperature: the last threshold');
+    assert.equal(recommendedThresholdAt({ recommendedThreshold: 0.5 }, 0.7), 0.5);
+    assert.equal(recommendedThresholdAt({ recommendedThreshold: 0.5, thresholdsByTemperature: [] }, 0.7), 0.5);
+    assert.equal(recommendedThresholdAt(undefined, 0.7), undefined);
   });
 });
 
@@ -206,6 +219,30 @@ describe('specdec++ in the engine follows the head', () => {
       // The bare spec takes the head's recommended threshold (0.5).
       const run = await drive(pair.decoder, [1, 5, 9, 13], { maxTokens: 40, sampling: GREEDY, eosTokenIds: [], policy: specdec(undefined) });
       for (const r of run.rounds) assert.equal(r.drafted, Math.min(4, 40 - r.before - 1), `round at ${r.before}`);
+    } finally {
+      await pair.release();
+    }
+  });
+
+  test("the bare spec's threshold follows the decoding temperature (greedy h = 0.3: 2 candidates; T = 1, h = 0.6: 5; T = 0.5, h = 0.45: 3)", async () => {
+    const dir = join(root, 'per-temperature');
+    const p = writeFixturePair(dir, { style: 'llama' });
+    const thresholds = [
+      { temperature: 0, threshold: 0.3 },
+      { temperature: 1, threshold: 0.6 },
+    ];
+    const head = writeTestHead(dir, p.draftDir, p.draft.hidden, { params: constantHeadParams(p.draft.hidden, 0.8), threshold: 0.9, thresholds });
+    const pair = await ModelPair.load({ target: p.targetDir, draft: p.draftDir, head, threads: 1, draftThreads: 1 });
+    try {
+      for (const [temperature, k] of [
+        [0, 2],
+        [1, 5],
+        [0.5, 3],
+      ] as const) {
+        const sampling = { temperature, topK: 0, topP: 1 };
+        const run = await drive(pair.decoder, [1, 5, 9, 13], { maxTokens: 40, sampling, seed: 3, eosTokenIds: [], policy: specdec(undefined) });
+        for (const r of run.rounds) assert.equal(r.drafted, Math.min(k, 40 - r.before - 1), `T = ${temperature}, round at ${r.before}`);
+      }
     } finally {
       await pair.release();
     }
@@ -311,6 +348,8 @@ describe('specdec++ on the bundled pair', { skip: !existsSync(BUNDLED_HEAD) && '
     assert.ok(pair.head, 'bundled head loaded');
     assert.equal(pair.headDraft?.hasAcceptLogit, true);
     assert.ok(pair.head!.recommendedThreshold > 0 && pair.head!.recommendedThreshold < 1);
+    const temperatures = pair.head!.thresholdsByTemperature.map((t) => t.temperature);
+    assert.ok(temperatures.includes(0) && temperatures.includes(0.7), `thresholds for greedy decoding and T = 0.7: ${temperatures.join(', ')}`);
   });
 
   test('greedy output equals target-only greedy output on GSM8K chat prompts', async () => {

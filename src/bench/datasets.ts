@@ -22,22 +22,39 @@ export function isDataset(name: string): name is DatasetName {
   return (DATASETS as readonly string[]).includes(name);
 }
 
-/** The first `count` prompts of a data set, in file order. */
-export function loadPrompts(name: DatasetName, count: number, dir = DATASETS_DIR): BenchPrompt[] {
+/**
+ * The first `count` prompts of a data set, in file order; with `fits`, the first `count` for
+ * which it is true (prompts too long for the model's context are passed over, as vLLM's
+ * benchmark does), and `skipped` says how many were passed over on the way.
+ */
+export function loadPrompts(name: DatasetName, count: number, options: { dir?: string; fits?: (p: BenchPrompt) => boolean } = {}): BenchPrompt[] & { skipped?: number } {
+  const all = allPrompts(name, options.dir ?? DATASETS_DIR);
+  const out: BenchPrompt[] & { skipped?: number } = [];
+  let skipped = 0;
+  for (const p of all) {
+    if (out.length >= count) break;
+    if (options.fits && !options.fits(p)) skipped++;
+    else out.push(p);
+  }
+  out.skipped = skipped;
+  return out;
+}
+
+function allPrompts(name: DatasetName, dir: string): BenchPrompt[] {
   const user = (content: string): ChatMessage[] => [{ role: 'user', content }];
   switch (name) {
     case 'gsm8k':
-      return jsonLines(readFileSync(join(dir, 'gsm8k', 'test.jsonl'), 'utf8'))
-        .slice(0, count)
-        .map((r, i) => ({ id: `gsm8k/test/${i}`, messages: user(r.question) }));
+      return jsonLines(readFileSync(join(dir, 'gsm8k', 'test.jsonl'), 'utf8')).map((r, i) => ({ id: `gsm8k/test/${i}`, messages: user(r.question) }));
     case 'humaneval':
-      return jsonLines(gunzipSync(readFileSync(join(dir, 'humaneval', 'HumanEval.jsonl.gz'))).toString('utf8'))
-        .slice(0, count)
-        .map((r) => ({ id: r.task_id, messages: user(`Complete this Python function.\n\n${r.prompt}`) }));
+      return jsonLines(gunzipSync(readFileSync(join(dir, 'humaneval', 'HumanEval.jsonl.gz'))).toString('utf8')).map((r) => ({
+        id: r.task_id,
+        messages: user(`Complete this Python function.\n\n${r.prompt}`),
+      }));
     case 'alpaca':
-      return (JSON.parse(readFileSync(join(dir, 'alpaca', 'alpaca_eval_even.json'), 'utf8')) as { instruction: string }[])
-        .slice(0, count)
-        .map((r, i) => ({ id: `alpaca_eval_even/${i}`, messages: user(r.instruction) }));
+      return (JSON.parse(readFileSync(join(dir, 'alpaca', 'alpaca_eval_even.json'), 'utf8')) as { instruction: string }[]).map((r, i) => ({
+        id: `alpaca_eval_even/${i}`,
+        messages: user(r.instruction),
+      }));
   }
 }
 

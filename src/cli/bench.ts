@@ -11,7 +11,7 @@ import { formatSummary, summarize } from '../bench/policy-summary.js';
 import { speedupChartSvg } from '../bench/speedup-chart.js';
 import { ModelPair } from '../engine/pair.js';
 import { HEAD_MODES, type HeadMode } from '../heads/head-loader.js';
-import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, validatePolicySpec } from '../engine/stop-policy.js';
+import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, recommendedThresholdAt, validatePolicySpec } from '../engine/stop-policy.js';
 import { benchServeCommand } from './bench-serve.js';
 import { addModelOptions, intIn, type ModelFlags, numberIn, pairOptions, policyListArg } from './options.js';
 
@@ -72,7 +72,7 @@ export function benchCommand(): Command {
     if (!pair.draft && flags.policies.some((p) => p.policy !== 'none')) throw new InvalidArgumentError('policies other than none need a draft model');
     if (!pair.head && flags.policies.some((p) => p.policy === 'specdec++')) throw new InvalidArgumentError('specdec++ policies need an acceptance head (--head FILE)');
     // specdec++ entries: the shared K bounds, and the default threshold made explicit.
-    const defaultThreshold = flags.threshold ?? pair.head?.recommendedThreshold;
+    const defaultThreshold = flags.threshold ?? recommendedThresholdAt(pair.head, flags.temperature);
     const policies = flags.policies.map((p): PolicySpec =>
       p.policy === 'specdec++' ? validatePolicySpec({ ...p, threshold: p.threshold ?? defaultThreshold, kMin: flags.kMin, kMax: flags.kMax }) : p,
     );
@@ -80,7 +80,10 @@ export function benchCommand(): Command {
     const sampling = { temperature: flags.temperature, topP: flags.topP, topK: flags.topK };
     const results: OfflineResult[] = [];
     for (const dataset of flags.dataset) {
-      const prompts = loadPrompts(dataset, flags.prompts);
+      const room = pair.decoder.contextLength - flags.maxTokens;
+      const prompts = loadPrompts(dataset, flags.prompts, { fits: (p) => pair.tokenizer.encodeChat(p.messages).length <= room });
+      if (prompts.skipped) process.stderr.write(`${dataset}: passed over ${prompts.skipped} prompt(s) longer than ${room} tokens (context ${pair.decoder.contextLength} - ${flags.maxTokens} new tokens)\n`);
+      if (prompts.length === 0) throw new InvalidArgumentError(`no ${dataset} prompt fits the context with --max-tokens ${flags.maxTokens}`);
       const bar = new SingleBar({ format: `${dataset} {bar} {value}/{total} generations | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true });
       bar.start(prompts.length * policies.length, 0);
       results.push(

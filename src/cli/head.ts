@@ -8,7 +8,7 @@ import { readModelDir } from '../engine/model-dir.js';
 import { ModelPair } from '../engine/pair.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT } from '../engine/stop-policy.js';
 import { buildHead, DEFAULT_VAL_FRACTION } from '../heads/build-head.js';
-import { collectHeadData, DEFAULT_MIX_RATIO } from '../heads/collect.js';
+import { collectHeadData, DEFAULT_COLLECT_TEMPERATURES, DEFAULT_MIX_RATIO } from '../heads/collect.js';
 import { evaluatePredictions, formatEvaluation } from '../heads/eval.js';
 import { HeadData } from '../heads/head-data.js';
 import { DEFAULT_MISMATCH_WEIGHT } from '../heads/head-graph.js';
@@ -23,7 +23,7 @@ interface CollectFlags {
   out: string;
   prompts: number;
   maxTokens: number;
-  temperature: number;
+  temperatures: number[];
   mixRatio: number;
   seed: number;
   target?: string;
@@ -60,13 +60,23 @@ interface EvalFlags {
   json?: string;
 }
 
+/** `0,0.7,1` -> [0, 0.7, 1]. */
+function temperatureList(value: string): number[] {
+  const list = value.split(',').map((s) => s.trim());
+  const out = list.map(Number);
+  if (list.some((s) => s === '') || !out.every((t) => Number.isFinite(t) && t >= 0 && t <= 10)) {
+    throw new InvalidArgumentError(`expected a comma-separated list of temperatures in [0, 10], got ${JSON.stringify(value)}`);
+  }
+  return out;
+}
+
 function collectCommand(): Command {
   return new Command('collect')
     .description('collect training data: target-sampled responses to training prompts, soft labels min(1, p/q), draft hidden states (resumable)')
     .requiredOption('--out <dir>', 'data directory (created, or resumed when it holds an earlier run)')
     .option('--prompts <n>', 'prompts to collect (alpaca_5000 and gsm8k train, interleaved)', intIn(1, 100_000), 1200)
     .option('--max-tokens <n>', 'longest response', intIn(1, 4096), 192)
-    .option('--temperature <t>', 'sampling temperature of responses, p, q and draft samples', numberIn(0.01, 10), 1)
+    .option('--temperatures <list>', 'decoding temperatures, taken by the prompts in turn (0: greedy)', temperatureList, [...DEFAULT_COLLECT_TEMPERATURES])
     .option('--mix-ratio <r>', "token mixing: share of positions that keep the target's token", numberIn(0, 1), DEFAULT_MIX_RATIO)
     .option('--seed <n>', 'seed of the prompt order and of all sampling', intIn(0, 2 ** 31), 0)
     .option('--target <dir>', 'target model directory (default: the bundled specd-pair target)')
@@ -108,7 +118,7 @@ function collectCommand(): Command {
           prompts,
           count: flags.prompts,
           maxTokens: flags.maxTokens,
-          temperature: flags.temperature,
+          temperatures: flags.temperatures,
           mixRatio: flags.mixRatio,
           seed: flags.seed,
           sources: [...TRAINING_SOURCES],
@@ -209,7 +219,8 @@ function evalCommand(): Command {
       const probs = await head.predictBatch(data.gatherFeatures(rows), rows.length);
       const evaluation = evaluatePredictions(data, rows, probs, { split: flags.split, kMin: flags.kMin, kMax: flags.kMax });
       process.stdout.write(formatEvaluation(evaluation));
-      process.stdout.write(`head's recommended threshold: ${head.recommendedThreshold}\n`);
+      const perTemperature = head.thresholdsByTemperature.map((t) => `${t.temperature === 0 ? 'greedy' : `T = ${t.temperature}`}: ${t.threshold}`).join(', ');
+      process.stdout.write(`head's recommended threshold: ${head.recommendedThreshold}${perTemperature ? ` (${perTemperature})` : ''}\n`);
       if (flags.json) {
         writeFileSync(flags.json, `${JSON.stringify({ head: flags.head, data: flags.data, ...evaluation }, null, 2)}\n`);
         process.stderr.write(`wrote ${flags.json}\n`);

@@ -25,7 +25,7 @@ import type { DecoderModel } from './model.js';
 import { Rng } from './rng.js';
 import { argmax, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
-import { type AcceptancePredictor, createPolicy, type PolicySpec, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
+import { type AcceptancePredictor, createPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
 
 export interface GenerateOptions {
   /** Most new tokens to produce. */
@@ -80,7 +80,7 @@ export class SpeculativeDecoder {
     if (prompt.length >= this.contextLength) {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
     }
-    const policy = createPolicy(withDefaultThreshold(opts.policy, this.head?.recommendedThreshold));
+    const policy = createPolicy(withDefaultThreshold(opts.policy, recommendedThresholdAt(this.head, isGreedy(opts.sampling) ? 0 : opts.sampling.temperature)));
     const draft = policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
     if (policy.maxDraft > 0 && !draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
     if (policy.needsHead) {
@@ -271,7 +271,7 @@ export class Generation {
         token = sample(q, this.rng);
         prob = q[token]!;
       }
-      const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, token)) : undefined;
+      const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, token, this.greedy ? 0 : this.opts.sampling.temperature)) : undefined;
       const verdict = this.policy.decide({ index: s, token, prob, acceptProb });
       // Dropping y_s because of its own value is exact only when greedy. When sampling, the
       // token that replaces it would come from p_s instead of the y_s-then-accept/recover

@@ -39,6 +39,8 @@ export interface AcceptancePredictor {
   readonly width: number;
   /** The threshold h its metadata recommends: the default of `specdec++`. */
   readonly recommendedThreshold?: number;
+  /** Recommended h per decoding temperature (0: greedy), when its metadata has them; they take precedence. */
+  readonly thresholdsByTemperature?: readonly TemperatureThreshold[];
   /** u, the weights of the candidate features // [CANDIDATE_FEATURES] */
   readonly candidateWeights: Float32Array;
   /** The hidden-state part of the logit. @param hidden one hidden-state row // [width] */
@@ -167,6 +169,29 @@ export class SpecDecPlusPlusPolicy implements StopPolicy {
     if (step.index < this.kMin) return 'continue';
     return 1 - this.prod > this.threshold ? 'stop' : 'continue';
   }
+}
+
+export interface TemperatureThreshold {
+  temperature: number;
+  threshold: number;
+}
+
+/**
+ * The default h of `specdec++` at decoding temperature `temperature` (0: greedy): the head's
+ * per-temperature thresholds interpolated linearly (held constant beyond the first and last),
+ * else its single recommended h.
+ */
+export function recommendedThresholdAt(head: Pick<AcceptancePredictor, 'recommendedThreshold' | 'thresholdsByTemperature'> | undefined, temperature: number): number | undefined {
+  const list = [...(head?.thresholdsByTemperature ?? [])].sort((a, b) => a.temperature - b.temperature);
+  if (list.length === 0) return head?.recommendedThreshold;
+  const t = Math.max(0, temperature);
+  if (t <= list[0]!.temperature) return list[0]!.threshold;
+  for (let i = 1; i < list.length; i++) {
+    const a = list[i - 1]!;
+    const b = list[i]!;
+    if (t <= b.temperature) return Math.round((a.threshold + ((t - a.temperature) / (b.temperature - a.temperature)) * (b.threshold - a.threshold)) * 1000) / 1000;
+  }
+  return list.at(-1)!.threshold;
 }
 
 /** A specdec++ spec without a threshold gets `threshold` (the head's recommended h); other specs are returned as they are. */

@@ -8,6 +8,7 @@ import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN } from '../engine/stop-pol
 import { evaluatePredictions, type HeadEvaluation } from './eval.js';
 import { HeadData } from './head-data.js';
 import { HEAD_FORMAT, headArchitecture, type HeadMetadata, saveHead } from './head-file.js';
+import { THRESHOLD_GRID, type ThresholdSelection } from './threshold.js';
 import { DEFAULT_TRAIN_OPTIONS, HeadLossRunner, trainHead, type TrainOptions, type TrainResult } from './train.js';
 
 export interface BuildHeadOptions extends Partial<TrainOptions> {
@@ -47,13 +48,15 @@ export async function buildHead(dataDir: string, out: string, buildOptions: Buil
     kMax: options.kMax ?? DEFAULT_SPECDEC_K_MAX,
   });
   const m = data.manifest;
-  const { thresholds, ...rest } = evaluation;
+  const { thresholds, by_temperature: byTemperature, ...rest } = evaluation;
+  const perTemperature = byTemperature.filter((b) => b.thresholds);
   const meta: HeadMetadata = {
     format: HEAD_FORMAT,
     architecture: headArchitecture(training.params),
     draft: { ...m.draft, width: data.width },
     target: m.target,
     recommended_threshold: thresholds?.recommended ?? 0.7,
+    ...(perTemperature.length > 0 ? { recommended_thresholds: perTemperature.map((b) => ({ temperature: b.temperature, threshold: b.thresholds!.recommended })) } : {}),
     threshold_selection: thresholds
       ? {
           method: thresholds.method,
@@ -62,7 +65,14 @@ export async function buildHead(dataDir: string, out: string, buildOptions: Buil
           costs: thresholds.costs,
           best_fixed: thresholds.best_fixed,
           simulated_gain_over_best_fixed: round(thresholds.simulated_gain_over_best_fixed, 4),
-          grid: thresholds.specdec.map((r, i) => ({ h: Number(r.policy.split(':')[1] ?? i), tokens_per_ms: round(r.tokens_per_ms, 5), drafted_per_round: round(r.mean_drafted_per_round, 3) })),
+          grid: thresholdGrid(thresholds),
+          by_temperature: perTemperature.map((b) => ({
+            temperature: b.temperature,
+            recommended: b.thresholds!.recommended,
+            best_fixed: b.thresholds!.best_fixed,
+            simulated_gain_over_best_fixed: round(b.thresholds!.simulated_gain_over_best_fixed, 4),
+            grid: thresholdGrid(b.thresholds!),
+          })),
         }
       : { method: 'no step costs in the data manifest; the paper default 0.7' },
     training: {
@@ -74,7 +84,7 @@ export async function buildHead(dataDir: string, out: string, buildOptions: Buil
         train_rows: trainRows.length,
         val_rows: valRows.length,
         max_tokens: m.settings.max_tokens,
-        temperature: m.settings.temperature,
+        temperatures: m.settings.temperatures,
         mix_ratio: m.settings.mix_ratio,
         seed: m.settings.seed,
       },
@@ -91,11 +101,19 @@ export async function buildHead(dataDir: string, out: string, buildOptions: Buil
       rows_per_second: Math.round(training.rowsPerSecond),
       loss: { initial_val: round(training.initialValLoss, 5), epochs: training.history.map((h) => ({ ...h, train_loss: round(h.train_loss, 5), val_loss: round(h.val_loss, 5), seconds: round(h.seconds, 1) })) },
     },
-    calibration: { split: rest.split, ...roundAll(rest.calibration) },
+    calibration: {
+      split: rest.split,
+      ...roundAll(rest.calibration),
+      by_temperature: byTemperature.map((b) => ({ temperature: b.temperature, ...roundAll(b.calibration) })),
+    },
     created: new Date().toISOString(),
   };
   const paths = saveHead(out, training.params, meta);
   return { ...paths, meta, training, evaluation };
+}
+
+function thresholdGrid(t: ThresholdSelection): { h: number; tokens_per_ms: number; drafted_per_round: number }[] {
+  return t.specdec.map((r, i) => ({ h: THRESHOLD_GRID[i]!, tokens_per_ms: round(r.tokens_per_ms, 5), drafted_per_round: round(r.mean_drafted_per_round, 3) }));
 }
 
 function round(x: number, digits: number): number {

@@ -2,19 +2,23 @@
  * Collecting the acceptance head's training data (SpecDec++, arXiv 2405.19715, section 4.2,
  * with candidates judged where they are drafted; see head-graph.ts).
  *
- * Per training prompt:
- * 1. The target samples a response r_1..r_n at temperature T (through speculative sampling
- *    with a fixed K, whose output is distributed exactly as the target's own, only faster),
- *    ending with EOS when it ends.
+ * Each prompt is decoded at one temperature T of the collection's list, in turn (prompt i at
+ * temperatures[i mod m]); T = 0 is greedy decoding. The head learns P(accept) as a function of
+ * T (candidate-features.ts), so the list covers the temperatures it will be used at. Per
+ * training prompt:
+ * 1. The target decodes a response r_1..r_n at T (through speculative decoding with a fixed K,
+ *    whose output is distributed exactly as the target's own, only faster), ending with EOS
+ *    when it ends.
  * 2. A teacher-forced draft pass over prompt + response gives q_i, the draft's distribution
- *    for position i; one draft token d_i ~ q_i is sampled per position.
+ *    for position i; one draft token d_i ~ q_i is drawn per position (the argmax when greedy).
  * 3. Token mixing: z_i = r_i with probability `mixRatio`, else d_i. The paper keeps 15% of
  *    the target's tokens; the default here keeps all of them (see DEFAULT_MIX_RATIO).
  * 4. Draft and target passes over prompt + z give q'_i and p'_i, both models' distributions
- *    after z_1..z_{i-1}. At every position one candidate y_i ~ q'_i is drawn and becomes a row:
- *    features = the draft's last_hidden_state at the position before (the one that produced
- *    q'_i) and y_i's candidate features (candidate-features.ts); label
- *    a_i = min(1, p'_i(y_i) / q'_i(y_i)), the probability that the acceptance rule keeps y_i.
+ *    after z_1..z_{i-1}. At every position one candidate y_i ~ q'_i (the argmax when greedy) is
+ *    drawn and becomes a row: features = the draft's last_hidden_state at the position before
+ *    (the one that produced q'_i) and y_i's candidate features at T (candidate-features.ts);
+ *    label a_i = the probability that the acceptance rule keeps y_i: min(1, p'_i(y_i) / q'_i(y_i))
+ *    with both at temperature T, or, greedy, 1 when y_i is the target's argmax and 0 otherwise.
  *
  * Everything random comes from one seeded RNG per prompt, so a prompt's data is reproducible
  * and a resumed collection equals an uninterrupted one.
@@ -22,9 +26,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DecoderModel } from '../engine/model.js';
-import { candidateFeatures, CANDIDATE_FEATURES } from '../engine/candidate-features.js';
+import { candidateFeatures, CANDIDATE_FEATURES, TEMPERATURE_KNOTS } from '../engine/candidate-features.js';
 import { Rng } from '../engine/rng.js';
-import { sample, softmax } from '../engine/sampling.js';
+import { argmax, sample, softmax } from '../engine/sampling.js';
 import { SpeculativeDecoder } from '../engine/speculative.js';
 import type { TextTokenizer } from '../text/tokenizer.js';
 import {
@@ -49,6 +53,8 @@ import type { TrainingPrompt } from './training-prompts.js';
  * far too early (-14%, with w = 6); with w = 1, r = 0.85 gives +2.7% and r = 1 +7.3%.
  */
 export const DEFAULT_MIX_RATIO = 1;
+/** Default decoding temperatures of a collection: the knots the head's candidate weights live on. */
+export const DEFAULT_COLLECT_TEMPERATURES: readonly number[] = TEMPERATURE_KNOTS;
 /** Candidates per round when sampling the target's responses speculatively. */
 const RESPONSE_K = 4;
 /** Training prompts the step costs are measured on. */
@@ -71,7 +77,7 @@ export interface PromptData {
   draft: number[];
   /** mixed[i]: position i of the mixed sequence holds r_i. */
   mixed: boolean[];
-  /** y_i ~ q'_i, one per position: the rows' candidates. */
+  /** y_i ~ q'_i (the argmax when greedy), one per position: the rows' candidates. */
   candidates: number[];
   finish: 'stop' | 'length';
   /** Hidden states and candidate features of the rows // [rows, width + CANDIDATE_FEATURES] */
@@ -85,7 +91,12 @@ export function promptSeed(seed: number, index: number): number {
   return (seed * 1_000_003 + index) % Number.MAX_SAFE_INTEGER;
 }
 
-/** Steps 1-3 for one prompt. */
+/** The prompt list's prompt `index` is decoded at this temperature of the collection's list. */
+export function promptTemperature(temperatures: readonly number[], index: number): number {
+  return temperatures[index % temperatures.length]!;
+}
+
+/** Steps 1-4 for one prompt at temperature `settings.temperature` (0: greedy). */
 export async function collectPrompt(
   models: CollectModels,
   promptIds: readonly number[],
@@ -93,14 +104,17 @@ export async function collectPrompt(
 ): Promise<PromptData> {
   const { target, hiddenDraft } = models;
   const T = settings.temperature;
+  const greedy = T <= 0;
   const rng = new Rng(settings.seed);
+  const pick = (row: Float32Array) => (greedy ? argmax(row) : sample(softmax(row, T), rng));
 
   // 1. The target's response (EOS kept as its last token).
+  const generationSeed = Math.floor(rng.next() * 2 ** 32);
   const eos = new Set(target.info.eosTokenIds);
   const generation = new SpeculativeDecoder(target, models.draft).start(promptIds, {
     maxTokens: settings.maxTokens,
-    sampling: { temperature: T, topK: 0, topP: 1 },
-    seed: Math.floor(rng.next() * 2 ** 32),
+    sampling: { temperature: greedy ? 0 : T, topK: 0, topP: 1 },
+    seed: generationSeed,
     policy: { policy: 'fixed', k: RESPONSE_K },
     eosTokenIds: [],
   });
@@ -118,13 +132,13 @@ export async function collectPrompt(
   const n = response.length;
   const P = promptIds.length;
 
-  // 2. Teacher-forced q_i; one draft sample per position.
+  // 2. Teacher-forced q_i; one draft token per position.
   const vocab = target.info.vocabSize;
   const draftLogits = await hiddenDraft.forward(hiddenDraft.newCache(), [...promptIds, ...response]);
   const draft: number[] = [];
   for (let i = 0; i < n; i++) {
     const row = (P - 1 + i) * vocab; // logits at the position before r_i predict r_i
-    draft.push(sample(softmax(draftLogits.subarray(row, row + vocab), T), rng));
+    draft.push(pick(draftLogits.subarray(row, row + vocab)));
   }
 
   // 3. Token mixing.
@@ -144,15 +158,26 @@ export async function collectPrompt(
   for (let i = 0; i < n; i++) {
     const at = P - 1 + i;
     const draftRow = mixedLogits.subarray(at * vocab, (at + 1) * vocab);
-    const p = softmax(targetLogits.subarray(at * vocab, (at + 1) * vocab), T);
-    const q = softmax(draftRow, T);
-    const y = sample(q, rng);
+    const targetRow = targetLogits.subarray(at * vocab, (at + 1) * vocab);
+    const y = pick(draftRow);
     candidates.push(y);
-    labels[i] = Math.min(1, p[y]! / q[y]!);
+    labels[i] = acceptanceLabel(targetRow, draftRow, y, T);
     features.set(hidden.subarray(at * width, (at + 1) * width), i * stride);
-    candidateFeatures(draftRow, y, features.subarray(i * stride + width, (i + 1) * stride));
+    candidateFeatures(draftRow, y, T, features.subarray(i * stride + width, (i + 1) * stride));
   }
   return { response, draft, mixed, candidates, finish, features, labels };
+}
+
+/**
+ * The probability that verification keeps draft candidate y, given both models' logits at its
+ * position: min(1, p_T(y) / q_T(y)) when sampling at T > 0; when greedy, 1 if y is the
+ * target's argmax, else 0.
+ */
+export function acceptanceLabel(targetRow: Float32Array, draftRow: Float32Array, y: number, T: number): number {
+  if (T <= 0) return argmax(targetRow) === y ? 1 : 0;
+  const p = softmax(targetRow, T);
+  const q = softmax(draftRow, T);
+  return Math.min(1, p[y]! / q[y]!);
 }
 
 export interface CollectOptions {
@@ -161,7 +186,8 @@ export interface CollectOptions {
   prompts: readonly TrainingPrompt[];
   count: number;
   maxTokens: number;
-  temperature: number;
+  /** Decoding temperatures, taken by the prompts in turn (0: greedy). */
+  temperatures: readonly number[];
   mixRatio: number;
   seed: number;
   sources: string[];
@@ -198,7 +224,7 @@ export async function collectHeadData(models: CollectModels, opts: CollectOption
   const settings: CollectSettings = {
     prompts: opts.count,
     max_tokens: opts.maxTokens,
-    temperature: opts.temperature,
+    temperatures: [...opts.temperatures],
     mix_ratio: opts.mixRatio,
     seed: opts.seed,
     sources: opts.sources,
@@ -217,6 +243,9 @@ export async function collectHeadData(models: CollectModels, opts: CollectOption
   let responseTokens = records.reduce((a, r) => a + r.response.length, 0);
   const first = records.length ? records.at(-1)!.index + 1 : 0;
   const context = models.target.info.maxPositions;
+  if (opts.temperatures.length === 0 || !opts.temperatures.every((t) => Number.isFinite(t) && t >= 0)) {
+    throw new RangeError(`collection temperatures must be numbers >= 0, got ${JSON.stringify(opts.temperatures)}`);
+  }
   if (opts.measureCosts !== false && (opts.remeasureCosts || readManifest(opts.out).costs === undefined)) {
     const room = Math.min(models.target.info.maxPositions, models.draft.info.maxPositions) - 80;
     const costPrompts = opts.prompts
@@ -232,14 +261,15 @@ export async function collectHeadData(models: CollectModels, opts: CollectOption
     if (opts.signal?.aborted) break;
     const prompt = opts.prompts[index]!;
     const promptIds = models.tokenizer.encodeChat(prompt.messages);
+    const temperature = promptTemperature(opts.temperatures, index);
     let record: Omit<DataRecord, 'row_start' | 'rows'>;
     if (promptIds.length + opts.maxTokens >= Math.min(context, models.hiddenDraft.info.maxPositions)) {
-      record = { index, id: prompt.id, prompt_tokens: promptIds.length, response: [], draft: [], mixed: '', candidates: [], finish: 'skipped' };
+      record = { index, id: prompt.id, prompt_tokens: promptIds.length, temperature, response: [], draft: [], mixed: '', candidates: [], finish: 'skipped' };
       writer.append(record, new Float32Array(0), new Float32Array(0));
     } else {
       const data = await collectPrompt(models, promptIds, {
         maxTokens: opts.maxTokens,
-        temperature: opts.temperature,
+        temperature,
         mixRatio: opts.mixRatio,
         seed: promptSeed(opts.seed, index),
       });
@@ -247,6 +277,7 @@ export async function collectHeadData(models: CollectModels, opts: CollectOption
         index,
         id: prompt.id,
         prompt_tokens: promptIds.length,
+        temperature,
         response: data.response,
         draft: data.draft,
         mixed: data.mixed.map((m) => (m ? '1' : '0')).join(''),

@@ -112,13 +112,16 @@ export function calibration(probs: ArrayLike<number>, labels: ArrayLike<number>,
   };
 }
 
-/** The held-out responses of a data set as simulation sequences, given P(accept) of each of `rows`. */
-export function simSequences(data: HeadData, rows: Int32Array, probs: Float32Array): SimSequence[] {
+/**
+ * The held-out responses of a data set as simulation sequences, given P(accept) of each of
+ * `rows`; only those decoded at `temperature` when it is given.
+ */
+export function simSequences(data: HeadData, rows: Int32Array, probs: Float32Array, temperature?: number): SimSequence[] {
   const at = new Map<number, number>();
   rows.forEach((r, i) => at.set(r, i));
   const out: SimSequence[] = [];
   for (const rec of data.records) {
-    if (rec.rows === 0 || !at.has(rec.row_start)) continue;
+    if (rec.rows === 0 || !at.has(rec.row_start) || (temperature !== undefined && rec.temperature !== temperature)) continue;
     const first = at.get(rec.row_start)!;
     out.push({ labels: data.labels.subarray(rec.row_start, rec.row_start + rec.rows), probs: probs.subarray(first, first + rec.rows) });
   }
@@ -127,13 +130,16 @@ export function simSequences(data: HeadData, rows: Int32Array, probs: Float32Arr
 
 export interface HeadEvaluation {
   split: string;
+  /** Over all rows (every temperature). */
   calibration: Calibration;
   thresholds?: ThresholdSelection;
+  /** The same for the rows of each decoding temperature of the data (0: greedy). */
+  by_temperature: { temperature: number; calibration: Calibration; thresholds?: ThresholdSelection }[];
 }
 
 /**
  * Calibration and the threshold sweep of predictions `probs` for `rows` of `data` (rows must
- * cover whole records, as the splits do).
+ * cover whole records, as the splits do), over all rows and per decoding temperature.
  */
 export function evaluatePredictions(
   data: HeadData,
@@ -141,22 +147,48 @@ export function evaluatePredictions(
   probs: Float32Array,
   options: { split: string; costs?: StepCosts; kMin?: number; kMax?: number },
 ): HeadEvaluation {
-  const labels = Float32Array.from(rows, (r) => data.labels[r]!);
   const costs = options.costs ?? data.manifest.costs;
+  const bounds = { kMin: options.kMin ?? DEFAULT_SPECDEC_K_MIN, kMax: options.kMax ?? DEFAULT_SPECDEC_K_MAX };
+  const rowTemperature = new Float64Array(data.rows);
+  for (const rec of data.records) rowTemperature.fill(rec.temperature, rec.row_start, rec.row_start + rec.rows);
+  const part = (temperature?: number) => {
+    const keep = rows.reduce<number[]>((a, r, i) => (temperature === undefined || rowTemperature[r] === temperature ? (a.push(i), a) : a), []);
+    return {
+      calibration: calibration(
+        Float32Array.from(keep, (i) => probs[i]!),
+        Float32Array.from(keep, (i) => data.labels[rows[i]!]!),
+      ),
+      thresholds: costs ? selectThreshold(simSequences(data, rows, probs, temperature), costs, bounds) : undefined,
+    };
+  };
+  const temperatures = [...new Set(Array.from(rows, (r) => rowTemperature[r]!))].sort((a, b) => a - b);
   return {
     split: options.split,
-    calibration: calibration(probs, labels),
-    thresholds: costs
-      ? selectThreshold(simSequences(data, rows, probs), costs, { kMin: options.kMin ?? DEFAULT_SPECDEC_K_MIN, kMax: options.kMax ?? DEFAULT_SPECDEC_K_MAX })
-      : undefined,
+    ...part(),
+    by_temperature: temperatures.length > 1 ? temperatures.map((temperature) => ({ temperature, ...part(temperature) })) : [],
   };
 }
 
-/** The evaluation as terminal tables. */
+/** The evaluation as terminal tables: over all rows, then a summary per decoding temperature. */
 export function formatEvaluation(e: HeadEvaluation): string {
+  const lines = formatPart(`split ${e.split}`, e);
+  if (e.by_temperature.length > 0) {
+    lines.push('', 'per decoding temperature   rows  mean a  mean P   AUC    ECE  best fixed  recommended h  simulated gain');
+    for (const b of e.by_temperature) {
+      const c = b.calibration;
+      const t = b.thresholds;
+      lines.push(
+        `${(b.temperature === 0 ? 'greedy' : `T = ${b.temperature}`).padEnd(24)} ${String(c.rows).padStart(7)}  ${fmt(c.mean_label)}  ${fmt(c.mean_predicted)}  ${fmt(c.auc)}  ${fmt(c.ece)}  ${(t?.best_fixed ?? '-').padStart(10)}  ${String(t?.recommended ?? '-').padStart(13)}  ${t ? `${((t.simulated_gain_over_best_fixed - 1) * 100).toFixed(1)}%`.padStart(14) : '-'}`,
+      );
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function formatPart(title: string, e: { calibration: Calibration; thresholds?: ThresholdSelection }): string[] {
   const c = e.calibration;
   const lines: string[] = [];
-  lines.push(`split ${e.split}: ${c.rows} rows, mean label ${c.mean_label.toFixed(3)}, mean P ${c.mean_predicted.toFixed(3)}`);
+  lines.push(`${title}: ${c.rows} rows, mean label ${c.mean_label.toFixed(3)}, mean P ${c.mean_predicted.toFixed(3)}`);
   lines.push(
     `Brier ${c.brier.toFixed(4)} (constant predictor ${c.brier_constant.toFixed(4)}, skill ${c.brier_skill.toFixed(3)}), AUC ${c.auc.toFixed(3)}, ECE ${c.ece.toFixed(3)}, weighted BCE ${c.weighted_bce.toFixed(4)}`,
   );
@@ -181,7 +213,7 @@ export function formatEvaluation(e: HeadEvaluation): string {
       `recommended threshold ${t.recommended} (best fixed: ${t.best_fixed}; simulated gain ${((t.simulated_gain_over_best_fixed - 1) * 100).toFixed(1)}%)`,
     );
   }
-  return `${lines.join('\n')}\n`;
+  return lines;
 }
 
 const fmt = (x: number) => (Number.isNaN(x) ? '     -' : x.toFixed(3).padStart(6));

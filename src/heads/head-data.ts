@@ -2,23 +2,26 @@
  * The acceptance head's training data on disk (written by collect.ts, read by train.ts and
  * eval.ts). A data directory holds:
  *
- *   manifest.json   {format: "specd-head-data/2", width, candidate_features, draft, target,
+ *   manifest.json   {format: "specd-head-data/3", width, candidate_features, draft, target,
  *                   settings, costs, created}: what was collected, how, and with which models
  *                   (identities as in head-file.ts); `width` is the draft's hidden width;
  *                   `costs` are the draft's and the target's measured step times (threshold.ts)
  *   records.jsonl   one JSON line per prompt, in the order of the prompt list:
- *                   {index, id, prompt_tokens, response, draft, mixed, candidates, row_start, rows, finish}
- *                   `response` r_1..r_n: the target's sampled answer (ending in EOS when it ended);
- *                   `draft` d_1..d_n: one draft sample per position of the response, d_i ~ q_i;
+ *                   {index, id, prompt_tokens, temperature, response, draft, mixed, candidates, row_start, rows, finish}
+ *                   `temperature`: the decoding temperature of this prompt (0: greedy);
+ *                   `response` r_1..r_n: the target's answer at it (ending in EOS when it ended);
+ *                   `draft` d_1..d_n: one draft token per position of the response, d_i ~ q_i;
  *                   `mixed`: a string of 0/1, 1 where the mixed sequence z holds r_i instead
  *                   of d_i; `candidates` y_1..y_n: one candidate per position of z,
  *                   y_i ~ q'_i (the draft's distribution after z_1..z_{i-1}); rows
  *                   [row_start, row_start + rows) of the two files below are this prompt's
  *                   candidates, in position order (rows = n)
- *   features.f32    float32 little-endian [rows, width + 3]: the draft's last_hidden_state at
- *                   the position before y_i (the one that produced q'_i), then the candidate
- *                   features [log q'_i(y_i), log max q'_i, entropy of q'_i]
- *   labels.f32      float32 little-endian [rows]: soft labels a_i = min(1, p'_i(y_i) / q'_i(y_i))
+ *   features.f32    float32 little-endian [rows, width + candidate_features]: the draft's
+ *                   last_hidden_state at the position before y_i (the one that produced q'_i),
+ *                   then y_i's candidate features at the record's temperature
+ *                   (candidate-features.ts)
+ *   labels.f32      float32 little-endian [rows]: a_i, the probability that verification keeps
+ *                   y_i (collect.ts: min(1, p'_i(y_i) / q'_i(y_i)), or 0/1 when greedy)
  *
  * Rows are appended prompt by prompt and a record line is written after its rows, so an
  * interrupted collection resumes by cutting the two files back to the rows the records cover.
@@ -29,7 +32,7 @@ import type { ModelIdentity } from './head-file.js';
 import { CANDIDATE_FEATURES } from './head-graph.js';
 import { MemoryRows, rowStride } from './train.js';
 
-export const DATA_FORMAT = 'specd-head-data/2';
+export const DATA_FORMAT = 'specd-head-data/3';
 export const MANIFEST = 'manifest.json';
 export const RECORDS = 'records.jsonl';
 export const FEATURES = 'features.f32';
@@ -49,8 +52,8 @@ export interface CollectSettings {
   /** Prompts asked for (the list is alpaca_5000 and gsm8k train, shuffled and interleaved). */
   prompts: number;
   max_tokens: number;
-  /** Temperature of the target's responses and of p, q and the draft samples. */
-  temperature: number;
+  /** Decoding temperatures (0: greedy); prompt i is decoded at temperatures[i mod length]. */
+  temperatures: number[];
   /** Token mixing: share of positions that keep the target's token r_i (no label there). */
   mix_ratio: number;
   seed: number;
@@ -74,6 +77,8 @@ export interface DataRecord {
   index: number;
   id: string;
   prompt_tokens: number;
+  /** Decoding temperature of this prompt's response, labels and candidate features (0: greedy). */
+  temperature: number;
   response: number[];
   draft: number[];
   mixed: string;
@@ -163,6 +168,9 @@ export function readManifest(dir: string): DataManifest {
   if (!existsSync(path)) throw new Error(`${dir} is not a head data directory (no ${MANIFEST}); run specd head collect`);
   const manifest = JSON.parse(readFileSync(path, 'utf8')) as DataManifest;
   if (manifest.format !== DATA_FORMAT) throw new Error(`${path}: format ${JSON.stringify(manifest.format)}, expected ${DATA_FORMAT} (collect the data again with this version)`);
+  if (manifest.candidate_features !== CANDIDATE_FEATURES) {
+    throw new Error(`${path}: ${manifest.candidate_features} candidate features per row, this version uses ${CANDIDATE_FEATURES} (collect the data again)`);
+  }
   return manifest;
 }
 

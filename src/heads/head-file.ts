@@ -5,13 +5,16 @@
  *
  * ```json
  * {
- *   "format": "specd-head/2",
+ *   "format": "specd-head/3",
  *   "architecture": {"type": "shared-residual-silu", "blocks": 3, "width": 128, "output": "sigmoid",
- *                    "candidate_features": ["log_q", "log_max_q", "entropy"], "candidate_weights": [0.8, 0.1, -0.2],
- *                    "parameters": 16772},
+ *                    "temperature_knots": [0, 0.35, 0.7, 1],
+ *                    "candidate_features": ["T0:bias", "T0:log_q", "T0:log_max_q", "T0:entropy", "T0.35:bias", ...],
+ *                    "candidate_weights": [0.4, 0.8, 0.1, -0.2, ...],
+ *                    "parameters": 16657},
  *   "draft": {"name": "specd-pair-draft", "onnx_sha256": "...", "width": 128},
  *   "target": {"name": "specd-pair-target", "onnx_sha256": "..."},
- *   "recommended_threshold": 0.6,
+ *   "recommended_threshold": 0.6,       // over all temperatures of the data
+ *   "recommended_thresholds": [{"temperature": 0, "threshold": 0.65}, ...],  // per decoding temperature
  *   "threshold_selection": {...},       // how the threshold was chosen (threshold.ts)
  *   "training": {...},                  // data, hyper-parameters, time, loss per epoch
  *   "calibration": {...},               // held-out Brier score, AUC, reliability table
@@ -26,11 +29,13 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ModelLoadError } from '../errors.js';
 import { readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { decodedGraph } from './prepare-draft.js';
+import { TEMPERATURE_KNOTS } from '../engine/candidate-features.js';
+import type { TemperatureThreshold } from '../engine/stop-policy.js';
 import { buildHeadGraph, CANDIDATE_FEATURES, HEAD_BLOCKS, HEAD_INPUT, HEAD_OUTPUT, paramCount, type HeadParams } from './head-graph.js';
 
-export const HEAD_FORMAT = 'specd-head/2';
+export const HEAD_FORMAT = 'specd-head/3';
 /** Names of the candidate features, in order (candidate-features.ts). */
-export const CANDIDATE_FEATURE_NAMES = ['log_q', 'log_max_q', 'entropy'] as const;
+export const CANDIDATE_FEATURE_NAMES: readonly string[] = TEMPERATURE_KNOTS.flatMap((t) => ['bias', 'log_q', 'log_max_q', 'entropy'].map((f) => `T${t}:${f}`));
 export const HEAD_SUFFIX = '.head.onnx';
 
 export interface ModelIdentity {
@@ -45,6 +50,8 @@ export interface HeadMetadata {
     blocks: number;
     width: number;
     output: 'sigmoid';
+    /** Decoding temperatures the candidate weights are given at (interpolated between). */
+    temperature_knots: readonly number[];
     candidate_features: readonly string[];
     /** u: the weights of the candidate features in the logit. */
     candidate_weights: number[];
@@ -54,6 +61,8 @@ export interface HeadMetadata {
   target?: ModelIdentity;
   /** The default threshold h of the specdec++ policy with this head. */
   recommended_threshold: number;
+  /** Default h per decoding temperature (0: greedy), interpolated between (stop-policy.ts, recommendedThresholdAt); these take precedence. */
+  recommended_thresholds?: TemperatureThreshold[];
   threshold_selection?: unknown;
   training?: unknown;
   calibration?: unknown;
@@ -77,6 +86,7 @@ export function headArchitecture(params: HeadParams): HeadMetadata['architecture
     blocks: HEAD_BLOCKS,
     width: params.width,
     output: 'sigmoid',
+    temperature_knots: TEMPERATURE_KNOTS,
     candidate_features: CANDIDATE_FEATURE_NAMES,
     candidate_weights: Array.from(params.u),
     parameters: paramCount(params.width),
@@ -112,12 +122,23 @@ export function readHeadFile(onnxPath: string): LoadedHeadFile {
   if (meta.format !== HEAD_FORMAT) throw new ModelLoadError(`${jsonPath}: format ${JSON.stringify(meta.format)}, expected ${HEAD_FORMAT}`, jsonPath, 'format');
   const width = meta.architecture?.width;
   if (!Number.isInteger(width) || width <= 0) throw new ModelLoadError(`${jsonPath}: architecture.width must be a positive integer`, jsonPath, 'architecture.width');
+  const knots = meta.architecture.temperature_knots;
+  if (!Array.isArray(knots) || JSON.stringify(knots) !== JSON.stringify(TEMPERATURE_KNOTS)) {
+    throw new ModelLoadError(`${jsonPath}: architecture.temperature_knots must be ${JSON.stringify(TEMPERATURE_KNOTS)}`, jsonPath, 'architecture.temperature_knots');
+  }
   const u = meta.architecture.candidate_weights;
   if (!Array.isArray(u) || u.length !== CANDIDATE_FEATURES || !u.every((x) => typeof x === 'number' && Number.isFinite(x))) {
     throw new ModelLoadError(`${jsonPath}: architecture.candidate_weights must be ${CANDIDATE_FEATURES} finite numbers`, jsonPath, 'architecture.candidate_weights');
   }
   const h = meta.recommended_threshold;
   if (!(typeof h === 'number' && h >= 0 && h <= 1)) throw new ModelLoadError(`${jsonPath}: recommended_threshold must be a number in [0, 1]`, jsonPath, 'recommended_threshold');
+  const list = meta.recommended_thresholds;
+  if (
+    list !== undefined &&
+    !(Array.isArray(list) && list.every((e) => typeof e?.temperature === 'number' && e.temperature >= 0 && typeof e.threshold === 'number' && e.threshold >= 0 && e.threshold <= 1))
+  ) {
+    throw new ModelLoadError(`${jsonPath}: recommended_thresholds must be a list of {temperature >= 0, threshold in [0, 1]}`, jsonPath, 'recommended_thresholds');
+  }
   const bytes = readFileSync(onnxPath);
   const model = readModel(bytes);
   const graph = decodedGraph(model, onnxPath);

@@ -3,8 +3,9 @@
  *
  * The head predicts whether the target will accept candidate y, drafted from the draft's
  * distribution q at some position. Its inputs are the draft's last hidden state x at that
- * position (the one that produced q) and three candidate features phi(q, y) =
- * [log q(y), log max q, entropy of q] (candidate-features.ts):
+ * position (the one that produced q) and the candidate features phi(q, y, T): a bias,
+ * log q(y), log max q and the entropy of q, weighted by the decoding temperature's
+ * interpolation weights over a few knot temperatures (candidate-features.ts):
  *
  *   P(accept y) = sigmoid(x3 . v + c + phi . u),  x_t = x_{t-1} + SiLU(x_{t-1} W + b), x_0 = x
  *
@@ -43,7 +44,7 @@ export const DEFAULT_MISMATCH_WEIGHT = 1;
 /** The inference head's input and output names. */
 export const HEAD_INPUT = 'hidden';
 export const HEAD_OUTPUT = 'accept_logit';
-/** Candidate features per row after the hidden state: log q(y), log max q, entropy of q. */
+/** Candidate features per row after the hidden state (candidate-features.ts). */
 export { CANDIDATE_FEATURES };
 
 /** The head's parameters. */

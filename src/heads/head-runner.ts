@@ -9,7 +9,7 @@
 import * as ort from 'onnxruntime-node';
 import { type Device, executionProviders } from '../engine/device.js';
 import { acceptProbability } from '../engine/candidate-features.js';
-import type { AcceptancePredictor } from '../engine/stop-policy.js';
+import type { AcceptancePredictor, TemperatureThreshold } from '../engine/stop-policy.js';
 import { ModelLoadError } from '../errors.js';
 import { readHeadFile, type HeadMetadata } from './head-file.js';
 import { HEAD_INPUT, HEAD_OUTPUT } from './head-graph.js';
@@ -29,6 +29,7 @@ const BATCH_ROWS = 4096;
 export class AcceptanceHead implements AcceptancePredictor {
   readonly width: number;
   readonly recommendedThreshold: number;
+  readonly thresholdsByTemperature: readonly TemperatureThreshold[];
   readonly candidateWeights: Float32Array;
   private session: ort.InferenceSession | undefined;
   private sessionPromise: Promise<ort.InferenceSession> | undefined;
@@ -42,6 +43,7 @@ export class AcceptanceHead implements AcceptancePredictor {
   ) {
     this.width = meta.architecture.width;
     this.recommendedThreshold = meta.recommended_threshold;
+    this.thresholdsByTemperature = meta.recommended_thresholds ?? [];
     this.candidateWeights = Float32Array.from(meta.architecture.candidate_weights);
   }
 

@@ -6,14 +6,14 @@
  * The simulation walks each held-out response's labelled positions in order. A round starting
  * at row t drafts candidates that stand for rows t, t+1, ...; the stop rule sees the head's
  * P(accept) of each row as it is drafted (stop-policy.ts) and the same K_min / K_max; the
- * candidate that triggers the stop is kept, as the policy keeps it; candidate j is accepted with probability a_{t+j} (its soft label)
- * while all before it were; the round emits the accepted ones plus the target's token and
- * costs k draft steps (plus the draft loop's per-round cost) and one target pass over k + 1 tokens. Expectations over the
- * acceptance draws are computed exactly (no sampling noise), so nearby thresholds compare
- * reliably. Fixed K runs through the same
- * loop, so the result also says which K would win and by how much. It is an estimate: real
- * rounds propose tokens conditioned on their own earlier candidates, and labels are for
- * temperature `settings.temperature` sampling.
+ * candidate that triggers the stop is kept, as the policy keeps it; candidate j is accepted
+ * with probability a_{t+j} (its label) while all before it were; the round emits the accepted
+ * ones plus the target's token and costs k draft steps (plus the draft loop's per-round cost)
+ * and one target pass over k + 1 tokens. Expectations over the acceptance draws are computed
+ * exactly (no sampling noise), so nearby thresholds compare reliably. Fixed K runs through the
+ * same loop, so the result also says which K would win and by how much. Responses of one
+ * decoding temperature give that temperature's threshold (eval.ts). It is an estimate: real
+ * rounds propose tokens conditioned on their own earlier candidates.
  */
 import type { StepCosts } from './head-data.js';
 

@@ -2,18 +2,20 @@
  * Shared helpers of the heads-*.test.ts suites: acceptance heads for fixture drafts.
  */
 import { join } from 'node:path';
+import type { TemperatureThreshold } from '../../src/engine/stop-policy.js';
 import { headArchitecture, HEAD_FORMAT, saveHead } from '../../src/heads/head-file.js';
 import { CANDIDATE_FEATURES, type HeadParams, initHeadParams } from '../../src/heads/head-graph.js';
 import { draftIdentity } from '../../src/heads/prepare-draft.js';
 
 /** Writes a head for the draft in `draftDir` (random parameters unless given); returns its .head.onnx path. */
-export function writeTestHead(dir: string, draftDir: string, width: number, options: { params?: HeadParams; seed?: number; threshold?: number; name?: string } = {}): string {
+export function writeTestHead(dir: string, draftDir: string, width: number, options: { params?: HeadParams; seed?: number; threshold?: number; thresholds?: TemperatureThreshold[]; name?: string } = {}): string {
   const params = options.params ?? initHeadParams(width, options.seed ?? 0);
   const { onnxPath } = saveHead(join(dir, options.name ?? 'test'), params, {
     format: HEAD_FORMAT,
     architecture: headArchitecture(params),
     draft: { ...draftIdentity(draftDir), width },
     recommended_threshold: options.threshold ?? 0.5,
+    ...(options.thresholds ? { recommended_thresholds: options.thresholds } : {}),
     created: new Date(0).toISOString(),
   });
   return onnxPath;
