@@ -1,6 +1,6 @@
 /**
- * What the acceptance head knows about a candidate besides the draft's hidden state: three
- * features of the draft's distribution q at the candidate's position (q at temperature 1 of
+ * What the acceptance head knows about a candidate besides the draft's hidden state: a bias and
+ * three features of the draft's distribution q at the candidate's position (q at temperature 1 of
  * the logits the candidate was drawn from, after logit bias and penalties), the decoding
  * temperature, and how the head combines them with its hidden-state logit.
  *
