@@ -10,6 +10,7 @@ import { paretoChartSvg } from '../bench/pareto-chart.js';
 import { formatSummary, summarize } from '../bench/policy-summary.js';
 import { speedupChartSvg } from '../bench/speedup-chart.js';
 import { ModelPair } from '../engine/pair.js';
+import { temperatureLabel } from '../engine/sampling.js';
 import { HEAD_MODES, type HeadMode } from '../heads/head-loader.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, recommendedThresholdAt, validatePolicySpec } from '../engine/stop-policy.js';
 import { benchServeCommand } from './bench-serve.js';
@@ -115,12 +116,12 @@ export function benchCommand(): Command {
       process.stderr.write(`wrote ${flags.json}\n`);
     }
     if (flags.chart) {
-      const title = `discard vs verification rate, ${flags.temperature === 0 ? 'greedy' : `T = ${flags.temperature}`}, ${flags.prompts} prompts x ${flags.maxTokens} tokens`;
+      const title = `discard vs verification rate, ${temperatureLabel(flags.temperature)}, ${flags.prompts} prompts x ${flags.maxTokens} tokens`;
       writeFileSync(flags.chart, paretoChartSvg(results, title));
       process.stderr.write(`wrote ${flags.chart}\n`);
     }
     if (flags.speedupChart) {
-      const title = `speedup over none, ${flags.temperature === 0 ? 'greedy' : `T = ${flags.temperature}`}, ${flags.prompts} prompts x ${flags.maxTokens} tokens`;
+      const title = `speedup over none, ${temperatureLabel(flags.temperature)}, ${flags.prompts} prompts x ${flags.maxTokens} tokens`;
       writeFileSync(flags.speedupChart, speedupChartSvg(results, title));
       process.stderr.write(`wrote ${flags.speedupChart}\n`);
     }

@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import { type Device } from '../engine/device.js';
+import { temperatureLabel } from '../engine/sampling.js';
 import { DecoderModel } from '../engine/model.js';
 import { readModelDir } from '../engine/model-dir.js';
 import { ModelPair } from '../engine/pair.js';
@@ -219,7 +220,7 @@ function evalCommand(): Command {
       const probs = await head.predictBatch(data.gatherFeatures(rows), rows.length);
       const evaluation = evaluatePredictions(data, rows, probs, { split: flags.split, kMin: flags.kMin, kMax: flags.kMax });
       process.stdout.write(formatEvaluation(evaluation));
-      const perTemperature = head.thresholdsByTemperature.map((t) => `${t.temperature === 0 ? 'greedy' : `T = ${t.temperature}`}: ${t.threshold}`).join(', ');
+      const perTemperature = head.thresholdsByTemperature.map((t) => `${temperatureLabel(t.temperature)}: ${t.threshold}`).join(', ');
       process.stdout.write(`head's recommended threshold: ${head.recommendedThreshold}${perTemperature ? ` (${perTemperature})` : ''}\n`);
       if (flags.json) {
         writeFileSync(flags.json, `${JSON.stringify({ head: flags.head, data: flags.data, ...evaluation }, null, 2)}\n`);

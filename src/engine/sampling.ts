@@ -22,6 +22,16 @@ export function isGreedy(params: SamplingParams): boolean {
   return params.temperature <= 0;
 }
 
+/** The temperature decoding runs at: 0 when greedy. */
+export function decodingTemperature(params: SamplingParams): number {
+  return isGreedy(params) ? 0 : params.temperature;
+}
+
+/** `greedy` or `T = 0.7`, for reports. */
+export function temperatureLabel(temperature: number): string {
+  return temperature <= 0 ? 'greedy' : `T = ${temperature}`;
+}
+
 /** Index of the largest value (the first one on ties). */
 export function argmax(row: ArrayLike<number>): number {
   let best = 0;

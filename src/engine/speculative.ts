@@ -23,7 +23,7 @@ import { type LogitsAdjustments, LogitsProcessor } from './logits-processors.js'
 import { logOf, logSoftmax, type TokenLogprob, tokenLogprob } from './logprobs.js';
 import type { DecoderModel } from './model.js';
 import { Rng } from './rng.js';
-import { argmax, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
+import { argmax, decodingTemperature, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
 import { type AcceptancePredictor, createPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
 
@@ -80,7 +80,7 @@ export class SpeculativeDecoder {
     if (prompt.length >= this.contextLength) {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
     }
-    const policy = createPolicy(withDefaultThreshold(opts.policy, recommendedThresholdAt(this.head, isGreedy(opts.sampling) ? 0 : opts.sampling.temperature)));
+    const policy = createPolicy(withDefaultThreshold(opts.policy, recommendedThresholdAt(this.head, decodingTemperature(opts.sampling))));
     const draft = policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
     if (policy.maxDraft > 0 && !draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
     if (policy.needsHead) {
@@ -271,7 +271,7 @@ export class Generation {
         token = sample(q, this.rng);
         prob = q[token]!;
       }
-      const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, token, this.greedy ? 0 : this.opts.sampling.temperature)) : undefined;
+      const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, token, decodingTemperature(this.opts.sampling))) : undefined;
       const verdict = this.policy.decide({ index: s, token, prob, acceptProb });
       // Dropping y_s because of its own value is exact only when greedy. When sampling, the
       // token that replaces it would come from p_s instead of the y_s-then-accept/recover

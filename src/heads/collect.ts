@@ -113,7 +113,7 @@ export async function collectPrompt(
   const eos = new Set(target.info.eosTokenIds);
   const generation = new SpeculativeDecoder(target, models.draft).start(promptIds, {
     maxTokens: settings.maxTokens,
-    sampling: { temperature: greedy ? 0 : T, topK: 0, topP: 1 },
+    sampling: { temperature: T, topK: 0, topP: 1 },
     seed: generationSeed,
     policy: { policy: 'fixed', k: RESPONSE_K },
     eosTokenIds: [],

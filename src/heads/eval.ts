@@ -11,6 +11,7 @@
  * - acceptance rate, draft length, discard and verification rates and simulated tokens/ms
  *   against the threshold h (threshold.ts), beside fixed K.
  */
+import { temperatureLabel } from '../engine/sampling.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN } from '../engine/stop-policy.js';
 import type { HeadData, StepCosts } from './head-data.js';
 import { DEFAULT_MISMATCH_WEIGHT, weightedBce } from './head-graph.js';
@@ -178,7 +179,7 @@ export function formatEvaluation(e: HeadEvaluation): string {
       const c = b.calibration;
       const t = b.thresholds;
       lines.push(
-        `${(b.temperature === 0 ? 'greedy' : `T = ${b.temperature}`).padEnd(24)} ${String(c.rows).padStart(7)}  ${fmt(c.mean_label)}  ${fmt(c.mean_predicted)}  ${fmt(c.auc)}  ${fmt(c.ece)}  ${(t?.best_fixed ?? '-').padStart(10)}  ${String(t?.recommended ?? '-').padStart(13)}  ${t ? `${((t.simulated_gain_over_best_fixed - 1) * 100).toFixed(1)}%`.padStart(14) : '-'}`,
+        `${temperatureLabel(b.temperature).padEnd(24)} ${String(c.rows).padStart(7)}  ${fmt(c.mean_label)}  ${fmt(c.mean_predicted)}  ${fmt(c.auc)}  ${fmt(c.ece)}  ${(t?.best_fixed ?? '-').padStart(10)}  ${String(t?.recommended ?? '-').padStart(13)}  ${t ? `${((t.simulated_gain_over_best_fixed - 1) * 100).toFixed(1)}%`.padStart(14) : '-'}`,
       );
     }
   }
