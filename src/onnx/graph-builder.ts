@@ -16,7 +16,7 @@
  * Tensors are always stored little-endian in `raw_data`. Large initializers can be
  * written to a side file in the ONNX external-data format (see {@link GraphBuilder.serialize}).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxNs } from 'onnx-proto';
@@ -187,7 +187,7 @@ export class GraphBuilder {
   /** Adds a node with `numOutputs` outputs and returns their names. */
   opN(opType: string, inputs: string[], numOutputs: number, options: OpOptions = {}): string[] {
     const outputs = options.outputs ?? Array.from({ length: numOutputs }, () => this.fresh(opType));
-    outputs.forEach((o) => this.claim(o));
+    outputs.forEach((o) => o !== '' && this.claim(o)); // '' = an optional output left out
     const attribute = Object.entries(options.attrs ?? {}).map(([k, v]) => attributeProto(k, v));
     this.nodes.push(
       onnx.NodeProto.create({
@@ -224,8 +224,8 @@ export class GraphBuilder {
    * `data_location = EXTERNAL` and `location` / `offset` / `length` entries.
    */
   serialize(externalData?: ExternalDataOptions): { model: Uint8Array; data?: Uint8Array } {
-    const { model, data } = this.serializeModel(externalData);
-    return { model: onnx.ModelProto.encode(model).finish(), ...(data ? { data } : {}) };
+    const { model, chunks, size } = this.serializeModel(externalData);
+    return { model: onnx.ModelProto.encode(model).finish(), ...(chunks ? { data: concatBytes(chunks, size) } : {}) };
   }
 
   /**
@@ -236,12 +236,21 @@ export class GraphBuilder {
     const ext = options.externalData
       ? { location: `${basename(path)}_data`, sizeThreshold: options.sizeThreshold ?? 1024 }
       : undefined;
-    const { model, data } = this.serialize(ext);
-    writeFileSync(path, model);
-    if (ext) writeFileSync(join(dirname(path), ext.location), data ?? new Uint8Array(0));
+    const { model, chunks } = this.serializeModel(ext);
+    writeFileSync(path, onnx.ModelProto.encode(model).finish());
+    if (!ext) return;
+    // Written chunk by chunk: the data of a large model does not fit one buffer.
+    const fd = openSync(join(dirname(path), ext.location), 'w');
+    try {
+      for (const chunk of chunks ?? []) {
+        for (let done = 0; done < chunk.byteLength; ) done += writeSync(fd, chunk, done);
+      }
+    } finally {
+      closeSync(fd);
+    }
   }
 
-  private serializeModel(ext: ExternalDataOptions | undefined): { model: ModelProto; data?: Uint8Array } {
+  private serializeModel(ext: ExternalDataOptions | undefined): { model: ModelProto; chunks?: Uint8Array[]; size: number } {
     const chunks: Uint8Array[] = [];
     let offset = 0;
     const initializer = this.initializers.map((init) => {
@@ -267,7 +276,7 @@ export class GraphBuilder {
     const model = onnx.ModelProto.create({
       irVersion: this.irVersion,
       producerName: 'specd',
-      opsetImport: [{ domain: '', version: this.opset }],
+      opsetImport: [{ domain: '', version: this.opset }, ...this.extraDomains().map((domain) => ({ domain, version: 1 }))],
       metadataProps: Object.entries(this.metadata).map(([key, value]) => ({ key, value })),
       graph: onnx.GraphProto.create({
         name: this.graphName,
@@ -277,11 +286,16 @@ export class GraphBuilder {
         initializer,
       }),
     });
-    return ext ? { model, data: concatBytes(chunks, offset) } : { model };
+    return ext ? { model, chunks, size: offset } : { model, size: 0 };
+  }
+
+  /** Operator domains other than the default one that the nodes use (e.g. `com.microsoft`), imported at version 1. */
+  private extraDomains(): string[] {
+    return [...new Set(this.nodes.map((n) => n.domain).filter((d) => d !== '' && d !== 'ai.onnx'))];
   }
 
   /** Returns an unused name starting with `prefix` (claimed by the caller when used for a value). */
-  private fresh(prefix: string): string {
+  fresh(prefix: string): string {
     let name: string;
     do name = `${prefix}_${this.counter++}`;
     while (this.usedNames.has(name));
