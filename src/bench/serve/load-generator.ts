@@ -44,8 +44,10 @@ export async function runLoad<T>(count: number, send: (index: number) => Promise
   const start = performance.now();
   const tasks: Promise<void>[] = [];
   for (let i = 0; i < count; i++) {
-    const due = start + offsets[i]! * 1000 - performance.now();
-    if (due > 0) await sleep(due);
+    // Timers run whole milliseconds and may fire a fraction early: wait until the time has come.
+    for (let due = start + offsets[i]! * 1000 - performance.now(); due > 0; due = start + offsets[i]! * 1000 - performance.now()) {
+      await sleep(Math.ceil(due));
+    }
     tasks.push(
       (async () => {
         await acquire();
