@@ -15,6 +15,7 @@ import { policyLabel, type PolicySpec } from '../src/engine/stop-policy.js';
 import { FIXTURE_PAIR_DEFAULTS, writeFixturePair } from '../src/onnx/decoder-fixture.js';
 import { DATASETS_DIR } from '../src/paths.js';
 import { drive, type Run } from './support/rounds.js';
+import { webgpuSkip } from './support/webgpu.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -210,6 +211,56 @@ describe('greedy equivalence: bundled specd-pair', () => {
       const run = await drive(pair.decoder, prompt, { maxTokens: 64, sampling: GREEDY, policy: spec });
       assert.equal(run.finish, 'stop', policyLabel(spec));
       assert.deepEqual(run.tokens, ref.tokens.slice(0, endAt), policyLabel(spec));
+    }
+  });
+});
+
+// On the GPU (WebGPU): the KV caches stay in GPU buffers and roll back with a Slice graph on
+// the GPU (gpu-kv-cache.ts); speculation must stay exact there too.
+describe('greedy equivalence on the GPU (WebGPU)', { skip: webgpuSkip }, () => {
+  for (const { label, options } of fixturePairs.slice(0, 3)) {
+    test(`${label}: every policy gives the target-only greedy output`, async () => {
+      const p = writeFixturePair(join(root, `webgpu-${label.replace(/[^a-z0-9]+/gi, '-')}`), options);
+      const pair = await ModelPair.load({ target: p.targetDir, draft: p.draftDir, device: 'webgpu' });
+      try {
+        const r = await checkGreedyEquivalence(pair, fixturePrompts(p.target.vocabSize).slice(0, 2), 24, [0.2, 0.45]);
+        assert.ok(r.drafted > 0 && r.accepted > 0);
+      } finally {
+        await pair.release();
+      }
+    });
+  }
+
+  test('bundled specd-pair: fixed K and specdec++ (head fused into the draft graph), with the draft on the GPU or the CPU, give the target-only output', async () => {
+    const pair = await ModelPair.load({ device: 'webgpu' });
+    try {
+      assert.ok(pair.head, 'the bundled head loads on WebGPU');
+      const prompt = pair.tokenizer.encodeChat([{ role: 'user', content: 'Tom has 3 apples and buys 5 more. How many apples does he have?' }]);
+      const base = { maxTokens: 32, sampling: GREEDY, eosTokenIds: [] as number[] };
+      const ref = await drive(pair.decoder, prompt, { ...base, policy: NONE });
+      const cpu = await ModelPair.load({ threads: 2 });
+      try {
+        // Same text as on the CPU (float differences between providers could only flip near-ties).
+        assert.deepEqual(ref.tokens, (await drive(cpu.decoder, prompt, { ...base, policy: NONE })).tokens, 'WebGPU and CPU target-only outputs');
+      } finally {
+        await cpu.release();
+      }
+      const split = await ModelPair.load({ device: 'webgpu', draftDevice: 'cpu', draftThreads: 1 });
+      try {
+        assert.equal(split.draft!.device, 'cpu');
+        assert.equal(split.target.device, 'webgpu');
+        for (const [where, p] of [['on WebGPU', pair], ['with the draft on the CPU', split]] as const) {
+          for (const spec of [{ policy: 'fixed', k: 4 }, { policy: 'specdec++', kMin: 1, kMax: 16 }] as PolicySpec[]) {
+            const run = await drive(p.decoder, prompt, { ...base, policy: spec });
+            assert.deepEqual(run.tokens, ref.tokens, `${policyLabel(spec)} ${where}`);
+            assert.ok(run.stats.accepted_tokens > 0, `${policyLabel(spec)} ${where}: nothing accepted`);
+          }
+        }
+      } finally {
+        await split.release();
+      }
+    } finally {
+      await pair.release();
     }
   });
 });

@@ -11,12 +11,15 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
+import { InferenceSession } from 'onnxruntime-node';
 import type * as ort from 'onnxruntime-node';
 import type { KVCache } from '../src/engine/kv-cache.js';
 import { DecoderModel, float16ToFloat32 } from '../src/engine/model.js';
 import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
+import { GraphBuilder } from '../src/onnx/graph-builder.js';
 import { BUNDLED_TARGET, DATASETS_DIR } from '../src/paths.js';
 import { TextTokenizer } from '../src/text/tokenizer.js';
+import { webgpuSkip } from './support/webgpu.js';
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length, 'length');
@@ -28,13 +31,30 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-/** The cache's tensors (via its public feed interface), as float32 copies. */
-function kvSnapshot(cache: KVCache): Record<string, { dims: readonly number[]; data: Float32Array }> {
+/**
+ * A GPU tensor's contents, through an Identity graph on the WebGPU provider whose output is
+ * placed in host memory (onnxruntime-node 1.30 aborts the process on `getData()` of a GPU tensor).
+ */
+async function download(t: ort.Tensor): Promise<ort.Tensor['data']> {
+  const g = new GraphBuilder({ opset: 17 });
+  const dtype = t.type as 'float32' | 'float16';
+  g.output(g.op('Identity', [g.input('x', dtype, [...t.dims])]), 'y', dtype, [...t.dims]);
+  const session = await InferenceSession.create(g.toBytes(), { executionProviders: ['webgpu'], preferredOutputLocation: 'cpu' });
+  try {
+    return ((await session.run({ x: t })).y as ort.Tensor).data;
+  } finally {
+    await session.release();
+  }
+}
+
+/** The cache's tensors (via its public feed interface), as float32 copies (downloaded when they live on a GPU). */
+async function kvSnapshot(cache: KVCache): Promise<Record<string, { dims: readonly number[]; data: Float32Array }>> {
   const feeds: Record<string, ort.Tensor> = {};
   cache.addFeeds(feeds);
   const out: Record<string, { dims: readonly number[]; data: Float32Array }> = {};
   for (const [name, t] of Object.entries(feeds)) {
-    const data = t.type === 'float16' ? float16ToFloat32(t.data as Uint16Array) : Float32Array.from(t.data as Float32Array);
+    const raw = t.location === 'gpu-buffer' ? await download(t) : t.data;
+    const data = t.type === 'float16' ? float16ToFloat32(raw as Uint16Array) : Float32Array.from(raw as Float32Array);
     out[name] = { dims: [...t.dims], data };
   }
   return out;
@@ -87,7 +107,7 @@ function rollbackSuite(load: () => Promise<Omit<Subject, 'ref'>>): void {
       const wrong = Array.from({ length: 5 }, () => rnd(V));
       await model.forward(cache, [...seq.slice(n, n + 2), ...wrong]);
       assert.equal(cache.length, n + 7);
-      cache.crop(n);
+      await cache.crop(n);
       assert.equal(cache.length, n);
       const rest = await model.forward(cache, seq.slice(n));
       close(rest, n, seq.length, `crop to ${n} and continue`);
@@ -112,11 +132,11 @@ function rollbackSuite(load: () => Promise<Omit<Subject, 'ref'>>): void {
       worst = Math.max(worst, close(logits.subarray(0, (real + good) * V), pos, pos + real + good, `round ${rounds} at ${pos}`));
       kept.push({ logits, copy: Float32Array.from(logits), from: pos, to: pos + real + good });
       pos += real + good;
-      if (bad > 0 || rnd(2) === 0) cache.crop(pos);
+      if (bad > 0 || rnd(2) === 0) await cache.crop(pos);
       // Now and then roll back further, into tokens already verified, in two consecutive crops.
       if (rounds % 7 === 3 && pos > 3) {
-        cache.crop(pos - 1);
-        cache.crop(pos - 3);
+        await cache.crop(pos - 1);
+        await cache.crop(pos - 3);
         pos -= 3;
       }
       assert.equal(cache.length, pos);
@@ -128,8 +148,8 @@ function rollbackSuite(load: () => Promise<Omit<Subject, 'ref'>>): void {
     // The cache holds what a fresh prefill of the sequence holds.
     const fresh = model.newCache();
     await model.forward(fresh, seq);
-    const a = kvSnapshot(cache);
-    const b = kvSnapshot(fresh);
+    const a = (await kvSnapshot(cache));
+    const b = (await kvSnapshot(fresh));
     assert.deepEqual(Object.keys(a), Object.keys(b));
     for (const name of Object.keys(a)) {
       assert.deepEqual(a[name]!.dims, b[name]!.dims, name);
@@ -143,26 +163,26 @@ function rollbackSuite(load: () => Promise<Omit<Subject, 'ref'>>): void {
     const { model, seq } = s;
     const cache = model.newCache();
     await model.forward(cache, seq.slice(0, 20));
-    cache.crop(0);
+    await cache.crop(0);
     assert.equal(cache.length, 0);
-    for (const d of Object.values(kvSnapshot(cache))) assert.equal(d.dims[2], 0);
+    for (const d of Object.values((await kvSnapshot(cache)))) assert.equal(d.dims[2], 0);
     close(await model.forward(cache, seq), 0, seq.length, 'after crop to 0');
     // And again after a round trip through a long sequence.
-    cache.crop(0);
+    await cache.crop(0);
     close(await model.forward(cache, seq.slice(0, 9)), 0, 9, 'second crop to 0');
   });
 
   test('crop rejects lengths outside [0, length]; crop(length) is a no-op', async () => {
     const { model, seq } = s;
     const cache = model.newCache();
-    assert.throws(() => cache.crop(1), /cannot crop a KV cache of length 0 to 1/);
+    await assert.rejects(cache.crop(1), /cannot crop a KV cache of length 0 to 1/);
     await model.forward(cache, seq.slice(0, 6));
-    assert.throws(() => cache.crop(7), (err: Error) => err instanceof RangeError && /length 6 to 7/.test(err.message));
-    assert.throws(() => cache.crop(-1), RangeError);
+    await assert.rejects(cache.crop(7), (err: Error) => err instanceof RangeError && /length 6 to 7/.test(err.message));
+    await assert.rejects(cache.crop(-1), RangeError);
     assert.equal(cache.length, 6, 'a failed crop leaves the cache alone');
-    const before = kvSnapshot(cache);
-    cache.crop(6);
-    assert.deepEqual(kvSnapshot(cache), before);
+    const before = (await kvSnapshot(cache));
+    await cache.crop(6);
+    assert.deepEqual((await kvSnapshot(cache)), before);
     close(await model.forward(cache, seq.slice(6, 12)), 6, 12, 'after failed crops');
   });
 }
@@ -192,13 +212,15 @@ const fixtures = [
   { label: 'Llama GQA fixture (fp16 KV)', options: { style: 'llama', seed: 22, heads: 4, kvHeads: 2, kvDtype: 'float16' } },
 ] as const;
 
-for (const { label, options } of fixtures) {
-  describe(`KV rollback: ${label}`, () => {
+// On WebGPU the cache stays in GPU buffers and the crop is a Slice graph on the GPU (gpu-kv-cache.ts).
+for (const device of ['cpu', 'webgpu'] as const) {
+ for (const { label, options } of fixtures) {
+  describe(`KV rollback: ${label}${device === 'webgpu' ? ', on the GPU (WebGPU)' : ''}`, { skip: device === 'webgpu' && webgpuSkip }, () => {
     const root = mkdtempSync(join(tmpdir(), 'specd-'));
     after(() => rmSync(root, { recursive: true, force: true }));
     rollbackSuite(async () => {
       const cfg = writeFixtureModelDir(root, { ...options, maxPositions: 128 });
-      const model = await DecoderModel.load(root, { threads: 1 });
+      const model = await DecoderModel.load(root, { threads: 1, device });
       assert.equal(model.info.dtype, cfg.kvDtype);
       const rnd = lcg(3);
       const seq = Array.from({ length: 120 }, () => rnd(cfg.vocabSize));
@@ -206,4 +228,5 @@ for (const { label, options } of fixtures) {
       return { label, model, seq, tol: cfg.kvDtype === 'float16' ? 1e-3 : 1e-4 };
     });
   });
+}
 }

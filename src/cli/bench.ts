@@ -10,6 +10,11 @@ import { paretoChartSvg } from '../bench/pareto-chart.js';
 import { formatSummary, summarize } from '../bench/policy-summary.js';
 import { speedupChartSvg } from '../bench/speedup-chart.js';
 import { ModelPair } from '../engine/pair.js';
+import { DEVICES, type Device } from '../engine/device.js';
+import { defaultGraph, GRAPH_CHOICES, type GraphChoice } from '../engine/graph-choice.js';
+import { formatLatencyTable, latencyChartSvg, measureLatency, type LatencyResult } from '../bench/latency.js';
+import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
+import { TextTokenizer } from '../text/tokenizer.js';
 import { temperatureLabel } from '../engine/sampling.js';
 import { HEAD_MODES, type HeadMode } from '../heads/head-loader.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, recommendedThresholdAt, validatePolicySpec } from '../engine/stop-policy.js';
@@ -111,7 +116,14 @@ export function benchCommand(): Command {
       command: `specd ${process.argv.slice(2).join(' ')}`,
     };
     if (flags.json) {
-      const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), device: flags.device, node: process.version };
+      const machine = {
+        cpu: cpus()[0]?.model ?? 'unknown',
+        cores: availableParallelism(),
+        device: flags.device,
+        draft_device: flags.draftDevice ?? flags.device,
+        graph: flags.graph ?? defaultGraph(flags.device),
+        node: process.version,
+      };
       writeFileSync(flags.json, `${JSON.stringify({ machine, settings, summary, results }, null, 2)}\n`);
       process.stderr.write(`wrote ${flags.json}\n`);
     }
@@ -130,7 +142,62 @@ export function benchCommand(): Command {
   bench.addCommand(offline);
   bench.addCommand(benchServeCommand());
   bench.addCommand(headTrainCommand());
+  bench.addCommand(latencyCommand());
   return bench;
+}
+
+/** `specd bench latency`: per-pass costs of the target and the draft on each device and graph. */
+function latencyCommand(): Command {
+  const list = <T extends string>(all: readonly T[], what: string) => (text: string): T[] => {
+    const items = text.split(',').map((s) => s.trim()).filter(Boolean);
+    const bad = items.filter((i) => !(all as readonly string[]).includes(i));
+    if (items.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${what}: ${all.join(', ')}`);
+    return [...new Set(items)] as T[];
+  };
+  return new Command('latency')
+    .description('ms per decoded token, per 5-token verification pass and per KV rollback of the target and the draft, on each device and graph')
+    .option('--target <dir>', 'target model directory (default: the bundled specd-pair target)')
+    .option('--draft <dir>', 'draft model directory (default: the bundled draft with the bundled target)')
+    .option('--no-draft', 'measure the target only')
+    .option('--devices <list>', `comma-separated devices (${DEVICES.join(', ')})`, list(DEVICES, 'devices'), ['cpu'] as Device[])
+    .option('--graphs <list>', 'comma-separated graphs (exported, fused; default: each device\'s default)', list(GRAPH_CHOICES, 'graphs'))
+    .option('--threads <n>', 'intra-op threads of the target on the CPU (default: all cores)', intIn(1, 1024))
+    .option('--draft-threads <n>', 'intra-op threads of the draft on the CPU', intIn(1, 1024), 1)
+    .option('--tokens <n>', 'tokens to decode', intIn(5, 100_000), 64)
+    .option('--dataset <name>', `prompt: the first prompt of this data set (${DATASETS.join(', ')})`, (t: string) => datasetArg(t)[0]!, 'gsm8k' as DatasetName)
+    .option('--json <file>', 'also write the results as JSON')
+    .option('--chart <file>', 'also write ms per token by model, device and graph as a bar chart (SVG)')
+    .action(async (flags: { target?: string; draft?: string | boolean; devices: Device[]; graphs?: GraphChoice[]; threads?: number; draftThreads: number; tokens: number; dataset: DatasetName; json?: string; chart?: string }) => {
+      const targetDir = flags.target ?? BUNDLED_TARGET;
+      const draftDir = flags.draft === false ? undefined : typeof flags.draft === 'string' ? flags.draft : flags.target === undefined ? BUNDLED_DRAFT : undefined;
+      const tokenizer = await TextTokenizer.fromDir(targetDir);
+      const prompt = tokenizer.encodeChat(loadPrompts(flags.dataset, 1)[0]!.messages);
+      const results: LatencyResult[] = [];
+      const roles: [string, string, number | undefined][] = [['target', targetDir, flags.threads]];
+      if (draftDir) roles.push(['draft', draftDir, flags.draftThreads]);
+      for (const [role, dir, threads] of roles) {
+        let first: LatencyResult | undefined;
+        for (const device of flags.devices) {
+          for (const graph of flags.graphs ?? [defaultGraph(device)]) {
+            process.stderr.write(`${role} on ${device} (${graph} graph)...\n`);
+            const r = await measureLatency({ role, dir, device, graph, threads }, prompt, flags.tokens, first);
+            first ??= r;
+            results.push(r);
+          }
+        }
+      }
+      process.stdout.write(formatLatencyTable(results));
+      if (flags.json) {
+        const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version };
+        const settings = { tokens: flags.tokens, dataset: flags.dataset, prompt_tokens: prompt.length, command: `specd ${process.argv.slice(2).join(' ')}` };
+        writeFileSync(flags.json, `${JSON.stringify({ machine, settings, results }, null, 2)}\n`);
+        process.stderr.write(`wrote ${flags.json}\n`);
+      }
+      if (flags.chart) {
+        writeFileSync(flags.chart, latencyChartSvg(results, `ms per decoded token (${flags.tokens} tokens after a ${prompt.length}-token prompt)`));
+        process.stderr.write(`wrote ${flags.chart}\n`);
+      }
+    });
 }
 
 /** `specd bench head-train`: acceptance-head training throughput on synthetic features. */

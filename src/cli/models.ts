@@ -1,6 +1,11 @@
-/** `specd models prepare-draft`: a copy of a draft that also outputs its last hidden state. */
-import { Command } from 'commander';
+/**
+ * `specd models prepare-draft`: a copy of a draft that also outputs its last hidden state.
+ * `specd models synth`: a random-weight draft/target pair of a chosen size, for benchmarks.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { writeSyntheticPair } from '../bench/synthetic-pair.js';
 import { compareDraftLogits, prepareDraftDir } from '../heads/prepare-draft.js';
+import { intIn, numberIn } from './options.js';
 
 export function modelsCommand(): Command {
   const models = new Command('models').description('prepare models');
@@ -17,5 +22,23 @@ export function modelsCommand(): Command {
       process.stderr.write(`verified: logits identical to the original's; last_hidden_state is ${check.width} wide\n`);
     });
   models.addCommand(prepare);
+  const synth = new Command('synth')
+    .description('write a synthetic GPT-2 draft/target pair with random weights (OUT/target, OUT/draft) to benchmark a device; the draft is the target\'s first blocks')
+    .requiredOption('--out <dir>', 'directory for the pair (new or empty)')
+    .option('--layers <n>', 'target blocks', intIn(1, 512), 24)
+    .option('--width <n>', 'hidden width', intIn(8, 65536), 2048)
+    .option('--heads <n>', 'attention heads (must divide the width)', intIn(1, 1024), 16)
+    .option('--draft-layers <n>', "draft blocks (the target's first ones)", intIn(1, 512), 2)
+    .option('--deep-scale <s>', "scale of the output projections of the target's blocks beyond the draft's: how far the target strays from the draft", numberIn(0, 10), 0.04)
+    .option('--seed <n>', 'random seed', intIn(0, 2 ** 31), 0)
+    .action((flags: { out: string; layers: number; width: number; heads: number; draftLayers: number; deepScale: number; seed: number }) => {
+      if (flags.width % flags.heads !== 0) throw new InvalidArgumentError(`--width ${flags.width} is not a multiple of --heads ${flags.heads}`);
+      if (flags.draftLayers > flags.layers) throw new InvalidArgumentError(`--draft-layers ${flags.draftLayers} exceeds --layers ${flags.layers}`);
+      const started = performance.now();
+      const pair = writeSyntheticPair(flags.out, { layers: flags.layers, hidden: flags.width, heads: flags.heads, draftLayers: flags.draftLayers, deepScale: flags.deepScale, seed: flags.seed });
+      const m = (n: number) => `${(n / 1e6).toFixed(1)}M`;
+      process.stderr.write(`wrote ${pair.targetDir} (${m(pair.targetParams)} parameters) and ${pair.draftDir} (${m(pair.draftParams)}) in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+    });
+  models.addCommand(synth);
   return models;
 }

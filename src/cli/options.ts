@@ -1,6 +1,7 @@
 /** Parsers and shared option groups for the command line. */
 import { InvalidArgumentError, type Command } from 'commander';
 import { type Device, parseDevice } from '../engine/device.js';
+import { GRAPH_CHOICES, type GraphChoice } from '../engine/graph-choice.js';
 import type { PairOptions } from '../engine/pair.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import {
@@ -49,7 +50,12 @@ export function policyListArg(text: string): PolicySpec[] {
   }
 }
 
-/** --target, --draft, --no-draft, --device, --device-id, --threads, --draft-threads. */
+/** --target, --draft, --no-draft, --device, --device-id, --graph, --threads, --draft-threads, --draft-device. */
+export function graphArg(text: string): GraphChoice {
+  if (!(GRAPH_CHOICES as readonly string[]).includes(text)) throw new InvalidArgumentError(`expected one of ${GRAPH_CHOICES.join(', ')}`);
+  return text as GraphChoice;
+}
+
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--target <dir>', 'target model directory (default: the bundled specd-pair target)')
@@ -57,8 +63,10 @@ export function addModelOptions(cmd: Command): Command {
     .option('--no-draft', 'load no draft model (target-only decoding)')
     .option('--device <device>', 'execution provider: cpu, cuda or webgpu', deviceArg, 'cpu' as Device)
     .option('--device-id <n>', 'GPU index', intIn(0, 64), 0)
+    .option('--graph <kind>', 'exported: run the models\' ONNX graphs as they are; fused: rebuild GPT-2 graphs with fused operators (default: fused on webgpu, exported elsewhere)', graphArg)
     .option('--threads <n>', 'intra-op threads of the target (default: all cores)', intIn(1, 1024))
     .option('--draft-threads <n>', 'intra-op threads of the draft', intIn(1, 1024), 1)
+    .option('--draft-device <device>', 'execution provider of the draft and its head (default: --device)', deviceArg)
     .option('--head <file>', 'acceptance head (NAME.head.onnx) for --policy specdec++ (default: the bundled head with the bundled pair)')
     .option('--no-head', 'load no acceptance head');
 }
@@ -68,6 +76,8 @@ export interface ModelFlags {
   draft?: string | boolean;
   device: Device;
   deviceId: number;
+  graph?: GraphChoice;
+  draftDevice?: Device;
   threads?: number;
   draftThreads: number;
   head?: string | boolean;
@@ -79,6 +89,8 @@ export function pairOptions(flags: ModelFlags): PairOptions {
     draft: flags.draft === false ? null : typeof flags.draft === 'string' ? flags.draft : undefined,
     device: flags.device,
     deviceId: flags.deviceId,
+    graph: flags.graph,
+    draftDevice: flags.draftDevice,
     threads: flags.threads,
     draftThreads: flags.draftThreads,
     head: flags.head === false ? null : typeof flags.head === 'string' ? flags.head : undefined,

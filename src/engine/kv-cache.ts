@@ -4,7 +4,8 @@
  * Each layer has a key and a value tensor shaped [batch, kv_heads, length, head_dim]. After
  * a forward pass the model's `present.*` outputs replace the cache; `crop(n)` is the KV
  * rollback of speculative decoding: it keeps the first n positions of the sequence axis and
- * drops the rejected candidates.
+ * drops the rejected candidates. `HostKVCache` (here) keeps the tensors in host memory and crops
+ * them in place; `GpuKVCache` (gpu-kv-cache.ts) keeps them on the GPU and crops them there.
  */
 import * as ort from 'onnxruntime-node';
 
@@ -19,22 +20,46 @@ export interface KvLayout {
 
 type KvData = Float32Array | Uint16Array;
 
-export class KVCache {
+/**
+ * A sequence's KV cache as the engine uses it: fed as `past_key_values.*`, replaced by a
+ * forward pass's `present.*`, rolled back by `crop`. `HostKVCache` keeps it in host memory
+ * (CPU and CUDA sessions); `GpuKVCache` (gpu-kv-cache.ts) keeps it on the GPU (WebGPU).
+ */
+export interface KVCache {
+  /** Positions the cache covers. */
+  readonly length: number;
+  /** Add the cache to a feed dictionary as `past_key_values.*`. */
+  addFeeds(feeds: Record<string, ort.Tensor>): void;
+  /** Take the `present.*` outputs of a forward pass that covered `length` positions. */
+  update(outputs: Record<string, ort.OnnxValue>, length: number): void;
+  /** KV rollback: keep positions [0, n). */
+  crop(n: number): Promise<void>;
+  /** Free what the cache holds on a device; the cache is empty afterwards. Idempotent. */
+  release(): void;
+}
+
+/** Checks a crop request against the cache's length. */
+export function checkCrop(length: number, n: number): void {
+  if (n > length || n < 0) throw new RangeError(`cannot crop a KV cache of length ${length} to ${n}`);
+}
+
+/**
+ * The bookkeeping both caches share: layer-ordered `past_key_values.*` tensors and their length.
+ * Subclasses say how to crop (`cropped`) and what to do with tensors they drop (`replace`).
+ */
+export abstract class LayerKVCache implements KVCache {
   /** past_key_values.{i}.key / .value in layer order. */
-  private tensors: ort.Tensor[];
+  protected tensors: ort.Tensor[];
   private len = 0;
 
   constructor(readonly layout: KvLayout) {
-    const empty = this.makeTensor(this.alloc(0), 0);
-    this.tensors = Array.from({ length: layout.layers * 2 }, () => empty);
+    this.tensors = this.empty();
   }
 
-  /** Positions the cache covers. */
   get length(): number {
     return this.len;
   }
 
-  /** Add the cache to a feed dictionary as `past_key_values.*`. */
   addFeeds(feeds: Record<string, ort.Tensor>): void {
     for (let i = 0; i < this.layout.layers; i++) {
       feeds[`past_key_values.${i}.key`] = this.tensors[2 * i]!;
@@ -42,21 +67,47 @@ export class KVCache {
     }
   }
 
-  /** Take the `present.*` outputs of a forward pass that covered `length` positions. */
   update(outputs: Record<string, ort.OnnxValue>, length: number): void {
+    const next: ort.Tensor[] = [];
     for (let i = 0; i < this.layout.layers; i++) {
-      this.tensors[2 * i] = outputs[`present.${i}.key`] as ort.Tensor;
-      this.tensors[2 * i + 1] = outputs[`present.${i}.value`] as ort.Tensor;
+      next.push(outputs[`present.${i}.key`] as ort.Tensor, outputs[`present.${i}.value`] as ort.Tensor);
     }
+    this.replace(next);
     this.len = length;
   }
 
-  /** KV rollback: keep positions [0, n). */
-  crop(n: number): void {
-    if (n > this.len || n < 0) throw new RangeError(`cannot crop a KV cache of length ${this.len} to ${n}`);
+  async crop(n: number): Promise<void> {
+    checkCrop(this.len, n);
     if (n === this.len) return;
-    this.tensors = this.tensors.map((t) => this.cropTensor(t, n));
+    this.replace(await this.cropped(n));
     this.len = n;
+  }
+
+  release(): void {
+    this.replace(this.empty());
+    this.len = 0;
+  }
+
+  /** The cache's tensors keeping positions [0, n) (n < length). */
+  protected abstract cropped(n: number): Promise<ort.Tensor[]>;
+
+  /** Make `next` the cache's tensors. */
+  protected replace(next: ort.Tensor[]): void {
+    this.tensors = next;
+  }
+
+  /** Zero-length host tensors: the cache of an empty sequence. */
+  protected empty(): ort.Tensor[] {
+    const { kvHeads, headDim, dtype, layers } = this.layout;
+    const empty = new ort.Tensor(dtype, dtype === 'float16' ? new Uint16Array(0) : new Float32Array(0), [1, kvHeads, 0, headDim]);
+    return Array.from({ length: layers * 2 }, () => empty);
+  }
+}
+
+/** The cache in host memory (CPU and CUDA sessions): crops in place. */
+export class HostKVCache extends LayerKVCache {
+  protected async cropped(n: number): Promise<ort.Tensor[]> {
+    return this.tensors.map((t) => this.cropTensor(t, n));
   }
 
   /**
@@ -73,10 +124,6 @@ export class KVCache {
       data.copyWithin(row * keep, row * len * dim, row * len * dim + keep);
     }
     return this.makeTensor(data.subarray(0, batch * heads * keep), n, batch);
-  }
-
-  private alloc(size: number): KvData {
-    return this.layout.dtype === 'float16' ? new Uint16Array(size) : new Float32Array(size);
   }
 
   private makeTensor(data: KvData, len: number, batch = 1): ort.Tensor {

@@ -2,12 +2,18 @@
  * A decoder-only language model on ONNX Runtime: loads the session once, checks its layout,
  * and runs forward passes that extend a sequence's KV cache.
  */
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { type Device, executionProviders } from './device.js';
-import { KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
 import { ModelLoadError } from '../errors.js';
 import { checkExternalData } from '../onnx/external-data.js';
+import { GRAPH_KIND_KEY } from '../onnx/gpt2-graph.js';
+import { NotGpt2Error } from '../onnx/gpt2-weights.js';
+import { readModel, type ModelProto } from '../onnx/graph-builder.js';
+import { type Device, executionProviders } from './device.js';
+import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
+import { defaultGraph, fusedDecoderBytes, fusedGraphError, type GraphChoice } from './graph-choice.js';
+import { HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
 import { type ModelDir, readModelDir } from './model-dir.js';
 
 export interface LoadOptions {
@@ -19,6 +25,8 @@ export interface LoadOptions {
   dtype?: string;
   /** ONNX bytes to load instead of the directory's graph file (e.g. a draft prepared in memory). */
   model?: Uint8Array;
+  /** Run the exported graph or its fused rebuild (graph-choice.ts); default: fused on WebGPU, exported elsewhere. */
+  graph?: GraphChoice;
 }
 
 export interface ModelInfo extends KvLayout {
@@ -30,6 +38,21 @@ export interface ModelInfo extends KvLayout {
   eosTokenIds: number[];
   generationDefaults: ModelDir['generationDefaults'];
 }
+
+/** What a forward pass returns: logits [n, vocab], hidden [n, width], acceptLogit [n], row-major. */
+export interface ForwardOutputs {
+  logits: Float32Array;
+  hidden?: Float32Array;
+  acceptLogit?: Float32Array;
+}
+
+/**
+ * Longest input a WebGPU pass of a graph with fused attention (com.microsoft MultiHeadAttention)
+ * is given: in onnxruntime-node 1.30 that operator computes wrong attention on WebGPU when 32 or
+ * more positions are fed at once (measured: at 31 logits match the exported graph to 5e-5, at 32
+ * they differ by 1-2), so longer inputs (prompts) are fed in pieces of at most 31 positions.
+ */
+export const MAX_WEBGPU_ATTENTION_SPAN = 31;
 
 const KEY_INPUT = /^past_key_values\.(\d+)\.key$/;
 /** Extra output of a draft prepared for an acceptance head: the input of the lm_head. */
@@ -51,6 +74,11 @@ export class DecoderModel {
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly info: ModelInfo,
+    readonly device: Device,
+    /** Set when the KV cache stays on the GPU (WebGPU): the rollback graph. */
+    private readonly cropper?: KvCropper,
+    /** Most tokens one pass may feed; longer inputs are fed in pieces (see MAX_WEBGPU_ATTENTION_SPAN). */
+    private readonly maxSpan = Infinity,
   ) {
     this.hasPositionIds = session.inputNames.includes('position_ids');
     this.hasAttentionMask = session.inputNames.includes('attention_mask');
@@ -58,27 +86,42 @@ export class DecoderModel {
 
   static async load(dir: string, opts: LoadOptions = {}): Promise<DecoderModel> {
     const modelDir = readModelDir(dir, opts.dtype);
+    const device = opts.device ?? 'cpu';
+    const providers = executionProviders(device, opts.deviceId);
     const sessionOptions: ort.InferenceSession.SessionOptions = {
-      executionProviders: executionProviders(opts.device ?? 'cpu', opts.deviceId),
+      executionProviders: providers,
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
       intraOpNumThreads: opts.threads ?? availableParallelism(),
+      // Errors only: on GPU providers ONNX Runtime warns at every load that shape arithmetic runs on the CPU, as intended.
+      logSeverityLevel: 3,
     };
     // ONNX Runtime's error for a truncated data file names the graph file; this one names the data file.
     if (!opts.model) checkExternalData(modelDir.onnxPath);
+    const bytes = chooseGraph(modelDir, opts.model, opts.graph ?? defaultGraph(device), opts.graph !== undefined);
+    let maxSpan = Infinity;
+    if (device === 'webgpu') {
+      const header = readModel(bytes ?? readFileSync(modelDir.onnxPath));
+      sessionOptions.preferredOutputLocation = webgpuOutputLocations(header);
+      const kind = header.metadataProps.find((p) => p.key === GRAPH_KIND_KEY)?.value ?? '';
+      if (kind.includes('attention=fused')) maxSpan = MAX_WEBGPU_ATTENTION_SPAN;
+    }
     let session: ort.InferenceSession;
     try {
-      session = opts.model
-        ? await ort.InferenceSession.create(opts.model, sessionOptions)
+      session = bytes
+        ? await ort.InferenceSession.create(bytes, sessionOptions)
         : await ort.InferenceSession.create(modelDir.onnxPath, sessionOptions);
     } catch (err) {
       throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${(err as Error).message}`, modelDir.onnxPath);
     }
-    return new DecoderModel(session, inspectLayout(session, modelDir));
+    const info = inspectLayout(session, modelDir);
+    const cropper = device === 'webgpu' ? await KvCropper.create(info, providers) : undefined;
+    return new DecoderModel(session, info, device, cropper, maxSpan);
   }
 
+  /** An empty KV cache for one sequence, where this model keeps it (host memory, or the GPU with WebGPU). */
   newCache(): KVCache {
-    return new KVCache(this.info);
+    return this.cropper ? new GpuKVCache(this.info, this.cropper) : new HostKVCache(this.info);
   }
 
   /**
@@ -105,10 +148,26 @@ export class DecoderModel {
    * graph outputs them.
    * @returns logits [tokens.length, vocab], hidden [tokens.length, width], acceptLogit [tokens.length], row-major
    */
-  async forwardWithHidden(
-    cache: KVCache,
-    tokens: readonly number[],
-  ): Promise<{ logits: Float32Array; hidden?: Float32Array; acceptLogit?: Float32Array }> {
+  async forwardWithHidden(cache: KVCache, tokens: readonly number[]): Promise<ForwardOutputs> {
+    if (tokens.length <= this.maxSpan) return this.pass(cache, tokens);
+    const parts: ForwardOutputs[] = [];
+    for (let i = 0; i < tokens.length; i += this.maxSpan) parts.push(await this.pass(cache, tokens.slice(i, i + this.maxSpan)));
+    const join = (pick: (o: ForwardOutputs) => Float32Array | undefined): Float32Array | undefined => {
+      const arrays = parts.map(pick);
+      if (arrays.some((a) => a === undefined)) return undefined;
+      const out = new Float32Array(arrays.reduce((n, a) => n + a!.length, 0));
+      let at = 0;
+      for (const a of arrays) {
+        out.set(a!, at);
+        at += a!.length;
+      }
+      return out;
+    };
+    return { logits: join((o) => o.logits)!, hidden: join((o) => o.hidden), acceptLogit: join((o) => o.acceptLogit) };
+  }
+
+  /** One session run over `tokens`. */
+  private async pass(cache: KVCache, tokens: readonly number[]): Promise<ForwardOutputs> {
     const past = cache.length;
     const n = tokens.length;
     const total = past + n;
@@ -137,9 +196,45 @@ export class DecoderModel {
     return { logits: hostFloat32(out.logits as ort.Tensor), hidden: hidden && hostFloat32(hidden), acceptLogit: acceptLogit && hostFloat32(acceptLogit) };
   }
 
+  /** Logits of `tokens` fed from an empty cache, which is released afterwards (scoring a whole sequence). */
+  async score(tokens: readonly number[]): Promise<ForwardOutputs> {
+    const cache = this.newCache();
+    try {
+      return await this.forwardWithHidden(cache, tokens);
+    } finally {
+      cache.release();
+    }
+  }
+
   async release(): Promise<void> {
     await this.session.release();
+    await this.cropper?.release();
   }
+}
+
+/**
+ * The graph bytes to load (undefined: the directory's file as it is). A fused rebuild that is
+ * not possible is an error when asked for, and a one-line notice when it was only the default.
+ */
+function chooseGraph(dir: ModelDir, model: Uint8Array | undefined, graph: GraphChoice, asked: boolean): Uint8Array | undefined {
+  if (graph === 'exported') return model;
+  try {
+    return fusedDecoderBytes(model ? { bytes: model } : { path: dir.onnxPath }, dir.config.heads);
+  } catch (err) {
+    if (!(err instanceof NotGpt2Error)) throw err;
+    if (asked) throw fusedGraphError(dir.onnxPath, err);
+    process.stderr.write(`specd: ${dir.dir}: running the exported graph (no fused rebuild: ${err.message})\n`);
+    return model;
+  }
+}
+
+/**
+ * WebGPU output placement: `present.*` stay on the GPU to be fed back as the next pass's past;
+ * everything the host reads (logits, hidden state, the head's logit) comes back to host memory.
+ */
+function webgpuOutputLocations(model: ModelProto): Record<string, ort.Tensor.DataLocation> {
+  const outputs = model.graph?.output ?? [];
+  return Object.fromEntries(outputs.map((o) => [o.name ?? '', o.name?.startsWith('present.') ? 'gpu-buffer' : 'cpu']));
 }
 
 /** Check the session has the decoder layout and read its KV geometry, reporting every problem at once. */

@@ -12,6 +12,7 @@ import type { AcceptanceHead } from '../heads/head-runner.js';
 import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import type { Device } from './device.js';
+import type { GraphChoice } from './graph-choice.js';
 import { DecoderModel } from './model.js';
 import { SpeculativeDecoder } from './speculative.js';
 
@@ -22,6 +23,13 @@ export interface PairOptions {
   draft?: string | null;
   device?: Device;
   deviceId?: number;
+  /**
+   * Where the draft runs; default: `device`. A small draft on the CPU beside a target on a GPU
+   * avoids the GPU's fixed cost per pass for the many cheap draft passes.
+   */
+  draftDevice?: Device;
+  /** Exported graphs or their fused rebuilds (graph-choice.ts); default: fused on WebGPU, exported elsewhere. */
+  graph?: GraphChoice;
   /** Intra-op threads of the target session; default: all cores. */
   threads?: number;
   /** Intra-op threads of the draft session; default: 1 (a small model loses more to thread hand-offs than it gains). */
@@ -53,13 +61,14 @@ export class ModelPair {
   static async load(opts: PairOptions = {}): Promise<ModelPair> {
     const targetDir = opts.target ?? BUNDLED_TARGET;
     const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
-    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype };
+    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph };
+    const draftCommon = { ...common, device: opts.draftDevice ?? opts.device };
 
     const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });
     const tokenizer = await TextTokenizer.fromDir(targetDir);
     let draft: DecoderModel | undefined;
     if (draftDir !== null) {
-      draft = await DecoderModel.load(draftDir, { ...common, threads: opts.draftThreads ?? 1 });
+      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: opts.draftThreads ?? 1 });
       if (draft.info.vocabSize !== target.info.vocabSize) {
         throw new ModelLoadError(
           `draft and target vocabularies differ: ${join(draftDir, 'config.json')} has vocab_size ${draft.info.vocabSize}, the target ${target.info.vocabSize}`,
@@ -80,7 +89,7 @@ export class ModelPair {
     if (headPath !== null && !draft) throw new ModelLoadError('an acceptance head needs a draft model', headPath);
     const loaded =
       headPath !== null && draft
-        ? await loadHeadForDraft(headPath, draft, { ...common, threads: opts.draftThreads ?? 1, mode: opts.headMode })
+        ? await loadHeadForDraft(headPath, draft, { ...draftCommon, threads: opts.draftThreads ?? 1, mode: opts.headMode })
         : undefined;
     return new ModelPair(target, draft, tokenizer, loaded?.head, loaded?.headDraft);
   }

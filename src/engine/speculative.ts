@@ -139,6 +139,15 @@ export class Generation {
   /** Run one round; returns the tokens it added to the output (possibly none at the end). */
   async step(): Promise<number[]> {
     if (this.done) return [];
+    try {
+      return await this.round();
+    } catch (err) {
+      this.releaseCaches();
+      throw err;
+    }
+  }
+
+  private async round(): Promise<number[]> {
     const x = this.x;
     const remaining = this.maxNew - this.tokenIds.length;
 
@@ -170,8 +179,8 @@ export class Generation {
 
     // 4. Roll back both caches to x + accepted candidates.
     const keep = x.length + result.accepted;
-    this.targetCache.crop(keep);
-    if (this.draftCache && this.draftCache.length > keep) this.draftCache.crop(keep);
+    await this.targetCache.crop(keep);
+    if (this.draftCache && this.draftCache.length > keep) await this.draftCache.crop(keep);
     const targetMs = performance.now() - targetStart;
 
     // Stop conditions: EOS (not emitted), then the length limit.
@@ -219,6 +228,8 @@ export class Generation {
     if (this.finishReason !== undefined) return;
     this.finishReason = reason;
     this.endedAt = performance.now();
+    // No round follows: free the caches (GPU memory with WebGPU) now.
+    this.releaseCaches();
   }
 
   get stats(): GenerationStats {
@@ -286,6 +297,11 @@ export class Generation {
       out = await draft.forwardWithHidden(cache, [token]);
     }
     return { candidates, draftProbs, acceptProbs };
+  }
+
+  private releaseCaches(): void {
+    this.targetCache.release();
+    this.draftCache?.release();
   }
 
   private runMs(): number {

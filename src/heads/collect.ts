@@ -134,7 +134,7 @@ export async function collectPrompt(
 
   // 2. Teacher-forced q_i; one draft token per position.
   const vocab = target.info.vocabSize;
-  const draftLogits = await hiddenDraft.forward(hiddenDraft.newCache(), [...promptIds, ...response]);
+  const draftLogits = (await hiddenDraft.score([...promptIds, ...response])).logits;
   const draft: number[] = [];
   for (let i = 0; i < n; i++) {
     const row = (P - 1 + i) * vocab; // logits at the position before r_i predict r_i
@@ -147,8 +147,8 @@ export async function collectPrompt(
 
   // 4. Both models over the mixed sequence; one candidate and its row per position.
   const sequence = [...promptIds, ...z];
-  const targetLogits = await target.forward(target.newCache(), sequence);
-  const { logits: mixedLogits, hidden } = await hiddenDraft.forwardWithHidden(hiddenDraft.newCache(), sequence);
+  const targetLogits = (await target.score(sequence)).logits;
+  const { logits: mixedLogits, hidden } = await hiddenDraft.score(sequence);
   if (!hidden) throw new Error('the draft has no last_hidden_state output');
   const width = hidden.length / (P + n);
   const stride = width + CANDIDATE_FEATURES;
@@ -295,7 +295,7 @@ export async function collectHeadData(models: CollectModels, opts: CollectOption
 
 /** Width of the draft's hidden state, from a one-token pass. */
 async function probeWidth(draft: DecoderModel): Promise<number> {
-  const { hidden } = await draft.forwardWithHidden(draft.newCache(), [0]);
+  const { hidden } = await draft.score([0]);
   if (!hidden) throw new Error('the draft has no last_hidden_state output');
   return hidden.length;
 }

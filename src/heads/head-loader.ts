@@ -14,6 +14,7 @@
  */
 import { ModelLoadError } from '../errors.js';
 import type { Device } from '../engine/device.js';
+import type { GraphChoice } from '../engine/graph-choice.js';
 import { DecoderModel } from '../engine/model.js';
 import { readModelDir } from '../engine/model-dir.js';
 import { onnx, type ModelProto } from '../onnx/graph-builder.js';
@@ -27,6 +28,7 @@ export const HEAD_MODES: readonly HeadMode[] = ['fused', 'session'];
 export interface HeadForDraftOptions {
   device?: Device;
   deviceId?: number;
+  graph?: GraphChoice;
   /** Intra-op threads of the head's draft session (and of the head's own session). */
   threads?: number;
   dtype?: string;
@@ -50,7 +52,7 @@ export async function loadHeadForDraft(
   draft: DecoderModel,
   options: HeadForDraftOptions = {},
 ): Promise<{ head: AcceptanceHead; headDraft: DecoderModel }> {
-  const { device, deviceId, threads, dtype } = options;
+  const { device, deviceId, threads, dtype, graph } = options;
   const mode = options.mode ?? 'fused';
   const head = AcceptanceHead.load(headPath, { device, deviceId, threads });
   checkHeadMatchesDraft(head, draft.info.dir, dtype);
@@ -68,6 +70,6 @@ export async function loadHeadForDraft(
     throw new ModelLoadError(`${headPath}: the head is ${head.width} wide, the draft's hidden state ${width}`, headPath);
   }
   if (mode === 'fused') fuseHead(model, head.model);
-  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, model: onnx.ModelProto.encode(model).finish() });
+  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, graph, model: onnx.ModelProto.encode(model).finish() });
   return { head, headDraft };
 }

@@ -1,0 +1,143 @@
+/**
+ * `specd bench latency`: what one forward pass of a model costs on a device, the numbers that
+ * decide whether speculation pays there: ms per decoded token (one token per pass, greedy), a
+ * verification pass of 5 tokens (K = 4 candidates + 1), the KV rollback, and the prefill.
+ * Each model runs on each device and graph (exported / fused) from the same prompt; the greedy
+ * tokens of every configuration are compared with the first configuration's.
+ */
+import { barChartSvg } from './bar-chart.js';
+import { DecoderModel } from '../engine/model.js';
+import type { Device } from '../engine/device.js';
+import type { GraphChoice } from '../engine/graph-choice.js';
+
+export interface LatencyCase {
+  role: string;
+  dir: string;
+  device: Device;
+  graph: GraphChoice;
+  threads?: number;
+}
+
+export interface LatencyResult {
+  role: string;
+  model: string;
+  device: Device;
+  graph: GraphChoice;
+  prompt_tokens: number;
+  load_s: number;
+  prefill_ms: number;
+  /** Median and 90th percentile of single-token passes. */
+  decode_ms_per_token: number;
+  decode_ms_p90: number;
+  /** Median of 5-token passes on the same context (then rolled back). */
+  verify5_ms: number;
+  /** Median of rolling 5 positions back. */
+  crop_ms: number;
+  /** Greedy tokens equal to the first configuration's of the same role (null for that one). */
+  same_tokens_as_first: boolean | null;
+  tokens: number[];
+}
+
+const median = (xs: number[]) => quantile(xs, 0.5);
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+}
+
+function argmaxLast(logits: Float32Array, vocab: number): number {
+  let best = logits.length - vocab;
+  for (let i = best + 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  return best - (logits.length - vocab);
+}
+
+/** Measure one case: load, prefill `prompt`, decode `tokens` tokens, then time verify passes and crops. */
+export async function measureLatency(c: LatencyCase, prompt: readonly number[], tokens: number, first?: LatencyResult): Promise<LatencyResult> {
+  const t0 = performance.now();
+  const model = await DecoderModel.load(c.dir, { device: c.device, graph: c.graph, threads: c.threads });
+  const loadS = (performance.now() - t0) / 1000;
+  const vocab = model.info.vocabSize;
+  const cache = model.newCache();
+  try {
+    // One untimed pass first: shader compilation and allocator warm-up are not per-token costs.
+    await model.forward(cache, prompt.slice(0, 1));
+    await cache.crop(0);
+    const p0 = performance.now();
+    let logits = await model.forward(cache, prompt);
+    const prefillMs = performance.now() - p0;
+    const out: number[] = [];
+    const decode: number[] = [];
+    for (let i = 0; i < tokens; i++) {
+      const next = argmaxLast(logits, vocab);
+      out.push(next);
+      const s = performance.now();
+      logits = await model.forward(cache, [next]);
+      decode.push(performance.now() - s);
+    }
+    const verify: number[] = [];
+    const crop: number[] = [];
+    const keep = cache.length;
+    for (let i = 0; i < 10; i++) {
+      const s = performance.now();
+      await model.forward(cache, out.slice(0, 5));
+      verify.push(performance.now() - s);
+      const c0 = performance.now();
+      await cache.crop(keep);
+      crop.push(performance.now() - c0);
+    }
+    const warm = decode.slice(Math.min(3, decode.length - 1));
+    return {
+      role: c.role,
+      model: model.info.dir,
+      device: c.device,
+      graph: c.graph,
+      prompt_tokens: prompt.length,
+      load_s: loadS,
+      prefill_ms: prefillMs,
+      decode_ms_per_token: median(warm),
+      decode_ms_p90: quantile(warm, 0.9),
+      verify5_ms: median(verify),
+      crop_ms: median(crop),
+      same_tokens_as_first: first ? first.tokens.every((t, i) => t === out[i]) : null,
+      tokens: out,
+    };
+  } finally {
+    cache.release();
+    await model.release();
+  }
+}
+
+export function formatLatencyTable(results: LatencyResult[]): string {
+  const head = ['model', 'device', 'graph', 'load s', 'prefill ms', 'ms/token', 'p90', 'verify 5 ms', 'rollback ms', 'same tokens'];
+  const rows = results.map((r) => [
+    r.role,
+    r.device,
+    r.graph,
+    r.load_s.toFixed(1),
+    r.prefill_ms.toFixed(1),
+    r.decode_ms_per_token.toFixed(2),
+    r.decode_ms_p90.toFixed(2),
+    r.verify5_ms.toFixed(2),
+    r.crop_ms.toFixed(3),
+    r.same_tokens_as_first === null ? '(ref)' : r.same_tokens_as_first ? 'yes' : 'no',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n') + '\n';
+}
+
+/** Bar chart: ms per decoded token, a panel per model, a group per device, a bar per graph. */
+export function latencyChartSvg(results: LatencyResult[], title: string): string {
+  const roles = [...new Set(results.map((r) => r.role))];
+  const devices = [...new Set(results.map((r) => r.device))];
+  const graphs = [...new Set(results.map((r) => r.graph))];
+  return barChartSvg({
+    title,
+    series: graphs.map((g) => `${g} graph`),
+    panels: roles.map((role) => ({
+      title: role,
+      yLabel: 'ms per token',
+      groups: devices,
+      values: devices.map((device) => graphs.map((graph) => results.find((r) => r.role === role && r.device === device && r.graph === graph)?.decode_ms_per_token ?? null)),
+    })),
+  });
+}

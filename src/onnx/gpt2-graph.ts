@@ -1,0 +1,155 @@
+/**
+ * GPT-2 decoder graphs built from weights (gpt2-weights.ts), in the decoder layout the engine
+ * reads, with a choice of how each part is expressed:
+ *
+ * - `attention`: `ops` = transposes, KV concatenation, two MatMuls, an additive causal mask and
+ *   Softmax (as exporters write it); `fused` = one com.microsoft MultiHeadAttention per block.
+ * - `norms`: `ops` = Add (residual) and LayerNormalization; `fused` = SkipLayerNormalization, which
+ *   adds the residual and the projection's bias and normalizes in one operator.
+ * - `gelu`: `ops` = bias Add and GELU as erf arithmetic; `fused` = BiasGelu.
+ *
+ * All variants compute the same function (the softmax scale is folded into the query weights).
+ * Fewer operators mean fewer kernel launches per token, which is what small models on a GPU
+ * pay for and what a CPU gains from too; which variant is fastest is measured per device
+ * (`specd bench latency`).
+ *
+ * Interface: `input_ids` and `past_key_values.*` in; `logits`, `present.*` out ([batch, heads,
+ * length, head_dim] KV). There is no `attention_mask` or `position_ids`: every position is
+ * attended causally and the fed tokens sit at positions P..P+S-1 after the P cached ones, which
+ * is how the engine decodes (one unpadded sequence); a GPU then gets one upload per pass, the
+ * token ids.
+ */
+import { GraphBuilder } from './graph-builder.js';
+import type { Gpt2Block, Gpt2Weights } from './gpt2-weights.js';
+
+const MS = 'com.microsoft';
+
+/** Metadata key a built graph carries, naming how it was built. */
+export const GRAPH_KIND_KEY = 'specd.graph';
+
+export type Gpt2Part = 'ops' | 'fused';
+
+export interface Gpt2GraphOptions {
+  attention?: Gpt2Part;
+  norms?: Gpt2Part;
+  gelu?: Gpt2Part;
+  /** Also output `last_hidden_state` (the lm_head's input), as a draft prepared for an acceptance head does. */
+  hiddenOutput?: boolean;
+}
+
+export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): GraphBuilder {
+  const parts = { attention: options.attention ?? 'ops', norms: options.norms ?? 'fused', gelu: options.gelu ?? 'fused' };
+  const g = new GraphBuilder({ opset: 17, irVersion: 8, name: 'gpt2' });
+  const E = w.hidden;
+  const layers = w.blocks.length;
+  const headDim = E / w.heads;
+  const kvShape = ['batch_size', w.heads, 'past_sequence_length', headDim];
+  const ids = g.input('input_ids', 'int64', ['batch_size', 'sequence_length']);
+  for (let i = 0; i < layers; i++) {
+    g.input(`past_key_values.${i}.key`, 'float32', kvShape);
+    g.input(`past_key_values.${i}.value`, 'float32', kvShape);
+  }
+  g.setMetadata(GRAPH_KIND_KEY, `gpt2 attention=${parts.attention} norms=${parts.norms} gelu=${parts.gelu}`);
+  const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
+  const vector = (name: string, data: Float32Array) => param(name, data, [data.length]);
+
+  /** residual + input (+ bias), normalized: [normalized, new residual]. */
+  const addNorm = (input: string, residual: string, gain: string, beta: string, bias?: string): [string, string] => {
+    if (parts.norms === 'fused') {
+      const inputs = bias ? [input, residual, gain, beta, bias] : [input, residual, gain, beta];
+      const [normed, , , sum] = g.opN('SkipLayerNormalization', inputs, 4, {
+        domain: MS,
+        attrs: { epsilon: { type: 'float', value: w.epsilon } },
+        outputs: [g.fresh('normed'), '', '', g.fresh('residual')],
+      });
+      return [normed!, sum!];
+    }
+    const sum = g.op('Add', [residual, bias ? g.op('Add', [input, bias]) : input]);
+    return [g.op('LayerNormalization', [sum, gain, beta], { attrs: { axis: -1, epsilon: { type: 'float', value: w.epsilon } } }), sum];
+  };
+  const gelu = (x: string, bias: string): string => {
+    if (parts.gelu === 'fused') return g.op('BiasGelu', [x, bias], { domain: MS });
+    const y = g.op('Add', [x, bias]);
+    const erf = g.op('Erf', [g.op('Mul', [y, g.constant('float32', [Math.SQRT1_2], [])])]);
+    return g.op('Mul', [g.op('Mul', [y, g.op('Add', [erf, g.constant('float32', [1], [])])]), g.constant('float32', [0.5], [])]);
+  };
+
+  const mask = parts.attention === 'ops' ? causalMask(g) : '';
+  const heads = (t: string): string =>
+    g.op('Transpose', [g.op('Reshape', [t, g.constant('int64', [0, 0, w.heads, headDim])])], { attrs: { perm: [0, 2, 1, 3] } });
+  const attention = (i: number, a: string, b: Gpt2Block): string => {
+    if (parts.attention === 'fused') {
+      const qkv = g.op('MatMul', [a, param(`l${i}.qkv.weight`, b.qkv.weight, [E, 3 * E])]);
+      const [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [E, E, E])], 3, { attrs: { axis: -1 } });
+      return g.opN(
+        'MultiHeadAttention',
+        [q!, k!, v!, vector(`l${i}.qkv.bias`, b.qkv.bias), '', '', `past_key_values.${i}.key`, `past_key_values.${i}.value`],
+        3,
+        { domain: MS, attrs: { num_heads: w.heads, unidirectional: 1 }, outputs: [g.fresh('attention'), `present.${i}.key`, `present.${i}.value`] },
+      )[0]!;
+    }
+    // The softmax scale is folded into the query columns of the QKV weight and bias.
+    const scale = 1 / Math.sqrt(headDim);
+    const weight = b.qkv.weight.slice();
+    const bias = b.qkv.bias.slice();
+    for (let r = 0; r < E; r++) for (let c = 0; c < E; c++) weight[r * 3 * E + c]! *= scale;
+    for (let c = 0; c < E; c++) bias[c]! *= scale;
+    const qkv = g.op('Add', [g.op('MatMul', [a, param(`l${i}.qkv.weight`, weight, [E, 3 * E])]), vector(`l${i}.qkv.bias`, bias)]);
+    const [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [E, E, E])], 3, { attrs: { axis: -1 } });
+    const keys = g.op('Concat', [`past_key_values.${i}.key`, heads(k!)], { attrs: { axis: 2 }, outputs: [`present.${i}.key`] });
+    const values = g.op('Concat', [`past_key_values.${i}.value`, heads(v!)], { attrs: { axis: 2 }, outputs: [`present.${i}.value`] });
+    const scores = g.op('Add', [g.op('MatMul', [heads(q!), g.op('Transpose', [keys], { attrs: { perm: [0, 1, 3, 2] } })]), mask]);
+    const context = g.op('MatMul', [g.op('Softmax', [scores], { attrs: { axis: -1 } }), values]);
+    return g.op('Reshape', [g.op('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), g.constant('int64', [0, 0, E])]);
+  };
+
+  const wte = param('wte', w.wte, [w.vocab, E]);
+  const wpe = param('wpe', w.wpe, [w.positions, E]);
+  const first = w.blocks[0]!.ln1;
+  let [a, x] = addNorm(g.op('Gather', [wte, ids]), positionEmbeddings(g, wpe, ids), vector('l0.ln1.gain', first.gain), vector('l0.ln1.bias', first.bias));
+  for (let i = 0; i < layers; i++) {
+    const b = w.blocks[i]!;
+    const proj = g.op('MatMul', [attention(i, a, b), param(`l${i}.proj.weight`, b.proj.weight, [E, E])]);
+    [a, x] = addNorm(proj, x, vector(`l${i}.ln2.gain`, b.ln2.gain), vector(`l${i}.ln2.bias`, b.ln2.bias), vector(`l${i}.proj.bias`, b.proj.bias));
+    const fc = g.op('MatMul', [a, param(`l${i}.fc.weight`, b.fc.weight, [E, w.inner])]);
+    const out = g.op('MatMul', [gelu(fc, vector(`l${i}.fc.bias`, b.fc.bias)), param(`l${i}.out.weight`, b.out.weight, [w.inner, E])]);
+    const [next, nextName] = i + 1 < layers ? [w.blocks[i + 1]!.ln1, `l${i + 1}.ln1`] : [w.lnf, 'lnf'];
+    [a, x] = addNorm(out, x, vector(`${nextName}.gain`, next.gain), vector(`${nextName}.bias`, next.bias), vector(`l${i}.out.bias`, b.out.bias));
+  }
+  g.output(g.op('MatMul', [a, param('lm_head.weight', w.lmHead, [E, w.vocab])]), 'logits', 'float32', ['batch_size', 'sequence_length', w.vocab]);
+  const presentShape = ['batch_size', w.heads, 'total_sequence_length', headDim];
+  for (let i = 0; i < layers; i++) {
+    g.output(`present.${i}.key`, `present.${i}.key`, 'float32', presentShape);
+    g.output(`present.${i}.value`, `present.${i}.value`, 'float32', presentShape);
+  }
+  if (options.hiddenOutput) g.output(a, 'last_hidden_state', 'float32', ['batch_size', 'sequence_length', E]);
+  return g;
+}
+
+/**
+ * The position embeddings of the fed tokens, rows P..P+S-1 of the table [1, S, E] (P = the past
+ * length): a Slice whose bounds come from the shapes, so no position input has to be uploaded
+ * to a GPU on every pass.
+ */
+function positionEmbeddings(g: GraphBuilder, wpe: string, ids: string): string {
+  const dim = (x: string, axis: number) => g.op('Slice', [g.op('Shape', [x]), g.constant('int64', [axis]), g.constant('int64', [axis + 1])]);
+  const past = dim('past_key_values.0.key', 2);
+  const rows = g.op('Slice', [wpe, past, g.op('Add', [past, dim(ids, 1)]), g.constant('int64', [0])]);
+  return g.op('Unsqueeze', [rows, g.constant('int64', [0])]);
+}
+
+/**
+ * The additive causal mask [S, T] of the fed positions over the cache: query j (slot P + j)
+ * sees key slots 0..P + j. Built from the shapes alone (ONNX Runtime runs such shape
+ * arithmetic on the host and uploads the mask once per run).
+ */
+function causalMask(g: GraphBuilder): string {
+  const scalar = (v: number) => g.constant('int64', [v], []);
+  const dim = (x: string, axis: number) => g.op('Gather', [g.op('Shape', [x]), scalar(axis)]);
+  const past = dim('past_key_values.0.key', 2);
+  const total = g.op('Add', [past, dim('input_ids', 1)]);
+  const queryPos = g.op('Range', [past, total, scalar(1)]);
+  const keyPos = g.op('Range', [scalar(0), total, scalar(1)]);
+  const allowed = g.op('LessOrEqual', [g.op('Unsqueeze', [keyPos, g.constant('int64', [0])]), g.op('Unsqueeze', [queryPos, g.constant('int64', [1])])]);
+  return g.op('Where', [allowed, g.constant('float32', [0], []), g.constant('float32', [-1e9], [])]);
+}

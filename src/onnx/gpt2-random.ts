@@ -1,0 +1,76 @@
+/**
+ * Random GPT-2 weights for synthetic benchmark models of any size, and a draft that agrees
+ * with its target.
+ *
+ * The draft is the target's first `draftLayers` blocks with the same embeddings, final norm and
+ * lm_head; the target's later blocks write to the residual stream through output projections
+ * scaled by `deepScale`. A small scale makes the target's next-token distribution a perturbation
+ * of the draft's, so speculation has something to accept, as with a real distilled pair; the
+ * scale sets how often they disagree. Values are uniform with the given standard deviations,
+ * from a seeded generator, so the same options give the same models.
+ */
+import type { Gpt2Block, Gpt2Weights } from './gpt2-weights.js';
+
+export interface RandomGpt2Options {
+  vocab: number;
+  hidden: number;
+  heads: number;
+  layers: number;
+  /** MLP width (default 4 x hidden). */
+  inner?: number;
+  /** Position table size (default 1024). */
+  positions?: number;
+  seed?: number;
+  /** Blocks the draft keeps (default 2). */
+  draftLayers?: number;
+  /** Scale of the output projections of the blocks beyond the draft's (default 0.04). */
+  deepScale?: number;
+}
+
+export function randomGpt2Pair(options: RandomGpt2Options): { target: Gpt2Weights; draft: Gpt2Weights } {
+  const { vocab, hidden: E, heads, layers } = options;
+  const inner = options.inner ?? 4 * E;
+  const positions = options.positions ?? 1024;
+  const draftLayers = options.draftLayers ?? 2;
+  const deepScale = options.deepScale ?? 0.04;
+  if (draftLayers < 1 || draftLayers > layers) throw new RangeError(`draft layers must be in 1..${layers}`);
+  if (E % heads !== 0) throw new RangeError(`width ${E} is not a multiple of ${heads} heads`);
+  const rand = uniformSource(options.seed ?? 0);
+  const uniform = (n: number, std: number, mean = 0) => {
+    const out = new Float32Array(n);
+    const half = std * Math.sqrt(3);
+    for (let i = 0; i < n; i++) out[i] = mean + (2 * rand() - 1) * half;
+    return out;
+  };
+  const norm = () => ({ gain: uniform(E, 0.05, 1), bias: uniform(E, 0.02) });
+  const linear = (rows: number, cols: number, scale = 1) => ({ weight: uniform(rows * cols, scale / Math.sqrt(rows)), bias: uniform(cols, 0.02 * scale) });
+
+  const wte = uniform(vocab * E, 1);
+  const wpe = uniform(positions * E, 1);
+  const blocks: Gpt2Block[] = [];
+  for (let b = 0; b < layers; b++) {
+    const scale = b < draftLayers ? 1 : deepScale;
+    blocks.push({ ln1: norm(), qkv: linear(E, 3 * E), proj: linear(E, E, scale), ln2: norm(), fc: linear(E, inner), out: linear(inner, E, scale) });
+  }
+  // Untied: with lm_head = wte^T the current token's own embedding dominates and greedy text repeats one token.
+  // Logits come out with a spread of a few units: peaked distributions, as a trained model's are.
+  const lmHead = uniform(E * vocab, 3 / Math.sqrt(E));
+  const target: Gpt2Weights = { vocab, hidden: E, inner, heads, positions, epsilon: 1e-5, wte, wpe, blocks, lnf: norm(), lmHead };
+  return { target, draft: { ...target, blocks: blocks.slice(0, draftLayers) } };
+}
+
+/** A seeded uniform [0, 1) generator (Marsaglia's xorshift128; fast enough for billions of values). */
+function uniformSource(seed: number): () => number {
+  let a = (seed ^ 0x9e3779b9) >>> 0 || 1;
+  let b = 0x243f6a88;
+  let c = 0xb7e15162;
+  let d = 0x85a308d3;
+  return () => {
+    const t = a ^ (a << 11);
+    a = b;
+    b = c;
+    c = d;
+    d = (d ^ (d >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
+    return d / 4294967296;
+  };
+}
