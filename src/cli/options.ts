@@ -50,12 +50,13 @@ export function policyListArg(text: string): PolicySpec[] {
   }
 }
 
-/** --target, --draft, --no-draft, --device, --device-id, --graph, --threads, --draft-threads, --draft-device. */
+/** exported | fused. */
 export function graphArg(text: string): GraphChoice {
   if (!(GRAPH_CHOICES as readonly string[]).includes(text)) throw new InvalidArgumentError(`expected one of ${GRAPH_CHOICES.join(', ')}`);
   return text as GraphChoice;
 }
 
+/** --target, --draft, --no-draft, --device, --device-id, --graph, --threads, --draft-threads, --draft-device, --head, --no-head. */
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--target <dir>', 'target model directory (default: the bundled specd-pair target)')
