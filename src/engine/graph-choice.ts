@@ -2,8 +2,9 @@
  * Which graph a decoder session runs: the exported one as it is, or the same model rebuilt
  * from its weights with fused operators (onnx/gpt2-graph.ts), which needs a fraction of the
  * kernel launches per token. The rebuild is the default on WebGPU, where launches dominate small
- * and medium models (measured: bundled target 5.7 -> 2.7 ms/token on an H200); `--graph fused`
- * asks for it on any device (CPU: 1.9 -> 1.25 ms/token on 16 cores), `--graph exported` never.
+ * and medium models (bundled target on an H200: 6.3-6.5 -> 3.0-3.7 ms/token, bench/results/gpu);
+ * `--graph fused` asks for it on the CPU too, where it is faster on few cores (2 cores: 2.75 ->
+ * 1.78 ms/token) but not always on many; `--graph exported` never rebuilds.
  *
  * Only GPT-2-style graphs are rebuilt (read by structure, see gpt2-weights.ts). Outputs
  * computed from `last_hidden_state`, such as the fused acceptance head's `accept_logit`, are
