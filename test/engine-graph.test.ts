@@ -109,6 +109,42 @@ describe('GPT-2 graphs rebuilt from their weights', () => {
     outputs.fused!.forEach((x, i) => assert.ok(maxAbsDiff(x, outputs.exported![i]!) < 1e-4, `output ${i}`));
   });
 
+  test('a built graph computes logits only for the rows asked for, also across pieces of a long input', async () => {
+    const full = await DecoderModel.load(BUNDLED_DRAFT, { threads: 1, graph: 'fused' });
+    const vocab = full.info.vocabSize;
+    const all = await passes(full, prompt(100));
+    for (const rows of [1, 5, 40, 100]) {
+      const cache = full.newCache();
+      const got = await full.forward(cache, prompt(100), rows);
+      cache.release();
+      assert.equal(got.length, rows * vocab, `rows ${rows}`);
+      assert.ok(maxAbsDiff(got, all[0]!.subarray((100 - rows) * vocab)) < 1e-5, `rows ${rows}`);
+    }
+    // Exported graphs compute every row whatever is asked: callers index from the end.
+    const exported = await DecoderModel.load(BUNDLED_DRAFT, { threads: 1, graph: 'exported' });
+    assert.equal((await exported.forward(exported.newCache(), prompt(10), 2)).length, 10 * vocab);
+    await exported.release();
+    await full.release();
+  });
+
+  test('speculation on fused graphs (CPU) gives the exported target-only output', async () => {
+    const exported = await ModelPair.load({ threads: 2 });
+    const fused = await ModelPair.load({ threads: 2, graph: 'fused' });
+    try {
+      const chat = exported.tokenizer.encodeChat([{ role: 'user', content: 'Weng earns $12 an hour for babysitting. How much did she earn for 50 minutes?' }]);
+      const base = { maxTokens: 48, sampling: GREEDY, eosTokenIds: [] as number[] };
+      const ref = await exported.decoder.start(chat, { ...base, policy: { policy: 'none' } }).run();
+      for (const policy of [{ policy: 'none' }, { policy: 'fixed', k: 4 }, { policy: 'specdec++', kMin: 1, kMax: 16 }] as const) {
+        const g = fused.decoder.start(chat, { ...base, policy });
+        assert.deepEqual(await g.run(), ref, policy.policy);
+        if (policy.policy !== 'none') assert.ok(g.stats.accepted_tokens > 0);
+      }
+    } finally {
+      await exported.release();
+      await fused.release();
+    }
+  });
+
   test('a graph that is not GPT-2 is refused with the reason; the default keeps its exported graph', async () => {
     const dir = join(root, 'llama');
     writeFixtureModelDir(dir, { style: 'llama', seed: 3 });
@@ -139,8 +175,15 @@ describe('fused graphs on the GPU (WebGPU)', { skip: webgpuSkip }, () => {
     await cpu.release();
     const gpu = await DecoderModel.load(BUNDLED_DRAFT, { device: 'webgpu' });
     const got = await passes(gpu, prompt(100));
-    await gpu.release();
     got.forEach((g, i) => assert.ok(maxAbsDiff(g, ref[i]!) < 2e-4, `pass ${i}: ${maxAbsDiff(g, ref[i]!)}`));
+    // The last 40 rows (60..99) span three of the pieces (0-30, 31-61, 62-92, 93-99).
+    const vocab = gpu.info.vocabSize;
+    const cache = gpu.newCache();
+    const last = await gpu.forward(cache, prompt(100), 40);
+    cache.release();
+    await gpu.release();
+    assert.equal(last.length, 40 * vocab);
+    assert.ok(maxAbsDiff(last, ref[0]!.subarray(60 * vocab)) < 2e-4);
   });
 });
 

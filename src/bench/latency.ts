@@ -62,7 +62,7 @@ export async function measureLatency(c: LatencyCase, prompt: readonly number[], 
     await model.forward(cache, prompt.slice(0, 1));
     await cache.crop(0);
     const p0 = performance.now();
-    let logits = await model.forward(cache, prompt);
+    let logits = await model.forward(cache, prompt, 1);
     const prefillMs = performance.now() - p0;
     const out: number[] = [];
     const decode: number[] = [];
@@ -70,7 +70,7 @@ export async function measureLatency(c: LatencyCase, prompt: readonly number[], 
       const next = argmaxLast(logits, vocab);
       out.push(next);
       const s = performance.now();
-      logits = await model.forward(cache, [next]);
+      logits = await model.forward(cache, [next], 1);
       decode.push(performance.now() - s);
     }
     const verify: number[] = [];
@@ -78,7 +78,7 @@ export async function measureLatency(c: LatencyCase, prompt: readonly number[], 
     const keep = cache.length;
     for (let i = 0; i < 10; i++) {
       const s = performance.now();
-      await model.forward(cache, out.slice(0, 5));
+      await model.forward(cache, out.slice(0, 5), 5);
       verify.push(performance.now() - s);
       const c0 = performance.now();
       await cache.crop(keep);

@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { ModelLoadError } from '../errors.js';
 import { checkExternalData } from '../onnx/external-data.js';
-import { GRAPH_KIND_KEY } from '../onnx/gpt2-graph.js';
+import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from '../onnx/gpt2-graph.js';
 import { NotGpt2Error } from '../onnx/gpt2-weights.js';
 import { readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { type Device, executionProviders } from './device.js';
@@ -70,6 +70,8 @@ export class DecoderModel {
   runs = 0;
   private readonly hasPositionIds: boolean;
   private readonly hasAttentionMask: boolean;
+  /** Whether the graph computes logits only for the rows asked for (built graphs, gpt2-graph.ts). */
+  private readonly hasLogitsFrom: boolean;
 
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -82,6 +84,7 @@ export class DecoderModel {
   ) {
     this.hasPositionIds = session.inputNames.includes('position_ids');
     this.hasAttentionMask = session.inputNames.includes('attention_mask');
+    this.hasLogitsFrom = session.inputNames.includes(LOGITS_FROM_INPUT);
   }
 
   static async load(dir: string, opts: LoadOptions = {}): Promise<DecoderModel> {
@@ -126,11 +129,12 @@ export class DecoderModel {
 
   /**
    * Feed `tokens` at positions cache.length, cache.length + 1, ...; extends the cache and
-   * returns the logits of every fed position.
-   * @returns logits [tokens.length, vocab], row-major
+   * returns the logits of the last `rows` fed positions (default: all). Graphs that cannot
+   * compute fewer rows (exported ones) return all of them: index the result from its end.
+   * @returns logits [rows or tokens.length, vocab], row-major
    */
-  async forward(cache: KVCache, tokens: readonly number[]): Promise<Float32Array> {
-    return (await this.forwardWithHidden(cache, tokens)).logits;
+  async forward(cache: KVCache, tokens: readonly number[], rows = Infinity): Promise<Float32Array> {
+    return (await this.forwardWithHidden(cache, tokens, rows)).logits;
   }
 
   /** Whether the graph outputs `last_hidden_state` (a draft prepared for an acceptance head). */
@@ -146,12 +150,16 @@ export class DecoderModel {
   /**
    * `forward`, also returning the final hidden states and the fused head's logit when the
    * graph outputs them.
-   * @returns logits [tokens.length, vocab], hidden [tokens.length, width], acceptLogit [tokens.length], row-major
+   * @returns logits [rows or tokens.length, vocab] (as `forward`), hidden [tokens.length, width], acceptLogit [tokens.length], row-major
    */
-  async forwardWithHidden(cache: KVCache, tokens: readonly number[]): Promise<ForwardOutputs> {
-    if (tokens.length <= this.maxSpan) return this.pass(cache, tokens);
+  async forwardWithHidden(cache: KVCache, tokens: readonly number[], rows = Infinity): Promise<ForwardOutputs> {
+    if (tokens.length <= this.maxSpan) return this.pass(cache, tokens, rows);
     const parts: ForwardOutputs[] = [];
-    for (let i = 0; i < tokens.length; i += this.maxSpan) parts.push(await this.pass(cache, tokens.slice(i, i + this.maxSpan)));
+    const firstRow = tokens.length - Math.min(rows, tokens.length);
+    for (let i = 0; i < tokens.length; i += this.maxSpan) {
+      const piece = tokens.slice(i, i + this.maxSpan);
+      parts.push(await this.pass(cache, piece, Math.max(0, i + piece.length - Math.max(firstRow, i))));
+    }
     const join = (pick: (o: ForwardOutputs) => Float32Array | undefined): Float32Array | undefined => {
       const arrays = parts.map(pick);
       if (arrays.some((a) => a === undefined)) return undefined;
@@ -166,8 +174,8 @@ export class DecoderModel {
     return { logits: join((o) => o.logits)!, hidden: join((o) => o.hidden), acceptLogit: join((o) => o.acceptLogit) };
   }
 
-  /** One session run over `tokens`. */
-  private async pass(cache: KVCache, tokens: readonly number[]): Promise<ForwardOutputs> {
+  /** One session run over `tokens`, with logits for (at least) the last `rows` of them. */
+  private async pass(cache: KVCache, tokens: readonly number[], rows: number): Promise<ForwardOutputs> {
     const past = cache.length;
     const n = tokens.length;
     const total = past + n;
@@ -183,6 +191,9 @@ export class DecoderModel {
       for (let i = 0; i < n; i++) pos[i] = BigInt(past + i);
       feeds.position_ids = new ort.Tensor('int64', pos, [1, n]);
     }
+    // At least one row: an empty lm_head product is not worth a special case in every provider.
+    const logitRows = Math.max(1, Math.min(rows, n));
+    if (this.hasLogitsFrom) feeds[LOGITS_FROM_INPUT] = new ort.Tensor('int64', BigInt64Array.of(BigInt(n - logitRows)), [1]);
     cache.addFeeds(feeds);
 
     const t0 = performance.now();
@@ -193,7 +204,8 @@ export class DecoderModel {
     cache.update(out, total);
     const hidden = out[HIDDEN_OUTPUT] as ort.Tensor | undefined;
     const acceptLogit = out[ACCEPT_OUTPUT] as ort.Tensor | undefined;
-    return { logits: hostFloat32(out.logits as ort.Tensor), hidden: hidden && hostFloat32(hidden), acceptLogit: acceptLogit && hostFloat32(acceptLogit) };
+    const logits = rows === 0 && this.hasLogitsFrom ? new Float32Array(0) : hostFloat32(out.logits as ort.Tensor);
+    return { logits, hidden: hidden && hostFloat32(hidden), acceptLogit: acceptLogit && hostFloat32(acceptLogit) };
   }
 
   /** Logits of `tokens` fed from an empty cache, which is released afterwards (scoring a whole sequence). */

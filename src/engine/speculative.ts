@@ -160,11 +160,12 @@ export class Generation {
     const targetStart = performance.now();
     const k = candidates.length;
     const input = x.slice(this.targetCache.length).concat(candidates);
-    const logits = await this.target.forward(this.targetCache, input);
+    const logits = await this.target.forward(this.targetCache, input, k + 1);
     const vocab = this.target.info.vocabSize;
+    const first = logits.length / vocab - (k + 1); // the result may hold rows before the k + 1 asked for
     // Row i is processed with the candidates before it counted as output (logits-processors.ts).
     const rows = Array.from({ length: k + 1 }, (_, i) =>
-      this.processor.apply(logits.subarray((input.length - k - 1 + i) * vocab, (input.length - k + i) * vocab), candidates.slice(0, i)),
+      this.processor.apply(logits.subarray((first + i) * vocab, (first + i + 1) * vocab), candidates.slice(0, i)),
     );
 
     // 3. Accept.
@@ -261,7 +262,7 @@ export class Generation {
     const vocab = draft.info.vocabSize;
     const head = this.policy.needsHead ? this.head : undefined;
     const acceptProbs: number[] | undefined = head ? [] : undefined;
-    let out = await draft.forwardWithHidden(cache, x.slice(cache.length));
+    let out = await draft.forwardWithHidden(cache, x.slice(cache.length), 1);
     for (let s = 1; ; s++) {
       const logits = out.logits;
       const row = this.processor.apply(logits.subarray(logits.length - vocab), candidates);
@@ -294,7 +295,7 @@ export class Generation {
       if (q) draftProbs.push(q);
       if (acceptProb !== undefined) acceptProbs!.push(acceptProb);
       if (verdict !== 'continue' || s >= cap) break;
-      out = await draft.forwardWithHidden(cache, [token]);
+      out = await draft.forwardWithHidden(cache, [token], 1);
     }
     return { candidates, draftProbs, acceptProbs };
   }

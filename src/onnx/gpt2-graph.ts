@@ -13,8 +13,8 @@
  * pay for and what a CPU gains from too; which variant is fastest is measured per device
  * (`specd bench latency`).
  *
- * Interface: `input_ids` and `past_key_values.*` in; `logits`, `present.*` out ([batch, heads,
- * length, head_dim] KV). There is no `attention_mask` or `position_ids`: every position is
+ * Interface: `input_ids`, `past_key_values.*` and `logits_from` in; `logits` (of the fed
+ * positions from `logits_from` on), `present.*` out ([batch, heads, length, head_dim] KV). There is no `attention_mask` or `position_ids`: every position is
  * attended causally and the fed tokens sit at positions P..P+S-1 after the P cached ones, which
  * is how the engine decodes (one unpadded sequence); a GPU then gets one upload per pass, the
  * token ids.
@@ -23,6 +23,9 @@ import { GraphBuilder } from './graph-builder.js';
 import type { Gpt2Block, Gpt2Weights } from './gpt2-weights.js';
 
 const MS = 'com.microsoft';
+
+/** Input of a built graph: the first fed position whose logits are computed ([1] int64). */
+export const LOGITS_FROM_INPUT = 'logits_from';
 
 /** Metadata key a built graph carries, naming how it was built. */
 export const GRAPH_KIND_KEY = 'specd.graph';
@@ -116,7 +119,11 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
     const [next, nextName] = i + 1 < layers ? [w.blocks[i + 1]!.ln1, `l${i + 1}.ln1`] : [w.lnf, 'lnf'];
     [a, x] = addNorm(out, x, vector(`${nextName}.gain`, next.gain), vector(`${nextName}.bias`, next.bias), vector(`l${i}.out.bias`, b.out.bias));
   }
-  g.output(g.op('MatMul', [a, param('lm_head.weight', w.lmHead, [E, w.vocab])]), 'logits', 'float32', ['batch_size', 'sequence_length', w.vocab]);
+  // Logits only from position logits_from on: a prompt needs its last row, a verification its last
+  // k + 1, and with a large vocabulary the other rows would dominate the lm_head and the download.
+  const from = g.input(LOGITS_FROM_INPUT, 'int64', [1]);
+  const kept = g.op('Slice', [a, from, g.constant('int64', [Number.MAX_SAFE_INTEGER]), g.constant('int64', [1])]);
+  g.output(g.op('MatMul', [kept, param('lm_head.weight', w.lmHead, [E, w.vocab])]), 'logits', 'float32', ['batch_size', 'logits_length', w.vocab]);
   const presentShape = ['batch_size', w.heads, 'total_sequence_length', headDim];
   for (let i = 0; i < layers; i++) {
     g.output(`present.${i}.key`, `present.${i}.key`, 'float32', presentShape);
