@@ -6,6 +6,7 @@
  * tokens of every configuration are compared with the first configuration's.
  */
 import { barChartSvg } from './bar-chart.js';
+import { textTable } from './text-table.js';
 import { DecoderModel } from '../engine/model.js';
 import type { Device } from '../engine/device.js';
 import type { GraphChoice } from '../engine/graph-choice.js';
@@ -120,9 +121,7 @@ export function formatLatencyTable(results: LatencyResult[]): string {
     r.crop_ms.toFixed(3),
     r.same_tokens_as_first === null ? '(ref)' : r.same_tokens_as_first ? 'yes' : 'no',
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n') + '\n';
+  return textTable(head, rows, 3).join('\n') + '\n';
 }
 
 /** Bar chart: ms per decoded token, a panel per model, a group per device, a bar per graph. */

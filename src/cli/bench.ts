@@ -9,6 +9,7 @@ import { runOfflineBench, type OfflineResult } from '../bench/offline.js';
 import { paretoChartSvg } from '../bench/pareto-chart.js';
 import { formatSummary, summarize } from '../bench/policy-summary.js';
 import { speedupChartSvg } from '../bench/speedup-chart.js';
+import { textTable } from '../bench/text-table.js';
 import { ModelPair } from '../engine/pair.js';
 import { DEVICES, type Device } from '../engine/device.js';
 import { defaultGraph, GRAPH_CHOICES, type GraphChoice } from '../engine/graph-choice.js';
@@ -243,7 +244,5 @@ export function formatTable(results: OfflineResult[]): string {
     `${(r.overhead_fraction * 100).toFixed(1)}%`,
     r.matches_none === null ? '-' : r.matches_none ? 'yes' : 'NO',
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n') + '\n';
+  return textTable(head, rows, 2).join('\n') + '\n';
 }

@@ -6,6 +6,7 @@
 import { availableParallelism, arch, cpus, release, totalmem, type } from 'node:os';
 import { DISTRIBUTION_STATS, type LatencySummary } from './latency-stats.js';
 import type { ConfigResult } from './run-config.js';
+import { textTable } from '../text-table.js';
 
 export const REPORT_SCHEMA = 'specd-bench-serve/1';
 
@@ -130,9 +131,7 @@ function cells(configs: readonly ConfigResult[], baseline: string): string[][] {
 export function formatComparison(configs: readonly ConfigResult[], baseline: string): string {
   const head = ['', ...configs.map((c) => c.label)];
   const body = cells(configs, baseline);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
+  const out = textTable(head, body, 1);
   for (const c of configs) for (const e of c.errors) out.push(`error (${c.label}): ${e}`);
   return `${out.join('\n')}\n`;
 }
