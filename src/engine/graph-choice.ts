@@ -11,7 +11,7 @@
  * carried over node for node.
  */
 import { ModelLoadError } from '../errors.js';
-import { onnx, readModel, readModelFile, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/graph-builder.js';
+import { decodedGraph, onnx, readModel, readModelFile, type ModelProto, type NodeProto, type TensorProto } from '../onnx/graph-builder.js';
 import { buildGpt2Graph, GRAPH_KIND_KEY } from '../onnx/gpt2-graph.js';
 import { NotGpt2Error, readGpt2Weights } from '../onnx/gpt2-weights.js';
 import type { Device } from './device.js';
@@ -28,15 +28,6 @@ export function defaultGraph(device: Device): GraphChoice {
 export const MAX_REBUILD_BYTES = 1.5 * 2 ** 30;
 
 const HIDDEN = 'last_hidden_state';
-
-/** A decoded graph's lists, typed as the decoded class instances they are. */
-interface Lists {
-  node: NodeProto[];
-  input: ValueInfoProto[];
-  output: ValueInfoProto[];
-  initializer: TensorProto[];
-}
-const lists = (model: ModelProto): Lists => model.graph as unknown as Lists;
 
 /**
  * The bytes of the fused rebuild of a decoder given as a file or as bytes; throws NotGpt2Error
@@ -56,7 +47,7 @@ export function fusedDecoderBytes(source: { path: string } | { bytes: Uint8Array
 
 /** `model` rebuilt with fused operators, keeping every output (see the module comment). */
 export function fusedDecoderModel(model: ModelProto, heads: number): ModelProto {
-  const graph = lists(model);
+  const graph = decodedGraph(model);
   const outputs = graph.output.map((o) => o.name ?? '');
   const core = (name: string) => name === 'logits' || name === HIDDEN || name.startsWith('present.');
   const extra = graph.output.filter((o) => !core(o.name ?? ''));
@@ -70,16 +61,16 @@ export function fusedDecoderModel(model: ModelProto, heads: number): ModelProto 
   carryOver(model, rebuilt, extra.map((o) => o.name ?? ''));
   const kept = new Set(outputs);
   // An output the source did not have (last_hidden_state, added to feed the carried nodes) is dropped again.
-  const g = lists(rebuilt);
+  const g = decodedGraph(rebuilt);
   g.output = [...g.output.filter((o) => kept.has(o.name ?? '')), ...extra.map((o) => onnx.ValueInfoProto.create(o))];
   return rebuilt;
 }
 
 /** Copy into `target` the nodes and initializers that compute `names` from `last_hidden_state` in `source`. */
 function carryOver(source: ModelProto, target: ModelProto, names: string[]): void {
-  const src = lists(source);
+  const src = decodedGraph(source);
   const producer = new Map<string, NodeProto>();
-  for (const n of src.node as NodeProto[]) for (const o of n.output) producer.set(o, n);
+  for (const n of src.node) for (const o of n.output) producer.set(o, n);
   const inits = new Map<string, TensorProto>(src.initializer.map((t) => [t.name, t]));
   const graphInputs = new Set(src.input.map((i) => i.name));
   const nodes = new Set<NodeProto>();
@@ -97,7 +88,7 @@ function carryOver(source: ModelProto, target: ModelProto, names: string[]): voi
     for (const i of node.input) visit(i, output);
   };
   for (const name of names) visit(name, name);
-  const g = lists(target);
+  const g = decodedGraph(target);
   const order = src.node.filter((n) => nodes.has(n));
   g.node = [...g.node, ...order];
   g.initializer = [...g.initializer, ...[...usedInits].map((n) => inits.get(n)!)];

@@ -27,8 +27,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ModelLoadError } from '../errors.js';
-import { readModel, type ModelProto } from '../onnx/graph-builder.js';
-import { decodedGraph } from './prepare-draft.js';
+import { decodedGraph, readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { TEMPERATURE_KNOTS } from '../engine/candidate-features.js';
 import type { TemperatureThreshold } from '../engine/stop-policy.js';
 import { buildHeadGraph, CANDIDATE_FEATURES, HEAD_BLOCKS, HEAD_INPUT, HEAD_OUTPUT, paramCount, type HeadParams } from './head-graph.js';

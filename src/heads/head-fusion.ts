@@ -9,8 +9,7 @@
  */
 import { ACCEPT_OUTPUT, HIDDEN_OUTPUT } from '../engine/model.js';
 import { ModelLoadError } from '../errors.js';
-import { DATA_TYPE, onnx, type ModelProto } from '../onnx/graph-builder.js';
-import { decodedGraph } from './prepare-draft.js';
+import { DATA_TYPE, decodedGraph, onnx, type ModelProto } from '../onnx/graph-builder.js';
 import { HEAD_INPUT, HEAD_OUTPUT } from './head-graph.js';
 
 /** Prefix of every value, node and initializer name the head brings into the draft graph. */

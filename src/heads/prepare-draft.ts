@@ -21,13 +21,12 @@ import { DecoderModel, HIDDEN_OUTPUT } from '../engine/model.js';
 import { readModelDir } from '../engine/model-dir.js';
 import {
   DATA_TYPE,
+  decodedGraph,
   onnx,
   readModel,
   readModelFile,
   type ModelProto,
   type NodeProto,
-  type TensorProto,
-  type ValueInfoProto,
 } from '../onnx/graph-builder.js';
 
 /** Metadata key a prepared graph carries: the sha256 of the model file it was prepared from. */
@@ -40,21 +39,6 @@ export const MAX_INLINE_BYTES = 1 << 30;
 const PASS_THROUGH = new Set(['Identity', 'Cast']);
 /** Ops through which the lm_head's weight may be derived from an initializer. */
 const WEIGHT_PATH = new Set(['Identity', 'Cast', 'Transpose']);
-
-/** A decoded model's graph, its lists typed as the decoded class instances they are. */
-export interface DecodedGraph {
-  node: NodeProto[];
-  input: ValueInfoProto[];
-  output: ValueInfoProto[];
-  initializer: TensorProto[];
-  valueInfo: ValueInfoProto[];
-}
-
-/** The graph of a model decoded by `readModel` (throws when there is none). */
-export function decodedGraph(model: ModelProto, file = 'model'): DecodedGraph {
-  if (!model.graph) throw new ModelLoadError(`${file}: no graph`, file);
-  return model.graph as unknown as DecodedGraph;
-}
 
 /** Where the hidden state is in a graph. */
 export interface HiddenStateSite {

@@ -10,7 +10,7 @@
  * (stored fp16 and cast in the graph, or a tied lm_head `Transpose(wte)`); they come back as
  * float32. Anything that does not fit this shape is reported as a reason, not guessed at.
  */
-import { DATA_TYPE, float16BitsToFloat32, type ModelProto, type NodeProto, type TensorProto } from './graph-builder.js';
+import { DATA_TYPE, decodedGraph, float16BitsToFloat32, type ModelProto, type NodeProto, type TensorProto } from './graph-builder.js';
 
 /** One transformer block; matrices stored [in, out], row-major. */
 export interface Gpt2Block {
@@ -55,11 +55,11 @@ export class NotGpt2Error extends Error {
  * @throws NotGpt2Error naming what does not fit
  */
 export function readGpt2Weights(model: ModelProto, heads: number): Gpt2Weights {
-  const graph = model.graph;
-  if (!graph) throw new NotGpt2Error('no graph');
-  const nodes = graph.node as NodeProto[];
+  if (!model.graph) throw new NotGpt2Error('no graph');
+  const graph = decodedGraph(model);
+  const nodes = graph.node;
   const inits = new Map<string, TensorProto>();
-  for (const t of graph.initializer as TensorProto[]) inits.set(t.name, t);
+  for (const t of graph.initializer) inits.set(t.name, t);
   const producer = new Map<string, NodeProto>();
   const consumers = new Map<string, NodeProto[]>();
   for (const n of nodes) {
@@ -68,7 +68,7 @@ export function readGpt2Weights(model: ModelProto, heads: number): Gpt2Weights {
   }
   // Only the decoder proper: the nodes `logits` and `present.*` depend on (not, say, a fused acceptance head).
   const decoder = new Set<NodeProto>();
-  const stack = (graph.output ?? []).map((o) => o.name ?? '').filter((n) => n === 'logits' || n.startsWith('present.'));
+  const stack = graph.output.map((o) => o.name ?? '').filter((n) => n === 'logits' || n.startsWith('present.'));
   while (stack.length > 0) {
     const node = producer.get(stack.pop()!);
     if (!node || decoder.has(node)) continue;

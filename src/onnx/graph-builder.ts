@@ -20,6 +20,7 @@ import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'nod
 import { basename, dirname, join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxNs } from 'onnx-proto';
+import { ModelLoadError } from '../errors.js';
 
 /** The generated protobuf classes (`onnx.ModelProto`, `onnx.TensorProto`, ...). */
 export const onnx = onnxProto.onnx;
@@ -311,6 +312,21 @@ export class GraphBuilder {
 /** Decodes ONNX model bytes (external data stays external; see {@link readModelFile}). */
 export function readModel(bytes: Uint8Array): ModelProto {
   return onnx.ModelProto.decode(bytes);
+}
+
+/** A decoded model's graph, its lists typed as the decoded class instances they are. */
+export interface DecodedGraph {
+  node: NodeProto[];
+  input: ValueInfoProto[];
+  output: ValueInfoProto[];
+  initializer: TensorProto[];
+  valueInfo: ValueInfoProto[];
+}
+
+/** The graph of a model decoded by `readModel` (throws when there is none). */
+export function decodedGraph(model: ModelProto, file = 'model'): DecodedGraph {
+  if (!model.graph) throw new ModelLoadError(`${file}: no graph`, file);
+  return model.graph as unknown as DecodedGraph;
 }
 
 /**
