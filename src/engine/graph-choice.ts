@@ -30,19 +30,20 @@ export const MAX_REBUILD_BYTES = 1.5 * 2 ** 30;
 const HIDDEN = 'last_hidden_state';
 
 /**
- * The bytes of the fused rebuild of a decoder given as a file or as bytes; throws NotGpt2Error
- * (why not) when the graph cannot be rebuilt. A graph specd built already is used as it is
- * (its bytes, or undefined for a file: load the file).
+ * The fused rebuild of a decoder given as a file or as bytes; throws NotGpt2Error (why not)
+ * when the graph cannot be rebuilt. A graph specd built already is used as it is. Returns the
+ * bytes to load (undefined for a file used as it is: load the file) and the decoded graph they
+ * hold (external data left out), for the caller's own questions about its inputs and outputs.
  */
-export function fusedDecoderBytes(source: { path: string } | { bytes: Uint8Array }, heads: number | undefined): Uint8Array | undefined {
+export function fusedDecoder(source: { path: string } | { bytes: Uint8Array }, heads: number | undefined): { bytes?: Uint8Array; model: ModelProto } {
   // The graph alone first (external data stays on disk): built graphs and oversized ones go no further.
   const header = 'bytes' in source ? readModel(source.bytes) : readModelFile(source.path, { inlineExternalData: false });
-  if (header.metadataProps.some((p) => p.key === GRAPH_KIND_KEY)) return 'bytes' in source ? source.bytes : undefined;
+  if (header.metadataProps.some((p) => p.key === GRAPH_KIND_KEY)) return { bytes: 'bytes' in source ? source.bytes : undefined, model: header };
   if (heads === undefined) throw new NotGpt2Error('config.json does not give the number of attention heads');
-  const size = (header.graph?.initializer ?? []).reduce((n, t) => n + tensorBytes(t), 0);
+  const size = (header.graph?.initializer ?? []).reduce((n, t) => n + initializerBytes(t), 0);
   if (size > MAX_REBUILD_BYTES) throw new NotGpt2Error(`${(size / 2 ** 30).toFixed(1)} GiB of weights is too much to rebuild in memory`);
-  const model = 'bytes' in source ? header : readModelFile(source.path);
-  return onnx.ModelProto.encode(fusedDecoderModel(model, heads)).finish();
+  const rebuilt = fusedDecoderModel('bytes' in source ? header : readModelFile(source.path), heads);
+  return { bytes: onnx.ModelProto.encode(rebuilt).finish(), model: rebuilt };
 }
 
 /** `model` rebuilt with fused operators, keeping every output (see the module comment). */
@@ -102,7 +103,7 @@ export function fusedGraphError(file: string, err: unknown): ModelLoadError {
 }
 
 /** Bytes of an initializer's data, inline or external. */
-function tensorBytes(t: { externalData?: { key?: string | null; value?: string | null }[] | null; rawData?: Uint8Array | null }): number {
+function initializerBytes(t: { externalData?: { key?: string | null; value?: string | null }[] | null; rawData?: Uint8Array | null }): number {
   const external = t.externalData?.find((e) => e.key === 'length')?.value;
   return external !== undefined && external !== null ? Number(external) : (t.rawData?.byteLength ?? 0);
 }

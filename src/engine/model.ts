@@ -12,7 +12,7 @@ import { NotGpt2Error } from '../onnx/gpt2-weights.js';
 import { readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { type Device, executionProviders } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
-import { defaultGraph, fusedDecoderBytes, fusedGraphError, type GraphChoice } from './graph-choice.js';
+import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
 import { HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
 import { type ModelDir, readModelDir } from './model-dir.js';
 
@@ -101,10 +101,10 @@ export class DecoderModel {
     };
     // ONNX Runtime's error for a truncated data file names the graph file; this one names the data file.
     if (!opts.model) checkExternalData(modelDir.onnxPath);
-    const bytes = chooseGraph(modelDir, opts.model, opts.graph ?? defaultGraph(device), opts.graph !== undefined);
+    const { bytes, model } = chooseGraph(modelDir, opts.model, opts.graph ?? defaultGraph(device), opts.graph !== undefined);
     let maxSpan = Infinity;
     if (device === 'webgpu') {
-      const header = readModel(bytes ?? readFileSync(modelDir.onnxPath));
+      const header = model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath));
       sessionOptions.preferredOutputLocation = webgpuOutputLocations(header);
       const kind = header.metadataProps.find((p) => p.key === GRAPH_KIND_KEY)?.value ?? '';
       if (kind.includes('attention=fused')) maxSpan = MAX_WEBGPU_ATTENTION_SPAN;
@@ -225,18 +225,19 @@ export class DecoderModel {
 }
 
 /**
- * The graph bytes to load (undefined: the directory's file as it is). A fused rebuild that is
- * not possible is an error when asked for, and a one-line notice when it was only the default.
+ * The graph bytes to load (undefined: the directory's file as it is) and, when it was decoded on
+ * the way, the graph itself. A fused rebuild that is not possible is an error when asked for,
+ * and a one-line notice when it was only the default.
  */
-function chooseGraph(dir: ModelDir, model: Uint8Array | undefined, graph: GraphChoice, asked: boolean): Uint8Array | undefined {
-  if (graph === 'exported') return model;
+function chooseGraph(dir: ModelDir, bytes: Uint8Array | undefined, graph: GraphChoice, asked: boolean): { bytes?: Uint8Array; model?: ModelProto } {
+  if (graph === 'exported') return { bytes };
   try {
-    return fusedDecoderBytes(model ? { bytes: model } : { path: dir.onnxPath }, dir.config.heads);
+    return fusedDecoder(bytes ? { bytes } : { path: dir.onnxPath }, dir.config.heads);
   } catch (err) {
     if (!(err instanceof NotGpt2Error)) throw err;
     if (asked) throw fusedGraphError(dir.onnxPath, err);
     process.stderr.write(`specd: ${dir.dir}: running the exported graph (no fused rebuild: ${err.message})\n`);
-    return model;
+    return { bytes };
   }
 }
 
