@@ -22,8 +22,9 @@
 
 /** Decoding temperatures at which the candidate weights are learned (and between which they are interpolated). */
 export const TEMPERATURE_KNOTS: readonly number[] = [0, 0.35, 0.7, 1];
-/** Features per knot: a bias, log q(y), log max q, entropy of q. */
-export const BASE_FEATURES = 4;
+/** The features per knot, in order: a bias, log q(y), log max q, entropy of q. */
+export const BASE_FEATURE_NAMES = ['bias', 'log_q', 'log_max_q', 'entropy'] as const;
+export const BASE_FEATURES = BASE_FEATURE_NAMES.length;
 /** Number of candidate features. */
 export const CANDIDATE_FEATURES = TEMPERATURE_KNOTS.length * BASE_FEATURES;
 

@@ -28,13 +28,13 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ModelLoadError } from '../errors.js';
 import { decodedGraph, readModel, type ModelProto } from '../onnx/graph-builder.js';
-import { TEMPERATURE_KNOTS } from '../engine/candidate-features.js';
+import { BASE_FEATURE_NAMES, TEMPERATURE_KNOTS } from '../engine/candidate-features.js';
 import type { TemperatureThreshold } from '../engine/stop-policy.js';
 import { buildHeadGraph, CANDIDATE_FEATURES, HEAD_BLOCKS, HEAD_INPUT, HEAD_OUTPUT, paramCount, type HeadParams } from './head-graph.js';
 
 export const HEAD_FORMAT = 'specd-head/3';
 /** Names of the candidate features, in order (candidate-features.ts). */
-export const CANDIDATE_FEATURE_NAMES: readonly string[] = TEMPERATURE_KNOTS.flatMap((t) => ['bias', 'log_q', 'log_max_q', 'entropy'].map((f) => `T${t}:${f}`));
+export const CANDIDATE_FEATURE_NAMES: readonly string[] = TEMPERATURE_KNOTS.flatMap((t) => BASE_FEATURE_NAMES.map((f) => `T${t}:${f}`));
 export const HEAD_SUFFIX = '.head.onnx';
 
 export interface ModelIdentity {
