@@ -19,13 +19,13 @@ import { ModelPair } from '../src/engine/pair.js';
 import { argmax, softmax } from '../src/engine/sampling.js';
 import { CANDIDATE_FEATURES, candidateFeatures } from '../src/engine/candidate-features.js';
 import { buildHead } from '../src/heads/build-head.js';
-import { collectHeadData, type CollectModels } from '../src/heads/collect.js';
+import { collectHeadData, type CollectModels, promptTemperature } from '../src/heads/collect.js';
 import { aucScore, brierScore, calibration, reliabilityTable } from '../src/heads/eval.js';
 import { FEATURES, HeadData, isValidationRecord, LABELS, RECORDS } from '../src/heads/head-data.js';
 import { readHeadFile } from '../src/heads/head-file.js';
 import { draftIdentity, preparedDraftBytes } from '../src/heads/prepare-draft.js';
 import { selectThreshold, simulate } from '../src/heads/threshold.js';
-import type { TrainingPrompt } from '../src/heads/training-prompts.js';
+import { type TrainingPrompt, trainingPrompts } from '../src/heads/training-prompts.js';
 import { SeededRandom, writeFixturePair } from '../src/onnx/decoder-fixture.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 
@@ -71,7 +71,7 @@ describe('collection on a fixture pair', () => {
     const labelsSeen = { greedy: 0, greedyAccepted: 0, sampled: 0 };
     for (const rec of data.records) {
       const T = rec.temperature;
-      assert.equal(T, SETTINGS.temperatures[rec.index % 2], 'prompts take the temperatures in turn');
+      assert.equal(T, promptTemperature(SETTINGS.temperatures, rec.index), 'each prompt at its temperature of the list');
       const ids = pair.tokenizer.encodeChat(PROMPTS[rec.index]!.messages);
       assert.equal(ids.length, rec.prompt_tokens);
       assert.equal(rec.response.length, rec.draft.length);
@@ -196,7 +196,7 @@ describe('collection on a fixture pair', () => {
     assert.deepEqual(manifest.settings.temperatures, [0, 0.5]);
     assert.deepEqual(
       HeadData.open(out).records.map((r) => r.temperature),
-      [0, 0.5, 0],
+      [0, 0.5, 0.5],
     );
     for (const bad of ['0,,1', '0.7,x', '-1']) {
       const run = spawnSync(process.execPath, [cli, 'head', 'collect', '--out', join(root, 'cli-bad'), '--temperatures', bad, ...pairArgs], { encoding: 'utf8' });
@@ -222,6 +222,22 @@ describe('metrics and the threshold simulation', () => {
     const cal = calibration([0.9, 0.9, 0.1, 0.1], [1, 1, 0, 0]);
     assert.ok(Math.abs(cal.ece - 0.1) < 1e-9);
     assert.ok(cal.brier_skill > 0.9);
+  });
+
+  test('each source of the training prompts is collected at every temperature, in equal parts', () => {
+    const prompts = trainingPrompts(0);
+    for (let m = 1; m <= 6; m++) {
+      const temperatures = Array.from({ length: m }, (_, i) => i / 4);
+      const count = new Map<string, number>();
+      for (let i = 0; i < 240; i++) {
+        const key = `${prompts[i]!.id.split('/')[0]} at ${promptTemperature(temperatures, i)}`;
+        count.set(key, (count.get(key) ?? 0) + 1);
+      }
+      assert.equal(count.size, 2 * m, `${m} temperatures: ${[...count.keys()].join(', ')}`);
+      const n = [...count.values()];
+      assert.ok(Math.max(...n) - Math.min(...n) <= 240 / (2 * m) / 2, `${m} temperatures: ${n.join(' ')}`);
+    }
+    assert.deepEqual(Array.from({ length: 8 }, (_, i) => promptTemperature([0, 1], i)), [0, 1, 1, 0, 0, 1, 1, 0]);
   });
 
   test('the validation split is by prompt and stable', () => {

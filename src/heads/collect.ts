@@ -2,9 +2,9 @@
  * Collecting the acceptance head's training data (SpecDec++, arXiv 2405.19715, section 4.2,
  * with candidates judged where they are drafted; see head-graph.ts).
  *
- * Each prompt is decoded at one temperature T of the collection's list, in turn (prompt i at
- * temperatures[i mod m]); T = 0 is greedy decoding. The head learns P(accept) as a function of
- * T (candidate-features.ts), so the list covers the temperatures it will be used at. Per
+ * Each prompt is decoded at one temperature T of the collection's list (promptTemperature);
+ * T = 0 is greedy decoding. The head learns P(accept) as a function of T
+ * (candidate-features.ts), so the list covers the temperatures it will be used at. Per
  * training prompt:
  * 1. The target decodes a response r_1..r_n at T (through speculative decoding with a fixed K,
  *    whose output is distributed exactly as the target's own, only faster), ending with EOS
@@ -91,9 +91,16 @@ export function promptSeed(seed: number, index: number): number {
   return (seed * 1_000_003 + index) % Number.MAX_SAFE_INTEGER;
 }
 
-/** The prompt list's prompt `index` is decoded at this temperature of the collection's list. */
+/**
+ * The temperature of the collection's list that the prompt list's prompt `index` is decoded at:
+ * the list in turn, shifted by one every m prompts (m = the list's length), i.e. prompt i takes
+ * temperatures[(i + floor(i / m)) mod m]. The shift matters because the prompt list alternates
+ * its two sources (training-prompts.ts): taken plainly in turn, an even-length list would give
+ * each source only every other temperature (Alpaca all the greedy prompts, GSM8K none).
+ */
 export function promptTemperature(temperatures: readonly number[], index: number): number {
-  return temperatures[index % temperatures.length]!;
+  const m = temperatures.length;
+  return temperatures[(index + Math.floor(index / m)) % m]!;
 }
 
 /** Steps 1-4 for one prompt at temperature `settings.temperature` (0: greedy). */
@@ -186,7 +193,7 @@ export interface CollectOptions {
   prompts: readonly TrainingPrompt[];
   count: number;
   maxTokens: number;
-  /** Decoding temperatures, taken by the prompts in turn (0: greedy). */
+  /** Decoding temperatures, taken by the prompts in turn (promptTemperature; 0: greedy). */
   temperatures: readonly number[];
   mixRatio: number;
   seed: number;

@@ -2,7 +2,7 @@
  * The acceptance head's training data on disk (written by collect.ts, read by train.ts and
  * eval.ts). A data directory holds:
  *
- *   manifest.json   {format: "specd-head-data/3", width, candidate_features, draft, target,
+ *   manifest.json   {format: "specd-head-data/4", width, candidate_features, draft, target,
  *                   settings, costs, created}: what was collected, how, and with which models
  *                   (identities as in head-file.ts); `width` is the draft's hidden width;
  *                   `costs` are the draft's and the target's measured step times (threshold.ts)
@@ -32,7 +32,7 @@ import type { ModelIdentity } from './head-file.js';
 import { CANDIDATE_FEATURES } from './head-graph.js';
 import { MemoryRows, rowStride } from './train.js';
 
-export const DATA_FORMAT = 'specd-head-data/3';
+export const DATA_FORMAT = 'specd-head-data/4';
 export const MANIFEST = 'manifest.json';
 export const RECORDS = 'records.jsonl';
 export const FEATURES = 'features.f32';
@@ -52,7 +52,7 @@ export interface CollectSettings {
   /** Prompts asked for (the list is alpaca_5000 and gsm8k train, shuffled and interleaved). */
   prompts: number;
   max_tokens: number;
-  /** Decoding temperatures (0: greedy); prompt i is decoded at temperatures[i mod length]. */
+  /** Decoding temperatures (0: greedy); prompt i is decoded at temperatures[(i + floor(i / m)) mod m] (collect.ts promptTemperature). */
   temperatures: number[];
   /** Token mixing: share of positions that keep the target's token r_i (no label there). */
   mix_ratio: number;
