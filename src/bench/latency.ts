@@ -6,10 +6,12 @@
  * tokens of every configuration are compared with the first configuration's.
  */
 import { barChartSvg } from './bar-chart.js';
+import { percentile } from './serve/latency-stats.js';
 import { textTable } from './text-table.js';
 import { DecoderModel } from '../engine/model.js';
 import type { Device } from '../engine/device.js';
 import type { GraphChoice } from '../engine/graph-choice.js';
+import { argmax } from '../engine/sampling.js';
 
 export interface LatencyCase {
   role: string;
@@ -39,17 +41,8 @@ export interface LatencyResult {
   tokens: number[];
 }
 
-const median = (xs: number[]) => quantile(xs, 0.5);
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-}
-
-function argmaxLast(logits: Float32Array, vocab: number): number {
-  let best = logits.length - vocab;
-  for (let i = best + 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
-  return best - (logits.length - vocab);
-}
+/** The p-th percentile (0..100) of `xs`. */
+const quantile = (xs: readonly number[], p: number) => percentile([...xs].sort((a, b) => a - b), p);
 
 /** Measure one case: load, prefill `prompt`, decode `tokens` tokens, then time verify passes and crops. */
 export async function measureLatency(c: LatencyCase, prompt: readonly number[], tokens: number, first?: LatencyResult): Promise<LatencyResult> {
@@ -68,7 +61,7 @@ export async function measureLatency(c: LatencyCase, prompt: readonly number[], 
     const out: number[] = [];
     const decode: number[] = [];
     for (let i = 0; i < tokens; i++) {
-      const next = argmaxLast(logits, vocab);
+      const next = argmax(logits.subarray(logits.length - vocab));
       out.push(next);
       const s = performance.now();
       logits = await model.forward(cache, [next], 1);
@@ -94,10 +87,10 @@ export async function measureLatency(c: LatencyCase, prompt: readonly number[], 
       prompt_tokens: prompt.length,
       load_s: loadS,
       prefill_ms: prefillMs,
-      decode_ms_per_token: median(warm),
-      decode_ms_p90: quantile(warm, 0.9),
-      verify5_ms: median(verify),
-      crop_ms: median(crop),
+      decode_ms_per_token: quantile(warm, 50),
+      decode_ms_p90: quantile(warm, 90),
+      verify5_ms: quantile(verify, 50),
+      crop_ms: quantile(crop, 50),
       same_tokens_as_first: first ? first.tokens.every((t, i) => t === out[i]) : null,
       tokens: out,
     };

@@ -1,6 +1,6 @@
 /** `specd bench offline`: speedup of each draft policy over target-only decoding, in-process. */
 import { writeFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import { DATASETS, type DatasetName, isDataset, loadPrompts } from '../bench/datasets.js';
@@ -8,6 +8,7 @@ import { benchHeadTraining } from '../bench/head-train-bench.js';
 import { runOfflineBench, type OfflineResult } from '../bench/offline.js';
 import { paretoChartSvg } from '../bench/pareto-chart.js';
 import { formatSummary, summarize } from '../bench/policy-summary.js';
+import { machineInfo } from '../bench/serve/report.js';
 import { speedupChartSvg } from '../bench/speedup-chart.js';
 import { textTable } from '../bench/text-table.js';
 import { ModelPair } from '../engine/pair.js';
@@ -117,14 +118,7 @@ export function benchCommand(): Command {
       command: `specd ${process.argv.slice(2).join(' ')}`,
     };
     if (flags.json) {
-      const machine = {
-        cpu: cpus()[0]?.model ?? 'unknown',
-        cores: availableParallelism(),
-        device: flags.device,
-        draft_device: flags.draftDevice ?? flags.device,
-        graph: flags.graph ?? defaultGraph(flags.device),
-        node: process.version,
-      };
+      const machine = { ...machineInfo(), device: flags.device, draft_device: flags.draftDevice ?? flags.device, graph: flags.graph ?? defaultGraph(flags.device) };
       writeFileSync(flags.json, `${JSON.stringify({ machine, settings, summary, results }, null, 2)}\n`);
       process.stderr.write(`wrote ${flags.json}\n`);
     }
@@ -189,9 +183,8 @@ function latencyCommand(): Command {
       }
       process.stdout.write(formatLatencyTable(results));
       if (flags.json) {
-        const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version };
         const settings = { tokens: flags.tokens, dataset: flags.dataset, prompt_tokens: prompt.length, command: `specd ${process.argv.slice(2).join(' ')}` };
-        writeFileSync(flags.json, `${JSON.stringify({ machine, settings, results }, null, 2)}\n`);
+        writeFileSync(flags.json, `${JSON.stringify({ machine: machineInfo(), settings, results }, null, 2)}\n`);
         process.stderr.write(`wrote ${flags.json}\n`);
       }
       if (flags.chart) {
@@ -221,8 +214,7 @@ function headTrainCommand(): Command {
         );
       }
       if (flags.json) {
-        const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version };
-        writeFileSync(flags.json, `${JSON.stringify({ machine, settings: { batch_size: flags.batchSize, steps: flags.steps, threads: flags.threads ?? availableParallelism() }, results }, null, 2)}\n`);
+        writeFileSync(flags.json, `${JSON.stringify({ machine: machineInfo(), settings: { batch_size: flags.batchSize, steps: flags.steps, threads: flags.threads ?? availableParallelism() }, results }, null, 2)}\n`);
         process.stderr.write(`wrote ${flags.json}\n`);
       }
     });
