@@ -24,6 +24,7 @@ const user = (content: string) => [{ role: 'user', content }];
 let app: FastifyInstance;
 let loadingHealth: LightMyRequestResponse;
 let loadingChat: LightMyRequestResponse;
+let loadingSpecdec: LightMyRequestResponse;
 let loadingMetrics: LightMyRequestResponse[];
 
 before(async () => {
@@ -32,6 +33,7 @@ before(async () => {
   // Straight after buildApp the worker is still loading its models.
   loadingHealth = await app.inject({ method: 'GET', url: '/health' });
   loadingChat = await app.inject({ method: 'POST', url: '/v1/chat/completions', headers: auth, payload: { messages: user('hi'), max_tokens: 4 } });
+  loadingSpecdec = await app.inject({ method: 'POST', url: '/v1/chat/completions', headers: auth, payload: { messages: user('hi'), max_tokens: 4, speculative: { policy: 'specdec++' } } });
   // Two scrapes in a row: the event-loop statistics have no sample yet, then none since the last scrape.
   loadingMetrics = [await app.inject({ method: 'GET', url: '/metrics' }), await app.inject({ method: 'GET', url: '/metrics' })];
   await app.specd.engine.ready;
@@ -69,6 +71,8 @@ describe('loading', () => {
   test('generation requests while loading get 503 with Retry-After', () => {
     expectError(loadingChat, 503, null, 'model_loading');
     assert.equal(loadingChat.headers['retry-after'], '1');
+    // Whether the server has an acceptance head is not known before the models have loaded.
+    expectError(loadingSpecdec, 503, null, 'model_loading');
   });
 
   test('/metrics straight after start: every sample a finite number, no NaN', () => {

@@ -68,8 +68,8 @@ export interface ServerContext {
   texts: TokenTexts;
   /** Responses in flight (shutdown waits for them). */
   responses: ResponseTracker;
-  /** Whether the engine has an acceptance head (known once it is ready). */
-  readonly hasHead: boolean;
+  /** Whether the engine has an acceptance head; undefined while its models load. */
+  readonly hasHead: boolean | undefined;
 }
 
 declare module 'fastify' {

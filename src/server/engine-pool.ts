@@ -95,7 +95,7 @@ export class EnginePool {
   private stateValue: EngineState = 'loading';
   private draining = false;
   private loadErrorMessage: string | undefined;
-  private headLoaded = false;
+  private headLoaded: boolean | undefined;
 
   constructor(
     readonly options: EnginePoolOptions,
@@ -169,8 +169,8 @@ export class EnginePool {
     return !this.draining && this.stateValue !== 'closed';
   }
 
-  /** Whether the workers' pairs have an acceptance head (known once ready). */
-  get hasHead(): boolean {
+  /** Whether the workers' pairs have an acceptance head; undefined until a worker has loaded. */
+  get hasHead(): boolean | undefined {
     return this.headLoaded;
   }
 

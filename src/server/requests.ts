@@ -90,8 +90,8 @@ export interface PlanContext {
   facts: ModelFacts;
   /** The server's draft policy (`--policy`). */
   defaultPolicy: PolicySpec;
-  /** Whether the engine has an acceptance head. */
-  readonly hasHead: boolean;
+  /** Whether the engine has an acceptance head; undefined while its models load. */
+  readonly hasHead: boolean | undefined;
 }
 
 /** [field, whether a value asks for something specd cannot do, why]. */
@@ -198,7 +198,8 @@ function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number
   if (policy.policy !== 'none' && !facts.hasDraft) {
     throw apiErrors.invalidValue('speculative.policy', `Policy ${policy.policy} needs a draft model and this server has none; use {"policy": "none"}.`);
   }
-  if (needsHead(policy) && !ctx.hasHead) {
+  // While the models load the answer is not known yet: the engine answers 503 loading instead.
+  if (needsHead(policy) && ctx.hasHead === false) {
     throw apiErrors.invalidValue('speculative.policy', `Policy ${policy.policy} needs an acceptance head and this server has none loaded (specd serve --head FILE).`);
   }
   const stop = typeof body.stop === 'string' ? [body.stop] : (body.stop ?? []);
