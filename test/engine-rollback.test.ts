@@ -14,6 +14,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { InferenceSession } from 'onnxruntime-node';
 import type * as ort from 'onnxruntime-node';
 import type { KVCache } from '../src/engine/kv-cache.js';
+import { PooledKVCache } from '../src/engine/kv-pool.js';
 import { DecoderModel, float16ToFloat32 } from '../src/engine/model.js';
 import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
 import { GraphBuilder } from '../src/onnx/graph-builder.js';
@@ -47,15 +48,29 @@ async function download(t: ort.Tensor): Promise<ort.Tensor['data']> {
   }
 }
 
-/** The cache's tensors (via its public feed interface), as float32 copies (downloaded when they live on a GPU). */
+/**
+ * The positions the cache covers (via its public feed interface), as float32 copies (downloaded
+ * when they live on a GPU): [batch, heads, length, dim] whatever the capacity of the buffers
+ * behind them (a cache written in place has room for more).
+ */
 async function kvSnapshot(cache: KVCache): Promise<Record<string, { dims: readonly number[]; data: Float32Array }>> {
   const feeds: Record<string, ort.Tensor> = {};
-  cache.addFeeds(feeds);
+  cache.addFeeds(feeds, cache.length);
   const out: Record<string, { dims: readonly number[]; data: Float32Array }> = {};
   for (const [name, t] of Object.entries(feeds)) {
     const raw = t.location === 'gpu-buffer' ? await download(t) : t.data;
-    const data = t.type === 'float16' ? float16ToFloat32(raw as Uint16Array) : Float32Array.from(raw as Float32Array);
-    out[name] = { dims: [...t.dims], data };
+    const all = t.type === 'float16' ? float16ToFloat32(raw as Uint16Array) : Float32Array.from(raw as Float32Array);
+    // A pooled cache keeps its keys transposed: [batch, heads, dim, capacity].
+    const transposed = cache instanceof PooledKVCache && name.endsWith('.key');
+    const [batch, heads, a, b] = t.dims as [number, number, number, number];
+    const [capacity, dim] = transposed ? [b, a] : [a, b];
+    const data = new Float32Array(batch * heads * cache.length * dim);
+    for (let r = 0; r < batch * heads; r++) {
+      for (let p = 0; p < cache.length; p++) {
+        for (let d = 0; d < dim; d++) data[(r * cache.length + p) * dim + d] = all[transposed ? (r * dim + d) * capacity + p : (r * capacity + p) * dim + d]!;
+      }
+    }
+    out[name] = { dims: [batch, heads, cache.length, dim], data };
   }
   return out;
 }
@@ -187,7 +202,9 @@ function rollbackSuite(load: () => Promise<Omit<Subject, 'ref'>>): void {
   });
 }
 
-describe('KV rollback: bundled specd-pair target', () => {
+// inplace: the cache written in place (kv-pool.ts), the CPU's default; exported: present.* copied at every pass.
+for (const graph of ['inplace', 'exported'] as const) {
+describe(`KV rollback: bundled specd-pair target (${graph} graph)`, () => {
   rollbackSuite(async () => {
     const tokenizer = await TextTokenizer.fromDir(BUNDLED_TARGET);
     // Two GSM8K exchanges as one chat: a sequence of ~500 tokens.
@@ -202,10 +219,12 @@ describe('KV rollback: bundled specd-pair target', () => {
       }),
     );
     assert.ok(seq.length > 400, `sequence of ${seq.length} tokens`);
-    const model = await DecoderModel.load(BUNDLED_TARGET, { threads: 2 });
-    return { label: 'specd-pair-target', model, seq, tol: 1e-4 };
+    const model = await DecoderModel.load(BUNDLED_TARGET, { threads: 2, graph });
+    assert.equal(model.kvInPlace, graph === 'inplace');
+    return { label: `specd-pair-target (${graph})`, model, seq, tol: 1e-4 };
   });
 });
+}
 
 const fixtures = [
   { label: 'GPT-2 fixture (fp32 KV)', options: { style: 'gpt2', seed: 21 } },

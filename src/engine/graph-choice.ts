@@ -1,10 +1,17 @@
 /**
- * Which graph a decoder session runs: the exported one as it is, or the same model rebuilt
- * from its weights with fused operators (onnx/gpt2-graph.ts), which needs a fraction of the
- * kernel launches per token. The rebuild is the default on WebGPU, where launches dominate small
- * and medium models (bundled target on an H200: 6.3-6.5 -> 3.0-3.7 ms/token, bench/results/gpu);
- * `--graph fused` asks for it on the CPU too, where it is faster on few cores (2 cores: 2.75 ->
- * 1.78 ms/token) but not always on many; `--graph exported` never rebuilds.
+ * Which graph a decoder session runs: the exported one as it is, or the same model rebuilt from
+ * its weights (onnx/gpt2-graph.ts) with fused operators, which needs a fraction of the kernel
+ * launches per token:
+ *
+ * - `inplace` (the default on the CPU): fused operators and the KV cache written in place
+ *   (GroupQueryAttention over preallocated slot buffers, engine/kv-pool.ts): no pass copies the
+ *   past, and a rollback is a length change.
+ * - `fused` (the default on WebGPU, where launches dominate small and medium models: bundled
+ *   target on an H200 6.3-6.5 -> 3.0-3.7 ms/token, bench/results/gpu): fused operators with
+ *   MultiHeadAttention, whose `present.*` is the past with the new rows appended (a copy per
+ *   pass, on the GPU there).
+ * - `exported`: the file as it is (the default for CUDA sessions, whose KV cache lives in host
+ *   tensors).
  *
  * Only GPT-2-style graphs are rebuilt (read by structure, see gpt2-weights.ts). Outputs
  * computed from `last_hidden_state`, such as the fused acceptance head's `accept_logit`, are
@@ -12,15 +19,19 @@
  */
 import { ModelLoadError } from '../errors.js';
 import { decodedGraph, onnx, readModel, readModelFile, type ModelProto, type NodeProto, type TensorProto } from '../onnx/graph-builder.js';
-import { buildGpt2Graph, GRAPH_KIND_KEY } from '../onnx/gpt2-graph.js';
+import { buildGpt2Graph, GRAPH_KIND_KEY, kvRowsOutput } from '../onnx/gpt2-graph.js';
 import { NotGpt2Error, readGpt2Weights } from '../onnx/gpt2-weights.js';
 import type { Device } from './device.js';
 
-export type GraphChoice = 'exported' | 'fused';
-export const GRAPH_CHOICES: readonly GraphChoice[] = ['exported', 'fused'];
+export type GraphChoice = 'exported' | 'fused' | 'inplace';
+export const GRAPH_CHOICES: readonly GraphChoice[] = ['exported', 'fused', 'inplace'];
+
+/** A rebuilt graph's attention for each rebuilding choice. */
+type RebuiltGraph = Exclude<GraphChoice, 'exported'>;
 
 /** The graph a device runs when none is asked for. */
 export function defaultGraph(device: Device): GraphChoice {
+  if (device === 'cpu') return 'inplace';
   return device === 'webgpu' ? 'fused' : 'exported';
 }
 
@@ -28,6 +39,7 @@ export function defaultGraph(device: Device): GraphChoice {
 export const MAX_REBUILD_BYTES = 1.5 * 2 ** 30;
 
 const HIDDEN = 'last_hidden_state';
+const KV_ROWS_PREFIX = kvRowsOutput(0).replace(/0$/, '');
 
 /**
  * The fused rebuild of a decoder given as a file or as bytes; throws NotGpt2Error (why not)
@@ -35,25 +47,33 @@ const HIDDEN = 'last_hidden_state';
  * bytes to load (undefined for a file used as it is: load the file) and the decoded graph they
  * hold (external data left out), for the caller's own questions about its inputs and outputs.
  */
-export function fusedDecoder(source: { path: string } | { bytes: Uint8Array }, heads: number | undefined): { bytes?: Uint8Array; model: ModelProto } {
+export function fusedDecoder(
+  source: { path: string } | { bytes: Uint8Array },
+  heads: number | undefined,
+  graph: RebuiltGraph = 'fused',
+): { bytes?: Uint8Array; model: ModelProto } {
   // The graph alone first (external data stays on disk): built graphs and oversized ones go no further.
   const header = 'bytes' in source ? readModel(source.bytes) : readModelFile(source.path, { inlineExternalData: false });
   if (header.metadataProps.some((p) => p.key === GRAPH_KIND_KEY)) return { bytes: 'bytes' in source ? source.bytes : undefined, model: header };
   if (heads === undefined) throw new NotGpt2Error('config.json does not give the number of attention heads');
   const size = (header.graph?.initializer ?? []).reduce((n, t) => n + initializerBytes(t), 0);
   if (size > MAX_REBUILD_BYTES) throw new NotGpt2Error(`${(size / 2 ** 30).toFixed(1)} GiB of weights is too much to rebuild in memory`);
-  const rebuilt = fusedDecoderModel('bytes' in source ? header : readModelFile(source.path), heads);
+  const rebuilt = fusedDecoderModel('bytes' in source ? header : readModelFile(source.path), heads, graph);
   return { bytes: onnx.ModelProto.encode(rebuilt).finish(), model: rebuilt };
 }
 
-/** `model` rebuilt with fused operators, keeping every output (see the module comment). */
-export function fusedDecoderModel(model: ModelProto, heads: number): ModelProto {
+/** `model` rebuilt with fused operators (and the KV cache written in place for `inplace`), keeping every output (see the module comment). */
+export function fusedDecoderModel(model: ModelProto, heads: number, choice: RebuiltGraph = 'fused'): ModelProto {
   const graph = decodedGraph(model);
   const outputs = graph.output.map((o) => o.name ?? '');
   const core = (name: string) => name === 'logits' || name === HIDDEN || name.startsWith('present.');
   const extra = graph.output.filter((o) => !core(o.name ?? ''));
-  const rebuilt = buildGpt2Graph(readGpt2Weights(model, heads), {
-    attention: 'fused',
+  const weights = readGpt2Weights(model, heads);
+  if (choice === 'inplace' && (weights.hidden / weights.heads) % 8 !== 0) {
+    throw new NotGpt2Error(`in-place attention (GroupQueryAttention) needs a head size that is a multiple of 8, not ${weights.hidden / weights.heads}`);
+  }
+  const rebuilt = buildGpt2Graph(weights, {
+    attention: choice === 'inplace' ? 'inplace' : 'fused',
     norms: 'fused',
     gelu: 'fused',
     hiddenOutput: outputs.includes(HIDDEN) || extra.length > 0,
@@ -61,9 +81,10 @@ export function fusedDecoderModel(model: ModelProto, heads: number): ModelProto 
   if (extra.length === 0) return rebuilt;
   carryOver(model, rebuilt, extra.map((o) => o.name ?? ''));
   const kept = new Set(outputs);
-  // An output the source did not have (last_hidden_state, added to feed the carried nodes) is dropped again.
+  // An output the source did not have (last_hidden_state, added to feed the carried nodes) is dropped
+  // again; the new KV rows of an in-place graph replace the source's present.* and stay.
   const g = decodedGraph(rebuilt);
-  g.output = [...g.output.filter((o) => kept.has(o.name ?? '')), ...extra.map((o) => onnx.ValueInfoProto.create(o))];
+  g.output = [...g.output.filter((o) => kept.has(o.name ?? '') || (o.name ?? '').startsWith(KV_ROWS_PREFIX)), ...extra.map((o) => onnx.ValueInfoProto.create(o))];
   return rebuilt;
 }
 
@@ -97,9 +118,9 @@ function carryOver(source: ModelProto, target: ModelProto, names: string[]): voi
   for (const o of source.opsetImport) if (!domains.has(o.domain ?? '')) target.opsetImport.push(o);
 }
 
-/** Wraps a rebuild failure for a user who asked for the fused graph. */
-export function fusedGraphError(file: string, err: unknown): ModelLoadError {
-  return new ModelLoadError(`${file}: --graph fused cannot rebuild this graph: ${(err as Error).message}`, file);
+/** Wraps a rebuild failure for a user who asked for a rebuilt graph. */
+export function fusedGraphError(file: string, err: unknown, graph: RebuiltGraph = 'fused'): ModelLoadError {
+  return new ModelLoadError(`${file}: --graph ${graph} cannot rebuild this graph: ${(err as Error).message}`, file);
 }
 
 /** Bytes of an initializer's data, inline or external. */

@@ -5,7 +5,9 @@
  * a forward pass the model's `present.*` outputs replace the cache; `crop(n)` is the KV
  * rollback of speculative decoding: it keeps the first n positions of the sequence axis and
  * drops the rejected candidates. `HostKVCache` (here) keeps the tensors in host memory and crops
- * them in place; `GpuKVCache` (gpu-kv-cache.ts) keeps them on the GPU and crops them there.
+ * them in place; `GpuKVCache` (gpu-kv-cache.ts) keeps them on the GPU and crops them there. Both
+ * serve graphs that copy the past into `present.*` at every pass (exported graphs); graphs that
+ * write the cache in place use `PooledKVCache` (kv-pool.ts), where a crop is a length change.
  */
 import * as ort from 'onnxruntime-node';
 
@@ -28,9 +30,12 @@ type KvData = Float32Array | Uint16Array;
 export interface KVCache {
   /** Positions the cache covers. */
   readonly length: number;
-  /** Add the cache to a feed dictionary as `past_key_values.*`. */
-  addFeeds(feeds: Record<string, ort.Tensor>): void;
-  /** Take the `present.*` outputs of a forward pass that covered `length` positions. */
+  /**
+   * Add the cache to a pass's feeds as `past_key_values.*`.
+   * @param total positions the cache will cover after the pass (a cache written in place makes room for them)
+   */
+  addFeeds(feeds: Record<string, ort.Tensor>, total: number): void;
+  /** Take the outputs of a forward pass that covered `length` positions (`present.*`, or the new rows of a cache written in place). */
   update(outputs: Record<string, ort.OnnxValue>, length: number): void;
   /** KV rollback: keep positions [0, n). */
   crop(n: number): Promise<void>;

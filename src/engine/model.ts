@@ -7,13 +7,14 @@ import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { ModelLoadError } from '../errors.js';
 import { checkExternalData } from '../onnx/external-data.js';
-import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from '../onnx/gpt2-graph.js';
+import { GRAPH_KIND_KEY, kvRowsOutput, LOGITS_FROM_INPUT, PAST_LENGTH_INPUT } from '../onnx/gpt2-graph.js';
 import { NotGpt2Error } from '../onnx/gpt2-weights.js';
 import { readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { type Device, executionProviders } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
 import { HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
+import { KvSlotPool } from './kv-pool.js';
 import { type ModelDir, readModelDir } from './model-dir.js';
 
 export interface LoadOptions {
@@ -25,7 +26,7 @@ export interface LoadOptions {
   dtype?: string;
   /** ONNX bytes to load instead of the directory's graph file (e.g. a draft prepared in memory). */
   model?: Uint8Array;
-  /** Run the exported graph or its fused rebuild (graph-choice.ts); default: fused on WebGPU, exported elsewhere. */
+  /** Run the exported graph or a rebuild (graph-choice.ts); default: inplace on the CPU, fused on WebGPU, exported on CUDA. */
   graph?: GraphChoice;
 }
 
@@ -72,6 +73,8 @@ export class DecoderModel {
   private readonly hasAttentionMask: boolean;
   /** Whether the graph computes logits only for the rows asked for (built graphs, gpt2-graph.ts). */
   private readonly hasLogitsFrom: boolean;
+  /** Set when the graph writes the KV cache in place (gpt2-graph.ts `inplace`): the slots of every sequence's cache. */
+  private readonly pool?: KvSlotPool;
 
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -85,6 +88,17 @@ export class DecoderModel {
     this.hasPositionIds = session.inputNames.includes('position_ids');
     this.hasAttentionMask = session.inputNames.includes('attention_mask');
     this.hasLogitsFrom = session.inputNames.includes(LOGITS_FROM_INPUT);
+    if (session.inputNames.includes(PAST_LENGTH_INPUT)) this.pool = new KvSlotPool(info, info.maxPositions);
+  }
+
+  /** Whether the KV cache is written in place (no copy of the past per pass; rollback = a length change). */
+  get kvInPlace(): boolean {
+    return this.pool !== undefined;
+  }
+
+  /** The in-place cache's slots and their memory, for reports (undefined when the cache is not written in place). */
+  get kvPool(): KvSlotPool | undefined {
+    return this.pool;
   }
 
   static async load(dir: string, opts: LoadOptions = {}): Promise<DecoderModel> {
@@ -101,7 +115,11 @@ export class DecoderModel {
     };
     // ONNX Runtime's error for a truncated data file names the graph file; this one names the data file.
     if (!opts.model) checkExternalData(modelDir.onnxPath);
-    const { bytes, model } = chooseGraph(modelDir, opts.model, opts.graph ?? defaultGraph(device), opts.graph !== undefined);
+    const graph = opts.graph ?? defaultGraph(device);
+    if (graph === 'inplace' && device !== 'cpu') {
+      throw new ModelLoadError(`--graph inplace runs on the CPU only (the ${device} provider keeps its KV cache apart from the host memory it would be written into); use --graph fused or exported`, modelDir.onnxPath);
+    }
+    const { bytes, model } = chooseGraph(modelDir, opts.model, graph, opts.graph !== undefined);
     let maxSpan = Infinity;
     if (device === 'webgpu') {
       const header = model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath));
@@ -124,6 +142,7 @@ export class DecoderModel {
 
   /** An empty KV cache for one sequence, where this model keeps it (host memory, or the GPU with WebGPU). */
   newCache(): KVCache {
+    if (this.pool) return this.pool.acquire();
     return this.cropper ? new GpuKVCache(this.info, this.cropper) : new HostKVCache(this.info);
   }
 
@@ -194,7 +213,10 @@ export class DecoderModel {
     // At least one row: an empty lm_head product is not worth a special case in every provider.
     const logitRows = Math.max(1, Math.min(rows, n));
     if (this.hasLogitsFrom) feeds[LOGITS_FROM_INPUT] = new ort.Tensor('int64', BigInt64Array.of(BigInt(n - logitRows)), [1]);
-    cache.addFeeds(feeds);
+    if (this.pool) {
+      feeds[PAST_LENGTH_INPUT] = new ort.Tensor('int64', BigInt64Array.of(BigInt(past)), [1]);
+    }
+    cache.addFeeds(feeds, total);
 
     const t0 = performance.now();
     const out = await this.session.run(feeds);
@@ -232,11 +254,12 @@ export class DecoderModel {
 function chooseGraph(dir: ModelDir, bytes: Uint8Array | undefined, graph: GraphChoice, asked: boolean): { bytes?: Uint8Array; model?: ModelProto } {
   if (graph === 'exported') return { bytes };
   try {
-    return fusedDecoder(bytes ? { bytes } : { path: dir.onnxPath }, dir.config.heads);
+    return fusedDecoder(bytes ? { bytes } : { path: dir.onnxPath }, dir.config.heads, graph);
   } catch (err) {
-    if (!(err instanceof NotGpt2Error)) throw err;
-    if (asked) throw fusedGraphError(dir.onnxPath, err);
-    process.stderr.write(`specd: ${dir.dir}: running the exported graph (no fused rebuild: ${err.message})\n`);
+    if (err instanceof ModelLoadError) throw err;
+    if (!(err instanceof NotGpt2Error)) throw new ModelLoadError(`cannot load ${dir.onnxPath}: ${(err as Error).message}`, dir.onnxPath);
+    if (asked) throw fusedGraphError(dir.onnxPath, err, graph);
+    process.stderr.write(`specd: ${dir.dir}: running the exported graph (no ${graph} rebuild: ${err.message})\n`);
     return { bytes };
   }
 }
@@ -260,10 +283,13 @@ function inspectLayout(session: ort.InferenceSession, dir: ModelDir): ModelInfo 
   if (!inputs.includes('input_ids')) missing.push('input input_ids');
   if (!outputs.includes('logits')) missing.push('output logits');
   if (layers === 0) missing.push('inputs past_key_values.{i}.key/value');
+  // A graph that writes its cache in place (gpt2-graph.ts `inplace`) outputs each layer's new rows instead of present.*.
+  const inPlace = inputs.includes(PAST_LENGTH_INPUT);
   for (let i = 0; i < layers; i++) {
+    if (inPlace && !outputs.includes(kvRowsOutput(i))) missing.push(`output ${kvRowsOutput(i)}`);
     for (const kind of ['key', 'value']) {
       if (!inputs.includes(`past_key_values.${i}.${kind}`)) missing.push(`input past_key_values.${i}.${kind}`);
-      if (!outputs.includes(`present.${i}.${kind}`)) missing.push(`output present.${i}.${kind}`);
+      if (!inPlace && !outputs.includes(`present.${i}.${kind}`)) missing.push(`output present.${i}.${kind}`);
     }
   }
   if (missing.length > 0) {
@@ -274,7 +300,8 @@ function inspectLayout(session: ort.InferenceSession, dir: ModelDir): ModelInfo 
   }
 
   // KV geometry: the session's metadata first, the config second.
-  const meta = session.inputMetadata.find((m) => m.name === 'past_key_values.0.key');
+  // [batch, kv_heads, length, head_dim]; keys of an in-place graph are transposed, its values are not.
+  const meta = session.inputMetadata.find((m) => m.name === (inPlace ? 'past_key_values.0.value' : 'past_key_values.0.key'));
   let dtype: KvDtype = 'float32';
   let kvHeads = dir.config.kvHeads;
   let headDim = dir.config.headDim;

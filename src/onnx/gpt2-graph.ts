@@ -3,7 +3,8 @@
  * reads, with a choice of how each part is expressed:
  *
  * - `attention`: `ops` = transposes, KV concatenation, two MatMuls, an additive causal mask and
- *   Softmax (as exporters write it); `fused` = one com.microsoft MultiHeadAttention per block.
+ *   Softmax (as exporters write it); `fused` = one com.microsoft MultiHeadAttention per block;
+ *   `inplace` = attention over KV buffers the caller keeps and writes (below).
  * - `norms`: `ops` = Add (residual) and LayerNormalization; `fused` = SkipLayerNormalization, which
  *   adds the residual and the projection's bias and normalizes in one operator.
  * - `gelu`: `ops` = bias Add and GELU as erf arithmetic; `fused` = BiasGelu.
@@ -13,11 +14,34 @@
  * pay for and what a CPU gains from too; which variant is fastest is measured per device
  * (`specd bench latency`).
  *
- * Interface: `input_ids`, `past_key_values.*` and `logits_from` in; `logits` (of the fed
- * positions from `logits_from` on), `present.*` out ([batch, heads, length, head_dim] KV). There is no `attention_mask` or `position_ids`: every position is
- * attended causally and the fed tokens sit at positions P..P+S-1 after the P cached ones, which
- * is how the engine decodes (one unpadded sequence); a GPU then gets one upload per pass, the
- * token ids.
+ * Interface (`ops`, `fused`): `input_ids`, `past_key_values.*` and `logits_from` in; `logits`
+ * (of the fed positions from `logits_from` on), `present.*` out ([batch, heads, length, head_dim]
+ * KV, the past with the new rows appended). There is no `attention_mask` or `position_ids`: every
+ * position is attended causally and the fed tokens sit at positions P..P+S-1 after the P cached
+ * ones, which is how the engine decodes (one unpadded sequence); a GPU then gets one upload per
+ * pass, the token ids.
+ *
+ * Interface (`inplace`): the KV inputs are the caller's buffers of a fixed capacity C
+ * (engine/kv-pool.ts), keys transposed, `past_key_values.{i}.key` [batch, heads, head_dim, C]
+ * and `past_key_values.{i}.value` [batch, heads, C, head_dim], of which each sequence's first
+ * `past_sequence_length[b]` positions hold its past. Attention reads them where they lie, in two
+ * parts that share one softmax: the queries against the whole buffer (positions at or past the
+ * sequence's length masked) and against the pass's own new keys (causally). Nothing is copied:
+ * the graph does not hand back the cache, only the S new rows of each layer (`kv_rows.{i}`, the
+ * packed QKV projection [batch, S, 3 * hidden]: keys at [hidden, 2 hidden), values at
+ * [2 hidden, 3 hidden), head-major), which the caller writes into its buffers. A pass costs the
+ * same at any length up to C (the buffer is read whole), so the caller keeps C close to the
+ * longest sequence. Inputs: `input_ids` [batch, S], `position_ids` [batch, S] (int64),
+ * `past_sequence_length` [batch] (int64), the KV buffers, `logits_from`. Every sequence of a
+ * batch is fed S tokens; a shorter one is padded at its end, and its length afterwards is its
+ * real length.
+ *
+ * Why not ONNX Runtime's GroupQueryAttention with `present.*` bound to the cache's memory (its
+ * past/present shared-buffer mode): onnxruntime-node 1.30 copies every fetched output into a
+ * new JavaScript buffer after the run, preallocated or not, so a present output costs a copy of
+ * the whole buffer per pass (measured: 3.8 ms per pass for 50 MB of cache, the kernel itself
+ * 0.14 ms); and left unbound, it copies the past into a present of its own (at 1,000 positions
+ * 0.25 ms per layer against 0.11 ms for the two-part attention over a 1,024-position buffer).
  */
 import { GraphBuilder } from './graph-builder.js';
 import type { Gpt2Block, Gpt2Weights } from './gpt2-weights.js';
@@ -32,8 +56,21 @@ export const GRAPH_KIND_KEY = 'specd.graph';
 
 export type Gpt2Part = 'ops' | 'fused';
 
+/** How a block's attention is built (module comment). */
+export type Gpt2Attention = Gpt2Part | 'inplace';
+
+/** Inputs of an `inplace` graph besides input_ids, the KV buffers and logits_from. */
+export const POSITION_IDS_INPUT = 'position_ids';
+export const PAST_LENGTH_INPUT = 'past_sequence_length';
+
+/** Additive mask value of positions a query must not see (exp underflows to 0, and no -Infinity arithmetic). */
+const MASKED = -1e9;
+
+/** Output of an `inplace` graph: layer i's new rows, packed as its QKV projection [batch, S, 3 * hidden]. */
+export const kvRowsOutput = (layer: number) => `kv_rows.${layer}`;
+
 export interface Gpt2GraphOptions {
-  attention?: Gpt2Part;
+  attention?: Gpt2Attention;
   norms?: Gpt2Part;
   gelu?: Gpt2Part;
   /** Also output `last_hidden_state` (the lm_head's input), as a draft prepared for an acceptance head does. */
@@ -46,11 +83,16 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   const E = w.hidden;
   const layers = w.blocks.length;
   const headDim = E / w.heads;
+  const inplace = parts.attention === 'inplace';
   const kvShape = ['batch_size', w.heads, 'past_sequence_length', headDim];
   const ids = g.input('input_ids', 'int64', ['batch_size', 'sequence_length']);
+  if (inplace) {
+    g.input(POSITION_IDS_INPUT, 'int64', ['batch_size', 'sequence_length']);
+    g.input(PAST_LENGTH_INPUT, 'int64', ['batch_size']);
+  }
   for (let i = 0; i < layers; i++) {
-    g.input(`past_key_values.${i}.key`, 'float32', kvShape);
-    g.input(`past_key_values.${i}.value`, 'float32', kvShape);
+    g.input(`past_key_values.${i}.key`, 'float32', inplace ? ['batch_size', w.heads, headDim, 'kv_capacity'] : kvShape);
+    g.input(`past_key_values.${i}.value`, 'float32', inplace ? ['batch_size', w.heads, 'kv_capacity', headDim] : kvShape);
   }
   g.setMetadata(GRAPH_KIND_KEY, `gpt2 attention=${parts.attention} norms=${parts.norms} gelu=${parts.gelu}`);
   const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
@@ -78,9 +120,33 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   };
 
   const mask = parts.attention === 'ops' ? causalMask(g) : '';
+  const inplaceMasks = inplace ? bufferMasks(g) : undefined;
+  /** The QKV projection with the softmax scale folded into the query columns of its weight and bias: [qkv, q, k, v]. */
+  const scaledQkv = (i: number, a: string, b: Gpt2Block): [string, string, string, string] => {
+    const scale = 1 / Math.sqrt(headDim);
+    const weight = b.qkv.weight.slice();
+    const bias = b.qkv.bias.slice();
+    for (let r = 0; r < E; r++) for (let c = 0; c < E; c++) weight[r * 3 * E + c]! *= scale;
+    for (let c = 0; c < E; c++) bias[c]! *= scale;
+    const qkv = g.op('Add', [g.op('MatMul', [a, param(`l${i}.qkv.weight`, weight, [E, 3 * E])]), vector(`l${i}.qkv.bias`, bias)]);
+    const [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [E, E, E])], 3, { attrs: { axis: -1 } });
+    return [qkv, q!, k!, v!];
+  };
   const heads = (t: string): string =>
     g.op('Transpose', [g.op('Reshape', [t, g.constant('int64', [0, 0, w.heads, headDim])])], { attrs: { perm: [0, 2, 1, 3] } });
   const attention = (i: number, a: string, b: Gpt2Block): string => {
+    if (inplace) {
+      const [qkv, q, k, v] = scaledQkv(i, a, b);
+      g.output(qkv, kvRowsOutput(i), 'float32', ['batch_size', 'sequence_length', 3 * E]);
+      const query = heads(q); // [B, N, S, H]
+      const pastScores = g.op('Add', [g.op('MatMul', [query, `past_key_values.${i}.key`]), inplaceMasks!.past]); // [B, N, S, C]
+      const newKeys = g.op('Transpose', [g.op('Reshape', [k, g.constant('int64', [0, 0, w.heads, headDim])])], { attrs: { perm: [0, 2, 3, 1] } });
+      const newScores = g.op('Add', [g.op('MatMul', [query, newKeys]), inplaceMasks!.causal]); // [B, N, S, S]
+      const probs = g.op('Softmax', [g.op('Concat', [pastScores, newScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
+      const [pastProbs, newProbs] = g.opN('Split', [probs, inplaceMasks!.split], 2, { attrs: { axis: -1 } });
+      const context = g.op('Add', [g.op('MatMul', [pastProbs!, `past_key_values.${i}.value`]), g.op('MatMul', [newProbs!, heads(v)])]);
+      return g.op('Reshape', [g.op('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), g.constant('int64', [0, 0, E])]);
+    }
     if (parts.attention === 'fused') {
       const qkv = g.op('MatMul', [a, param(`l${i}.qkv.weight`, b.qkv.weight, [E, 3 * E])]);
       const [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [E, E, E])], 3, { attrs: { axis: -1 } });
@@ -91,14 +157,7 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
         { domain: MS, attrs: { num_heads: w.heads, unidirectional: 1 }, outputs: [g.fresh('attention'), `present.${i}.key`, `present.${i}.value`] },
       )[0]!;
     }
-    // The softmax scale is folded into the query columns of the QKV weight and bias.
-    const scale = 1 / Math.sqrt(headDim);
-    const weight = b.qkv.weight.slice();
-    const bias = b.qkv.bias.slice();
-    for (let r = 0; r < E; r++) for (let c = 0; c < E; c++) weight[r * 3 * E + c]! *= scale;
-    for (let c = 0; c < E; c++) bias[c]! *= scale;
-    const qkv = g.op('Add', [g.op('MatMul', [a, param(`l${i}.qkv.weight`, weight, [E, 3 * E])]), vector(`l${i}.qkv.bias`, bias)]);
-    const [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [E, E, E])], 3, { attrs: { axis: -1 } });
+    const [, q, k, v] = scaledQkv(i, a, b);
     const keys = g.op('Concat', [`past_key_values.${i}.key`, heads(k!)], { attrs: { axis: 2 }, outputs: [`present.${i}.key`] });
     const values = g.op('Concat', [`past_key_values.${i}.value`, heads(v!)], { attrs: { axis: 2 }, outputs: [`present.${i}.value`] });
     const scores = g.op('Add', [g.op('MatMul', [heads(q!), g.op('Transpose', [keys], { attrs: { perm: [0, 1, 3, 2] } })]), mask]);
@@ -109,7 +168,8 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   const wte = param('wte', w.wte, [w.vocab, E]);
   const wpe = param('wpe', w.wpe, [w.positions, E]);
   const first = w.blocks[0]!.ln1;
-  let [a, x] = addNorm(g.op('Gather', [wte, ids]), positionEmbeddings(g, wpe, ids), vector('l0.ln1.gain', first.gain), vector('l0.ln1.bias', first.bias));
+  const positions = inplace ? g.op('Gather', [wpe, POSITION_IDS_INPUT]) : positionEmbeddings(g, wpe, ids);
+  let [a, x] = addNorm(g.op('Gather', [wte, ids]), positions, vector('l0.ln1.gain', first.gain), vector('l0.ln1.bias', first.bias));
   for (let i = 0; i < layers; i++) {
     const b = w.blocks[i]!;
     const proj = g.op('MatMul', [attention(i, a, b), param(`l${i}.proj.weight`, b.proj.weight, [E, E])]);
@@ -125,7 +185,7 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   const kept = g.op('Slice', [a, from, g.constant('int64', [Number.MAX_SAFE_INTEGER]), g.constant('int64', [1])]);
   g.output(g.op('MatMul', [kept, param('lm_head.weight', w.lmHead, [E, w.vocab])]), 'logits', 'float32', ['batch_size', 'logits_length', w.vocab]);
   const presentShape = ['batch_size', w.heads, 'total_sequence_length', headDim];
-  for (let i = 0; i < layers; i++) {
+  for (let i = 0; i < layers && !inplace; i++) {
     g.output(`present.${i}.key`, `present.${i}.key`, 'float32', presentShape);
     g.output(`present.${i}.value`, `present.${i}.value`, 'float32', presentShape);
   }
@@ -159,4 +219,23 @@ function causalMask(g: GraphBuilder): string {
   const keyPos = g.op('Range', [scalar(0), total, scalar(1)]);
   const allowed = g.op('LessOrEqual', [g.op('Unsqueeze', [keyPos, g.constant('int64', [0])]), g.op('Unsqueeze', [queryPos, g.constant('int64', [1])])]);
   return g.op('Where', [allowed, g.constant('float32', [0], []), g.constant('float32', [-1e9], [])]);
+}
+
+/**
+ * The masks of the in-place attention, built once per pass from the shapes and the past lengths:
+ * `past` [B, 1, 1, C] (0 where position t < past_sequence_length[b], else MASKED), `causal`
+ * [S, S] (new query j sees new keys 0..j), and `split` [C, S] (the softmax's two parts).
+ */
+function bufferMasks(g: GraphBuilder): { past: string; causal: string; split: string } {
+  const scalar = (v: number) => g.constant('int64', [v], []);
+  const dim = (x: string, axis: number) => g.op('Slice', [g.op('Shape', [x]), g.constant('int64', [axis]), g.constant('int64', [axis + 1])]);
+  const capacity = dim('past_key_values.0.value', 2);
+  const fed = dim('input_ids', 1);
+  const slots = g.op('Range', [scalar(0), g.op('Squeeze', [capacity, g.constant('int64', [0])]), scalar(1)]);
+  const seen = g.op('Less', [g.op('Unsqueeze', [slots, g.constant('int64', [0])]), g.op('Unsqueeze', [PAST_LENGTH_INPUT, g.constant('int64', [1])])]); // [B, C]
+  const past = g.op('Unsqueeze', [g.op('Where', [seen, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]), g.constant('int64', [1, 2])]);
+  const steps = g.op('Range', [scalar(0), g.op('Squeeze', [fed, g.constant('int64', [0])]), scalar(1)]);
+  const allowed = g.op('LessOrEqual', [g.op('Unsqueeze', [steps, g.constant('int64', [0])]), g.op('Unsqueeze', [steps, g.constant('int64', [1])])]);
+  const causal = g.op('Where', [allowed, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]);
+  return { past, causal, split: g.op('Concat', [capacity, fed], { attrs: { axis: 0 } }) };
 }

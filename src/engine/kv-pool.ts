@@ -1,0 +1,212 @@
+/**
+ * The KV cache written in place: one preallocated buffer per layer and kind (key, value) for all
+ * the sequences of a model, laid out in slots, and a sequence's cache = a slot and a length.
+ *
+ * Layout, row-major: keys [slots, kv_heads, head_dim, capacity] (transposed, so that the
+ * attention's scores are one MatMul of the queries with the buffer as it lies), values [slots,
+ * kv_heads, capacity, head_dim]. Slot s is the contiguous block [s, ...], which a forward pass
+ * sees as a tensor with a batch of 1 (a view: ONNX Runtime reads input tensors where they lie);
+ * slots s..s+b-1 are contiguous too, so b sequences kept in adjacent slots are one view with a
+ * batch of b for a batched pass. The in-place graph (onnx/gpt2-graph.ts, `inplace`) attends over the first
+ * `length` positions of each slot and outputs only the pass's new rows (`kv_rows.*`, the
+ * layer's packed QKV projection), which `update` writes at positions length..length+n-1.
+ *
+ * - No per-pass copy of the past and no per-pass allocation: what a pass costs depends on the
+ *   positions attended, not on copying them.
+ * - Rollback (`crop`) is a length change: rows past the length are stale and get overwritten by
+ *   the next pass.
+ * - Capacity: a pass reads each buffer whole (gpt2-graph.ts), so the capacity follows the
+ *   longest live sequence in steps of `CAPACITY_STEP` positions, up to the model's context:
+ *   growing copies the buffers (every `CAPACITY_STEP` tokens: a small share of a token's cost),
+ *   and when the last live cache is released the pool goes back to one step. The slot count
+ *   doubles when every slot is taken; slots are kept for later sequences.
+ */
+import * as ort from 'onnxruntime-node';
+import { kvRowsOutput } from '../onnx/gpt2-graph.js';
+import { checkCrop, type KVCache, type KvLayout } from './kv-cache.js';
+
+/** Positions a slot's capacity grows by (256: ~4.7 MB per slot for the bundled target; bench latency: a pass at 1,000 positions over a 1,024-position buffer costs ~1.5x one at 128 over 256). */
+export const CAPACITY_STEP = 256;
+
+type KvData = Float32Array | Uint16Array;
+
+export class KvSlotPool {
+  /** Buffers in layer order: layer i's keys at 2i ([slots, kvHeads, headDim, capacity]), values at 2i + 1 ([slots, kvHeads, capacity, headDim]). */
+  private buffers: KvData[] = [];
+  private slotCount = 0;
+  private cap: number;
+  private readonly free: number[] = [];
+  /** Views of each slot ([1, kvHeads, capacity, headDim] tensors), rebuilt when the buffers move. */
+  private views: ort.Tensor[][] = [];
+
+  /**
+   * @param layout the model's KV geometry
+   * @param maxCapacity positions one sequence may reach (the model's context); Infinity is allowed
+   */
+  constructor(
+    readonly layout: KvLayout,
+    readonly maxCapacity: number,
+  ) {
+    this.cap = Math.min(CAPACITY_STEP, maxCapacity);
+  }
+
+  /** Positions each slot holds now. */
+  get capacity(): number {
+    return this.cap;
+  }
+
+  /** Slots allocated (taken or free). */
+  get slots(): number {
+    return this.slotCount;
+  }
+
+  /** Slots held by live caches. */
+  get slotsInUse(): number {
+    return this.slotCount - this.free.length;
+  }
+
+  /** Bytes of the buffers. */
+  get bytes(): number {
+    return this.buffers.reduce((n, b) => n + b.byteLength, 0);
+  }
+
+  /** A new empty cache in a free slot (the pool grows when none is free). */
+  acquire(): PooledKVCache {
+    if (this.free.length === 0) this.resize(Math.max(1, this.slotCount * 2), this.cap);
+    const slot = this.free.pop()!;
+    return new PooledKVCache(this, slot);
+  }
+
+  /** @internal Give a slot back; the last one back shrinks the capacity to one step. */
+  releaseSlot(slot: number): void {
+    this.free.push(slot);
+    const first = Math.min(CAPACITY_STEP, this.maxCapacity);
+    if (this.free.length === this.slotCount && this.cap > first) this.resize(this.slotCount, first);
+  }
+
+  /** Make every slot hold at least `positions` positions (in steps of CAPACITY_STEP); RangeError past the context. */
+  reserve(positions: number): void {
+    if (positions <= this.cap) return;
+    if (positions > this.maxCapacity) throw new RangeError(`a KV cache of ${positions} positions exceeds the model's context of ${this.maxCapacity}`);
+    this.resize(this.slotCount, Math.min(Math.ceil(positions / CAPACITY_STEP) * CAPACITY_STEP, this.maxCapacity));
+  }
+
+  /** The views of slot `slot` in layer order: keys [1, kvHeads, headDim, capacity], values [1, kvHeads, capacity, headDim]. */
+  slotTensors(slot: number): ort.Tensor[] {
+    return this.views[slot]!;
+  }
+
+  /**
+   * Write `n` new positions of layer `layer` into slot `slot` from a pass's packed QKV rows.
+   * @param rows [n, width] row-major: queries first (width - 2 * kv_width values), then the
+   *   keys and the values, kv_heads * head_dim each, head-major
+   * @param from the first position written
+   */
+  writeRows(slot: number, layer: number, from: number, n: number, rows: Float32Array, width: number): void {
+    const { kvHeads, headDim } = this.layout;
+    const cap = this.cap;
+    const kvWidth = kvHeads * headDim;
+    const keys = this.buffers[2 * layer]! as Float32Array;
+    const values = this.buffers[2 * layer + 1]! as Float32Array;
+    const qWidth = width - 2 * kvWidth;
+    for (let s = 0; s < n; s++) {
+      const pos = from + s;
+      for (let h = 0; h < kvHeads; h++) {
+        const at = s * width + qWidth + h * headDim;
+        // keys[slot, h, d, pos]
+        const keyBase = (slot * kvHeads + h) * headDim * cap + pos;
+        for (let d = 0; d < headDim; d++) keys[keyBase + d * cap] = rows[at + d]!;
+        values.set(rows.subarray(at + kvWidth, at + kvWidth + headDim), ((slot * kvHeads + h) * cap + pos) * headDim);
+      }
+    }
+  }
+
+  /** Copy the first `positions` positions of every layer from slot `from` to slot `to` (reordering slots for a batch). */
+  copySlot(from: number, to: number, positions: number): void {
+    const { kvHeads, headDim } = this.layout;
+    const cap = this.cap;
+    for (let b = 0; b < this.buffers.length; b++) {
+      const buffer = this.buffers[b]!;
+      if (b % 2 === 0) {
+        for (let r = 0; r < kvHeads * headDim; r++) {
+          const src = (from * kvHeads * headDim + r) * cap;
+          buffer.copyWithin((to * kvHeads * headDim + r) * cap, src, src + positions);
+        }
+      } else {
+        for (let h = 0; h < kvHeads; h++) {
+          const src = (from * kvHeads + h) * cap * headDim;
+          buffer.copyWithin((to * kvHeads + h) * cap * headDim, src, src + positions * headDim);
+        }
+      }
+    }
+  }
+
+  private resize(slots: number, cap: number): void {
+    const { kvHeads, headDim, layers, dtype } = this.layout;
+    const make = (n: number): KvData => (dtype === 'float16' ? new Uint16Array(n) : new Float32Array(n));
+    const next = Array.from({ length: layers * 2 }, () => make(slots * kvHeads * cap * headDim));
+    // Move what the slots hold: keys row by row of (slot, head, dim) positions, values (slot, head) blocks of positions x dims.
+    for (let b = 0; b < this.buffers.length; b++) {
+      const old = this.buffers[b]!;
+      const [rows, oldLen, newLen] = b % 2 === 0 ? [this.slotCount * kvHeads * headDim, this.cap, cap] : [this.slotCount * kvHeads, this.cap * headDim, cap * headDim];
+      for (let r = 0; r < rows; r++) next[b]!.set(old.subarray(r * oldLen, r * oldLen + Math.min(oldLen, newLen)), r * newLen);
+    }
+    for (let s = this.slotCount; s < slots; s++) this.free.push(s);
+    this.free.sort((a, b) => b - a); // the lowest free slot is taken first (pop)
+    this.buffers = next;
+    this.slotCount = slots;
+    this.cap = cap;
+    const per = kvHeads * cap * headDim;
+    this.views = Array.from({ length: slots }, (_, s) =>
+      next.map((buffer, b) => new ort.Tensor(dtype, buffer.subarray(s * per, (s + 1) * per), b % 2 === 0 ? [1, kvHeads, headDim, cap] : [1, kvHeads, cap, headDim])),
+    );
+  }
+}
+
+/** One sequence's cache in a pool slot: fed as past and bound as present (written in place), cropped by its length. */
+export class PooledKVCache implements KVCache {
+  private len = 0;
+  private released = false;
+
+  constructor(
+    private readonly pool: KvSlotPool,
+    /** The slot; fixed for the cache's life. */
+    readonly slot: number,
+  ) {}
+
+  get length(): number {
+    return this.len;
+  }
+
+  addFeeds(feeds: Record<string, ort.Tensor>, total: number): void {
+    if (this.released) throw new Error('the KV cache was released');
+    this.pool.reserve(total);
+    const tensors = this.pool.slotTensors(this.slot);
+    for (let i = 0; i < this.pool.layout.layers; i++) {
+      feeds[`past_key_values.${i}.key`] = tensors[2 * i]!;
+      feeds[`past_key_values.${i}.value`] = tensors[2 * i + 1]!;
+    }
+  }
+
+  /** Write the pass's new rows (`kv_rows.{i}` [1, n, q_width + 2 * kv_width]) at positions length..length+n-1. */
+  update(outputs: Record<string, ort.OnnxValue>, length: number): void {
+    const n = length - this.len;
+    for (let i = 0; i < this.pool.layout.layers; i++) {
+      const rows = outputs[kvRowsOutput(i)] as ort.Tensor;
+      this.pool.writeRows(this.slot, i, this.len, n, rows.data as Float32Array, rows.dims[2]!);
+    }
+    this.len = length;
+  }
+
+  async crop(n: number): Promise<void> {
+    checkCrop(this.len, n);
+    this.len = n;
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.len = 0;
+    this.pool.releaseSlot(this.slot);
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * The KV cache written in place (engine/kv-pool.ts): sequences in different slots of one pool do
+ * not disturb each other, the capacity follows the longest live sequence, and a released cache
+ * gives its slot back.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { CAPACITY_STEP } from '../src/engine/kv-pool.js';
+import { DecoderModel } from '../src/engine/model.js';
+import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
+  return d;
+}
+
+describe('KV slot pool (in-place graph)', () => {
+  const root = mkdtempSync(join(tmpdir(), 'specd-pool-'));
+  let model: DecoderModel;
+  let exported: DecoderModel;
+  const vocab = 48;
+  const seqA = Array.from({ length: 300 }, (_, i) => (i * 7 + 3) % vocab);
+  const seqB = Array.from({ length: 90 }, (_, i) => (i * 11 + 5) % vocab);
+
+  before(async () => {
+    writeFixtureModelDir(root, { style: 'gpt2', seed: 31, maxPositions: 600, vocabSize: vocab });
+    model = await DecoderModel.load(root, { threads: 1 });
+    exported = await DecoderModel.load(root, { threads: 1, graph: 'exported' });
+  });
+  after(async () => {
+    await model?.release();
+    await exported?.release();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  test('the CPU default writes the cache in place; the exported graph does not', () => {
+    assert.equal(model.kvInPlace, true);
+    assert.equal(exported.kvInPlace, false);
+  });
+
+  test('two sequences in two slots, fed in turn, each equal the exported graph fed alone', async () => {
+    const pool = model.kvPool!;
+    const a = model.newCache();
+    const b = model.newCache();
+    assert.equal(pool.slotsInUse, 2);
+    const got = { a: [] as Float32Array[], b: [] as Float32Array[] };
+    // Feed both in interleaved pieces of different sizes, with rejected tokens rolled back in between.
+    let pa = 0;
+    let pb = 0;
+    while (pa < seqA.length || pb < seqB.length) {
+      if (pa < seqA.length) {
+        const n = Math.min(7, seqA.length - pa);
+        got.a.push(await model.forward(a, [...seqA.slice(pa, pa + n), 1, 2]));
+        await a.crop(pa + n);
+        pa += n;
+      }
+      if (pb < seqB.length) {
+        const n = Math.min(3, seqB.length - pb);
+        got.b.push(await model.forward(b, seqB.slice(pb, pb + n)));
+        pb += n;
+      }
+    }
+    const joinRows = (parts: Float32Array[], rows: number[]) => {
+      const out: number[] = [];
+      parts.forEach((p, i) => out.push(...p.subarray(0, rows[i]! * vocab)));
+      return Float32Array.from(out);
+    };
+    const rowsA = got.a.map((_, i) => Math.min(7, seqA.length - 7 * i));
+    const rowsB = got.b.map((_, i) => Math.min(3, seqB.length - 3 * i));
+    const refA = await exported.score(seqA);
+    const refB = await exported.score(seqB);
+    assert.ok(maxAbsDiff(joinRows(got.a, rowsA), refA.logits) < 1e-4, 'sequence A');
+    assert.ok(maxAbsDiff(joinRows(got.b, rowsB), refB.logits) < 1e-4, 'sequence B');
+    // 300 positions: the capacity grew from one step to two, and the sequences kept their rows.
+    assert.equal(pool.capacity, 2 * CAPACITY_STEP);
+    a.release();
+    b.release();
+    a.release(); // idempotent
+    assert.equal(pool.slotsInUse, 0);
+    assert.equal(pool.capacity, CAPACITY_STEP, 'back to one step once no cache is live');
+  });
+
+  test('a released slot is reused; a released cache cannot be fed', async () => {
+    const pool = model.kvPool!;
+    const a = model.newCache();
+    a.release();
+    const b = model.newCache();
+    assert.equal(pool.slotsInUse, 1);
+    await assert.rejects(model.forward(a, [1, 2]), /released/);
+    await model.forward(b, [1, 2, 3]);
+    assert.equal(b.length, 3);
+    b.release();
+  });
+
+  test('a sequence past the context is refused before anything runs', async () => {
+    const cache = model.newCache();
+    await assert.rejects(model.forward(cache, Array.from({ length: 601 }, () => 1)), /exceeds the model's context of 600/);
+    assert.equal(cache.length, 0);
+    cache.release();
+  });
+});
