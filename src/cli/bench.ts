@@ -14,7 +14,7 @@ import { textTable } from '../bench/text-table.js';
 import { ModelPair } from '../engine/pair.js';
 import { DEVICES, type Device } from '../engine/device.js';
 import { defaultGraph, GRAPH_CHOICES, type GraphChoice } from '../engine/graph-choice.js';
-import { formatLatencyTable, latencyChartSvg, measureLatency, type LatencyResult } from '../bench/latency.js';
+import { contextPrompt, formatLatencyTable, latencyChartSvg, measureLatency, type LatencyResult } from '../bench/latency.js';
 import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import { temperatureLabel } from '../engine/sampling.js';
@@ -47,6 +47,15 @@ function headModeArg(text: string): HeadMode {
 }
 
 /** A comma-separated list of data sets, or `all`. */
+/** `--contexts 128,512,1000`: positive token counts. */
+function contextsArg(text: string): number[] {
+  const items = text.split(',').map((t) => Number(t.trim()));
+  if (items.length === 0 || items.some((n) => !Number.isInteger(n) || n < 2 || n > 10_000_000)) {
+    throw new InvalidArgumentError(`expected a comma-separated list of context lengths (whole numbers of tokens, at least 2), got "${text}"`);
+  }
+  return items;
+}
+
 function datasetArg(text: string): DatasetName[] {
   if (text.trim() === 'all') return [...DATASETS];
   const names = text.split(',').map((s) => s.trim()).filter(Boolean);
@@ -155,40 +164,53 @@ function latencyCommand(): Command {
     .option('--draft <dir>', 'draft model directory (default: the bundled draft with the bundled target)')
     .option('--no-draft', 'measure the target only')
     .option('--devices <list>', `comma-separated devices (${DEVICES.join(', ')})`, list(DEVICES, 'devices'), ['cpu'] as Device[])
-    .option('--graphs <list>', 'comma-separated graphs (exported, fused; default: each device\'s default)', list(GRAPH_CHOICES, 'graphs'))
+    .option('--graphs <list>', `comma-separated graphs (${GRAPH_CHOICES.join(', ')}; default: each device's default)`, list(GRAPH_CHOICES, 'graphs'))
     .option('--threads <n>', 'intra-op threads of the target on the CPU (default: all cores)', intIn(1, 1024))
     .option('--draft-threads <n>', 'intra-op threads of the draft on the CPU', intIn(1, 1024), 1)
     .option('--tokens <n>', 'tokens to decode', intIn(5, 100_000), 64)
     .option('--dataset <name>', `prompt: the first prompt of this data set (${DATASETS.join(', ')})`, (t: string) => datasetArg(t)[0]!, 'gsm8k' as DatasetName)
+    .option('--contexts <list>', 'comma-separated context lengths to decode up to (prompt = the data set\'s prompts joined, context - tokens long); default: the first prompt', contextsArg)
     .option('--json <file>', 'also write the results as JSON')
     .option('--chart <file>', 'also write ms per token by model, device and graph as a bar chart (SVG)')
-    .action(async (flags: { target?: string; draft?: string | boolean; devices: Device[]; graphs?: GraphChoice[]; threads?: number; draftThreads: number; tokens: number; dataset: DatasetName; json?: string; chart?: string }) => {
+    .action(async (flags: { target?: string; draft?: string | boolean; devices: Device[]; graphs?: GraphChoice[]; threads?: number; draftThreads: number; tokens: number; dataset: DatasetName; contexts?: number[]; json?: string; chart?: string }) => {
       const targetDir = flags.target ?? BUNDLED_TARGET;
       const draftDir = flags.draft === false ? undefined : typeof flags.draft === 'string' ? flags.draft : flags.target === undefined ? BUNDLED_DRAFT : undefined;
       const tokenizer = await TextTokenizer.fromDir(targetDir);
-      const prompt = tokenizer.encodeChat(loadPrompts(flags.dataset, 1)[0]!.messages);
+      const prompts: number[][] = [];
+      if (flags.contexts) {
+        const encoded = function* () {
+          for (const p of loadPrompts(flags.dataset, Infinity)) yield tokenizer.encodeChat(p.messages);
+        };
+        for (const context of flags.contexts) {
+          if (context <= flags.tokens) throw new InvalidArgumentError(`--contexts ${context} is not longer than --tokens ${flags.tokens}`);
+          prompts.push(contextPrompt(encoded(), context - flags.tokens));
+        }
+      } else prompts.push(tokenizer.encodeChat(loadPrompts(flags.dataset, 1)[0]!.messages));
       const results: LatencyResult[] = [];
       const roles: [string, string, number | undefined][] = [['target', targetDir, flags.threads]];
       if (draftDir) roles.push(['draft', draftDir, flags.draftThreads]);
       for (const [role, dir, threads] of roles) {
-        let first: LatencyResult | undefined;
-        for (const device of flags.devices) {
-          for (const graph of flags.graphs ?? [defaultGraph(device)]) {
-            process.stderr.write(`${role} on ${device} (${graph} graph)...\n`);
-            const r = await measureLatency({ role, dir, device, graph, threads }, prompt, flags.tokens, first);
-            first ??= r;
-            results.push(r);
+        for (const prompt of prompts) {
+          let first: LatencyResult | undefined;
+          for (const device of flags.devices) {
+            for (const graph of flags.graphs ?? [defaultGraph(device)]) {
+              process.stderr.write(`${role} on ${device} (${graph} graph), decoding up to position ${prompt.length + flags.tokens}...\n`);
+              const r = await measureLatency({ role, dir, device, graph, threads }, prompt, flags.tokens, first);
+              first ??= r;
+              results.push(r);
+            }
           }
         }
       }
       process.stdout.write(formatLatencyTable(results));
       if (flags.json) {
-        const settings = { tokens: flags.tokens, dataset: flags.dataset, prompt_tokens: prompt.length, command: `specd ${process.argv.slice(2).join(' ')}` };
+        const settings = { tokens: flags.tokens, dataset: flags.dataset, prompt_tokens: prompts.map((p) => p.length), command: `specd ${process.argv.slice(2).join(' ')}` };
         writeFileSync(flags.json, `${JSON.stringify({ machine: machineInfo(), settings, results }, null, 2)}\n`);
         process.stderr.write(`wrote ${flags.json}\n`);
       }
       if (flags.chart) {
-        writeFileSync(flags.chart, latencyChartSvg(results, `ms per decoded token (${flags.tokens} tokens after a ${prompt.length}-token prompt)`));
+        const what = flags.contexts ? `the last ${flags.tokens} tokens up to each context length` : `${flags.tokens} tokens after a ${prompts[0]!.length}-token prompt`;
+        writeFileSync(flags.chart, latencyChartSvg(results, `ms per decoded token (${what})`));
         process.stderr.write(`wrote ${flags.chart}\n`);
       }
     });

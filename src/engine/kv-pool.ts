@@ -38,6 +38,7 @@ export class KvSlotPool {
   private readonly free: number[] = [];
   /** Views of each slot ([1, kvHeads, capacity, headDim] tensors), rebuilt when the buffers move. */
   private views: ort.Tensor[][] = [];
+  private empty?: ort.Tensor[];
 
   /**
    * @param layout the model's KV geometry
@@ -89,6 +90,16 @@ export class KvSlotPool {
     if (positions <= this.cap) return;
     if (positions > this.maxCapacity) throw new RangeError(`a KV cache of ${positions} positions exceeds the model's context of ${this.maxCapacity}`);
     this.resize(this.slotCount, Math.min(Math.ceil(positions / CAPACITY_STEP) * CAPACITY_STEP, this.maxCapacity));
+  }
+
+  /** Zero-capacity tensors in layer order (keys [1, kvHeads, headDim, 0], values [1, kvHeads, 0, headDim]): the past of an empty sequence. */
+  get emptyTensors(): ort.Tensor[] {
+    if (!this.empty) {
+      const { kvHeads, headDim, layers, dtype } = this.layout;
+      const none = dtype === 'float16' ? new Uint16Array(0) : new Float32Array(0);
+      this.empty = Array.from({ length: layers * 2 }, (_, b) => new ort.Tensor(dtype, none, b % 2 === 0 ? [1, kvHeads, headDim, 0] : [1, kvHeads, 0, headDim]));
+    }
+    return this.empty;
   }
 
   /** The views of slot `slot` in layer order: keys [1, kvHeads, headDim, capacity], values [1, kvHeads, capacity, headDim]. */
@@ -181,7 +192,8 @@ export class PooledKVCache implements KVCache {
   addFeeds(feeds: Record<string, ort.Tensor>, total: number): void {
     if (this.released) throw new Error('the KV cache was released');
     this.pool.reserve(total);
-    const tensors = this.pool.slotTensors(this.slot);
+    // Nothing to attend to yet (a prompt): empty buffers, so that the pass does not read a whole capacity of masked positions.
+    const tensors = this.len === 0 ? this.pool.emptyTensors : this.pool.slotTensors(this.slot);
     for (let i = 0; i < this.pool.layout.layers; i++) {
       feeds[`past_key_values.${i}.key`] = tensors[2 * i]!;
       feeds[`past_key_values.${i}.value`] = tensors[2 * i + 1]!;
