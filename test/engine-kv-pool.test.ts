@@ -97,6 +97,31 @@ describe('KV slot pool (in-place graph)', () => {
     b.release();
   });
 
+  test('one batched pass over sequences in adjacent slots equals each sequence fed alone', async () => {
+    const caches = [model.newCache(), model.newCache(), model.newCache()];
+    assert.deepEqual(caches.map((c) => (c as unknown as { slot: number }).slot), [0, 1, 2]);
+    // Different pasts (one empty), different numbers of new tokens (padding), rolled back candidates in between.
+    await model.forward(caches[0]!, seqA.slice(0, 40));
+    await model.forward(caches[1]!, seqB.slice(0, 9));
+    const inputs = [seqA.slice(40, 45), seqB.slice(9, 10), seqA.slice(0, 7)];
+    const got = await model.forwardBatch(caches, inputs);
+    assert.deepEqual(caches.map((c) => c.length), [45, 10, 7]);
+    const refA = (await exported.score(seqA.slice(0, 45))).logits;
+    const refB = (await exported.score(seqB.slice(0, 10))).logits;
+    assert.ok(maxAbsDiff(got[0]!, refA.subarray(40 * vocab)) < 1e-4, 'entry 0');
+    assert.ok(maxAbsDiff(got[1]!, refB.subarray(9 * vocab)) < 1e-4, 'entry 1');
+    assert.ok(maxAbsDiff(got[2]!, refA.subarray(0, 7 * vocab)) < 1e-4, 'entry 2');
+    // A second batched round after a rollback of entry 0: the cache holds exactly what the pass kept.
+    await caches[0]!.crop(43);
+    const next = await model.forwardBatch(caches, [seqA.slice(43, 46), seqB.slice(10, 12), seqA.slice(7, 8)]);
+    const refA2 = (await exported.score(seqA.slice(0, 46))).logits;
+    assert.ok(maxAbsDiff(next[0]!, refA2.subarray(43 * vocab)) < 1e-4, 'entry 0 after a rollback');
+    assert.ok(maxAbsDiff(next[2]!, refA.subarray(7 * vocab, 8 * vocab)) < 1e-4, 'entry 2, second round');
+    await assert.rejects(model.forwardBatch([caches[0]!, caches[2]!], [[1], [2]]), /adjacent slots/);
+    await assert.rejects(exported.forwardBatch([exported.newCache()], [[1]]), /written in place/);
+    for (const c of caches) c.release();
+  });
+
   test('a sequence past the context is refused before anything runs', async () => {
     const cache = model.newCache();
     await assert.rejects(model.forward(cache, Array.from({ length: 601 }, () => 1)), /exceeds the model's context of 600/);

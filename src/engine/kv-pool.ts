@@ -92,6 +92,19 @@ export class KvSlotPool {
     this.resize(this.slotCount, Math.min(Math.ceil(positions / CAPACITY_STEP) * CAPACITY_STEP, this.maxCapacity));
   }
 
+  /**
+   * Views of `count` adjacent slots from `first` (a batch), in layer order: keys [count, kvHeads,
+   * headDim, capacity], values [count, kvHeads, capacity, headDim].
+   */
+  batchTensors(first: number, count: number): ort.Tensor[] {
+    if (first < 0 || count < 1 || first + count > this.slotCount) throw new RangeError(`slots ${first}..${first + count - 1} are not in a pool of ${this.slotCount}`);
+    const { kvHeads, headDim, dtype } = this.layout;
+    const per = kvHeads * this.cap * headDim;
+    return this.buffers.map(
+      (buffer, b) => new ort.Tensor(dtype, buffer.subarray(first * per, (first + count) * per), b % 2 === 0 ? [count, kvHeads, headDim, this.cap] : [count, kvHeads, this.cap, headDim]),
+    );
+  }
+
   /** Zero-capacity tensors in layer order (keys [1, kvHeads, headDim, 0], values [1, kvHeads, 0, headDim]): the past of an empty sequence. */
   get emptyTensors(): ort.Tensor[] {
     if (!this.empty) {
@@ -202,12 +215,27 @@ export class PooledKVCache implements KVCache {
 
   /** Write the pass's new rows (`kv_rows.{i}` [1, n, q_width + 2 * kv_width]) at positions length..length+n-1. */
   update(outputs: Record<string, ort.OnnxValue>, length: number): void {
-    const n = length - this.len;
+    this.append(outputs, 0, length - this.len);
+  }
+
+  /**
+   * Write the first `n` rows of batch entry `b` of a pass's `kv_rows.{i}` ([batch, S, width])
+   * at positions length..length+n-1, and extend the length by n.
+   */
+  append(outputs: Record<string, ort.OnnxValue>, b: number, n: number): void {
+    if (this.released) throw new Error('the KV cache was released');
     for (let i = 0; i < this.pool.layout.layers; i++) {
       const rows = outputs[kvRowsOutput(i)] as ort.Tensor;
-      this.pool.writeRows(this.slot, i, this.len, n, rows.data as Float32Array, rows.dims[2]!);
+      const [, fed, width] = rows.dims as [number, number, number];
+      const data = (rows.data as Float32Array).subarray(b * fed * width, (b + 1) * fed * width);
+      this.pool.writeRows(this.slot, i, this.len, n, data, width);
     }
-    this.len = length;
+    this.len += n;
+  }
+
+  /** The pool this cache's slot belongs to. */
+  get slotPool(): KvSlotPool {
+    return this.pool;
   }
 
   async crop(n: number): Promise<void> {

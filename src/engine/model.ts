@@ -14,7 +14,7 @@ import { type Device, executionProviders } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
 import { HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
-import { KvSlotPool } from './kv-pool.js';
+import { KvSlotPool, PooledKVCache } from './kv-pool.js';
 import { type ModelDir, readModelDir } from './model-dir.js';
 
 export interface LoadOptions {
@@ -228,6 +228,69 @@ export class DecoderModel {
     const acceptLogit = out[ACCEPT_OUTPUT] as ort.Tensor | undefined;
     const logits = rows === 0 && this.hasLogitsFrom ? new Float32Array(0) : hostFloat32(out.logits as ort.Tensor);
     return { logits, hidden: hidden && hostFloat32(hidden), acceptLogit: acceptLogit && hostFloat32(acceptLogit) };
+  }
+
+  /**
+   * One pass over several sequences whose caches are written in place (continuous batching):
+   * sequence b feeds `inputs[b]` after its cached positions. The caches must hold adjacent slots
+   * of this model's pool in order (caches[b].slot = caches[0].slot + b, kv-pool.ts); shorter
+   * inputs are padded at their end (their padding is neither attended to by their real tokens
+   * nor kept in the cache).
+   * @returns per sequence the logits of its fed positions, [inputs[b].length, vocab] row-major
+   * @throws RangeError for a model whose cache is not written in place, caches that are not
+   *   adjacent slots, an empty input, or a sequence past the context
+   */
+  async forwardBatch(caches: readonly KVCache[], inputs: readonly (readonly number[])[]): Promise<Float32Array[]> {
+    const pool = this.pool;
+    if (!pool) throw new RangeError('batched passes need a KV cache written in place (--graph inplace)');
+    if (caches.length === 0 || caches.length !== inputs.length) throw new RangeError(`${caches.length} caches for ${inputs.length} inputs`);
+    const seqs = caches.map((c) => {
+      if (!(c instanceof PooledKVCache) || c.slotPool !== pool) throw new RangeError('every cache of a batch must come from this model');
+      return c;
+    });
+    const first = seqs[0]!.slot;
+    seqs.forEach((c, b) => {
+      if (c.slot !== first + b) throw new RangeError(`batch entry ${b} is in slot ${c.slot}, not ${first + b}: a batch needs adjacent slots in order`);
+      if (inputs[b]!.length === 0) throw new RangeError(`batch entry ${b} feeds no tokens`);
+      if (c.length + inputs[b]!.length > this.info.maxPositions) {
+        throw new RangeError(`sequence of ${c.length + inputs[b]!.length} tokens exceeds the model's context of ${this.info.maxPositions}`);
+      }
+    });
+    const batch = seqs.length;
+    const fed = Math.max(...inputs.map((x) => x.length));
+    const ids = new BigInt64Array(batch * fed);
+    const positions = new BigInt64Array(batch * fed);
+    const pasts = new BigInt64Array(batch);
+    const lastPosition = Math.min(this.info.maxPositions, Number.MAX_SAFE_INTEGER) - 1;
+    seqs.forEach((c, b) => {
+      const x = inputs[b]!;
+      pasts[b] = BigInt(c.length);
+      for (let i = 0; i < fed; i++) {
+        ids[b * fed + i] = BigInt(x[Math.min(i, x.length - 1)]!); // padding repeats the last token
+        positions[b * fed + i] = BigInt(Math.min(c.length + i, lastPosition));
+      }
+    });
+    pool.reserve(Math.max(...seqs.map((c, b) => c.length + inputs[b]!.length)));
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [batch, fed]),
+      position_ids: new ort.Tensor('int64', positions, [batch, fed]),
+      [PAST_LENGTH_INPUT]: new ort.Tensor('int64', pasts, [batch]),
+      [LOGITS_FROM_INPUT]: new ort.Tensor('int64', BigInt64Array.of(0n), [1]),
+    };
+    pool.batchTensors(first, batch).forEach((t, i) => (feeds[`past_key_values.${i >> 1}.${i % 2 === 0 ? 'key' : 'value'}`] = t));
+
+    const t0 = performance.now();
+    const out = await this.session.run(feeds);
+    this.runMs += performance.now() - t0;
+    this.runs++;
+
+    const vocab = this.info.vocabSize;
+    const logits = hostFloat32(out.logits as ort.Tensor);
+    return seqs.map((c, b) => {
+      const n = inputs[b]!.length;
+      c.append(out, b, n);
+      return logits.slice(b * fed * vocab, (b * fed + n) * vocab);
+    });
   }
 
   /** Logits of `tokens` fed from an empty cache, which is released afterwards (scoring a whole sequence). */

@@ -28,7 +28,7 @@ export interface PairOptions {
    * avoids the GPU's fixed cost per pass for the many cheap draft passes.
    */
   draftDevice?: Device;
-  /** Exported graphs or their fused rebuilds (graph-choice.ts); default: fused on WebGPU, exported elsewhere. */
+  /** Exported graphs or their rebuilds (graph-choice.ts); default: each device's (inplace on the CPU, fused on WebGPU, exported on CUDA). */
   graph?: GraphChoice;
   /** Intra-op threads of the target session; default: all cores. */
   threads?: number;
