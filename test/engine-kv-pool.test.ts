@@ -76,8 +76,8 @@ describe('KV slot pool (in-place graph)', () => {
     const refB = await exported.score(seqB);
     assert.ok(maxAbsDiff(joinRows(got.a, rowsA), refA.logits) < 1e-4, 'sequence A');
     assert.ok(maxAbsDiff(joinRows(got.b, rowsB), refB.logits) < 1e-4, 'sequence B');
-    // 300 positions: the capacity grew from one step to two, and the sequences kept their rows.
-    assert.equal(pool.capacity, 2 * CAPACITY_STEP);
+    // Up to 302 positions (300 and two rejected tokens): the capacity grew step by step, and the sequences kept their rows.
+    assert.equal(pool.capacity, Math.ceil(302 / CAPACITY_STEP) * CAPACITY_STEP);
     a.release();
     b.release();
     a.release(); // idempotent

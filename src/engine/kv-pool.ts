@@ -25,8 +25,8 @@ import * as ort from 'onnxruntime-node';
 import { kvRowsOutput } from '../onnx/gpt2-graph.js';
 import { checkCrop, type KVCache, type KvLayout } from './kv-cache.js';
 
-/** Positions a slot's capacity grows by (256: ~4.7 MB per slot for the bundled target; bench latency: a pass at 1,000 positions over a 1,024-position buffer costs ~1.5x one at 128 over 256). */
-export const CAPACITY_STEP = 256;
+/** Positions a slot's capacity grows by: a pass reads the whole capacity, so a small step keeps it close to the length (64: at most 6% over it at 1,000 positions), and growing copies the buffers once per step (the bundled target: ~1.2 MB per step of a slot). */
+export const CAPACITY_STEP = 64;
 
 type KvData = Float32Array | Uint16Array;
 
