@@ -16,11 +16,18 @@ import type { ApiFinishReason, Usage } from './responses.js';
 export interface StreamFormat {
   /** Chunks that open choice `index` (chat: the assistant role). */
   open(index: number): object[];
-  /** The chunk for new text of choice `index`; undefined when there is nothing to send. */
-  delta(index: number, text: string, logprobs: TokenLogprob[] | undefined): object | undefined;
+  /** The chunk for new output of choice `index`; undefined when there is nothing to send. */
+  delta(index: number, output: OutputPiece): object | undefined;
   finish(index: number, reason: ApiFinishReason): object;
   /** The last chunk with `stream_options.include_usage`. */
   usage(usage: Usage): object;
+}
+
+/** Output of one choice that became final: its text, and its tokens' text offsets and logprobs. */
+export interface OutputPiece {
+  text: string;
+  textOffsets: number[];
+  logprobs?: TokenLogprob[];
 }
 
 export const SSE_HEADERS = {
@@ -64,7 +71,7 @@ export async function streamRun(reply: FastifyReply, run: GenerationRun, format:
       for (let i = 0; i < plan.requests.length; i++) for (const chunk of format.open(i)) send(withUsage(chunk));
     }
     if (message.type === 'tokens') {
-      const chunk = format.delta(index, message.text, message.logprobs);
+      const chunk = format.delta(index, message);
       if (chunk) send(withUsage(chunk));
     } else {
       send(withUsage(format.finish(index, message.result.finish_reason as ApiFinishReason)));
