@@ -4,6 +4,7 @@
  *
  *   POST /v1/chat/completions   chat, streamed (SSE) or not
  *   POST /v1/completions        text completion of a prompt string or token ids
+ *   POST /v1/responses          OpenAI's Responses API, streamed (typed events) or not; nothing stored
  *   GET  /v1/models             the served model
  *   GET  /health                503 {status: "loading"} until every worker has loaded, then 200
  *   GET  /metrics               Prometheus text
@@ -30,6 +31,7 @@ import { completionRoutes } from './routes/completions.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { modelRoutes } from './routes/models.js';
+import { responsesRoutes } from './routes/responses.js';
 import { AJV_OPTIONS, formatSchemaErrors } from './schema-errors.js';
 import { ResponseTracker } from './shutdown.js';
 import { TokenTexts } from './token-text.js';
@@ -140,6 +142,7 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
 
   await app.register(chatRoutes);
   await app.register(completionRoutes);
+  await app.register(responsesRoutes);
   await app.register(modelRoutes);
   await app.register(healthRoutes);
   await app.register(metricsRoutes);
