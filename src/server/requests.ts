@@ -258,7 +258,7 @@ function logitsAdjustments(body: CommonBody, vocabSize: number): LogitsAdjustmen
 const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant' };
 
 /** Messages as the chat template takes them; text content parts are joined with newlines (as vLLM). */
-function chatMessages(messages: MessageBody[]): ChatMessage[] {
+export function chatMessages(messages: MessageBody[]): ChatMessage[] {
   return messages.map((m, i) => {
     // Own properties only: "constructor" or "__proto__" is not a role.
     const role = Object.hasOwn(ROLES, m.role) ? ROLES[m.role] : undefined;

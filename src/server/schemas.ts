@@ -172,3 +172,23 @@ export const responsesBodySchema = {
     speculative,
   },
 } as const;
+
+/** POST /tokenize (vLLM's): a prompt, or a chat. */
+export const tokenizeBodySchema = {
+  type: 'object',
+  properties: {
+    model: str,
+    prompt: { type: 'string' },
+    messages: { type: 'array', minItems: 1, maxItems: MAX_MESSAGES, items: message },
+    add_generation_prompt: bool,
+    add_special_tokens: bool,
+    return_token_strs: bool,
+  },
+} as const;
+
+/** POST /detokenize (vLLM's). */
+export const detokenizeBodySchema = {
+  type: 'object',
+  required: ['tokens'],
+  properties: { model: str, tokens: { type: 'array', items: { type: 'integer' } } },
+} as const;

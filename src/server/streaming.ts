@@ -7,6 +7,7 @@
  * the request) is still an ordinary HTTP error; one after it is sent as an `error` event (the
  * openai client raises it) before `[DONE]`.
  */
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyReply } from 'fastify';
 import type { TokenLogprob } from '../engine/logprobs.js';
 import { abortedError, type GenerationRun, workerError } from './generation-run.js';
@@ -37,6 +38,15 @@ export const SSE_HEADERS = {
 } as const;
 
 /**
+ * Take the response over from fastify and send the event stream's head, with the headers hooks
+ * set on the reply (CORS, x-request-id).
+ */
+export function openEventStream(reply: FastifyReply): void {
+  reply.hijack();
+  reply.raw.writeHead(200, { ...(reply.getHeaders() as OutgoingHttpHeaders), ...SSE_HEADERS });
+}
+
+/**
  * Stream a run to the client. Returns once every choice has ended (a disconnect cancels them,
  * and they end within one round).
  * @throws ApiError if the run fails before anything was sent
@@ -65,8 +75,7 @@ export async function streamRun(reply: FastifyReply, run: GenerationRun, format:
       continue;
     }
     if (!opened) {
-      reply.hijack();
-      res.writeHead(200, SSE_HEADERS);
+      openEventStream(reply);
       opened = true;
       for (let i = 0; i < plan.requests.length; i++) for (const chunk of format.open(i)) send(withUsage(chunk));
     }

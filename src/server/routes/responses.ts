@@ -28,7 +28,7 @@ import {
   type ResponseState,
 } from '../responses-api.js';
 import { responsesBodySchema } from '../schemas.js';
-import { SSE_HEADERS } from '../streaming.js';
+import { openEventStream } from '../streaming.js';
 
 export async function responsesRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Body: ResponsesBody }>('/v1/responses', { schema: { body: responsesBodySchema } }, async (request, reply) => {
@@ -73,8 +73,7 @@ export async function responsesRoutes(app: FastifyInstance): Promise<void> {
         continue;
       }
       if (!opened) {
-        reply.hijack();
-        res.writeHead(200, SSE_HEADERS);
+        openEventStream(reply);
         opened = true;
         const state: ResponseState = { status: 'in_progress' };
         send('response.created', { response: responseObject(echo, state) });
