@@ -99,15 +99,15 @@ export type Unsupported = [string, (v: unknown) => boolean, string];
 export const given = (v: unknown) => v !== undefined && v !== null;
 const CHAT_UNSUPPORTED: Unsupported[] = [
   ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no tool calling.'],
-  ['tool_choice', (v) => given(v) && v !== 'none', 'specd has no tool calling.'],
+  ['tool_choice', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no tool calling.'],
   ['functions', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no function calling.'],
-  ['function_call', (v) => given(v) && v !== 'none', 'specd has no function calling.'],
+  ['function_call', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no function calling.'],
   ['response_format', (v) => given(v) && (v as { type?: unknown }).type !== 'text', 'only {"type": "text"} is supported; specd has no constrained decoding.'],
   ['audio', given, 'specd generates text only.'],
   ['modalities', (v) => given(v) && !(Array.isArray(v) && v.every((m) => m === 'text')), 'specd generates text only.'],
   ['prediction', given, 'predicted outputs are not supported.'],
   ['web_search_options', given, 'specd has no web search.'],
-  ['reasoning_effort', given, 'the served model has no reasoning mode.'],
+  ['reasoning_effort', (v) => given(v) && v !== 'none', 'the served model has no reasoning mode (only "none" applies).'],
   ['store', (v) => v === true, 'specd does not store completions.'],
 ];
 const COMPLETION_UNSUPPORTED: Unsupported[] = [

@@ -66,7 +66,7 @@ const RESPONSES_UNSUPPORTED: Unsupported[] = [
   ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no tool calling.'],
   ['tool_choice', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no tool calling.'],
   ['text', (v) => given(v) && given((v as { format?: unknown }).format) && (v as { format: { type?: unknown } }).format.type !== 'text', 'only {"format": {"type": "text"}} is supported; specd has no constrained decoding.'],
-  ['reasoning', (v) => given(v) && (given((v as { effort?: unknown }).effort) || given((v as { summary?: unknown }).summary)), 'the served model has no reasoning mode.'],
+  ['reasoning', (v) => given(v) && ((given((v as { effort?: unknown }).effort) && (v as { effort: unknown }).effort !== 'none') || given((v as { summary?: unknown }).summary)), 'the served model has no reasoning mode (only effort "none" applies).'],
   ['truncation', (v) => v === 'auto', 'a conversation longer than the context is refused (context_length_exceeded), not truncated.'],
 ];
 

@@ -54,7 +54,8 @@ const common = {
   },
   max_tokens: int(1),
   temperature: num(0, 2),
-  top_p: { type: nullable('number'), exclusiveMinimum: 0, maximum: 1 },
+  /** 0 keeps only the most likely token (OpenAI accepts 0 to 1). */
+  top_p: num(0, 1),
   /** vLLM's extension; -1 or 0: off. */
   top_k: int(-1),
   seed: int(Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),
