@@ -51,7 +51,7 @@ export function serveCommand(): Command {
     .option('--model-name <name>', "the model name clients send as 'model' (default: the target directory's name)")
     .option('--workers <n>', `engine worker threads, each with its own copy of the models (default: 1 on a GPU or with <= 4 cores, else cores / 4)`, intIn(1, 1024))
     .option('--max-queue <n>', 'requests that may wait for a worker; more are refused with 429', intIn(0, 1_000_000), DEFAULT_MAX_QUEUE)
-    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on every route but /health and /metrics (default: $SPECD_API_KEY)')
+    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on every route but /health, /version and /metrics (default: $SPECD_API_KEY)')
     .option('--metrics-auth', 'with an API key, require it on /metrics too', false)
     .option('--log-level <level>', `log level of the JSON lines on stderr: ${LOG_LEVELS.join(', ')}`, logLevelArg, 'warn')
     .option('--grace <seconds>', 'on SIGTERM/SIGINT, time in-flight requests get to finish before they are cancelled', numberIn(0, 86_400), DEFAULT_GRACE_S)

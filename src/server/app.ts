@@ -56,7 +56,7 @@ export interface ServerOptions {
   workers?: number;
   /** Requests that may wait for a worker (default DEFAULT_MAX_QUEUE). */
   maxQueue?: number;
-  /** Require `Authorization: Bearer KEY` on every route but /health and /metrics (auth.ts). */
+  /** Require `Authorization: Bearer KEY` on every route but /health, /version and /metrics (auth.ts). */
   apiKey?: string;
   /** With `apiKey`, whether /metrics needs the key too (default: open). */
   metricsAuth?: boolean;
