@@ -2,8 +2,10 @@
  * The API's output is decided token by token (engine/output-decider.ts), through the real
  * `openai` client on a real port: the finish reason when a stop string and max_tokens end on
  * the same token, usage and logprobs after a stop string spanning rounds, `text_offset` over
- * multi-byte characters and across stream chunks, /metrics' finished_reason, and a greedy
- * completion with logprobs identical under every policy, streamed or not (bundled pair).
+ * multi-byte characters and across stream chunks, /metrics' finished_reason, and greedy chat
+ * and text completions (content, finish reason, usage, logprobs, offsets) identical under every
+ * policy, streamed or not, for stop strings hit by the first token, completed by the
+ * max_tokens-th token, spanning rounds and starting with a multi-byte character (bundled pair).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -117,6 +119,68 @@ describe('text_offset over multi-byte characters', () => {
       assert.deepEqual([streamed.text, streamed.text_offset, streamed.tokens], [text, offsets, tokens], `${JSON.stringify(speculative)}: streamed`);
       reference ??= { text, tokens, offsets };
       assert.deepEqual({ text, tokens, offsets }, reference, `${JSON.stringify(speculative)}: same as policy none`);
+    }
+  });
+});
+
+describe('greedy chat: identical under every policy, streamed or not', () => {
+  type ChatOutcome = { content: string; finish: string | null; completionTokens: number; tokens: string[] };
+
+  async function chatOnce(messages: OpenAI.Chat.ChatCompletionMessageParam[], params: { max_tokens: number; stop: string[]; speculative: Record<string, unknown> }): Promise<ChatOutcome> {
+    const res = await client.chat.completions.create({ model: MODEL, messages, temperature: 0, logprobs: true, ...params } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    const choice = res.choices[0]!;
+    return { content: choice.message.content!, finish: choice.finish_reason, completionTokens: res.usage!.completion_tokens, tokens: choice.logprobs!.content!.map((l) => l.token) };
+  }
+
+  async function chatStreamed(messages: OpenAI.Chat.ChatCompletionMessageParam[], params: { max_tokens: number; stop: string[]; speculative: Record<string, unknown> }): Promise<ChatOutcome> {
+    const stream = await client.chat.completions.create({ model: MODEL, messages, temperature: 0, logprobs: true, ...params, stream: true, stream_options: { include_usage: true } } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
+    const out: ChatOutcome = { content: '', finish: null, completionTokens: -1, tokens: [] };
+    for await (const chunk of stream) {
+      if (chunk.usage) out.completionTokens = chunk.usage.completion_tokens;
+      const choice = chunk.choices[0];
+      if (!choice) continue;
+      out.content += choice.delta.content ?? '';
+      if (choice.finish_reason) out.finish = choice.finish_reason;
+      out.tokens.push(...(choice.logprobs?.content ?? []).map((l) => l.token));
+    }
+    return out;
+  }
+
+  test('stop strings from the greedy text of a prompt with multi-byte characters', async () => {
+    const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [{ role: 'user', content: 'Write the word café and naïve.' }];
+    const reference = await chatOnce(messages, { max_tokens: 48, stop: [], speculative: { policy: 'none' } });
+    const text = reference.content;
+    const wide = [...text].findIndex((ch) => Buffer.byteLength(ch) > 1);
+    assert.ok(wide > 0, `a multi-byte character in ${JSON.stringify(text)}`);
+    const wideAt = [...text].slice(0, wide).join('').length;
+    // A stop string completed by the m-th token (the model's tokens are bytes), with max_tokens m.
+    const bytes = Buffer.from(text, 'utf8');
+    let atMax: { name: string; max_tokens: number; stop: string[] } | undefined;
+    for (let m = 20; m < bytes.length && !atMax; m++) {
+      const upTo = bytes.subarray(0, m).toString('utf8');
+      const stop = upTo.slice(-3);
+      if (/^[!-~]{3}$/.test(stop) && upTo.indexOf(stop) === upTo.length - 3) atMax = { name: `at max_tokens ${m}`, max_tokens: m, stop: [stop] };
+    }
+    assert.ok(atMax, `a stop string for max_tokens in ${JSON.stringify(text)}`);
+    const cases = [
+      { name: 'first token', max_tokens: 48, stop: [text[0]!] },
+      { name: 'spanning rounds', max_tokens: 48, stop: [text.slice(6, 18)] },
+      { name: 'multi-byte start', max_tokens: 48, stop: [text.slice(wideAt, wideAt + 3)] },
+      atMax,
+    ];
+    for (const c of cases) {
+      let expected: ChatOutcome | undefined;
+      for (const speculative of POLICIES) {
+        const label = `${c.name} ${JSON.stringify(c.stop)} ${JSON.stringify(speculative)}`;
+        const once = await chatOnce(messages, { max_tokens: c.max_tokens, stop: c.stop, speculative });
+        const streamed = await chatStreamed(messages, { max_tokens: c.max_tokens, stop: c.stop, speculative });
+        assert.equal(once.finish, 'stop', label);
+        assert.ok(!once.content.includes(c.stop[0]!), label);
+        assert.equal(once.completionTokens, once.tokens.length, label);
+        assert.deepEqual(streamed, once, `${label}: streamed`);
+        expected ??= once;
+        assert.deepEqual(once, expected, `${label}: same as policy none`);
+      }
     }
   });
 });
