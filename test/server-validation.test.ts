@@ -217,6 +217,8 @@ describe('request validation: 400 naming the parameter', () => {
     const nucleus0 = await chat({ messages: user('Hi'), max_tokens: 12, temperature: 1, top_p: 0, seed: 5 });
     assert.equal(nucleus0.statusCode, 200, nucleus0.body);
     assert.equal(nucleus0.json().choices[0].message.content, greedy.json().choices[0].message.content);
+    const refusal = await chat({ messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: [{ type: 'refusal', refusal: 'I cannot.' }] }, { role: 'user', content: 'Why?' }], max_tokens: 2 });
+    assert.equal(refusal.statusCode, 200, `an assistant refusal part is text: ${refusal.body}`);
     const res = await chat({ messages: user('Hi'), max_tokens: 2, reasoning_effort: 'none', tool_choice: 'auto', tools: [], function_call: 'auto', verbosity: 'low', service_tier: 'auto', store: false });
     assert.equal(res.statusCode, 200, res.body);
     expectError(await chat({ messages: user('Hi'), reasoning_effort: 'low' }), 400, 'reasoning_effort', 'unsupported_parameter');

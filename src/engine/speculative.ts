@@ -146,7 +146,7 @@ export class Generation {
     return this.output.finishReason;
   }
 
-  /** Run one round; returns the tokens it added to the output (possibly none at the end). */
+  /** Run one round; returns the tokens it added to the sequence (`output` says which are the output). */
   async step(): Promise<number[]> {
     if (this.done) return [];
     try {

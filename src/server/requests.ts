@@ -46,7 +46,7 @@ export interface CommonBody {
   [field: string]: unknown;
 }
 
-export type ContentPart = { type: string; text?: string };
+export type ContentPart = { type: string; text?: string; refusal?: string };
 export interface MessageBody {
   role: string;
   content?: Opt<string | ContentPart[]>;
@@ -272,6 +272,11 @@ export function chatMessages(messages: MessageBody[]): ChatMessage[] {
     const content = m.content ?? '';
     if (typeof content === 'string') return { role, content };
     const texts = content.map((part, j) => {
+      // An earlier assistant turn may hold a refusal part: its text is what the assistant said.
+      if (part.type === 'refusal' && role === 'assistant') {
+        if (typeof part.refusal !== 'string') throw apiErrors.missing(`messages[${i}].content[${j}].refusal`);
+        return part.refusal;
+      }
       if (part.type !== 'text') {
         throw apiErrors.unsupported(`messages[${i}].content[${j}].type`, `content parts of type "${part.type}" need a multimodal model; specd serves text-only models.`);
       }
