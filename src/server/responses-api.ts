@@ -179,6 +179,7 @@ export interface ResponseEcho {
   body: ResponsesBody;
 }
 
+/** The output item: one assistant message holding one `output_text` part. */
 export function outputMessage(echo: ResponseEcho, message: NonNullable<ResponseState['message']>) {
   return {
     id: echo.itemId,
@@ -189,6 +190,7 @@ export function outputMessage(echo: ResponseEcho, message: NonNullable<ResponseS
   };
 }
 
+/** An `output_text` content part (no annotations: specd cites nothing). */
 export function outputText(text: string, logprobs: ResponseLogprob[]) {
   return { type: 'output_text' as const, text, annotations: [], logprobs };
 }
