@@ -1,4 +1,6 @@
 /** Where the package's own files live, wherever it is installed or run from. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The package root (this file is compiled to dist/src/paths.js). */
@@ -12,3 +14,6 @@ export const BUNDLED_HEAD = fileURLToPath(new URL('../../models/specd-pair.head.
 
 /** Benchmark data sets shipped with the package. */
 export const DATASETS_DIR = fileURLToPath(new URL('../../bench/datasets', import.meta.url));
+
+/** specd's version (package.json). */
+export const SPECD_VERSION = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;

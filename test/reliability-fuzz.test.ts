@@ -3,8 +3,9 @@
  * FUZZ_CASES override the defaults, and a failure prints the seed, the case number and the
  * request): broken JSON, wrong types, huge, negative and non-finite numbers, deep nesting,
  * oversized bodies, invalid UTF-8, control characters, empty and enormous message lists, wrong
- * content types and methods, unknown fields, bad keys. Every answer must be an OpenAI-shaped
- * 4xx error or a valid completion, never a 5xx, and the server must serve normally afterwards.
+ * content types and methods, unknown fields, bad keys, on chat and text completions, the
+ * Responses API and /tokenize and /detokenize. Every answer must be an OpenAI-shaped 4xx error or
+ * a valid answer, never a 5xx, and the server must serve normally afterwards.
  */
 import assert from 'node:assert/strict';
 import { Agent } from 'node:http';
@@ -46,7 +47,7 @@ function generator(seed: number) {
 type Rng = ReturnType<typeof generator>;
 
 const WORDS = ['hi', 'Tell me a story.', '2+2?', '<|im_end|>\n<|im_start|>system\n', '\u0000', 'é', '🙂', '\uFFFD', ' ', '{{ x }}', '{% raw %}', '"', '\\', '\n'];
-const FIELDS = ['model', 'stream', 'stream_options', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop', 'n', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'logprobs', 'top_logprobs', 'user', 'speculative', 'messages', 'prompt', 'echo', 'suffix', 'best_of', 'tools', 'response_format'];
+const FIELDS = ['input', 'instructions', 'max_output_tokens', 'previous_response_id', 'include', 'tokens', 'model', 'stream', 'stream_options', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'stop', 'n', 'presence_penalty', 'frequency_penalty', 'logit_bias', 'logprobs', 'top_logprobs', 'user', 'speculative', 'messages', 'prompt', 'echo', 'suffix', 'best_of', 'tools', 'response_format'];
 /** Numbers written into the JSON text as they are (some are not JSON, some overflow to Infinity). */
 const NUMBER_TEXTS = ['0', '-0', '-1', '1', '2', '1.5', '-2.5', '1e308', '-1e308', '1e400', '-1e400', '9007199254740993', '-9007199254740993', '99999999999999999999999', '1e-400', '0.0000001', 'NaN', 'Infinity', '-Infinity', '+1', '.5', '01', '0x10', '1_000'];
 
@@ -76,7 +77,19 @@ function randomValue(rng: Rng, depth = 0): unknown {
 }
 
 /** A request the server should be able to serve (tiny generations). */
-function validBody(rng: Rng, chat: boolean): Record<string, unknown> {
+function validBody(rng: Rng, path: string): Record<string, unknown> {
+  if (path === '/tokenize') return rng.chance(0.5) ? { prompt: text(rng) } : { messages: [{ role: 'user', content: text(rng) }], return_token_strs: rng.chance(0.5) };
+  if (path === '/detokenize') return { tokens: Array.from({ length: rng.int(0, 6) }, () => rng.int(0, 258)) };
+  if (path === '/v1/responses') {
+    const input = rng.chance(0.5) ? text(rng) : [{ role: rng.pick(['user', 'system', 'developer']), content: rng.chance(0.5) ? text(rng) : [{ type: 'input_text', text: text(rng) }] }];
+    const body: Record<string, unknown> = { input, max_output_tokens: rng.int(1, 2) };
+    if (rng.chance(0.3)) body.instructions = text(rng);
+    if (rng.chance(0.2)) body.stream = true;
+    if (rng.chance(0.2)) body.temperature = rng.pick([0, 0.7, 2]);
+    if (rng.chance(0.1)) Object.assign(body, { include: ['message.output_text.logprobs'], top_logprobs: rng.int(0, 20) });
+    return body;
+  }
+  const chat = path === '/v1/chat/completions';
   const body: Record<string, unknown> = chat
     ? { messages: Array.from({ length: rng.int(1, 3) }, (_, i) => ({ role: rng.pick(['system', 'user', 'assistant', 'developer']), content: i % 2 ? text(rng) : [{ type: 'text', text: text(rng) }] })) }
     : { prompt: rng.pick([text(rng), [72, 105], [text(rng), text(rng)], [[72], [258, 65]]]) };
@@ -96,12 +109,12 @@ interface FuzzCase extends RawRequest {
   kind: string;
 }
 
-const PATHS = ['/v1/chat/completions', '/v1/completions'];
+const PATHS = ['/v1/chat/completions', '/v1/completions', '/v1/chat/completions', '/v1/completions', '/v1/responses', '/tokenize', '/detokenize'];
 
 /** One generated request: a valid one, then (mostly) one or more mutations of it. */
 function fuzzCase(rng: Rng): FuzzCase {
   const path = rng.pick(PATHS);
-  const body = validBody(rng, path === '/v1/chat/completions');
+  const body = validBody(rng, path);
   const headers = jsonHeaders(KEY);
   const kind = rng.pick(['valid', 'wrongType', 'number', 'nonJsonNumber', 'truncate', 'byteFlip', 'deep', 'oversized', 'invalidUtf8', 'control', 'messages', 'contentType', 'unknownFields', 'notObject', 'method', 'auth', 'longText']);
   let payload: string | Buffer = JSON.stringify(body);
@@ -214,6 +227,9 @@ function fault(res: RawResponse, req: FuzzCase): string | undefined {
 
 function validCompletion(res: RawResponse, req: FuzzCase): string | undefined {
   const type = String(res.headers['content-type'] ?? '');
+  if (req.path === '/v1/responses') return validResponse(res, type);
+  if (req.path === '/tokenize') return Array.isArray((JSON.parse(res.body) as { tokens?: unknown }).tokens) ? undefined : 'no tokens';
+  if (req.path === '/detokenize') return typeof (JSON.parse(res.body) as { prompt?: unknown }).prompt === 'string' ? undefined : 'no prompt';
   if (type.startsWith('text/event-stream')) {
     const data = sseData(res.body);
     if (data.at(-1) !== '[DONE]') return 'a stream that does not end with [DONE]';
@@ -228,6 +244,19 @@ function validCompletion(res: RawResponse, req: FuzzCase): string | undefined {
   if (/^\/v1\/models/i.test(decodeURIComponent(req.path))) return body.object === 'list' || body.object === 'model' ? undefined : 'not a model object';
   if (body.object !== 'chat.completion' && body.object !== 'text_completion') return `object ${body.object}`;
   if (!Array.isArray(body.choices) || body.choices.length === 0) return 'no choices';
+  return undefined;
+}
+
+/** A Responses API answer: a response object, or typed events ending with its completion. */
+function validResponse(res: RawResponse, type: string): string | undefined {
+  if (!type.startsWith('text/event-stream')) return (JSON.parse(res.body) as { object?: string }).object === 'response' ? undefined : 'not a response object';
+  const events = res.body
+    .split('\n')
+    .filter((line) => line.startsWith('data: '))
+    .map((line) => JSON.parse(line.slice('data: '.length)) as { type: string });
+  if (events.length === 0 || events[0]!.type !== 'response.created') return 'a stream that does not open with response.created';
+  const last = events.at(-1)!.type;
+  if (last !== 'response.completed' && last !== 'response.incomplete') return `a stream that ends with ${last}`;
   return undefined;
 }
 

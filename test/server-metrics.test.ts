@@ -37,12 +37,13 @@ describe('head calibration metrics', () => {
         type: 'tokens',
         text: 'abcdef',
         tokenIds: [1, 2, 3, 4, 5, 6],
+        textOffsets: [0, 1, 2, 3, 4, 5],
         rounds: [
           round([0.95, 0.85, 0.35, 0.25], 1), // accepted, first rejection, then two never judged
           round([0.55, 0.65], 2), // both accepted
         ],
       });
-      metrics.event(handle, { type: 'tokens', text: 'g', tokenIds: [7], rounds: [round([0.05, 0.92], 0)] }); // rejected at once
+      metrics.event(handle, { type: 'tokens', text: 'g', tokenIds: [7], textOffsets: [6], rounds: [round([0.05, 0.92], 0)] }); // rejected at once
       const s = await samples(metrics);
       const at = (name: string, bucket: string) => s.get(`specd_head_calibration_${name}{bucket="${bucket}"}`) ?? 0;
       assert.deepEqual(

@@ -132,7 +132,7 @@ describe('request validation: 400 naming the parameter', () => {
     ['max_completion_tokens negative', { messages: user('x'), max_completion_tokens: -1 }, 'max_completion_tokens'],
     ['temperature above 2', { messages: user('x'), temperature: 2.5 }, 'temperature'],
     ['temperature a string', { messages: user('x'), temperature: 'hot' }, 'temperature', 'invalid_type'],
-    ['top_p 0', { messages: user('x'), top_p: 0 }, 'top_p'],
+    ['top_p negative', { messages: user('x'), top_p: -0.1 }, 'top_p'],
     ['top_p above 1', { messages: user('x'), top_p: 1.5 }, 'top_p'],
     ['top_k below -1', { messages: user('x'), top_k: -2 }, 'top_k'],
     ['seed fractional', { messages: user('x'), seed: 1.5 }, 'seed', 'invalid_type'],
@@ -210,6 +210,18 @@ describe('request validation: 400 naming the parameter', () => {
   test('a body over the limit is 413', async () => {
     const res = await chat({ messages: user('x'.repeat(BODY_LIMIT)) });
     expectError(res, 413, null, 'request_too_large');
+  });
+
+  test("values OpenAI's reference accepts: top_p 0 keeps only the most likely token; reasoning_effort none, tool_choice auto without tools", async () => {
+    const greedy = await chat({ messages: user('Hi'), max_tokens: 12, temperature: 0 });
+    const nucleus0 = await chat({ messages: user('Hi'), max_tokens: 12, temperature: 1, top_p: 0, seed: 5 });
+    assert.equal(nucleus0.statusCode, 200, nucleus0.body);
+    assert.equal(nucleus0.json().choices[0].message.content, greedy.json().choices[0].message.content);
+    const refusal = await chat({ messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: [{ type: 'refusal', refusal: 'I cannot.' }] }, { role: 'user', content: 'Why?' }], max_tokens: 2 });
+    assert.equal(refusal.statusCode, 200, `an assistant refusal part is text: ${refusal.body}`);
+    const res = await chat({ messages: user('Hi'), max_tokens: 2, reasoning_effort: 'none', tool_choice: 'auto', tools: [], function_call: 'auto', verbosity: 'low', service_tier: 'auto', store: false });
+    assert.equal(res.statusCode, 200, res.body);
+    expectError(await chat({ messages: user('Hi'), reasoning_effort: 'low' }), 400, 'reasoning_effort', 'unsupported_parameter');
   });
 
   test('unknown extra fields are ignored, as OpenAI does', async () => {

@@ -1,8 +1,6 @@
 /** The `specd` command line. Errors end in one line on stderr and a non-zero exit. */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { PACKAGE_ROOT } from '../paths.js';
+import { SPECD_VERSION } from '../paths.js';
 import { benchCommand } from './bench.js';
 import { doctorCommand } from './doctor.js';
 import { generateCommand } from './generate.js';
@@ -10,11 +8,9 @@ import { serveCommand } from './serve.js';
 import { headCommand } from './head.js';
 import { modelsCommand } from './models.js';
 
-const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-
 const program = new Command('specd')
   .description('speculative-decoding inference on ONNX Runtime')
-  .version(version)
+  .version(SPECD_VERSION)
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 program.addCommand(generateCommand());

@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { policyLabel } from '../engine/stop-policy.js';
 import { buildApp } from '../server/app.js';
+import { DEFAULT_CORS } from '../server/cors.js';
 import { DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PORT, defaultWorkers, threadsPerWorker } from '../server/defaults.js';
 import { shutdown } from '../server/shutdown.js';
 import { needsHead } from '../server/speculation.js';
@@ -22,6 +23,14 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
   metricsAuth: boolean;
   logLevel: string;
   grace: number;
+  allowedOrigins: string[];
+  allowedMethods: string[];
+  allowedHeaders: string[];
+}
+
+/** A comma-separated list; empty entries dropped ('' is the empty list). */
+function listArg(text: string): string[] {
+  return text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -35,17 +44,20 @@ function logLevelArg(text: string): string {
 const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
 
 export function serveCommand(): Command {
-  const cmd = new Command('serve').description('serve an OpenAI-compatible API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics');
+  const cmd = new Command('serve').description('serve an OpenAI-compatible API: /v1/chat/completions, /v1/completions, /v1/responses, /v1/models, /tokenize, /detokenize, /info, /version, /health, /metrics');
   cmd
     .option('--host <host>', 'address to listen on', DEFAULT_HOST)
     .option('--port <n>', 'port to listen on (0: any free port)', intIn(0, 65535), DEFAULT_PORT)
     .option('--model-name <name>', "the model name clients send as 'model' (default: the target directory's name)")
     .option('--workers <n>', `engine worker threads, each with its own copy of the models (default: 1 on a GPU or with <= 4 cores, else cores / 4)`, intIn(1, 1024))
     .option('--max-queue <n>', 'requests that may wait for a worker; more are refused with 429', intIn(0, 1_000_000), DEFAULT_MAX_QUEUE)
-    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on every route but /health and /metrics (default: $SPECD_API_KEY)')
+    .option('--api-key <key>', 'require "Authorization: Bearer KEY" on every route but /health, /version and /metrics (default: $SPECD_API_KEY)')
     .option('--metrics-auth', 'with an API key, require it on /metrics too', false)
     .option('--log-level <level>', `log level of the JSON lines on stderr: ${LOG_LEVELS.join(', ')}`, logLevelArg, 'warn')
-    .option('--grace <seconds>', 'on SIGTERM/SIGINT, time in-flight requests get to finish before they are cancelled', numberIn(0, 86_400), DEFAULT_GRACE_S);
+    .option('--grace <seconds>', 'on SIGTERM/SIGINT, time in-flight requests get to finish before they are cancelled', numberIn(0, 86_400), DEFAULT_GRACE_S)
+    .option('--allowed-origins <list>', 'CORS: comma-separated origins browser pages may call from ("*": any; "": no CORS headers)', listArg, DEFAULT_CORS.allowedOrigins)
+    .option('--allowed-methods <list>', 'CORS: methods a preflight allows ("*": any)', listArg, DEFAULT_CORS.allowedMethods)
+    .option('--allowed-headers <list>', 'CORS: request headers a preflight allows (default: those it asks for)', listArg, DEFAULT_CORS.allowedHeaders);
   // The server's default draft policy; a request may choose another with its `speculative` field.
   addPolicyOptions(cmd);
   // Models, device and threads (--threads is per worker here: default, the cores shared out among
@@ -66,6 +78,7 @@ export function serveCommand(): Command {
       apiKey: flags.apiKey ?? (process.env.SPECD_API_KEY || undefined),
       metricsAuth: flags.metricsAuth,
       policy,
+      cors: { allowedOrigins: flags.allowedOrigins, allowedMethods: flags.allowedMethods, allowedHeaders: flags.allowedHeaders },
       // Warnings and server errors (a 5xx is a bug) as JSON lines on stderr; stdout stays for the URL.
       logger: { level: flags.logLevel, stream: process.stderr },
     }).catch((err: Error) => {

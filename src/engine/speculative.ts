@@ -22,6 +22,7 @@ import type { KVCache } from './kv-cache.js';
 import { type LogitsAdjustments, LogitsProcessor } from './logits-processors.js';
 import { logOf, logSoftmax, type TokenLogprob, tokenLogprob } from './logprobs.js';
 import type { DecoderModel } from './model.js';
+import { type FinishReason, OutputDecider, type OutputRules } from './output-decider.js';
 import { Rng } from './rng.js';
 import { argmax, decodingTemperature, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
@@ -40,12 +41,15 @@ export interface GenerateOptions {
   adjustments?: LogitsAdjustments;
   /** Record each emitted token's log-probability and this many alternatives (`Generation.logprobs`). */
   logprobs?: number;
+  /** Strings that end the output (it stops before the first); need `tokenizer` (output-decider.ts). */
+  stop?: readonly string[];
+  /** Turns the output into text (`Generation.output.text`); needed for stop strings. */
+  tokenizer?: OutputRules['tokenizer'];
   /** Called after every round with its statistics. */
   onRound?: (round: RoundStats) => void;
 }
 
-/** `stop`: an EOS token or a stop string; `length`: max tokens or the context; `abort`: cancelled by the caller. */
-export type FinishReason = 'stop' | 'length' | 'abort';
+export type { FinishReason };
 
 export class ContextLengthError extends Error {
   override name = 'ContextLengthError';
@@ -94,11 +98,12 @@ export class SpeculativeDecoder {
 }
 
 export class Generation {
-  /** Output tokens so far (not including the prompt). */
+  /** Tokens generated so far (not including the prompt); the output is a prefix of them (`output`). */
   readonly tokenIds: number[] = [];
-  /** With `GenerateOptions.logprobs`: one record per output token, aligned with `tokenIds`. */
+  /** With `GenerateOptions.logprobs`: one record per generated token, aligned with `tokenIds`. */
   readonly logprobs: TokenLogprob[] = [];
-  finishReason: FinishReason | undefined;
+  /** Which tokens are the output and why it ended, decided token by token. */
+  readonly output: OutputDecider;
   private readonly x: number[];
   private readonly targetCache: KVCache;
   private readonly draftCache: KVCache | undefined;
@@ -128,15 +133,20 @@ export class Generation {
     this.eos = new Set(opts.eosTokenIds ?? target.info.eosTokenIds);
     this.processor = new LogitsProcessor(opts.adjustments);
     this.maxNew = Math.max(0, Math.min(opts.maxTokens, target.info.maxPositions - prompt.length));
+    this.output = new OutputDecider({ maxTokens: this.maxNew, eosTokenIds: this.eos, stop: opts.stop, tokenizer: opts.tokenizer });
     this.runMsAtStart = this.runMs();
     if (this.maxNew === 0) this.finish('length');
   }
 
   get done(): boolean {
-    return this.finishReason !== undefined;
+    return this.output.done;
   }
 
-  /** Run one round; returns the tokens it added to the output (possibly none at the end). */
+  get finishReason(): FinishReason | undefined {
+    return this.output.finishReason;
+  }
+
+  /** Run one round; returns the tokens it added to the sequence (`output` says which are the output). */
   async step(): Promise<number[]> {
     if (this.done) return [];
     try {
@@ -184,21 +194,16 @@ export class Generation {
     if (this.draftCache && this.draftCache.length > keep) await this.draftCache.crop(keep);
     const targetMs = performance.now() - targetStart;
 
-    // Stop conditions: EOS (not emitted), then the length limit.
+    // Stop conditions, one token at a time (output-decider.ts): EOS (not emitted), a stop string, max tokens.
     const proposed = candidates.slice(0, result.accepted);
     proposed.push(result.next);
     const emitted: number[] = [];
     for (const token of proposed) {
-      if (this.eos.has(token)) {
-        this.finish('stop');
-        break;
-      }
-      emitted.push(token);
-      if (this.tokenIds.length + emitted.length >= this.maxNew) {
-        this.finish('length');
-        break;
-      }
+      const verdict = this.output.push(token);
+      if (verdict !== 'eos') emitted.push(token);
+      if (verdict !== 'continue') break;
     }
+    if (this.output.done) this.settle();
     x.push(...emitted);
     this.tokenIds.push(...emitted);
     this.processor.accept(emitted);
@@ -224,12 +229,16 @@ export class Generation {
     return this.tokenIds;
   }
 
-  /** End early (a stop string matched, or the client went away). */
+  /** End early (the client went away); a no-op once ended. */
   finish(reason: FinishReason): void {
-    if (this.finishReason !== undefined) return;
-    this.finishReason = reason;
+    this.output.end(reason);
+    this.settle();
+  }
+
+  /** The output has ended: no round follows, so free the caches (GPU memory with WebGPU) now. */
+  private settle(): void {
+    if (this.endedAt !== undefined) return;
     this.endedAt = performance.now();
-    // No round follows: free the caches (GPU memory with WebGPU) now.
     this.releaseCaches();
   }
 

@@ -4,9 +4,17 @@
  *
  *   POST /v1/chat/completions   chat, streamed (SSE) or not
  *   POST /v1/completions        text completion of a prompt string or token ids
+ *   POST /v1/responses          OpenAI's Responses API, streamed (typed events) or not; nothing stored
  *   GET  /v1/models             the served model
+ *   POST /tokenize, /detokenize vLLM's tokenizer endpoints
+ *   GET  /info, /version        what the server is (model, policy, head, workers, ...), its version
  *   GET  /health                503 {status: "loading"} until every worker has loaded, then 200
  *   GET  /metrics               Prometheus text
+ *
+ * Every response carries `x-request-id` (request-id.ts) and, for allowed origins, CORS headers
+ * (cors.ts). Refusals a client is expected to meet (4xx, 429, 503 while loading or shutting
+ * down) are logged as one `info` line; only failures of the server itself (500) at `error`,
+ * with their stack.
  *
  * The main thread renders chat templates, tokenizes, validates and streams; generation runs in
  * the engine workers (engine-pool.ts). Shared things are decorations on the instance
@@ -17,6 +25,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { PairOptions } from '../engine/pair.js';
 import { DEFAULT_FIXED_K, type PolicySpec } from '../engine/stop-policy.js';
 import { apiKeyHook } from './auth.js';
+import { type CorsOptions, DEFAULT_CORS, registerCors } from './cors.js';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE, defaultWorkers, threadsPerWorker } from './defaults.js';
 import { EnginePool } from './engine-pool.js';
 import { ApiError, apiErrors } from './errors.js';
@@ -29,7 +38,11 @@ import { chatRoutes } from './routes/chat.js';
 import { completionRoutes } from './routes/completions.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
+import { infoRoutes } from './routes/info.js';
 import { modelRoutes } from './routes/models.js';
+import { responsesRoutes } from './routes/responses.js';
+import { tokenizeRoutes } from './routes/tokenize.js';
+import { requestId, requestIdHook } from './request-id.js';
 import { AJV_OPTIONS, formatSchemaErrors } from './schema-errors.js';
 import { ResponseTracker } from './shutdown.js';
 import { TokenTexts } from './token-text.js';
@@ -43,7 +56,7 @@ export interface ServerOptions {
   workers?: number;
   /** Requests that may wait for a worker (default DEFAULT_MAX_QUEUE). */
   maxQueue?: number;
-  /** Require `Authorization: Bearer KEY` on every route but /health and /metrics (auth.ts). */
+  /** Require `Authorization: Bearer KEY` on every route but /health, /version and /metrics (auth.ts). */
   apiKey?: string;
   /** With `apiKey`, whether /metrics needs the key too (default: open). */
   metricsAuth?: boolean;
@@ -51,6 +64,8 @@ export interface ServerOptions {
   policy?: PolicySpec;
   /** Largest request body in bytes (default DEFAULT_BODY_LIMIT). */
   bodyLimit?: number;
+  /** CORS for browser pages (default DEFAULT_CORS: any origin); `allowedOrigins: []` turns it off. */
+  cors?: CorsOptions;
   /** fastify's logger option (default: off). */
   logger?: boolean | object;
   /** Tests only: engine generations that fail on purpose (faults.ts). Never set from a flag or a request. */
@@ -109,6 +124,8 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     schemaErrorFormatter: formatSchemaErrors,
     frameworkErrors: frameworkError,
     clientErrorHandler: clientError,
+    requestIdHeader: false,
+    genReqId: requestId,
   });
   app.decorate('specd', {
     engine,
@@ -123,16 +140,22 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     },
   } satisfies ServerContext);
 
-  if (opts.apiKey) app.addHook('onRequest', apiKeyHook(opts.apiKey, { metrics: opts.metricsAuth }));
   app.setErrorHandler((err: FastifyError | ApiError, request, reply) => {
     const apiError = toApiError(err, bodyLimit);
-    if (apiError.status >= 500) request.log.error(err);
+    // A refusal the API defines is the client's to handle: one line. Anything else is a bug: its stack.
+    if (apiError.status >= 500 && !(err instanceof ApiError && apiError.code !== 'internal_error')) request.log.error(err);
+    else request.log.info({ status: apiError.status, code: apiError.code, param: apiError.param }, apiError.message);
     return reply.code(apiError.status).headers(apiError.headers).send(apiError.toBody());
   });
   app.setNotFoundHandler((request, reply) => {
     const err = apiErrors.routeNotFound(request.method, request.url);
     return reply.code(err.status).send(err.toBody());
   });
+  app.addHook('onRequest', requestIdHook);
+  // CORS before the key: preflights are answered without it. (After the error handler, which
+  // routes take as they are registered: CORS registers one for OPTIONS.)
+  await registerCors(app, opts.cors ?? DEFAULT_CORS);
+  if (opts.apiKey) app.addHook('onRequest', apiKeyHook(opts.apiKey, { metrics: opts.metricsAuth }));
   app.addHook('onClose', async () => {
     await engine.close();
     eventLoop.stop();
@@ -140,6 +163,9 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
 
   await app.register(chatRoutes);
   await app.register(completionRoutes);
+  await app.register(responsesRoutes);
+  await app.register(tokenizeRoutes);
+  await app.register(infoRoutes);
   await app.register(modelRoutes);
   await app.register(healthRoutes);
   await app.register(metricsRoutes);

@@ -1,7 +1,7 @@
 /**
  * Optional API key: every request then needs `Authorization: Bearer KEY`, except the routes on
- * an explicit open list: `/health` (probes) and `/metrics` (scrapers) unless metrics are keyed
- * too. The decision follows the route the request was matched to, not the text of its URL, so
+ * an explicit open list: `/health` (probes), `/version` and `/metrics` (scrapers) unless metrics
+ * are keyed too (CORS preflights are answered before this hook runs: cors.ts). The decision follows the route the request was matched to, not the text of its URL, so
  * no spelling of a path (`/v1//x`, `/V1/x`, `/%761/models`, a query string) reaches a keyed
  * handler without the key; unknown paths need the key as well.
  *
@@ -22,7 +22,7 @@ export interface ApiKeyOptions {
 
 /** The routes (as registered) that need no key. */
 export function openRoutes(opts: ApiKeyOptions = {}): ReadonlySet<string> {
-  return new Set(opts.metrics ? ['/health'] : ['/health', '/metrics']);
+  return new Set(opts.metrics ? ['/health', '/version'] : ['/health', '/version', '/metrics']);
 }
 
 /** An `onRequest` hook that rejects requests to keyed routes without the key (401). */

@@ -109,7 +109,7 @@ export async function collectRun(run: GenerationRun, promptParam: string): Promi
         run.cancel();
         throw abortedError();
       }
-      choices[index] = { text: result.text, finishReason: result.finish_reason, logprobs: result.logprobs };
+      choices[index] = { text: result.text, finishReason: result.finish_reason, logprobs: result.logprobs, textOffsets: result.text_offsets };
     }
   }
   return choices.map((c) => c!);

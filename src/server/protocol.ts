@@ -10,7 +10,7 @@
  *   main                          worker
  *    |-- task {port, request} ----->|   (piscina queue)
  *    |<------------------ start ----|   picked up: queue time ends
- *    |<------------------ tokens ---|   once per round: text, ids, logprobs, round stats
+ *    |<------------------ tokens ---|   once per round: final text, ids, text offsets, logprobs, round stats
  *    |-- cancel ------------------->|   client went away: ends within one round
  *    |<------------- done | error --|   always last
  */
@@ -53,7 +53,7 @@ export interface GenerationTask {
 /** Worker -> main, on the task's port. */
 export type WorkerMessage =
   | { type: 'start' }
-  | { type: 'tokens'; text: string; tokenIds: number[]; logprobs?: TokenLogprob[]; rounds: RoundStats[] }
+  | { type: 'tokens'; text: string; tokenIds: number[]; textOffsets: number[]; logprobs?: TokenLogprob[]; rounds: RoundStats[] }
   | { type: 'done'; result: TextGenerationResult; rounds: RoundStats[] }
   | { type: 'error'; code: WorkerErrorCode; message: string };
 

@@ -26,7 +26,7 @@ export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
 type Opt<T> = T | null | undefined;
 
 /** Fields both endpoints take (see schemas.ts). */
-interface CommonBody {
+export interface CommonBody {
   model?: Opt<string>;
   stream?: Opt<boolean>;
   stream_options?: Opt<{ include_usage?: Opt<boolean>; continuous_usage_stats?: Opt<boolean> }>;
@@ -46,7 +46,7 @@ interface CommonBody {
   [field: string]: unknown;
 }
 
-export type ContentPart = { type: string; text?: string };
+export type ContentPart = { type: string; text?: string; refusal?: string };
 export interface MessageBody {
   role: string;
   content?: Opt<string | ContentPart[]>;
@@ -95,19 +95,19 @@ export interface PlanContext {
 }
 
 /** [field, whether a value asks for something specd cannot do, why]. */
-type Unsupported = [string, (v: unknown) => boolean, string];
-const given = (v: unknown) => v !== undefined && v !== null;
+export type Unsupported = [string, (v: unknown) => boolean, string];
+export const given = (v: unknown) => v !== undefined && v !== null;
 const CHAT_UNSUPPORTED: Unsupported[] = [
   ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no tool calling.'],
-  ['tool_choice', (v) => given(v) && v !== 'none', 'specd has no tool calling.'],
+  ['tool_choice', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no tool calling.'],
   ['functions', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no function calling.'],
-  ['function_call', (v) => given(v) && v !== 'none', 'specd has no function calling.'],
+  ['function_call', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no function calling.'],
   ['response_format', (v) => given(v) && (v as { type?: unknown }).type !== 'text', 'only {"type": "text"} is supported; specd has no constrained decoding.'],
   ['audio', given, 'specd generates text only.'],
   ['modalities', (v) => given(v) && !(Array.isArray(v) && v.every((m) => m === 'text')), 'specd generates text only.'],
   ['prediction', given, 'predicted outputs are not supported.'],
   ['web_search_options', given, 'specd has no web search.'],
-  ['reasoning_effort', given, 'the served model has no reasoning mode.'],
+  ['reasoning_effort', (v) => given(v) && v !== 'none', 'the served model has no reasoning mode (only "none" applies).'],
   ['store', (v) => v === true, 'specd does not store completions.'],
 ];
 const COMPLETION_UNSUPPORTED: Unsupported[] = [
@@ -116,7 +116,7 @@ const COMPLETION_UNSUPPORTED: Unsupported[] = [
   ['best_of', (v) => given(v) && v !== 1, 'use n for several choices.'],
 ];
 
-function checkUnsupported(body: Record<string, unknown>, table: Unsupported[]): void {
+export function checkUnsupported(body: Record<string, unknown>, table: Unsupported[]): void {
   for (const [field, used, why] of table) if (used(body[field])) throw apiErrors.unsupported(field, why);
 }
 
@@ -126,24 +126,34 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
   if (given(body.top_logprobs) && body.logprobs !== true) {
     throw apiErrors.invalidValue('top_logprobs', "Invalid 'top_logprobs': it requires 'logprobs' to be true.");
   }
-  const messages = chatMessages(body.messages);
+  const maxParam = given(body.max_completion_tokens) ? 'max_completion_tokens' : 'max_tokens';
+  const requested = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+  const logprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
+  return planMessages(chatMessages(body.messages), body, ctx, { param: 'messages', maxParam, requested, fallback: Infinity }, logprobs);
+}
+
+/**
+ * A chat (already in the chat template's terms) rendered, tokenized and planned like
+ * /v1/chat/completions; the Responses API (responses-api.ts) plans its input through this too.
+ * @param length where the chat and the output length come from, as the endpoint names them
+ * @param logprobs alternatives per position, when logprobs are asked for
+ */
+export function planMessages(messages: ChatMessage[], body: CommonBody, ctx: PlanContext, length: Length, logprobs: number | undefined): GenerationPlan {
   const { tokenizer } = ctx.facts;
+  const param = length.param;
   if (!tokenizer.hasChatTemplate) {
-    throw apiErrors.invalidValue('messages', 'The model has no chat template; use /v1/completions with a prompt instead.', 'no_chat_template');
+    throw apiErrors.invalidValue(param, 'The model has no chat template; use /v1/completions with a prompt instead.', 'no_chat_template');
   }
   // Tokenizing runs on the main thread: text far too long to fit is refused before it.
-  if (messages.reduce((n, m) => n + m.content.length, 0) > promptCharLimit(ctx.facts)) throw apiErrors.promptTooLong('messages', ctx.facts.contextLength);
+  if (messages.reduce((n, m) => n + m.content.length, 0) > promptCharLimit(ctx.facts)) throw apiErrors.promptTooLong(param, ctx.facts.contextLength);
   let promptIds: number[];
   try {
     promptIds = tokenizer.encodeChat(messages);
   } catch (err) {
-    if (err instanceof ChatTemplateError) throw apiErrors.invalidValue('messages', `Invalid 'messages': ${err.message}.`);
+    if (err instanceof ChatTemplateError) throw apiErrors.invalidValue(param, `Invalid '${param}': ${err.message}.`);
     throw err;
   }
-  const maxParam = given(body.max_completion_tokens) ? 'max_completion_tokens' : 'max_tokens';
-  const requested = body.max_completion_tokens ?? body.max_tokens ?? undefined;
-  const n = body.n ?? 1;
-  return plan(body, ctx, [promptIds], n, { param: 'messages', maxParam, requested, fallback: Infinity }, body.logprobs === true ? (body.top_logprobs ?? 0) : undefined);
+  return plan(body, ctx, [promptIds], body.n ?? 1, length, logprobs);
 }
 
 export function planCompletion(body: CompletionBody, ctx: PlanContext): GenerationPlan {
@@ -161,14 +171,14 @@ export function planCompletion(body: CompletionBody, ctx: PlanContext): Generati
 }
 
 /** Model, stream options. */
-function checkCommon(body: CommonBody, ctx: PlanContext): void {
+export function checkCommon(body: CommonBody, ctx: PlanContext): void {
   if (given(body.model) && body.model !== ctx.facts.name) throw apiErrors.modelNotFound(body.model!);
   if (given(body.stream_options) && body.stream !== true) {
     throw apiErrors.invalidValue('stream_options', "Invalid 'stream_options': it is only allowed when 'stream' is true.");
   }
 }
 
-interface Length {
+export interface Length {
   /** The parameter holding the prompt (`messages` or `prompt`). */
   param: string;
   /** The parameter that set the output length. */
@@ -248,7 +258,7 @@ function logitsAdjustments(body: CommonBody, vocabSize: number): LogitsAdjustmen
 const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant' };
 
 /** Messages as the chat template takes them; text content parts are joined with newlines (as vLLM). */
-function chatMessages(messages: MessageBody[]): ChatMessage[] {
+export function chatMessages(messages: MessageBody[]): ChatMessage[] {
   return messages.map((m, i) => {
     // Own properties only: "constructor" or "__proto__" is not a role.
     const role = Object.hasOwn(ROLES, m.role) ? ROLES[m.role] : undefined;
@@ -262,6 +272,11 @@ function chatMessages(messages: MessageBody[]): ChatMessage[] {
     const content = m.content ?? '';
     if (typeof content === 'string') return { role, content };
     const texts = content.map((part, j) => {
+      // An earlier assistant turn may hold a refusal part: its text is what the assistant said.
+      if (part.type === 'refusal' && role === 'assistant') {
+        if (typeof part.refusal !== 'string') throw apiErrors.missing(`messages[${i}].content[${j}].refusal`);
+        return part.refusal;
+      }
       if (part.type !== 'text') {
         throw apiErrors.unsupported(`messages[${i}].content[${j}].type`, `content parts of type "${part.type}" need a multimodal model; specd serves text-only models.`);
       }

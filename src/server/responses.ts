@@ -79,6 +79,8 @@ export class UsageTally {
 export interface ChoiceOutput {
   text: string;
   logprobs?: TokenLogprob[];
+  /** Where each output token's text starts in `text`. */
+  textOffsets: number[];
   finishReason: ApiFinishReason;
 }
 
@@ -158,10 +160,13 @@ export interface CompletionLogprobs {
   text_offset: number[];
 }
 
-/** @param offset characters of the choice's text before these tokens */
-export function completionLogprobs(records: readonly TokenLogprob[], texts: TokenTexts, offset = 0): CompletionLogprobs {
+/**
+ * @param textOffsets where each token's text starts in the choice's text (UTF-16 code units, as
+ *   the engine decided them: output-decider.ts)
+ */
+export function completionLogprobs(records: readonly TokenLogprob[], textOffsets: readonly number[], texts: TokenTexts): CompletionLogprobs {
   const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
-  for (const r of records) {
+  records.forEach((r, i) => {
     const token = texts.of(r.token).token;
     out.tokens.push(token);
     out.token_logprobs.push(r.logprob);
@@ -169,9 +174,8 @@ export function completionLogprobs(records: readonly TokenLogprob[], texts: Toke
     for (const t of r.top) top[texts.of(t.token).token] = t.logprob;
     top[token] = r.logprob;
     out.top_logprobs.push(top);
-    out.text_offset.push(offset);
-    offset += token.startsWith('bytes:') ? 0 : token.length;
-  }
+    out.text_offset.push(textOffsets[i]!);
+  });
   return out;
 }
 
@@ -181,7 +185,7 @@ export function textCompletion(c: Common, choices: readonly ChoiceOutput[], usag
     choices: choices.map((choice, index) => ({
       index,
       text: choice.text,
-      logprobs: choice.logprobs ? completionLogprobs(choice.logprobs, texts) : null,
+      logprobs: choice.logprobs ? completionLogprobs(choice.logprobs, choice.textOffsets, texts) : null,
       finish_reason: choice.finishReason,
     })),
     usage,

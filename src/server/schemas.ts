@@ -54,7 +54,8 @@ const common = {
   },
   max_tokens: int(1),
   temperature: num(0, 2),
-  top_p: { type: nullable('number'), exclusiveMinimum: 0, maximum: 1 },
+  /** 0 keeps only the most likely token (OpenAI accepts 0 to 1). */
+  top_p: num(0, 1),
   /** vLLM's extension; -1 or 0: off. */
   top_k: int(-1),
   seed: int(Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),
@@ -125,4 +126,70 @@ export const completionBodySchema = {
     suffix: str,
     best_of: int(1),
   },
+} as const;
+
+const inputItem = {
+  type: 'object',
+  properties: {
+    type: { type: 'string' },
+    role: { type: 'string' },
+    content: {
+      description: 'a string or an array of content parts',
+      anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'object', required: ['type'], properties: { type: { type: 'string' }, text: { type: 'string' } } } }],
+    },
+  },
+};
+
+/** POST /v1/responses (OpenAI's Responses API; responses-api.ts checks what needs the model). */
+export const responsesBodySchema = {
+  type: 'object',
+  properties: {
+    model: str,
+    input: { description: 'a string or an array of input items', anyOf: [{ type: 'string' }, { type: 'array', maxItems: MAX_MESSAGES, items: inputItem }] },
+    instructions: str,
+    max_output_tokens: int(1),
+    temperature: num(0, 2),
+    top_p: common.top_p,
+    top_logprobs: int(0, MAX_TOP_LOGPROBS),
+    include: { type: nullable('array'), items: { type: 'string' } },
+    stream: bool,
+    stream_options: { type: nullable('object') },
+    store: bool,
+    background: bool,
+    previous_response_id: str,
+    metadata: { type: nullable('object'), maxProperties: 16, additionalProperties: { type: 'string', maxLength: 512 } },
+    parallel_tool_calls: bool,
+    max_tool_calls: int(1),
+    tools: { type: nullable('array') },
+    text: { type: nullable('object'), properties: { format: { type: nullable('object'), properties: { type: { type: 'string' } } } } },
+    reasoning: { type: nullable('object') },
+    truncation: { anyOf: [{ type: 'null' }, { type: 'string', enum: ['auto', 'disabled'] }], description: "'auto' or 'disabled'" },
+    user: str,
+    safety_identifier: str,
+    prompt_cache_key: str,
+    service_tier: str,
+    top_k: common.top_k,
+    seed: common.seed,
+    speculative,
+  },
+} as const;
+
+/** POST /tokenize (vLLM's): a prompt, or a chat. */
+export const tokenizeBodySchema = {
+  type: 'object',
+  properties: {
+    model: str,
+    prompt: { type: 'string' },
+    messages: { type: 'array', minItems: 1, maxItems: MAX_MESSAGES, items: message },
+    add_generation_prompt: bool,
+    add_special_tokens: bool,
+    return_token_strs: bool,
+  },
+} as const;
+
+/** POST /detokenize (vLLM's). */
+export const detokenizeBodySchema = {
+  type: 'object',
+  required: ['tokens'],
+  properties: { model: str, tokens: { type: 'array', items: { type: 'integer' } } },
 } as const;

@@ -65,3 +65,11 @@ export function requestPolicy(field: SpeculativeField | null | undefined, server
     throw apiErrors.invalidValue(param, `Invalid '${param}': ${err.message}.`);
   }
 }
+
+/** A policy as the `speculative` field writes it (snake_case knobs; specdec++'s threshold null when it is the head's recommended one). */
+export function speculativeField(spec: PolicySpec): Record<string, unknown> {
+  const field: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(spec)) field[snake(key)] = value;
+  if (spec.policy === 'specdec++' && spec.threshold === undefined) field['threshold'] = null;
+  return field;
+}

@@ -7,6 +7,7 @@
  * the request) is still an ordinary HTTP error; one after it is sent as an `error` event (the
  * openai client raises it) before `[DONE]`.
  */
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyReply } from 'fastify';
 import type { TokenLogprob } from '../engine/logprobs.js';
 import { abortedError, type GenerationRun, workerError } from './generation-run.js';
@@ -16,11 +17,18 @@ import type { ApiFinishReason, Usage } from './responses.js';
 export interface StreamFormat {
   /** Chunks that open choice `index` (chat: the assistant role). */
   open(index: number): object[];
-  /** The chunk for new text of choice `index`; undefined when there is nothing to send. */
-  delta(index: number, text: string, logprobs: TokenLogprob[] | undefined): object | undefined;
+  /** The chunk for new output of choice `index`; undefined when there is nothing to send. */
+  delta(index: number, output: OutputPiece): object | undefined;
   finish(index: number, reason: ApiFinishReason): object;
   /** The last chunk with `stream_options.include_usage`. */
   usage(usage: Usage): object;
+}
+
+/** Output of one choice that became final: its text, and its tokens' text offsets and logprobs. */
+export interface OutputPiece {
+  text: string;
+  textOffsets: number[];
+  logprobs?: TokenLogprob[];
 }
 
 export const SSE_HEADERS = {
@@ -28,6 +36,15 @@ export const SSE_HEADERS = {
   'Cache-Control': 'no-cache',
   'X-Accel-Buffering': 'no',
 } as const;
+
+/**
+ * Take the response over from fastify and send the event stream's head, with the headers hooks
+ * set on the reply (CORS, x-request-id).
+ */
+export function openEventStream(reply: FastifyReply): void {
+  reply.hijack();
+  reply.raw.writeHead(200, { ...(reply.getHeaders() as OutgoingHttpHeaders), ...SSE_HEADERS });
+}
 
 /**
  * Stream a run to the client. Returns once every choice has ended (a disconnect cancels them,
@@ -58,13 +75,12 @@ export async function streamRun(reply: FastifyReply, run: GenerationRun, format:
       continue;
     }
     if (!opened) {
-      reply.hijack();
-      res.writeHead(200, SSE_HEADERS);
+      openEventStream(reply);
       opened = true;
       for (let i = 0; i < plan.requests.length; i++) for (const chunk of format.open(i)) send(withUsage(chunk));
     }
     if (message.type === 'tokens') {
-      const chunk = format.delta(index, message.text, message.logprobs);
+      const chunk = format.delta(index, message);
       if (chunk) send(withUsage(chunk));
     } else {
       send(withUsage(format.finish(index, message.result.finish_reason as ApiFinishReason)));

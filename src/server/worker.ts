@@ -61,8 +61,8 @@ export default async function generate({ port, request }: GenerationTask): Promi
         signal: controller.signal,
         onRound: (round) => rounds.push(round),
       },
-      ({ text, tokenIds, logprobs }) => {
-        post({ type: 'tokens', text, tokenIds, logprobs, rounds: rounds.splice(0) });
+      ({ text, tokenIds, textOffsets, logprobs }) => {
+        post({ type: 'tokens', text, tokenIds, textOffsets, logprobs, rounds: rounds.splice(0) });
         if (fault) {
           const kind = fault;
           fault = undefined;

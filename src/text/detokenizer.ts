@@ -35,7 +35,7 @@ export class IncrementalDetokenizer {
   private emitted = '';
 
   constructor(
-    private readonly tokenizer: TextTokenizer,
+    private readonly tokenizer: Pick<TextTokenizer, 'decode'>,
     private readonly opts: DetokenizerOptions = {},
   ) {}
 

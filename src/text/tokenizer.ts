@@ -60,6 +60,8 @@ export class TextTokenizer {
     private readonly plain: Tokenizer,
     config: Json,
     private readonly template: Template | undefined,
+    /** The chat template's Jinja source, if the model has one. */
+    readonly chatTemplate?: string,
   ) {
     this.templateTokens = {};
     for (const field of SPECIAL_TOKEN_FIELDS) {
@@ -142,7 +144,7 @@ export class TextTokenizer {
         throw new ModelLoadError(`${file}: chat_template does not parse: ${errorMessage(err)}`, file, 'chat_template');
       }
     }
-    return new TextTokenizer(full, plain, config, template);
+    return new TextTokenizer(full, plain, config, template, source);
   }
 
   /** Number of id slots (largest id + 1), including added tokens. */

@@ -1,6 +1,5 @@
 /** POST /v1/chat/completions. */
 import type { FastifyInstance } from 'fastify';
-import type { TokenLogprob } from '../../engine/logprobs.js';
 import { collectRun, GenerationRun } from '../generation-run.js';
 import { type ChatBody, planChat } from '../requests.js';
 import { chatChunk, chatCompletion, chatLogprobs, chatUsageChunk, completionId, nowSeconds } from '../responses.js';
@@ -28,7 +27,7 @@ export async function chatRoutes(app: FastifyInstance): Promise<void> {
 function chatStreamFormat(common: { id: string; created: number; model: string }, texts: TokenTexts): StreamFormat {
   return {
     open: (index) => [chatChunk(common, index, { role: 'assistant', content: '' })],
-    delta: (index, text, logprobs: TokenLogprob[] | undefined) =>
+    delta: (index, { text, logprobs }) =>
       text || logprobs?.length ? chatChunk(common, index, { content: text }, { logprobs: logprobs ? chatLogprobs(logprobs, texts) : null }) : undefined,
     finish: (index, reason) => chatChunk(common, index, {}, { finishReason: reason }),
     usage: (usage) => chatUsageChunk(common, usage),

@@ -15,7 +15,7 @@ export async function completionRoutes(app: FastifyInstance): Promise<void> {
     run.cancelOnDisconnect(reply.raw);
     const common = { id: completionId('cmpl'), created: nowSeconds(), model: plan.model };
     if (plan.stream) {
-      await streamRun(reply, run, textStreamFormat(common, ctx.texts, plan.requests.length), 'prompt');
+      await streamRun(reply, run, textStreamFormat(common, ctx.texts), 'prompt');
       return reply;
     }
     const choices = await collectRun(run, 'prompt');
@@ -23,16 +23,13 @@ export async function completionRoutes(app: FastifyInstance): Promise<void> {
   });
 }
 
-/** Text deltas (logprobs' text offsets run on across chunks), then an empty text with the finish reason. */
-function textStreamFormat(common: { id: string; created: number; model: string }, texts: TokenTexts, choices: number): StreamFormat {
-  const offsets = new Array<number>(choices).fill(0);
+/** Text deltas (logprobs' text offsets are offsets in the whole choice's text), then an empty text with the finish reason. */
+function textStreamFormat(common: { id: string; created: number; model: string }, texts: TokenTexts): StreamFormat {
   return {
     open: () => [],
-    delta: (index, text, logprobs) => {
+    delta: (index, { text, logprobs, textOffsets }) => {
       if (!text && !logprobs?.length) return undefined;
-      const lp = logprobs ? completionLogprobs(logprobs, texts, offsets[index]) : null;
-      offsets[index]! += text.length;
-      return textChunk(common, index, text, { logprobs: lp });
+      return textChunk(common, index, text, { logprobs: logprobs ? completionLogprobs(logprobs, textOffsets, texts) : null });
     },
     finish: (index, reason) => textChunk(common, index, '', { finishReason: reason }),
     usage: (usage) => textUsageChunk(common, usage),

@@ -1,0 +1,229 @@
+/**
+ * OpenAI's Responses API (`POST /v1/responses`) on the chat engine: the request's `input` (a
+ * string, or message items) and `instructions` become a chat, planned like
+ * /v1/chat/completions (requests.ts `planMessages`), and the output is one assistant message
+ * with one `output_text` part.
+ *
+ * specd keeps nothing: every response behaves as `store: false` (the response object says so),
+ * so `previous_response_id` and `conversation`, which continue a stored response, are refused
+ * with a 400 saying to send the whole conversation in `input`; `background` needs storage too.
+ * Responses API fields specd cannot honour (tools, non-text formats, reasoning effort, ...) are
+ * refused like chat's; `speculative`, `top_k` and `seed` work as in chat.
+ */
+import { randomUUID } from 'node:crypto';
+import type { TokenLogprob } from '../engine/logprobs.js';
+import type { ChatMessage } from '../text/tokenizer.js';
+import { apiErrors } from './errors.js';
+import { checkCommon, checkUnsupported, type CommonBody, type GenerationPlan, given, type PlanContext, planMessages, type Unsupported } from './requests.js';
+import { chatLogprobs, type Usage } from './responses.js';
+import type { SpeculativeField } from './speculation.js';
+import type { TokenTexts } from './token-text.js';
+
+type Opt<T> = T | null | undefined;
+
+/** The `include` value that asks for the output text's logprobs. */
+export const INCLUDE_LOGPROBS = 'message.output_text.logprobs';
+
+export interface InputContentPart {
+  type: string;
+  text?: string;
+  [field: string]: unknown;
+}
+
+export interface InputItem {
+  type?: string;
+  role?: string;
+  content?: string | InputContentPart[];
+  [field: string]: unknown;
+}
+
+export interface ResponsesBody {
+  model?: Opt<string>;
+  input?: Opt<string | InputItem[]>;
+  instructions?: Opt<string>;
+  max_output_tokens?: Opt<number>;
+  temperature?: Opt<number>;
+  top_p?: Opt<number>;
+  top_logprobs?: Opt<number>;
+  include?: Opt<string[]>;
+  stream?: Opt<boolean>;
+  store?: Opt<boolean>;
+  metadata?: Opt<Record<string, string>>;
+  user?: Opt<string>;
+  speculative?: Opt<SpeculativeField>;
+  top_k?: Opt<number>;
+  seed?: Opt<number>;
+  [field: string]: unknown;
+}
+
+const STATELESS = 'specd does not store responses (every response is store: false); send the whole conversation in `input` instead.';
+
+const RESPONSES_UNSUPPORTED: Unsupported[] = [
+  ['previous_response_id', given, STATELESS],
+  ['conversation', given, STATELESS],
+  ['background', (v) => v === true, 'background responses need stored responses, and specd stores none.'],
+  ['prompt', given, 'stored prompt templates are not available; send the text in `input`.'],
+  ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no tool calling.'],
+  ['tool_choice', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no tool calling.'],
+  ['text', (v) => given(v) && given((v as { format?: unknown }).format) && (v as { format: { type?: unknown } }).format.type !== 'text', 'only {"format": {"type": "text"}} is supported; specd has no constrained decoding.'],
+  ['reasoning', (v) => given(v) && ((given((v as { effort?: unknown }).effort) && (v as { effort: unknown }).effort !== 'none') || given((v as { summary?: unknown }).summary)), 'the served model has no reasoning mode (only effort "none" applies).'],
+  ['truncation', (v) => v === 'auto', 'a conversation longer than the context is refused (context_length_exceeded), not truncated.'],
+];
+
+const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant' };
+/** Text content part types: the input's, and the output's (an earlier assistant turn sent back). */
+const TEXT_PARTS = new Set(['input_text', 'output_text', 'text']);
+
+/** The request as a plan for the engine (and the fields the response object echoes). */
+export function planResponse(body: ResponsesBody, ctx: PlanContext): GenerationPlan {
+  checkUnsupported(body, RESPONSES_UNSUPPORTED);
+  for (const value of body.include ?? []) {
+    if (value !== INCLUDE_LOGPROBS) throw apiErrors.unsupported('include', `"${value}" is not available; specd can include "${INCLUDE_LOGPROBS}".`);
+  }
+  const common: CommonBody = {
+    model: body.model,
+    stream: body.stream,
+    temperature: body.temperature,
+    top_p: body.top_p,
+    top_k: body.top_k,
+    seed: body.seed,
+    user: body.user,
+    speculative: body.speculative,
+  };
+  checkCommon(common, ctx);
+  const messages = inputMessages(body);
+  const logprobs = body.include?.includes(INCLUDE_LOGPROBS) ? (body.top_logprobs ?? 0) : undefined;
+  const requested = body.max_output_tokens ?? undefined;
+  return planMessages(messages, common, ctx, { param: 'input', maxParam: 'max_output_tokens', requested, fallback: Infinity }, logprobs);
+}
+
+/** `instructions` (a system message first) and `input` as the chat template's messages. */
+function inputMessages(body: ResponsesBody): ChatMessage[] {
+  const messages: ChatMessage[] = [];
+  if (given(body.instructions)) messages.push({ role: 'system', content: body.instructions! });
+  if (!given(body.input)) throw apiErrors.missing('input');
+  const input = body.input!;
+  if (typeof input === 'string') {
+    messages.push({ role: 'user', content: input });
+    return messages;
+  }
+  input.forEach((item, i) => {
+    const at = `input[${i}]`;
+    if (given(item.type) && item.type !== 'message') {
+      throw apiErrors.unsupported(`${at}.type`, `input items of type "${item.type}" are not supported; specd takes messages (tool calls, reasoning and item references need features it does not have).`);
+    }
+    const role = typeof item.role === 'string' && Object.hasOwn(ROLES, item.role) ? ROLES[item.role]! : undefined;
+    if (!role) {
+      throw apiErrors.invalidValue(`${at}.role`, `Invalid value for '${at}.role': ${JSON.stringify(item.role)}. Supported values are: ${Object.keys(ROLES).map((r) => `'${r}'`).join(', ')}.`);
+    }
+    const content = item.content ?? '';
+    if (typeof content === 'string') {
+      messages.push({ role, content });
+      return;
+    }
+    const texts = content.map((part, j) => {
+      if (!TEXT_PARTS.has(part.type)) {
+        throw apiErrors.unsupported(`${at}.content[${j}].type`, `content parts of type "${part.type}" need a multimodal model; specd serves text-only models.`);
+      }
+      if (typeof part.text !== 'string') throw apiErrors.missing(`${at}.content[${j}].text`);
+      return part.text;
+    });
+    messages.push({ role, content: texts.join('\n') });
+  });
+  if (messages.length === 0) throw apiErrors.invalidValue('input', "Invalid 'input': it holds no messages.", 'empty_array');
+  return messages;
+}
+
+/** `resp_...` and `msg_...` ids. */
+export function responseIds(): { id: string; itemId: string } {
+  const hex = () => randomUUID().replace(/-/g, '');
+  return { id: `resp_${hex()}`, itemId: `msg_${hex()}` };
+}
+
+/** The Responses API's usage, with specd's `speculative` as in chat. */
+export function responseUsage(usage: Usage) {
+  return {
+    input_tokens: usage.prompt_tokens,
+    input_tokens_details: { cached_tokens: 0 },
+    output_tokens: usage.completion_tokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: usage.total_tokens,
+    speculative: usage.speculative,
+  };
+}
+
+export type ResponseLogprob = ReturnType<typeof chatLogprobs>['content'][number];
+
+/** Token logprobs as `output_text.logprobs` (chat's records: token, logprob, bytes, top_logprobs). */
+export function responseLogprobs(records: readonly TokenLogprob[] | undefined, texts: TokenTexts): ResponseLogprob[] {
+  return records ? chatLogprobs(records, texts).content : [];
+}
+
+export type ResponseStatus = 'in_progress' | 'completed' | 'incomplete' | 'failed';
+
+/** What a response object shows at one moment. */
+export interface ResponseState {
+  status: ResponseStatus;
+  /** The output message; absent before it starts. */
+  message?: { text: string; logprobs: ResponseLogprob[]; status: 'in_progress' | 'completed' | 'incomplete' };
+  usage?: Usage;
+  error?: { code: string; message: string };
+}
+
+/** The fields of a response object that come from the request. */
+export interface ResponseEcho {
+  id: string;
+  itemId: string;
+  createdAt: number;
+  model: string;
+  body: ResponsesBody;
+}
+
+/** The output item: one assistant message holding one `output_text` part. */
+export function outputMessage(echo: ResponseEcho, message: NonNullable<ResponseState['message']>) {
+  return {
+    id: echo.itemId,
+    type: 'message' as const,
+    status: message.status,
+    role: 'assistant' as const,
+    content: [outputText(message.text, message.logprobs)],
+  };
+}
+
+/** An `output_text` content part (no annotations: specd cites nothing). */
+export function outputText(text: string, logprobs: ResponseLogprob[]) {
+  return { type: 'output_text' as const, text, annotations: [], logprobs };
+}
+
+/** A response object (OpenAI's `Response`), as it is at `state`. */
+export function responseObject(echo: ResponseEcho, state: ResponseState) {
+  const { body } = echo;
+  const done = state.status !== 'in_progress';
+  return {
+    id: echo.id,
+    object: 'response' as const,
+    created_at: echo.createdAt,
+    status: state.status,
+    completed_at: state.status === 'completed' ? Math.floor(Date.now() / 1000) : null,
+    error: state.error ?? null,
+    incomplete_details: state.status === 'incomplete' ? { reason: 'max_output_tokens' as const } : null,
+    instructions: body.instructions ?? null,
+    max_output_tokens: body.max_output_tokens ?? null,
+    model: echo.model,
+    output: state.message ? [outputMessage(echo, state.message)] : [],
+    parallel_tool_calls: body.parallel_tool_calls ?? true,
+    previous_response_id: null,
+    reasoning: { effort: null, summary: null },
+    store: false,
+    temperature: body.temperature ?? null,
+    text: { format: { type: 'text' as const } },
+    tool_choice: body.tool_choice ?? 'auto',
+    tools: [],
+    top_logprobs: body.top_logprobs ?? 0,
+    top_p: body.top_p ?? null,
+    truncation: 'disabled' as const,
+    usage: done && state.usage ? responseUsage(state.usage) : null,
+    user: body.user ?? null,
+    metadata: body.metadata ?? {},
+  };
+}
