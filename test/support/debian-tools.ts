@@ -8,6 +8,8 @@ import type { TestContext } from 'node:test';
 
 /** Tool -> the Debian package that provides it. */
 const PACKAGES: Record<string, string> = { prometheus: 'prometheus', promtool: 'prometheus', haproxy: 'haproxy' };
+/** The flag that makes each tool print its version and exit 0. */
+const VERSION_FLAG: Record<string, string> = { haproxy: '-v' };
 
 /** Whether `name` runs (found on PATH or in /usr/sbin). */
 export function hasTool(name: string): boolean {
@@ -17,7 +19,7 @@ export function hasTool(name: string): boolean {
 /** The tool's path, or undefined. */
 export function toolPath(name: string): string | undefined {
   for (const candidate of [name, `/usr/sbin/${name}`, `/usr/bin/${name}`]) {
-    const run = spawnSync(candidate, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+    const run = spawnSync(candidate, [VERSION_FLAG[name] ?? '--version'], { encoding: 'utf8', timeout: 10_000 });
     if (run.error === undefined && run.status === 0) return candidate;
   }
   return undefined;
