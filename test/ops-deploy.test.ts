@@ -2,7 +2,7 @@
  * deploy/: the Prometheus config and rules pass promtool (config and rules checks, and the rules'
  * unit tests), the Kubernetes manifests validate against the API's schemas (kubernetes-models,
  * @kubernetes-models/prometheus-operator) and fit together and with specd's own settings, and
- * every dashboard panel has a query. (The queries are run against a real Prometheus scraping
+ * every dashboard panel has a query, and HAProxy accepts its config. (The queries are run against a real Prometheus scraping
  * specd in ops-prometheus.test.ts.)
  */
 import assert from 'node:assert/strict';
@@ -45,6 +45,19 @@ describe('Prometheus config and rules', () => {
     assert.ok(alerts.length >= 6);
     const untested = alerts.filter((a) => !firing.has(a) && a !== 'SpecdSlowFirstToken' && a !== 'SpecdWorkersNotLoaded');
     assert.deepEqual(untested, [], 'alerts without a test that makes them fire');
+  });
+});
+
+describe('HAProxy config', () => {
+  test('haproxy -c: valid, no warnings; health checks on /health', (t) => {
+    const tools = requireTools(t, 'haproxy');
+    if (!tools) return;
+    const run = spawnSync(tools.haproxy, ['-c', '-f', 'deploy/haproxy/haproxy.cfg'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(run.status, 0, run.stdout + run.stderr);
+    assert.doesNotMatch(run.stdout + run.stderr, /WARNING|ALERT/);
+    const cfg = readFileSync('deploy/haproxy/haproxy.cfg', 'utf8');
+    assert.match(cfg, /^\s*option httpchk GET \/health$/m);
+    assert.match(cfg, /^\s*retry-on .*conn-failure/m);
   });
 });
 
