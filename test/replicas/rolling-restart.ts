@@ -72,6 +72,8 @@ export interface RollingRestartReport {
   killed: { server: string; sigkillAt: number; runningAtSigkill: number };
   requests: LoggedRequest[];
   bench: BenchConfigReport;
+  /** The machine, as `specd bench serve` reports it. */
+  machine: unknown;
 }
 
 /** HAProxy's config with the frontend on `frontendPort` and one server line per replica port. */
@@ -176,7 +178,7 @@ export async function runRollingRestart(opts: RollingRestartOptions): Promise<Ro
     const benchCode = await benchExit;
     clearTimeout(timer);
     if (benchCode !== 0) throw new Error(`specd bench serve exited ${benchCode}: ${benchOut}`);
-    const benchReport = JSON.parse(readFileSync(reportFile, 'utf8')) as { configs: BenchConfigReport[] };
+    const benchReport = JSON.parse(readFileSync(reportFile, 'utf8')) as { configs: BenchConfigReport[]; machine: unknown };
     haproxy.kill('SIGUSR1'); // soft stop: flushes and exits
     await once(haproxy, 'exit');
     return {
@@ -185,6 +187,7 @@ export async function runRollingRestart(opts: RollingRestartOptions): Promise<Ro
       killed: { server: servers[1]!, sigkillAt, runningAtSigkill },
       requests: parseHaproxyLog(haproxyLog),
       bench: benchReport.configs[0]!,
+      machine: benchReport.machine,
     };
   } finally {
     if (bench && bench.exitCode === null) bench.kill('SIGKILL');
