@@ -9,7 +9,7 @@
  * `promtool check metrics`.
  *
  * The PromQL that reads these (acceptance rate, acceptance by position, percentiles, ...) is in
- * the README's Metrics section and deploy/prometheus/rules.yml; the test suite runs every query
+ * docs/operations.md (Metrics) and deploy/prometheus/rules.yml; the test suite runs every query
  * there against a real Prometheus scraping `specd serve`.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
