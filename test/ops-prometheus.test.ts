@@ -14,7 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 import { parse, stringify } from 'yaml';
 import { percentile } from '../src/bench/serve/latency-stats.js';
-import { requireTools } from './support/debian-tools.js';
+import { hasTool, requireTools, toolPath } from './support/debian-tools.js';
 import { adapterQueries, dashboardQueries, type DocumentedQuery, markdownQueries, ruleFile } from './support/documented-queries.js';
 import { type PrometheusProcess, startPrometheus } from './support/prometheus.js';
 import { type ServeProcess, startServe } from './support/serve-process.js';
@@ -66,9 +66,10 @@ async function load(client: OpenAI): Promise<void> {
   );
 }
 
-before(async (t) => {
-  tools = requireTools(t as unknown as import('node:test').TestContext, 'prometheus', 'promtool');
-  if (!tools) return;
+before(async () => {
+  // Each test asks for the tools itself (a skip with the package to install, or a failure in CI).
+  if (!hasTool('prometheus') || !hasTool('promtool')) return;
+  tools = { prometheus: toolPath('prometheus')!, promtool: toolPath('promtool')! };
   server = await startServe([]);
   prometheus = await startPrometheus(tools.prometheus, testConfig(new URL(server.url).host));
   await load(new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 }));
@@ -91,26 +92,27 @@ async function assertData(q: DocumentedQuery): Promise<void> {
 
 describe('specd serve scraped by a real Prometheus under load', { timeout: 180_000 }, () => {
   test('promtool check metrics: /metrics is clean', (t) => {
-    if (!tools) return t.skip('prometheus not installed');
-    const run = spawnSync(tools.promtool, ['check', 'metrics'], { input: metricsText, encoding: 'utf8', timeout: 30_000 });
+    const found = requireTools(t, 'prometheus', 'promtool');
+    if (!found) return;
+    const run = spawnSync(found.promtool, ['check', 'metrics'], { input: metricsText, encoding: 'utf8', timeout: 30_000 });
     assert.equal(run.status, 0, `promtool check metrics: ${run.stdout}${run.stderr}`);
     assert.equal(run.stdout + run.stderr, '');
   });
 
   test('every specd series carries model_name', (t) => {
-    if (!tools) return t.skip('prometheus not installed');
+    if (!requireTools(t, 'prometheus', 'promtool')) return;
     const samples = metricsText.split('\n').filter((l) => l.startsWith('specd_'));
     assert.ok(samples.length > 50);
     for (const line of samples) assert.ok(line.includes(`model_name="${MODEL}"`), line);
   });
 
   test('the target is up and scraped', async (t) => {
-    if (!tools) return t.skip('prometheus not installed');
+    if (!requireTools(t, 'prometheus', 'promtool')) return;
     assert.deepEqual((await prometheus!.query('up{job="specd"}')).map((s) => s.value), [1]);
   });
 
   test('every PromQL query in README.md and docs/ returns data', async (t) => {
-    if (!tools) return t.skip('prometheus not installed');
+    if (!requireTools(t, 'prometheus', 'promtool')) return;
     const queries = markdownQueries();
     assert.ok(queries.length >= 10, `${queries.length} documented queries`);
     t.diagnostic(`${queries.length} queries`);
@@ -118,7 +120,7 @@ describe('specd serve scraped by a real Prometheus under load', { timeout: 180_0
   });
 
   test('every recording rule records data and every rule evaluates without error', async (t) => {
-    if (!tools) return t.skip('prometheus not installed');
+    if (!requireTools(t, 'prometheus', 'promtool')) return;
     const rules = await prometheus!.rules();
     const defined = ruleFile().groups.flatMap((g) => g.rules);
     assert.equal(rules.length, defined.length, 'Prometheus loaded every rule');
@@ -131,19 +133,19 @@ describe('specd serve scraped by a real Prometheus under load', { timeout: 180_0
   });
 
   test('every Grafana panel query returns data', async (t) => {
-    if (!tools) return t.skip('prometheus not installed');
+    if (!requireTools(t, 'prometheus', 'promtool')) return;
     const queries = dashboardQueries(MODEL);
     assert.ok(queries.length >= 15);
     for (const q of queries) await assertData(q);
   });
 
   test("the prometheus-adapter rule behind the HPA returns each replica's queue depth", async (t) => {
-    if (!tools) return t.skip('prometheus not installed');
+    if (!requireTools(t, 'prometheus', 'promtool')) return;
     for (const q of adapterQueries('job="specd"', 'instance')) await assertData(q);
   });
 
   test('histogram_quantile of the TTFT buckets agrees with the clients (p50, p90, p99)', async (t) => {
-    if (!tools) return t.skip('prometheus not installed');
+    if (!requireTools(t, 'prometheus', 'promtool')) return;
     assert.ok(ttfts.length >= 10, `${ttfts.length} requests`);
     const sorted = [...ttfts].sort((a, b) => a - b);
     for (const q of [0.5, 0.9, 0.99]) {
