@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
+import { PrometheusRule, ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
@@ -68,9 +68,10 @@ describe('Kubernetes manifests', () => {
   const pdb = new PodDisruptionBudget(manifest('pdb.yaml'));
   const monitor = new ServiceMonitor(manifest('servicemonitor.yaml'));
   const hpa = new HorizontalPodAutoscaler(manifest('hpa.yaml'));
+  const promRule = new PrometheusRule(manifest('prometheusrule.yaml'));
 
   test('every manifest validates against its API schema', () => {
-    for (const m of [cpu, gpu, service, pdb, monitor, hpa]) assert.doesNotThrow(() => m.validate(), `${m.kind}`);
+    for (const m of [cpu, gpu, service, pdb, monitor, hpa, promRule]) assert.doesNotThrow(() => m.validate(), `${m.kind}`);
     // The validator catches what it should: a misspelt field and a wrong type.
     const bad = structuredClone(manifest('deployment.yaml'));
     bad.spec.template.spec.containers[0].readinessProbe.httpGet.port = { name: 'http' };
@@ -128,6 +129,10 @@ describe('Kubernetes manifests', () => {
     assert.ok(monitor.spec.endpoints!.every((e) => e.path === '/metrics' && service.spec!.ports!.some((p) => p.name === e.port)));
     assert.deepEqual(hpa.spec!.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: cpu.metadata!.name });
     assert.ok(hpa.spec!.minReplicas! >= 2, 'the PDB leaves a pod serving');
+  });
+
+  test("the PrometheusRule holds deploy/prometheus/rules.yml's groups", () => {
+    assert.deepEqual(manifest('prometheusrule.yaml').spec, ruleFile());
   });
 
   test('the HPA scales on queue depth served by the prometheus-adapter rule', () => {
