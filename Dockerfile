@@ -13,12 +13,13 @@ COPY --from=node /usr/local/bin/node /usr/local/bin/node
 COPY --from=node /usr/local/lib/node_modules /usr/local/lib/node_modules
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
 WORKDIR /app
-COPY package.json package-lock.json .npmrc tsconfig.json ./
+COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
 COPY bench ./bench
 COPY bin ./bin
 # Install (building with TypeScript), fetch the CUDA 12 execution provider, then drop dev dependencies.
-RUN ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci --no-audit --no-fund \
+RUN npm ci --no-audit --no-fund \
+ && npm run install-cuda \
  && npm prune --omit=dev --no-audit --no-fund
 
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04

@@ -108,7 +108,7 @@ describe('disconnects', () => {
     const end = residentBytes(pid);
 
     const aborted = await fetch(`${server.url}/metrics`).then((r) => r.text());
-    const abortCount = Number(/specd_request_success_total\{finished_reason="abort"\} (\S+)/.exec(aborted)?.[1] ?? 0);
+    const abortCount = Number(/^specd_request_success_total\{finished_reason="abort"[^}]*\} (\S+)$/m.exec(aborted)?.[1] ?? 0);
     assert.ok(abortCount >= CLIENTS * 0.9, `${abortCount} generations ended as cancelled`);
 
     const res = await rawRequest(server.url, { path: '/v1/chat/completions', headers: jsonHeaders(), body: JSON.stringify(story(8)) });

@@ -8,7 +8,8 @@ import { describe, test } from 'node:test';
 import type { RoundStats } from '../src/engine/stats.js';
 import type { GenerationHandle } from '../src/server/engine-pool.js';
 import { EventLoopMonitor } from '../src/server/event-loop.js';
-import { ServerMetrics } from '../src/server/metrics.js';
+import { preferredBuckets } from '../src/server/buckets.js';
+import { ITL_BUCKETS, LATENCY_BUCKETS, ServerMetrics } from '../src/server/metrics.js';
 
 const handle = { request: { policy: { policy: 'specdec++' }, promptIds: [1, 2, 3] }, submittedAt: performance.now() } as unknown as GenerationHandle;
 
@@ -19,7 +20,12 @@ async function samples(metrics: ServerMetrics): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for (const m of await metrics.registry.getMetricsAsJSON()) {
     for (const v of m.values) {
-      const labels = Object.entries(v.labels).map(([k, l]) => `${k}="${l}"`).join(',');
+      // Every specd series carries the served model's name; the keys leave it out.
+      assert.equal(v.labels.model_name, 'test-model', m.name);
+      const labels = Object.entries(v.labels)
+        .filter(([k]) => k !== 'model_name')
+        .map(([k, l]) => `${k}="${l}"`)
+        .join(',');
       out.set(m.name + (labels ? `{${labels}}` : ''), v.value);
     }
   }
@@ -29,7 +35,7 @@ async function samples(metrics: ServerMetrics): Promise<Map<string, number>> {
 describe('head calibration metrics', () => {
   test('candidates after the first rejection have no outcome and are not counted', async () => {
     const eventLoop = new EventLoopMonitor();
-    const metrics = new ServerMetrics(() => ({ running: 0, waiting: 0 }), eventLoop);
+    const metrics = new ServerMetrics('test-model', () => ({ running: 0, waiting: 0, loadedWorkers: 1, options: { workers: 1 } }), eventLoop);
     try {
       metrics.submitted(handle);
       metrics.event(handle, { type: 'start' });
@@ -52,12 +58,25 @@ describe('head calibration metrics', () => {
       );
       const predictions = [...s].filter(([k]) => k.startsWith('specd_head_calibration_predictions_total')).reduce((a, [, v]) => a + v, 0);
       assert.equal(predictions, 5, 'judged candidates: 2 + 2 + 1 of 8 drafted');
-      assert.ok(Math.abs(at('predicted_sum', '0.8') - 0.85) < 1e-12);
+      assert.ok(Math.abs(at('predicted_probability_total', '0.8') - 0.85) < 1e-12);
       const brier = 0.05 ** 2 + 0.85 ** 2 + 0.45 ** 2 + 0.35 ** 2 + 0.05 ** 2;
-      assert.ok(Math.abs(s.get('specd_head_calibration_brier_sum')! - brier) < 1e-12, String(s.get('specd_head_calibration_brier_sum')));
+      assert.ok(Math.abs(s.get('specd_head_calibration_squared_error_total')! - brier) < 1e-12, String(s.get('specd_head_calibration_squared_error_total')));
       assert.equal(s.get('specd_spec_decode_num_draft_tokens_total'), 8, 'the drafting counters still count every candidate');
     } finally {
       eventLoop.stop();
     }
+  });
+});
+
+describe('latency buckets', () => {
+  test('R10 bounds from 1 ms to 80 s, each at most 1.28x the last', () => {
+    assert.deepEqual(preferredBuckets(0.001, 0.01), [0.001, 0.00125, 0.0016, 0.002, 0.0025, 0.00315, 0.004, 0.005, 0.0063, 0.008, 0.01]);
+    for (const [buckets, lo, hi] of [[LATENCY_BUCKETS, 0.001, 80], [ITL_BUCKETS, 0.0001, 10]] as const) {
+      assert.equal(buckets[0], lo);
+      assert.equal(buckets.at(-1), hi);
+      for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i]! / buckets[i - 1]! <= 1.28 && buckets[i]! > buckets[i - 1]!, `${buckets[i - 1]} -> ${buckets[i]}`);
+    }
+    assert.throws(() => preferredBuckets(0, 1), RangeError);
+    assert.throws(() => preferredBuckets(2, 1), RangeError);
   });
 });

@@ -74,7 +74,7 @@ describe('chat completions', () => {
     assert.ok(usage.prompt_tokens > 20 && usage.completion_tokens > 0 && usage.completion_tokens <= 32);
     assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
     const spec = speculativeUsage(usage);
-    assert.equal(spec.policy, 'fixed:4');
+    assert.equal(spec.policy, 'specdec++', 'the default with an acceptance head loaded');
     assert.ok(spec.rounds > 0 && spec.draft_tokens > 0 && spec.accepted_tokens <= spec.draft_tokens);
     assert.equal(spec.acceptance_rate, spec.accepted_tokens / spec.draft_tokens);
     assert.equal(spec.mean_accepted_per_round, spec.accepted_tokens / spec.rounds);
@@ -217,12 +217,13 @@ describe('chat completions', () => {
     const base = { temperature: 0, max_tokens: 32, logit_bias: NO_EOS };
     const none = await chat({ ...base, speculative: { policy: 'none' } });
     assert.deepEqual(speculativeUsage(none.usage), { policy: 'none', rounds: 32, draft_tokens: 0, accepted_tokens: 0, acceptance_rate: 0, mean_accepted_per_round: 0 });
-    for (const speculative of [{ policy: 'fixed', k: 2 }, { policy: 'confidence', p_min: 0.3, k_max: 8 }, { k: 6 }]) {
+    for (const speculative of [{ policy: 'fixed', k: 2 }, { policy: 'confidence', p_min: 0.3, k_max: 8 }, { threshold: 0.5 }]) {
       const res = await chat({ ...base, speculative });
       assert.equal(res.choices[0]!.message.content, none.choices[0]!.message.content, JSON.stringify(speculative));
       assert.ok(speculativeUsage(res.usage).draft_tokens > 0);
     }
-    assert.equal(speculativeUsage((await chat({ ...base, speculative: { k: 6 } })).usage).policy, 'fixed:6');
+    // A knob alone keeps the server's policy (specdec++ here) with another value.
+    assert.match(speculativeUsage((await chat({ ...base, speculative: { threshold: 0.5 } })).usage).policy, /^specdec\+\+:0\.5/);
   });
 
   test('speculative: specdec++ with the acceptance head gives the same greedy output', async (t) => {
@@ -304,7 +305,7 @@ describe('concurrency', () => {
     });
     assert.ok(new Set(alone).size > 1, 'different seeds, different texts');
     // The main thread never ran a forward pass: its event loop stayed responsive throughout.
-    const delay = (await metrics()).get('specd_event_loop_delay_seconds{quantile="0.99"}')!;
+    const delay = (await metrics()).get('specd_event_loop_delay_p99_seconds')!;
     assert.ok(delay < 0.02, `event-loop delay p99 ${(delay * 1000).toFixed(1)} ms`);
   });
 });
@@ -316,17 +317,18 @@ describe('metrics', () => {
     const after = await metrics();
     const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
     const spec = speculativeUsage(res.usage);
+    assert.equal(spec.policy, 'specdec++', 'the default policy with an acceptance head loaded');
     assert.equal(delta('specd_generation_tokens_total'), 20);
     assert.equal(delta('specd_prompt_tokens_total'), res.usage!.prompt_tokens);
     assert.equal(delta('specd_spec_decode_num_draft_tokens_total'), spec.draft_tokens);
     assert.equal(delta('specd_spec_decode_num_accepted_tokens_total'), spec.accepted_tokens);
-    assert.equal(delta('specd_spec_decode_candidate_length_sum{policy="fixed"}'), spec.draft_tokens);
-    assert.equal(delta('specd_spec_decode_accepted_length_count{policy="fixed"}'), spec.rounds);
+    assert.equal(delta('specd_spec_decode_candidate_length_sum{policy="specdec++"}'), spec.draft_tokens);
+    assert.equal(delta('specd_spec_decode_accepted_length_count{policy="specdec++"}'), spec.rounds);
     assert.equal(delta('specd_request_success_total{finished_reason="length"}'), 1);
     for (const h of ['time_to_first_token_seconds', 'e2e_request_latency_seconds', 'request_queue_time_seconds']) assert.equal(delta(`specd_${h}_count`), 1, h);
     assert.ok(delta('specd_inter_token_latency_seconds_count') >= 1);
-    assert.ok(delta('specd_spec_decode_draft_seconds_total{policy="fixed"}') > 0);
-    assert.ok(delta('specd_spec_decode_verify_seconds_total{policy="fixed"}') > 0);
+    assert.ok(delta('specd_spec_decode_draft_seconds_total{policy="specdec++"}') > 0);
+    assert.ok(delta('specd_spec_decode_verify_seconds_total{policy="specdec++"}') > 0);
     assert.ok(delta('specd_spec_decode_num_accepted_tokens_per_pos_total{position="0"}') >= 0);
     assert.equal(after.get('specd_num_requests_running'), 0);
     assert.ok(after.has('process_cpu_user_seconds_total'), 'default process metrics');
@@ -349,9 +351,9 @@ describe('metrics', () => {
     assert.equal(delta('specd_head_calibration_accepted_total'), spec.accepted_tokens, 'every accepted candidate is a realised 1');
     // Judged candidates: the accepted ones plus at most one rejection per round.
     assert.ok(predictions >= spec.accepted_tokens && predictions <= Math.min(spec.draft_tokens, spec.accepted_tokens + rounds), `${predictions} predictions`);
-    const predictedSum = delta('specd_head_calibration_predicted_sum');
+    const predictedSum = delta('specd_head_calibration_predicted_probability_total');
     assert.ok(predictedSum > 0 && predictedSum <= predictions);
-    assert.ok(delta('specd_head_calibration_brier_sum') >= 0);
+    assert.ok(delta('specd_head_calibration_squared_error_total') >= 0);
   });
 });
 
@@ -377,7 +379,10 @@ describe('cancellation', () => {
   });
 });
 
-/** GET /metrics parsed as Prometheus text exposition: `name{labels}` -> value. Fails on a malformed line. */
+/**
+ * GET /metrics parsed as Prometheus text exposition: `name{labels}` -> value. Fails on a malformed
+ * line, and on a specd series without `model_name="MODEL"` (left out of the keys).
+ */
 async function metrics(): Promise<Map<string, number>> {
   const res = await fetch(`${url}/metrics`);
   assert.equal(res.status, 200);
@@ -405,8 +410,13 @@ function parsePrometheus(text: string): Map<string, number> {
     assert.ok(m, `not a Prometheus sample line: ${line}`);
     const base = m[1]!.replace(/_(bucket|sum|count)$/, '');
     assert.ok(typed.has(m[1]!) || typed.has(base), `sample before its # TYPE: ${line}`);
+    let labels = m[2] ?? '';
+    if (m[1]!.startsWith('specd_')) {
+      assert.ok(labels.includes(`model_name="${MODEL}"`), `no model_name label: ${line}`);
+      labels = labels.replace(/,?model_name="[^"]*"/, '').replace('{,', '{').replace('{}', '');
+    }
     const v = m[3]!.toLowerCase();
-    out.set(m[1]! + (m[2] ?? ''), v === 'nan' ? NaN : v.endsWith('inf') ? (v.startsWith('-') ? -Infinity : Infinity) : Number(v));
+    out.set(m[1]! + labels, v === 'nan' ? NaN : v.endsWith('inf') ? (v.startsWith('-') ? -Infinity : Infinity) : Number(v));
   }
   return out;
 }

@@ -1,12 +1,14 @@
 /** `specd generate`: one generation from the command line, streamed to stdout. */
 import { Command, InvalidArgumentError } from 'commander';
 import { ModelPair } from '../engine/pair.js';
+import { policyLabel } from '../engine/stop-policy.js';
 import { generateText, type PromptInput } from '../engine/text-generation.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 import {
   addModelOptions,
   addPolicyOptions,
   addSamplingOptions,
+  defaultPolicyName,
   intIn,
   type ModelFlags,
   pairOptions,
@@ -50,15 +52,16 @@ export function generateCommand(): Command {
     .option('--messages <json>', 'a chat as a JSON array of {"role", "content"}, formatted with the chat template', messagesArg)
     .option('--max-tokens <n>', 'most new tokens', intIn(1, 1_000_000), 128)
     .option('--stop <text...>', 'stop strings (the output ends before the first one)', [] as string[])
-    .option('--json', 'print one JSON object: {text, token_ids, finish_reason, stats}');
+    .option('--json', 'print one JSON object: {text, token_ids, finish_reason, policy, stats}');
   addPolicyOptions(cmd);
   addSamplingOptions(cmd);
   addModelOptions(cmd);
   cmd.action(async (flags: GenerateFlags) => {
     if ((flags.prompt === undefined) === (flags.messages === undefined)) throw new InvalidArgumentError('give exactly one of --prompt or --messages');
     if (flags.raw && flags.messages) throw new InvalidArgumentError('--raw applies to --prompt, not --messages');
-    const policy = policySpec(flags);
+    if (flags.policy !== undefined) policySpec({ ...flags, policy: flags.policy }); // a bad --policy fails before the models load
     const pair = await ModelPair.load(pairOptions(flags));
+    const policy = policySpec({ ...flags, policy: flags.policy ?? defaultPolicyName({ draft: Boolean(pair.draft), head: Boolean(pair.head) }) });
     let input: PromptInput;
     if (flags.messages) input = { messages: flags.messages };
     else if (flags.raw || !pair.tokenizer.hasChatTemplate) input = { prompt: flags.prompt! };
@@ -70,12 +73,12 @@ export function generateCommand(): Command {
     const result = await generateText(pair, input, { maxTokens: flags.maxTokens, sampling, seed: flags.seed, policy, stop: flags.stop }, onDelta);
     if (flags.json) {
       const { text, token_ids, finish_reason, stats } = result;
-      process.stdout.write(`${JSON.stringify({ text, token_ids, finish_reason, stats })}\n`);
+      process.stdout.write(`${JSON.stringify({ text, token_ids, finish_reason, policy: policyLabel(policy), stats })}\n`);
     } else {
       process.stdout.write('\n');
       const s = result.stats;
       process.stderr.write(
-        `[${result.token_ids.length} tokens, ${result.finish_reason}; ${((result.token_ids.length / s.wall_ms) * 1000).toFixed(1)} tok/s; ` +
+        `[${policyLabel(policy)}: ${result.token_ids.length} tokens, ${result.finish_reason}; ${((result.token_ids.length / s.wall_ms) * 1000).toFixed(1)} tok/s; ` +
           `${s.rounds} rounds, acceptance ${(s.acceptance_rate * 100).toFixed(1)}%, ${s.mean_accepted_per_round.toFixed(2)} accepted/round]\n`,
       );
     }

@@ -125,7 +125,7 @@ export function samplingParams(flags: SamplingFlags, defaults: { temperature?: n
 /** --policy and its knobs. */
 export function addPolicyOptions(cmd: Command): Command {
   return cmd
-    .option('--policy <name>', 'draft-length policy: none, fixed, confidence or specdec++', 'fixed')
+    .option('--policy <name>', 'draft-length policy: none, fixed, confidence or specdec++ (default: specdec++ when an acceptance head is loaded, else fixed; none without a draft)')
     .option('--k <n>', `candidates per round for --policy fixed`, intIn(1, MAX_DRAFT_LIMIT), DEFAULT_FIXED_K)
     .option('--p-min <p>', 'stop drafting below this draft probability (--policy confidence)', numberIn(0, 1), DEFAULT_P_MIN)
     .option('--k-max <n>', 'longest draft for --policy confidence and specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_CONFIDENCE_K_MAX)
@@ -134,7 +134,8 @@ export function addPolicyOptions(cmd: Command): Command {
 }
 
 export interface PolicyFlags {
-  policy: string;
+  /** Undefined: the default for the models loaded (defaultPolicyName). */
+  policy?: string;
   k: number;
   pMin: number;
   kMax: number;
@@ -142,7 +143,18 @@ export interface PolicyFlags {
   kMin: number;
 }
 
-export function policySpec(flags: PolicyFlags): PolicySpec {
+/**
+ * The policy used when --policy is not given: `specdec++` when an acceptance head is loaded (it
+ * beat the best fixed K on every benchmark set of the bundled pair), `fixed` (K = --k, 4 by
+ * default) with a draft and no head, `none` without a draft.
+ */
+export function defaultPolicyName(models: { draft: boolean; head: boolean }): 'specdec++' | 'fixed' | 'none' {
+  if (!models.draft) return 'none';
+  return models.head ? 'specdec++' : 'fixed';
+}
+
+/** --policy and its knobs as a spec; `policy` must be resolved (see defaultPolicyName) when the flag was not given. */
+export function policySpec(flags: PolicyFlags & { policy: string }): PolicySpec {
   switch (flags.policy) {
     case 'none':
       return { policy: 'none' };

@@ -11,7 +11,7 @@ import { DEFAULT_CORS } from '../server/cors.js';
 import { DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PORT, defaultWorkers, threadsPerWorker } from '../server/defaults.js';
 import { shutdown } from '../server/shutdown.js';
 import { needsHead } from '../server/speculation.js';
-import { addModelOptions, addPolicyOptions, intIn, type ModelFlags, numberIn, pairOptions, type PolicyFlags, policySpec } from './options.js';
+import { addModelOptions, addPolicyOptions, defaultPolicyName, intIn, type ModelFlags, numberIn, pairOptions, type PolicyFlags, policySpec } from './options.js';
 
 interface ServeFlags extends ModelFlags, PolicyFlags {
   host: string;
@@ -65,9 +65,10 @@ export function serveCommand(): Command {
   // head's (--head FILE) included once the shared options carry it.
   addModelOptions(cmd);
   cmd.action(async (flags: ServeFlags) => {
-    const policy = policySpec(flags);
     const pair = pairOptions(flags);
-    if (policy.policy !== 'none' && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
+    // Without --policy the default depends on whether the workers load an acceptance head.
+    const policy = flags.policy === undefined ? undefined : policySpec({ ...flags, policy: flags.policy });
+    if (policy && policy.policy !== 'none' && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
     const cores = availableParallelism();
     const workers = flags.workers ?? defaultWorkers(cores, flags.device);
     const app = await buildApp({
@@ -77,7 +78,7 @@ export function serveCommand(): Command {
       maxQueue: flags.maxQueue,
       apiKey: flags.apiKey ?? (process.env.SPECD_API_KEY || undefined),
       metricsAuth: flags.metricsAuth,
-      policy,
+      policy: policy ?? ((hasHead) => policySpec({ ...flags, policy: defaultPolicyName({ draft: pair.draft !== null, head: hasHead }) })),
       cors: { allowedOrigins: flags.allowedOrigins, allowedMethods: flags.allowedMethods, allowedHeaders: flags.allowedHeaders },
       // Warnings and server errors (a 5xx is a bug) as JSON lines on stderr; stdout stays for the URL.
       logger: { level: flags.logLevel, stream: process.stderr },
@@ -117,11 +118,11 @@ export function serveCommand(): Command {
       await app.close();
       throw new Error(oneLine(`the models failed to load: ${(err as Error).message}`));
     }
-    if (needsHead(policy) && !engine.hasHead) {
+    if (policy && needsHead(policy) && !engine.hasHead) {
       await app.close();
       throw new InvalidArgumentError(`--policy ${policy.policy} needs an acceptance head and none is loaded (use --head FILE)`);
     }
-    process.stderr.write(`specd: ready: model ${facts.name}, default policy ${policyLabel(policy)}\n`);
+    process.stderr.write(`specd: ready: model ${facts.name}, default policy ${policyLabel(app.specd.defaultPolicy)}\n`);
   });
   return cmd;
 }

@@ -18,7 +18,7 @@ export class DeviceError extends Error {
 }
 
 export const CUDA_INSTALL_HINT =
-  'install it on a host with network access, CUDA 12 and cuDNN 9: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node';
+  'install it on a host with network access, CUDA 12 and cuDNN 9: npm run install-cuda';
 
 /** Folder holding onnxruntime-node's native libraries for this platform. */
 export function ortBinaryDir(): string {

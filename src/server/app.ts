@@ -23,7 +23,7 @@
 import { availableParallelism } from 'node:os';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { PairOptions } from '../engine/pair.js';
-import { DEFAULT_FIXED_K, type PolicySpec } from '../engine/stop-policy.js';
+import { DEFAULT_FIXED_K, parsePolicy, type PolicySpec } from '../engine/stop-policy.js';
 import { apiKeyHook } from './auth.js';
 import { type CorsOptions, DEFAULT_CORS, registerCors } from './cors.js';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE, defaultWorkers, threadsPerWorker } from './defaults.js';
@@ -60,8 +60,13 @@ export interface ServerOptions {
   apiKey?: string;
   /** With `apiKey`, whether /metrics needs the key too (default: open). */
   metricsAuth?: boolean;
-  /** The draft policy of requests that do not choose one (default: fixed, K = DEFAULT_FIXED_K). */
-  policy?: PolicySpec;
+  /**
+   * The draft policy of requests that do not choose one, or a function that picks it once the
+   * models have loaded from whether an acceptance head is there (default: specdec++ with the
+   * head's recommended threshold when there is one, else fixed with K = DEFAULT_FIXED_K; none
+   * without a draft).
+   */
+  policy?: PolicySpec | ((hasHead: boolean) => PolicySpec);
   /** Largest request body in bytes (default DEFAULT_BODY_LIMIT). */
   bodyLimit?: number;
   /** CORS for browser pages (default DEFAULT_CORS: any origin); `allowedOrigins: []` turns it off. */
@@ -76,7 +81,8 @@ export interface ServerOptions {
 export interface ServerContext {
   engine: EnginePool;
   facts: ModelFacts;
-  defaultPolicy: PolicySpec;
+  /** The policy of requests that do not choose one (see ServerOptions.policy). */
+  readonly defaultPolicy: PolicySpec;
   metrics: ServerMetrics;
   eventLoop: EventLoopMonitor;
   /** Token texts for logprobs. */
@@ -100,7 +106,7 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
   const workers = opts.workers ?? defaultWorkers(cores, pairOptions.device);
   const eventLoop = new EventLoopMonitor();
   // The gauges read the engine when scraped, by which time it exists.
-  const metrics = new ServerMetrics(() => engine, eventLoop);
+  const metrics = new ServerMetrics(facts.name, () => engine, eventLoop);
   const engine: EnginePool = new EnginePool(
     {
       workers,
@@ -113,6 +119,15 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
   );
   // Measure the event loop from when the server can serve, not while it starts.
   engine.ready.then(() => eventLoop.reset(), () => {});
+
+  const policy = opts.policy;
+  const withoutDraft = pairOptions.draft === null;
+  const chooseDefault = (hasHead: boolean): PolicySpec => {
+    if (typeof policy === 'function') return policy(hasHead);
+    if (policy) return policy;
+    if (withoutDraft) return { policy: 'none' };
+    return hasHead ? parsePolicy('specdec++') : { policy: 'fixed', k: DEFAULT_FIXED_K };
+  };
 
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const app = Fastify({
@@ -130,7 +145,9 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
   app.decorate('specd', {
     engine,
     facts,
-    defaultPolicy: opts.policy ?? { policy: 'fixed', k: DEFAULT_FIXED_K },
+    get defaultPolicy() {
+      return chooseDefault(Boolean(engine.hasHead));
+    },
     metrics,
     eventLoop,
     texts: new TokenTexts(facts.tokenizer),

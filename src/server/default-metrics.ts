@@ -6,6 +6,10 @@
  * scrapes in quick succession) would report `nodejs_eventloop_lag_mean_seconds` and
  * `_stddev_seconds` as NaN (written `Nan`) and `_min_seconds` as the histogram's empty value,
  * 2^63 ns. Those statistics read 0 until there is a sample.
+ *
+ * prom-client's `nodejs_active_{handles,requests,resources}_total` are gauges named like
+ * counters (promtool check metrics refuses them); they are left out: each is the sum over
+ * `type` of the gauge of the same name without `_total`, which stays.
  */
 import { collectDefaultMetrics, type Gauge, type Registry } from 'prom-client';
 
@@ -13,9 +17,12 @@ import { collectDefaultMetrics, type Gauge, type Registry } from 'prom-client';
 const EVENT_LOOP_LAG = /^nodejs_eventloop_lag_/;
 /** Larger than any real delay: the empty histogram's minimum (2^63 ns), in seconds. */
 const EMPTY_SENTINEL_S = 2 ** 62 / 1e9;
+/** Gauges that end in `_total`. */
+const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 export function registerDefaultMetrics(registry: Registry): void {
   collectDefaultMetrics({ register: registry });
+  for (const name of GAUGES_NAMED_TOTAL) registry.removeSingleMetric(name);
   for (const { name } of registry.getMetricsAsArray()) {
     if (!EVENT_LOOP_LAG.test(name)) continue;
     const metric = registry.getSingleMetric(name) as Gauge;

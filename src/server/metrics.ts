@@ -1,36 +1,36 @@
 /**
  * Prometheus metrics (prom-client), one registry per server.
  *
- * vLLM's names where vLLM has the metric, under a `specd_` prefix; every "request" here is one
- * generation (one choice). Beyond vLLM: candidate-length and accepted-length histograms by
- * policy, draft vs verify time, the acceptance head's live calibration, the main thread's
- * event-loop delay. Node's default process metrics come unprefixed, as usual (default-metrics.ts).
+ * vLLM's names where vLLM has the metric, under a `specd_` prefix, each series labelled with
+ * `model_name` as vLLM's are; every "request" here is one generation (one choice). Beyond vLLM:
+ * candidate-length and accepted-length histograms by policy, draft vs verify time, the acceptance
+ * head's live calibration, the main thread's event-loop delay. Node's default process metrics
+ * come unprefixed and unlabelled, as usual (default-metrics.ts). The output passes
+ * `promtool check metrics`.
  *
- * Useful PromQL:
- *   acceptance rate        rate(specd_spec_decode_num_accepted_tokens_total[5m]) / rate(specd_spec_decode_num_draft_tokens_total[5m])
- *   accepted per round     rate(specd_spec_decode_num_accepted_tokens_total[5m]) / rate(specd_spec_decode_num_drafts_total[5m])
- *   acceptance at pos. i   rate(specd_spec_decode_num_accepted_tokens_per_pos_total{position="i"}[5m]) / rate(specd_spec_decode_num_drafts_total[5m])
- *   output tokens/s        rate(specd_generation_tokens_total[1m])
- *   draft share of time    rate(specd_spec_decode_draft_seconds_total[5m]) / (rate(specd_spec_decode_draft_seconds_total[5m]) + rate(specd_spec_decode_verify_seconds_total[5m]))
- *   head reliability       specd_head_calibration_accepted_total / specd_head_calibration_predictions_total  vs
- *                          specd_head_calibration_predicted_sum / specd_head_calibration_predictions_total  (per bucket)
+ * The PromQL that reads these (acceptance rate, acceptance by position, percentiles, ...) is in
+ * docs/operations.md (Metrics) and deploy/prometheus/rules.yml; the test suite runs every query
+ * there against a real Prometheus scraping `specd serve`.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { preferredBuckets } from './buckets.js';
 import type { RoundStats } from '../engine/stats.js';
 import { registerDefaultMetrics } from './default-metrics.js';
 import type { EngineObserver, GenerationHandle } from './engine-pool.js';
-import type { EventLoopMonitor } from './event-loop.js';
-import type { WorkerMessage } from './protocol.js';
+import type { EventLoopDelay, EventLoopMonitor } from './event-loop.js';
+import type { FinishReason } from '../engine/speculative.js';
+import type { WorkerErrorCode, WorkerMessage } from './protocol.js';
 
 export const PREFIX = 'specd_';
 
 /**
- * Latency buckets (seconds) spanning a GPU's sub-millisecond steps and a CPU's slow prompts:
- * 0.5 ms to 80 s.
+ * Latency buckets (seconds), 1 ms to 80 s on the R10 series (ten per decade, each 1.26x the
+ * last, 1.28x at most): a GPU's millisecond first tokens and a CPU's multi-second queued prompts alike, with
+ * histogram_quantile() off by less than one bucket (28%) anywhere in the range.
  */
-export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
-/** Inter-token latency buckets: 0.1 ms to 10 s. */
-export const ITL_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10];
+export const LATENCY_BUCKETS = preferredBuckets(0.001, 80);
+/** Inter-token latency buckets (seconds): 0.1 ms (a GPU round) to 10 s, R10 series. */
+export const ITL_BUCKETS = preferredBuckets(0.0001, 10);
 /** Draft lengths: every value up to 8, then coarser up to the longest draft a policy may ask for. */
 export const LENGTH_BUCKETS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24, 32];
 /** Token counts per request. */
@@ -38,8 +38,21 @@ export const TOKEN_COUNT_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 20
 /** Reliability buckets of the head's predicted P(accept): [0, 0.1), [0.1, 0.2), ..., [0.9, 1]. */
 export const CALIBRATION_BUCKETS = 10;
 
+/** Every finish reason and worker error code: their series are created at 0. */
+const FINISH_REASONS: readonly FinishReason[] = ['stop', 'length', 'abort'];
+const WORKER_ERROR_CODES: readonly WorkerErrorCode[] = ['invalid_request', 'context_length_exceeded', 'queue_full', 'internal'];
+
 interface GenerationTimes {
+  firstTokensAt?: number;
   lastTokensAt?: number;
+}
+
+/** What the gauges read from the engine pool when scraped. */
+export interface EngineGauges {
+  readonly running: number;
+  readonly waiting: number;
+  readonly loadedWorkers: number;
+  readonly options: { readonly workers: number };
 }
 
 export class ServerMetrics implements EngineObserver {
@@ -57,6 +70,7 @@ export class ServerMetrics implements EngineObserver {
   private readonly ttft: Histogram;
   private readonly itl: Histogram;
   private readonly e2e: Histogram;
+  private readonly tpot: Histogram;
   private readonly queueTime: Histogram;
   private readonly requestPromptTokens: Histogram;
   private readonly requestGenerationTokens: Histogram;
@@ -67,10 +81,17 @@ export class ServerMetrics implements EngineObserver {
   private readonly headPredictions: Counter<'bucket'>;
   private readonly headPredictedSum: Counter<'bucket'>;
   private readonly headAccepted: Counter<'bucket'>;
-  private readonly headBrierSum: Counter;
+  private readonly headSquaredError: Counter;
 
-  /** @param engine the pool whose running and waiting generations the gauges report */
-  constructor(engine: () => { readonly running: number; readonly waiting: number }, eventLoop: EventLoopMonitor) {
+  /** Node's default process metrics, without the model_name label. */
+  private readonly processRegistry = new Registry();
+
+  /**
+   * @param modelName the served model's name (`model_name` label of every specd series)
+   * @param engine the pool whose running and waiting generations the gauges report
+   */
+  constructor(modelName: string, engine: () => EngineGauges, eventLoop: EventLoopMonitor) {
+    this.registry.setDefaultLabels({ model_name: modelName });
     const registers = [this.registry];
     const counter = <L extends string = never>(name: string, help: string, labelNames: L[] = []) =>
       new Counter<L>({ name: PREFIX + name, help, labelNames, registers });
@@ -87,6 +108,11 @@ export class ServerMetrics implements EngineObserver {
     this.requestErrors = counter('request_errors_total', 'Generations that ended in an error, by code.', ['code']);
     this.ttft = histogram('time_to_first_token_seconds', 'Time from submission (queueing included) to the first generated tokens.', LATENCY_BUCKETS);
     this.itl = histogram('inter_token_latency_seconds', 'Time between successive token deliveries of a generation (one per speculative round).', ITL_BUCKETS);
+    this.tpot = histogram(
+      'request_time_per_output_token_seconds',
+      'Time per output token after the first, per generation: (e2e - TTFT) / (generated tokens - 1).',
+      ITL_BUCKETS,
+    );
     this.e2e = histogram('e2e_request_latency_seconds', 'Time from submission to the end of a generation.', LATENCY_BUCKETS);
     this.queueTime = histogram('request_queue_time_seconds', 'Time a generation waited for an engine worker.', LATENCY_BUCKETS);
     this.requestPromptTokens = histogram('request_prompt_tokens', 'Prompt tokens per generation.', TOKEN_COUNT_BUCKETS);
@@ -96,9 +122,12 @@ export class ServerMetrics implements EngineObserver {
     this.draftSeconds = counter('spec_decode_draft_seconds_total', 'Time spent drafting candidates, by policy.', ['policy']);
     this.verifySeconds = counter('spec_decode_verify_seconds_total', "Time spent in the target's verification passes (and acceptance), by policy.", ['policy']);
     this.headPredictions = counter('head_calibration_predictions_total', "The acceptance head's predictions, by predicted-probability bucket (lower edge).", ['bucket']);
-    this.headPredictedSum = counter('head_calibration_predicted_sum', 'Sum of the predicted acceptance probabilities, by bucket.', ['bucket']);
+    this.headPredictedSum = counter('head_calibration_predicted_probability_total', 'Sum of the predicted acceptance probabilities, by bucket.', ['bucket']);
     this.headAccepted = counter('head_calibration_accepted_total', 'Predicted candidates the target accepted, by bucket.', ['bucket']);
-    this.headBrierSum = counter('head_calibration_brier_sum', 'Sum of squared errors of the predictions (Brier score = this / predictions).');
+    this.headSquaredError = counter('head_calibration_squared_error_total', 'Sum of squared errors of the predictions (Brier score = this / predictions).');
+    // Known label values start at 0, so rates and ratios over them exist before the first event.
+    for (const reason of FINISH_REASONS) this.requestSuccess.inc({ finished_reason: reason }, 0);
+    for (const code of WORKER_ERROR_CODES) this.requestErrors.inc({ code }, 0);
 
     new Gauge({
       name: PREFIX + 'num_requests_running',
@@ -106,6 +135,17 @@ export class ServerMetrics implements EngineObserver {
       registers,
       collect() {
         this.set(engine().running);
+      },
+    });
+    new Gauge<'state'>({
+      name: PREFIX + 'engine_workers',
+      help: 'Engine worker threads by state: loaded (serving) or loading the models (starting, or replacing one that stopped).',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const e = engine();
+        this.set({ state: 'loaded' }, e.loadedWorkers);
+        this.set({ state: 'loading' }, Math.max(0, e.options.workers - e.loadedWorkers));
       },
     });
     new Gauge({
@@ -116,28 +156,30 @@ export class ServerMetrics implements EngineObserver {
         this.set(engine().waiting);
       },
     });
-    new Gauge<'quantile'>({
-      name: PREFIX + 'event_loop_delay_seconds',
-      help: "The server main thread's event-loop delay since it became ready (quantile 1 = max).",
-      labelNames: ['quantile'],
-      registers,
-      collect() {
-        const d = eventLoop.snapshot();
-        this.set({ quantile: '0.5' }, d.p50);
-        this.set({ quantile: '0.9' }, d.p90);
-        this.set({ quantile: '0.99' }, d.p99);
-        this.set({ quantile: '1' }, d.max);
-      },
-    });
-    registerDefaultMetrics(this.registry);
+    const delay = (name: string, help: string, read: (d: EventLoopDelay) => number) =>
+      new Gauge({
+        name: PREFIX + name,
+        help,
+        registers,
+        collect() {
+          this.set(read(eventLoop.snapshot()));
+        },
+      });
+    const since = "of the server main thread's event-loop delay since it became ready";
+    delay('event_loop_delay_p50_seconds', `Median ${since}.`, (d) => d.p50);
+    delay('event_loop_delay_p90_seconds', `90th percentile ${since}.`, (d) => d.p90);
+    delay('event_loop_delay_p99_seconds', `99th percentile ${since}.`, (d) => d.p99);
+    delay('event_loop_delay_max_seconds', `Maximum ${since}.`, (d) => d.max);
+    registerDefaultMetrics(this.processRegistry);
   }
 
   get contentType(): string {
     return this.registry.contentType;
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics();
+  /** The exposition text: specd's series, then Node's process metrics. */
+  async text(): Promise<string> {
+    return (await this.registry.metrics()) + (await this.processRegistry.metrics());
   }
 
   submitted(handle: GenerationHandle): void {
@@ -157,8 +199,10 @@ export class ServerMetrics implements EngineObserver {
       case 'tokens':
         // The last message may carry only held-back text (no new tokens): not a token delivery.
         if (message.tokenIds.length > 0) {
-          if (times.lastTokensAt === undefined) this.ttft.observe((now - handle.submittedAt) / 1000);
-          else this.itl.observe((now - times.lastTokensAt) / 1000);
+          if (times.firstTokensAt === undefined) {
+            this.ttft.observe((now - handle.submittedAt) / 1000);
+            times.firstTokensAt = now;
+          } else this.itl.observe((now - times.lastTokensAt!) / 1000);
           times.lastTokensAt = now;
           this.generationTokens.inc(message.tokenIds.length);
         }
@@ -168,6 +212,8 @@ export class ServerMetrics implements EngineObserver {
         this.observeRounds(policy, message.rounds);
         this.e2e.observe((now - handle.submittedAt) / 1000);
         this.requestGenerationTokens.observe(message.result.token_ids.length);
+        // vLLM's definition; the tokens of one round arrive together, so this is the mean per token.
+        if (times.firstTokensAt !== undefined && message.result.token_ids.length > 1) this.tpot.observe((now - times.firstTokensAt) / 1000 / (message.result.token_ids.length - 1));
         this.requestSuccess.inc({ finished_reason: message.result.finish_reason });
         break;
       case 'error':
@@ -208,7 +254,7 @@ export class ServerMetrics implements EngineObserver {
       this.headPredictions.inc({ bucket });
       this.headPredictedSum.inc({ bucket }, p);
       if (realised) this.headAccepted.inc({ bucket });
-      this.headBrierSum.inc((p - realised) ** 2);
+      this.headSquaredError.inc((p - realised) ** 2);
     }
   }
 }

@@ -17,7 +17,7 @@ import type { FastifyInstance } from 'fastify';
 /** How often idle keep-alive connections are closed while draining. */
 const IDLE_SWEEP_MS = 50;
 /** After the grace period, how long cancelled responses get to end before their connections are closed. */
-const FORCE_CLOSE_MS = 5000;
+export const FORCE_CLOSE_MS = 5000;
 
 /** Counts the server's responses in flight (from request to the response's end or its socket's close). */
 export class ResponseTracker {

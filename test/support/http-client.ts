@@ -81,10 +81,10 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 
   }
 }
 
-/** The value of an unlabelled sample in /metrics. */
+/** The value of a sample in /metrics with no labels but specd's `model_name`. */
 export async function metricValue(base: string, name: string, headers: Record<string, string> = {}): Promise<number> {
   const text = await (await fetch(`${base}/metrics`, { headers })).text();
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  const m = new RegExp(`^${name}(?:\\{model_name="[^"]*"\\})? (\\S+)$`, 'm').exec(text);
   if (!m) throw new Error(`no sample ${name} in /metrics`);
   return Number(m[1]);
 }
