@@ -135,7 +135,8 @@ describe('/tokenize, /detokenize, /version, /info', () => {
     assert.equal(info['max_model_len'], app.specd.facts.contextLength);
     assert.equal(info['vocab_size'], app.specd.facts.vocabSize);
     assert.match(info['chat_template'] as string, /messages/);
-    assert.deepEqual(info['speculative'], { policy: 'fixed', k: 4, label: 'fixed:4' });
+    // With the bundled head loaded the default policy is specdec++ at the head's own threshold (null: the head's recommendation).
+    assert.deepEqual(info['speculative'], { policy: 'specdec++', threshold: null, k_min: 1, k_max: 16, label: 'specdec++' });
     assert.deepEqual(info['head'], { loaded: true, path: (info['head'] as { path: string }).path });
     assert.match((info['head'] as { path: string }).path, /specd-pair\.head\.onnx$/);
     assert.equal(info['workers'], 1);
