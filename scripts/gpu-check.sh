@@ -8,7 +8,8 @@
 #
 # Steps:
 #  1. the WebGPU test suites (rollback, greedy exactness, fused graphs) on the real GPU;
-#  2. `bench latency`: bundled target and draft, CPU and WebGPU, exported and fused graphs;
+#  2. `bench latency`: bundled target and draft, CPU and WebGPU, exported and fused graphs; the
+#     CPU's exported and in-place graphs at contexts 128, 512 and 1000;
 #  3. `bench offline` on the bundled pair: WebGPU (draft on the GPU, and on the CPU), and the CPU;
 #  4. a synthetic 24-layer, 2048-wide pair (`models synth`): latency on CPU and WebGPU, and the
 #     offline benchmark on WebGPU and on the CPU.
@@ -34,6 +35,8 @@ step machine 30 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total
 step tests 240 env SPECD_REQUIRE_WEBGPU=1 node --test --test-concurrency=1 --test-name-pattern='WebGPU' \
   dist/test/engine-rollback.test.js dist/test/engine-greedy.test.js dist/test/engine-graph.test.js
 step latency-pair 120 $SPECD bench latency --devices cpu,webgpu --graphs exported,fused --tokens 128 --json "$OUT/gpu-latency-pair.json"
+# The KV cache written in place against the exported graph on this host's CPU, by context length.
+step latency-contexts 180 $SPECD bench latency --devices cpu --graphs exported,inplace --contexts 128,512,1000 --tokens 64 --json "$OUT/cpu-latency-contexts.json" --chart "$OUT/cpu-latency-contexts.svg"
 POLICIES=none,fixed:2,fixed:3,fixed:4,fixed:6,specdec++
 step offline-pair-webgpu 150 $SPECD bench offline --device webgpu --dataset gsm8k --prompts "$PROMPTS" --policies "$POLICIES" --json "$OUT/gpu-offline-pair-webgpu.json"
 step offline-pair-webgpu-cpu-draft 150 $SPECD bench offline --device webgpu --draft-device cpu --dataset gsm8k --prompts "$PROMPTS" --policies "$POLICIES" --json "$OUT/gpu-offline-pair-webgpu-cpudraft.json"
