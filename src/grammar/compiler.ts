@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { CompiledGrammar, GrammarCompiler as XGrammarCompiler, TokenizerInfo } from '@mlc-ai/web-xgrammar';
 import { ModelLoadError } from '../errors.js';
 import { GrammarConstraint } from './constraint.js';
+import { type ToolCallMode, toolCallsStructuralTag } from './tool-call-format.js';
 import { takePrintedErrors, xgrammar } from './xgrammar.js';
 
 /** What to constrain the output to (plain data: it crosses from the server to its engine workers). */
@@ -21,8 +22,10 @@ export type GrammarSpec =
   | { type: 'json_schema'; schema: string }
   /** An EBNF grammar in xgrammar's dialect (root rule `root`). */
   | { type: 'ebnf'; grammar: string }
-  /** An xgrammar structural tag (JSON text), e.g. tool calls between tags. */
-  | { type: 'structural_tag'; tag: string };
+  /** An xgrammar structural tag (JSON text). */
+  | { type: 'structural_tag'; tag: string }
+  /** Tool calls in specd's format (tool-call-format.ts), each function's arguments valid against its schema (JSON text). */
+  | { type: 'tool_calls'; functions: { name: string; parameters: string }[]; mode: ToolCallMode; parallel: boolean };
 
 /** A grammar xgrammar cannot compile; the message carries xgrammar's reason. */
 export class GrammarError extends Error {
@@ -88,9 +91,20 @@ export class GrammarCompiler {
         case 'structural_tag':
           compiled = await this.compiler.compileStructuralTag(spec.tag);
           break;
+        case 'tool_calls':
+          compiled = await this.compiler.compileStructuralTag(JSON.stringify(await toolCallsTag(spec)));
+          break;
       }
     } catch (err) {
       throw new GrammarError(abortReason(err));
+    }
+    // A warning means part of the grammar would not be enforced (e.g. allOf with several schemas).
+    const warnings = takePrintedErrors()
+      .map((line) => /\[WARNING\] [^\s:]+:\d+: (.*)/s.exec(line)?.[1])
+      .filter((m): m is string => m !== undefined);
+    if (warnings.length > 0) {
+      compiled.dispose();
+      throw new GrammarError(warnings.join('; ').trim());
     }
     this.cache.set(key, compiled);
     if (this.cache.size > GRAMMAR_CACHE_SIZE) {
@@ -124,7 +138,26 @@ function specText(spec: GrammarSpec): string {
       return spec.grammar;
     case 'structural_tag':
       return spec.tag;
+    case 'tool_calls':
+      return JSON.stringify(spec);
   }
+}
+
+/**
+ * The structural tag of a tool-calls spec. Arguments are generated as compact one-line JSON, as
+ * response formats are: their schemas are converted to EBNF by xgrammar's converter (a structural
+ * tag's own json_schema content would allow any whitespace, which small models fill forever).
+ */
+async function toolCallsTag(spec: Extract<GrammarSpec, { type: 'tool_calls' }>): Promise<object> {
+  const functions = [];
+  for (const f of spec.functions) {
+    try {
+      functions.push({ name: f.name, argumentsEbnf: await xgrammar().Testings._jsonSchemaToEBNF(f.parameters, false, -1) });
+    } catch (err) {
+      throw new GrammarError(`function ${f.name}: ${abortReason(err)}`);
+    }
+  }
+  return toolCallsStructuralTag(functions, spec.mode, spec.parallel);
 }
 
 /** xgrammar's reason for an abort, from what it printed ("[FATAL] file.cc:902: Unsupported type ..."). */

@@ -13,12 +13,13 @@ import type { LogitsAdjustments } from '../engine/logits-processors.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';
 import { ChatTemplateError } from '../text/errors.js';
-import type { ChatMessage } from '../text/tokenizer.js';
 import { apiErrors } from './errors.js';
 import { MAX_TOKENS_WITHOUT_CONTEXT, type ModelFacts, promptCharLimit } from './model-facts.js';
 import type { GenerationRequest } from './protocol.js';
 import { MAX_CHOICES } from './schemas.js';
+import { type RequestGrammar, responseFormatGrammar } from './response-format.js';
 import { needsHead, requestPolicy, type SpeculativeField } from './speculation.js';
+import { planTools, type ToolAwareMessage, toolConversation, type ToolPlan } from './tool-calls.js';
 
 /** OpenAI's default `max_tokens` for /v1/completions. */
 export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
@@ -43,6 +44,8 @@ interface CommonBody {
   user?: Opt<string>;
   ignore_eos?: Opt<boolean>;
   speculative?: Opt<SpeculativeField>;
+  /** `{"type": "text" | "json_object" | "json_schema", ...}` (response-format.ts). */
+  response_format?: unknown;
   [field: string]: unknown;
 }
 
@@ -56,6 +59,9 @@ export interface MessageBody {
 
 export interface ChatBody extends CommonBody {
   messages: MessageBody[];
+  tools?: unknown;
+  tool_choice?: unknown;
+  parallel_tool_calls?: Opt<boolean>;
   max_completion_tokens?: Opt<number>;
   logprobs?: Opt<boolean>;
   top_logprobs?: Opt<number>;
@@ -84,6 +90,8 @@ export interface GenerationPlan {
   logprobs: number | undefined;
   /** Label of the draft policy, for `usage.speculative.policy`. */
   policy: string;
+  /** With tools (chat): how outputs are read for tool calls. */
+  tools?: ToolPlan;
 }
 
 export interface PlanContext {
@@ -98,11 +106,8 @@ export interface PlanContext {
 type Unsupported = [string, (v: unknown) => boolean, string];
 const given = (v: unknown) => v !== undefined && v !== null;
 const CHAT_UNSUPPORTED: Unsupported[] = [
-  ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no tool calling.'],
-  ['tool_choice', (v) => given(v) && v !== 'none', 'specd has no tool calling.'],
-  ['functions', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no function calling.'],
-  ['function_call', (v) => given(v) && v !== 'none', 'specd has no function calling.'],
-  ['response_format', (v) => given(v) && (v as { type?: unknown }).type !== 'text', 'only {"type": "text"} is supported; specd has no constrained decoding.'],
+  ['functions', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), "the deprecated function calling fields are not; use 'tools'."],
+  ['function_call', (v) => given(v) && v !== 'none', "the deprecated function calling fields are not; use 'tool_choice'."],
   ['audio', given, 'specd generates text only.'],
   ['modalities', (v) => given(v) && !(Array.isArray(v) && v.every((m) => m === 'text')), 'specd generates text only.'],
   ['prediction', given, 'predicted outputs are not supported.'],
@@ -126,7 +131,13 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
   if (given(body.top_logprobs) && body.logprobs !== true) {
     throw apiErrors.invalidValue('top_logprobs', "Invalid 'top_logprobs': it requires 'logprobs' to be true.");
   }
-  const messages = chatMessages(body.messages);
+  const tools = planTools(body);
+  const format = responseFormatGrammar(body.response_format);
+  if (format && tools && tools.mode !== 'none') {
+    throw apiErrors.unsupported('response_format', "a response format together with tools the model may call; set 'tool_choice' to 'none' or leave out one of them.");
+  }
+  const conversation = toolConversation(chatMessages(body.messages), tools, ctx.facts.tokenizer.templateUsesTools);
+  const { messages } = conversation;
   const { tokenizer } = ctx.facts;
   if (!tokenizer.hasChatTemplate) {
     throw apiErrors.invalidValue('messages', 'The model has no chat template; use /v1/completions with a prompt instead.', 'no_chat_template');
@@ -135,7 +146,7 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
   if (messages.reduce((n, m) => n + m.content.length, 0) > promptCharLimit(ctx.facts)) throw apiErrors.promptTooLong('messages', ctx.facts.contextLength);
   let promptIds: number[];
   try {
-    promptIds = tokenizer.encodeChat(messages);
+    promptIds = tokenizer.encodeChat(messages, conversation.templateVars ? { templateVars: conversation.templateVars } : {});
   } catch (err) {
     if (err instanceof ChatTemplateError) throw apiErrors.invalidValue('messages', `Invalid 'messages': ${err.message}.`);
     throw err;
@@ -143,7 +154,10 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
   const maxParam = given(body.max_completion_tokens) ? 'max_completion_tokens' : 'max_tokens';
   const requested = body.max_completion_tokens ?? body.max_tokens ?? undefined;
   const n = body.n ?? 1;
-  return plan(body, ctx, [promptIds], n, { param: 'messages', maxParam, requested, fallback: Infinity }, body.logprobs === true ? (body.top_logprobs ?? 0) : undefined);
+  const grammar = format ?? tools?.grammar;
+  const out = plan(body, ctx, [promptIds], n, { param: 'messages', maxParam, requested, fallback: Infinity }, body.logprobs === true ? (body.top_logprobs ?? 0) : undefined, grammar);
+  if (tools && tools.mode !== 'none') out.tools = tools;
+  return out;
 }
 
 export function planCompletion(body: CompletionBody, ctx: PlanContext): GenerationPlan {
@@ -157,7 +171,8 @@ export function planCompletion(body: CompletionBody, ctx: PlanContext): Generati
   }
   const prompts = completionPrompts(body.prompt, ctx.facts);
   const requested = body.max_tokens ?? undefined;
-  return plan(body, ctx, prompts, n, { param: 'prompt', maxParam: 'max_tokens', requested, fallback: COMPLETIONS_DEFAULT_MAX_TOKENS }, body.logprobs ?? undefined);
+  const grammar = responseFormatGrammar(body.response_format);
+  return plan(body, ctx, prompts, n, { param: 'prompt', maxParam: 'max_tokens', requested, fallback: COMPLETIONS_DEFAULT_MAX_TOKENS }, body.logprobs ?? undefined, grammar);
 }
 
 /** Model, stream options. */
@@ -178,7 +193,7 @@ interface Length {
   fallback: number;
 }
 
-function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number, length: Length, logprobs: number | undefined): GenerationPlan {
+function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number, length: Length, logprobs: number | undefined, grammar?: RequestGrammar): GenerationPlan {
   const { facts } = ctx;
   const context = facts.contextLength;
   const maxTokens = prompts.map((ids) => {
@@ -219,6 +234,7 @@ function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number
         adjustments,
         logprobs,
         ignoreEos: body.ignore_eos === true,
+        ...(grammar ? { grammar: grammar.spec, grammarParam: grammar.param } : {}),
       });
     }
   });
@@ -245,22 +261,47 @@ function logitsAdjustments(body: CommonBody, vocabSize: number): LogitsAdjustmen
   return { presencePenalty, frequencyPenalty, logitBias: Object.fromEntries(Object.entries(bias).map(([id, b]) => [Number(id), b])) };
 }
 
-const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant' };
+const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant', tool: 'tool' };
 
 /** Messages as the chat template takes them; text content parts are joined with newlines (as vLLM). */
-function chatMessages(messages: MessageBody[]): ChatMessage[] {
-  return messages.map((m, i) => {
+function chatMessages(messages: MessageBody[]): ToolAwareMessage[] {
+  return messages.map((m, i): ToolAwareMessage => {
     // Own properties only: "constructor" or "__proto__" is not a role.
     const role = Object.hasOwn(ROLES, m.role) ? ROLES[m.role] : undefined;
-    if (m.role === 'tool' || m.role === 'function') throw apiErrors.unsupported(`messages[${i}].role`, `"${m.role}" messages answer tool calls, and specd has no tool calling.`);
+    if (m.role === 'function') throw apiErrors.unsupported(`messages[${i}].role`, "\"function\" messages belong to the deprecated function calling; use 'tool' messages.");
     if (!role) {
       throw apiErrors.invalidValue(`messages[${i}].role`, `Invalid value for 'messages[${i}].role': "${m.role}". Supported values are: ${Object.keys(ROLES).map((r) => `'${r}'`).join(', ')}.`);
     }
-    if (given(m.tool_calls) && !(Array.isArray(m.tool_calls) && m.tool_calls.length === 0)) {
-      throw apiErrors.unsupported(`messages[${i}].tool_calls`, 'specd has no tool calling.');
+    const extra: Partial<ToolAwareMessage> = {};
+    if (role === 'tool') {
+      if (typeof m.tool_call_id !== 'string') throw apiErrors.missing(`messages[${i}].tool_call_id`);
+      extra.tool_call_id = m.tool_call_id;
     }
-    const content = m.content ?? '';
-    if (typeof content === 'string') return { role, content };
+    if (given(m.tool_calls) && !(Array.isArray(m.tool_calls) && m.tool_calls.length === 0)) {
+      if (role !== 'assistant') throw apiErrors.invalidValue(`messages[${i}].tool_calls`, `Invalid 'messages[${i}]': only assistant messages have 'tool_calls'.`);
+      extra.tool_calls = assistantToolCalls(m.tool_calls, `messages[${i}].tool_calls`);
+    }
+    const text = messageText(m, i);
+    return { role, content: text, ...extra };
+  });
+}
+
+/** An assistant message's earlier calls: `[{id, type: "function", function: {name, arguments}}]`. */
+function assistantToolCalls(value: unknown, param: string): NonNullable<ToolAwareMessage['tool_calls']> {
+  if (!Array.isArray(value)) throw apiErrors.invalidType(param, 'an array');
+  return value.map((c: unknown, j) => {
+    const call = c as { id?: unknown; type?: unknown; function?: { name?: unknown; arguments?: unknown } } | null;
+    if (!call || typeof call !== 'object') throw apiErrors.invalidType(`${param}[${j}]`, 'an object');
+    if (typeof call.function?.name !== 'string') throw apiErrors.missing(`${param}[${j}].function.name`);
+    if (typeof call.function.arguments !== 'string') throw apiErrors.invalidType(`${param}[${j}].function.arguments`, 'a string (JSON text)');
+    return { ...(typeof call.id === 'string' ? { id: call.id } : {}), type: 'function', function: { name: call.function.name, arguments: call.function.arguments } };
+  });
+}
+
+/** A message's text: its content string, or its text parts joined with newlines. */
+function messageText(m: MessageBody, i: number): string {
+  const content = m.content ?? '';
+  if (typeof content === 'string') return content;
     const texts = content.map((part, j) => {
       if (part.type !== 'text') {
         throw apiErrors.unsupported(`messages[${i}].content[${j}].type`, `content parts of type "${part.type}" need a multimodal model; specd serves text-only models.`);
@@ -268,8 +309,7 @@ function chatMessages(messages: MessageBody[]): ChatMessage[] {
       if (typeof part.text !== 'string') throw apiErrors.missing(`messages[${i}].content[${j}].text`);
       return part.text;
     });
-    return { role, content: texts.join('\n') };
-  });
+  return texts.join('\n');
 }
 
 /** /v1/completions' `prompt` as token id lists (strings are tokenized without special tokens). */

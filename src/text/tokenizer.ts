@@ -60,6 +60,8 @@ export class TextTokenizer {
     private readonly plain: Tokenizer,
     config: Json,
     private readonly template: Template | undefined,
+    /** Whether the chat template reads a `tools` variable (tool definitions rendered by the template). */
+    readonly templateUsesTools = false,
   ) {
     this.templateTokens = {};
     for (const field of SPECIAL_TOKEN_FIELDS) {
@@ -142,7 +144,7 @@ export class TextTokenizer {
         throw new ModelLoadError(`${file}: chat_template does not parse: ${errorMessage(err)}`, file, 'chat_template');
       }
     }
-    return new TextTokenizer(full, plain, config, template);
+    return new TextTokenizer(full, plain, config, template, source !== undefined && /\btools\b/.test(source));
   }
 
   /** Number of id slots (largest id + 1), including added tokens. */
