@@ -189,13 +189,13 @@ const CALL_HEAD = /^\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s
 /**
  * Splits a choice's text, as it streams, into content and tool calls. Text that may be the
  * start of a call tag, and the closing brace and tag after arguments, are held back until the
- * text after them decides; whitespace-only content (between calls) is dropped.
+ * text after them decides; whitespace before a call or at the end (between calls) is dropped.
  */
 export class ToolCallParser {
   private buffer = '';
   private state: 'text' | 'head' | 'arguments' = 'text';
   private calls = 0;
-  /** Content held back because it is whitespace so far. */
+  /** Whitespace held back from the end of the content so far. */
   private space = '';
 
   push(text: string): ToolCallEvent[] {
@@ -254,14 +254,14 @@ export class ToolCallParser {
     return events;
   }
 
+  /** Content, with whitespace at its end held until more content follows (none is sent before a call or at the end). */
   private content(text: string, events: ToolCallEvent[]): void {
-    if (!text) return;
-    if (/^\s*$/.test(text)) {
-      this.space += text;
-      return;
+    const body = text.trimEnd();
+    if (body) {
+      events.push({ type: 'content', text: this.space + body });
+      this.space = '';
     }
-    events.push({ type: 'content', text: this.space + text });
-    this.space = '';
+    this.space += text.slice(body.length);
   }
 
   private malformed(body: string, events: ToolCallEvent[]): void {
