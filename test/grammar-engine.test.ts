@@ -6,6 +6,7 @@
  * errors naming the reason; no grammar leaves rows untouched.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import { GREEDY, toProbs, type SamplingParams } from '../src/engine/sampling.js'
 import { policyLabel, type PolicySpec } from '../src/engine/stop-policy.js';
 import { GrammarError, type GrammarSpec } from '../src/grammar/compiler.js';
 import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { PACKAGE_ROOT } from '../src/paths.js';
 import { chiSquare } from './support/statistics.js';
 
 const SCHEMAS: Record<string, object> = {
@@ -208,5 +210,31 @@ describe('speculative sampling with a grammar matches the masked target (fixture
     const r = chiSquare(counts, expected);
     t.diagnostic(`masked draft alone: chi2 ${r.stat.toFixed(2)}, dof ${r.dof}, p ${r.pValue.toExponential(2)}`);
     assert.ok(r.pValue < ALPHA, 'the statistic does not tell the masked draft from the masked target');
+  });
+});
+
+describe('specd generate --json-schema', () => {
+  const cli = join(PACKAGE_ROOT, 'bin', 'specd.js');
+  const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 20 }, age: { type: 'integer', minimum: 0, maximum: 120 } }, required: ['name', 'age'], additionalProperties: false };
+  const generate = (...args: string[]) => spawnSync(process.execPath, [cli, 'generate', '--prompt', 'Maria is 34 and lives in Madrid.', '--temperature', '0', '--threads', '1', ...args], { encoding: 'utf8' });
+
+  test('prints JSON valid against the schema', () => {
+    const run = generate('--json-schema', JSON.stringify(schema), '--json');
+    assert.equal(run.status, 0, run.stderr);
+    const out = JSON.parse(run.stdout) as { text: string; finish_reason: string };
+    assert.equal(out.finish_reason, 'stop');
+    assert.ok(new Ajv().validate(schema, JSON.parse(out.text)), out.text);
+  });
+
+  test('a schema it cannot enforce or compile: one line naming the reason, exit 1', () => {
+    for (const [bad, reason] of [
+      [{ type: 'foo' }, /Unsupported type "foo"/],
+      [{ type: 'number', maximum: 3 }, /'maximum' \(at #\/maximum\)/],
+    ] as const) {
+      const run = generate('--json-schema', JSON.stringify(bad));
+      assert.notEqual(run.status, 0);
+      assert.match(run.stderr, reason);
+      assert.equal(run.stderr.trim().split('\n').length, 1, run.stderr);
+    }
   });
 });
