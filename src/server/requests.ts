@@ -7,7 +7,9 @@
  * vLLM). Output length: `max_completion_tokens` / `max_tokens`, else what the context leaves
  * (chat) or 16 (text completions, OpenAI's default). `n` choices get seeds seed, seed + 1, ...
  * `ignore_eos` (vLLM's): EOS tokens are generated like any other token and kept in the output
- * (their text is skipped, as special tokens are), so only max tokens or a stop string end it.
+ * (their text is skipped, as special tokens are), so only max tokens or a stop string end it;
+ * with a grammar (`response_format`, `tools`) the grammar's end, EOS, still ends the output.
+ * `response_format` is read in response-format.ts, `tools` and tool messages in tool-calls.ts.
  */
 import type { LogitsAdjustments } from '../engine/logits-processors.js';
 import type { SamplingParams } from '../engine/sampling.js';
