@@ -93,6 +93,17 @@ describe('greedy constrained decoding is exact under speculation (bundled pair)'
     });
   }
 
+  test('the grammar\'s end ends the output even when EOS is ignored', async () => {
+    const grammars = await pair.grammars();
+    const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
+    const constraint = await grammars.constraint({ type: 'json_schema', schema: JSON.stringify(schema) });
+    const prompt = pair.tokenizer.encodeChat([{ role: 'user', content: 'Is it fine?' }]);
+    const g = pair.decoder.start(prompt, { maxTokens: 100, sampling: GREEDY, policy: { policy: 'fixed', k: 4 }, constraint, eosTokenIds: [] });
+    await g.run();
+    assert.equal(g.finishReason, 'stop');
+    assert.deepEqual(Object.keys(JSON.parse(pair.tokenizer.decode(g.tokenIds))), ['ok']);
+  });
+
   test('without a grammar, rows pass through untouched (no copy, no mask)', () => {
     const p = new LogitsProcessor();
     const row = new Float32Array([1, 2, 3]);
