@@ -26,6 +26,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 function result(policy: string, dataset: 'gsm8k' | 'alpaca', tps: number, discard: number, verify: number): OfflineResult {
   return {
     policy,
+    grammar: 'off',
     dataset,
     prompts: 1,
     new_tokens: 100,
@@ -44,6 +45,8 @@ function result(policy: string, dataset: 'gsm8k' | 'alpaca', tps: number, discar
     target_ms_per_call: 4,
     overhead_fraction: 0.1,
     matches_none: null,
+    mask_ms_per_token: null,
+    mask_share: null,
   };
 }
 

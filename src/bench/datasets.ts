@@ -10,16 +10,20 @@ import { DATASETS_DIR } from '../paths.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 
 export const DATASETS = ['gsm8k', 'humaneval', 'alpaca'] as const;
-export type DatasetName = (typeof DATASETS)[number];
+/** Prompts whose answers have a JSON Schema (bench/datasets/json, written for specd), for constrained decoding. */
+export const SCHEMA_DATASETS = ['json'] as const;
+export type DatasetName = (typeof DATASETS)[number] | (typeof SCHEMA_DATASETS)[number];
 
 export interface BenchPrompt {
   id: string;
   /** A one-turn chat: the prompt as the user's message. */
   messages: ChatMessage[];
+  /** The JSON Schema of the answer (the `json` set). */
+  schema?: Record<string, unknown>;
 }
 
 export function isDataset(name: string): name is DatasetName {
-  return (DATASETS as readonly string[]).includes(name);
+  return (DATASETS as readonly string[]).includes(name) || (SCHEMA_DATASETS as readonly string[]).includes(name);
 }
 
 /**
@@ -54,6 +58,12 @@ function allPrompts(name: DatasetName, dir: string): BenchPrompt[] {
       return (JSON.parse(readFileSync(join(dir, 'alpaca', 'alpaca_eval_even.json'), 'utf8')) as { instruction: string }[]).map((r, i) => ({
         id: `alpaca_eval_even/${i}`,
         messages: user(r.instruction),
+      }));
+    case 'json':
+      return (JSON.parse(readFileSync(join(dir, 'json', 'extraction.json'), 'utf8')) as { id: string; prompt: string; schema: Record<string, unknown> }[]).map((r) => ({
+        id: r.id,
+        messages: user(r.prompt),
+        schema: r.schema,
       }));
   }
 }

@@ -4,12 +4,17 @@
  * Policies run interleaved prompt by prompt (prompt 1 under every policy, then prompt 2, ...)
  * so that a noisy, shared machine slows all of them alike; the speedup of a policy is its
  * tokens/s over that of `none` (target-only decoding) from the same run.
+ *
+ * With grammar modes (prompts with a JSON Schema, the `json` set) every policy also runs with
+ * its output constrained to the schema (`on`), and with it but without jump-forward
+ * (`no-jump-forward`); a speedup is then over `none` with the same grammar mode.
  */
 import type { ModelPair } from '../engine/pair.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import { isGreedy } from '../engine/sampling.js';
 import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';
 import { generateText } from '../engine/text-generation.js';
+import type { GrammarConstraint } from '../grammar/constraint.js';
 import type { BenchPrompt, DatasetName } from './datasets.js';
 
 export interface OfflineBenchOptions {
@@ -19,12 +24,19 @@ export interface OfflineBenchOptions {
   maxTokens: number;
   sampling: SamplingParams;
   seed: number;
+  /** Each policy runs once per mode; default `off`. Modes other than `off` need prompts with a schema. */
+  grammar?: GrammarMode[];
   /** Called after each generation (for a progress bar). */
   onProgress?: (done: number, total: number) => void;
 }
 
+/** `off`: no grammar; `on`: the prompt's JSON Schema constrains the output; `no-jump-forward`: the same without jump-forward. */
+export const GRAMMAR_MODES = ['off', 'on', 'no-jump-forward'] as const;
+export type GrammarMode = (typeof GRAMMAR_MODES)[number];
+
 export interface OfflineResult {
   policy: string;
+  grammar: GrammarMode;
   dataset: DatasetName;
   prompts: number;
   new_tokens: number;
@@ -48,8 +60,12 @@ export interface OfflineResult {
   target_ms_per_call: number;
   /** Share of wall time spent outside ONNX Runtime's run(): sampling, copies, rollback. */
   overhead_fraction: number;
-  /** Greedy only: whether every output equals `none`'s token for token (null when not checked). */
+  /** Greedy only: whether every output equals `none`'s (with the same grammar mode) token for token (null when not checked). */
   matches_none: boolean | null;
+  /** With a grammar: ms computing token masks (xgrammar) and applying them to logits rows, per output token. */
+  mask_ms_per_token: number | null;
+  /** With a grammar: that time as a share of the wall time. */
+  mask_share: number | null;
 }
 
 interface Totals {
@@ -62,21 +78,36 @@ interface Totals {
   drafted: number;
   accepted: number;
   outputs: string[];
+  maskMs: number;
 }
 
 export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions): Promise<OfflineResult[]> {
-  const totals: Totals[] = opts.policies.map(() => ({ newTokens: 0, wallMs: 0, runMs: 0, draftMs: 0, targetMs: 0, rounds: 0, drafted: 0, accepted: 0, outputs: [] }));
-  const total = opts.prompts.length * opts.policies.length;
+  const modes = opts.grammar ?? ['off'];
+  /** Entry e: policy e % policies under grammar mode floor(e / policies). */
+  const entries = modes.flatMap((grammar) => opts.policies.map((policy) => ({ grammar, policy })));
+  const totals: Totals[] = entries.map(() => ({ newTokens: 0, wallMs: 0, runMs: 0, draftMs: 0, targetMs: 0, rounds: 0, drafted: 0, accepted: 0, outputs: [], maskMs: 0 }));
+  const total = opts.prompts.length * entries.length;
+  const grammars = modes.some((m) => m !== 'off') ? await pair.grammars() : undefined;
+  const constraintFor = async (prompt: BenchPrompt, mode: GrammarMode) => {
+    if (mode === 'off') return undefined;
+    if (!prompt.schema) throw new Error(`prompt ${prompt.id} has no JSON Schema for a grammar`);
+    return grammars!.constraint({ type: 'json_schema', schema: JSON.stringify(prompt.schema) });
+  };
 
-  // Warm up every policy once so first-run allocation does not count.
-  for (const policy of opts.policies) {
-    await generateText(pair, { messages: opts.prompts[0]!.messages }, { maxTokens: 8, sampling: opts.sampling, seed: opts.seed, policy });
+  // Warm up every entry once so first-run allocation (and grammar compilation) does not count.
+  for (const { grammar, policy } of entries) {
+    for (const prompt of grammar === 'off' ? [opts.prompts[0]!] : opts.prompts) {
+      const constraint = await constraintFor(prompt, grammar);
+      await generateText(pair, { messages: prompt.messages }, { maxTokens: 8, sampling: opts.sampling, seed: opts.seed, policy, constraint });
+    }
   }
   let done = 0;
   for (const [i, prompt] of opts.prompts.entries()) {
-    for (const [p, policy] of opts.policies.entries()) {
-      const r = await generateText(pair, { messages: prompt.messages }, { maxTokens: opts.maxTokens, sampling: opts.sampling, seed: opts.seed + i, policy });
+    for (const [p, { grammar, policy }] of entries.entries()) {
+      const constraint: GrammarConstraint | undefined = await constraintFor(prompt, grammar);
+      const r = await generateText(pair, { messages: prompt.messages }, { maxTokens: opts.maxTokens, sampling: opts.sampling, seed: opts.seed + i, policy, constraint, jumpForward: grammar !== 'no-jump-forward' });
       const t = totals[p]!;
+      if (constraint) t.maskMs += (constraint.maskMicros + constraint.applyMicros) / 1000;
       t.newTokens += r.token_ids.length;
       t.wallMs += r.stats.wall_ms;
       t.runMs += r.stats.run_ms;
@@ -90,14 +121,15 @@ export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions
     }
   }
 
-  const noneIndex = opts.policies.findIndex((p) => p.policy === 'none');
   const tps = (t: Totals) => (t.wallMs > 0 ? (t.newTokens / t.wallMs) * 1000 : 0);
-  const noneTps = noneIndex >= 0 ? tps(totals[noneIndex]!) : undefined;
-  return opts.policies.map((policy, p) => {
+  return entries.map(({ grammar, policy }, p) => {
     const t = totals[p]!;
+    const noneIndex = entries.findIndex((e) => e.grammar === grammar && e.policy.policy === 'none');
+    const noneTps = noneIndex >= 0 ? tps(totals[noneIndex]!) : undefined;
     const reference = noneIndex >= 0 && isGreedy(opts.sampling) ? totals[noneIndex]!.outputs : undefined;
     return {
       policy: policyLabel(policy),
+      grammar,
       dataset: opts.dataset,
       prompts: opts.prompts.length,
       new_tokens: t.newTokens,
@@ -116,6 +148,8 @@ export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions
       target_ms_per_call: t.rounds ? t.targetMs / t.rounds : 0,
       overhead_fraction: t.wallMs > 0 ? 1 - t.runMs / t.wallMs : 0,
       matches_none: reference ? t.outputs.every((o, i) => o === reference[i]) : null,
+      mask_ms_per_token: grammar === 'off' ? null : t.newTokens ? t.maskMs / t.newTokens : 0,
+      mask_share: grammar === 'off' ? null : t.wallMs > 0 ? t.maskMs / t.wallMs : 0,
     };
   });
 }

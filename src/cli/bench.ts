@@ -3,9 +3,9 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
-import { DATASETS, type DatasetName, isDataset, loadPrompts } from '../bench/datasets.js';
+import { DATASETS, type DatasetName, isDataset, loadPrompts, SCHEMA_DATASETS } from '../bench/datasets.js';
 import { benchHeadTraining } from '../bench/head-train-bench.js';
-import { runOfflineBench, type OfflineResult } from '../bench/offline.js';
+import { GRAMMAR_MODES, type GrammarMode, runOfflineBench, type OfflineResult } from '../bench/offline.js';
 import { paretoChartSvg } from '../bench/pareto-chart.js';
 import { formatSummary, summarize } from '../bench/policy-summary.js';
 import { machineInfo } from '../bench/serve/report.js';
@@ -39,6 +39,7 @@ interface OfflineFlags extends ModelFlags {
   chart?: string;
   speedupChart?: string;
   headMode: HeadMode;
+  grammar: GrammarMode[];
 }
 
 function headModeArg(text: string): HeadMode {
@@ -60,15 +61,22 @@ function datasetArg(text: string): DatasetName[] {
   if (text.trim() === 'all') return [...DATASETS];
   const names = text.split(',').map((s) => s.trim()).filter(Boolean);
   const bad = names.filter((n) => !isDataset(n));
-  if (names.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${DATASETS.join(', ')}, or all`);
+  if (names.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${[...DATASETS, ...SCHEMA_DATASETS].join(', ')}, or all`);
   return [...new Set(names)] as DatasetName[];
+}
+
+function grammarModesArg(text: string): GrammarMode[] {
+  const modes = text.split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = modes.filter((m) => !(GRAMMAR_MODES as readonly string[]).includes(m));
+  if (modes.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${GRAMMAR_MODES.join(', ')}`);
+  return [...new Set(modes)] as GrammarMode[];
 }
 
 export function benchCommand(): Command {
   const bench = new Command('bench').description('benchmarks');
   const offline = new Command('offline')
     .description('compare draft policies on a data set, in-process (speedup over target-only decoding)')
-    .option('--dataset <list>', `prompt sets, comma-separated (${DATASETS.join(', ')}) or all`, datasetArg, ['gsm8k'] as DatasetName[])
+    .option('--dataset <list>', `prompt sets, comma-separated (${[...DATASETS, ...SCHEMA_DATASETS].join(', ')}) or all (${DATASETS.join(', ')})`, datasetArg, ['gsm8k'] as DatasetName[])
     .option('--prompts <n>', 'number of prompts', intIn(1, 100_000), 20)
     .option('--max-tokens <n>', 'new tokens per prompt', intIn(1, 100_000), 128)
     .option('--policies <list>', 'comma-separated policies, e.g. none,fixed:4,confidence:0.6,specdec++:0.7 (bare specdec++: the default threshold)', policyListArg, policyListArg('none,fixed:4,confidence:0.6'))
@@ -82,6 +90,7 @@ export function benchCommand(): Command {
     .option('--json <file>', 'also write the results as JSON')
     .option('--chart <file>', 'also write the discard rate vs verification rate chart (SVG)')
     .option('--speedup-chart <file>', 'also write the speedup over none per data set and policy (SVG)')
+    .option('--grammar <list>', `grammar modes, comma-separated (${GRAMMAR_MODES.join(', ')}): on constrains the output to each prompt's JSON Schema (--dataset json)`, grammarModesArg, ['off'] as GrammarMode[])
     .option('--head-mode <mode>', 'run the acceptance head fused into the draft graph or as its own session per draft step', headModeArg, 'fused' as HeadMode);
   addModelOptions(offline);
   offline.action(async (flags: OfflineFlags) => {
@@ -96,19 +105,23 @@ export function benchCommand(): Command {
     const specdecDefault = defaultThreshold === undefined ? undefined : policyLabel({ policy: 'specdec++', threshold: defaultThreshold, kMin: flags.kMin, kMax: flags.kMax });
     const sampling = { temperature: flags.temperature, topP: flags.topP, topK: flags.topK };
     const results: OfflineResult[] = [];
+    if (flags.grammar.some((m) => m !== 'off') && flags.dataset.some((d) => !(SCHEMA_DATASETS as readonly string[]).includes(d))) {
+      throw new InvalidArgumentError(`--grammar ${flags.grammar.join(',')} needs prompts with a JSON Schema: --dataset ${SCHEMA_DATASETS.join(',')}`);
+    }
     for (const dataset of flags.dataset) {
       const room = pair.decoder.contextLength - flags.maxTokens;
       const prompts = loadPrompts(dataset, flags.prompts, { fits: (p) => pair.tokenizer.encodeChat(p.messages).length <= room });
       if (prompts.skipped) process.stderr.write(`${dataset}: passed over ${prompts.skipped} prompt(s) longer than ${room} tokens (context ${pair.decoder.contextLength} - ${flags.maxTokens} new tokens)\n`);
       if (prompts.length === 0) throw new InvalidArgumentError(`no ${dataset} prompt fits the context with --max-tokens ${flags.maxTokens}`);
       const bar = new SingleBar({ format: `${dataset} {bar} {value}/{total} generations | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true });
-      bar.start(prompts.length * policies.length, 0);
+      bar.start(prompts.length * policies.length * flags.grammar.length, 0);
       results.push(
-        ...(await runOfflineBench(pair, { dataset, prompts, policies, maxTokens: flags.maxTokens, sampling, seed: flags.seed, onProgress: (done) => bar.update(done) })),
+        ...(await runOfflineBench(pair, { dataset, prompts, policies, maxTokens: flags.maxTokens, sampling, seed: flags.seed, grammar: flags.grammar, onProgress: (done) => bar.update(done) })),
       );
       bar.stop();
     }
-    const summary = summarize(results, specdecDefault);
+    // The summary compares policies without a grammar, or with it when that is all there is.
+    const summary = summarize(results.filter((r) => r.grammar === flags.grammar[0]), specdecDefault);
     process.stdout.write(formatTable(results));
     process.stdout.write(formatSummary(summary));
     const settings = {
@@ -124,6 +137,7 @@ export function benchCommand(): Command {
       specdec_default_threshold: defaultThreshold ?? null,
       k_min: flags.kMin,
       k_max: flags.kMax,
+      grammar: flags.grammar,
       command: `specd ${process.argv.slice(2).join(' ')}`,
     };
     if (flags.json) {
@@ -243,9 +257,11 @@ function headTrainCommand(): Command {
 }
 
 export function formatTable(results: OfflineResult[]): string {
-  const head = ['policy', 'dataset', 'tokens', 'tok/s', 'speedup', 'accepted/round', 'tokens/call', 'acceptance', 'discard', 'verify', 'overhead', 'exact'];
+  const grammar = results.some((r) => r.grammar !== 'off');
+  const head = ['policy', ...(grammar ? ['grammar'] : []), 'dataset', 'tokens', 'tok/s', 'speedup', 'accepted/round', 'tokens/call', 'acceptance', 'discard', 'verify', 'overhead', 'exact', ...(grammar ? ['mask ms/token', 'mask share'] : [])];
   const rows = results.map((r) => [
     r.policy,
+    ...(grammar ? [r.grammar] : []),
     r.dataset,
     String(r.new_tokens),
     r.tokens_per_s.toFixed(1),
@@ -257,6 +273,7 @@ export function formatTable(results: OfflineResult[]): string {
     r.verification_rate.toFixed(3),
     `${(r.overhead_fraction * 100).toFixed(1)}%`,
     r.matches_none === null ? '-' : r.matches_none ? 'yes' : 'NO',
+    ...(grammar ? [r.mask_ms_per_token === null ? '-' : r.mask_ms_per_token.toFixed(3), r.mask_share === null ? '-' : `${(r.mask_share * 100).toFixed(1)}%`] : []),
   ]);
   return textTable(head, rows, 2).join('\n') + '\n';
 }

@@ -1,8 +1,11 @@
 /** `specd generate`: one generation from the command line, streamed to stdout. */
+import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { ModelPair } from '../engine/pair.js';
 import { policyLabel } from '../engine/stop-policy.js';
 import { generateText, type PromptInput } from '../engine/text-generation.js';
+import { GrammarError, type GrammarSpec } from '../grammar/compiler.js';
+import { unenforcedKeyword } from '../grammar/schema-check.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 import {
   addModelOptions,
@@ -26,6 +29,22 @@ interface GenerateFlags extends ModelFlags, PolicyFlags, SamplingFlags {
   seed?: number;
   stop: string[];
   json?: boolean;
+  jsonSchema?: object;
+  jsonObject?: boolean;
+}
+
+/** A JSON Schema from a file or given as JSON text, without keywords constrained decoding would not enforce. */
+function schemaArg(text: string): object {
+  let value: unknown;
+  try {
+    value = JSON.parse(existsSync(text) ? readFileSync(text, 'utf8') : text);
+  } catch (err) {
+    throw new InvalidArgumentError(`neither a readable file nor JSON text: ${(err as Error).message}`);
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new InvalidArgumentError('expected a JSON Schema object');
+  const unenforced = unenforcedKeyword(value);
+  if (unenforced) throw new InvalidArgumentError(`the keyword '${unenforced.keyword}' (at ${unenforced.path}) is not supported in constrained decoding (it would require ${unenforced.why})`);
+  return value;
 }
 
 function messagesArg(text: string): ChatMessage[] {
@@ -52,13 +71,16 @@ export function generateCommand(): Command {
     .option('--messages <json>', 'a chat as a JSON array of {"role", "content"}, formatted with the chat template', messagesArg)
     .option('--max-tokens <n>', 'most new tokens', intIn(1, 1_000_000), 128)
     .option('--stop <text...>', 'stop strings (the output ends before the first one)', [] as string[])
-    .option('--json', 'print one JSON object: {text, token_ids, finish_reason, policy, stats}');
+    .option('--json', 'print one JSON object: {text, token_ids, text_offsets, finish_reason, policy, stats}')
+    .option('--json-schema <schema>', 'constrain the output to JSON valid against this JSON Schema (a file, or the schema as JSON text)', schemaArg)
+    .option('--json-object', 'constrain the output to a JSON object');
   addPolicyOptions(cmd);
   addSamplingOptions(cmd);
   addModelOptions(cmd);
   cmd.action(async (flags: GenerateFlags) => {
     if ((flags.prompt === undefined) === (flags.messages === undefined)) throw new InvalidArgumentError('give exactly one of --prompt or --messages');
     if (flags.raw && flags.messages) throw new InvalidArgumentError('--raw applies to --prompt, not --messages');
+    if (flags.jsonSchema && flags.jsonObject) throw new InvalidArgumentError('give at most one of --json-schema or --json-object');
     if (flags.policy !== undefined) policySpec({ ...flags, policy: flags.policy }); // a bad --policy fails before the models load
     const pair = await ModelPair.load(pairOptions(flags));
     const policy = policySpec({ ...flags, policy: flags.policy ?? defaultPolicyName({ draft: Boolean(pair.draft), head: Boolean(pair.head) }) });
@@ -70,10 +92,18 @@ export function generateCommand(): Command {
     if (policy.policy === 'specdec++' && !pair.head) throw new InvalidArgumentError('--policy specdec++ needs an acceptance head (--head FILE)');
     const sampling = samplingParams(flags, pair.target.info.generationDefaults);
     const onDelta = flags.json ? undefined : ({ text }: { text: string }) => void process.stdout.write(text);
-    const result = await generateText(pair, input, { maxTokens: flags.maxTokens, sampling, seed: flags.seed, policy, stop: flags.stop }, onDelta);
+    const grammar: GrammarSpec | undefined = flags.jsonSchema ? { type: 'json_schema', schema: JSON.stringify(flags.jsonSchema) } : flags.jsonObject ? { type: 'json_object' } : undefined;
+    let constraint;
+    try {
+      constraint = grammar ? await (await pair.grammars()).constraint(grammar) : undefined;
+    } catch (err) {
+      if (err instanceof GrammarError) throw new InvalidArgumentError(`--json-schema cannot be compiled: ${err.message}`);
+      throw err;
+    }
+    const result = await generateText(pair, input, { maxTokens: flags.maxTokens, sampling, seed: flags.seed, policy, stop: flags.stop, constraint }, onDelta);
     if (flags.json) {
-      const { text, token_ids, finish_reason, stats } = result;
-      process.stdout.write(`${JSON.stringify({ text, token_ids, finish_reason, policy: policyLabel(policy), stats })}\n`);
+      const { text, token_ids, text_offsets, finish_reason, stats } = result;
+      process.stdout.write(`${JSON.stringify({ text, token_ids, text_offsets, finish_reason, policy: policyLabel(policy), stats })}\n`);
     } else {
       process.stdout.write('\n');
       const s = result.stats;

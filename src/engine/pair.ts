@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
+import { GrammarCompiler } from '../grammar/compiler.js';
 import { type HeadMode, loadHeadForDraft } from '../heads/head-loader.js';
 import type { AcceptanceHead } from '../heads/head-runner.js';
 import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../paths.js';
@@ -46,6 +47,7 @@ export interface PairOptions {
 
 export class ModelPair {
   readonly decoder: SpeculativeDecoder;
+  private grammarCompiler?: Promise<GrammarCompiler>;
 
   private constructor(
     readonly target: DecoderModel,
@@ -54,6 +56,8 @@ export class ModelPair {
     readonly head?: AcceptanceHead,
     /** The draft session the specdec++ policy runs (see heads/head-loader.ts). */
     readonly headDraft?: DecoderModel,
+    /** The target's model directory. */
+    readonly targetDir?: string,
   ) {
     this.decoder = new SpeculativeDecoder(target, draft, head, headDraft);
   }
@@ -91,7 +95,14 @@ export class ModelPair {
       headPath !== null && draft
         ? await loadHeadForDraft(headPath, draft, { ...draftCommon, threads: opts.draftThreads ?? 1, mode: opts.headMode })
         : undefined;
-    return new ModelPair(target, draft, tokenizer, loaded?.head, loaded?.headDraft);
+    return new ModelPair(target, draft, tokenizer, loaded?.head, loaded?.headDraft, targetDir);
+  }
+
+  /** The grammar compiler for the pair's vocabulary (grammar/compiler.ts), built on first use; compiled grammars are cached in it. */
+  grammars(): Promise<GrammarCompiler> {
+    if (!this.targetDir) throw new Error('the pair has no target directory to read a grammar vocabulary from');
+    this.grammarCompiler ??= GrammarCompiler.forModelDir(this.targetDir, this.target.info.vocabSize, this.target.info.eosTokenIds);
+    return this.grammarCompiler;
   }
 
   async release(): Promise<void> {

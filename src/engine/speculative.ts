@@ -19,7 +19,7 @@
 import { acceptGreedy, acceptSampled, type AcceptanceResult } from './acceptance.js';
 import { acceptProbability, candidateFeatures } from './candidate-features.js';
 import type { KVCache } from './kv-cache.js';
-import { type LogitsAdjustments, LogitsProcessor } from './logits-processors.js';
+import { type LogitsAdjustments, LogitsProcessor, type TokenConstraint } from './logits-processors.js';
 import { logOf, logSoftmax, type TokenLogprob, tokenLogprob } from './logprobs.js';
 import type { DecoderModel } from './model.js';
 import { type FinishReason, OutputDecider, type OutputRules } from './output-decider.js';
@@ -39,6 +39,17 @@ export interface GenerateOptions {
   eosTokenIds?: readonly number[];
   /** Presence/frequency penalties and logit bias, applied alike to the draft's and the target's logits. */
   adjustments?: LogitsAdjustments;
+  /**
+   * A grammar the output must follow (grammar/constraint.ts): it masks the draft's and the
+   * target's logits alike, and its end (the target's EOS, which then ends the output even when
+   * `eosTokenIds` leaves it out) is the generation's. Released when the generation ends.
+   */
+  constraint?: TokenConstraint;
+  /**
+   * With a constraint: where it allows a single token, take it as a candidate without running the
+   * draft (jump-forward; the target verifies it like any candidate and always accepts it). Default true.
+   */
+  jumpForward?: boolean;
   /** Record each emitted token's log-probability and this many alternatives (`Generation.logprobs`). */
   logprobs?: number;
   /** Strings that end the output (it stops before the first); need `tokenizer` (output-decider.ts). */
@@ -131,7 +142,9 @@ export class Generation {
     this.rng = new Rng(opts.seed ?? Rng.randomSeed());
     this.greedy = isGreedy(opts.sampling);
     this.eos = new Set(opts.eosTokenIds ?? target.info.eosTokenIds);
-    this.processor = new LogitsProcessor(opts.adjustments);
+    // A grammar ends with the model's EOS: then it ends the output even when EOS is ignored.
+    if (opts.constraint) for (const id of target.info.eosTokenIds) this.eos.add(id);
+    this.processor = new LogitsProcessor(opts.adjustments, opts.constraint);
     this.maxNew = Math.max(0, Math.min(opts.maxTokens, target.info.maxPositions - prompt.length));
     this.output = new OutputDecider({ maxTokens: this.maxNew, eosTokenIds: this.eos, stop: opts.stop, tokenizer: opts.tokenizer });
     this.runMsAtStart = this.runMs();
@@ -173,6 +186,8 @@ export class Generation {
     const logits = await this.target.forward(this.targetCache, input, k + 1);
     const vocab = this.target.info.vocabSize;
     const first = logits.length / vocab - (k + 1); // the result may hold rows before the k + 1 asked for
+    // A grammar's masks: row i's after the candidates before it (rows before k were computed while drafting).
+    if (this.processor.constraint) for (let i = k; i >= 0; i--) await this.processor.prepare(candidates.slice(0, i));
     // Row i is processed with the candidates before it counted as output (logits-processors.ts).
     const rows = Array.from({ length: k + 1 }, (_, i) =>
       this.processor.apply(logits.subarray((first + i) * vocab, (first + i + 1) * vocab), candidates.slice(0, i)),
@@ -259,20 +274,38 @@ export class Generation {
     const draft = this.draft;
     const cache = this.draftCache;
     const x = this.x;
-    const cap = Math.min(
-      this.policy.maxDraft,
-      remaining - 1,
-      this.target.info.maxPositions - x.length - 1,
-      draft ? draft.info.maxPositions - x.length + 1 : 0,
-    );
-    if (!draft || !cache || cap <= 0) return { candidates, draftProbs };
+    /** Candidates the round may hold (jump-forward ones included). */
+    const cap = Math.min(remaining - 1, this.target.info.maxPositions - x.length - 1, draft ? draft.info.maxPositions - x.length + 1 : 0);
+    if (!draft || !cache || Math.min(cap, this.policy.maxDraft) <= 0) return { candidates, draftProbs };
 
     this.policy.begin();
     const vocab = draft.info.vocabSize;
     const head = this.policy.needsHead ? this.head : undefined;
     const acceptProbs: number[] | undefined = head ? [] : undefined;
-    let out = await draft.forwardWithHidden(cache, x.slice(cache.length), 1);
-    for (let s = 1; ; s++) {
+    const constraint = this.processor.constraint;
+    const jumpForward = constraint !== undefined && this.opts.jumpForward !== false;
+    /** Tokens the draft has not been fed: x's unseen ones, then candidates taken without a draft step. */
+    let unfed = x.slice(cache.length);
+    /** Candidates the policy has decided on (jump-forward ones are not its), and whether it said stop. */
+    let s = 0;
+    let stopped = false;
+    while (candidates.length < cap) {
+      if (constraint) await constraint.prepare(candidates);
+      const forced = jumpForward ? constraint.forcedToken(candidates) : undefined;
+      if (forced !== undefined) {
+        // Jump-forward: the only token the grammar allows is accepted whatever p and q are
+        // (both masked rows are one-hot on it), so it costs no draft step and no policy decision,
+        // and it follows the policy's last candidate too.
+        candidates.push(forced);
+        unfed.push(forced);
+        if (!this.greedy) draftProbs.push(oneHot(forced, vocab));
+        if (acceptProbs) acceptProbs.push(1);
+        continue;
+      }
+      if (stopped || s >= this.policy.maxDraft) break;
+      const out = await draft.forwardWithHidden(cache, unfed, 1);
+      unfed = [];
+      s++;
       const logits = out.logits;
       const row = this.processor.apply(logits.subarray(logits.length - vocab), candidates);
       // The head's logit from the hidden state that produced this row: fused into the draft, or its own session.
@@ -303,8 +336,9 @@ export class Generation {
       candidates.push(token);
       if (q) draftProbs.push(q);
       if (acceptProb !== undefined) acceptProbs!.push(acceptProb);
-      if (verdict !== 'continue' || s >= cap) break;
-      out = await draft.forwardWithHidden(cache, [token], 1);
+      stopped = verdict !== 'continue';
+      if (constraint && this.eos.has(token)) break; // the grammar allows nothing after its end
+      unfed = [token];
     }
     return { candidates, draftProbs, acceptProbs };
   }
@@ -312,9 +346,17 @@ export class Generation {
   private releaseCaches(): void {
     this.targetCache.release();
     this.draftCache?.release();
+    this.processor.constraint?.release();
   }
 
   private runMs(): number {
     return this.target.runMs + (this.draft?.runMs ?? 0);
   }
+}
+
+/** The distribution that puts all its mass on `token`. // [vocab] */
+function oneHot(token: number, vocab: number): Float64Array {
+  const q = new Float64Array(vocab);
+  q[token] = 1;
+  return q;
 }

@@ -80,6 +80,10 @@ export function workerError(message: Extract<WorkerMessage, { type: 'error' }>, 
   switch (message.code) {
     case 'context_length_exceeded':
       return apiErrors.invalidValue(promptParam, message.message, 'context_length_exceeded');
+    case 'invalid_grammar': {
+      const param = message.param ?? promptParam;
+      return apiErrors.invalidValue(param, `Invalid '${param}': the grammar it makes cannot be compiled: ${message.message}`, 'invalid_schema');
+    }
     case 'invalid_request':
       return apiErrors.invalidValue(/policy/.test(message.message) ? 'speculative.policy' : promptParam, message.message);
     case 'queue_full':

@@ -22,6 +22,7 @@ import type { SamplingParams } from '../engine/sampling.js';
 import type { RoundStats } from '../engine/stats.js';
 import type { PolicySpec } from '../engine/stop-policy.js';
 import type { TextGenerationResult } from '../engine/text-generation.js';
+import type { GrammarSpec } from '../grammar/compiler.js';
 import type { WorkerFaults } from './faults.js';
 
 /** `workerData` of every engine worker: how to load its models (and, in tests, faults to suffer). */
@@ -43,6 +44,10 @@ export interface GenerationRequest {
   logprobs?: number;
   /** EOS tokens do not end the generation (they stay in the output). */
   ignoreEos?: boolean;
+  /** A grammar the output follows (response_format, tools), compiled by the worker. */
+  grammar?: GrammarSpec;
+  /** The request parameter the grammar came from, for the error when it does not compile. */
+  grammarParam?: string;
 }
 
 export interface GenerationTask {
@@ -55,14 +60,14 @@ export type WorkerMessage =
   | { type: 'start' }
   | { type: 'tokens'; text: string; tokenIds: number[]; textOffsets: number[]; logprobs?: TokenLogprob[]; rounds: RoundStats[] }
   | { type: 'done'; result: TextGenerationResult; rounds: RoundStats[] }
-  | { type: 'error'; code: WorkerErrorCode; message: string };
+  | { type: 'error'; code: WorkerErrorCode; message: string; /** The request parameter at fault, when known. */ param?: string };
 
 /**
  * `invalid_request`: the engine refused the request (e.g. a policy that needs a model that is
- * not loaded); `context_length_exceeded`: the prompt does not fit; `queue_full`: piscina's queue
+ * not loaded); `invalid_grammar`: its grammar does not compile; `context_length_exceeded`: the prompt does not fit; `queue_full`: piscina's queue
  * was at its limit; `internal`: anything else (a bug, or a worker that died).
  */
-export type WorkerErrorCode = 'invalid_request' | 'context_length_exceeded' | 'queue_full' | 'internal';
+export type WorkerErrorCode = 'invalid_request' | 'invalid_grammar' | 'context_length_exceeded' | 'queue_full' | 'internal';
 
 /** Main -> worker, on the task's port. */
 export type ControlMessage = { type: 'cancel' };

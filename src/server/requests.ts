@@ -7,7 +7,9 @@
  * vLLM). Output length: `max_completion_tokens` / `max_tokens`, else what the context leaves
  * (chat) or 16 (text completions, OpenAI's default). `n` choices get seeds seed, seed + 1, ...
  * `ignore_eos` (vLLM's): EOS tokens are generated like any other token and kept in the output
- * (their text is skipped, as special tokens are), so only max tokens or a stop string end it.
+ * (their text is skipped, as special tokens are), so only max tokens or a stop string end it;
+ * with a grammar (`response_format`, `tools`) the grammar's end, EOS, still ends the output.
+ * `response_format` is read in response-format.ts, `tools` and tool messages in tool-calls.ts.
  */
 import type { LogitsAdjustments } from '../engine/logits-processors.js';
 import type { SamplingParams } from '../engine/sampling.js';
@@ -18,7 +20,9 @@ import { apiErrors } from './errors.js';
 import { MAX_TOKENS_WITHOUT_CONTEXT, type ModelFacts, promptCharLimit } from './model-facts.js';
 import type { GenerationRequest } from './protocol.js';
 import { MAX_CHOICES } from './schemas.js';
+import { type RequestGrammar, responseFormatGrammar } from './response-format.js';
 import { needsHead, requestPolicy, type SpeculativeField } from './speculation.js';
+import { planTools, type ToolAwareMessage, toolConversation, type ToolPlan } from './tool-calls.js';
 
 /** OpenAI's default `max_tokens` for /v1/completions. */
 export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
@@ -43,6 +47,8 @@ export interface CommonBody {
   user?: Opt<string>;
   ignore_eos?: Opt<boolean>;
   speculative?: Opt<SpeculativeField>;
+  /** `{"type": "text" | "json_object" | "json_schema", ...}` (response-format.ts). */
+  response_format?: unknown;
   [field: string]: unknown;
 }
 
@@ -56,6 +62,9 @@ export interface MessageBody {
 
 export interface ChatBody extends CommonBody {
   messages: MessageBody[];
+  tools?: unknown;
+  tool_choice?: unknown;
+  parallel_tool_calls?: Opt<boolean>;
   max_completion_tokens?: Opt<number>;
   logprobs?: Opt<boolean>;
   top_logprobs?: Opt<number>;
@@ -84,6 +93,8 @@ export interface GenerationPlan {
   logprobs: number | undefined;
   /** Label of the draft policy, for `usage.speculative.policy`. */
   policy: string;
+  /** With tools (chat): how outputs are read for tool calls. */
+  tools?: ToolPlan;
 }
 
 export interface PlanContext {
@@ -98,11 +109,8 @@ export interface PlanContext {
 export type Unsupported = [string, (v: unknown) => boolean, string];
 export const given = (v: unknown) => v !== undefined && v !== null;
 const CHAT_UNSUPPORTED: Unsupported[] = [
-  ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no tool calling.'],
-  ['tool_choice', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no tool calling.'],
-  ['functions', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no function calling.'],
-  ['function_call', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no function calling.'],
-  ['response_format', (v) => given(v) && (v as { type?: unknown }).type !== 'text', 'only {"type": "text"} is supported; specd has no constrained decoding.'],
+  ['functions', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), "the deprecated function calling fields are not; use 'tools'."],
+  ['function_call', (v) => given(v) && v !== 'none' && v !== 'auto', "the deprecated function calling fields are not; use 'tool_choice'."],
   ['audio', given, 'specd generates text only.'],
   ['modalities', (v) => given(v) && !(Array.isArray(v) && v.every((m) => m === 'text')), 'specd generates text only.'],
   ['prediction', given, 'predicted outputs are not supported.'],
@@ -126,10 +134,21 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
   if (given(body.top_logprobs) && body.logprobs !== true) {
     throw apiErrors.invalidValue('top_logprobs', "Invalid 'top_logprobs': it requires 'logprobs' to be true.");
   }
+  const tools = planTools(body);
+  const format = responseFormatGrammar(body.response_format);
+  if (format && tools && tools.mode !== 'none') {
+    throw apiErrors.unsupported('response_format', "a response format together with tools the model may call; set 'tool_choice' to 'none' or leave out one of them.");
+  }
+  const conversation = toolConversation(chatMessages(body.messages), tools, ctx.facts.tokenizer.templateUsesTools);
   const maxParam = given(body.max_completion_tokens) ? 'max_completion_tokens' : 'max_tokens';
   const requested = body.max_completion_tokens ?? body.max_tokens ?? undefined;
   const logprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
-  return planMessages(chatMessages(body.messages), body, ctx, { param: 'messages', maxParam, requested, fallback: Infinity }, logprobs);
+  const out = planMessages(conversation.messages, body, ctx, { param: 'messages', maxParam, requested, fallback: Infinity }, logprobs, {
+    templateVars: conversation.templateVars,
+    grammar: format ?? tools?.grammar,
+  });
+  if (tools && tools.mode !== 'none') out.tools = tools;
+  return out;
 }
 
 /**
@@ -137,8 +156,17 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
  * /v1/chat/completions; the Responses API (responses-api.ts) plans its input through this too.
  * @param length where the chat and the output length come from, as the endpoint names them
  * @param logprobs alternatives per position, when logprobs are asked for
+ * @param extras variables the chat template reads besides the messages (tool definitions), and
+ *   the grammar the output must follow (response_format, tool calls)
  */
-export function planMessages(messages: ChatMessage[], body: CommonBody, ctx: PlanContext, length: Length, logprobs: number | undefined): GenerationPlan {
+export function planMessages(
+  messages: ChatMessage[],
+  body: CommonBody,
+  ctx: PlanContext,
+  length: Length,
+  logprobs: number | undefined,
+  extras: { templateVars?: Record<string, unknown>; grammar?: RequestGrammar } = {},
+): GenerationPlan {
   const { tokenizer } = ctx.facts;
   const param = length.param;
   if (!tokenizer.hasChatTemplate) {
@@ -148,12 +176,12 @@ export function planMessages(messages: ChatMessage[], body: CommonBody, ctx: Pla
   if (messages.reduce((n, m) => n + m.content.length, 0) > promptCharLimit(ctx.facts)) throw apiErrors.promptTooLong(param, ctx.facts.contextLength);
   let promptIds: number[];
   try {
-    promptIds = tokenizer.encodeChat(messages);
+    promptIds = tokenizer.encodeChat(messages, extras.templateVars ? { templateVars: extras.templateVars } : {});
   } catch (err) {
     if (err instanceof ChatTemplateError) throw apiErrors.invalidValue(param, `Invalid '${param}': ${err.message}.`);
     throw err;
   }
-  return plan(body, ctx, [promptIds], body.n ?? 1, length, logprobs);
+  return plan(body, ctx, [promptIds], body.n ?? 1, length, logprobs, extras.grammar);
 }
 
 export function planCompletion(body: CompletionBody, ctx: PlanContext): GenerationPlan {
@@ -167,7 +195,8 @@ export function planCompletion(body: CompletionBody, ctx: PlanContext): Generati
   }
   const prompts = completionPrompts(body.prompt, ctx.facts);
   const requested = body.max_tokens ?? undefined;
-  return plan(body, ctx, prompts, n, { param: 'prompt', maxParam: 'max_tokens', requested, fallback: COMPLETIONS_DEFAULT_MAX_TOKENS }, body.logprobs ?? undefined);
+  const grammar = responseFormatGrammar(body.response_format);
+  return plan(body, ctx, prompts, n, { param: 'prompt', maxParam: 'max_tokens', requested, fallback: COMPLETIONS_DEFAULT_MAX_TOKENS }, body.logprobs ?? undefined, grammar);
 }
 
 /** Model, stream options. */
@@ -188,7 +217,7 @@ export interface Length {
   fallback: number;
 }
 
-function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number, length: Length, logprobs: number | undefined): GenerationPlan {
+function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number, length: Length, logprobs: number | undefined, grammar?: RequestGrammar): GenerationPlan {
   const { facts } = ctx;
   const context = facts.contextLength;
   const maxTokens = prompts.map((ids) => {
@@ -229,6 +258,7 @@ function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number
         adjustments,
         logprobs,
         ignoreEos: body.ignore_eos === true,
+        ...(grammar ? { grammar: grammar.spec, grammarParam: grammar.param } : {}),
       });
     }
   });
@@ -255,36 +285,60 @@ function logitsAdjustments(body: CommonBody, vocabSize: number): LogitsAdjustmen
   return { presencePenalty, frequencyPenalty, logitBias: Object.fromEntries(Object.entries(bias).map(([id, b]) => [Number(id), b])) };
 }
 
-const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant' };
+const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant', tool: 'tool' };
 
 /** Messages as the chat template takes them; text content parts are joined with newlines (as vLLM). */
-export function chatMessages(messages: MessageBody[]): ChatMessage[] {
-  return messages.map((m, i) => {
+export function chatMessages(messages: MessageBody[]): ToolAwareMessage[] {
+  return messages.map((m, i): ToolAwareMessage => {
     // Own properties only: "constructor" or "__proto__" is not a role.
     const role = Object.hasOwn(ROLES, m.role) ? ROLES[m.role] : undefined;
-    if (m.role === 'tool' || m.role === 'function') throw apiErrors.unsupported(`messages[${i}].role`, `"${m.role}" messages answer tool calls, and specd has no tool calling.`);
+    if (m.role === 'function') throw apiErrors.unsupported(`messages[${i}].role`, "\"function\" messages belong to the deprecated function calling; use 'tool' messages.");
     if (!role) {
       throw apiErrors.invalidValue(`messages[${i}].role`, `Invalid value for 'messages[${i}].role': "${m.role}". Supported values are: ${Object.keys(ROLES).map((r) => `'${r}'`).join(', ')}.`);
     }
-    if (given(m.tool_calls) && !(Array.isArray(m.tool_calls) && m.tool_calls.length === 0)) {
-      throw apiErrors.unsupported(`messages[${i}].tool_calls`, 'specd has no tool calling.');
+    const extra: Partial<ToolAwareMessage> = {};
+    if (role === 'tool') {
+      if (typeof m.tool_call_id !== 'string') throw apiErrors.missing(`messages[${i}].tool_call_id`);
+      extra.tool_call_id = m.tool_call_id;
     }
-    const content = m.content ?? '';
-    if (typeof content === 'string') return { role, content };
-    const texts = content.map((part, j) => {
-      // An earlier assistant turn may hold a refusal part: its text is what the assistant said.
-      if (part.type === 'refusal' && role === 'assistant') {
-        if (typeof part.refusal !== 'string') throw apiErrors.missing(`messages[${i}].content[${j}].refusal`);
-        return part.refusal;
-      }
-      if (part.type !== 'text') {
-        throw apiErrors.unsupported(`messages[${i}].content[${j}].type`, `content parts of type "${part.type}" need a multimodal model; specd serves text-only models.`);
-      }
-      if (typeof part.text !== 'string') throw apiErrors.missing(`messages[${i}].content[${j}].text`);
-      return part.text;
-    });
-    return { role, content: texts.join('\n') };
+    if (given(m.tool_calls) && !(Array.isArray(m.tool_calls) && m.tool_calls.length === 0)) {
+      if (role !== 'assistant') throw apiErrors.invalidValue(`messages[${i}].tool_calls`, `Invalid 'messages[${i}]': only assistant messages have 'tool_calls'.`);
+      extra.tool_calls = assistantToolCalls(m.tool_calls, `messages[${i}].tool_calls`);
+    }
+    const text = messageText(m, i);
+    return { role, content: text, ...extra };
   });
+}
+
+/** An assistant message's earlier calls: `[{id, type: "function", function: {name, arguments}}]`. */
+function assistantToolCalls(value: unknown, param: string): NonNullable<ToolAwareMessage['tool_calls']> {
+  if (!Array.isArray(value)) throw apiErrors.invalidType(param, 'an array');
+  return value.map((c: unknown, j) => {
+    const call = c as { id?: unknown; type?: unknown; function?: { name?: unknown; arguments?: unknown } } | null;
+    if (!call || typeof call !== 'object') throw apiErrors.invalidType(`${param}[${j}]`, 'an object');
+    if (typeof call.function?.name !== 'string') throw apiErrors.missing(`${param}[${j}].function.name`);
+    if (typeof call.function.arguments !== 'string') throw apiErrors.invalidType(`${param}[${j}].function.arguments`, 'a string (JSON text)');
+    return { ...(typeof call.id === 'string' ? { id: call.id } : {}), type: 'function', function: { name: call.function.name, arguments: call.function.arguments } };
+  });
+}
+
+/** A message's text: its content string, or its text parts joined with newlines. */
+function messageText(m: MessageBody, i: number): string {
+  const content = m.content ?? '';
+  if (typeof content === 'string') return content;
+  const texts = content.map((part, j) => {
+    // An earlier assistant turn may hold a refusal part: its text is what the assistant said.
+    if (part.type === 'refusal' && m.role === 'assistant') {
+      if (typeof part.refusal !== 'string') throw apiErrors.missing(`messages[${i}].content[${j}].refusal`);
+      return part.refusal;
+    }
+    if (part.type !== 'text') {
+      throw apiErrors.unsupported(`messages[${i}].content[${j}].type`, `content parts of type "${part.type}" need a multimodal model; specd serves text-only models.`);
+    }
+    if (typeof part.text !== 'string') throw apiErrors.missing(`messages[${i}].content[${j}].text`);
+    return part.text;
+  });
+  return texts.join('\n');
 }
 
 /** /v1/completions' `prompt` as token id lists (strings are tokenized without special tokens). */

@@ -6,11 +6,13 @@ import { randomUUID } from 'node:crypto';
 import type { TokenLogprob } from '../engine/logprobs.js';
 import { type RoundStats, StatsCollector } from '../engine/stats.js';
 import type { TokenTexts } from './token-text.js';
+import type { ToolCall } from './tool-calls.js';
 
 /** `system_fingerprint`: names the server build that produced a response. */
 export const SYSTEM_FINGERPRINT = 'specd';
 
-export type ApiFinishReason = 'stop' | 'length';
+/** `tool_calls`: the model called tools (chat with tools). */
+export type ApiFinishReason = 'stop' | 'length' | 'tool_calls';
 
 export function completionId(prefix: 'chatcmpl' | 'cmpl'): string {
   return `${prefix}-${randomUUID().replace(/-/g, '')}`;
@@ -82,6 +84,8 @@ export interface ChoiceOutput {
   /** Where each output token's text starts in `text`. */
   textOffsets: number[];
   finishReason: ApiFinishReason;
+  /** With tools: the calls read from the output (`text` is then the rest, the content). */
+  toolCalls?: ToolCall[];
 }
 
 interface Common {
@@ -118,7 +122,12 @@ export function chatCompletion(c: Common, choices: readonly ChoiceOutput[], usag
     ...envelope(c, 'chat.completion'),
     choices: choices.map((choice, index) => ({
       index,
-      message: { role: 'assistant' as const, content: choice.text, refusal: null },
+      message: {
+        role: 'assistant' as const,
+        content: choice.toolCalls?.length && !choice.text ? null : choice.text,
+        refusal: null,
+        ...(choice.toolCalls?.length ? { tool_calls: choice.toolCalls } : {}),
+      },
       logprobs: choice.logprobs ? chatLogprobs(choice.logprobs, texts) : null,
       finish_reason: choice.finishReason,
     })),
@@ -129,6 +138,8 @@ export function chatCompletion(c: Common, choices: readonly ChoiceOutput[], usag
 export interface ChatDelta {
   role?: 'assistant';
   content?: string;
+  /** A call's first chunk has its id, type and name; later ones more of its arguments. */
+  tool_calls?: { index: number; id?: string; type?: 'function'; function: { name?: string; arguments: string } }[];
 }
 
 export function chatChunk(

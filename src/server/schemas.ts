@@ -72,6 +72,8 @@ const common = {
   /** vLLM's extension: EOS tokens do not end the generation. */
   ignore_eos: bool,
   speculative,
+  /** Structured outputs; the value is checked in response-format.ts. */
+  response_format: { type: nullable('object') },
 };
 
 const contentPart = {
@@ -102,6 +104,10 @@ export const chatCompletionBodySchema = {
     max_completion_tokens: int(1),
     logprobs: bool,
     top_logprobs: int(0, MAX_TOP_LOGPROBS),
+    /** Function tools; checked in tool-calls.ts. */
+    tools: { type: nullable('array'), items: { type: 'object' } },
+    tool_choice: { description: "'none', 'auto', 'required' or an object naming a function", anyOf: [{ type: 'string' }, { type: 'object' }, { type: 'null' }] },
+    parallel_tool_calls: bool,
   },
 } as const;
 

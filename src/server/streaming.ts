@@ -17,9 +17,10 @@ import type { ApiFinishReason, Usage } from './responses.js';
 export interface StreamFormat {
   /** Chunks that open choice `index` (chat: the assistant role). */
   open(index: number): object[];
-  /** The chunk for new output of choice `index`; undefined when there is nothing to send. */
-  delta(index: number, output: OutputPiece): object | undefined;
-  finish(index: number, reason: ApiFinishReason): object;
+  /** The chunk(s) for new output of choice `index`; undefined when there is nothing to send. */
+  delta(index: number, output: OutputPiece): object | object[] | undefined;
+  /** The chunk(s) that end choice `index`: what was held back, then the finish reason. */
+  finish(index: number, reason: ApiFinishReason): object | object[];
   /** The last chunk with `stream_options.include_usage`. */
   usage(usage: Usage): object;
 }
@@ -80,10 +81,9 @@ export async function streamRun(reply: FastifyReply, run: GenerationRun, format:
       for (let i = 0; i < plan.requests.length; i++) for (const chunk of format.open(i)) send(withUsage(chunk));
     }
     if (message.type === 'tokens') {
-      const chunk = format.delta(index, message);
-      if (chunk) send(withUsage(chunk));
+      for (const chunk of [format.delta(index, message) ?? []].flat()) send(withUsage(chunk));
     } else {
-      send(withUsage(format.finish(index, message.result.finish_reason as ApiFinishReason)));
+      for (const chunk of [format.finish(index, message.result.finish_reason as ApiFinishReason)].flat()) send(withUsage(chunk));
     }
   }
   if (!failed && plan.includeUsage) send(format.usage(run.usage.toJSON()));

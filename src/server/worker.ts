@@ -14,8 +14,10 @@ import type { RoundStats } from '../engine/stats.js';
 import { ContextLengthError } from '../engine/speculative.js';
 import { PolicySpecError } from '../engine/stop-policy.js';
 import { generateText } from '../engine/text-generation.js';
+import { GrammarError } from '../grammar/compiler.js';
+import type { GrammarConstraint } from '../grammar/constraint.js';
 import { nextFault, triggerFault } from './faults.js';
-import type { ControlMessage, EngineWorkerData, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
+import type { ControlMessage, EngineWorkerData, GenerationRequest, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
 
 const { pair: pairOptions, faults } = workerData as EngineWorkerData;
 
@@ -42,9 +44,11 @@ export default async function generate({ port, request }: GenerationTask): Promi
 
   // Tests only (faults.ts): this generation fails after its first tokens.
   let fault = nextFault(faults);
+  let constraint: GrammarConstraint | undefined;
   try {
     const pair = await loading;
     post({ type: 'start' });
+    constraint = request.grammar ? await (await pair.grammars()).constraint(request.grammar) : undefined;
     const rounds: RoundStats[] = [];
     const result = await generateText(
       pair,
@@ -58,6 +62,7 @@ export default async function generate({ port, request }: GenerationTask): Promi
         adjustments: request.adjustments,
         logprobs: request.logprobs,
         eosTokenIds: request.ignoreEos ? [] : undefined,
+        constraint,
         signal: controller.signal,
         onRound: (round) => rounds.push(round),
       },
@@ -72,14 +77,16 @@ export default async function generate({ port, request }: GenerationTask): Promi
     );
     post({ type: 'done', result, rounds: rounds.splice(0) });
   } catch (err) {
-    post(errorReply(err));
+    post(errorReply(err, request));
   } finally {
+    constraint?.release(); // the generation released it, unless it never started
     port.off('message', onControl);
     port.close(); // messages already posted are still delivered, then 'close' fires on the main side
   }
 }
 
-function errorReply(err: unknown): WorkerMessage {
+function errorReply(err: unknown, request: GenerationRequest): WorkerMessage {
+  if (err instanceof GrammarError) return { type: 'error', code: 'invalid_grammar', message: err.message, param: request.grammarParam };
   if (err instanceof ContextLengthError) return { type: 'error', code: 'context_length_exceeded', message: err.message };
   // The engine throws these for requests it cannot serve (a policy without its model or threshold, an empty prompt).
   if (err instanceof RangeError || err instanceof PolicySpecError) return { type: 'error', code: 'invalid_request', message: err.message };

@@ -62,6 +62,8 @@ export class TextTokenizer {
     private readonly template: Template | undefined,
     /** The chat template's Jinja source, if the model has one. */
     readonly chatTemplate?: string,
+    /** Whether the chat template reads a `tools` variable (tool definitions rendered by the template). */
+    readonly templateUsesTools = false,
   ) {
     this.templateTokens = {};
     for (const field of SPECIAL_TOKEN_FIELDS) {
@@ -144,7 +146,7 @@ export class TextTokenizer {
         throw new ModelLoadError(`${file}: chat_template does not parse: ${errorMessage(err)}`, file, 'chat_template');
       }
     }
-    return new TextTokenizer(full, plain, config, template, source);
+    return new TextTokenizer(full, plain, config, template, source, source !== undefined && /\btools\b/.test(source));
   }
 
   /** Number of id slots (largest id + 1), including added tokens. */
