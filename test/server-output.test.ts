@@ -61,7 +61,8 @@ async function completeStreamed(params: CompletionParams) {
 
 async function finishedCount(reason: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`specd_request_success_total{finished_reason="${reason}"}`));
+  // Every specd series also carries model_name: match the finish reason among the labels.
+  const line = text.split('\n').find((l) => l.startsWith('specd_request_success_total{') && l.includes(`finished_reason="${reason}"`));
   return line ? Number(line.split(' ').at(-1)) : 0;
 }
 

@@ -71,7 +71,7 @@ describe('POST /v1/responses', () => {
     assert.equal(res.usage!.input_tokens, chat.usage!.prompt_tokens);
     assert.equal(res.usage!.output_tokens, chat.usage!.completion_tokens);
     assert.equal(res.usage!.total_tokens, res.usage!.input_tokens + res.usage!.output_tokens);
-    assert.equal(speculativeOf(res).policy, 'fixed:4');
+    assert.equal(speculativeOf(res).policy, 'specdec++'); // the server's default with the bundled head
     assert.ok(speculativeOf(res).rounds > 0);
   });
 
@@ -174,8 +174,8 @@ describe('POST /v1/responses', () => {
   test('/metrics counts Responses API generations like chat', async () => {
     const scrape = async () => {
       const text = await (await fetch(`${url}/metrics`)).text();
-      const line = text.split('\n').find((l) => l.startsWith('specd_generation_tokens_total '));
-      return Number(line!.split(' ')[1]);
+      const line = text.split('\n').find((l) => l.startsWith('specd_generation_tokens_total{'));
+      return Number(line!.split(' ').at(-1));
     };
     const before = await scrape();
     const res = await create({ input: QUESTION, max_output_tokens: 6, temperature: 0 });
