@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CAPACITY_STEP } from '../src/engine/kv-pool.js';
-import { DecoderModel } from '../src/engine/model.js';
+import { DecoderModel, INPLACE_PREFILL_CHUNK } from '../src/engine/model.js';
 import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
@@ -120,6 +120,15 @@ describe('KV slot pool (in-place graph)', () => {
     await assert.rejects(model.forwardBatch([caches[0]!, caches[2]!], [[1], [2]]), /adjacent slots/);
     await assert.rejects(exported.forwardBatch([exported.newCache()], [[1]]), /written in place/);
     for (const c of caches) c.release();
+  });
+
+  test(`a prompt longer than ${INPLACE_PREFILL_CHUNK} tokens is fed in pieces with the same logits as the exported graph`, async () => {
+    const cache = model.newCache();
+    const got = await model.forward(cache, seqA);
+    assert.ok(seqA.length > INPLACE_PREFILL_CHUNK);
+    assert.equal(cache.length, seqA.length);
+    assert.ok(maxAbsDiff(got, (await exported.score(seqA)).logits) < 1e-4);
+    cache.release();
   });
 
   test('a sequence past the context is refused before anything runs', async () => {

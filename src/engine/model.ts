@@ -55,6 +55,14 @@ export interface ForwardOutputs {
  */
 export const MAX_WEBGPU_ATTENTION_SPAN = 31;
 
+/**
+ * Longest input one pass of an in-place graph is fed (gpt2-graph.ts `inplace`); a longer prompt
+ * goes in pieces. Its attention over the fed tokens themselves is explicit ([heads, S, S] scores),
+ * which for long prompts costs more than the pieces' passes: the bundled target prefilled 936
+ * tokens in 442 ms at once, 240 ms in pieces of 256, 258 ms of 128 (2 threads, 2-core CPU).
+ */
+export const INPLACE_PREFILL_CHUNK = 256;
+
 const KEY_INPUT = /^past_key_values\.(\d+)\.key$/;
 /** Extra output of a draft prepared for an acceptance head: the input of the lm_head. */
 export const HIDDEN_OUTPUT = 'last_hidden_state';
@@ -137,6 +145,7 @@ export class DecoderModel {
     }
     const info = inspectLayout(session, modelDir);
     const cropper = device === 'webgpu' ? await KvCropper.create(info, providers) : undefined;
+    if (session.inputNames.includes(PAST_LENGTH_INPUT)) maxSpan = INPLACE_PREFILL_CHUNK;
     return new DecoderModel(session, info, device, cropper, maxSpan);
   }
 
@@ -173,6 +182,8 @@ export class DecoderModel {
    */
   async forwardWithHidden(cache: KVCache, tokens: readonly number[], rows = Infinity): Promise<ForwardOutputs> {
     if (tokens.length <= this.maxSpan) return this.pass(cache, tokens, rows);
+    // Refused before the first piece runs, so that a failed call leaves the cache as it was.
+    this.checkContext(cache.length + tokens.length);
     const parts: ForwardOutputs[] = [];
     const firstRow = tokens.length - Math.min(rows, tokens.length);
     for (let i = 0; i < tokens.length; i += this.maxSpan) {
@@ -198,9 +209,7 @@ export class DecoderModel {
     const past = cache.length;
     const n = tokens.length;
     const total = past + n;
-    if (total > this.info.maxPositions) {
-      throw new RangeError(`sequence of ${total} tokens exceeds the model's context of ${this.info.maxPositions}`);
-    }
+    this.checkContext(total);
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', BigInt64Array.from(tokens, BigInt), [1, n]),
     };
@@ -291,6 +300,13 @@ export class DecoderModel {
       c.append(out, b, n);
       return logits.slice(b * fed * vocab, (b * fed + n) * vocab);
     });
+  }
+
+  /** @throws RangeError when a sequence of `total` tokens would not fit the model's context */
+  private checkContext(total: number): void {
+    if (total > this.info.maxPositions) {
+      throw new RangeError(`sequence of ${total} tokens exceeds the model's context of ${this.info.maxPositions}`);
+    }
   }
 
   /** Logits of `tokens` fed from an empty cache, which is released afterwards (scoring a whole sequence). */
