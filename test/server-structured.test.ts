@@ -109,6 +109,34 @@ const SCHEMAS: Record<string, { prompt: string; schema: Record<string, unknown> 
 
 const responseFormat = (name: string, schema: object): OpenAI.ResponseFormatJSONSchema => ({ type: 'json_schema', json_schema: { name, schema: schema as Record<string, unknown>, strict: true } });
 
+describe('the Responses API: text.format', () => {
+  const [name, { prompt, schema }] = Object.entries(SCHEMAS)[0]!;
+  const format = { type: 'json_schema' as const, name, schema: schema as Record<string, unknown>, strict: true };
+
+  test(`json_schema ("${name}"): the output validates, streamed and not, and equals chat's response_format output`, async () => {
+    const validate = new Ajv().compile(schema);
+    const res = await client.responses.create({ model: MODEL, input: prompt, max_output_tokens: 400, temperature: 0, text: { format } });
+    assert.equal(res.status, 'completed', res.output_text);
+    assert.ok(validate(JSON.parse(res.output_text)), `${res.output_text}: ${JSON.stringify(validate.errors)}`);
+    assert.deepEqual(res.text?.format, format, 'the response echoes the format');
+    const viaChat = await chat({ messages: [{ role: 'user', content: prompt }], max_tokens: 400, temperature: 0, response_format: responseFormat(name, schema) });
+    assert.equal(res.output_text, viaChat.choices[0]!.message.content);
+    let streamed = '';
+    const stream = await client.responses.create({ model: MODEL, input: prompt, max_output_tokens: 400, temperature: 0, text: { format }, stream: true });
+    for await (const event of stream) if (event.type === 'response.output_text.delta') streamed += event.delta;
+    assert.equal(streamed, res.output_text);
+  });
+
+  test('json_object, and a format it cannot enforce is a 400 naming text.format', async () => {
+    const res = await client.responses.create({ model: MODEL, input: 'Reply with a JSON object.', max_output_tokens: 60, temperature: 0, text: { format: { type: 'json_object' } } });
+    assert.match(res.output_text, /^\{/);
+    await assert.rejects(
+      client.responses.create({ model: MODEL, input: 'x', text: { format: { type: 'json_schema', name: 'n', schema: { type: 'number', multipleOf: 2 } } } }),
+      (err: InstanceType<typeof OpenAI.APIError>) => err.status === 400 && /multipleOf/.test(err.message) && /text\.format\.schema/.test(String((err.error as { param?: string }).param)),
+    );
+  });
+});
+
 describe('response_format json_schema', () => {
   for (const [name, { prompt, schema }] of Object.entries(SCHEMAS)) {
     test(`"${name}": the output validates, streamed and not, greedy and sampled`, async (t) => {

@@ -42,6 +42,24 @@ export function responseFormatGrammar(value: unknown, param = 'response_format')
 }
 
 /**
+ * The Responses API's `text.format` as a grammar: `{type: "text"}` (none), `{type:
+ * "json_object"}`, or `{type: "json_schema", name, schema, strict}` (chat's `json_schema` object
+ * flattened into the format).
+ * @throws ApiError (400) naming the field at fault
+ */
+export function textFormatGrammar(text: unknown, param = 'text'): RequestGrammar | undefined {
+  if (text === undefined || text === null) return undefined;
+  if (typeof text !== 'object' || Array.isArray(text)) throw apiErrors.invalidType(param, 'an object');
+  const format = (text as { format?: unknown }).format;
+  const at = `${param}.format`;
+  if (format === undefined || format === null) return undefined;
+  if (typeof format !== 'object' || Array.isArray(format)) throw apiErrors.invalidType(at, 'an object');
+  const type = (format as { type?: unknown }).type;
+  if (type === 'json_schema') return { spec: { type: 'json_schema', schema: JSON.stringify(checkJsonSchema(format, at)) }, param: `${at}.schema` };
+  return responseFormatGrammar(format, at);
+}
+
+/**
  * A JSON schema a grammar can be built from: an object (or `true`) without keywords that
  * constrained decoding would not enforce.
  * @throws ApiError (400) naming the keyword and where it is

@@ -7,13 +7,14 @@
  * specd keeps nothing: every response behaves as `store: false` (the response object says so),
  * so `previous_response_id` and `conversation`, which continue a stored response, are refused
  * with a 400 saying to send the whole conversation in `input`; `background` needs storage too.
- * Responses API fields specd cannot honour (tools, non-text formats, reasoning effort, ...) are
+ * Responses API fields specd cannot honour (tools, reasoning effort, ...) are
  * refused like chat's; `speculative`, `top_k` and `seed` work as in chat.
  */
 import { randomUUID } from 'node:crypto';
 import type { TokenLogprob } from '../engine/logprobs.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 import { apiErrors } from './errors.js';
+import { textFormatGrammar } from './response-format.js';
 import { checkCommon, checkUnsupported, type CommonBody, type GenerationPlan, given, type PlanContext, planMessages, type Unsupported } from './requests.js';
 import { chatLogprobs, type Usage } from './responses.js';
 import type { SpeculativeField } from './speculation.js';
@@ -53,6 +54,8 @@ export interface ResponsesBody {
   speculative?: Opt<SpeculativeField>;
   top_k?: Opt<number>;
   seed?: Opt<number>;
+  /** `{format: {type: "text" | "json_object" | "json_schema", ...}}`: structured outputs (response-format.ts). */
+  text?: Opt<{ format?: unknown }>;
   [field: string]: unknown;
 }
 
@@ -65,7 +68,6 @@ const RESPONSES_UNSUPPORTED: Unsupported[] = [
   ['prompt', given, 'stored prompt templates are not available; send the text in `input`.'],
   ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no tool calling.'],
   ['tool_choice', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no tool calling.'],
-  ['text', (v) => given(v) && given((v as { format?: unknown }).format) && (v as { format: { type?: unknown } }).format.type !== 'text', 'only {"format": {"type": "text"}} is supported; specd has no constrained decoding.'],
   ['reasoning', (v) => given(v) && ((given((v as { effort?: unknown }).effort) && (v as { effort: unknown }).effort !== 'none') || given((v as { summary?: unknown }).summary)), 'the served model has no reasoning mode (only effort "none" applies).'],
   ['truncation', (v) => v === 'auto', 'a conversation longer than the context is refused (context_length_exceeded), not truncated.'],
 ];
@@ -91,10 +93,11 @@ export function planResponse(body: ResponsesBody, ctx: PlanContext): GenerationP
     speculative: body.speculative,
   };
   checkCommon(common, ctx);
+  const grammar = textFormatGrammar(body.text);
   const messages = inputMessages(body);
   const logprobs = body.include?.includes(INCLUDE_LOGPROBS) ? (body.top_logprobs ?? 0) : undefined;
   const requested = body.max_output_tokens ?? undefined;
-  return planMessages(messages, common, ctx, { param: 'input', maxParam: 'max_output_tokens', requested, fallback: Infinity }, logprobs);
+  return planMessages(messages, common, ctx, { param: 'input', maxParam: 'max_output_tokens', requested, fallback: Infinity }, logprobs, { grammar });
 }
 
 /** `instructions` (a system message first) and `input` as the chat template's messages. */
@@ -216,7 +219,7 @@ export function responseObject(echo: ResponseEcho, state: ResponseState) {
     reasoning: { effort: null, summary: null },
     store: false,
     temperature: body.temperature ?? null,
-    text: { format: { type: 'text' as const } },
+    text: { format: (body.text as { format?: unknown } | undefined)?.format ?? { type: 'text' as const } },
     tool_choice: body.tool_choice ?? 'auto',
     tools: [],
     top_logprobs: body.top_logprobs ?? 0,
