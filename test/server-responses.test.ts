@@ -156,7 +156,7 @@ describe('POST /v1/responses', () => {
       [{ input: [{ type: 'function_call_output', call_id: 'c', output: 'x' }] }, 'input[0].type', 400],
       [{ input: QUESTION, temperature: 3 }, 'temperature', 400],
       [{ input: QUESTION, max_output_tokens: 100_000 }, 'input', 400],
-      [{ input: QUESTION, text: { format: { type: 'json_object' } } }, 'text', 400],
+      [{ input: QUESTION, text: { format: { type: 'grammar' } } } as unknown as Params, 'text.format.type', 400],
       [{ input: QUESTION, speculative: { policy: 'fixed', threshold: 0.5 } }, 'speculative.threshold', 400],
     ];
     for (const [params, param, status] of cases) {
