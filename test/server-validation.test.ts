@@ -232,7 +232,7 @@ describe('request validation: 400 naming the parameter', () => {
     expectError(res, 413, null, 'request_too_large');
   });
 
-  test("values OpenAI's reference accepts: top_p 0 keeps only the most likely token; reasoning_effort none, tool_choice auto without tools", async () => {
+  test("values OpenAI's reference accepts: top_p 0 keeps only the most likely token; reasoning_effort none, tool_choice auto without tools, a prediction", async () => {
     const greedy = await chat({ messages: user('Hi'), max_tokens: 12, temperature: 0 });
     const nucleus0 = await chat({ messages: user('Hi'), max_tokens: 12, temperature: 1, top_p: 0, seed: 5 });
     assert.equal(nucleus0.statusCode, 200, nucleus0.body);
@@ -242,6 +242,13 @@ describe('request validation: 400 naming the parameter', () => {
     const res = await chat({ messages: user('Hi'), max_tokens: 2, reasoning_effort: 'none', tool_choice: 'auto', tools: [], function_call: 'auto', verbosity: 'low', service_tier: 'auto', store: false });
     assert.equal(res.statusCode, 200, res.body);
     expectError(await chat({ messages: user('Hi'), reasoning_effort: 'low' }), 400, 'reasoning_effort', 'unsupported_parameter');
+    // A predicted output only speeds a response up at OpenAI: accepted, and the output is the same.
+    for (const content of ['Hello there', [{ type: 'text', text: 'Hello' }]]) {
+      const predicted = await chat({ messages: user('Hi'), max_tokens: 12, temperature: 0, prediction: { type: 'content', content } });
+      assert.equal(predicted.statusCode, 200, predicted.body);
+      assert.equal(predicted.json().choices[0].message.content, greedy.json().choices[0].message.content);
+    }
+    expectError(await chat({ messages: user('Hi'), prediction: { type: 'image' } }), 400, 'prediction', 'unsupported_parameter');
   });
 
   test('unknown extra fields are ignored, as OpenAI does', async () => {
