@@ -7,12 +7,11 @@
  * kv_heads, capacity, head_dim]. Slot s is the contiguous block [s, ...], which a forward pass
  * sees as a tensor with a batch of 1 (a view: ONNX Runtime reads input tensors where they lie);
  * slots s..s+b-1 are contiguous too, so b sequences kept in adjacent slots are one view with a
- * batch of b for a batched pass. The in-place graph (onnx/gpt2-graph.ts, `inplace`) attends over the first
- * `length` positions of each slot and outputs only the pass's new rows (`kv_rows.*`, the
- * layer's packed QKV projection), which `update` writes at positions length..length+n-1.
+ * batch of b for a batched pass. The in-place graph (onnx/gpt2-graph.ts, `inplace`) attends over
+ * the first `length` positions of each slot and outputs only the pass's new rows (`kv_rows.*`,
+ * the layer's packed QKV projection), which `update` writes at positions length..length+n-1.
  *
- * - No per-pass copy of the past and no per-pass allocation: what a pass costs depends on the
- *   positions attended, not on copying them.
+ * - No per-pass copy of the past and no per-pass allocation: a pass reads the buffers once.
  * - Rollback (`crop`) is a length change: rows past the length are stale and get overwritten by
  *   the next pass.
  * - Capacity: a pass reads each buffer whole (gpt2-graph.ts), so the capacity follows the
@@ -28,26 +27,26 @@ import { checkCrop, type KVCache, type KvLayout } from './kv-cache.js';
 /** Positions a slot's capacity grows by: a pass reads the whole capacity, so a small step keeps it close to the length (64: at most 6% over it at 1,000 positions), and growing copies the buffers once per step (the bundled target: ~1.2 MB per step of a slot). */
 export const CAPACITY_STEP = 64;
 
-type KvData = Float32Array | Uint16Array;
-
 export class KvSlotPool {
   /** Buffers in layer order: layer i's keys at 2i ([slots, kvHeads, headDim, capacity]), values at 2i + 1 ([slots, kvHeads, capacity, headDim]). */
-  private buffers: KvData[] = [];
+  private buffers: Float32Array[] = [];
   private slotCount = 0;
   private cap: number;
   private readonly free: number[] = [];
-  /** Views of each slot ([1, kvHeads, capacity, headDim] tensors), rebuilt when the buffers move. */
+  /** Views of each slot in buffer order (a batch of 1), rebuilt when the buffers move. */
   private views: ort.Tensor[][] = [];
   private empty?: ort.Tensor[];
 
   /**
-   * @param layout the model's KV geometry
+   * @param layout the model's KV geometry (float32: the in-place graph is built in float32)
    * @param maxCapacity positions one sequence may reach (the model's context); Infinity is allowed
+   * @throws RangeError for another KV type
    */
   constructor(
     readonly layout: KvLayout,
     readonly maxCapacity: number,
   ) {
+    if (layout.dtype !== 'float32') throw new RangeError(`an in-place KV cache is float32, not ${layout.dtype}`);
     this.cap = Math.min(CAPACITY_STEP, maxCapacity);
   }
 
@@ -109,7 +108,7 @@ export class KvSlotPool {
   get emptyTensors(): ort.Tensor[] {
     if (!this.empty) {
       const { kvHeads, headDim, layers, dtype } = this.layout;
-      const none = dtype === 'float16' ? new Uint16Array(0) : new Float32Array(0);
+      const none = new Float32Array(0);
       this.empty = Array.from({ length: layers * 2 }, (_, b) => new ort.Tensor(dtype, none, b % 2 === 0 ? [1, kvHeads, headDim, 0] : [1, kvHeads, 0, headDim]));
     }
     return this.empty;
@@ -130,8 +129,8 @@ export class KvSlotPool {
     const { kvHeads, headDim } = this.layout;
     const cap = this.cap;
     const kvWidth = kvHeads * headDim;
-    const keys = this.buffers[2 * layer]! as Float32Array;
-    const values = this.buffers[2 * layer + 1]! as Float32Array;
+    const keys = this.buffers[2 * layer]!;
+    const values = this.buffers[2 * layer + 1]!;
     const qWidth = width - 2 * kvWidth;
     for (let s = 0; s < n; s++) {
       const pos = from + s;
@@ -167,8 +166,7 @@ export class KvSlotPool {
 
   private resize(slots: number, cap: number): void {
     const { kvHeads, headDim, layers, dtype } = this.layout;
-    const make = (n: number): KvData => (dtype === 'float16' ? new Uint16Array(n) : new Float32Array(n));
-    const next = Array.from({ length: layers * 2 }, () => make(slots * kvHeads * cap * headDim));
+    const next = Array.from({ length: layers * 2 }, () => new Float32Array(slots * kvHeads * cap * headDim));
     // Move what the slots hold: keys row by row of (slot, head, dim) positions, values (slot, head) blocks of positions x dims.
     for (let b = 0; b < this.buffers.length; b++) {
       const old = this.buffers[b]!;
