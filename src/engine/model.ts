@@ -149,7 +149,7 @@ export class DecoderModel {
     return new DecoderModel(session, info, device, cropper, maxSpan);
   }
 
-  /** An empty KV cache for one sequence, where this model keeps it (host memory, or the GPU with WebGPU). */
+  /** An empty KV cache for one sequence, where this model keeps it: a slot of its pool (in-place graphs), host tensors, or the GPU with WebGPU. */
   newCache(): KVCache {
     if (this.pool) return this.pool.acquire();
     return this.cropper ? new GpuKVCache(this.info, this.cropper) : new HostKVCache(this.info);
