@@ -19,7 +19,7 @@
  */
 import { ModelLoadError } from '../errors.js';
 import { decodedGraph, onnx, readModel, readModelFile, type ModelProto, type NodeProto, type TensorProto } from '../onnx/graph-builder.js';
-import { buildGpt2Graph, GRAPH_KIND_KEY, kvRowsOutput } from '../onnx/gpt2-graph.js';
+import { buildGpt2Graph, GRAPH_KIND_KEY, KV_ROWS_PREFIX } from '../onnx/gpt2-graph.js';
 import { NotGpt2Error, readGpt2Weights } from '../onnx/gpt2-weights.js';
 import type { Device } from './device.js';
 
@@ -39,7 +39,6 @@ export function defaultGraph(device: Device): GraphChoice {
 export const MAX_REBUILD_BYTES = 1.5 * 2 ** 30;
 
 const HIDDEN = 'last_hidden_state';
-const KV_ROWS_PREFIX = kvRowsOutput(0).replace(/0$/, '');
 
 /**
  * The fused rebuild of a decoder given as a file or as bytes; throws NotGpt2Error (why not)

@@ -43,6 +43,14 @@ export interface KVCache {
   release(): void;
 }
 
+/** Layer-ordered cache tensors (layer i's key at 2i, value at 2i + 1) as a pass's `past_key_values.*` feeds. */
+export function addKvFeeds(feeds: Record<string, ort.Tensor>, tensors: readonly ort.Tensor[]): void {
+  for (let i = 0; i < tensors.length / 2; i++) {
+    feeds[`past_key_values.${i}.key`] = tensors[2 * i]!;
+    feeds[`past_key_values.${i}.value`] = tensors[2 * i + 1]!;
+  }
+}
+
 /** Checks a crop request against the cache's length. */
 export function checkCrop(length: number, n: number): void {
   if (n > length || n < 0) throw new RangeError(`cannot crop a KV cache of length ${length} to ${n}`);
@@ -66,10 +74,7 @@ export abstract class LayerKVCache implements KVCache {
   }
 
   addFeeds(feeds: Record<string, ort.Tensor>): void {
-    for (let i = 0; i < this.layout.layers; i++) {
-      feeds[`past_key_values.${i}.key`] = this.tensors[2 * i]!;
-      feeds[`past_key_values.${i}.value`] = this.tensors[2 * i + 1]!;
-    }
+    addKvFeeds(feeds, this.tensors);
   }
 
   update(outputs: Record<string, ort.OnnxValue>, length: number): void {

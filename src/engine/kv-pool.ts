@@ -22,7 +22,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { kvRowsOutput } from '../onnx/gpt2-graph.js';
-import { checkCrop, type KVCache, type KvLayout } from './kv-cache.js';
+import { addKvFeeds, checkCrop, type KVCache, type KvLayout } from './kv-cache.js';
 
 /** Positions a slot's capacity grows by: a pass reads the whole capacity, so a small step keeps it close to the length (64: at most 6% over it at 1,000 positions), and growing copies the buffers once per step (the bundled target: ~1.2 MB per step of a slot). */
 export const CAPACITY_STEP = 64;
@@ -55,20 +55,12 @@ export class KvSlotPool {
     return this.cap;
   }
 
-  /** Slots allocated (taken or free). */
-  get slots(): number {
-    return this.slotCount;
-  }
 
   /** Slots held by live caches. */
   get slotsInUse(): number {
     return this.slotCount - this.free.length;
   }
 
-  /** Bytes of the buffers. */
-  get bytes(): number {
-    return this.buffers.reduce((n, b) => n + b.byteLength, 0);
-  }
 
   /** A new empty cache in a free slot (the pool grows when none is free). */
   acquire(): PooledKVCache {
@@ -144,28 +136,8 @@ export class KvSlotPool {
     }
   }
 
-  /** Copy the first `positions` positions of every layer from slot `from` to slot `to` (reordering slots for a batch). */
-  copySlot(from: number, to: number, positions: number): void {
-    const { kvHeads, headDim } = this.layout;
-    const cap = this.cap;
-    for (let b = 0; b < this.buffers.length; b++) {
-      const buffer = this.buffers[b]!;
-      if (b % 2 === 0) {
-        for (let r = 0; r < kvHeads * headDim; r++) {
-          const src = (from * kvHeads * headDim + r) * cap;
-          buffer.copyWithin((to * kvHeads * headDim + r) * cap, src, src + positions);
-        }
-      } else {
-        for (let h = 0; h < kvHeads; h++) {
-          const src = (from * kvHeads + h) * cap * headDim;
-          buffer.copyWithin((to * kvHeads + h) * cap * headDim, src, src + positions * headDim);
-        }
-      }
-    }
-  }
-
   private resize(slots: number, cap: number): void {
-    const { kvHeads, headDim, layers, dtype } = this.layout;
+    const { kvHeads, headDim, layers } = this.layout;
     const next = Array.from({ length: layers * 2 }, () => new Float32Array(slots * kvHeads * cap * headDim));
     // Move what the slots hold: keys row by row of (slot, head, dim) positions, values (slot, head) blocks of positions x dims.
     for (let b = 0; b < this.buffers.length; b++) {
@@ -178,10 +150,7 @@ export class KvSlotPool {
     this.buffers = next;
     this.slotCount = slots;
     this.cap = cap;
-    const per = kvHeads * cap * headDim;
-    this.views = Array.from({ length: slots }, (_, s) =>
-      next.map((buffer, b) => new ort.Tensor(dtype, buffer.subarray(s * per, (s + 1) * per), b % 2 === 0 ? [1, kvHeads, headDim, cap] : [1, kvHeads, cap, headDim])),
-    );
+    this.views = Array.from({ length: slots }, (_, slot) => this.batchTensors(slot, 1));
   }
 }
 
@@ -204,11 +173,7 @@ export class PooledKVCache implements KVCache {
     if (this.released) throw new Error('the KV cache was released');
     this.pool.reserve(total);
     // Nothing to attend to yet (a prompt): empty buffers, so that the pass does not read a whole capacity of masked positions.
-    const tensors = this.len === 0 ? this.pool.emptyTensors : this.pool.slotTensors(this.slot);
-    for (let i = 0; i < this.pool.layout.layers; i++) {
-      feeds[`past_key_values.${i}.key`] = tensors[2 * i]!;
-      feeds[`past_key_values.${i}.value`] = tensors[2 * i + 1]!;
-    }
+    addKvFeeds(feeds, this.len === 0 ? this.pool.emptyTensors : this.pool.slotTensors(this.slot));
   }
 
   /** Write the pass's new rows (`kv_rows.{i}` [1, n, q_width + 2 * kv_width]) at positions length..length+n-1. */

@@ -13,7 +13,7 @@ import { readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { type Device, executionProviders } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
-import { HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
+import { addKvFeeds, HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
 import { KvSlotPool, PooledKVCache } from './kv-pool.js';
 import { type ModelDir, readModelDir } from './model-dir.js';
 
@@ -226,11 +226,7 @@ export class DecoderModel {
       feeds[PAST_LENGTH_INPUT] = new ort.Tensor('int64', BigInt64Array.of(BigInt(past)), [1]);
     }
     cache.addFeeds(feeds, total);
-
-    const t0 = performance.now();
-    const out = await this.session.run(feeds);
-    this.runMs += performance.now() - t0;
-    this.runs++;
+    const out = await this.run(feeds);
 
     cache.update(out, total);
     const hidden = out[HIDDEN_OUTPUT] as ort.Tensor | undefined;
@@ -286,12 +282,8 @@ export class DecoderModel {
       [PAST_LENGTH_INPUT]: new ort.Tensor('int64', pasts, [batch]),
       [LOGITS_FROM_INPUT]: new ort.Tensor('int64', BigInt64Array.of(0n), [1]),
     };
-    pool.batchTensors(first, batch).forEach((t, i) => (feeds[`past_key_values.${i >> 1}.${i % 2 === 0 ? 'key' : 'value'}`] = t));
-
-    const t0 = performance.now();
-    const out = await this.session.run(feeds);
-    this.runMs += performance.now() - t0;
-    this.runs++;
+    addKvFeeds(feeds, pool.batchTensors(first, batch));
+    const out = await this.run(feeds);
 
     const vocab = this.info.vocabSize;
     const logits = hostFloat32(out.logits as ort.Tensor);
@@ -300,6 +292,15 @@ export class DecoderModel {
       c.append(out, b, n);
       return logits.slice(b * fed * vocab, (b * fed + n) * vocab);
     });
+  }
+
+  /** session.run, counted in runMs and runs. */
+  private async run(feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
+    const t0 = performance.now();
+    const out = await this.session.run(feeds);
+    this.runMs += performance.now() - t0;
+    this.runs++;
+    return out;
   }
 
   /** @throws RangeError when a sequence of `total` tokens would not fit the model's context */

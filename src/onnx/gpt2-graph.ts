@@ -66,8 +66,9 @@ export const PAST_LENGTH_INPUT = 'past_sequence_length';
 /** Additive mask value of positions a query must not see (exp underflows to 0, and no -Infinity arithmetic). */
 const MASKED = -1e9;
 
-/** Output of an `inplace` graph: layer i's new rows, packed as its QKV projection [batch, S, 3 * hidden]. */
-export const kvRowsOutput = (layer: number) => `kv_rows.${layer}`;
+/** Outputs of an `inplace` graph: layer i's new rows, packed as its QKV projection [batch, S, 3 * hidden]. */
+export const KV_ROWS_PREFIX = 'kv_rows.';
+export const kvRowsOutput = (layer: number) => `${KV_ROWS_PREFIX}${layer}`;
 
 export interface Gpt2GraphOptions {
   attention?: Gpt2Attention;
@@ -132,15 +133,16 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
     const [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [E, E, E])], 3, { attrs: { axis: -1 } });
     return [qkv, q!, k!, v!];
   };
-  const heads = (t: string): string =>
-    g.op('Transpose', [g.op('Reshape', [t, g.constant('int64', [0, 0, w.heads, headDim])])], { attrs: { perm: [0, 2, 1, 3] } });
+  /** [B, S, E] split into heads: [B, N, S, H] (or another order of those axes with `perm`). */
+  const heads = (t: string, perm = [0, 2, 1, 3]): string =>
+    g.op('Transpose', [g.op('Reshape', [t, g.constant('int64', [0, 0, w.heads, headDim])])], { attrs: { perm } });
   const attention = (i: number, a: string, b: Gpt2Block): string => {
     if (inplace) {
       const [qkv, q, k, v] = scaledQkv(i, a, b);
       g.output(qkv, kvRowsOutput(i), 'float32', ['batch_size', 'sequence_length', 3 * E]);
       const query = heads(q); // [B, N, S, H]
       const pastScores = g.op('Add', [g.op('MatMul', [query, `past_key_values.${i}.key`]), inplaceMasks!.past]); // [B, N, S, C]
-      const newKeys = g.op('Transpose', [g.op('Reshape', [k, g.constant('int64', [0, 0, w.heads, headDim])])], { attrs: { perm: [0, 2, 3, 1] } });
+      const newKeys = heads(k, [0, 2, 3, 1]); // [B, N, H, S]
       const newScores = g.op('Add', [g.op('MatMul', [query, newKeys]), inplaceMasks!.causal]); // [B, N, S, S]
       const probs = g.op('Softmax', [g.op('Concat', [pastScores, newScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
       const [pastProbs, newProbs] = g.opN('Split', [probs, inplaceMasks!.split], 2, { attrs: { axis: -1 } });
@@ -193,15 +195,19 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   return g;
 }
 
+/** Dimension `axis` of `x`'s shape as a [1] int64 tensor. */
+function shapeDim(g: GraphBuilder, x: string, axis: number): string {
+  return g.op('Slice', [g.op('Shape', [x]), g.constant('int64', [axis]), g.constant('int64', [axis + 1])]);
+}
+
 /**
  * The position embeddings of the fed tokens, rows P..P+S-1 of the table [1, S, E] (P = the past
  * length): a Slice whose bounds come from the shapes, so no position input has to be uploaded
  * to a GPU on every pass.
  */
 function positionEmbeddings(g: GraphBuilder, wpe: string, ids: string): string {
-  const dim = (x: string, axis: number) => g.op('Slice', [g.op('Shape', [x]), g.constant('int64', [axis]), g.constant('int64', [axis + 1])]);
-  const past = dim('past_key_values.0.key', 2);
-  const rows = g.op('Slice', [wpe, past, g.op('Add', [past, dim(ids, 1)]), g.constant('int64', [0])]);
+  const past = shapeDim(g, 'past_key_values.0.key', 2);
+  const rows = g.op('Slice', [wpe, past, g.op('Add', [past, shapeDim(g, ids, 1)]), g.constant('int64', [0])]);
   return g.op('Unsqueeze', [rows, g.constant('int64', [0])]);
 }
 
@@ -218,7 +224,7 @@ function causalMask(g: GraphBuilder): string {
   const queryPos = g.op('Range', [past, total, scalar(1)]);
   const keyPos = g.op('Range', [scalar(0), total, scalar(1)]);
   const allowed = g.op('LessOrEqual', [g.op('Unsqueeze', [keyPos, g.constant('int64', [0])]), g.op('Unsqueeze', [queryPos, g.constant('int64', [1])])]);
-  return g.op('Where', [allowed, g.constant('float32', [0], []), g.constant('float32', [-1e9], [])]);
+  return g.op('Where', [allowed, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]);
 }
 
 /**
@@ -228,9 +234,8 @@ function causalMask(g: GraphBuilder): string {
  */
 function bufferMasks(g: GraphBuilder): { past: string; causal: string; split: string } {
   const scalar = (v: number) => g.constant('int64', [v], []);
-  const dim = (x: string, axis: number) => g.op('Slice', [g.op('Shape', [x]), g.constant('int64', [axis]), g.constant('int64', [axis + 1])]);
-  const capacity = dim('past_key_values.0.value', 2);
-  const fed = dim('input_ids', 1);
+  const capacity = shapeDim(g, 'past_key_values.0.value', 2);
+  const fed = shapeDim(g, 'input_ids', 1);
   const slots = g.op('Range', [scalar(0), g.op('Squeeze', [capacity, g.constant('int64', [0])]), scalar(1)]);
   const seen = g.op('Less', [g.op('Unsqueeze', [slots, g.constant('int64', [0])]), g.op('Unsqueeze', [PAST_LENGTH_INPUT, g.constant('int64', [1])])]); // [B, C]
   const past = g.op('Unsqueeze', [g.op('Where', [seen, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]), g.constant('int64', [1, 2])]);
