@@ -35,7 +35,7 @@ async function samples(metrics: ServerMetrics): Promise<Map<string, number>> {
 describe('head calibration metrics', () => {
   test('candidates after the first rejection have no outcome and are not counted', async () => {
     const eventLoop = new EventLoopMonitor();
-    const metrics = new ServerMetrics('test-model', () => ({ running: 0, waiting: 0, loadedWorkers: 1, options: { workers: 1 } }), eventLoop);
+    const metrics = new ServerMetrics('test-model', () => ({ running: 0, waiting: 0, kvCacheUsage: 0, loadedWorkers: 1, options: { workers: 1 } }), eventLoop);
     try {
       metrics.submitted(handle);
       metrics.event(handle, { type: 'start' });

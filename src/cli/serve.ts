@@ -8,7 +8,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { policyLabel } from '../engine/stop-policy.js';
 import { buildApp } from '../server/app.js';
 import { DEFAULT_CORS } from '../server/cors.js';
-import { DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PORT, defaultWorkers, threadsPerWorker } from '../server/defaults.js';
+import { DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_KV_MEMORY_SHARE, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_QUEUE, DEFAULT_PORT, defaultWorkers, threadsPerWorker } from '../server/defaults.js';
 import { shutdown } from '../server/shutdown.js';
 import { needsHead } from '../server/speculation.js';
 import { addModelOptions, addPolicyOptions, defaultPolicyName, intIn, type ModelFlags, numberIn, pairOptions, type PolicyFlags, policySpec } from './options.js';
@@ -19,6 +19,9 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
   modelName?: string;
   workers?: number;
   maxQueue: number;
+  maxBatch: number;
+  maxBatchTokens: number;
+  kvCacheMemoryBytes?: number;
   apiKey?: string;
   metricsAuth: boolean;
   logLevel: string;
@@ -31,6 +34,15 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
 /** A comma-separated list; empty entries dropped ('' is the empty list). */
 function listArg(text: string): string[] {
   return text.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+/** A size in bytes: a whole number with an optional K, M, G or T suffix (powers of 1024, an optional i or iB after it). */
+export function byteSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
+  if (!m) throw new InvalidArgumentError(`expected a size in bytes such as 2G, 512M or 1073741824, got '${text}'`);
+  const bytes = Math.floor(Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase()));
+  if (bytes < 1) throw new InvalidArgumentError(`the size must be at least one byte, got '${text}'`);
+  return bytes;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -51,6 +63,9 @@ export function serveCommand(): Command {
     .option('--model-name <name>', "the model name clients send as 'model' (default: the target directory's name)")
     .option('--workers <n>', `engine worker threads, each with its own copy of the models (default: 1 on a GPU or with <= 4 cores, else cores / 4)`, intIn(1, 1024))
     .option('--max-queue <n>', 'requests that may wait for a worker; more are refused with 429', intIn(0, 1_000_000), DEFAULT_MAX_QUEUE)
+    .option('--max-batch <n>', 'generations each worker runs at once in one batch (continuous batching; 1: one at a time)', intIn(1, 4096), DEFAULT_MAX_BATCH)
+    .option('--max-batch-tokens <n>', 'tokens one scheduler iteration feeds at most (verification plus prompt pieces)', intIn(1, 1_000_000), DEFAULT_MAX_BATCH_TOKENS)
+    .option('--kv-cache-memory-bytes <size>', `KV-cache memory each worker's running generations may reserve, e.g. 2G or 512M (default: ${DEFAULT_KV_MEMORY_SHARE * 100}% of the memory, shared out among the workers)`, byteSize)
     .option('--api-key <key>', 'require "Authorization: Bearer KEY" on every route but /health, /version and /metrics (default: $SPECD_API_KEY)')
     .option('--metrics-auth', 'with an API key, require it on /metrics too', false)
     .option('--log-level <level>', `log level of the JSON lines on stderr: ${LOG_LEVELS.join(', ')}`, logLevelArg, 'warn')
@@ -76,6 +91,7 @@ export function serveCommand(): Command {
       modelName: flags.modelName,
       workers,
       maxQueue: flags.maxQueue,
+      batching: { maxBatch: flags.maxBatch, maxBatchTokens: flags.maxBatchTokens, kvCacheMemoryBytes: flags.kvCacheMemoryBytes },
       apiKey: flags.apiKey ?? (process.env.SPECD_API_KEY || undefined),
       metricsAuth: flags.metricsAuth,
       policy: policy ?? ((hasHead) => policySpec({ ...flags, policy: defaultPolicyName({ draft: pair.draft !== null, head: hasHead }) })),

@@ -236,46 +236,55 @@ export class DecoderModel {
   }
 
   /**
-   * One pass over several sequences whose caches are written in place (continuous batching):
-   * sequence b feeds `inputs[b]` after its cached positions. The caches must hold adjacent slots
-   * of this model's pool in order (caches[b].slot = caches[0].slot + b, kv-pool.ts); shorter
-   * inputs are padded at their end (their padding is neither attended to by their real tokens
-   * nor kept in the cache).
-   * @returns per sequence the logits of its fed positions, [inputs[b].length, vocab] row-major
-   * @throws RangeError for a model whose cache is not written in place, caches that are not
-   *   adjacent slots, an empty input, or a sequence past the context
+   * One pass over several sequences (continuous batching): sequence b feeds `inputs[b]` after its
+   * cached positions. With a cache written in place this is one session run over the pool's
+   * slots from the lowest to the highest of the batch's (kv-pool.ts): shorter inputs are padded
+   * at their end, and a slot in that range that is not in the batch is fed one padding token at
+   * position 0 with no past; padding is neither attended to by real tokens nor kept in a cache,
+   * so each sequence's result is what it would be alone. Other caches (exported graphs, WebGPU)
+   * run one sequence after another.
+   * @returns per sequence: logits [inputs[b].length, vocab], and when the graph outputs them
+   *   hidden [inputs[b].length, width] and acceptLogit [inputs[b].length], row-major
+   * @throws RangeError for caches of another model, a cache given twice, an empty input, or a
+   *   sequence past the context (checked before anything runs)
    */
-  async forwardBatch(caches: readonly KVCache[], inputs: readonly (readonly number[])[]): Promise<Float32Array[]> {
-    const pool = this.pool;
-    if (!pool) throw new RangeError('batched passes need a KV cache written in place (--graph inplace)');
+  async forwardBatch(caches: readonly KVCache[], inputs: readonly (readonly number[])[]): Promise<ForwardOutputs[]> {
     if (caches.length === 0 || caches.length !== inputs.length) throw new RangeError(`${caches.length} caches for ${inputs.length} inputs`);
+    inputs.forEach((x, b) => {
+      if (x.length === 0) throw new RangeError(`batch entry ${b} feeds no tokens`);
+      this.checkContext(caches[b]!.length + x.length);
+    });
+    if (new Set(caches).size !== caches.length) throw new RangeError('a cache appears twice in one batch');
+    const pool = this.pool;
+    if (!pool) {
+      const outs: ForwardOutputs[] = [];
+      for (let b = 0; b < caches.length; b++) outs.push(await this.forwardWithHidden(caches[b]!, inputs[b]!));
+      return outs;
+    }
     const seqs = caches.map((c) => {
       if (!(c instanceof PooledKVCache) || c.slotPool !== pool) throw new RangeError('every cache of a batch must come from this model');
       return c;
     });
-    const first = seqs[0]!.slot;
-    seqs.forEach((c, b) => {
-      if (c.slot !== first + b) throw new RangeError(`batch entry ${b} is in slot ${c.slot}, not ${first + b}: a batch needs adjacent slots in order`);
-      if (inputs[b]!.length === 0) throw new RangeError(`batch entry ${b} feeds no tokens`);
-      if (c.length + inputs[b]!.length > this.info.maxPositions) {
-        throw new RangeError(`sequence of ${c.length + inputs[b]!.length} tokens exceeds the model's context of ${this.info.maxPositions}`);
-      }
-    });
-    const batch = seqs.length;
+    const slots = seqs.map((c) => c.slot);
+    const first = Math.min(...slots);
+    const batch = Math.max(...slots) - first + 1;
+    const entryOf = new Map(slots.map((slot, i) => [slot - first, i]));
     const fed = Math.max(...inputs.map((x) => x.length));
     const ids = new BigInt64Array(batch * fed);
     const positions = new BigInt64Array(batch * fed);
     const pasts = new BigInt64Array(batch);
-    const lastPosition = Math.min(this.info.maxPositions, Number.MAX_SAFE_INTEGER) - 1;
-    seqs.forEach((c, b) => {
-      const x = inputs[b]!;
-      pasts[b] = BigInt(c.length);
-      for (let i = 0; i < fed; i++) {
-        ids[b * fed + i] = BigInt(x[Math.min(i, x.length - 1)]!); // padding repeats the last token
-        positions[b * fed + i] = BigInt(Math.min(c.length + i, lastPosition));
+    for (let e = 0; e < batch; e++) {
+      const i = entryOf.get(e);
+      if (i === undefined) continue; // not in the batch: token 0 at positions 0.. with no past, discarded
+      const x = inputs[i]!;
+      const past = seqs[i]!.length;
+      pasts[e] = BigInt(past);
+      for (let t = 0; t < fed; t++) {
+        ids[e * fed + t] = BigInt(x[Math.min(t, x.length - 1)]!); // padding repeats the last token
+        positions[e * fed + t] = BigInt(Math.min(past + t, this.info.maxPositions - 1));
       }
-    });
-    pool.reserve(Math.max(...seqs.map((c, b) => c.length + inputs[b]!.length)));
+    }
+    pool.reserve(Math.max(...seqs.map((c, i) => c.length + inputs[i]!.length)));
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [batch, fed]),
       position_ids: new ort.Tensor('int64', positions, [batch, fed]),
@@ -285,12 +294,21 @@ export class DecoderModel {
     addKvFeeds(feeds, pool.batchTensors(first, batch));
     const out = await this.run(feeds);
 
-    const vocab = this.info.vocabSize;
     const logits = hostFloat32(out.logits as ort.Tensor);
-    return seqs.map((c, b) => {
-      const n = inputs[b]!.length;
-      c.append(out, b, n);
-      return logits.slice(b * fed * vocab, (b * fed + n) * vocab);
+    const hidden = out[HIDDEN_OUTPUT] as ort.Tensor | undefined;
+    const acceptLogit = out[ACCEPT_OUTPUT] as ort.Tensor | undefined;
+    const hiddenData = hidden && hostFloat32(hidden);
+    const acceptData = acceptLogit && hostFloat32(acceptLogit);
+    const rowsOf = (data: Float32Array | undefined, e: number, n: number): Float32Array | undefined => {
+      if (!data) return undefined;
+      const width = data.length / (batch * fed);
+      return data.slice(e * fed * width, (e * fed + n) * width);
+    };
+    return seqs.map((c, i) => {
+      const e = c.slot - first;
+      const n = inputs[i]!.length;
+      c.append(out, e, n);
+      return { logits: rowsOf(logits, e, n)!, hidden: rowsOf(hiddenData, e, n), acceptLogit: rowsOf(acceptData, e, n) };
     });
   }
 

@@ -21,7 +21,7 @@ import { acceptProbability, candidateFeatures } from './candidate-features.js';
 import type { KVCache } from './kv-cache.js';
 import { type LogitsAdjustments, LogitsProcessor, type TokenConstraint } from './logits-processors.js';
 import { logOf, logSoftmax, type TokenLogprob, tokenLogprob } from './logprobs.js';
-import type { DecoderModel } from './model.js';
+import type { DecoderModel, ForwardOutputs } from './model.js';
 import { type FinishReason, OutputDecider, type OutputRules } from './output-decider.js';
 import { Rng } from './rng.js';
 import { argmax, decodingTemperature, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
@@ -61,6 +61,32 @@ export interface GenerateOptions {
 }
 
 export type { FinishReason };
+
+/**
+ * Prompt pieces fed per pass end at multiples of this many positions (Generation.prefill), so
+ * that a prompt's KV cache is computed the same way whether it went in alone or between a
+ * batch's rounds. 128: a piece costs the bundled target ~30 ms on 2 cores, short enough not to
+ * stall a batch's decoding for long, and long prompts lose ~7% against pieces of 256
+ * (model.ts INPLACE_PREFILL_CHUNK).
+ */
+export const PREFILL_CHUNK = 128;
+
+/** A round's drafting state: the candidates so far and what the next draft step feeds. */
+interface Proposal {
+  /** Candidates the round may hold (jump-forward ones included); 0 when it drafts none. */
+  cap: number;
+  candidates: number[];
+  /** When sampling: q_1..q_k, each [vocab]. */
+  draftProbs: Float64Array[];
+  /** With the head: its P(accept) of each candidate. */
+  acceptProbs?: number[];
+  /** Tokens the draft has not been fed: x's unseen ones, then candidates taken without a draft step. */
+  unfed: number[];
+  /** Draft steps taken (the policy's s). */
+  steps: number;
+  /** Whether the policy (or the batch's budget) said stop. */
+  stopped: boolean;
+}
 
 export class ContextLengthError extends Error {
   override name = 'ContextLengthError';
@@ -127,6 +153,11 @@ export class Generation {
   private readonly startedAt = performance.now();
   private readonly runMsAtStart: number;
   private endedAt: number | undefined;
+  private readonly promptLength: number;
+  /** The round in progress (between beginRound and finishRound). */
+  private proposal: Proposal | undefined;
+  /** Prefill time not yet counted in a round's targetMs. */
+  private prefillMs = 0;
 
   constructor(
     private readonly target: DecoderModel,
@@ -137,6 +168,7 @@ export class Generation {
     private readonly policy: StopPolicy,
   ) {
     this.x = [...prompt];
+    this.promptLength = prompt.length;
     this.targetCache = target.newCache();
     this.draftCache = draft?.newCache();
     this.rng = new Rng(opts.seed ?? Rng.randomSeed());
@@ -159,31 +191,214 @@ export class Generation {
     return this.output.finishReason;
   }
 
-  /** Run one round; returns the tokens it added to the sequence (`output` says which are the output). */
+  /** Run one round (after feeding the prompt, on the first); returns the tokens it added to the sequence (`output` says which are the output). */
   async step(): Promise<number[]> {
     if (this.done) return [];
     try {
+      while (this.prefillPending > 0) await this.prefill(Infinity);
       return await this.round();
     } catch (err) {
-      this.releaseCaches();
+      this.discard();
       throw err;
     }
   }
 
+  /** One round of this sequence alone: the phases below, each pass over this sequence only. */
   private async round(): Promise<number[]> {
-    const x = this.x;
-    const remaining = this.maxNew - this.tokenIds.length;
-
-    // 1. Draft.
+    this.beginRound();
     const draftStart = performance.now();
-    const { candidates, draftProbs, acceptProbs } = await this.proposeCandidates(remaining);
+    for (let input = await this.draftInput(); input; input = await this.draftInput()) {
+      await this.takeDraft(await this.draftModel!.forwardWithHidden(this.draftCache!, input, 1));
+    }
     const draftMs = performance.now() - draftStart;
-
-    // 2. Verify: p_1..p_{k+1} are the last k + 1 rows of the target's logits.
     const targetStart = performance.now();
+    const logits = await this.target.forward(this.targetCache, this.verifyInput(), this.candidateCount + 1);
+    return this.finishRound(logits, draftMs, targetStart);
+  }
+
+  /**
+   * Prompt tokens not yet in the target's KV cache, all but the last (which the first round
+   * feeds): 0 once the prompt is in.
+   */
+  get prefillPending(): number {
+    return Math.max(0, this.promptLength - 1 - this.targetCache.length);
+  }
+
+  /**
+   * Feed the next pieces of the prompt (all but its last token) to the target and the draft.
+   * Pieces end at multiples of PREFILL_CHUNK positions whatever `limit` is, so the cache's
+   * contents (and the output) do not depend on how the feeding was split between passes.
+   * @param limit tokens to feed at most, but always at least one piece
+   * @returns tokens fed
+   */
+  async prefill(limit: number): Promise<number> {
+    const start = performance.now();
+    let fed = 0;
+    const end = this.promptLength - 1;
+    while (this.targetCache.length < end) {
+      const from = this.targetCache.length;
+      const to = Math.min(end, (Math.floor(from / PREFILL_CHUNK) + 1) * PREFILL_CHUNK);
+      if (fed > 0 && fed + (to - from) > limit) break;
+      const piece = this.x.slice(from, to);
+      await this.target.forward(this.targetCache, piece, 0);
+      // A draft with a shorter context than the prompt never drafts for it (see proposal caps).
+      if (this.draftModel && this.draftCache && this.draftCache.length === from && to < this.draftModel.info.maxPositions) {
+        await this.draftModel.forwardWithHidden(this.draftCache, piece, 0);
+      }
+      fed += to - from;
+    }
+    this.prefillMs += performance.now() - start;
+    return fed;
+  }
+
+  /** The target model. */
+  get targetModel(): DecoderModel {
+    return this.target;
+  }
+
+  /** The draft model this generation's policy runs (the head's draft for specdec++), if any. */
+  get draftModel(): DecoderModel | undefined {
+    return this.draft;
+  }
+
+  /** The draft's KV cache (for batched passes: scheduler.ts). */
+  get draftKvCache(): KVCache | undefined {
+    return this.draftCache;
+  }
+
+  /** The target's KV cache (for batched passes: scheduler.ts). */
+  get targetKvCache(): KVCache {
+    return this.targetCache;
+  }
+
+  /** Candidates proposed so far in the current round. */
+  get candidateCount(): number {
+    return this.proposal?.candidates.length ?? 0;
+  }
+
+  /** Tokens the current round's verification would feed the target now (unseen tokens + candidates). */
+  get verifyLength(): number {
+    return this.x.length - this.targetCache.length + this.candidateCount;
+  }
+
+  /**
+   * Start a round: decide how many candidates it may hold. Candidates never run past what the
+   * round may emit (one token always comes from the target) nor past either model's context.
+   */
+  beginRound(): void {
+    const x = this.x;
+    const draft = this.draft;
+    const remaining = this.maxNew - this.tokenIds.length;
+    const cap = Math.min(remaining - 1, this.target.info.maxPositions - x.length - 1, draft ? draft.info.maxPositions - x.length + 1 : 0);
+    const drafting = draft !== undefined && this.draftCache !== undefined && Math.min(cap, this.policy.maxDraft) > 0;
+    if (drafting) this.policy.begin();
+    this.proposal = {
+      cap: drafting ? cap : 0,
+      candidates: [],
+      draftProbs: [],
+      acceptProbs: drafting && this.policy.needsHead ? [] : undefined,
+      unfed: drafting ? x.slice(this.draftCache!.length) : [],
+      steps: 0,
+      stopped: !drafting,
+    };
+  }
+
+  /** No more draft steps this round (a batch's token budget is spent); jump-forward tokens may still follow. */
+  stopDrafting(): void {
+    if (this.proposal) this.proposal.stopped = true;
+  }
+
+  /**
+   * The tokens the next draft step feeds the draft, or undefined when the round's drafting is
+   * over. With a constraint, candidates the grammar forces are taken here without a step (jump-forward).
+   */
+  async draftInput(): Promise<number[] | undefined> {
+    const p = this.proposal!;
+    if (p.cap <= 0) return undefined;
+    const constraint = this.processor.constraint;
+    const jumpForward = constraint !== undefined && this.opts.jumpForward !== false;
+    const vocab = this.target.info.vocabSize;
+    while (p.candidates.length < p.cap) {
+      if (constraint) await constraint.prepare(p.candidates);
+      const forced = jumpForward ? constraint.forcedToken(p.candidates) : undefined;
+      if (forced !== undefined) {
+        // Jump-forward: the only token the grammar allows is accepted whatever p and q are
+        // (both masked rows are one-hot on it), so it costs no draft step and no policy decision,
+        // and it follows the policy's last candidate too.
+        p.candidates.push(forced);
+        p.unfed.push(forced);
+        if (!this.greedy) p.draftProbs.push(oneHot(forced, vocab));
+        p.acceptProbs?.push(1);
+        continue;
+      }
+      if (p.stopped || p.steps >= this.policy.maxDraft) return undefined;
+      return p.unfed;
+    }
+    return undefined;
+  }
+
+  /** Take the outputs of the draft step fed `draftInput()`: sample its candidate and ask the policy whether to go on. */
+  async takeDraft(out: ForwardOutputs): Promise<void> {
+    const p = this.proposal!;
+    const vocab = this.target.info.vocabSize;
+    p.unfed = [];
+    p.steps++;
+    const head = this.policy.needsHead ? this.head : undefined;
+    const logits = out.logits;
+    const row = this.processor.apply(logits.subarray(logits.length - vocab), p.candidates);
+    // The head's logit from the hidden state that produced this row: fused into the draft, or its own session.
+    let headLogit: number | undefined;
+    if (head) {
+      if (out.acceptLogit) headLogit = out.acceptLogit[out.acceptLogit.length - 1]!;
+      else headLogit = await head.predictLogit(out.hidden!.subarray(out.hidden!.length - head.width));
+    }
+    let token: number;
+    let prob: number;
+    let q: Float64Array | undefined;
+    if (this.greedy) {
+      token = argmax(row);
+      prob = this.policy.needsDraftProb ? softmax(row)[token]! : 1;
+    } else {
+      q = toProbs(row, this.opts.sampling);
+      token = sample(q, this.rng);
+      prob = q[token]!;
+    }
+    const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, token, decodingTemperature(this.opts.sampling))) : undefined;
+    const verdict = this.policy.decide({ index: p.steps, token, prob, acceptProb });
+    // Dropping y_s because of its own value is exact only when greedy. When sampling, the
+    // token that replaces it would come from p_s instead of the y_s-then-accept/recover
+    // path, biasing the output towards p_s wherever q_s(y_s) is low (e.g. p = (.5, .5),
+    // q = (.9, .1), p_min = .5 emits token 0 with probability .55). So y_s is kept and
+    // drafting stops: deciding after y_s whether to draft y_{s+1} keeps the rule exact.
+    if (verdict === 'stop-drop' && this.greedy) {
+      p.cap = 0;
+      return;
+    }
+    p.candidates.push(token);
+    if (q) p.draftProbs.push(q);
+    if (acceptProb !== undefined) p.acceptProbs!.push(acceptProb);
+    p.stopped = verdict !== 'continue';
+    if (this.processor.constraint && this.eos.has(token)) p.cap = 0; // the grammar allows nothing after its end
+    p.unfed = [token];
+  }
+
+  /** What verification feeds the target: the tokens of x it has not seen, then the candidates. */
+  verifyInput(): number[] {
+    return this.x.slice(this.targetCache.length).concat(this.proposal!.candidates);
+  }
+
+  /**
+   * Verify, accept, roll back and account, from the target's logits over `verifyInput()`.
+   * @param logits [rows, vocab] row-major, rows >= k + 1: the last k + 1 are p_1..p_{k+1}
+   * @param draftMs time the round's drafting took
+   * @param targetStart performance.now() when verification began
+   * @returns the tokens the round added to the sequence
+   */
+  async finishRound(logits: Float32Array, draftMs: number, targetStart: number): Promise<number[]> {
+    const x = this.x;
+    const { candidates, draftProbs, acceptProbs } = this.proposal!;
+    this.proposal = undefined;
     const k = candidates.length;
-    const input = x.slice(this.targetCache.length).concat(candidates);
-    const logits = await this.target.forward(this.targetCache, input, k + 1);
     const vocab = this.target.info.vocabSize;
     const first = logits.length / vocab - (k + 1); // the result may hold rows before the k + 1 asked for
     // A grammar's masks: row i's after the candidates before it (rows before k were computed while drafting).
@@ -207,7 +422,8 @@ export class Generation {
     const keep = x.length + result.accepted;
     await this.targetCache.crop(keep);
     if (this.draftCache && this.draftCache.length > keep) await this.draftCache.crop(keep);
-    const targetMs = performance.now() - targetStart;
+    const targetMs = performance.now() - targetStart + this.prefillMs;
+    this.prefillMs = 0;
 
     // Stop conditions, one token at a time (output-decider.ts): EOS (not emitted), a stop string, max tokens.
     const proposed = candidates.slice(0, result.accepted);
@@ -262,85 +478,9 @@ export class Generation {
     return this.collector.summary(wall, this.runMs() - this.runMsAtStart);
   }
 
-  /**
-   * The draft loop of one round. Candidates never run past what the round may emit (one token
-   * always comes from the target) nor past either model's context.
-   * @returns candidates y_1..y_k, when sampling their distributions q_1..q_k (each [vocab]),
-   *   and with the head its P(accept) of each candidate
-   */
-  private async proposeCandidates(remaining: number): Promise<{ candidates: number[]; draftProbs: Float64Array[]; acceptProbs?: number[] }> {
-    const candidates: number[] = [];
-    const draftProbs: Float64Array[] = [];
-    const draft = this.draft;
-    const cache = this.draftCache;
-    const x = this.x;
-    /** Candidates the round may hold (jump-forward ones included). */
-    const cap = Math.min(remaining - 1, this.target.info.maxPositions - x.length - 1, draft ? draft.info.maxPositions - x.length + 1 : 0);
-    if (!draft || !cache || Math.min(cap, this.policy.maxDraft) <= 0) return { candidates, draftProbs };
-
-    this.policy.begin();
-    const vocab = draft.info.vocabSize;
-    const head = this.policy.needsHead ? this.head : undefined;
-    const acceptProbs: number[] | undefined = head ? [] : undefined;
-    const constraint = this.processor.constraint;
-    const jumpForward = constraint !== undefined && this.opts.jumpForward !== false;
-    /** Tokens the draft has not been fed: x's unseen ones, then candidates taken without a draft step. */
-    let unfed = x.slice(cache.length);
-    /** Candidates the policy has decided on (jump-forward ones are not its), and whether it said stop. */
-    let s = 0;
-    let stopped = false;
-    while (candidates.length < cap) {
-      if (constraint) await constraint.prepare(candidates);
-      const forced = jumpForward ? constraint.forcedToken(candidates) : undefined;
-      if (forced !== undefined) {
-        // Jump-forward: the only token the grammar allows is accepted whatever p and q are
-        // (both masked rows are one-hot on it), so it costs no draft step and no policy decision,
-        // and it follows the policy's last candidate too.
-        candidates.push(forced);
-        unfed.push(forced);
-        if (!this.greedy) draftProbs.push(oneHot(forced, vocab));
-        if (acceptProbs) acceptProbs.push(1);
-        continue;
-      }
-      if (stopped || s >= this.policy.maxDraft) break;
-      const out = await draft.forwardWithHidden(cache, unfed, 1);
-      unfed = [];
-      s++;
-      const logits = out.logits;
-      const row = this.processor.apply(logits.subarray(logits.length - vocab), candidates);
-      // The head's logit from the hidden state that produced this row: fused into the draft, or its own session.
-      let headLogit: number | undefined;
-      if (head) {
-        if (out.acceptLogit) headLogit = out.acceptLogit[out.acceptLogit.length - 1]!;
-        else headLogit = await head.predictLogit(out.hidden!.subarray(out.hidden!.length - head.width));
-      }
-      let token: number;
-      let prob: number;
-      let q: Float64Array | undefined;
-      if (this.greedy) {
-        token = argmax(row);
-        prob = this.policy.needsDraftProb ? softmax(row)[token]! : 1;
-      } else {
-        q = toProbs(row, this.opts.sampling);
-        token = sample(q, this.rng);
-        prob = q[token]!;
-      }
-      const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, token, decodingTemperature(this.opts.sampling))) : undefined;
-      const verdict = this.policy.decide({ index: s, token, prob, acceptProb });
-      // Dropping y_s because of its own value is exact only when greedy. When sampling, the
-      // token that replaces it would come from p_s instead of the y_s-then-accept/recover
-      // path, biasing the output towards p_s wherever q_s(y_s) is low (e.g. p = (.5, .5),
-      // q = (.9, .1), p_min = .5 emits token 0 with probability .55). So y_s is kept and
-      // drafting stops: deciding after y_s whether to draft y_{s+1} keeps the rule exact.
-      if (verdict === 'stop-drop' && this.greedy) break;
-      candidates.push(token);
-      if (q) draftProbs.push(q);
-      if (acceptProb !== undefined) acceptProbs!.push(acceptProb);
-      stopped = verdict !== 'continue';
-      if (constraint && this.eos.has(token)) break; // the grammar allows nothing after its end
-      unfed = [token];
-    }
-    return { candidates, draftProbs, acceptProbs };
+  /** Free the caches and the grammar after a failed pass (the generation cannot go on). */
+  discard(): void {
+    this.releaseCaches();
   }
 
   private releaseCaches(): void {

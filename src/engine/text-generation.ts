@@ -8,6 +8,7 @@ import type { ChatMessage } from '../text/tokenizer.js';
 import type { TokenLogprob } from './logprobs.js';
 import type { ModelPair } from './pair.js';
 import type { FinishReason, GenerateOptions } from './speculative.js';
+import type { BatchScheduler } from './scheduler.js';
 import type { GenerationStats } from './stats.js';
 
 /** What to continue: plain text, a chat (rendered with the model's chat template) or token ids. */
@@ -16,6 +17,8 @@ export type PromptInput = { prompt: string } | { messages: ChatMessage[] } | { t
 export interface TextGenerateOptions extends GenerateOptions {
   /** Checked between rounds; when aborted the generation ends with what it has. */
   signal?: AbortSignal;
+  /** Run the rounds in this scheduler's batches (continuous batching) instead of alone. */
+  scheduler?: BatchScheduler;
 }
 
 export interface TextGenerationResult {
@@ -61,7 +64,7 @@ export async function generateText(
       generation.finish('abort');
       break;
     }
-    await generation.step();
+    await (opts.scheduler ? opts.scheduler.step(generation) : generation.step());
     deliver();
   }
   deliver();

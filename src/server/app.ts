@@ -26,7 +26,8 @@ import type { PairOptions } from '../engine/pair.js';
 import { DEFAULT_FIXED_K, parsePolicy, type PolicySpec } from '../engine/stop-policy.js';
 import { apiKeyHook } from './auth.js';
 import { type CorsOptions, DEFAULT_CORS, registerCors } from './cors.js';
-import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE, defaultWorkers, threadsPerWorker } from './defaults.js';
+import { batchingOptions, DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE, defaultWorkers, threadsPerWorker } from './defaults.js';
+import type { BatchingOptions } from './protocol.js';
 import { EnginePool } from './engine-pool.js';
 import { ApiError, apiErrors } from './errors.js';
 import { EventLoopMonitor } from './event-loop.js';
@@ -56,6 +57,8 @@ export interface ServerOptions {
   workers?: number;
   /** Requests that may wait for a worker (default DEFAULT_MAX_QUEUE). */
   maxQueue?: number;
+  /** How each worker batches its generations (defaults.ts: DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_TOKENS, a share of the memory for the KV cache). */
+  batching?: Partial<BatchingOptions>;
   /** Require `Authorization: Bearer KEY` on every route but /health, /version and /metrics (auth.ts). */
   apiKey?: string;
   /** With `apiKey`, whether /metrics needs the key too (default: open). */
@@ -111,6 +114,7 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     {
       workers,
       maxQueue: opts.maxQueue ?? DEFAULT_MAX_QUEUE,
+      batching: batchingOptions(opts.batching ?? {}, workers),
       pair: { ...pairOptions, threads: pairOptions.threads ?? threadsPerWorker(cores, workers), draftThreads: pairOptions.draftThreads ?? 1 },
       faults: opts.faults && workerFaults(opts.faults),
       onWorkerLost: () => app.log.warn('an engine worker stopped; a new one is loading the models'),

@@ -3,7 +3,9 @@
  * threads each gets, so that workers x threads <= cores (the draft runs on one thread, never at
  * the same time as its worker's target).
  */
+import { totalmem } from 'node:os';
 import type { Device } from '../engine/device.js';
+import type { BatchingOptions } from './protocol.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 8000;
@@ -29,4 +31,29 @@ export function defaultWorkers(cores: number, device: Device = 'cpu'): number {
 /** Intra-op threads of each worker's target session: the cores shared out, at least 1. */
 export function threadsPerWorker(cores: number, workers: number): number {
   return Math.max(1, Math.floor(cores / workers));
+}
+
+/**
+ * Generations one worker batches at once (vLLM's max_num_seqs, `--max-batch`). 64: on the
+ * 2-core CPU a pass over 64 sequences of the bundled pair still costs a few times one sequence's,
+ * and the KV budget below holds them many times over.
+ */
+export const DEFAULT_MAX_BATCH = 64;
+/** Tokens one scheduler iteration's passes feed at most (vLLM's max_num_batched_tokens, `--max-batch-tokens`). */
+export const DEFAULT_MAX_BATCH_TOKENS = 512;
+/** Share of the machine's memory the workers' KV-cache budgets take together by default. */
+export const DEFAULT_KV_MEMORY_SHARE = 0.25;
+
+/** Each worker's KV-cache budget by default: DEFAULT_KV_MEMORY_SHARE of the memory, shared out among the workers (bytes). */
+export function defaultKvCacheMemoryBytes(workers: number, memory = totalmem()): number {
+  return Math.floor((memory * DEFAULT_KV_MEMORY_SHARE) / workers);
+}
+
+/** Batching options with every default filled in. */
+export function batchingOptions(given: Partial<BatchingOptions>, workers: number): BatchingOptions {
+  return {
+    maxBatch: given.maxBatch ?? DEFAULT_MAX_BATCH,
+    maxBatchTokens: given.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS,
+    kvCacheMemoryBytes: given.kvCacheMemoryBytes ?? defaultKvCacheMemoryBytes(workers),
+  };
 }

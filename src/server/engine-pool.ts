@@ -4,8 +4,10 @@
  *
  * Readiness: piscina treats its first workers as ready at once, so each worker announces
  * itself on `parentPort` when its models have loaded (or failed to); the pool is ready when
- * every worker has. Capacity: at most `workers` generations run and `maxQueue` wait; beyond
- * that `submit` refuses at once instead of queueing without bound.
+ * every worker has. Capacity: at most `workers` x `maxBatch` generations run (each worker batches
+ * its own, engine/scheduler.ts) and `maxQueue` wait; beyond that `submit` refuses at once
+ * instead of queueing without bound. A generation a worker has taken but whose KV cache does not
+ * fit its budget yet (engine/kv-budget.ts) counts as waiting until the worker starts it.
  *
  * A worker that dies (an uncaught exception, process.exit, a native crash short of the whole
  * process) ends its generation with an `error`, and piscina starts a replacement, which loads
@@ -17,7 +19,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { PairOptions } from '../engine/pair.js';
 import type { WorkerFaults } from './faults.js';
-import { type ControlMessage, type EngineWorkerData, type GenerationRequest, type GenerationTask, isLoadMessage, type WorkerMessage } from './protocol.js';
+import { type BatchingOptions, type ControlMessage, type EngineStatsMessage, type EngineWorkerData, type GenerationRequest, type GenerationTask, isEngineStatsMessage, isLoadMessage, type WorkerMessage } from './protocol.js';
 
 /** The compiled worker module (this file is dist/src/server/engine-pool.js). */
 export const WORKER_FILE = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -34,6 +36,8 @@ export interface EnginePoolOptions {
   maxQueue: number;
   /** How every worker loads its pair (intra-op threads included). */
   pair: PairOptions;
+  /** How every worker batches its generations; default: one at a time, no KV budget. */
+  batching?: Partial<BatchingOptions>;
   /** Tests only: generations that fail on purpose (faults.ts). */
   faults?: WorkerFaults;
   /** Told when a worker thread stops while the pool is open (a replacement is then loading). */
@@ -57,7 +61,12 @@ export class EngineUnavailableError extends Error {
 export interface EngineObserver {
   submitted(handle: GenerationHandle): void;
   event(handle: GenerationHandle, message: WorkerMessage): void;
+  /** A worker's passes since its last report, and its KV-cache usage. */
+  engineStats?(message: EngineStatsMessage): void;
 }
+
+/** Batching when the options leave it out: one generation per worker at a time. */
+export const DEFAULT_BATCHING: BatchingOptions = { maxBatch: 1, maxBatchTokens: 512, kvCacheMemoryBytes: Infinity };
 
 /** One generation on the pool. Timestamps are performance.now() milliseconds. */
 export class GenerationHandle {
@@ -96,20 +105,25 @@ export class EnginePool {
   private draining = false;
   private loadErrorMessage: string | undefined;
   private headLoaded: boolean | undefined;
+  /** Each worker's last reported KV-cache usage, by thread id. */
+  private readonly kvUsage = new Map<number, number>();
+  readonly batching: BatchingOptions;
 
   constructor(
     readonly options: EnginePoolOptions,
     private readonly observer?: EngineObserver,
   ) {
+    this.batching = { ...DEFAULT_BATCHING, ...options.batching };
     this.pool = new Piscina({
       filename: WORKER_FILE,
       minThreads: options.workers,
       maxThreads: options.workers,
       maxQueue: options.maxQueue,
-      concurrentTasksPerWorker: 1,
+      // A worker's generations share its batches (engine/scheduler.ts).
+      concurrentTasksPerWorker: this.batching.maxBatch,
       // Workers block in Atomics.wait when idle otherwise; plain messages keep their event loops free.
       atomics: 'disabled',
-      workerData: { pair: options.pair, faults: options.faults } satisfies EngineWorkerData,
+      workerData: { pair: options.pair, batching: this.batching, faults: options.faults } satisfies EngineWorkerData,
     });
     this.pool.on('workerDestroy', () => {
       if (this.stateValue !== 'closed') this.options.onWorkerLost?.();
@@ -117,6 +131,7 @@ export class EnginePool {
       queueMicrotask(() => {
         const live = this.liveThreads();
         for (const id of this.loadedThreads) if (!live.has(id)) this.loadedThreads.delete(id);
+        for (const id of this.kvUsage.keys()) if (!live.has(id)) this.kvUsage.delete(id);
         this.notifySettled();
       });
     });
@@ -132,6 +147,11 @@ export class EnginePool {
         if (wasLoading) reject(new Error(message));
       };
       this.pool.on('message', (message: unknown) => {
+        if (isEngineStatsMessage(message)) {
+          this.kvUsage.set(message.threadId, message.kvCacheUsage);
+          this.observer?.engineStats?.(message);
+          return;
+        }
         if (!isLoadMessage(message)) return;
         this.settledThreads.add(message.threadId);
         this.notifySettled();
@@ -186,6 +206,14 @@ export class EnginePool {
     return n;
   }
 
+  /** KV-cache usage across the workers, 0..1: the mean of their reserved shares of their budgets. */
+  get kvCacheUsage(): number {
+    if (this.kvUsage.size === 0) return 0;
+    let sum = 0;
+    for (const u of this.kvUsage.values()) sum += u;
+    return sum / this.kvUsage.size;
+  }
+
   /** Generations waiting for a worker. */
   get waiting(): number {
     let n = 0;
@@ -234,11 +262,12 @@ export class EnginePool {
 
   private checkAvailable(count: number): void {
     const { workers, maxQueue } = this.options;
+    const { maxBatch } = this.batching;
     if (this.stateValue === 'closed') throw new EngineUnavailableError('closed', 'the engine is closed');
     if (this.draining) throw new EngineUnavailableError('draining', 'the server is shutting down');
     if (this.stateValue === 'loading') throw new EngineUnavailableError('loading', 'the models are still loading');
     if (this.stateValue === 'failed') throw new EngineUnavailableError('failed', `the models failed to load: ${this.loadErrorMessage}`);
-    if (this.active.size + count > workers + maxQueue) throw new EngineUnavailableError('queue_full', 'every worker is busy and the queue is full');
+    if (this.active.size + count > workers * maxBatch + maxQueue) throw new EngineUnavailableError('queue_full', 'every worker is busy and the queue is full');
   }
 
   private start(request: GenerationRequest, listener: (message: WorkerMessage) => void): GenerationHandle {

@@ -19,7 +19,7 @@ import { registerDefaultMetrics } from './default-metrics.js';
 import type { EngineObserver, GenerationHandle } from './engine-pool.js';
 import type { EventLoopDelay, EventLoopMonitor } from './event-loop.js';
 import type { FinishReason } from '../engine/speculative.js';
-import type { WorkerErrorCode, WorkerMessage } from './protocol.js';
+import type { EngineStatsMessage, WorkerErrorCode, WorkerMessage } from './protocol.js';
 
 export const PREFIX = 'specd_';
 
@@ -35,6 +35,12 @@ export const ITL_BUCKETS = preferredBuckets(0.0001, 10);
 export const LENGTH_BUCKETS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 24, 32];
 /** Token counts per request. */
 export const TOKEN_COUNT_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
+/** Sequences per forward pass: every value up to 8, then powers of two up to the largest batch a worker may run. */
+export const BATCH_SIZE_BUCKETS = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+/** Tokens per forward pass (vLLM's iteration_tokens_total buckets). */
+export const PASS_TOKEN_BUCKETS = [1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384];
+/** Pass kinds of the batch histograms: draft steps, verification, prompt pieces. */
+const PASS_KINDS = ['draft', 'verify', 'prefill'] as const;
 /** Reliability buckets of the head's predicted P(accept): [0, 0.1), [0.1, 0.2), ..., [0.9, 1]. */
 export const CALIBRATION_BUCKETS = 10;
 
@@ -50,6 +56,8 @@ interface GenerationTimes {
 /** What the gauges read from the engine pool when scraped. */
 export interface EngineGauges {
   readonly running: number;
+  /** Reserved share of the workers' KV-cache budgets, 0..1. */
+  readonly kvCacheUsage: number;
   readonly waiting: number;
   readonly loadedWorkers: number;
   readonly options: { readonly workers: number };
@@ -78,6 +86,8 @@ export class ServerMetrics implements EngineObserver {
   private readonly acceptedLength: Histogram<'policy'>;
   private readonly draftSeconds: Counter<'policy'>;
   private readonly verifySeconds: Counter<'policy'>;
+  private readonly batchSize: Histogram<'kind'>;
+  private readonly passTokens: Histogram<'kind'>;
   private readonly headPredictions: Counter<'bucket'>;
   private readonly headPredictedSum: Counter<'bucket'>;
   private readonly headAccepted: Counter<'bucket'>;
@@ -121,6 +131,12 @@ export class ServerMetrics implements EngineObserver {
     this.acceptedLength = histogram('spec_decode_accepted_length', 'Candidates accepted per round, by policy.', LENGTH_BUCKETS, ['policy']);
     this.draftSeconds = counter('spec_decode_draft_seconds_total', 'Time spent drafting candidates, by policy.', ['policy']);
     this.verifySeconds = counter('spec_decode_verify_seconds_total', "Time spent in the target's verification passes (and acceptance), by policy.", ['policy']);
+    this.batchSize = histogram('batch_size', 'Sequences per forward pass of a worker, by pass kind (draft step, verify, prefill).', BATCH_SIZE_BUCKETS, ['kind']);
+    this.passTokens = histogram('iteration_tokens_total', 'Tokens fed per forward pass of a worker (padding excluded), by pass kind.', PASS_TOKEN_BUCKETS, ['kind']);
+    for (const kind of PASS_KINDS) {
+      this.batchSize.zero({ kind });
+      this.passTokens.zero({ kind });
+    }
     this.headPredictions = counter('head_calibration_predictions_total', "The acceptance head's predictions, by predicted-probability bucket (lower edge).", ['bucket']);
     this.headPredictedSum = counter('head_calibration_predicted_probability_total', 'Sum of the predicted acceptance probabilities, by bucket.', ['bucket']);
     this.headAccepted = counter('head_calibration_accepted_total', 'Predicted candidates the target accepted, by bucket.', ['bucket']);
@@ -131,10 +147,18 @@ export class ServerMetrics implements EngineObserver {
 
     new Gauge({
       name: PREFIX + 'num_requests_running',
-      help: 'Generations running on an engine worker.',
+      help: "Generations running on an engine worker (in a worker's batches).",
       registers,
       collect() {
         this.set(engine().running);
+      },
+    });
+    new Gauge({
+      name: PREFIX + 'kv_cache_usage_perc',
+      help: "KV-cache usage, 0..1: the share of the workers' KV-cache budgets reserved by running generations (prompt + max_tokens each).",
+      registers,
+      collect() {
+        this.set(engine().kvCacheUsage);
       },
     });
     new Gauge<'state'>({
@@ -150,7 +174,7 @@ export class ServerMetrics implements EngineObserver {
     });
     new Gauge({
       name: PREFIX + 'num_requests_waiting',
-      help: 'Generations waiting for an engine worker.',
+      help: 'Generations waiting for an engine worker or for room in its KV-cache budget.',
       registers,
       collect() {
         this.set(engine().waiting);
@@ -221,6 +245,13 @@ export class ServerMetrics implements EngineObserver {
         break;
     }
     this.times.set(handle, times);
+  }
+
+  engineStats(message: EngineStatsMessage): void {
+    for (const pass of message.passes) {
+      this.batchSize.observe({ kind: pass.kind }, pass.sequences);
+      this.passTokens.observe({ kind: pass.kind }, pass.tokens);
+    }
   }
 
   private observeRounds(policy: string, rounds: RoundStats[]): void {

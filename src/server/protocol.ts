@@ -18,6 +18,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { LogitsAdjustments } from '../engine/logits-processors.js';
 import type { TokenLogprob } from '../engine/logprobs.js';
 import type { PairOptions } from '../engine/pair.js';
+import type { PassRecord } from '../engine/scheduler.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import type { RoundStats } from '../engine/stats.js';
 import type { PolicySpec } from '../engine/stop-policy.js';
@@ -25,10 +26,21 @@ import type { TextGenerationResult } from '../engine/text-generation.js';
 import type { GrammarSpec } from '../grammar/compiler.js';
 import type { WorkerFaults } from './faults.js';
 
-/** `workerData` of every engine worker: how to load its models (and, in tests, faults to suffer). */
+/** `workerData` of every engine worker: how to load its models, how to batch (and, in tests, faults to suffer). */
 export interface EngineWorkerData {
   pair: PairOptions;
+  batching: BatchingOptions;
   faults?: WorkerFaults;
+}
+
+/** How a worker batches its generations (engine/scheduler.ts, engine/kv-budget.ts). */
+export interface BatchingOptions {
+  /** Generations one worker runs at once (vLLM's max_num_seqs); 1: one at a time, no batching. */
+  maxBatch: number;
+  /** Tokens the passes of one scheduler iteration feed at most (vLLM's max_num_batched_tokens). */
+  maxBatchTokens: number;
+  /** KV-cache memory a worker's running generations may reserve, bytes (Infinity: no limit). */
+  kvCacheMemoryBytes: number;
 }
 
 /** One generation, as plain data: the main thread has tokenized and validated it. */
@@ -77,6 +89,19 @@ export type LoadMessage =
   | { specd: 'loaded'; threadId: number; /** Whether the pair has an acceptance head (policies like specdec++ need one). */ hasHead: boolean }
   | { specd: 'load-failed'; threadId: number; message: string };
 
+/** Worker -> pool: what the batches did since the last report (metrics.ts). */
+export interface EngineStatsMessage {
+  specd: 'engine-stats';
+  threadId: number;
+  passes: PassRecord[];
+  /** Reserved share of the worker's KV-cache budget, 0..1. */
+  kvCacheUsage: number;
+}
+
 export function isLoadMessage(value: unknown): value is LoadMessage {
-  return typeof value === 'object' && value !== null && 'specd' in value;
+  return typeof value === 'object' && value !== null && 'specd' in value && (value.specd === 'loaded' || value.specd === 'load-failed');
+}
+
+export function isEngineStatsMessage(value: unknown): value is EngineStatsMessage {
+  return typeof value === 'object' && value !== null && 'specd' in value && value.specd === 'engine-stats';
 }

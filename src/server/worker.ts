@@ -4,12 +4,19 @@
  * back over the task's port (see protocol.ts). Forward passes run here, never on the server's
  * main thread: onnxruntime-node's `run()` blocks the thread it runs on.
  *
+ * A worker runs up to `maxBatch` generations at once (piscina's concurrentTasksPerWorker): each
+ * task waits for room in the KV-cache budget (kv-budget.ts), then its rounds run in the worker's
+ * batches (scheduler.ts), one forward pass for all of them; what the passes did goes to the pool
+ * as `engine-stats` messages for the metrics.
+ *
  * `session.run()` is awaited (it is scheduled through `setImmediate`), so this thread's event
  * loop turns between forward passes and a `cancel` message on the port is seen before the
  * next round: generateText checks the abort signal between rounds.
  */
 import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
+import { KvBudget, KvBudgetError, kvBytesPerPosition } from '../engine/kv-budget.js';
 import { ModelPair } from '../engine/pair.js';
+import { BatchScheduler, type PassRecord } from '../engine/scheduler.js';
 import type { RoundStats } from '../engine/stats.js';
 import { ContextLengthError } from '../engine/speculative.js';
 import { PolicySpecError } from '../engine/stop-policy.js';
@@ -17,11 +24,33 @@ import { generateText } from '../engine/text-generation.js';
 import { GrammarError } from '../grammar/compiler.js';
 import type { GrammarConstraint } from '../grammar/constraint.js';
 import { nextFault, triggerFault } from './faults.js';
-import type { ControlMessage, EngineWorkerData, GenerationRequest, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
+import type { ControlMessage, EngineStatsMessage, EngineWorkerData, GenerationRequest, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
 
-const { pair: pairOptions, faults } = workerData as EngineWorkerData;
+const { pair: pairOptions, batching, faults } = workerData as EngineWorkerData;
 
 const loading: Promise<ModelPair> = ModelPair.load(pairOptions);
+const budget = new KvBudget(batching.kvCacheMemoryBytes);
+const passes: PassRecord[] = [];
+const scheduler = new BatchScheduler({
+  maxBatchTokens: batching.maxBatchTokens,
+  onPass: (pass) => {
+    // Reported once per turn of the event loop, whatever the number of passes.
+    if (passes.push(pass) === 1) setImmediate(reportStats);
+  },
+});
+
+function reportStats(): void {
+  const message: EngineStatsMessage = { specd: 'engine-stats', threadId, passes: passes.splice(0), kvCacheUsage: budget.usage };
+  parentPort?.postMessage(message);
+}
+
+/** Bytes of KV cache a generation may come to need: its longest sequence in every model it feeds. */
+function kvBytesFor(pair: ModelPair, request: GenerationRequest): number {
+  const models = [pair.target, pair.draft, pair.headDraft].filter((m) => m !== undefined);
+  const positions = Math.min(request.promptIds.length + request.maxTokens, pair.target.info.maxPositions);
+  return models.reduce((n, m) => n + positions * kvBytesPerPosition(m.info), 0);
+}
+
 loading.then(
   (pair) => announce({ specd: 'loaded', threadId, hasHead: pair.head !== undefined || pair.headDraft !== undefined }),
   (err: unknown) => announce({ specd: 'load-failed', threadId, message: errorMessage(err) }),
@@ -45,8 +74,11 @@ export default async function generate({ port, request }: GenerationTask): Promi
   // Tests only (faults.ts): this generation fails after its first tokens.
   let fault = nextFault(faults);
   let constraint: GrammarConstraint | undefined;
+  let release: (() => void) | undefined;
   try {
     const pair = await loading;
+    release = await budget.reserve(kvBytesFor(pair, request));
+    reportStats();
     post({ type: 'start' });
     constraint = request.grammar ? await (await pair.grammars()).constraint(request.grammar) : undefined;
     const rounds: RoundStats[] = [];
@@ -64,6 +96,7 @@ export default async function generate({ port, request }: GenerationTask): Promi
         eosTokenIds: request.ignoreEos ? [] : undefined,
         constraint,
         signal: controller.signal,
+        scheduler,
         onRound: (round) => rounds.push(round),
       },
       ({ text, tokenIds, textOffsets, logprobs }) => {
@@ -80,6 +113,10 @@ export default async function generate({ port, request }: GenerationTask): Promi
     post(errorReply(err, request));
   } finally {
     constraint?.release(); // the generation released it, unless it never started
+    if (release) {
+      release();
+      reportStats();
+    }
     port.off('message', onControl);
     port.close(); // messages already posted are still delivered, then 'close' fires on the main side
   }
@@ -87,6 +124,7 @@ export default async function generate({ port, request }: GenerationTask): Promi
 
 function errorReply(err: unknown, request: GenerationRequest): WorkerMessage {
   if (err instanceof GrammarError) return { type: 'error', code: 'invalid_grammar', message: err.message, param: request.grammarParam };
+  if (err instanceof KvBudgetError) return { type: 'error', code: 'invalid_request', message: err.message };
   if (err instanceof ContextLengthError) return { type: 'error', code: 'context_length_exceeded', message: err.message };
   // The engine throws these for requests it cannot serve (a policy without its model or threshold, an empty prompt).
   if (err instanceof RangeError || err instanceof PolicySpecError) return { type: 'error', code: 'invalid_request', message: err.message };
