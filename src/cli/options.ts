@@ -122,6 +122,14 @@ export function samplingParams(flags: SamplingFlags, defaults: { temperature?: n
   };
 }
 
+/** --threshold: a number in [0, 1], or `auto` (undefined: the head's recommended h, adapted to the load). */
+function thresholdArg(text: string): number | undefined {
+  if (text.trim() === 'auto') return undefined;
+  const v = Number(text);
+  if (text.trim() === '' || !Number.isFinite(v) || v < 0 || v > 1) throw new InvalidArgumentError('expected auto or a number in [0, 1]');
+  return v;
+}
+
 /** --policy and its knobs. */
 export function addPolicyOptions(cmd: Command): Command {
   return cmd
@@ -129,7 +137,7 @@ export function addPolicyOptions(cmd: Command): Command {
     .option('--k <n>', `candidates per round for --policy fixed`, intIn(1, MAX_DRAFT_LIMIT), DEFAULT_FIXED_K)
     .option('--p-min <p>', 'stop drafting below this draft probability (--policy confidence)', numberIn(0, 1), DEFAULT_P_MIN)
     .option('--k-max <n>', 'longest draft for --policy confidence and specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_CONFIDENCE_K_MAX)
-    .option('--threshold <h>', "stop drafting when the head's P(some candidate is rejected) exceeds h (--policy specdec++; default: the head's recommended h)", numberIn(0, 1))
+    .option('--threshold <h>', "stop drafting when the head's P(some candidate is rejected) exceeds h (--policy specdec++); auto (default): the head's recommended h adapted to the load each round (docs/engine.md)", thresholdArg)
     .option('--k-min <n>', 'shortest draft for --policy specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MIN);
 }
 
@@ -139,6 +147,7 @@ export interface PolicyFlags {
   k: number;
   pMin: number;
   kMax: number;
+  /** Undefined: auto. */
   threshold?: number;
   kMin: number;
 }

@@ -21,6 +21,7 @@
  * Batched passes need caches written in place (model.ts `forwardBatch`); other caches still run
  * in lock-step, one sequence per pass.
  */
+import type { PassCostModel } from './cost-model.js';
 import type { ForwardOutputs, DecoderModel } from './model.js';
 import type { Generation } from './speculative.js';
 
@@ -128,7 +129,7 @@ export class BatchScheduler {
   /** One round over `gens`; returns the tokens its target pass fed. */
   private async round(gens: Generation[]): Promise<number> {
     const limit = this.options.maxBatchTokens;
-    for (const g of gens) g.beginRound();
+    for (const g of gens) g.beginRound(gens.length);
     const draftStart = performance.now();
     for (;;) {
       const steps: { gen: Generation; input: number[] }[] = [];
@@ -140,7 +141,7 @@ export class BatchScheduler {
       // One pass per draft model (the head's draft is a model of its own).
       for (const model of new Set(steps.map((s) => s.gen.draftModel!))) {
         const group = steps.filter((s) => s.gen.draftModel === model);
-        const outs = await this.pass(model, 'draft', group.map((s) => s.gen.draftKvCache!), group.map((s) => s.input));
+        const outs = await this.pass(model, 'draft', group.map((s) => s.gen.draftKvCache!), group.map((s) => s.input), group[0]!.gen.costModel);
         for (let i = 0; i < group.length; i++) await group[i]!.gen.takeDraft(outs[i]!);
       }
       if (gens.reduce((n, g) => n + g.verifyLength, 0) >= limit) for (const g of gens) g.stopDrafting();
@@ -149,7 +150,7 @@ export class BatchScheduler {
 
     const targetStart = performance.now();
     const inputs = gens.map((g) => g.verifyInput());
-    const outs = await this.pass(gens[0]!.targetModel, 'verify', gens.map((g) => g.targetKvCache), inputs);
+    const outs = await this.pass(gens[0]!.targetModel, 'verify', gens.map((g) => g.targetKvCache), inputs, gens[0]!.costModel);
     this.lastBatchSize = gens.length;
     for (let i = 0; i < gens.length; i++) {
       const gen = gens[i]!;
@@ -162,10 +163,15 @@ export class BatchScheduler {
     return inputs.reduce((n, x) => n + x.length, 0);
   }
 
-  private async pass(model: DecoderModel, kind: PassRecord['kind'], caches: Parameters<DecoderModel['forwardBatch']>[0], inputs: number[][]): Promise<ForwardOutputs[]> {
+  /** One batched pass, measured for the cost model (the auto threshold) and reported. */
+  private async pass(model: DecoderModel, kind: 'draft' | 'verify', caches: Parameters<DecoderModel['forwardBatch']>[0], inputs: number[][], costs: PassCostModel): Promise<ForwardOutputs[]> {
     const start = performance.now();
     const outs = await model.forwardBatch(caches, inputs);
-    this.options.onPass?.({ kind, sequences: inputs.length, tokens: inputs.reduce((n, x) => n + x.length, 0), ms: performance.now() - start });
+    const ms = performance.now() - start;
+    const tokens = inputs.reduce((n, x) => n + x.length, 0);
+    if (kind === 'draft') costs.observeDraft(inputs.length, ms);
+    else costs.observeVerify(inputs.length, tokens, ms);
+    this.options.onPass?.({ kind, sequences: inputs.length, tokens, ms });
     return outs;
   }
 

@@ -26,7 +26,8 @@ import { type FinishReason, OutputDecider, type OutputRules } from './output-dec
 import { Rng } from './rng.js';
 import { argmax, decodingTemperature, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
-import { type AcceptancePredictor, createPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
+import { PassCostModel } from './cost-model.js';
+import { type AcceptancePredictor, createPolicy, SpecDecPlusPlusPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
 
 export interface GenerateOptions {
   /** Most new tokens to produce. */
@@ -93,6 +94,9 @@ export class ContextLengthError extends Error {
 }
 
 export class SpeculativeDecoder {
+  /** Pass costs at the current load, measured on this decoder's passes (the auto threshold of specdec++). */
+  readonly costs = new PassCostModel();
+
   constructor(
     readonly target: DecoderModel,
     readonly draft?: DecoderModel,
@@ -121,7 +125,13 @@ export class SpeculativeDecoder {
     if (prompt.length >= this.contextLength) {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
     }
-    const policy = createPolicy(withDefaultThreshold(opts.policy, recommendedThresholdAt(this.head, decodingTemperature(opts.sampling))));
+    const spec = withDefaultThreshold(opts.policy, recommendedThresholdAt(this.head, decodingTemperature(opts.sampling)));
+    const policy = createPolicy(spec);
+    // specdec++ without a threshold of its own: the head's recommended one, adapted to the load
+    // each round (cost-model.ts). Not for seeded sampling: which candidates are drafted changes
+    // which random draws make the output, and a seeded output must not depend on the load.
+    const adaptive = opts.policy.policy === 'specdec++' && opts.policy.threshold === undefined && (isGreedy(opts.sampling) || opts.seed === undefined);
+    const autoAnchor = adaptive && spec.policy === 'specdec++' ? spec.threshold : undefined;
     const draft = policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
     if (policy.maxDraft > 0 && !draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
     if (policy.needsHead) {
@@ -130,7 +140,7 @@ export class SpeculativeDecoder {
         throw new RangeError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`);
       }
     }
-    return new Generation(this.target, draft, this.head, prompt, opts, policy);
+    return new Generation(this.target, draft, this.head, prompt, opts, policy, this.costs, autoAnchor);
   }
 }
 
@@ -166,6 +176,10 @@ export class Generation {
     prompt: readonly number[],
     private readonly opts: GenerateOptions,
     private readonly policy: StopPolicy,
+    /** Where this generation's passes and rounds are measured. */
+    readonly costModel: PassCostModel = new PassCostModel(),
+    /** With specdec++ and no threshold given: h at batch size 1, adapted each round to the load (cost-model.ts). */
+    private readonly autoAnchor?: number,
   ) {
     this.x = [...prompt];
     this.promptLength = prompt.length;
@@ -205,14 +219,19 @@ export class Generation {
 
   /** One round of this sequence alone: the phases below, each pass over this sequence only. */
   private async round(): Promise<number[]> {
-    this.beginRound();
+    this.beginRound(1);
     const draftStart = performance.now();
     for (let input = await this.draftInput(); input; input = await this.draftInput()) {
-      await this.takeDraft(await this.draftModel!.forwardWithHidden(this.draftCache!, input, 1));
+      const stepStart = performance.now();
+      const out = await this.draftModel!.forwardWithHidden(this.draftCache!, input, 1);
+      this.costModel.observeDraft(1, performance.now() - stepStart);
+      await this.takeDraft(out);
     }
     const draftMs = performance.now() - draftStart;
     const targetStart = performance.now();
-    const logits = await this.target.forward(this.targetCache, this.verifyInput(), this.candidateCount + 1);
+    const input = this.verifyInput();
+    const logits = await this.target.forward(this.targetCache, input, this.candidateCount + 1);
+    this.costModel.observeVerify(1, input.length, performance.now() - targetStart);
     return this.finishRound(logits, draftMs, targetStart);
   }
 
@@ -284,13 +303,21 @@ export class Generation {
   /**
    * Start a round: decide how many candidates it may hold. Candidates never run past what the
    * round may emit (one token always comes from the target) nor past either model's context.
+   * With the auto threshold, specdec++'s h for this round follows from the load (cost-model.ts).
+   * @param batch sequences whose rounds run together (1: alone)
    */
-  beginRound(): void {
+  beginRound(batch: number): void {
     const x = this.x;
     const draft = this.draft;
     const remaining = this.maxNew - this.tokenIds.length;
     const cap = Math.min(remaining - 1, this.target.info.maxPositions - x.length - 1, draft ? draft.info.maxPositions - x.length + 1 : 0);
-    const drafting = draft !== undefined && this.draftCache !== undefined && Math.min(cap, this.policy.maxDraft) > 0;
+    let worthIt = true;
+    if (this.autoAnchor !== undefined && this.policy instanceof SpecDecPlusPlusPolicy) {
+      const auto = this.costModel.threshold(this.autoAnchor, batch);
+      this.policy.threshold = auto.threshold;
+      worthIt = auto.draft;
+    }
+    const drafting = worthIt && draft !== undefined && this.draftCache !== undefined && Math.min(cap, this.policy.maxDraft) > 0;
     if (drafting) this.policy.begin();
     this.proposal = {
       cap: drafting ? cap : 0,
@@ -448,6 +475,8 @@ export class Generation {
 
     // 5. Account.
     const round: RoundStats = { drafted: k, accepted: result.accepted, emitted: emitted.length, draftMs, targetMs };
+    if (this.policy instanceof SpecDecPlusPlusPolicy) round.threshold = this.policy.threshold;
+    this.costModel.observeRound(k, result.accepted);
     if (acceptProbs) round.acceptProbs = acceptProbs;
     this.collector.observe(round);
     this.opts.onRound?.(round);

@@ -9,6 +9,8 @@ export interface RoundStats {
   emitted: number;
   draftMs: number;
   targetMs: number;
+  /** specdec++: the threshold h the round ran with (with the auto threshold it follows the load, cost-model.ts). */
+  threshold?: number;
   /**
    * The acceptance head's P(accept) for each candidate, when a head was asked (index i for
    * y_{i+1}); with `accepted` this gives the head's live calibration (predicted vs realised).

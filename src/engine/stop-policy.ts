@@ -72,7 +72,10 @@ export type PolicySpec =
   | { policy: 'none' }
   | { policy: 'fixed'; k: number }
   | { policy: 'confidence'; pMin: number; kMax: number }
-  /** `threshold` absent: the head's recommended one (see {@link withDefaultThreshold}). */
+  /**
+   * `threshold` absent (`auto`): the head's recommended one (see {@link withDefaultThreshold}),
+   * adapted to the load each round unless the request samples with a seed (cost-model.ts).
+   */
   | { policy: 'specdec++'; threshold?: number; kMin: number; kMax: number };
 
 export type PolicyName = PolicySpec['policy'];
@@ -149,7 +152,8 @@ export class SpecDecPlusPlusPolicy implements StopPolicy {
   private prod = 1;
 
   constructor(
-    readonly threshold: number,
+    /** h; the engine may change it between rounds (the auto threshold, cost-model.ts). */
+    public threshold: number,
     readonly kMin: number,
     readonly maxDraft: number,
   ) {}
@@ -250,8 +254,8 @@ export function validatePolicySpec(spec: PolicySpec): PolicySpec {
 
 /**
  * Parse `none`, `fixed`, `fixed:K`, `confidence`, `confidence:P_MIN`, `specdec++`,
- * `specdec++:H` (the form used by the CLI's --policies lists and the benchmark). A bare
- * `specdec++` takes its threshold from the head.
+ * `specdec++:H`, `specdec++:auto` (the form used by the CLI's --policies lists and the
+ * benchmark). A bare `specdec++` is `specdec++:auto`: its threshold comes from the head and the load.
  */
 export function parsePolicy(text: string): PolicySpec {
   const [name, arg, extra] = text.trim().split(':');
@@ -271,7 +275,7 @@ export function parsePolicy(text: string): PolicySpec {
     case 'confidence':
       return validatePolicySpec({ policy: 'confidence', pMin: num('p_min') ?? DEFAULT_P_MIN, kMax: DEFAULT_CONFIDENCE_K_MAX });
     case 'specdec++':
-      return validatePolicySpec({ policy: 'specdec++', threshold: num('threshold'), kMin: DEFAULT_SPECDEC_K_MIN, kMax: DEFAULT_SPECDEC_K_MAX });
+      return validatePolicySpec({ policy: 'specdec++', threshold: arg === 'auto' ? undefined : num('threshold'), kMin: DEFAULT_SPECDEC_K_MIN, kMax: DEFAULT_SPECDEC_K_MAX });
     default:
       throw new PolicySpecError(`unknown policy "${name}" in "${text}"; expected one of ${POLICY_NAMES.join(', ')}`);
   }
