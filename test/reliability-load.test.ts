@@ -18,13 +18,13 @@ describe('overload', () => {
   let app: FastifyInstance;
   let url: string;
   before(async () => {
-    app = await buildApp({ workers: 1, maxQueue: 2, pair: { head: null } });
+    app = await buildApp({ workers: 1, maxQueue: 2, batching: { maxBatch: 2 }, pair: { head: null } });
     await app.specd.engine.ready;
     url = await app.listen({ host: '127.0.0.1', port: 0 });
   });
   after(() => app?.close());
 
-  test('beyond workers + max-queue, streams get 429 rate_limit_error with Retry-After; the admitted ones finish', async () => {
+  test('beyond workers x max-batch + max-queue, streams get 429 rate_limit_error with Retry-After; the admitted ones finish', async () => {
     const outcomes = await Promise.all(Array.from({ length: 12 }, () => streamChat(url, story(40))));
     const ok = outcomes.filter((o) => o.status === 200);
     const refused = outcomes.filter((o) => o.status === 429);

@@ -40,7 +40,8 @@ function faultSuite(kind: FaultKind, workerDies: boolean): void {
     let lost = 0;
     before(async () => {
       // Generations 2 (streamed) and 4 (not streamed) fail after their first tokens.
-      app = await buildApp({ workers: 1, maxQueue: 8, pair: { head: null }, faults: { kind, at: [2, 4] } });
+      // One generation at a time: a worker that dies takes its whole batch with it, and these tests follow the one behind it.
+      app = await buildApp({ workers: 1, maxQueue: 8, batching: { maxBatch: 1 }, pair: { head: null }, faults: { kind, at: [2, 4] } });
       await app.specd.engine.ready;
       url = await app.listen({ host: '127.0.0.1', port: 0 });
       app.specd.engine.options.onWorkerLost = () => lost++;

@@ -132,7 +132,7 @@ export class ServerMetrics implements EngineObserver {
     this.draftSeconds = counter('spec_decode_draft_seconds_total', 'Time spent drafting candidates, by policy.', ['policy']);
     this.verifySeconds = counter('spec_decode_verify_seconds_total', "Time spent in the target's verification passes (and acceptance), by policy.", ['policy']);
     this.batchSize = histogram('batch_size', 'Sequences per forward pass of a worker, by pass kind (draft step, verify, prefill).', BATCH_SIZE_BUCKETS, ['kind']);
-    this.passTokens = histogram('iteration_tokens_total', 'Tokens fed per forward pass of a worker (padding excluded), by pass kind.', PASS_TOKEN_BUCKETS, ['kind']);
+    this.passTokens = histogram('iteration_tokens', 'Tokens fed per forward pass of a worker (padding excluded), by pass kind.', PASS_TOKEN_BUCKETS, ['kind']);
     for (const kind of PASS_KINDS) {
       this.batchSize.zero({ kind });
       this.passTokens.zero({ kind });

@@ -44,9 +44,11 @@ function reportStats(): void {
   parentPort?.postMessage(message);
 }
 
-/** Bytes of KV cache a generation may come to need: its longest sequence in every model it feeds. */
+/** Bytes of KV cache a generation may come to need: its longest sequence in the target and in the draft its policy runs. */
 function kvBytesFor(pair: ModelPair, request: GenerationRequest): number {
-  const models = [pair.target, pair.draft, pair.headDraft].filter((m) => m !== undefined);
+  const policy = request.policy.policy;
+  const draft = policy === 'none' ? undefined : policy === 'specdec++' ? (pair.headDraft ?? pair.draft) : pair.draft;
+  const models = [pair.target, draft].filter((m) => m !== undefined);
   const positions = Math.min(request.promptIds.length + request.maxTokens, pair.target.info.maxPositions);
   return models.reduce((n, m) => n + positions * kvBytesPerPosition(m.info), 0);
 }
