@@ -182,15 +182,15 @@ export class PooledKVCache implements KVCache {
   }
 
   /**
-   * Write the first `n` rows of batch entry `b` of a pass's `kv_rows.{i}` ([batch, S, width])
-   * at positions length..length+n-1, and extend the length by n.
+   * Write `n` rows of a pass's `kv_rows.{i}` ([1, T, width], the pass's tokens packed), from
+   * packed row `from`, at positions length..length+n-1, and extend the length by n.
    */
-  append(outputs: Record<string, ort.OnnxValue>, b: number, n: number): void {
+  append(outputs: Record<string, ort.OnnxValue>, from: number, n: number): void {
     if (this.released) throw new Error('the KV cache was released');
     for (let i = 0; i < this.pool.layout.layers; i++) {
       const rows = outputs[kvRowsOutput(i)] as ort.Tensor;
-      const [, fed, width] = rows.dims as [number, number, number];
-      const data = (rows.data as Float32Array).subarray(b * fed * width, (b + 1) * fed * width);
+      const width = rows.dims.at(-1)!;
+      const data = (rows.data as Float32Array).subarray(from * width, (from + n) * width);
       this.pool.writeRows(this.slot, i, this.len, n, data, width);
     }
     this.len += n;

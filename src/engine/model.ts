@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { ModelLoadError } from '../errors.js';
 import { checkExternalData } from '../onnx/external-data.js';
-import { GRAPH_KIND_KEY, kvRowsOutput, LOGITS_FROM_INPUT, PAST_LENGTH_INPUT } from '../onnx/gpt2-graph.js';
+import { GRAPH_KIND_KEY, kvRowsOutput, LOGITS_FROM_INPUT, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT } from '../onnx/gpt2-graph.js';
 import { NotGpt2Error } from '../onnx/gpt2-weights.js';
 import { readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { type Device, executionProviders } from './device.js';
@@ -223,7 +223,11 @@ export class DecoderModel {
     const logitRows = Math.max(1, Math.min(rows, n));
     if (this.hasLogitsFrom) feeds[LOGITS_FROM_INPUT] = new ort.Tensor('int64', BigInt64Array.of(BigInt(n - logitRows)), [1]);
     if (this.pool) {
+      // One sequence: packed and padded layouts coincide.
+      const identity = BigInt64Array.from({ length: n }, (_, i) => BigInt(i));
       feeds[PAST_LENGTH_INPUT] = new ort.Tensor('int64', BigInt64Array.of(BigInt(past)), [1]);
+      feeds[PADDED_SOURCE_INPUT] = new ort.Tensor('int64', identity, [1, n]);
+      feeds[PACKED_INDEX_INPUT] = new ort.Tensor('int64', identity, [n]);
     }
     cache.addFeeds(feeds, total);
     const out = await this.run(feeds);
@@ -237,12 +241,13 @@ export class DecoderModel {
 
   /**
    * One pass over several sequences (continuous batching): sequence b feeds `inputs[b]` after its
-   * cached positions. With a cache written in place this is one session run over the pool's
-   * slots from the lowest to the highest of the batch's (kv-pool.ts): shorter inputs are padded
-   * at their end, and a slot in that range that is not in the batch is fed one padding token at
-   * position 0 with no past; padding is neither attended to by real tokens nor kept in a cache,
-   * so each sequence's result is what it would be alone. Other caches (exported graphs, WebGPU)
-   * run one sequence after another.
+   * cached positions. With a cache written in place this is one session run: the tokens go in
+   * packed (no padding: the projections, the MLP and the lm_head compute T = sum of the inputs'
+   * lengths rows), and the attention runs per sequence over the pool's slots from the lowest to
+   * the highest of the batch's (gpt2-graph.ts), shorter inputs padded there and slots in the
+   * range that are not in the batch given a padding row and no past; padding is neither attended
+   * to by real tokens nor kept in a cache, so each sequence's result is what it would be alone.
+   * Other caches (exported graphs, WebGPU) run one sequence after another.
    * @returns per sequence: logits [inputs[b].length, vocab], and when the graph outputs them
    *   hidden [inputs[b].length, width] and acceptLogit [inputs[b].length], row-major
    * @throws RangeError for caches of another model, a cache given twice, an empty input, or a
@@ -267,31 +272,41 @@ export class DecoderModel {
     });
     const slots = seqs.map((c) => c.slot);
     const first = Math.min(...slots);
-    const batch = Math.max(...slots) - first + 1;
+    const entries = Math.max(...slots) - first + 1;
     const entryOf = new Map(slots.map((slot, i) => [slot - first, i]));
     const fed = Math.max(...inputs.map((x) => x.length));
-    const ids = new BigInt64Array(batch * fed);
-    const positions = new BigInt64Array(batch * fed);
-    const pasts = new BigInt64Array(batch);
-    for (let e = 0; e < batch; e++) {
+    // Tokens packed in the order of the inputs; the attention's padded layout over the slots' range.
+    const total = inputs.reduce((n, x) => n + x.length, 0);
+    const offsets = inputs.map((_, i) => inputs.slice(0, i).reduce((n, x) => n + x.length, 0));
+    const ids = new BigInt64Array(total);
+    const positions = new BigInt64Array(total);
+    const packedIndex = new BigInt64Array(total);
+    const paddedSource = new BigInt64Array(entries * fed); // slots not in the batch read packed row 0; their results are dropped
+    const pasts = new BigInt64Array(entries);
+    for (let e = 0; e < entries; e++) {
       const i = entryOf.get(e);
-      if (i === undefined) continue; // not in the batch: token 0 at positions 0.. with no past, discarded
+      if (i === undefined) continue;
       const x = inputs[i]!;
       const past = seqs[i]!.length;
+      const at = offsets[i]!;
       pasts[e] = BigInt(past);
-      for (let t = 0; t < fed; t++) {
-        ids[e * fed + t] = BigInt(x[Math.min(t, x.length - 1)]!); // padding repeats the last token
-        positions[e * fed + t] = BigInt(Math.min(past + t, this.info.maxPositions - 1));
+      for (let t = 0; t < x.length; t++) {
+        ids[at + t] = BigInt(x[t]!);
+        positions[at + t] = BigInt(past + t);
+        packedIndex[at + t] = BigInt(e * fed + t);
       }
+      for (let t = 0; t < fed; t++) paddedSource[e * fed + t] = BigInt(at + Math.min(t, x.length - 1)); // padding repeats the last row
     }
     pool.reserve(Math.max(...seqs.map((c, i) => c.length + inputs[i]!.length)));
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', ids, [batch, fed]),
-      position_ids: new ort.Tensor('int64', positions, [batch, fed]),
-      [PAST_LENGTH_INPUT]: new ort.Tensor('int64', pasts, [batch]),
+      input_ids: new ort.Tensor('int64', ids, [1, total]),
+      position_ids: new ort.Tensor('int64', positions, [1, total]),
+      [PAST_LENGTH_INPUT]: new ort.Tensor('int64', pasts, [entries]),
+      [PADDED_SOURCE_INPUT]: new ort.Tensor('int64', paddedSource, [entries, fed]),
+      [PACKED_INDEX_INPUT]: new ort.Tensor('int64', packedIndex, [total]),
       [LOGITS_FROM_INPUT]: new ort.Tensor('int64', BigInt64Array.of(0n), [1]),
     };
-    addKvFeeds(feeds, pool.batchTensors(first, batch));
+    addKvFeeds(feeds, pool.batchTensors(first, entries));
     const out = await this.run(feeds);
 
     const logits = hostFloat32(out.logits as ort.Tensor);
@@ -299,16 +314,15 @@ export class DecoderModel {
     const acceptLogit = out[ACCEPT_OUTPUT] as ort.Tensor | undefined;
     const hiddenData = hidden && hostFloat32(hidden);
     const acceptData = acceptLogit && hostFloat32(acceptLogit);
-    const rowsOf = (data: Float32Array | undefined, e: number, n: number): Float32Array | undefined => {
+    const rowsOf = (data: Float32Array | undefined, from: number, n: number): Float32Array | undefined => {
       if (!data) return undefined;
-      const width = data.length / (batch * fed);
-      return data.slice(e * fed * width, (e * fed + n) * width);
+      const width = data.length / total;
+      return data.slice(from * width, (from + n) * width);
     };
     return seqs.map((c, i) => {
-      const e = c.slot - first;
       const n = inputs[i]!.length;
-      c.append(out, e, n);
-      return { logits: rowsOf(logits, e, n)!, hidden: rowsOf(hiddenData, e, n), acceptLogit: rowsOf(acceptData, e, n) };
+      c.append(out, offsets[i]!, n);
+      return { logits: rowsOf(logits, offsets[i]!, n)!, hidden: rowsOf(hiddenData, offsets[i]!, n), acceptLogit: rowsOf(acceptData, offsets[i]!, n) };
     });
   }
 

@@ -59,14 +59,24 @@ export type Gpt2Part = 'ops' | 'fused';
 /** How a block's attention is built (module comment). */
 export type Gpt2Attention = Gpt2Part | 'inplace';
 
-/** Inputs of an `inplace` graph besides input_ids, the KV buffers and logits_from. */
+/**
+ * Inputs of an `inplace` graph besides input_ids, the KV buffers and logits_from. Its tokens
+ * come packed: input_ids and position_ids [1, T] hold every sequence's new tokens one after the
+ * other (no padding), and everything but the attention runs on those T rows. The attention runs
+ * per sequence on a padded [B, S] layout: `padded_source` [B, S] gives the packed row each padded
+ * position takes (padding repeats a real row; it is masked from the real queries), and
+ * `packed_index` [T] the flat padded position (b S + j) each packed row comes back from.
+ * `past_sequence_length` [B] is each sequence's cached length.
+ */
 export const POSITION_IDS_INPUT = 'position_ids';
 export const PAST_LENGTH_INPUT = 'past_sequence_length';
+export const PADDED_SOURCE_INPUT = 'padded_source';
+export const PACKED_INDEX_INPUT = 'packed_index';
 
 /** Additive mask value of positions a query must not see (exp underflows to 0, and no -Infinity arithmetic). */
 const MASKED = -1e9;
 
-/** Outputs of an `inplace` graph: layer i's new rows, packed as its QKV projection [batch, S, 3 * hidden]. */
+/** Outputs of an `inplace` graph: layer i's new rows, as its QKV projection of the packed tokens [1, T, 3 * hidden]. */
 export const KV_ROWS_PREFIX = 'kv_rows.';
 export const kvRowsOutput = (layer: number) => `${KV_ROWS_PREFIX}${layer}`;
 
@@ -89,11 +99,13 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   const ids = g.input('input_ids', 'int64', ['batch_size', 'sequence_length']);
   if (inplace) {
     g.input(POSITION_IDS_INPUT, 'int64', ['batch_size', 'sequence_length']);
-    g.input(PAST_LENGTH_INPUT, 'int64', ['batch_size']);
+    g.input(PAST_LENGTH_INPUT, 'int64', ['entries']);
+    g.input(PADDED_SOURCE_INPUT, 'int64', ['entries', 'entry_length']);
+    g.input(PACKED_INDEX_INPUT, 'int64', ['sequence_length']);
   }
   for (let i = 0; i < layers; i++) {
-    g.input(`past_key_values.${i}.key`, 'float32', inplace ? ['batch_size', w.heads, headDim, 'kv_capacity'] : kvShape);
-    g.input(`past_key_values.${i}.value`, 'float32', inplace ? ['batch_size', w.heads, 'kv_capacity', headDim] : kvShape);
+    g.input(`past_key_values.${i}.key`, 'float32', inplace ? ['entries', w.heads, headDim, 'kv_capacity'] : kvShape);
+    g.input(`past_key_values.${i}.value`, 'float32', inplace ? ['entries', w.heads, 'kv_capacity', headDim] : kvShape);
   }
   g.setMetadata(GRAPH_KIND_KEY, `gpt2 attention=${parts.attention} norms=${parts.norms} gelu=${parts.gelu}`);
   const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
@@ -122,24 +134,30 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
 
   const mask = parts.attention === 'ops' ? causalMask(g) : '';
   const inplaceMasks = inplace ? bufferMasks(g) : undefined;
-  /** The QKV projection with the softmax scale folded into the query columns of its weight and bias: [qkv, q, k, v]. */
-  const scaledQkv = (i: number, a: string, b: Gpt2Block): [string, string, string, string] => {
+  /** The QKV projection with the softmax scale folded into the query columns of its weight and bias. */
+  const scaledQkv = (i: number, a: string, b: Gpt2Block): string => {
     const scale = 1 / Math.sqrt(headDim);
     const weight = b.qkv.weight.slice();
     const bias = b.qkv.bias.slice();
     for (let r = 0; r < E; r++) for (let c = 0; c < E; c++) weight[r * 3 * E + c]! *= scale;
     for (let c = 0; c < E; c++) bias[c]! *= scale;
-    const qkv = g.op('Add', [g.op('MatMul', [a, param(`l${i}.qkv.weight`, weight, [E, 3 * E])]), vector(`l${i}.qkv.bias`, bias)]);
+    return g.op('Add', [g.op('MatMul', [a, param(`l${i}.qkv.weight`, weight, [E, 3 * E])]), vector(`l${i}.qkv.bias`, bias)]);
+  };
+  /** [.., 3E] into q, k, v [.., E]. */
+  const splitQkv = (qkv: string): [string, string, string] => {
     const [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [E, E, E])], 3, { attrs: { axis: -1 } });
-    return [qkv, q!, k!, v!];
+    return [q!, k!, v!];
   };
   /** [B, S, E] split into heads: [B, N, S, H] (or another order of those axes with `perm`). */
   const heads = (t: string, perm = [0, 2, 1, 3]): string =>
     g.op('Transpose', [g.op('Reshape', [t, g.constant('int64', [0, 0, w.heads, headDim])])], { attrs: { perm } });
   const attention = (i: number, a: string, b: Gpt2Block): string => {
     if (inplace) {
-      const [qkv, q, k, v] = scaledQkv(i, a, b);
+      const qkv = scaledQkv(i, a, b); // [1, T, 3E]
       g.output(qkv, kvRowsOutput(i), 'float32', ['batch_size', 'sequence_length', 3 * E]);
+      // Packed rows to the padded layout: [1, T, 3E] -> [B, S, 3E].
+      const padded = g.op('Squeeze', [g.op('Gather', [qkv, PADDED_SOURCE_INPUT], { attrs: { axis: 1 } }), g.constant('int64', [0])]);
+      const [q, k, v] = splitQkv(padded);
       const query = heads(q); // [B, N, S, H]
       const pastScores = g.op('Add', [g.op('MatMul', [query, `past_key_values.${i}.key`]), inplaceMasks!.past]); // [B, N, S, C]
       const newKeys = heads(k, [0, 2, 3, 1]); // [B, N, H, S]
@@ -147,7 +165,9 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
       const probs = g.op('Softmax', [g.op('Concat', [pastScores, newScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
       const [pastProbs, newProbs] = g.opN('Split', [probs, inplaceMasks!.split], 2, { attrs: { axis: -1 } });
       const context = g.op('Add', [g.op('MatMul', [pastProbs!, `past_key_values.${i}.value`]), g.op('MatMul', [newProbs!, heads(v)])]);
-      return g.op('Reshape', [g.op('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), g.constant('int64', [0, 0, E])]);
+      // Back to the packed rows: [B, N, S, H] -> [B S, E] -> [1, T, E].
+      const flat = g.op('Reshape', [g.op('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), g.constant('int64', [-1, E])]);
+      return g.op('Unsqueeze', [g.op('Gather', [flat, PACKED_INDEX_INPUT], { attrs: { axis: 0 } }), g.constant('int64', [0])]);
     }
     if (parts.attention === 'fused') {
       const qkv = g.op('MatMul', [a, param(`l${i}.qkv.weight`, b.qkv.weight, [E, 3 * E])]);
@@ -159,7 +179,7 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
         { domain: MS, attrs: { num_heads: w.heads, unidirectional: 1 }, outputs: [g.fresh('attention'), `present.${i}.key`, `present.${i}.value`] },
       )[0]!;
     }
-    const [, q, k, v] = scaledQkv(i, a, b);
+    const [q, k, v] = splitQkv(scaledQkv(i, a, b));
     const keys = g.op('Concat', [`past_key_values.${i}.key`, heads(k!)], { attrs: { axis: 2 }, outputs: [`present.${i}.key`] });
     const values = g.op('Concat', [`past_key_values.${i}.value`, heads(v!)], { attrs: { axis: 2 }, outputs: [`present.${i}.value`] });
     const scores = g.op('Add', [g.op('MatMul', [heads(q!), g.op('Transpose', [keys], { attrs: { perm: [0, 1, 3, 2] } })]), mask]);
@@ -235,7 +255,7 @@ function causalMask(g: GraphBuilder): string {
 function bufferMasks(g: GraphBuilder): { past: string; causal: string; split: string } {
   const scalar = (v: number) => g.constant('int64', [v], []);
   const capacity = shapeDim(g, 'past_key_values.0.value', 2);
-  const fed = shapeDim(g, 'input_ids', 1);
+  const fed = shapeDim(g, PADDED_SOURCE_INPUT, 1);
   const slots = g.op('Range', [scalar(0), g.op('Squeeze', [capacity, g.constant('int64', [0])]), scalar(1)]);
   const seen = g.op('Less', [g.op('Unsqueeze', [slots, g.constant('int64', [0])]), g.op('Unsqueeze', [PAST_LENGTH_INPUT, g.constant('int64', [1])])]); // [B, C]
   const past = g.op('Unsqueeze', [g.op('Where', [seen, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]), g.constant('int64', [1, 2])]);
