@@ -29,7 +29,7 @@ let loadingMetrics: LightMyRequestResponse[];
 
 before(async () => {
   // The bundled pair without an acceptance head (whether or not one is bundled).
-  app = await buildApp({ workers: 1, maxQueue: 1, apiKey: KEY, bodyLimit: BODY_LIMIT, pair: { head: null } });
+  app = await buildApp({ workers: 1, maxQueue: 1, batching: { maxBatch: 1 }, apiKey: KEY, bodyLimit: BODY_LIMIT, pair: { head: null } });
   // Straight after buildApp the worker is still loading its models.
   loadingHealth = await app.inject({ method: 'GET', url: '/health' });
   loadingChat = await app.inject({ method: 'POST', url: '/v1/chat/completions', headers: auth, payload: { messages: user('hi'), max_tokens: 4 } });
