@@ -87,6 +87,7 @@ class RecentPlane {
     const v = [x1, x2, y, x1 * x1, x2 * x2, x1 * x2, x1 * y, x2 * y];
     for (let i = 0; i < 8; i++) this.s[i] = this.s[i]! * DECAY + v[i]!;
     this.count++;
+    this.fitted = undefined;
   }
 
   /** [a, b1, b2] */
@@ -118,19 +119,26 @@ class RecentPlane {
     return [my - b1 * m1 - b2 * m2, b1, b2];
   }
 
+  /** The fitted [a, b1, b2], recomputed only after new observations. */
+  private fitted: [number, number, number] | undefined;
+
   at(x1: number, x2: number): number {
-    const [a, b1, b2] = this.fit();
+    const [a, b1, b2] = this.coefficients();
     return a + b1 * x1 + b2 * x2;
+  }
+
+  private coefficients(): [number, number, number] {
+    return (this.fitted ??= this.fit());
   }
 
   /** The slope along x1. */
   get slope1(): number {
-    return this.fit()[1];
+    return this.coefficients()[1];
   }
 
   /** The slope along x2. */
   get slope2(): number {
-    return this.fit()[2];
+    return this.coefficients()[2];
   }
 }
 

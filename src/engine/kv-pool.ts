@@ -15,7 +15,8 @@
  * - Rollback (`crop`) is a length change: rows past the length are stale and get overwritten by
  *   the next pass.
  * - Capacity: a pass reads each buffer whole (gpt2-graph.ts), so the capacity follows the
- *   longest live sequence in steps of `CAPACITY_STEP` positions, up to the model's context:
+ *   longest live sequence in steps of `CAPACITY_STEP` positions (by GROWTH at least while
+ *   several sequences are live), up to the model's context:
  *   growing copies the buffers (every `CAPACITY_STEP` tokens: a small share of a token's cost),
  *   and when the last live cache is released the pool goes back to one step. The slot count
  *   doubles when every slot is taken; slots are kept for later sequences.
@@ -26,6 +27,13 @@ import { addKvFeeds, checkCrop, type KVCache, type KvLayout } from './kv-cache.j
 
 /** Positions a slot's capacity grows by: a pass reads the whole capacity, so a small step keeps it close to the length (64: at most 6% over it at 1,000 positions), and growing copies the buffers once per step (the bundled target: ~1.2 MB per step of a slot). */
 export const CAPACITY_STEP = 64;
+/**
+ * Factor the capacity grows by at least while several slots are live. Growing copies every slot's buffers (a batch of 16
+ * sequences of the bundled pair growing from 64 to 448 positions one step at a time spent a fifth
+ * of its time there); 1.5 halves the number of copies, and a pass reads at most a third more
+ * positions than the longest sequence needs.
+ */
+export const GROWTH = 1.5;
 
 export class KvSlotPool {
   /** Buffers in layer order: layer i's keys at 2i ([slots, kvHeads, headDim, capacity]), values at 2i + 1 ([slots, kvHeads, capacity, headDim]). */
@@ -76,11 +84,16 @@ export class KvSlotPool {
     if (this.free.length === this.slotCount && this.cap > first) this.resize(this.slotCount, first);
   }
 
-  /** Make every slot hold at least `positions` positions (in steps of CAPACITY_STEP); RangeError past the context. */
+  /**
+   * Make every slot hold at least `positions` positions; RangeError past the context. The
+   * capacity grows in steps of CAPACITY_STEP, and with several slots live to at least GROWTH x
+   * what it was: growing copies every slot, so with many live it must happen seldom.
+   */
   reserve(positions: number): void {
     if (positions <= this.cap) return;
     if (positions > this.maxCapacity) throw new RangeError(`a KV cache of ${positions} positions exceeds the model's context of ${this.maxCapacity}`);
-    this.resize(this.slotCount, Math.min(Math.ceil(positions / CAPACITY_STEP) * CAPACITY_STEP, this.maxCapacity));
+    const target = this.slotsInUse > 1 ? Math.max(positions, this.cap * GROWTH) : positions;
+    this.resize(this.slotCount, Math.min(Math.ceil(target / CAPACITY_STEP) * CAPACITY_STEP, this.maxCapacity));
   }
 
   /**
