@@ -140,6 +140,26 @@ describe('continuous batching on the bundled pair', () => {
     }
     assert.equal(pair.target.kvPool!.slotsInUse, slotsBefore - 3, 'the failed generations gave their slots back');
   });
+
+  test("a generation whose own step fails leaves the batch alone; the others' outputs are unchanged", async () => {
+    const opts = { maxTokens: 24, sampling: GREEDY, policy: { policy: 'fixed', k: 3 } as PolicySpec };
+    const alone = await runAlone(pair, prompts.slice(0, 3).map((prompt) => ({ prompt, opts })));
+    const scheduler = new BatchScheduler({ maxBatchTokens: 512 });
+    const gens = prompts.slice(0, 3).map((prompt) => pair.decoder.start(prompt, opts));
+    let calls = 0;
+    gens[1]!.takeDraft = async () => {
+      if (++calls > 2) throw new Error('injected step failure');
+    };
+    const results = await Promise.allSettled(
+      gens.map(async (g) => {
+        while (!g.done) await scheduler.step(g);
+        return g.tokenIds;
+      }),
+    );
+    assert.equal(results[1]!.status, 'rejected');
+    assert.deepEqual(results[0], { status: 'fulfilled', value: alone[0] });
+    assert.deepEqual(results[2], { status: 'fulfilled', value: alone[2] });
+  });
 });
 
 describe('continuous batching on fixtures', () => {

@@ -108,45 +108,57 @@ export class BatchScheduler {
       try {
         budget -= await this.round(ready);
       } catch (err) {
-        for (const g of ready) this.fail(g, err);
+        for (const g of ready) this.fail(g, err); // a failed pass: every generation in it
       }
     }
-    let first = true;
+    // Prompt pieces, one pass each, oldest generation first; at least one per iteration.
+    let pieces = 0;
     for (const g of filling) {
-      if (!first && budget <= 0) break;
-      first = false;
-      const start = performance.now();
-      try {
-        const fed = await g.prefill(Math.max(budget, 1));
-        budget -= fed;
-        this.options.onPass?.({ kind: 'prefill', sequences: 1, tokens: fed, ms: performance.now() - start });
-      } catch (err) {
-        this.fail(g, err);
+      while (g.prefillPending > 0 && (pieces === 0 || budget > 0)) {
+        const start = performance.now();
+        try {
+          const fed = await g.prefill(1);
+          budget -= fed;
+          pieces++;
+          this.options.onPass?.({ kind: 'prefill', sequences: 1, tokens: fed, ms: performance.now() - start });
+        } catch (err) {
+          this.fail(g, err);
+          break;
+        }
       }
+      if (budget <= 0) break;
     }
   }
 
-  /** One round over `gens`; returns the tokens its target pass fed. */
-  private async round(gens: Generation[]): Promise<number> {
+  /**
+   * One round over `gens`; returns the tokens its target pass fed. A generation whose own step
+   * fails (its grammar, its head) leaves the round failed; a pass that fails throws (and fails
+   * every generation in the round).
+   */
+  private async round(all: Generation[]): Promise<number> {
     const limit = this.options.maxBatchTokens;
-    for (const g of gens) g.beginRound(gens.length);
+    let gens = all.filter((g) => this.guard(g, () => g.beginRound(all.length)));
     const draftStart = performance.now();
     for (;;) {
       const steps: { gen: Generation; input: number[] }[] = [];
       for (const gen of gens) {
-        const input = await gen.draftInput();
+        const input = await this.guardAsync(gen, () => gen.draftInput());
         if (input) steps.push({ gen, input });
       }
+      gens = gens.filter((g) => this.waiting.has(g));
       if (steps.length === 0) break;
       // One pass per draft model (the head's draft is a model of its own).
       for (const model of new Set(steps.map((s) => s.gen.draftModel!))) {
-        const group = steps.filter((s) => s.gen.draftModel === model);
+        const group = steps.filter((s) => s.gen.draftModel === model && this.waiting.has(s.gen));
+        if (group.length === 0) continue;
         const outs = await this.pass(model, 'draft', group.map((s) => s.gen.draftKvCache!), group.map((s) => s.input), group[0]!.gen.costModel);
-        for (let i = 0; i < group.length; i++) await group[i]!.gen.takeDraft(outs[i]!);
+        for (let i = 0; i < group.length; i++) await this.guardAsync(group[i]!.gen, () => group[i]!.gen.takeDraft(outs[i]!));
       }
+      gens = gens.filter((g) => this.waiting.has(g));
       if (gens.reduce((n, g) => n + g.verifyLength, 0) >= limit) for (const g of gens) g.stopDrafting();
     }
     const draftMs = performance.now() - draftStart;
+    if (gens.length === 0) return 0;
 
     const targetStart = performance.now();
     const inputs = gens.map((g) => g.verifyInput());
@@ -154,13 +166,30 @@ export class BatchScheduler {
     this.lastBatchSize = gens.length;
     for (let i = 0; i < gens.length; i++) {
       const gen = gens[i]!;
-      try {
-        this.settle(gen, await gen.finishRound(outs[i]!.logits, draftMs, targetStart));
-      } catch (err) {
-        this.fail(gen, err);
-      }
+      const emitted = await this.guardAsync(gen, () => gen.finishRound(outs[i]!.logits, draftMs, targetStart));
+      if (emitted) this.settle(gen, emitted);
     }
     return inputs.reduce((n, x) => n + x.length, 0);
+  }
+
+  /** Run one generation's own step; on an error fail that generation alone. @returns whether it went on */
+  private guard(gen: Generation, step: () => void): boolean {
+    try {
+      step();
+      return true;
+    } catch (err) {
+      this.fail(gen, err);
+      return false;
+    }
+  }
+
+  private async guardAsync<T>(gen: Generation, step: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await step();
+    } catch (err) {
+      this.fail(gen, err);
+      return undefined;
+    }
   }
 
   /** One batched pass, measured for the cost model (the auto threshold) and reported. */
