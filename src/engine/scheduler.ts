@@ -56,8 +56,6 @@ export class BatchScheduler {
   /** Generations waiting for their next round, in the order they asked. */
   private readonly waiting = new Map<Generation, Waiter>();
   private looping = false;
-  /** Sequences in the last round's target pass. */
-  lastBatchSize = 0;
 
   /** @throws RangeError when maxBatchTokens is not a positive integer */
   constructor(readonly options: SchedulerOptions) {
@@ -163,7 +161,6 @@ export class BatchScheduler {
     const targetStart = performance.now();
     const inputs = gens.map((g) => g.verifyInput());
     const outs = await this.pass(gens[0]!.targetModel, 'verify', gens.map((g) => g.targetKvCache), inputs, gens[0]!.costModel);
-    this.lastBatchSize = gens.length;
     for (let i = 0; i < gens.length; i++) {
       const gen = gens[i]!;
       const emitted = await this.guardAsync(gen, () => gen.finishRound(outs[i]!.logits, draftMs, targetStart));
