@@ -43,7 +43,7 @@ describe('auto threshold', () => {
     assert.ok(hs.every((h) => h.draft));
   });
 
-  test('a compute-bound batch with half the candidates rejected does not draft; alone it does', () => {
+  test('a compute-bound batch with half the candidates rejected does not draft; alone it always does', () => {
     const model = new PassCostModel();
     // Each token costs 0.5 ms whatever the batch (compute-bound), a pass has a fixed 1 ms.
     feed(model, (n) => 1 + 0.5 * n, (b) => 0.2 + 0.01 * b, [1, 8, 32], [3, 1]);

@@ -26,8 +26,9 @@
  *
  *   h(B) = 1 - (1 - h_1) rho(B),   clamped to [0, 1].
  *
- * Drafting stops altogether for a round when k*(B) = 0: on a compute-bound batch a verified
- * token costs what a decoded one does and rejected candidates are pure loss.
+ * Drafting stops altogether for a round of B > 1 sequences when k*(B) = 0: on a compute-bound
+ * batch a verified token costs what a decoded one does and rejected candidates are pure loss.
+ * (Alone, the anchor stands: drafting off would leave the acceptance rate unmeasured for good.)
  */
 
 /** Longest draft the i.i.d. model of `atBatch` considers. */
@@ -222,7 +223,9 @@ export class PassCostModel {
     const alone = this.atBatch(1);
     const rho = here.c / here.v / (alone.c / alone.v);
     const threshold = Math.min(1, Math.max(0, 1 - (1 - anchor) * rho));
-    return { threshold: Number.isFinite(threshold) ? threshold : anchor, draft: here.k > 0 };
+    // Alone, the anchor stands: the head's build found that drafting pays for this pair alone,
+    // and a live estimate that says otherwise would, once drafting stopped, never be revised.
+    return { threshold: Number.isFinite(threshold) ? threshold : anchor, draft: batch <= 1 || here.k > 0 };
   }
 
   /** The measured quantities, for reports. */

@@ -100,6 +100,10 @@ declare module 'fastify' {
   interface FastifyInstance {
     specd: ServerContext;
   }
+  interface FastifyRequest {
+    /** performance.now() when the request arrived: where its time to first token and latency start. */
+    arrivedAt: number;
+  }
 }
 
 export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstance> {
@@ -171,6 +175,10 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
   app.setNotFoundHandler((request, reply) => {
     const err = apiErrors.routeNotFound(request.method, request.url);
     return reply.code(err.status).send(err.toBody());
+  });
+  app.decorateRequest('arrivedAt', 0);
+  app.addHook('onRequest', async (request) => {
+    request.arrivedAt = performance.now();
   });
   app.addHook('onRequest', requestIdHook);
   // CORS before the key: preflights are answered without it. (After the error handler, which

@@ -71,7 +71,10 @@ export const DEFAULT_BATCHING: BatchingOptions = { maxBatch: 1, maxBatchTokens: 
 /** One generation on the pool. Timestamps are performance.now() milliseconds. */
 export class GenerationHandle {
   state: 'queued' | 'running' | 'finished' = 'queued';
+  /** When the generation was queued for a worker (its queue time starts here). */
   readonly submittedAt = performance.now();
+  /** When its HTTP request arrived (before templating and tokenizing): its TTFT and e2e latency start here. */
+  readonly arrivedAt: number;
   startedAt: number | undefined;
   /** Set by `cancel`. */
   cancelled = false;
@@ -79,7 +82,10 @@ export class GenerationHandle {
   constructor(
     readonly request: GenerationRequest,
     private readonly port: MessagePort,
-  ) {}
+    arrivedAt?: number,
+  ) {
+    this.arrivedAt = arrivedAt ?? this.submittedAt;
+  }
 
   /** Ask the worker to stop after the current round; the generation then ends with `done` (finish reason `abort`). */
   cancel(): void {
@@ -223,12 +229,13 @@ export class EnginePool {
 
   /**
    * Queue generations (all or none). `listener` gets every message of every one, tagged with
-   * its index in `requests`; each ends with `done` or `error`.
+   * its index in `requests`; each ends with `done` or `error`. `arrivedAt`: when their request
+   * arrived (performance.now(); default: now).
    * @throws EngineUnavailableError when loading, draining, closed or full
    */
-  submit(requests: GenerationRequest[], listener: EventListener): GenerationHandle[] {
+  submit(requests: GenerationRequest[], listener: EventListener, arrivedAt?: number): GenerationHandle[] {
     this.checkAvailable(requests.length);
-    return requests.map((request, index) => this.start(request, (message) => listener(index, message)));
+    return requests.map((request, index) => this.start(request, (message) => listener(index, message), arrivedAt));
   }
 
   /** Refuse new generations from now on (shutdown); running and queued ones go on. */
@@ -270,9 +277,9 @@ export class EnginePool {
     if (this.active.size + count > workers * maxBatch + maxQueue) throw new EngineUnavailableError('queue_full', 'every worker is busy and the queue is full');
   }
 
-  private start(request: GenerationRequest, listener: (message: WorkerMessage) => void): GenerationHandle {
+  private start(request: GenerationRequest, listener: (message: WorkerMessage) => void, arrivedAt?: number): GenerationHandle {
     const { port1, port2 } = new MessageChannel();
-    const handle = new GenerationHandle(request, port1);
+    const handle = new GenerationHandle(request, port1, arrivedAt);
     this.active.add(handle);
     this.observer?.submitted(handle);
 

@@ -23,14 +23,18 @@ export class GenerationRun implements AsyncIterable<RunEvent> {
   private open: number;
 
   /** @throws ApiError when the engine cannot take the request (loading, full, shutting down) */
+  /** @param arrivedAt performance.now() when the HTTP request arrived (default: now), where TTFT and e2e latency start */
   constructor(
     engine: EnginePool,
     readonly plan: GenerationPlan,
+    arrivedAt?: number,
   ) {
     this.usage = new UsageTally(plan.promptTokens, plan.policy);
     this.open = plan.requests.length;
     try {
-      this.handles = engine.submit(plan.requests, (index, message) => {
+      this.handles = engine.submit(
+        plan.requests,
+        (index, message) => {
         if (message.type === 'tokens') {
           this.usage.addTokens(message.tokenIds.length);
           this.usage.addRounds(message.rounds);
@@ -39,7 +43,9 @@ export class GenerationRun implements AsyncIterable<RunEvent> {
         }
         this.queue.push({ index, message });
         if ((message.type === 'done' || message.type === 'error') && --this.open === 0) this.queue.close();
-      });
+        },
+        arrivedAt,
+      );
     } catch (err) {
       throw err instanceof EngineUnavailableError ? unavailableError(err) : err;
     }

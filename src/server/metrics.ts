@@ -116,14 +116,14 @@ export class ServerMetrics implements EngineObserver {
     this.generationTokens = counter('generation_tokens_total', 'Tokens generated.');
     this.requestSuccess = counter('request_success_total', 'Finished generations by finish reason (stop, length, abort).', ['finished_reason']);
     this.requestErrors = counter('request_errors_total', 'Generations that ended in an error, by code.', ['code']);
-    this.ttft = histogram('time_to_first_token_seconds', 'Time from submission (queueing included) to the first generated tokens.', LATENCY_BUCKETS);
+    this.ttft = histogram('time_to_first_token_seconds', "Time from the request's arrival (templating, tokenizing and queueing included) to the first generated tokens.", LATENCY_BUCKETS);
     this.itl = histogram('inter_token_latency_seconds', 'Time between successive token deliveries of a generation (one per speculative round).', ITL_BUCKETS);
     this.tpot = histogram(
       'request_time_per_output_token_seconds',
       'Time per output token after the first, per generation: (e2e - TTFT) / (generated tokens - 1).',
       ITL_BUCKETS,
     );
-    this.e2e = histogram('e2e_request_latency_seconds', 'Time from submission to the end of a generation.', LATENCY_BUCKETS);
+    this.e2e = histogram('e2e_request_latency_seconds', "Time from the request's arrival to the end of a generation.", LATENCY_BUCKETS);
     this.queueTime = histogram('request_queue_time_seconds', 'Time a generation waited for an engine worker.', LATENCY_BUCKETS);
     this.requestPromptTokens = histogram('request_prompt_tokens', 'Prompt tokens per generation.', TOKEN_COUNT_BUCKETS);
     this.requestGenerationTokens = histogram('request_generation_tokens', 'Generated tokens per generation.', TOKEN_COUNT_BUCKETS);
@@ -224,7 +224,7 @@ export class ServerMetrics implements EngineObserver {
         // The last message may carry only held-back text (no new tokens): not a token delivery.
         if (message.tokenIds.length > 0) {
           if (times.firstTokensAt === undefined) {
-            this.ttft.observe((now - handle.submittedAt) / 1000);
+            this.ttft.observe((now - handle.arrivedAt) / 1000);
             times.firstTokensAt = now;
           } else this.itl.observe((now - times.lastTokensAt!) / 1000);
           times.lastTokensAt = now;
@@ -234,7 +234,7 @@ export class ServerMetrics implements EngineObserver {
         break;
       case 'done':
         this.observeRounds(policy, message.rounds);
-        this.e2e.observe((now - handle.submittedAt) / 1000);
+        this.e2e.observe((now - handle.arrivedAt) / 1000);
         this.requestGenerationTokens.observe(message.result.token_ids.length);
         // vLLM's definition; the tokens of one round arrive together, so this is the mean per token.
         if (times.firstTokensAt !== undefined && message.result.token_ids.length > 1) this.tpot.observe((now - times.firstTokensAt) / 1000 / (message.result.token_ids.length - 1));

@@ -12,7 +12,7 @@ export async function chatRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatCompletionBodySchema } }, async (request, reply) => {
     const ctx = app.specd;
     const plan = planChat(request.body, ctx);
-    const run = new GenerationRun(ctx.engine, plan);
+    const run = new GenerationRun(ctx.engine, plan, request.arrivedAt);
     run.cancelOnDisconnect(reply.raw);
     const common = { id: completionId('chatcmpl'), created: nowSeconds(), model: plan.model };
     if (plan.stream) {

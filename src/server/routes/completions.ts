@@ -11,7 +11,7 @@ export async function completionRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionBodySchema } }, async (request, reply) => {
     const ctx = app.specd;
     const plan = planCompletion(request.body, ctx);
-    const run = new GenerationRun(ctx.engine, plan);
+    const run = new GenerationRun(ctx.engine, plan, request.arrivedAt);
     run.cancelOnDisconnect(reply.raw);
     const common = { id: completionId('cmpl'), created: nowSeconds(), model: plan.model };
     if (plan.stream) {

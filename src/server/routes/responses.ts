@@ -34,7 +34,7 @@ export async function responsesRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Body: ResponsesBody }>('/v1/responses', { schema: { body: responsesBodySchema } }, async (request, reply) => {
     const ctx = app.specd;
     const plan = planResponse(request.body, ctx);
-    const run = new GenerationRun(ctx.engine, plan);
+    const run = new GenerationRun(ctx.engine, plan, request.arrivedAt);
     run.cancelOnDisconnect(reply.raw);
     const { id, itemId } = responseIds();
     const sampling = plan.requests[0]!.sampling;
