@@ -11,7 +11,7 @@ import { EventLoopMonitor } from '../src/server/event-loop.js';
 import { preferredBuckets } from '../src/server/buckets.js';
 import { ITL_BUCKETS, LATENCY_BUCKETS, ServerMetrics } from '../src/server/metrics.js';
 
-const handle = { request: { policy: { policy: 'specdec++' }, promptIds: [1, 2, 3] }, submittedAt: performance.now() } as unknown as GenerationHandle;
+const handle = { request: { policy: { policy: 'specdec++' }, promptIds: [1, 2, 3] }, submittedAt: performance.now(), arrivedAt: performance.now() } as unknown as GenerationHandle;
 
 const round = (acceptProbs: number[], accepted: number): RoundStats => ({ drafted: acceptProbs.length, accepted, emitted: accepted + 1, draftMs: 1, targetMs: 1, acceptProbs });
 
