@@ -15,9 +15,8 @@
  * - Rollback (`crop`) is a length change: rows past the length are stale and get overwritten by
  *   the next pass.
  * - Capacity: a pass reads each buffer whole (gpt2-graph.ts), so the capacity follows the
- *   longest live sequence in steps of `CAPACITY_STEP` positions (by GROWTH at least while
- *   several sequences are live), up to the model's context:
- *   growing copies the buffers (every `CAPACITY_STEP` tokens: a small share of a token's cost),
+ *   longest live sequence in steps of `CAPACITY_STEP` positions, up to the model's context:
+ *   growing copies what the live slots hold (every `CAPACITY_STEP` tokens: a small share of a token's cost),
  *   and when the last live cache is released the pool goes back to one step. The slot count
  *   doubles when every slot is taken; slots are kept for later sequences.
  */
@@ -27,13 +26,6 @@ import { addKvFeeds, checkCrop, type KVCache, type KvLayout } from './kv-cache.j
 
 /** Positions a slot's capacity grows by: a pass reads the whole capacity, so a small step keeps it close to the length (64: at most 6% over it at 1,000 positions), and growing copies the buffers once per step (the bundled target: ~1.2 MB per step of a slot). */
 export const CAPACITY_STEP = 64;
-/**
- * Factor the capacity grows by at least while several slots are live. Growing copies every slot's buffers (a batch of 16
- * sequences of the bundled pair growing from 64 to 448 positions one step at a time spent a fifth
- * of its time there); 1.5 halves the number of copies, and a pass reads at most a third more
- * positions than the longest sequence needs.
- */
-export const GROWTH = 1.5;
 
 export class KvSlotPool {
   /** Buffers in layer order: layer i's keys at 2i ([slots, kvHeads, headDim, capacity]), values at 2i + 1 ([slots, kvHeads, capacity, headDim]). */
@@ -41,6 +33,8 @@ export class KvSlotPool {
   private slotCount = 0;
   private cap: number;
   private readonly free: number[] = [];
+  /** Positions each slot holds (0 when free). */
+  private readonly lengths: number[] = [];
   /** Views of each slot in buffer order (a batch of 1), rebuilt when the buffers move. */
   private views: ort.Tensor[][] = [];
   private empty?: ort.Tensor[];
@@ -84,16 +78,11 @@ export class KvSlotPool {
     if (this.free.length === this.slotCount && this.cap > first) this.resize(this.slotCount, first);
   }
 
-  /**
-   * Make every slot hold at least `positions` positions; RangeError past the context. The
-   * capacity grows in steps of CAPACITY_STEP, and with several slots live to at least GROWTH x
-   * what it was: growing copies every slot, so with many live it must happen seldom.
-   */
+  /** Make every slot hold at least `positions` positions (in steps of CAPACITY_STEP); RangeError past the context. */
   reserve(positions: number): void {
     if (positions <= this.cap) return;
     if (positions > this.maxCapacity) throw new RangeError(`a KV cache of ${positions} positions exceeds the model's context of ${this.maxCapacity}`);
-    const target = this.slotsInUse > 1 ? Math.max(positions, this.cap * GROWTH) : positions;
-    this.resize(this.slotCount, Math.min(Math.ceil(target / CAPACITY_STEP) * CAPACITY_STEP, this.maxCapacity));
+    this.resize(this.slotCount, Math.min(Math.ceil(positions / CAPACITY_STEP) * CAPACITY_STEP, this.maxCapacity));
   }
 
   /**
@@ -152,11 +141,20 @@ export class KvSlotPool {
   private resize(slots: number, cap: number): void {
     const { kvHeads, headDim, layers } = this.layout;
     const next = Array.from({ length: layers * 2 }, () => new Float32Array(slots * kvHeads * cap * headDim));
-    // Move what the slots hold: keys row by row of (slot, head, dim) positions, values (slot, head) blocks of positions x dims.
-    for (let b = 0; b < this.buffers.length; b++) {
-      const old = this.buffers[b]!;
-      const [rows, oldLen, newLen] = b % 2 === 0 ? [this.slotCount * kvHeads * headDim, this.cap, cap] : [this.slotCount * kvHeads, this.cap * headDim, cap * headDim];
-      for (let r = 0; r < rows; r++) next[b]!.set(old.subarray(r * oldLen, r * oldLen + Math.min(oldLen, newLen)), r * newLen);
+    // Move what the live slots hold, their first `length` positions only: keys row by row of
+    // (slot, head, dim) positions, values (slot, head) blocks of positions x dims.
+    for (let slot = 0; slot < this.slotCount; slot++) {
+      const keep = Math.min(this.lengths[slot] ?? 0, cap);
+      if (keep === 0) continue;
+      for (let b = 0; b < this.buffers.length; b++) {
+        const old = this.buffers[b]!;
+        const into = next[b]!;
+        if (b % 2 === 0) {
+          for (let r = slot * kvHeads * headDim; r < (slot + 1) * kvHeads * headDim; r++) into.set(old.subarray(r * this.cap, r * this.cap + keep), r * cap);
+        } else {
+          for (let r = slot * kvHeads; r < (slot + 1) * kvHeads; r++) into.set(old.subarray(r * this.cap * headDim, (r * this.cap + keep) * headDim), r * cap * headDim);
+        }
+      }
     }
     for (let s = this.slotCount; s < slots; s++) this.free.push(s);
     this.free.sort((a, b) => b - a); // the lowest free slot is taken first (pop)
@@ -164,6 +162,11 @@ export class KvSlotPool {
     this.slotCount = slots;
     this.cap = cap;
     this.views = Array.from({ length: slots }, (_, slot) => this.batchTensors(slot, 1));
+  }
+
+  /** @internal A cache's length changed (what a resize must keep of its slot). */
+  noteLength(slot: number, length: number): void {
+    this.lengths[slot] = length;
   }
 }
 
@@ -207,6 +210,7 @@ export class PooledKVCache implements KVCache {
       this.pool.writeRows(this.slot, i, this.len, n, data, width);
     }
     this.len += n;
+    this.pool.noteLength(this.slot, this.len);
   }
 
   /** The pool this cache's slot belongs to. */
@@ -217,12 +221,14 @@ export class PooledKVCache implements KVCache {
   async crop(n: number): Promise<void> {
     checkCrop(this.len, n);
     this.len = n;
+    this.pool.noteLength(this.slot, n);
   }
 
   release(): void {
     if (this.released) return;
     this.released = true;
     this.len = 0;
+    this.pool.noteLength(this.slot, 0);
     this.pool.releaseSlot(this.slot);
   }
 }
