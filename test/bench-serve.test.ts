@@ -292,7 +292,7 @@ describe('specd bench serve end to end', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /Output speedup vs none/);
     const report = JSON.parse(readFileSync(files.json, 'utf8')) as ServeReport;
-    assert.equal(report.schema, 'specd-bench-serve/1');
+    assert.equal(report.schema, 'specd-bench-serve/2');
     assert.equal(report.baseline, 'none');
     assert.equal(report.settings.num_prompts, 3);
     assert.ok(report.machine.cores >= 1 && report.machine.node.startsWith('v'));
