@@ -125,15 +125,17 @@ export async function runSweep(opts: SweepOptions, items: readonly WorkItem[]): 
       if (!slot.target) await open(slot, opts, items);
       const concurrency = opts.levels[level]!;
       const name = `[${i + 1}/${schedule.length}] ${slot.label}, ${levelText(concurrency)}${opts.repeats > 1 ? `, pass ${round}/${opts.repeats}` : ''}`;
-      const bar = new SingleBar({ format: `${name} {bar} {value}/{total} requests | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true });
-      bar.start(items.length, 0);
+      // A bar on a terminal; elsewhere (a log file, a pipe) one line when the point ends.
+      const bar = process.stderr.isTTY ? new SingleBar({ format: `${name} {bar} {value}/{total} requests | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true }) : null;
+      bar?.start(items.length, 0);
+      let run: RawRun;
       try {
-        slot.runs[level]!.push(
-          await runOnce(slot.target!, items, slot.settings!, { requestRate: opts.requestRate, concurrency: concurrency ?? Infinity, seed: opts.seed, onProgress: (done) => bar.update(done) }),
-        );
+        run = await runOnce(slot.target!, items, slot.settings!, { requestRate: opts.requestRate, concurrency: concurrency ?? Infinity, seed: opts.seed, onProgress: (done) => bar?.update(done) });
       } finally {
-        bar.stop();
+        bar?.stop();
       }
+      slot.runs[level]!.push(run);
+      if (!bar) process.stderr.write(`${name}: ${run.responses.filter((r) => r.ok).length}/${items.length} requests succeeded in ${run.durationS.toFixed(1)} s\n`);
       const code = slot.server?.exitCode();
       if (code !== undefined && code !== null) throw new Error(`specd serve ${shellJoin(slot.serverArgs!)} exited (code ${code}) during the benchmark: ${slot.server!.stderrTail(3).replace(/\n/g, ' | ')}`);
       if (last.get(slot) === i) await close(slot);
