@@ -398,6 +398,16 @@ describe('concurrency sweeps and server variants', () => {
     assert.match(md, /## Against the first server variant `--max-batch 1`/);
     assert.match(md, /\| 16 \| specdec\+\+ \| defaults \| 4\.00x \| 0\.25x \|/);
     assert.match(md, /!\[output throughput, TTFT and TPOT against concurrency per configuration\]\(sweep\.svg\)/);
+
+    // One level with two variants: the side-by-side table as without a sweep, then the ratios.
+    const single = [point('specdec++', mb1, 16, 250, 2400), point('specdec++', [], 16, 1000, 600)];
+    const one = sweepReport(single);
+    applyVariantRatios(single, mb1);
+    const oneText = formatReport(one);
+    assert.match(oneText, /^ +specdec\+\+ \[--max-batch 1\] +specdec\+\+ \[defaults\]\n/);
+    assert.match(oneText, /\nOutput throughput \(tok\/s\) +250\.0 +1000\.0\n/);
+    assert.match(oneText, /\n16 +specdec\+\+ +defaults +4\.00x +0\.25x\n$/);
+    assert.doesNotMatch(markdownReport(one), /## Concurrency/);
   });
 
   test('the sweep chart: a line per configuration against concurrency on a log scale', () => {
