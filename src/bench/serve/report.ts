@@ -1,7 +1,8 @@
 /**
  * The serving benchmark's report: its JSON document (schema in bench/README.md), the speedup of
- * each configuration over the baseline, and the side-by-side table (rows: metrics, columns:
- * configurations) for the terminal and as Markdown.
+ * each point over the baseline policy and the ratios against the first server variant, the
+ * side-by-side table (rows: metrics, columns: configurations) for one concurrency level, and the
+ * sweep's tables for several, for the terminal and as Markdown.
  */
 import { availableParallelism, arch, cpus, release, totalmem, type } from 'node:os';
 import { DISTRIBUTION_STATS, type LatencySummary } from './latency-stats.js';
@@ -66,7 +67,6 @@ export function machineInfo(): Machine {
     node: process.version,
   };
 }
-
 
 const ratio = (x: number | null | undefined, b: number | null | undefined) => (x !== null && x !== undefined && b !== null && b !== undefined && b > 0 ? x / b : null);
 const sameWords = (a: readonly string[] | null, b: readonly string[] | null) => JSON.stringify(a) === JSON.stringify(b);
