@@ -54,15 +54,15 @@ function legend(chart: LineChart, width: number): { svg: string[]; height: numbe
   let x = 12;
   let y = HEADER_H + 10;
   series.forEach((name, i) => {
-    const w = 34 + name.length * 6.5;
+    const w = 40 + name.length * 6.5;
     if (x + w > width && x > 12) {
       x = 12;
       y += 16;
     }
     const color = colorOf(chart, i);
-    svg.push(`<line x1="${x}" x2="${x + 18}" y1="${y - 3}" y2="${y - 3}" stroke="${color}" stroke-width="2"${dashOf(chart, i)}/>`);
-    svg.push(`<circle cx="${x + 9}" cy="${y - 3}" r="3" fill="${color}"/>`);
-    svg.push(`<text x="${x + 24}" y="${y + 1}">${esc(name)}</text>`);
+    svg.push(`<line x1="${x}" x2="${x + 26}" y1="${y - 3}" y2="${y - 3}" stroke="${color}" stroke-width="2"${dashOf(chart, i)}/>`);
+    svg.push(`<circle cx="${x + 13}" cy="${y - 3}" r="3" fill="${color}"/>`);
+    svg.push(`<text x="${x + 32}" y="${y + 1}">${esc(name)}</text>`);
     x += w;
   });
   return { svg, height: y + 10 - HEADER_H };

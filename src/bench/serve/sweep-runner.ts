@@ -86,6 +86,16 @@ async function close(slot: Slot): Promise<void> {
   slot.server = undefined;
 }
 
+/**
+ * Give a pass connections of its own. Between an interleaved configuration's passes its pooled
+ * keep-alive sockets sit idle while the others run, and one the server closes for idleness just
+ * as a request goes out fails with "socket hang up"; a fresh pool also starts every pass alike.
+ */
+function freshConnections(target: Target): void {
+  target.agent.destroy();
+  target.agent = benchAgent(new URL(target.url));
+}
+
 const levelText = (c: number | null) => (c === null ? 'no concurrency cap' : `concurrency ${c}`);
 
 /**
@@ -123,6 +133,7 @@ export async function runSweep(opts: SweepOptions, items: readonly WorkItem[]): 
   try {
     for (const [i, { slot, level, round }] of schedule.entries()) {
       if (!slot.target) await open(slot, opts, items);
+      else freshConnections(slot.target);
       const concurrency = opts.levels[level]!;
       const name = `[${i + 1}/${schedule.length}] ${slot.label}, ${levelText(concurrency)}${opts.repeats > 1 ? `, pass ${round}/${opts.repeats}` : ''}`;
       // A bar on a terminal; elsewhere (a log file, a pipe) one line when the point ends.
