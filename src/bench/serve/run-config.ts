@@ -32,8 +32,14 @@ export interface RequestRecord {
 }
 
 export interface ConfigResult extends LatencySummary {
-  /** What the column is called: a policy label, or the server's own policy. */
+  /** What the column is called: the policy, with the server variant in brackets when several ran. */
   label: string;
+  /** The --compare entry, or the server's own policy without --compare. */
+  policy: string;
+  /** The server variant's `--server-args` words (--spawn), else null. */
+  variant: string[] | null;
+  /** Most requests in flight during this point's passes; null: no cap. */
+  concurrency: number | null;
   /** The `speculative` request field sent (with --url), or null. */
   speculative: Record<string, unknown> | null;
   /** The extra `specd serve` flags (with --spawn), or null. */
@@ -50,10 +56,20 @@ export interface ConfigResult extends LatencySummary {
   total_output_tokens: number;
   /** output_throughput over the baseline configuration's (set by the comparison). */
   speedup: number | null;
+  /**
+   * Against the same policy on the first server variant at the same concurrency: output
+   * throughput and TTFT median ratios (this / first). Null for the first variant and with one.
+   */
+  vs_first_variant: VariantRatios | null;
   /** Each pass over the prompts (--repeats) on its own; speedup against the baseline's pass of the same round. */
   runs: { duration_s: number; output_throughput: number; speedup: number | null }[];
   speculation: SpeculationFigures | null;
   requests: RequestRecord[];
+}
+
+export interface VariantRatios {
+  output_throughput: number | null;
+  ttft_median: number | null;
 }
 
 export interface RunOptions {
@@ -123,7 +139,7 @@ export async function runOnce(target: Target, items: readonly WorkItem[], settin
  * throughput is all tokens over all the time spent), metric counts added; `runs` keeps each
  * pass's own duration and throughput.
  */
-export function summarizeConfig(meta: Pick<ConfigResult, 'label' | 'speculative' | 'server_args'>, items: readonly WorkItem[], runs: readonly RawRun[]): ConfigResult {
+export function summarizeConfig(meta: Pick<ConfigResult, 'label' | 'policy' | 'variant' | 'concurrency' | 'speculative' | 'server_args'>, items: readonly WorkItem[], runs: readonly RawRun[]): ConfigResult {
   const raw = runs.flatMap((r) => r.responses);
   const ids = runs.flatMap(() => items.map((it) => it.id));
   // Output tokens from the server's usage; without it, one per content chunk.
@@ -147,6 +163,7 @@ export function summarizeConfig(meta: Pick<ConfigResult, 'label' | 'speculative'
     total_input_tokens: totalIn,
     total_output_tokens: totalOut,
     speedup: null,
+    vs_first_variant: null,
     runs: runs.map((r) => {
       const out = r.responses.reduce((a, x) => a + (x.ok ? (x.usage?.completion_tokens ?? x.contentMs.length) : 0), 0);
       return { duration_s: r.durationS, output_throughput: out / r.durationS, speedup: null };

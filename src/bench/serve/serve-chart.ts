@@ -20,7 +20,8 @@ const PERCENTILES = [
 
 export function serveChartSvg(report: ServeReport): string {
   const { configs, settings: s } = report;
-  const load = s.request_rate === null ? (s.concurrency === null ? 'all at once' : `concurrency ${s.concurrency}`) : `${s.request_rate} req/s${s.concurrency === null ? '' : `, concurrency ${s.concurrency}`}`;
+  const cap = s.concurrency === null ? null : `concurrency ${s.concurrency.join(', ')}`;
+  const load = s.request_rate === null ? (cap ?? 'all at once') : `${s.request_rate} req/s${cap === null ? '' : `, ${cap}`}`;
   return barChartSvg({
     title: `specd bench serve: ${s.dataset}, ${s.num_prompts} prompts, ${load}, temperature ${s.temperature}`,
     series: configs.map((c) => c.label),

@@ -47,6 +47,11 @@ export function splitArgs(text: string): string[] {
   return out;
 }
 
+/** A command line as a POSIX shell would take it back (the inverse of splitArgs). */
+export function shellJoin(words: readonly string[]): string {
+  return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
