@@ -132,7 +132,8 @@ export class SpeculativeDecoder {
     // which random draws make the output, and a seeded output must not depend on the load.
     const adaptive = opts.policy.policy === 'specdec++' && opts.policy.threshold === undefined && (isGreedy(opts.sampling) || opts.seed === undefined);
     const autoAnchor = adaptive && spec.policy === 'specdec++' ? spec.threshold : undefined;
-    const draft = policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
+    // A policy that never drafts feeds no draft (nor fills its cache with the prompt).
+    const draft = policy.maxDraft === 0 ? undefined : policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
     if (policy.maxDraft > 0 && !draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
     if (policy.needsHead) {
       if (!this.head) throw new RangeError(`policy ${policy.name} needs an acceptance head`);
