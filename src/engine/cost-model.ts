@@ -3,17 +3,21 @@
  * follows from it (`specdec++` without a threshold: `--threshold auto`).
  *
  * Measured, with exponential forgetting (the last ~HALF_LIFE observations weigh half):
- * - T(n, B): a verification pass over n tokens of B sequences, a plane a + b n + e B fitted to
- *   the verify passes (b: a token's compute, e: a sequence's own cost, chiefly reading its KV
+ * - T(n): a verification over n tokens (the pass and every sequence's acceptance and rollback),
+ *   a line a + b n fitted to the verifications and the prompt pieces' target passes (these pin
+ *   the cost of a token: under one policy the tokens per sequence hardly vary, and a plane over
+ *   tokens and sequences, tried first, could not tell a token's cost from a sequence's and
+ *   kept drafting where it lost); (b: a token's compute, e: a sequence's own cost, chiefly reading its KV
  *   cache);
- * - D(B): a draft step over B sequences, a line fitted to the draft passes;
+ * - D(B): a draft step over B sequences (the pass and every sequence's sampling and head), a
+ *   line fitted to the draft steps;
  * - the live acceptance rate of the candidates the target judged (on this traffic, not on the
  *   head's training data).
  *
  * The rule. Throughput is a ratio (tokens / time), so a candidate is worth drafting when its
  * expected tokens times the time a token costs at the best operating point exceed its cost
  * (Dinkelbach's view of ratio objectives). With candidates accepted independently at the live rate
- * a, k candidates per sequence emit (1 - a^(k+1)) / (1 - a) tokens for [T(B (k + 1), B) + k D(B)] / B
+ * a, k candidates per sequence emit (1 - a^(k+1)) / (1 - a) tokens for [T(B (k + 1)) + k D(B)] / B
  * of time; the best k*(B) of that model gives v(B), the time per token there. Drafting one more candidate for one sequence
  * costs c(B) = b + D(B) / B (its verify token, and its share of a draft pass), and gains an
  * accepted token with probability P_s a, where P_s is the head's probability that every
@@ -57,89 +61,23 @@ class RecentLine {
     this.count++;
   }
 
-  /** The line's value at x; with too little spread in x to tell a slope, the mean (slope 0), never a negative slope. */
+  /**
+   * The line's value at x; with too little spread in x to tell a slope, the mean (slope 0);
+   * never a negative slope nor a negative intercept (a cost has a fixed part >= 0: else the
+   * line through the origin).
+   */
   at(x: number): number {
     const mx = this.sx / this.w;
     const my = this.sy / this.w;
     const vx = this.sxx / this.w - mx * mx;
     const slope = vx > 1e-9 * Math.max(1, mx * mx) ? Math.max(0, (this.sxy / this.w - mx * my) / vx) : 0;
+    if (my - slope * mx < 0) return (this.sxy / this.sxx) * x;
     return my + slope * (x - mx);
   }
 
   /** The slope, as `at` uses it. */
   get slope(): number {
     return this.at(1) - this.at(0);
-  }
-}
-
-/**
- * A least-squares plane y = a + b1 x1 + b2 x2 over observations weighted by recency, with a
- * small ridge on the (centred) slopes so that a variable that has not varied gets slope 0 instead
- * of an arbitrary one; slopes are kept >= 0 (costs do not fall with more work).
- */
-class RecentPlane {
-  private w = 0;
-  /** Sums of 1-weighted x1, x2, y, x1^2, x2^2, x1 x2, x1 y, x2 y. */
-  private s = new Float64Array(8);
-  count = 0;
-
-  observe(x1: number, x2: number, y: number): void {
-    this.w = this.w * DECAY + 1;
-    const v = [x1, x2, y, x1 * x1, x2 * x2, x1 * x2, x1 * y, x2 * y];
-    for (let i = 0; i < 8; i++) this.s[i] = this.s[i]! * DECAY + v[i]!;
-    this.count++;
-    this.fitted = undefined;
-  }
-
-  /** [a, b1, b2] */
-  private fit(): [number, number, number] {
-    const w = this.w;
-    const [s1, s2, sy, s11, s22, s12, s1y, s2y] = Array.from(this.s, (v) => v / w) as number[];
-    const m1 = s1!, m2 = s2!, my = sy!;
-    const v11 = s11! - m1 * m1;
-    const v22 = s22! - m2 * m2;
-    const v12 = s12! - m1 * m2;
-    const c1 = s1y! - m1 * my;
-    const c2 = s2y! - m2 * my;
-    const r1 = 1e-6 * Math.max(1, m1 * m1);
-    const r2 = 1e-6 * Math.max(1, m2 * m2);
-    const a11 = v11 + r1;
-    const a22 = v22 + r2;
-    const det = a11 * a22 - v12 * v12;
-    let b1 = det > 0 ? (c1 * a22 - c2 * v12) / det : 0;
-    let b2 = det > 0 ? (c2 * a11 - c1 * v12) / det : 0;
-    // A negative slope is noise or collinearity: refit the other one alone.
-    if (b1 < 0) {
-      b1 = 0;
-      b2 = Math.max(0, c2 / a22);
-    }
-    if (b2 < 0) {
-      b2 = 0;
-      b1 = Math.max(0, c1 / a11);
-    }
-    return [my - b1 * m1 - b2 * m2, b1, b2];
-  }
-
-  /** The fitted [a, b1, b2], recomputed only after new observations. */
-  private fitted: [number, number, number] | undefined;
-
-  at(x1: number, x2: number): number {
-    const [a, b1, b2] = this.coefficients();
-    return a + b1 * x1 + b2 * x2;
-  }
-
-  private coefficients(): [number, number, number] {
-    return (this.fitted ??= this.fit());
-  }
-
-  /** The slope along x1. */
-  get slope1(): number {
-    return this.coefficients()[1];
-  }
-
-  /** The slope along x2. */
-  get slope2(): number {
-    return this.coefficients()[2];
   }
 }
 
@@ -165,14 +103,14 @@ export interface AutoThreshold {
 }
 
 export class PassCostModel {
-  private readonly verify = new RecentPlane();
+  private readonly verify = new RecentLine();
   private readonly draftStep = new RecentLine();
   private readonly acceptance = new RecentMean();
   private rounds = 0;
 
-  /** A verification pass over `sequences` sequences feeding `tokens` tokens took `ms`. */
-  observeVerify(sequences: number, tokens: number, ms: number): void {
-    this.verify.observe(tokens, sequences, ms);
+  /** A verification (or a prompt piece's target pass) over `sequences` sequences feeding `tokens` tokens took `ms` (the sequence count is not modelled). */
+  observeVerify(_sequences: number, tokens: number, ms: number): void {
+    this.verify.observe(tokens, ms);
   }
 
   /** A draft step over `sequences` sequences took `ms`. */
@@ -196,7 +134,7 @@ export class PassCostModel {
   /**
    * c(B) and v(B) of the module comment, and the best draft length k*(B) of the i.i.d. model:
    * with each candidate accepted with probability a (the live rate), k candidates emit
-   * (1 - a^(k+1)) / (1 - a) tokens per sequence for [T(B (k + 1), B) + k D(B)] / B of time.
+   * (1 - a^(k+1)) / (1 - a) tokens per sequence for [T(B (k + 1)) + k D(B)] / B of time.
    */
   private atBatch(batch: number): { c: number; v: number; k: number } {
     const a = Math.min(this.acceptance.value, 0.999);
@@ -204,10 +142,10 @@ export class PassCostModel {
     let best = { k: 0, v: Infinity };
     for (let k = 0; k <= MAX_MODELLED_DRAFT; k++) {
       const tokens = (1 - a ** (k + 1)) / (1 - a);
-      const time = (this.verify.at(batch * (k + 1), batch) + k * d) / batch;
+      const time = (this.verify.at(batch * (k + 1)) + k * d) / batch;
       if (time / tokens < best.v) best = { k, v: time / tokens };
     }
-    return { c: this.verify.slope1 + d / batch, ...best };
+    return { c: this.verify.slope + d / batch, ...best };
   }
 
   /**
@@ -229,11 +167,10 @@ export class PassCostModel {
   }
 
   /** The measured quantities, for reports. */
-  snapshot(): { verifyMsPerPass: number; verifyMsPerToken: number; verifyMsPerSequence: number; draftMsPerStep: number; acceptance: number; rounds: number } {
+  snapshot(): { verifyMsPerPass: number; verifyMsPerToken: number; draftMsPerStep: number; acceptance: number; rounds: number } {
     return {
-      verifyMsPerPass: this.verify.at(0, 0),
-      verifyMsPerToken: this.verify.slope1,
-      verifyMsPerSequence: this.verify.slope2,
+      verifyMsPerPass: this.verify.at(0),
+      verifyMsPerToken: this.verify.slope,
       draftMsPerStep: this.draftStep.at(1),
       acceptance: this.acceptance.value,
       rounds: this.rounds,

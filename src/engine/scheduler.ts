@@ -21,7 +21,6 @@
  * Batched passes need caches written in place (model.ts `forwardBatch`); other caches still run
  * in lock-step, one sequence per pass.
  */
-import type { PassCostModel } from './cost-model.js';
 import type { ForwardOutputs, DecoderModel } from './model.js';
 import type { Generation } from './speculative.js';
 
@@ -138,6 +137,7 @@ export class BatchScheduler {
     let gens = all.filter((g) => this.guard(g, () => g.beginRound(all.length)));
     const draftStart = performance.now();
     for (;;) {
+      const stepStart = performance.now();
       const steps: { gen: Generation; input: number[] }[] = [];
       for (const gen of gens) {
         const input = await this.guardAsync(gen, () => gen.draftInput());
@@ -149,9 +149,11 @@ export class BatchScheduler {
       for (const model of new Set(steps.map((s) => s.gen.draftModel!))) {
         const group = steps.filter((s) => s.gen.draftModel === model && this.waiting.has(s.gen));
         if (group.length === 0) continue;
-        const outs = await this.pass(model, 'draft', group.map((s) => s.gen.draftKvCache!), group.map((s) => s.input), group[0]!.gen.costModel);
+        const outs = await this.pass(model, 'draft', group.map((s) => s.gen.draftKvCache!), group.map((s) => s.input));
         for (let i = 0; i < group.length; i++) await this.guardAsync(group[i]!.gen, () => group[i]!.gen.takeDraft(outs[i]!));
       }
+      // The cost model sees the whole step (the sequences' own work on the draft's rows included), not the pass alone.
+      steps[0]!.gen.costModel.observeDraft(steps.length, performance.now() - stepStart);
       gens = gens.filter((g) => this.waiting.has(g));
       if (gens.reduce((n, g) => n + g.verifyLength, 0) >= limit) for (const g of gens) g.stopDrafting();
     }
@@ -160,13 +162,18 @@ export class BatchScheduler {
 
     const targetStart = performance.now();
     const inputs = gens.map((g) => g.verifyInput());
-    const outs = await this.pass(gens[0]!.targetModel, 'verify', gens.map((g) => g.targetKvCache), inputs, gens[0]!.costModel);
+    const outs = await this.pass(gens[0]!.targetModel, 'verify', gens.map((g) => g.targetKvCache), inputs);
+    const settled: [Generation, number[]][] = [];
     for (let i = 0; i < gens.length; i++) {
       const gen = gens[i]!;
       const emitted = await this.guardAsync(gen, () => gen.finishRound(outs[i]!.logits, draftMs, targetStart));
-      if (emitted) this.settle(gen, emitted);
+      if (emitted) settled.push([gen, emitted]);
     }
-    return inputs.reduce((n, x) => n + x.length, 0);
+    const tokens = inputs.reduce((n, x) => n + x.length, 0);
+    // Verification as the cost model sees it: the pass and every sequence's acceptance and rollback.
+    gens[0]!.costModel.observeVerify(gens.length, tokens, performance.now() - targetStart);
+    for (const [gen, emitted] of settled) this.settle(gen, emitted);
+    return tokens;
   }
 
   /** Run one generation's own step; on an error fail that generation alone. @returns whether it went on */
@@ -189,15 +196,11 @@ export class BatchScheduler {
     }
   }
 
-  /** One batched pass, measured for the cost model (the auto threshold) and reported. */
-  private async pass(model: DecoderModel, kind: 'draft' | 'verify', caches: Parameters<DecoderModel['forwardBatch']>[0], inputs: number[][], costs: PassCostModel): Promise<ForwardOutputs[]> {
+  /** One batched pass, reported. */
+  private async pass(model: DecoderModel, kind: 'draft' | 'verify', caches: Parameters<DecoderModel['forwardBatch']>[0], inputs: number[][]): Promise<ForwardOutputs[]> {
     const start = performance.now();
     const outs = await model.forwardBatch(caches, inputs);
-    const ms = performance.now() - start;
-    const tokens = inputs.reduce((n, x) => n + x.length, 0);
-    if (kind === 'draft') costs.observeDraft(inputs.length, ms);
-    else costs.observeVerify(inputs.length, tokens, ms);
-    this.options.onPass?.({ kind, sequences: inputs.length, tokens, ms });
+    this.options.onPass?.({ kind, sequences: inputs.length, tokens: inputs.reduce((n, x) => n + x.length, 0), ms: performance.now() - start });
     return outs;
   }
 

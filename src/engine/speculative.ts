@@ -224,16 +224,16 @@ export class Generation {
     const draftStart = performance.now();
     for (let input = await this.draftInput(); input; input = await this.draftInput()) {
       const stepStart = performance.now();
-      const out = await this.draftModel!.forwardWithHidden(this.draftCache!, input, 1);
+      await this.takeDraft(await this.draftModel!.forwardWithHidden(this.draftCache!, input, 1));
       this.costModel.observeDraft(1, performance.now() - stepStart);
-      await this.takeDraft(out);
     }
     const draftMs = performance.now() - draftStart;
     const targetStart = performance.now();
     const input = this.verifyInput();
     const logits = await this.target.forward(this.targetCache, input, this.candidateCount + 1);
+    const emitted = await this.finishRound(logits, draftMs, targetStart);
     this.costModel.observeVerify(1, input.length, performance.now() - targetStart);
-    return this.finishRound(logits, draftMs, targetStart);
+    return emitted;
   }
 
   /**
@@ -260,7 +260,10 @@ export class Generation {
       const to = Math.min(end, (Math.floor(from / PREFILL_CHUNK) + 1) * PREFILL_CHUNK);
       if (fed > 0 && fed + (to - from) > limit) break;
       const piece = this.x.slice(from, to);
+      const pieceStart = performance.now();
       await this.target.forward(this.targetCache, piece, 0);
+      // A target pass of many tokens for one sequence: what tells the cost model a token's compute from a sequence's own cost.
+      this.costModel.observeVerify(1, piece.length, performance.now() - pieceStart);
       // A draft with a shorter context than the prompt never drafts for it (see proposal caps).
       if (this.draftModel && this.draftCache && this.draftCache.length === from && to < this.draftModel.info.maxPositions) {
         await this.draftModel.forwardWithHidden(this.draftCache, piece, 0);
