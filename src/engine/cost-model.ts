@@ -4,11 +4,10 @@
  *
  * Measured, with exponential forgetting (the last ~HALF_LIFE observations weigh half):
  * - T(n): a verification over n tokens (the pass and every sequence's acceptance and rollback),
- *   a line a + b n fitted to the verifications and the prompt pieces' target passes (these pin
- *   the cost of a token: under one policy the tokens per sequence hardly vary, and a plane over
- *   tokens and sequences, tried first, could not tell a token's cost from a sequence's and
- *   kept drafting where it lost); (b: a token's compute, e: a sequence's own cost, chiefly reading its KV
- *   cache);
+ *   a line a + b n (b: a token's cost) fitted to the verifications and the prompt pieces' target
+ *   passes (these pin b: under one policy the tokens per sequence hardly vary, and a plane over
+ *   tokens and sequences, tried first, could not tell a token's cost from a sequence's and kept
+ *   drafting where it lost);
  * - D(B): a draft step over B sequences (the pass and every sequence's sampling and head), a
  *   line fitted to the draft steps;
  * - the live acceptance rate of the candidates the target judged (on this traffic, not on the
@@ -18,8 +17,8 @@
  * expected tokens times the time a token costs at the best operating point exceed its cost
  * (Dinkelbach's view of ratio objectives). With candidates accepted independently at the live rate
  * a, k candidates per sequence emit (1 - a^(k+1)) / (1 - a) tokens for [T(B (k + 1)) + k D(B)] / B
- * of time; the best k*(B) of that model gives v(B), the time per token there. Drafting one more candidate for one sequence
- * costs c(B) = b + D(B) / B (its verify token, and its share of a draft pass), and gains an
+ * of time; the best k*(B) of that model gives v(B), the time per token there. Drafting one more
+ * candidate for one sequence costs c(B) = b + D(B) / B (its verify token, and its share of a draft pass), and gains an
  * accepted token with probability P_s a, where P_s is the head's probability that every
  * candidate so far survives and a the acceptance of the next one. It pays while
  * P_s > c(B) / (a v(B)): the same form as SpecDec++'s rule (stop when 1 - P_s > h; Huang et al.
