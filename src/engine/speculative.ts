@@ -83,6 +83,8 @@ interface Proposal {
   acceptProbs?: number[];
   /** Tokens the draft has not been fed: x's unseen ones, then candidates taken without a draft step. */
   unfed: number[];
+  /** Whether the draft's cache has been brought up to x this round (draftInput). */
+  caughtUp: boolean;
   /** Draft steps taken (the policy's s). */
   steps: number;
   /** Whether the policy (or the batch's budget) said stop. */
@@ -245,7 +247,8 @@ export class Generation {
   }
 
   /**
-   * Feed the next pieces of the prompt (all but its last token) to the target and the draft.
+   * Feed the next pieces of the prompt (all but its last token) to the target (the draft is fed
+   * when a round first drafts: `draftInput`).
    * Pieces end at multiples of PREFILL_CHUNK positions whatever `limit` is, so the cache's
    * contents (and the output) do not depend on how the feeding was split between passes.
    * @param limit tokens to feed at most, but always at least one piece
@@ -264,10 +267,6 @@ export class Generation {
       await this.target.forward(this.targetCache, piece, 0);
       // A target pass of many tokens for one sequence: what tells the cost model a token's compute from a sequence's own cost.
       this.costModel.observeVerify(1, piece.length, performance.now() - pieceStart);
-      // A draft with a shorter context than the prompt never drafts for it (see proposal caps).
-      if (this.draftModel && this.draftCache && this.draftCache.length === from && to < this.draftModel.info.maxPositions) {
-        await this.draftModel.forwardWithHidden(this.draftCache, piece, 0);
-      }
       fed += to - from;
     }
     this.prefillMs += performance.now() - start;
@@ -328,7 +327,8 @@ export class Generation {
       candidates: [],
       draftProbs: [],
       acceptProbs: drafting && this.policy.needsHead ? [] : undefined,
-      unfed: drafting ? x.slice(this.draftCache!.length) : [],
+      unfed: [],
+      caughtUp: false,
       steps: 0,
       stopped: !drafting,
     };
@@ -346,6 +346,11 @@ export class Generation {
   async draftInput(): Promise<number[] | undefined> {
     const p = this.proposal!;
     if (p.cap <= 0) return undefined;
+    if (!p.caughtUp) {
+      p.caughtUp = true;
+      await this.catchUpDraft();
+      p.unfed = this.x.slice(this.draftCache!.length);
+    }
     const constraint = this.processor.constraint;
     const jumpForward = constraint !== undefined && this.opts.jumpForward !== false;
     const vocab = this.target.info.vocabSize;
@@ -366,6 +371,24 @@ export class Generation {
       return p.unfed;
     }
     return undefined;
+  }
+
+  /**
+   * Bring the draft's cache to all but the last token of x when it lags by more than a round
+   * leaves it (the prompt, or the tokens of rounds that did not draft), in pieces ending at
+   * multiples of PREFILL_CHUNK positions, one pass each, as the target's prompt. A generation
+   * that never drafts (the auto threshold at a large batch) never feeds its draft.
+   */
+  private async catchUpDraft(): Promise<void> {
+    const draft = this.draft!;
+    const cache = this.draftCache!;
+    const end = this.x.length - 1;
+    if (end - cache.length < 2) return;
+    while (cache.length < end) {
+      const from = cache.length;
+      const to = Math.min(end, (Math.floor(from / PREFILL_CHUNK) + 1) * PREFILL_CHUNK);
+      await draft.forwardWithHidden(cache, this.x.slice(from, to), 0);
+    }
   }
 
   /** Take the outputs of the draft step fed `draftInput()`: sample its candidate and ask the policy whether to go on. */
