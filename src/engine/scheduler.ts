@@ -137,12 +137,13 @@ export class BatchScheduler {
     let gens = all.filter((g) => this.guard(g, () => g.beginRound(all.length)));
     const draftStart = performance.now();
     for (;;) {
-      const stepStart = performance.now();
       const steps: { gen: Generation; input: number[] }[] = [];
       for (const gen of gens) {
         const input = await this.guardAsync(gen, () => gen.draftInput());
         if (input) steps.push({ gen, input });
       }
+      // Timed from here: a draft's catching up with its prompt (in draftInput) is no step's cost.
+      const stepStart = performance.now();
       gens = gens.filter((g) => this.waiting.has(g));
       if (steps.length === 0) break;
       // One pass per draft model (the head's draft is a model of its own).
