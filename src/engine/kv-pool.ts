@@ -6,8 +6,9 @@
  * attention's scores are one MatMul of the queries with the buffer as it lies), values [slots,
  * kv_heads, capacity, head_dim]. Slot s is the contiguous block [s, ...], which a forward pass
  * sees as a tensor with a batch of 1 (a view: ONNX Runtime reads input tensors where they lie);
- * slots s..s+b-1 are contiguous too, so b sequences kept in adjacent slots are one view with a
- * batch of b for a batched pass. The in-place graph (onnx/gpt2-graph.ts, `inplace`) attends over
+ * slots s..s+b-1 are contiguous too, so a batched pass sees the range of slots from the lowest to
+ * the highest of its sequences as one view with a batch of b (slots of the range not in the batch
+ * are padding there; new caches take the lowest free slot, so live slots stay together). The in-place graph (onnx/gpt2-graph.ts, `inplace`) attends over
  * the first `length` positions of each slot and outputs only the pass's new rows (`kv_rows.*`,
  * the layer's packed QKV projection), which `update` writes at positions length..length+n-1.
  *

@@ -61,11 +61,6 @@ export class BatchScheduler {
     if (!Number.isInteger(options.maxBatchTokens) || options.maxBatchTokens < 1) throw new RangeError(`maxBatchTokens must be a positive integer, got ${options.maxBatchTokens}`);
   }
 
-  /** Generations that have asked for a round and not got it yet. */
-  get pending(): number {
-    return this.waiting.size;
-  }
-
   /**
    * Run `gen`'s next round with the other generations' (its prompt first, when not yet in).
    * @returns the tokens the round added to the sequence, as Generation.step
