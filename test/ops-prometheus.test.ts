@@ -153,8 +153,10 @@ describe('specd serve scraped by a real Prometheus under load', { timeout: 180_0
       const measured = percentile(sorted, q * 100);
       const ratio = estimate!.value / measured;
       t.diagnostic(`TTFT p${q * 100}: Prometheus ${estimate!.value.toFixed(3)} s, clients ${measured.toFixed(3)} s (${ttfts.length} requests)`);
-      // One R10 bucket is 1.28x at most; the clients' times include the HTTP round trip.
-      assert.ok(ratio > 0.7 && ratio < 1.3, `TTFT p${q * 100}: Prometheus ${estimate!.value.toFixed(3)} s, clients ${measured.toFixed(3)} s`);
+      // One R10 bucket is 1.28x at most; the clients' times include the HTTP round trip and the
+      // client's own event loop, which matter against a batching server's tens of milliseconds.
+      const close = (ratio > 0.7 && ratio < 1.3) || Math.abs(estimate!.value - measured) < 0.05;
+      assert.ok(close, `TTFT p${q * 100}: Prometheus ${estimate!.value.toFixed(3)} s, clients ${measured.toFixed(3)} s`);
     }
   });
 });
