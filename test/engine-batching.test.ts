@@ -126,7 +126,7 @@ describe('continuous batching on the bundled pair', () => {
   test('a failed pass fails every generation of its batch and releases their caches', async () => {
     const scheduler = new BatchScheduler({ maxBatchTokens: 512 });
     const gens = prompts.slice(0, 3).map((prompt) => pair.decoder.start(prompt, { maxTokens: 20, sampling: GREEDY, policy: { policy: 'fixed', k: 2 } }));
-    for (const g of gens) while (g.prefillPending > 0) await g.prefill(Infinity);
+    for (const g of gens) while (g.prefillPending > 0) await g.prefill();
     const slotsBefore = pair.target.kvPool!.slotsInUse;
     const original = pair.target.forwardBatch.bind(pair.target);
     pair.target.forwardBatch = async () => {

@@ -38,8 +38,8 @@ export class KvSlotPool {
   private slotCount = 0;
   private cap: number;
   private readonly free: number[] = [];
-  /** Positions each slot holds (0 when free). */
-  private readonly lengths: number[] = [];
+  /** The live cache of each slot (what a resize must keep: its first `length` positions). */
+  private readonly caches: (PooledKVCache | undefined)[] = [];
   /** Views of each slot in buffer order (a batch of 1), rebuilt when the buffers move. */
   private views: ort.Tensor[][] = [];
   private empty?: ort.Tensor[];
@@ -73,11 +73,14 @@ export class KvSlotPool {
   acquire(): PooledKVCache {
     if (this.free.length === 0) this.resize(Math.max(1, this.slotCount * 2), this.cap);
     const slot = this.free.pop()!;
-    return new PooledKVCache(this, slot);
+    const cache = new PooledKVCache(this, slot);
+    this.caches[slot] = cache;
+    return cache;
   }
 
   /** @internal Give a slot back; the last one back shrinks the capacity to one step. */
   releaseSlot(slot: number): void {
+    this.caches[slot] = undefined;
     this.free.push(slot);
     const first = Math.min(CAPACITY_STEP, this.maxCapacity);
     if (this.free.length === this.slotCount && this.cap > first) this.resize(this.slotCount, first);
@@ -155,7 +158,7 @@ export class KvSlotPool {
     const { kvHeads, headDim, layers } = this.layout;
     const size = slots * kvHeads * cap * headDim;
     // Runs of a live slot to move: keys one per (head, dim) of `keep` positions, values one per head of keep x headDim.
-    const live = [...Array(this.slotCount).keys()].map((slot) => ({ slot, keep: Math.min(this.lengths[slot] ?? 0, cap) })).filter((s) => s.keep > 0);
+    const live = [...Array(this.slotCount).keys()].map((slot) => ({ slot, keep: Math.min(this.caches[slot]?.length ?? 0, cap) })).filter((s) => s.keep > 0);
     // A new store when this one is too small, or (nothing live) much too large: the memory of a burst is given back.
     const current = this.stores[0]?.length ?? 0;
     const fresh = size > current || (live.length === 0 && size * STORE_GROWTH < current);
@@ -182,11 +185,6 @@ export class KvSlotPool {
     this.slotCount = slots;
     this.cap = cap;
     this.views = Array.from({ length: slots }, (_, slot) => this.batchTensors(slot, 1));
-  }
-
-  /** @internal A cache's length changed (what a resize must keep of its slot). */
-  noteLength(slot: number, length: number): void {
-    this.lengths[slot] = length;
   }
 }
 
@@ -230,7 +228,6 @@ export class PooledKVCache implements KVCache {
       this.pool.writeRows(this.slot, i, this.len, n, data, width);
     }
     this.len += n;
-    this.pool.noteLength(this.slot, this.len);
   }
 
   /** The pool this cache's slot belongs to. */
@@ -241,14 +238,12 @@ export class PooledKVCache implements KVCache {
   async crop(n: number): Promise<void> {
     checkCrop(this.len, n);
     this.len = n;
-    this.pool.noteLength(this.slot, n);
   }
 
   release(): void {
     if (this.released) return;
     this.released = true;
     this.len = 0;
-    this.pool.noteLength(this.slot, 0);
     this.pool.releaseSlot(this.slot);
   }
 }

@@ -276,8 +276,12 @@ export class DecoderModel {
     const entryOf = new Map(slots.map((slot, i) => [slot - first, i]));
     const fed = Math.max(...inputs.map((x) => x.length));
     // Tokens packed in the order of the inputs; the attention's padded layout over the slots' range.
-    const total = inputs.reduce((n, x) => n + x.length, 0);
-    const offsets = inputs.map((_, i) => inputs.slice(0, i).reduce((n, x) => n + x.length, 0));
+    const offsets: number[] = []; // each input's first packed row
+    let total = 0;
+    for (const x of inputs) {
+      offsets.push(total);
+      total += x.length;
+    }
     const ids = new BigInt64Array(total);
     const positions = new BigInt64Array(total);
     const packedIndex = new BigInt64Array(total);

@@ -109,7 +109,7 @@ export class BatchScheduler {
       while (g.prefillPending > 0 && (pieces === 0 || budget > 0)) {
         const start = performance.now();
         try {
-          const fed = await g.prefill(1);
+          const fed = await g.prefill();
           budget -= fed;
           pieces++;
           this.options.onPass?.({ kind: 'prefill', sequences: 1, tokens: fed, ms: performance.now() - start });

@@ -72,6 +72,11 @@ export type { FinishReason };
  */
 export const PREFILL_CHUNK = 128;
 
+/** Where a prompt piece starting at position `from` ends: the next multiple of PREFILL_CHUNK, or `end`. */
+function pieceEnd(from: number, end: number): number {
+  return Math.min(end, (Math.floor(from / PREFILL_CHUNK) + 1) * PREFILL_CHUNK);
+}
+
 /** A round's drafting state: the candidates so far and what the next draft step feeds. */
 interface Proposal {
   /** Candidates the round may hold (jump-forward ones included); 0 when it drafts none. */
@@ -212,7 +217,7 @@ export class Generation {
   async step(): Promise<number[]> {
     if (this.done) return [];
     try {
-      while (this.prefillPending > 0) await this.prefill(Infinity);
+      while (this.prefillPending > 0) await this.prefill();
       return await this.round();
     } catch (err) {
       this.discard();
@@ -247,30 +252,23 @@ export class Generation {
   }
 
   /**
-   * Feed the next pieces of the prompt (all but its last token) to the target (the draft is fed
-   * when a round first drafts: `draftInput`).
-   * Pieces end at multiples of PREFILL_CHUNK positions whatever `limit` is, so the cache's
-   * contents (and the output) do not depend on how the feeding was split between passes.
-   * @param limit tokens to feed at most, but always at least one piece
-   * @returns tokens fed
+   * Feed the next piece of the prompt (all but its last token) to the target (the draft is fed
+   * when a round first drafts: `draftInput`). Pieces end at multiples of PREFILL_CHUNK
+   * positions (`pieceEnd`), so the cache's contents (and the output) do not depend on how many
+   * pieces went in between other passes.
+   * @returns tokens fed (0 once the prompt is in)
    */
-  async prefill(limit: number): Promise<number> {
+  async prefill(): Promise<number> {
+    const from = this.targetCache.length;
+    const to = pieceEnd(from, this.promptLength - 1);
+    if (to <= from) return 0;
     const start = performance.now();
-    let fed = 0;
-    const end = this.promptLength - 1;
-    while (this.targetCache.length < end) {
-      const from = this.targetCache.length;
-      const to = Math.min(end, (Math.floor(from / PREFILL_CHUNK) + 1) * PREFILL_CHUNK);
-      if (fed > 0 && fed + (to - from) > limit) break;
-      const piece = this.x.slice(from, to);
-      const pieceStart = performance.now();
-      await this.target.forward(this.targetCache, piece, 0);
-      // A target pass of many tokens for one sequence: what tells the cost model a token's compute from a sequence's own cost.
-      this.costModel.observeVerify(1, piece.length, performance.now() - pieceStart);
-      fed += to - from;
-    }
-    this.prefillMs += performance.now() - start;
-    return fed;
+    await this.target.forward(this.targetCache, this.x.slice(from, to), 0);
+    const ms = performance.now() - start;
+    // A target pass of many tokens for one sequence: what pins the cost model's cost of a token.
+    this.costModel.observeVerify(1, to - from, ms);
+    this.prefillMs += ms;
+    return to - from;
   }
 
   /** The target model. */
@@ -384,11 +382,7 @@ export class Generation {
     const cache = this.draftCache!;
     const end = this.x.length - 1;
     if (end - cache.length < 2) return;
-    while (cache.length < end) {
-      const from = cache.length;
-      const to = Math.min(end, (Math.floor(from / PREFILL_CHUNK) + 1) * PREFILL_CHUNK);
-      await draft.forwardWithHidden(cache, this.x.slice(from, to), 0);
-    }
+    while (cache.length < end) await draft.forwardWithHidden(cache, this.x.slice(cache.length, pieceEnd(cache.length, end)), 0);
   }
 
   /** Take the outputs of the draft step fed `draftInput()`: sample its candidate and ask the policy whether to go on. */

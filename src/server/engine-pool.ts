@@ -36,8 +36,8 @@ export interface EnginePoolOptions {
   maxQueue: number;
   /** How every worker loads its pair (intra-op threads included). */
   pair: PairOptions;
-  /** How every worker batches its generations; default: one at a time, no KV budget. */
-  batching?: Partial<BatchingOptions>;
+  /** How every worker batches its generations (defaults.ts `batchingOptions` fills them in). */
+  batching: BatchingOptions;
   /** Tests only: generations that fail on purpose (faults.ts). */
   faults?: WorkerFaults;
   /** Told when a worker thread stops while the pool is open (a replacement is then loading). */
@@ -64,9 +64,6 @@ export interface EngineObserver {
   /** A worker's passes since its last report, and its KV-cache usage. */
   engineStats?(message: EngineStatsMessage): void;
 }
-
-/** Batching when the options leave it out: one generation per worker at a time. */
-export const DEFAULT_BATCHING: BatchingOptions = { maxBatch: 1, maxBatchTokens: 512, kvCacheMemoryBytes: Infinity };
 
 /** One generation on the pool. Timestamps are performance.now() milliseconds. */
 export class GenerationHandle {
@@ -113,23 +110,21 @@ export class EnginePool {
   private headLoaded: boolean | undefined;
   /** Each worker's last reported KV-cache usage, by thread id. */
   private readonly kvUsage = new Map<number, number>();
-  readonly batching: BatchingOptions;
 
   constructor(
     readonly options: EnginePoolOptions,
     private readonly observer?: EngineObserver,
   ) {
-    this.batching = { ...DEFAULT_BATCHING, ...options.batching };
     this.pool = new Piscina({
       filename: WORKER_FILE,
       minThreads: options.workers,
       maxThreads: options.workers,
       maxQueue: options.maxQueue,
       // A worker's generations share its batches (engine/scheduler.ts).
-      concurrentTasksPerWorker: this.batching.maxBatch,
+      concurrentTasksPerWorker: options.batching.maxBatch,
       // Workers block in Atomics.wait when idle otherwise; plain messages keep their event loops free.
       atomics: 'disabled',
-      workerData: { pair: options.pair, batching: this.batching, faults: options.faults } satisfies EngineWorkerData,
+      workerData: { pair: options.pair, batching: options.batching, faults: options.faults } satisfies EngineWorkerData,
     });
     this.pool.on('workerDestroy', () => {
       if (this.stateValue !== 'closed') this.options.onWorkerLost?.();
@@ -269,7 +264,7 @@ export class EnginePool {
 
   private checkAvailable(count: number): void {
     const { workers, maxQueue } = this.options;
-    const { maxBatch } = this.batching;
+    const { maxBatch } = this.options.batching;
     if (this.stateValue === 'closed') throw new EngineUnavailableError('closed', 'the engine is closed');
     if (this.draining) throw new EngineUnavailableError('draining', 'the server is shutting down');
     if (this.stateValue === 'loading') throw new EngineUnavailableError('loading', 'the models are still loading');
