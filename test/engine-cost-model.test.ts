@@ -1,16 +1,17 @@
 /**
- * The auto threshold of specdec++ (cost-model.ts): the anchor until enough is measured, the
- * anchor at batch 1, less drafting as a memory-bound batch grows, no drafting where a batch is
- * compute-bound and candidates are often rejected; and the engine runs each round with what it
- * decides, exactly.
+ * The auto threshold of specdec++ (cost-model.ts): h(B) is the anchor until enough is measured,
+ * the anchor at batch 1, lower as a memory-bound batch grows; how a batch drafts (h_1, h(B) or
+ * not at all) follows what its rounds delivered, the other arms still explored within a cost;
+ * and the engine runs each round with what the model decides, exactly.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { MIN_OBSERVATIONS, PassCostModel } from '../src/engine/cost-model.js';
+import { EXPLORE_COST, EXPLORE_SHARE, MIN_ARM_ROUNDS, MIN_OBSERVATIONS, PassCostModel, ROUND_ARMS, type RoundArm } from '../src/engine/cost-model.js';
 import { ModelPair } from '../src/engine/pair.js';
 import { BatchScheduler } from '../src/engine/scheduler.js';
 import type { RoundStats } from '../src/engine/stats.js';
 import { loadPrompts } from '../src/bench/datasets.js';
+import { recommendedThresholdAt } from '../src/engine/stop-policy.js';
 
 /** Feed a model passes whose cost follows verify(n, B) and draft(B), at the batch sizes given, and rounds of (drafted, accepted). */
 function feed(model: PassCostModel, verify: (n: number) => number, draft: (b: number) => number, batches: number[], round: [number, number], count = 400): void {
@@ -28,7 +29,7 @@ describe('auto threshold', () => {
   test('holds the anchor until enough passes are measured', () => {
     const model = new PassCostModel();
     feed(model, (n) => 2.5 + 0.05 * n, (b) => 0.3 + 0.02 * b, [1, 4, 16], [3, 2], MIN_OBSERVATIONS - 1);
-    assert.deepEqual(model.threshold(0.7, 16), { threshold: 0.7, draft: true });
+    assert.equal(model.threshold(0.7, 16), 0.7);
   });
 
   test('a pass with a large fixed cost: the anchor at batch 1, then less drafting as the batch grows', () => {
@@ -36,20 +37,101 @@ describe('auto threshold', () => {
     feed(model, (n) => 2.5 + 0.05 * n, (b) => 0.3 + 0.02 * b, [1, 2, 4, 8, 16, 32], [3, 2]);
     const snap = model.snapshot();
     assert.ok(Math.abs(snap.verifyMsPerToken - 0.05) < 1e-3 && Math.abs(snap.verifyMsPerPass - 2.5) < 1e-3, JSON.stringify(snap));
-    assert.ok(Math.abs(model.threshold(0.7, 1).threshold - 0.7) < 1e-9);
+    assert.ok(Math.abs(model.threshold(0.7, 1) - 0.7) < 1e-9);
     const hs = [1, 2, 4, 8, 16, 32, 64].map((b) => model.threshold(0.7, b));
-    for (let i = 1; i < hs.length; i++) assert.ok(hs[i]!.threshold <= hs[i - 1]!.threshold + 1e-12, `h falls with the batch: ${hs.map((h) => h.threshold.toFixed(3)).join(' ')}`);
-    assert.ok(hs.at(-1)!.threshold < 0.65, 'h falls well below the anchor at large batches');
-    assert.ok(hs.slice(0, 5).every((h) => h.draft), 'drafting pays up to 16 sequences');
-    assert.equal(hs.at(-1)!.draft, false, 'at 64 a draft step over the batch costs more than its candidates bring');
+    for (let i = 1; i < hs.length; i++) assert.ok(hs[i]! <= hs[i - 1]! + 1e-12, `h falls with the batch: ${hs.map((h) => h.toFixed(3)).join(' ')}`);
+    assert.ok(hs.at(-1)! < 0.65, 'h falls well below the anchor at large batches');
+  });
+});
+
+describe('how a batch drafts', () => {
+  type Outcomes = Record<RoundArm, [tokens: number, ms: number]>;
+  /** Play `count` rounds of `batch` sequences, each arm's round yielding its outcome (and a drafting round after a plain one `catchUp` ms of catching up). */
+  function play(model: PassCostModel, batch: number, count: number, outcomes: Outcomes, catchUp = 0): { arm: RoundArm; ms: number }[] {
+    const rounds: { arm: RoundArm; ms: number }[] = [];
+    for (let i = 0; i < count; i++) {
+      const arm = model.roundArm(batch);
+      const [tokens, ms] = outcomes[arm];
+      const switching = arm !== 'plain' && rounds.at(-1)?.arm === 'plain' ? catchUp : 0;
+      rounds.push({ arm, ms: ms + switching });
+      model.observeBatchRound(batch, arm, tokens, ms, switching);
+    }
+    return rounds;
+  }
+  const share = (rs: { arm: RoundArm }[], arm: RoundArm) => rs.filter((r) => r.arm === arm).length / rs.length;
+  /** What playing other arms than `best` cost: their time times their shortfall in rate, over all the time. */
+  const explorationCost = (rs: { arm: RoundArm; ms: number }[], outcomes: Outcomes, best: RoundArm) => {
+    const rate = (a: RoundArm) => outcomes[a][0] / outcomes[a][1];
+    const lost = rs.reduce((t, r) => t + (r.arm === best ? 0 : r.ms * (1 - rate(r.arm) / rate(best))), 0);
+    return lost / rs.reduce((t, r) => t + r.ms, 0);
+  };
+  // At 16 sequences on a compute-bound CPU: plain rounds emit 16 tokens in 16 ms, drafting ones fewer per ms.
+  const compute: Outcomes = { anchor: [24, 30], model: [22, 26], plain: [16, 16] };
+
+  test('each arm is tried first, then the best plays and the others are explored within a cost', () => {
+    const rounds = play(new PassCostModel(), 16, 1600, compute);
+    for (const arm of ROUND_ARMS) assert.equal(share(rounds.slice(0, 3 * MIN_ARM_ROUNDS), arm), 1 / 3, `${arm} first, in turn`);
+    const late = rounds.slice(400);
+    const cost = explorationCost(late, compute, 'plain');
+    assert.ok(cost > 0.25 * EXPLORE_COST && cost < 1.5 * EXPLORE_COST, `exploring cost ${cost} of the time`);
+    assert.ok(share(late, 'anchor') > 0 && share(late, 'model') > 0 && share(late, 'anchor') + share(late, 'model') <= 2 * EXPLORE_SHARE);
+    // A clear loser is explored less often, but still explored.
+    const clear = share(play(new PassCostModel(), 16, 1600, { ...compute, model: [16, 32] }).slice(400), 'model');
+    assert.ok(clear < share(late, 'model') && clear > 0, `a clear loser played in ${clear} of the rounds`);
+    // Where drafting long delivers most, the anchor plays.
+    assert.ok(share(play(new PassCostModel(), 4, 600, { anchor: [12, 8], model: [9, 7], plain: [4, 6] }).slice(200), 'anchor') > 1 - 2 * EXPLORE_SHARE);
   });
 
-  test('a compute-bound batch with half the candidates rejected does not draft; alone it always does', () => {
+  test('a switch to drafting that costs the drafts a catch-up is explored less often', () => {
+    const cheap = play(new PassCostModel(), 16, 2400, compute).slice(400);
+    const costly = play(new PassCostModel(), 16, 2400, compute, 100).slice(400);
+    const drafting = (rs: { arm: RoundArm }[]) => 1 - share(rs, 'plain');
+    assert.ok(drafting(costly) > 0 && drafting(costly) < drafting(cheap) / 3, `drafting in ${drafting(costly)} of the rounds with a catch-up, ${drafting(cheap)} without`);
+  });
+
+  test('a stall in one round does not decide', () => {
+    const pays: Outcomes = { anchor: [22, 20], model: [20, 19], plain: [16, 16] };
     const model = new PassCostModel();
-    // Each token costs 0.5 ms whatever the batch (compute-bound), a pass has a fixed 1 ms.
-    feed(model, (n) => 1 + 0.5 * n, (b) => 0.2 + 0.01 * b, [1, 8, 32], [3, 1]);
-    assert.equal(model.threshold(0.7, 32).draft, false);
-    assert.equal(model.threshold(0.7, 1).draft, true);
+    play(model, 16, 300, pays);
+    model.observeBatchRound(16, 'anchor', 22, 5000); // one round stalled 5 s
+    assert.ok(share(play(model, 16, 100, pays), 'anchor') > 1 - 3 * EXPLORE_SHARE);
+    // Nor one among the first rounds, whose rates decide nothing until every arm has them.
+    const fresh = new PassCostModel();
+    for (let i = 0; i < 3 * MIN_ARM_ROUNDS; i++) {
+      const arm = fresh.roundArm(32);
+      const [tokens, ms] = compute[arm];
+      fresh.observeBatchRound(32, arm, tokens, arm === 'plain' && i < 6 ? 400 : ms);
+    }
+    assert.ok(share(play(fresh, 32, 100, compute), 'plain') > 1 - 2 * EXPLORE_SHARE, 'plain rounds deliver more here, one stall notwithstanding');
+  });
+
+  test('batch sizes are judged apart, and a sequence alone always drafts with the anchor', () => {
+    const model = new PassCostModel();
+    const memory: Outcomes = { anchor: [12, 8], model: [9, 7], plain: [3, 4] };
+    play(model, 16, 400, compute);
+    play(model, 3, 400, memory);
+    assert.ok(share(play(model, 16, 200, compute), 'plain') > 1 - 2 * EXPLORE_SHARE);
+    assert.ok(share(play(model, 4, 200, memory), 'anchor') > 1 - 2 * EXPLORE_SHARE, 'batches of 3 and 4 share a bucket');
+    assert.ok(play(model, 1, 50, { anchor: [1, 10], model: [1, 1], plain: [1, 1] }).every((r) => r.arm === 'anchor'));
+  });
+
+  test('a larger batch starts from the best arm of a smaller one, and still explores the others', () => {
+    const model = new PassCostModel();
+    play(model, 8, 300, compute);
+    const first = play(model, 16, 800, compute);
+    assert.ok(first.slice(0, MIN_ARM_ROUNDS).every((r) => r.arm === 'plain'), 'no forced drafting in the new bucket');
+    assert.ok(1 - share(first, 'plain') < 2 * EXPLORE_SHARE && share(first, 'anchor') > 0 && share(first, 'model') > 0, `${share(first, 'anchor')} ${share(first, 'model')}`);
+    // Where it does not fit, the others take over.
+    const memory = play(model, 32, 400, { anchor: [60, 40], model: [50, 40], plain: [32, 40] });
+    assert.ok(share(memory.slice(-100), 'anchor') > 1 - 2 * EXPLORE_SHARE, `the anchor in ${share(memory.slice(-100), 'anchor')} of the last rounds`);
+  });
+
+  test('a change in the load is seen through the explored arms', () => {
+    const model = new PassCostModel();
+    play(model, 16, 600, compute);
+    // Now drafting pays (say the batch became memory-bound): the anchor takes over.
+    const after = play(model, 16, 1000, { anchor: [30, 20], model: [24, 20], plain: [16, 16] });
+    assert.ok(share(after.slice(-200), 'anchor') > 1 - 2 * EXPLORE_SHARE, `the anchor in ${share(after.slice(-200), 'anchor')} of the last rounds`);
   });
 });
 
@@ -69,11 +151,12 @@ describe('the engine runs each round with the auto threshold', () => {
     for (const p of prompts) alone.push(await pair.decoder.start(p, opts).run());
     const asked: number[] = [];
     const costs = pair.decoder.costs;
-    const original = costs.threshold.bind(costs);
-    // Batches of 4 do not draft, batches of fewer use h = 0.25 (the scheduler's batch size reaches the model).
-    costs.threshold = (_anchor: number, batch: number) => {
+    const original = { threshold: costs.threshold.bind(costs), roundArm: costs.roundArm.bind(costs) };
+    // Batches of 4 do not draft, batches of fewer draft with h(B) = 0.25 (the scheduler's batch size reaches the model).
+    costs.threshold = () => 0.25;
+    costs.roundArm = (batch: number) => {
       asked.push(batch);
-      return batch >= 4 ? { threshold: 0.5, draft: false } : { threshold: 0.25, draft: true };
+      return batch >= 4 ? 'plain' : 'model';
     };
     const rounds: RoundStats[][] = prompts.map(() => []);
     try {
@@ -87,22 +170,22 @@ describe('the engine runs each round with the auto threshold', () => {
       );
       outs.forEach((o, i) => assert.deepEqual(o, alone[i], `prompt ${i}`));
     } finally {
-      costs.threshold = original;
+      Object.assign(costs, original);
     }
     assert.ok(asked.includes(4));
     const all = rounds.flat();
-    assert.ok(all.some((r) => r.threshold === 0.5 && r.drafted === 0), 'a round of the full batch drafted nothing');
-    for (const r of all) {
-      assert.ok(r.threshold === 0.5 || r.threshold === 0.25, `threshold ${r.threshold}`);
-      if (r.threshold === 0.5) assert.equal(r.drafted, 0);
-    }
+    const anchor = recommendedThresholdAt(pair.head, 0);
+    assert.ok(all.some((r) => r.threshold === anchor && r.drafted === 0), 'a round of the full batch drafted nothing');
+    assert.ok(all.some((r) => r.threshold === 0.25 && r.drafted > 0), 'a smaller batch drafted with h(B)');
+    for (const r of all) assert.ok(r.threshold === 0.25 || r.threshold === anchor, `threshold ${r.threshold}`);
     // A seeded sampled request keeps the anchor (its output must not depend on the load).
     const seeded: RoundStats[] = [];
-    costs.threshold = () => ({ threshold: 0.01, draft: false });
+    costs.threshold = () => 0.01;
+    costs.roundArm = () => 'plain';
     try {
       await pair.decoder.start(prompts[0]!, { ...opts, sampling: { temperature: 0.7, topK: 0, topP: 1 }, seed: 3, onRound: (r) => seeded.push(r) }).run();
     } finally {
-      costs.threshold = original;
+      Object.assign(costs, original);
     }
     assert.ok(seeded.every((r) => r.threshold === pair.head!.recommendedThreshold || r.threshold !== 0.01));
     assert.ok(seeded.some((r) => r.drafted > 0));

@@ -29,9 +29,10 @@
  *
  *   h(B) = 1 - (1 - h_1) rho(B),   clamped to [0, 1].
  *
- * Drafting stops altogether for a round of B > 1 sequences when k*(B) = 0: on a compute-bound
- * batch a verified token costs what a decoded one does and rejected candidates are pure loss.
- * (Alone, the anchor stands: drafting off would leave the acceptance rate unmeasured for good.)
+ * Whether a round of B > 1 sequences drafts at all, and with h(B) or h_1, is measured rather than
+ * modelled (RoundArms below): on a compute-bound batch a verified token costs what a decoded one
+ * does and rejected candidates are pure loss, and the rounds themselves show it. Alone, a
+ * sequence always drafts with h_1.
  */
 
 /** Longest draft the i.i.d. model of `atBatch` considers. */
@@ -41,6 +42,14 @@ const HALF_LIFE = 200;
 const DECAY = 0.5 ** (1 / HALF_LIFE);
 /** Passes of each kind (and rounds) seen before the model adapts the threshold; until then the anchor holds. */
 export const MIN_OBSERVATIONS = 16;
+/** Rounds each arm (drafting, not drafting) plays in a batch-size bucket before the better one is chosen. */
+export const MIN_ARM_ROUNDS = 8;
+/** Most of a bucket's rounds (recency-weighted) the worse arm is played to see a change. */
+export const EXPLORE_SHARE = 1 / 16;
+/** Most of a bucket's time (recency-weighted) exploring may cost (RoundArms). */
+export const EXPLORE_COST = 1 / 200;
+/** A round slower than this many times its arm's usual time per token counts as the usual time (RoundArms). */
+const OUTLIER_FACTOR = 3;
 
 /** A least-squares line y = a + b x over observations weighted by recency. */
 class RecentLine {
@@ -93,18 +102,174 @@ class RecentMean {
   }
 }
 
-/** What the auto threshold decides for a round. */
-export interface AutoThreshold {
-  /** h for this round. */
-  threshold: number;
-  /** False when drafting does not pay at this load (the round drafts nothing). */
-  draft: boolean;
+/**
+ * How a round of several sequences under the auto threshold drafts: with the head's threshold
+ * for a sequence alone (`anchor`, h_1), with the threshold the pass costs give for the batch
+ * (`model`, h(B)), or not at all (`plain`).
+ */
+export type RoundArm = 'anchor' | 'model' | 'plain';
+/** The arms, in the order their first rounds are played. */
+export const ROUND_ARMS: readonly RoundArm[] = ['anchor', 'model', 'plain'];
+
+/**
+ * Which arm rounds of a batch size play, decided by what such rounds delivered: per batch-size
+ * bucket (1, 2, 3-4, 5-8, ...: powers of two), the tokens emitted and the time taken by each
+ * arm's rounds, with exponential forgetting. The arm with the most tokens per millisecond plays,
+ * and the others now and then, so that a change in the load is seen. Exploring an arm costs the
+ * shortfall of its rate (gap) over the time it plays, plus the drafts' catching up with the
+ * tokens they missed while rounds did not draft (a price of switching, kept out of the rate:
+ * the rate is that of drafting all along). The other arms are explored, the least played first,
+ * while what exploring cost stays within EXPLORE_COST of the bucket's time, each in at most
+ * EXPLORE_SHARE of its rounds: a close call is checked more often than a clear one, and an
+ * expensive switch less often.
+ *
+ * This measures the decision directly. The pass-cost lines above cannot tell a token's cost
+ * from a sequence's in a batch (a verification's attention reads every sequence's cache): read
+ * from them alone, the i.i.d. model kept drafting at 16 sequences, where rounds without drafting
+ * emitted 14% more tokens per second, and at 4 sequences cut drafts to 2-3 candidates where 4
+ * delivered 13% more (bundled pair, 2-core CPU).
+ */
+class RoundArms {
+  private readonly buckets: Bucket[] = [];
+
+  private bucket(batch: number): Bucket {
+    const i = Math.ceil(Math.log2(Math.max(1, batch)));
+    let bucket = this.buckets[i];
+    if (!bucket) {
+      // A bucket starts from the best arm of the nearest smaller one that has settled, and
+      // explores the others within the budget: a first round of drafting in a large batch
+      // feeds every sequence's prompt to the draft, which costs the most where drafting pays least.
+      const below = this.buckets.slice(0, i).findLast((b) => b !== undefined && !b.warmup);
+      const required = below ? [bestArm(below.arms)] : ROUND_ARMS.map((_, j) => j);
+      bucket = this.buckets[i] = { arms: ROUND_ARMS.map(() => new Arm()), warmup: [], required, explored: 0 };
+    }
+    return bucket;
+  }
+
+  /** The arm a round of `batch` sequences plays: the required arms' first MIN_ARM_ROUNDS in turn, then the best, the others explored (class comment). */
+  choose(batch: number): RoundArm {
+    const { arms, required } = this.bucket(batch);
+    const fewest = required.reduce((a, i) => (arms[i]!.count < arms[a]!.count ? i : a), required[0]!);
+    if (arms[fewest]!.count < MIN_ARM_ROUNDS) return ROUND_ARMS[fewest]!;
+    const best = bestArm(arms);
+    const weight = arms.reduce((n, x) => n + x.weight, 0);
+    const time = arms.reduce((n, x) => n + x.ms + x.switchMs, 0);
+    if (this.bucket(batch).explored >= EXPLORE_COST * time) return ROUND_ARMS[best]!;
+    let explore: number | undefined;
+    for (const [i, arm] of arms.entries()) {
+      if (i === best || arm.weight >= EXPLORE_SHARE * weight) continue;
+      if (explore === undefined || arm.weight < arms[explore]!.weight) explore = i;
+    }
+    return ROUND_ARMS[explore ?? best]!;
+  }
+
+  /** A round of `batch` sequences that played `arm`: `tokens` emitted in `ms` (catching up aside), and `switchMs` spent catching up. */
+  observe(batch: number, arm: RoundArm, tokens: number, ms: number, switchMs: number): void {
+    const bucket = this.bucket(batch);
+    const round = { arm: ROUND_ARMS.indexOf(arm), tokens, ms, switchMs };
+    if (!bucket.warmup) {
+      // An arm other than the best explored: what that cost (its shortfall in rate, and the switch).
+      const best = bucket.arms[bestArm(bucket.arms)]!;
+      const played = bucket.arms[round.arm]!;
+      if (played !== best) bucket.explored += ms * Math.max(0, 1 - played.rate / best.rate) + switchMs;
+    }
+    record(bucket, round);
+    if (!bucket.warmup) return;
+    bucket.warmup.push(round);
+    if (bucket.required.some((i) => bucket.arms[i]!.count < MIN_ARM_ROUNDS)) return;
+    // The first rounds decide nothing by their rates; now that the required arms have them,
+    // replay them, a stall (over OUTLIER_FACTOR times its arm's median time per token) counted
+    // at the median.
+    const warmup = bucket.warmup;
+    const perToken = ROUND_ARMS.map((_, i) => median(warmup.filter((r) => r.arm === i).map((r) => r.ms / Math.max(r.tokens, 1))));
+    Object.assign(bucket, { arms: ROUND_ARMS.map(() => new Arm()), warmup: undefined });
+    for (const r of warmup) {
+      const expected = Math.max(r.tokens, 1) * perToken[r.arm]!;
+      record(bucket, { ...r, ms: r.ms > OUTLIER_FACTOR * expected ? expected : r.ms });
+    }
+  }
+
+  /** Tokens per millisecond and recency-weighted share of rounds of each arm per bucket (bucket i: batches up to 2^i), for reports. */
+  snapshot(): { batchUpTo: number; arms: Record<RoundArm, { tokensPerMs: number; share: number }> }[] {
+    return this.buckets.flatMap((b, i) => {
+      if (!b) return [];
+      const weight = b.arms.reduce((n, x) => n + x.weight, 0);
+      const arms = Object.fromEntries(ROUND_ARMS.map((name, j) => [name, { tokensPerMs: b.arms[j]!.rate, share: b.arms[j]!.weight / weight }]));
+      return [{ batchUpTo: 2 ** i, arms: arms as Record<RoundArm, { tokensPerMs: number; share: number }> }];
+    });
+  }
+}
+
+/**
+ * One batch-size bucket: its arms (ROUND_ARMS' order), its first rounds until the required arms
+ * (indices) have MIN_ARM_ROUNDS each, and what exploring has cost (ms, recency-weighted).
+ */
+interface Bucket {
+  arms: Arm[];
+  warmup?: BatchRound[];
+  required: number[];
+  explored: number;
+}
+
+interface BatchRound {
+  /** Index into ROUND_ARMS. */
+  arm: number;
+  tokens: number;
+  ms: number;
+  switchMs: number;
+}
+
+function record(bucket: Bucket, r: BatchRound): void {
+  bucket.explored *= DECAY;
+  for (const arm of bucket.arms) arm.decay();
+  bucket.arms[r.arm]!.add(r.tokens, r.ms, r.switchMs);
+}
+
+/** The index of the arm with the most tokens per millisecond. */
+function bestArm(arms: Arm[]): number {
+  return arms.reduce((a, x, i) => (x.rate > arms[a]!.rate ? i : a), 0);
+}
+
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[sorted.length >> 1] ?? Infinity;
+}
+
+/** Rounds of one arm in one bucket: recency-weighted count, tokens, milliseconds and catching-up milliseconds. */
+class Arm {
+  weight = 0;
+  tokens = 0;
+  ms = 0;
+  switchMs = 0;
+  count = 0;
+  decay(): void {
+    this.weight *= DECAY;
+    this.tokens *= DECAY;
+    this.ms *= DECAY;
+    this.switchMs *= DECAY;
+  }
+  /**
+   * Once the arm has a rate, a round over OUTLIER_FACTOR times what its tokens usually take (a
+   * cache resize, a collection, a stall elsewhere on the machine) counts as the usual time.
+   */
+  add(tokens: number, ms: number, switchMs: number): void {
+    const usual = this.count >= MIN_ARM_ROUNDS && this.rate > 0 ? Math.max(tokens, 1) / this.rate : Infinity;
+    this.weight += 1;
+    this.tokens += tokens;
+    this.ms += ms > OUTLIER_FACTOR * usual ? usual : ms;
+    this.switchMs += switchMs;
+    this.count++;
+  }
+  get rate(): number {
+    return this.ms > 0 ? this.tokens / this.ms : 0;
+  }
 }
 
 export class PassCostModel {
   private readonly verify = new RecentLine();
   private readonly draftStep = new RecentLine();
   private readonly acceptance = new RecentMean();
+  private readonly arms = new RoundArms();
   private rounds = 0;
 
   /** A verification (or a prompt piece's target pass) over `sequences` sequences feeding `tokens` tokens took `ms` (the sequence count is not modelled). */
@@ -125,54 +290,78 @@ export class PassCostModel {
     if (judged > 0) this.acceptance.observe(accepted / judged, judged);
   }
 
+  /**
+   * A round over `batch` sequences that played `arm` (as {@link roundArm} said) emitted
+   * `tokens` tokens in all and took `ms` milliseconds (draft steps, verification, acceptance),
+   * besides `catchUpMs` in which the drafts caught up with tokens they had not seen.
+   */
+  observeBatchRound(batch: number, arm: RoundArm, tokens: number, ms: number, catchUpMs = 0): void {
+    this.arms.observe(batch, arm, tokens, ms, catchUpMs);
+  }
+
   /** Whether enough has been measured to adapt. */
   get ready(): boolean {
     return this.verify.count >= MIN_OBSERVATIONS && this.draftStep.count >= MIN_OBSERVATIONS && this.rounds >= MIN_OBSERVATIONS;
   }
 
   /**
-   * c(B) and v(B) of the module comment, and the best draft length k*(B) of the i.i.d. model:
-   * with each candidate accepted with probability a (the live rate), k candidates emit
-   * (1 - a^(k+1)) / (1 - a) tokens per sequence for [T(B (k + 1)) + k D(B)] / B of time.
+   * c(B) and v(B) of the module comment: with each candidate accepted with probability a (the
+   * live rate), k candidates emit (1 - a^(k+1)) / (1 - a) tokens per sequence for
+   * [T(B (k + 1)) + k D(B)] / B of time, and v(B) is that time per token at the best k.
    */
-  private atBatch(batch: number): { c: number; v: number; k: number } {
+  private atBatch(batch: number): { c: number; v: number } {
     const a = Math.min(this.acceptance.value, 0.999);
     const d = this.draftStep.at(batch);
-    let best = { k: 0, v: Infinity };
+    let v = Infinity;
     for (let k = 0; k <= MAX_MODELLED_DRAFT; k++) {
       const tokens = (1 - a ** (k + 1)) / (1 - a);
-      const time = (this.verify.at(batch * (k + 1)) + k * d) / batch;
-      if (time / tokens < best.v) best = { k, v: time / tokens };
+      v = Math.min(v, (this.verify.at(batch * (k + 1)) + k * d) / batch / tokens);
     }
-    return { c: this.verify.slope + d / batch, ...best };
+    return { c: this.verify.slope + d / batch, v };
   }
 
   /**
-   * The specdec++ threshold for a round of `batch` sequences, from the anchor h_1 (the head's
-   * recommended threshold, right for a sequence decoding alone).
+   * How a round of `batch` sequences under the auto threshold drafts (once per round; RoundArms'
+   * comment): alone always with the anchor, which the head's build found to pay for this pair
+   * alone.
+   * @param batch sequences in the round (>= 1)
+   */
+  roundArm(batch: number): RoundArm {
+    return batch <= 1 ? 'anchor' : this.arms.choose(batch);
+  }
+
+  /**
+   * The specdec++ threshold h for a round of `batch` sequences that drafts, from the anchor h_1
+   * (the head's recommended threshold, right for a sequence decoding alone); h_1 until enough
+   * is measured.
    * @param anchor h_1 in [0, 1]
    * @param batch sequences in the round (>= 1)
    */
-  threshold(anchor: number, batch: number): AutoThreshold {
-    if (!this.ready) return { threshold: anchor, draft: true };
-    if (!Number.isFinite(this.acceptance.value)) return { threshold: anchor, draft: true };
+  threshold(anchor: number, batch: number): number {
+    if (!this.ready || !Number.isFinite(this.acceptance.value)) return anchor;
     const here = this.atBatch(batch);
     const alone = this.atBatch(1);
     const rho = here.c / here.v / (alone.c / alone.v);
     const threshold = Math.min(1, Math.max(0, 1 - (1 - anchor) * rho));
-    // Alone, the anchor stands: the head's build found that drafting pays for this pair alone,
-    // and a live estimate that says otherwise would, once drafting stopped, never be revised.
-    return { threshold: Number.isFinite(threshold) ? threshold : anchor, draft: batch <= 1 || here.k > 0 };
+    return Number.isFinite(threshold) ? threshold : anchor;
   }
 
   /** The measured quantities, for reports. */
-  snapshot(): { verifyMsPerPass: number; verifyMsPerToken: number; draftMsPerStep: number; acceptance: number; rounds: number } {
+  snapshot(): {
+    verifyMsPerPass: number;
+    verifyMsPerToken: number;
+    draftMsPerStep: number;
+    acceptance: number;
+    rounds: number;
+    roundArms: ReturnType<RoundArms['snapshot']>;
+  } {
     return {
       verifyMsPerPass: this.verify.at(0),
       verifyMsPerToken: this.verify.slope,
       draftMsPerStep: this.draftStep.at(1),
       acceptance: this.acceptance.value,
       rounds: this.rounds,
+      roundArms: this.arms.snapshot(),
     };
   }
 }

@@ -129,7 +129,11 @@ export class BatchScheduler {
    */
   private async round(all: Generation[]): Promise<number> {
     const limit = this.options.maxBatchTokens;
-    let gens = all.filter((g) => this.guard(g, () => g.beginRound(all.length)));
+    // How the round drafts is the cost model's call once per round, and what the round
+    // delivered is its evidence (only where some generation follows it).
+    const costs = all.find((g) => g.adaptive)?.costModel;
+    const arm = costs?.roundArm(all.length) ?? 'anchor';
+    let gens = all.filter((g) => this.guard(g, () => g.beginRound(all.length, arm)));
     const draftStart = performance.now();
     for (;;) {
       const steps: { gen: Generation; input: number[] }[] = [];
@@ -137,7 +141,7 @@ export class BatchScheduler {
         const input = await this.guardAsync(gen, () => gen.draftInput());
         if (input) steps.push({ gen, input });
       }
-      // Timed from here: a draft's catching up with its prompt (in draftInput) is no step's cost.
+      // Timed from here: a draft's catching up (in draftInput) is no step's cost.
       const stepStart = performance.now();
       gens = gens.filter((g) => this.waiting.has(g));
       if (steps.length === 0) break;
@@ -167,7 +171,13 @@ export class BatchScheduler {
     }
     const tokens = inputs.reduce((n, x) => n + x.length, 0);
     // Verification as the cost model sees it: the pass and every sequence's acceptance and rollback.
-    gens[0]!.costModel.observeVerify(gens.length, tokens, performance.now() - targetStart);
+    const end = performance.now();
+    gens[0]!.costModel.observeVerify(gens.length, tokens, end - targetStart);
+    if (costs) {
+      // A draft's catching up with its prompt is a cost of drafting; with tokens emitted while rounds did not draft, of switching.
+      const missedMs = all.reduce((n, g) => n + g.catchUpMs.missedMs, 0);
+      costs.observeBatchRound(all.length, arm, settled.reduce((n, [, emitted]) => n + emitted.length, 0), end - draftStart - missedMs, missedMs);
+    }
     for (const [gen, emitted] of settled) this.settle(gen, emitted);
     return tokens;
   }

@@ -26,7 +26,7 @@ import { type FinishReason, OutputDecider, type OutputRules } from './output-dec
 import { Rng } from './rng.js';
 import { argmax, decodingTemperature, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
-import { PassCostModel } from './cost-model.js';
+import { PassCostModel, type RoundArm } from './cost-model.js';
 import { type AcceptancePredictor, createPolicy, SpecDecPlusPlusPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
 
 export interface GenerateOptions {
@@ -172,6 +172,14 @@ export class Generation {
   private readonly runMsAtStart: number;
   private endedAt: number | undefined;
   private readonly promptLength: number;
+  /** Whether this generation's specdec++ threshold (and whether it drafts) follows the load (`--threshold auto`). */
+  get adaptive(): boolean {
+    return this.autoAnchor !== undefined;
+  }
+
+  /** Time the draft spent catching up, not yet taken (takeCatchUpMs). */
+  private catchUp = { promptMs: 0, missedMs: 0 };
+
   /** The round in progress (between beginRound and finishRound). */
   private proposal: Proposal | undefined;
   /** Prefill time not yet counted in a round's targetMs. */
@@ -306,17 +314,19 @@ export class Generation {
    * round may emit (one token always comes from the target) nor past either model's context.
    * With the auto threshold, specdec++'s h for this round follows from the load (cost-model.ts).
    * @param batch sequences whose rounds run together (1: alone)
+   * @param arm under the auto threshold, how this round drafts (the cost model's
+   *   `roundArm(batch)`, decided once for the whole batch); other policies ignore it
    */
-  beginRound(batch: number): void {
+  beginRound(batch: number, arm: RoundArm = 'anchor'): void {
     const x = this.x;
     const draft = this.draft;
     const remaining = this.maxNew - this.tokenIds.length;
     const cap = Math.min(remaining - 1, this.target.info.maxPositions - x.length - 1, draft ? draft.info.maxPositions - x.length + 1 : 0);
     let worthIt = true;
+    this.catchUp = { promptMs: 0, missedMs: 0 };
     if (this.autoAnchor !== undefined && this.policy instanceof SpecDecPlusPlusPolicy) {
-      const auto = this.costModel.threshold(this.autoAnchor, batch);
-      this.policy.threshold = auto.threshold;
-      worthIt = auto.draft;
+      this.policy.threshold = arm === 'model' ? this.costModel.threshold(this.autoAnchor, batch) : this.autoAnchor;
+      worthIt = arm !== 'plain';
     }
     const drafting = worthIt && draft !== undefined && this.draftCache !== undefined && Math.min(cap, this.policy.maxDraft) > 0;
     if (drafting) this.policy.begin();
@@ -382,7 +392,25 @@ export class Generation {
     const cache = this.draftCache!;
     const end = this.x.length - 1;
     if (end - cache.length < 2) return;
-    while (cache.length < end) await draft.forwardWithHidden(cache, this.x.slice(cache.length, pieceEnd(cache.length, end)), 0);
+    while (cache.length < end) {
+      const from = cache.length;
+      const start = performance.now();
+      await draft.forwardWithHidden(cache, this.x.slice(from, pieceEnd(from, end)), 0);
+      // Split by tokens between the prompt and what rounds emitted without drafting.
+      const ms = performance.now() - start;
+      const prompt = Math.max(0, Math.min(cache.length, this.promptLength) - from) / (cache.length - from);
+      this.catchUp.promptMs += ms * prompt;
+      this.catchUp.missedMs += ms * (1 - prompt);
+    }
+  }
+
+  /**
+   * The time the draft spent catching up this round (so far), in ms: with the
+   * prompt (what drafting costs a sequence anyway) and with tokens emitted by rounds that did
+   * not draft (what switching to drafting costs).
+   */
+  get catchUpMs(): { promptMs: number; missedMs: number } {
+    return { ...this.catchUp };
   }
 
   /** Take the outputs of the draft step fed `draftInput()`: sample its candidate and ask the policy whether to go on. */
