@@ -42,8 +42,10 @@ const HALF_LIFE = 200;
 const DECAY = 0.5 ** (1 / HALF_LIFE);
 /** Passes of each kind (and rounds) seen before the model adapts the threshold; until then the anchor holds. */
 export const MIN_OBSERVATIONS = 16;
-/** Rounds each arm (drafting, not drafting) plays in a batch-size bucket before the better one is chosen. */
+/** Rounds a new batch-size bucket plays without drafting before it tries the drafting arms (RoundArms). */
 export const MIN_ARM_ROUNDS = 8;
+/** Rounds each arm plays in a bucket before the best one is chosen (RoundArms). */
+export const MIN_TRIES = 2;
 /** Most of a bucket's rounds (recency-weighted) the worse arm is played to see a change. */
 export const EXPLORE_SHARE = 1 / 16;
 /** Most of a bucket's time (recency-weighted) exploring may cost (RoundArms). */
@@ -113,15 +115,19 @@ export const ROUND_ARMS: readonly RoundArm[] = ['anchor', 'model', 'plain'];
 
 /**
  * Which arm rounds of a batch size play, decided by what such rounds delivered: per batch-size
- * bucket (1, 2, 3-4, 5-8, ...: powers of two), the tokens emitted and the time taken by each
- * arm's rounds, with exponential forgetting. The arm with the most tokens per millisecond plays,
- * and the others now and then, so that a change in the load is seen. Exploring an arm costs the
+ * bucket (1, 2, 3-4, 5-8, ...: powers of two), the tokens each sequence emitted and the time
+ * taken by each arm's rounds, as a line over the batch size, with exponential forgetting. The
+ * arm with the most tokens per millisecond at the round's batch size plays, and the others now
+ * and then, so that a change in the load is seen. Exploring an arm costs the
  * shortfall of its rate (gap) over the time it plays, plus the drafts' catching up with the
- * tokens they missed while rounds did not draft (a price of switching, kept out of the rate:
- * the rate is that of drafting all along). The other arms are explored, the least played first,
+ * prompt and with the tokens they missed while rounds did not draft (a price of switching,
+ * kept out of the rate: the rate is that of drafting all along). The other arms are explored, the least played first,
  * while what exploring cost stays within EXPLORE_COST of the bucket's time, each in at most
  * EXPLORE_SHARE of its rounds: a close call is checked more often than a clear one, and an
- * expensive switch less often.
+ * expensive switch less often. A new bucket plays `plain` for its first MIN_ARM_ROUNDS rounds
+ * (a first drafting round feeds every sequence's prompt to the draft), then each drafting arm
+ * MIN_TRIES times. A drafting round's time carries its sequences' prompt feeds spread over the
+ * tokens they may emit, not the burst of the first round.
  *
  * This measures the decision directly. The pass-cost lines above cannot tell a token's cost
  * from a sequence's in a batch (a verification's attention reads every sequence's cache): read
@@ -136,25 +142,25 @@ class RoundArms {
     const i = Math.ceil(Math.log2(Math.max(1, batch)));
     let bucket = this.buckets[i];
     if (!bucket) {
-      // A bucket starts from the best arm of the nearest smaller one that has settled, and
-      // explores the others within the budget: a first round of drafting in a large batch
-      // feeds every sequence's prompt to the draft, which costs the most where drafting pays least.
-      const below = this.buckets.slice(0, i).findLast((b) => b !== undefined && !b.warmup);
-      const required = below ? [bestArm(below.arms)] : ROUND_ARMS.map((_, j) => j);
-      bucket = this.buckets[i] = { arms: ROUND_ARMS.map(() => new Arm()), warmup: [], required, explored: 0 };
+      // A bucket starts plain, then tries the drafting arms: their first rounds feed every
+      // sequence's prompt to the draft, which costs the most where drafting pays least.
+      bucket = this.buckets[i] = { arms: ROUND_ARMS.map(() => new Arm()), warmup: [], required: [ROUND_ARMS.indexOf('plain')], explored: 0 };
     }
     return bucket;
   }
 
-  /** The arm a round of `batch` sequences plays: the required arms' first MIN_ARM_ROUNDS in turn, then the best, the others explored (class comment). */
+  /** The arm a round of `batch` sequences plays: the required arms' first MIN_ARM_ROUNDS in turn, then any arm not yet played, then the best, the others explored (class comment). */
   choose(batch: number): RoundArm {
-    const { arms, required } = this.bucket(batch);
+    const { arms, required, explored } = this.bucket(batch);
     const fewest = required.reduce((a, i) => (arms[i]!.count < arms[a]!.count ? i : a), required[0]!);
     if (arms[fewest]!.count < MIN_ARM_ROUNDS) return ROUND_ARMS[fewest]!;
-    const best = bestArm(arms);
+    // An arm played fewer than MIN_TRIES times is played before anything is weighed against it.
+    const untried = arms.findIndex((x) => x.count < MIN_TRIES);
+    if (untried >= 0) return ROUND_ARMS[untried]!;
+    const best = bestArm(arms, batch);
     const weight = arms.reduce((n, x) => n + x.weight, 0);
-    const time = arms.reduce((n, x) => n + x.ms + x.switchMs, 0);
-    if (this.bucket(batch).explored >= EXPLORE_COST * time) return ROUND_ARMS[best]!;
+    const time = arms.reduce((n, x) => n + x.time, 0);
+    if (explored >= EXPLORE_COST * time) return ROUND_ARMS[best]!;
     let explore: number | undefined;
     for (const [i, arm] of arms.entries()) {
       if (i === best || arm.weight >= EXPLORE_SHARE * weight) continue;
@@ -166,35 +172,35 @@ class RoundArms {
   /** A round of `batch` sequences that played `arm`: `tokens` emitted in `ms` (catching up aside), and `switchMs` spent catching up. */
   observe(batch: number, arm: RoundArm, tokens: number, ms: number, switchMs: number): void {
     const bucket = this.bucket(batch);
-    const round = { arm: ROUND_ARMS.indexOf(arm), tokens, ms, switchMs };
+    const round = { arm: ROUND_ARMS.indexOf(arm), batch, tokens, ms, switchMs };
     if (!bucket.warmup) {
       // An arm other than the best explored: what that cost (its shortfall in rate, and the switch).
-      const best = bucket.arms[bestArm(bucket.arms)]!;
+      const best = bucket.arms[bestArm(bucket.arms, batch)]!;
       const played = bucket.arms[round.arm]!;
-      if (played !== best) bucket.explored += ms * Math.max(0, 1 - played.rate / best.rate) + switchMs;
+      if (played !== best) bucket.explored += ms * Math.max(0, 1 - played.rate(batch) / best.rate(batch)) + switchMs;
     }
     record(bucket, round);
     if (!bucket.warmup) return;
     bucket.warmup.push(round);
     if (bucket.required.some((i) => bucket.arms[i]!.count < MIN_ARM_ROUNDS)) return;
     // The first rounds decide nothing by their rates; now that the required arms have them,
-    // replay them, a stall (over OUTLIER_FACTOR times its arm's median time per token) counted
-    // at the median.
+    // replay them, a stall (over OUTLIER_FACTOR times its arm's median time per sequence)
+    // counted at the median.
     const warmup = bucket.warmup;
-    const perToken = ROUND_ARMS.map((_, i) => median(warmup.filter((r) => r.arm === i).map((r) => r.ms / Math.max(r.tokens, 1))));
+    const perSequence = ROUND_ARMS.map((_, i) => median(warmup.filter((r) => r.arm === i).map((r) => r.ms / r.batch)));
     Object.assign(bucket, { arms: ROUND_ARMS.map(() => new Arm()), warmup: undefined });
     for (const r of warmup) {
-      const expected = Math.max(r.tokens, 1) * perToken[r.arm]!;
+      const expected = r.batch * perSequence[r.arm]!;
       record(bucket, { ...r, ms: r.ms > OUTLIER_FACTOR * expected ? expected : r.ms });
     }
   }
 
-  /** Tokens per millisecond and recency-weighted share of rounds of each arm per bucket (bucket i: batches up to 2^i), for reports. */
+  /** Per bucket (bucket i: batches up to 2^i), each arm's tokens per millisecond at 2^i sequences and recency-weighted share of rounds, for reports. */
   snapshot(): { batchUpTo: number; arms: Record<RoundArm, { tokensPerMs: number; share: number }> }[] {
     return this.buckets.flatMap((b, i) => {
       if (!b) return [];
       const weight = b.arms.reduce((n, x) => n + x.weight, 0);
-      const arms = Object.fromEntries(ROUND_ARMS.map((name, j) => [name, { tokensPerMs: b.arms[j]!.rate, share: b.arms[j]!.weight / weight }]));
+      const arms = Object.fromEntries(ROUND_ARMS.map((name, j) => [name, { tokensPerMs: b.arms[j]!.rate(2 ** i), share: b.arms[j]!.weight / weight }]));
       return [{ batchUpTo: 2 ** i, arms: arms as Record<RoundArm, { tokensPerMs: number; share: number }> }];
     });
   }
@@ -214,6 +220,7 @@ interface Bucket {
 interface BatchRound {
   /** Index into ROUND_ARMS. */
   arm: number;
+  batch: number;
   tokens: number;
   ms: number;
   switchMs: number;
@@ -222,12 +229,12 @@ interface BatchRound {
 function record(bucket: Bucket, r: BatchRound): void {
   bucket.explored *= DECAY;
   for (const arm of bucket.arms) arm.decay();
-  bucket.arms[r.arm]!.add(r.tokens, r.ms, r.switchMs);
+  bucket.arms[r.arm]!.add(r.batch, r.tokens, r.ms, r.switchMs);
 }
 
-/** The index of the arm with the most tokens per millisecond. */
-function bestArm(arms: Arm[]): number {
-  return arms.reduce((a, x, i) => (x.rate > arms[a]!.rate ? i : a), 0);
+/** The index of the arm with the most tokens per millisecond at `batch` sequences. */
+function bestArm(arms: Arm[], batch: number): number {
+  return arms.reduce((a, x, i) => (x.rate(batch) > arms[a]!.rate(batch) ? i : a), 0);
 }
 
 function median(xs: number[]): number {
@@ -235,33 +242,73 @@ function median(xs: number[]): number {
   return sorted[sorted.length >> 1] ?? Infinity;
 }
 
-/** Rounds of one arm in one bucket: recency-weighted count, tokens, milliseconds and catching-up milliseconds. */
+/**
+ * Rounds of one arm in one bucket, recency-weighted: the tokens each sequence emitted, and a
+ * round's time as a line over its batch size (a bucket spans batch sizes up to 2x apart, and an
+ * arm explored now and then must be compared with the best at the same size).
+ */
 class Arm {
   weight = 0;
-  tokens = 0;
+  count = 0;
+  /** Milliseconds of rounds and of catching up. */
   ms = 0;
   switchMs = 0;
-  count = 0;
+  private tokens = 0;
+  private sequences = 0;
+  private sequencesSq = 0;
+  private sequencesMs = 0;
+
   decay(): void {
     this.weight *= DECAY;
-    this.tokens *= DECAY;
     this.ms *= DECAY;
     this.switchMs *= DECAY;
+    this.tokens *= DECAY;
+    this.sequences *= DECAY;
+    this.sequencesSq *= DECAY;
+    this.sequencesMs *= DECAY;
   }
+
   /**
-   * Once the arm has a rate, a round over OUTLIER_FACTOR times what its tokens usually take (a
-   * cache resize, a collection, a stall elsewhere on the machine) counts as the usual time.
+   * Once the arm has a rate, a round over OUTLIER_FACTOR times the arm's usual time at its batch
+   * size (a cache resize, a collection, a stall elsewhere on the machine) counts as the usual time.
    */
-  add(tokens: number, ms: number, switchMs: number): void {
-    const usual = this.count >= MIN_ARM_ROUNDS && this.rate > 0 ? Math.max(tokens, 1) / this.rate : Infinity;
+  add(batch: number, tokens: number, ms: number, switchMs: number): void {
+    const usual = this.count >= MIN_ARM_ROUNDS ? this.msAt(batch) : Infinity;
     this.weight += 1;
-    this.tokens += tokens;
     this.ms += ms > OUTLIER_FACTOR * usual ? usual : ms;
     this.switchMs += switchMs;
+    this.tokens += tokens;
+    this.sequences += batch;
+    this.sequencesSq += batch * batch;
+    this.sequencesMs += batch * (ms > OUTLIER_FACTOR * usual ? usual : ms);
     this.count++;
   }
-  get rate(): number {
-    return this.ms > 0 ? this.tokens / this.ms : 0;
+
+  /** Milliseconds and switching milliseconds, for the exploration budget. */
+  get time(): number {
+    return this.ms + this.switchMs;
+  }
+
+  /**
+   * A round's time at `batch` sequences: the weighted least-squares line over the batch sizes
+   * seen (slope >= 0, intercept >= 0, else through the origin); with no spread in batch size,
+   * proportional to it (every arm compared at the same size then keeps its measured rate).
+   */
+  msAt(batch: number): number {
+    if (this.weight <= 0) return Infinity;
+    const mb = this.sequences / this.weight;
+    const mms = this.ms / this.weight;
+    const vb = this.sequencesSq / this.weight - mb * mb;
+    if (vb <= 1e-6 * mb * mb) return (mms * batch) / mb;
+    const slope = Math.max(0, (this.sequencesMs / this.weight - mb * mms) / vb);
+    const intercept = mms - slope * mb;
+    return intercept >= 0 ? intercept + slope * batch : (this.sequencesMs / this.sequencesSq) * batch;
+  }
+
+  /** Tokens per millisecond at `batch` sequences (0 before any round). */
+  rate(batch: number): number {
+    if (this.sequences <= 0) return 0;
+    return ((this.tokens / this.sequences) * batch) / this.msAt(batch);
   }
 }
 

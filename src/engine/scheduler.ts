@@ -174,9 +174,11 @@ export class BatchScheduler {
     const end = performance.now();
     gens[0]!.costModel.observeVerify(gens.length, tokens, end - targetStart);
     if (costs) {
-      // A draft's catching up with its prompt is a cost of drafting; with tokens emitted while rounds did not draft, of switching.
-      const missedMs = all.reduce((n, g) => n + g.catchUpMs.missedMs, 0);
-      costs.observeBatchRound(all.length, arm, settled.reduce((n, [, emitted]) => n + emitted.length, 0), end - draftStart - missedMs, missedMs);
+      // Catching up is the price of switching to drafting; a drafting round carries its share
+      // of its sequences' prompt feeds, spread over what they emit (the cost of drafting all along).
+      const catchUpMs = all.reduce((n, g) => n + g.catchUpMs.promptMs + g.catchUpMs.missedMs, 0);
+      const feedMs = arm === 'plain' ? 0 : settled.reduce((n, [g, emitted]) => n + g.takePromptFeedShare(emitted.length), 0);
+      costs.observeBatchRound(all.length, arm, settled.reduce((n, [, emitted]) => n + emitted.length, 0), end - draftStart - catchUpMs + feedMs, catchUpMs);
     }
     for (const [gen, emitted] of settled) this.settle(gen, emitted);
     return tokens;

@@ -177,8 +177,10 @@ export class Generation {
     return this.autoAnchor !== undefined;
   }
 
-  /** Time the draft spent catching up, not yet taken (takeCatchUpMs). */
+  /** Time the draft spent catching up this round (catchUpMs). */
   private catchUp = { promptMs: 0, missedMs: 0 };
+  /** Time the draft spent on the prompt, not yet spread over rounds (takePromptFeedShare). */
+  private promptFeedMs = 0;
 
   /** The round in progress (between beginRound and finishRound). */
   private proposal: Proposal | undefined;
@@ -401,16 +403,30 @@ export class Generation {
       const prompt = Math.max(0, Math.min(cache.length, this.promptLength) - from) / (cache.length - from);
       this.catchUp.promptMs += ms * prompt;
       this.catchUp.missedMs += ms * (1 - prompt);
+      this.promptFeedMs += ms * prompt;
     }
   }
 
   /**
-   * The time the draft spent catching up this round (so far), in ms: with the
-   * prompt (what drafting costs a sequence anyway) and with tokens emitted by rounds that did
-   * not draft (what switching to drafting costs).
+   * The time the draft spent catching up this round (so far), in ms: with the prompt (what
+   * drafting costs a sequence anyway) and with tokens emitted by rounds that did not draft
+   * (what switching to drafting costs).
    */
   get catchUpMs(): { promptMs: number; missedMs: number } {
     return { ...this.catchUp };
+  }
+
+  /**
+   * The share of the draft's prompt feed that a round emitting `emitted` tokens carries, in ms:
+   * the feed spread over the tokens the sequence may still emit (max_tokens bounds them), so
+   * that a drafting round's cost is that of drafting all along, not of the first round's burst.
+   * What is returned is taken off what is left to spread.
+   */
+  takePromptFeedShare(emitted: number): number {
+    const left = this.maxNew - this.tokenIds.length + emitted;
+    const share = left > 0 ? this.promptFeedMs * Math.min(1, emitted / left) : this.promptFeedMs;
+    this.promptFeedMs -= share;
+    return share;
   }
 
   /** Take the outputs of the draft step fed `draftInput()`: sample its candidate and ask the policy whether to go on. */
