@@ -135,6 +135,17 @@ describe('how a batch drafts', () => {
     assert.ok(play(model, 1, 50, { anchor: [1, 10], model: [1, 1], plain: [1, 1] }).every((r) => r.arm === 'anchor'));
   });
 
+  test('a larger batch does not try drafting where a smaller one found plain rounds best, but still explores', () => {
+    const model = new PassCostModel();
+    play(model, 8, 300, compute);
+    const first = play(model, 16, 2000, compute);
+    assert.ok(first.slice(0, MIN_ARM_ROUNDS + 2 * MIN_TRIES).every((r) => r.arm === 'plain'), 'no tries in the new bucket');
+    assert.ok(1 - share(first, 'plain') < 2 * EXPLORE_SHARE && share(first, 'anchor') > 0 && share(first, 'model') > 0, `${share(first, 'anchor')} ${share(first, 'model')}`);
+    // Where drafting does pay there, it takes over.
+    const memory = play(model, 32, 600, { anchor: [60, 40], model: [50, 40], plain: [32, 40] });
+    assert.ok(share(memory.slice(-100), 'anchor') > 1 - 2 * EXPLORE_SHARE, `the anchor in ${share(memory.slice(-100), 'anchor')} of the last rounds`);
+  });
+
   test('a change in the load is seen through the explored arms', () => {
     const model = new PassCostModel();
     play(model, 16, 600, compute);

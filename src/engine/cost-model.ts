@@ -126,7 +126,8 @@ export const ROUND_ARMS: readonly RoundArm[] = ['anchor', 'model', 'plain'];
  * EXPLORE_SHARE of its rounds: a close call is checked more often than a clear one, and an
  * expensive switch less often. A new bucket plays `plain` for its first MIN_ARM_ROUNDS rounds
  * (a first drafting round feeds every sequence's prompt to the draft), then each drafting arm
- * MIN_TRIES times. A drafting round's time carries its sequences' prompt feeds spread over the
+ * MIN_TRIES times, unless `plain` is best in the nearest smaller settled bucket (then they are
+ * only explored). A drafting round's time carries its sequences' prompt feeds spread over the
  * tokens they may emit, not the burst of the first round.
  *
  * This measures the decision directly. The pass-cost lines above cannot tell a token's cost
@@ -142,25 +143,30 @@ class RoundArms {
     const i = Math.ceil(Math.log2(Math.max(1, batch)));
     let bucket = this.buckets[i];
     if (!bucket) {
-      // A bucket starts plain, then tries the drafting arms: their first rounds feed every
-      // sequence's prompt to the draft, which costs the most where drafting pays least.
-      bucket = this.buckets[i] = { arms: ROUND_ARMS.map(() => new Arm()), warmup: [], required: [ROUND_ARMS.indexOf('plain')], explored: 0 };
+      // A bucket starts plain, then tries the drafting arms, unless plain is best in the nearest
+      // smaller bucket that has settled (drafting pays less as a batch grows): a first drafting
+      // round feeds every sequence's prompt to the draft, which costs the most in a large batch.
+      const plain = ROUND_ARMS.indexOf('plain');
+      const j = this.buckets.slice(0, i).findLastIndex((b) => b !== undefined && !b.warmup);
+      const tries = j < 0 || bestArm(this.buckets[j]!.arms, 2 ** j) !== plain;
+      bucket = this.buckets[i] = { arms: ROUND_ARMS.map(() => new Arm()), warmup: [], required: [plain], tries, explored: 0 };
     }
     return bucket;
   }
 
   /** The arm a round of `batch` sequences plays: the required arms' first MIN_ARM_ROUNDS in turn, then any arm not yet played, then the best, the others explored (class comment). */
   choose(batch: number): RoundArm {
-    const { arms, required, explored } = this.bucket(batch);
+    const { arms, required, tries, explored } = this.bucket(batch);
     const fewest = required.reduce((a, i) => (arms[i]!.count < arms[a]!.count ? i : a), required[0]!);
     if (arms[fewest]!.count < MIN_ARM_ROUNDS) return ROUND_ARMS[fewest]!;
     // An arm played fewer than MIN_TRIES times is played before anything is weighed against it.
     const untried = arms.findIndex((x) => x.count < MIN_TRIES);
-    if (untried >= 0) return ROUND_ARMS[untried]!;
+    if (tries && untried >= 0) return ROUND_ARMS[untried]!;
     const best = bestArm(arms, batch);
     const weight = arms.reduce((n, x) => n + x.weight, 0);
     const time = arms.reduce((n, x) => n + x.time, 0);
-    if (explored >= EXPLORE_COST * time) return ROUND_ARMS[best]!;
+    // Explore only where a round more (at worst, a round's time lost) stays within the budget.
+    if (explored + arms[best]!.msAt(batch) > EXPLORE_COST * time) return ROUND_ARMS[best]!;
     let explore: number | undefined;
     for (const [i, arm] of arms.entries()) {
       if (i === best || arm.weight >= EXPLORE_SHARE * weight) continue;
@@ -214,6 +220,8 @@ interface Bucket {
   arms: Arm[];
   warmup?: BatchRound[];
   required: number[];
+  /** Whether each arm is tried MIN_TRIES times after the required rounds (else only explored). */
+  tries: boolean;
   explored: number;
 }
 
