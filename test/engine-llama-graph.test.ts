@@ -17,7 +17,7 @@ import { readModelDir } from '../src/engine/model-dir.js';
 import { ModelPair } from '../src/engine/pair.js';
 import { GREEDY } from '../src/engine/sampling.js';
 import { writeFixtureModelDir, writeFixturePair, type DecoderFixtureOptions } from '../src/onnx/decoder-fixture.js';
-import { readModelFile } from '../src/onnx/graph-builder.js';
+import { decodedGraph, onnx, readModelFile } from '../src/onnx/graph-builder.js';
 import { GRAPH_KIND_KEY } from '../src/onnx/gpt2-graph.js';
 import { buildLlamaGraph, type LlamaRotary } from '../src/onnx/llama-graph.js';
 import { NotLlamaError, readLlamaWeights } from '../src/onnx/llama-weights.js';
@@ -112,6 +112,45 @@ describe('Llama-family graphs rebuilt in place', () => {
       }
     });
   }
+
+  test('an export whose RMSNorms are SimplifiedLayerNormalization nodes (as ONNX Runtime\'s optimizer writes them) reads the same', async () => {
+    const dir = join(root, 'fused-norms');
+    writeFixtureModelDir(dir, { style: 'llama', seed: 38, heads: 4, kvHeads: 2 });
+    const file = join(dir, 'onnx', 'model.onnx');
+    const reference = await DecoderModel.load(dir, { threads: 1, graph: 'exported' });
+    const expected = await passes(reference, prompt(30, 48));
+    await reference.release();
+    // Each written-out RMSNorm, Mul(Div(x, sqrt(mean(x^2) + eps)), gain), becomes one node over x and the gain; the old nodes are left unused.
+    const model = readModelFile(file);
+    const graph = decodedGraph(model);
+    const producer = new Map(graph.node.flatMap((n) => n.output.map((o) => [o, n] as const)));
+    let replaced = 0;
+    graph.node = graph.node.map((n) => {
+      const div = producer.get(n.input[0] ?? '');
+      if (n.opType !== 'Mul' || !/norm/.test(n.input[1] ?? '') || div?.opType !== 'Div') return n;
+      replaced++;
+      return onnx.NodeProto.create({
+        opType: 'SimplifiedLayerNormalization',
+        input: [div.input[0]!, n.input[1]!],
+        output: [n.output[0]!],
+        name: `simplified_${replaced}`,
+        attribute: [
+          onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: -1 }),
+          onnx.AttributeProto.create({ name: 'epsilon', type: onnx.AttributeProto.AttributeType.FLOAT, f: 1e-5 }),
+        ],
+      });
+    });
+    assert.equal(replaced, 2 * 2 + 1);
+    writeFileSync(file, onnx.ModelProto.encode(model).finish());
+    const exported = await DecoderModel.load(dir, { threads: 1, graph: 'exported' });
+    const surgery = await passes(exported, prompt(30, 48));
+    await exported.release();
+    surgery.forEach((g, i) => assert.ok(maxAbsDiff(g, expected[i]!) < 1e-4, `the edited export, pass ${i}`));
+    const inplace = await DecoderModel.load(dir, { threads: 1, graph: 'inplace' });
+    const got = await passes(inplace, prompt(30, 48));
+    await inplace.release();
+    got.forEach((g, i) => assert.ok(maxAbsDiff(g, expected[i]!) < 2e-4, `rebuilt, pass ${i}: ${maxAbsDiff(g, expected[i]!)}`));
+  });
 
   test("a config's model_type qwen2 is read as Llama-family; a dropped bias would show", async () => {
     const dir = join(root, 'qwen2');

@@ -5,7 +5,7 @@
  *
  * - the token embedding is the constant table a `Gather` reads with `input_ids`;
  * - the RMSNorm gains are, in graph order, the scales of `SimplifiedLayerNormalization` /
- *   `SkipSimplifiedLayerNormalization` nodes, or, where the norm is written out
+ *   `SkipSimplifiedLayerNormalization` / `RMSNormalization` (ONNX opset 23) nodes, or, where the norm is written out
  *   (`ReduceMean` of the square, `Add` epsilon, `Sqrt`, `Div` or `Reciprocal`, `Mul`), the
  *   constant vector of width hidden that the first `Mul` after the `ReduceMean` scales by:
  *   2 per block, then the final one;
@@ -193,7 +193,7 @@ function rmsNormGains(view: DecoderGraphView, hidden: number): Float32Array[] {
   };
   for (const n of view.nodes) {
     if (!view.decoder.has(n)) continue;
-    const fused = n.opType === 'SimplifiedLayerNormalization' ? 1 : n.opType === 'SkipSimplifiedLayerNormalization' ? 2 : -1;
+    const fused = n.opType === 'SimplifiedLayerNormalization' || n.opType === 'RMSNormalization' ? 1 : n.opType === 'SkipSimplifiedLayerNormalization' ? 2 : -1;
     if (fused > 0) {
       const gain = vector(n.input[fused]);
       if (!gain) throw new NotLlamaError(`${n.opType} ${n.name} has no constant scale of width ${hidden}`);
