@@ -172,6 +172,7 @@ describe('continuous batching on fixtures', () => {
       // A context longer than the fixtures' default 128, so prompts go in several pieces.
       const p = writeFixturePair(join(root, style), { style, vocabSize: 12, draft: { maxPositions: 400 }, target: { maxPositions: 400 } });
       pairs[style] = await ModelPair.load({ target: p.targetDir, draft: p.draftDir, threads: 1, draftThreads: 1 });
+      if (style === 'llama') pairs.llamaExported = await ModelPair.load({ target: p.targetDir, draft: p.draftDir, threads: 1, draftThreads: 1, graph: 'exported' });
     }
   });
   after(async () => {
@@ -179,10 +180,12 @@ describe('continuous batching on fixtures', () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  for (const style of ['gpt2', 'llama'] as const) {
-    test(`${style} fixture (${style === 'gpt2' ? 'batched passes over the in-place cache' : 'exported graph: sequences in lock-step, one pass each'}): greedy output equals each request alone`, async () => {
-      const pair = pairs[style]!;
-      assert.equal(pair.target.kvInPlace, style === 'gpt2');
+  for (const [style, graph] of [['gpt2', 'inplace'], ['llama', 'inplace'], ['llama', 'exported']] as const) {
+    const how = graph === 'inplace' ? 'batched passes over the in-place cache' : 'exported graph: sequences in lock-step, one pass each';
+    test(`${style} fixture (${how}): greedy output equals each request alone`, async () => {
+      const pair = graph === 'inplace' ? pairs[style]! : pairs.llamaExported!;
+      assert.equal(pair.target.kvInPlace, graph === 'inplace');
+      assert.equal(pair.draft?.kvInPlace, graph === 'inplace');
       const jobs: Job[] = Array.from({ length: 7 }, (_, i) => ({
         prompt: Array.from({ length: 1 + ((i * 67) % 320) }, (_, t) => (t * 5 + i) % 12),
         opts: { maxTokens: 30, sampling: GREEDY, policy: i % 2 ? { policy: 'fixed', k: 1 + (i % 5) } : { policy: 'none' }, eosTokenIds: [] },
@@ -191,6 +194,11 @@ describe('continuous batching on fixtures', () => {
       const batched = await runBatched(pair, jobs);
       const alone = await runAlone(pair, jobs);
       batched.forEach((tokens, i) => assert.deepEqual(tokens, alone[i], `job ${i}`));
+      if (style === 'llama' && graph === 'inplace') {
+        // The in-place rebuild decodes what the exported graph decodes, token for token.
+        const exported = await runAlone(pairs.llamaExported!, jobs);
+        batched.forEach((tokens, i) => assert.deepEqual(tokens, exported[i], `job ${i} against the exported graph`));
+      }
     });
   }
 

@@ -145,11 +145,13 @@ describe('GPT-2 graphs rebuilt from their weights', () => {
     }
   });
 
-  test('a graph that is not GPT-2 is refused with the reason; the default keeps its exported graph', async () => {
+  test('a graph that is not GPT-2 is refused with the reason; a Llama has no fused rebuild', async () => {
     const dir = join(root, 'llama');
     writeFixtureModelDir(dir, { style: 'llama', seed: 3 });
     const model = readModelFile(join(dir, 'onnx', 'model.onnx'));
-    assert.throws(() => fusedDecoderModel(model, 4), (err: Error) => err instanceof NotGpt2Error && /LayerNormalization|embedding/.test(err.message));
+    assert.throws(() => fusedDecoderModel(model, { modelType: 'gpt2', heads: 4 }), (err: Error) => err instanceof NotGpt2Error && /LayerNormalization|embedding/.test(err.message));
+    // Read as what its config says it is, a Llama, it is rebuilt in place only.
+    assert.throws(() => fusedDecoderModel(model, { modelType: 'llama', heads: 4, kvHeads: 2, headDim: 8 }, 'fused'), /--graph fused is built for GPT-2 decoders only; llama decoders are rebuilt with --graph inplace/);
     await assert.rejects(DecoderModel.load(dir, { graph: 'fused' }), /--graph fused cannot rebuild this graph/);
     const plain = await DecoderModel.load(dir, { threads: 1 });
     assert.equal((await plain.forward(plain.newCache(), [1, 2, 3])).length, 3 * plain.info.vocabSize);

@@ -231,21 +231,26 @@ const fixtures = [
   { label: 'Llama GQA fixture (fp16 KV)', options: { style: 'llama', seed: 22, heads: 4, kvHeads: 2, kvDtype: 'float16' } },
 ] as const;
 
-// On WebGPU the cache stays in GPU buffers and the crop is a Slice graph on the GPU (gpu-kv-cache.ts).
+// On WebGPU the cache stays in GPU buffers and the crop is a Slice graph on the GPU (gpu-kv-cache.ts);
+// on the CPU both fixtures run rebuilt with the cache written in place (the default) and as exported.
 for (const device of ['cpu', 'webgpu'] as const) {
  for (const { label, options } of fixtures) {
-  describe(`KV rollback: ${label}${device === 'webgpu' ? ', on the GPU (WebGPU)' : ''}`, { skip: device === 'webgpu' && webgpuSkip }, () => {
+  for (const graph of device === 'cpu' ? (['inplace', 'exported'] as const) : ([undefined] as const)) {
+  describe(`KV rollback: ${label}${device === 'webgpu' ? ', on the GPU (WebGPU)' : `, ${graph} graph`}`, { skip: device === 'webgpu' && webgpuSkip }, () => {
     const root = mkdtempSync(join(tmpdir(), 'specd-'));
     after(() => rmSync(root, { recursive: true, force: true }));
     rollbackSuite(async () => {
       const cfg = writeFixtureModelDir(root, { ...options, maxPositions: 128 });
-      const model = await DecoderModel.load(root, { threads: 1, device });
-      assert.equal(model.info.dtype, cfg.kvDtype);
+      const model = await DecoderModel.load(root, { threads: 1, device, graph });
+      assert.equal(model.kvInPlace, graph === 'inplace');
+      // The in-place cache is float32 (an fp16 export's keys and values are rounded to fp16 as they are written).
+      assert.equal(model.info.dtype, model.kvInPlace ? 'float32' : cfg.kvDtype);
       const rnd = lcg(3);
       const seq = Array.from({ length: 120 }, () => rnd(cfg.vocabSize));
       // fp16 KV: every path rounds K/V the same way, but fp32 noise can flip an fp16 ulp.
       return { label, model, seq, tol: cfg.kvDtype === 'float16' ? 1e-3 : 1e-4 };
     });
   });
+  }
 }
 }

@@ -1,10 +1,10 @@
 /**
  * Which graph a decoder session runs: the exported one as it is, or the same model rebuilt from
- * its weights (onnx/gpt2-graph.ts) with fused operators, which needs a fraction of the kernel
- * launches per token:
+ * its weights (onnx/gpt2-graph.ts, onnx/llama-graph.ts) with fused operators, which needs a
+ * fraction of the kernel launches per token:
  *
  * - `inplace` (the default on the CPU): fused operators and the KV cache written in place
- *   (GroupQueryAttention over preallocated slot buffers, engine/kv-pool.ts): no pass copies the
+ *   (attention over preallocated slot buffers, onnx/inplace-attention.ts and engine/kv-pool.ts): no pass copies the
  *   past, and a rollback is a length change.
  * - `fused` (the default on WebGPU, where launches dominate small and medium models: bundled
  *   target on an H200 6.3-6.5 -> 3.0-3.7 ms/token, bench/results/gpu): fused operators with
@@ -13,14 +13,18 @@
  * - `exported`: the file as it is (the default for CUDA sessions, whose KV cache lives in host
  *   tensors).
  *
- * Only GPT-2-style graphs are rebuilt (read by structure, see gpt2-weights.ts). Outputs
- * computed from `last_hidden_state`, such as the fused acceptance head's `accept_logit`, are
- * carried over node for node.
+ * GPT-2-style graphs are rebuilt with any of these (read by structure, see gpt2-weights.ts);
+ * Llama-family graphs (config.json model_type llama, mistral, qwen2; llama-weights.ts,
+ * llama-graph.ts) with `inplace` only. Outputs computed from `last_hidden_state`, such as the
+ * fused acceptance head's `accept_logit`, are carried over node for node.
  */
 import { ModelLoadError } from '../errors.js';
 import { decodedGraph, onnx, readModel, readModelFile, type ModelProto, type NodeProto, type TensorProto } from '../onnx/graph-builder.js';
 import { buildGpt2Graph, GRAPH_KIND_KEY, KV_ROWS_PREFIX } from '../onnx/gpt2-graph.js';
 import { NotGpt2Error, readGpt2Weights } from '../onnx/gpt2-weights.js';
+import { NotRebuildableError } from '../onnx/graph-reading.js';
+import { buildLlamaGraph } from '../onnx/llama-graph.js';
+import { LLAMA_FAMILY, NotLlamaError, readLlamaWeights, type LlamaConfig } from '../onnx/llama-weights.js';
 import type { Device } from './device.js';
 
 export type GraphChoice = 'exported' | 'fused' | 'inplace';
@@ -40,43 +44,49 @@ export const MAX_REBUILD_BYTES = 1.5 * 2 ** 30;
 
 const HIDDEN = 'last_hidden_state';
 
+/** What a rebuild reads from config.json (engine/model-dir.ts ModelConfig). */
+export type RebuildConfig = LlamaConfig & { maxPositions?: number };
+
 /**
- * The fused rebuild of a decoder given as a file or as bytes; throws NotGpt2Error (why not)
- * when the graph cannot be rebuilt. A graph specd built already is used as it is. Returns the
+ * The fused rebuild of a decoder given as a file or as bytes; throws NotRebuildableError (why
+ * not) when the graph cannot be rebuilt. A graph specd built already is used as it is. Returns the
  * bytes to load (undefined for a file used as it is: load the file) and the decoded graph they
  * hold (external data left out), for the caller's own questions about its inputs and outputs.
  */
 export function fusedDecoder(
   source: { path: string } | { bytes: Uint8Array },
-  heads: number | undefined,
+  config: RebuildConfig,
   graph: RebuiltGraph = 'fused',
 ): { bytes?: Uint8Array; model: ModelProto } {
   // The graph alone first (external data stays on disk): built graphs and oversized ones go no further.
   const header = 'bytes' in source ? readModel(source.bytes) : readModelFile(source.path, { inlineExternalData: false });
   if (header.metadataProps.some((p) => p.key === GRAPH_KIND_KEY)) return { bytes: 'bytes' in source ? source.bytes : undefined, model: header };
-  if (heads === undefined) throw new NotGpt2Error('config.json does not give the number of attention heads');
   const size = (header.graph?.initializer ?? []).reduce((n, t) => n + initializerBytes(t), 0);
-  if (size > MAX_REBUILD_BYTES) throw new NotGpt2Error(`${(size / 2 ** 30).toFixed(1)} GiB of weights is too much to rebuild in memory`);
-  const rebuilt = fusedDecoderModel('bytes' in source ? header : readModelFile(source.path), heads, graph);
+  if (size > MAX_REBUILD_BYTES) throw new NotRebuildableError(`${(size / 2 ** 30).toFixed(1)} GiB of weights is too much to rebuild in memory`);
+  const rebuilt = fusedDecoderModel('bytes' in source ? header : readModelFile(source.path), config, graph);
   return { bytes: onnx.ModelProto.encode(rebuilt).finish(), model: rebuilt };
 }
 
 /** `model` rebuilt with fused operators (and the KV cache written in place for `inplace`), keeping every output (see the module comment). */
-export function fusedDecoderModel(model: ModelProto, heads: number, choice: RebuiltGraph = 'fused'): ModelProto {
+export function fusedDecoderModel(model: ModelProto, config: RebuildConfig, choice: RebuiltGraph = 'fused'): ModelProto {
   const graph = decodedGraph(model);
   const outputs = graph.output.map((o) => o.name ?? '');
   const core = (name: string) => name === 'logits' || name === HIDDEN || name.startsWith('present.');
   const extra = graph.output.filter((o) => !core(o.name ?? ''));
-  const weights = readGpt2Weights(model, heads);
-  if (choice === 'inplace' && (weights.hidden / weights.heads) % 8 !== 0) {
-    throw new NotGpt2Error(`in-place attention (GroupQueryAttention) needs a head size that is a multiple of 8, not ${weights.hidden / weights.heads}`);
+  const hiddenOutput = outputs.includes(HIDDEN) || extra.length > 0;
+  let rebuilt: ModelProto;
+  if (LLAMA_FAMILY.includes(config.modelType)) {
+    if (choice !== 'inplace') throw new NotLlamaError(`--graph ${choice} is built for GPT-2 decoders only; ${config.modelType} decoders are rebuilt with --graph inplace`);
+    const weights = readLlamaWeights(model, config);
+    rebuilt = buildLlamaGraph(weights, { rotary: Number.isFinite(config.maxPositions ?? Infinity) ? 'fused' : 'ops', maxPositions: config.maxPositions, hiddenOutput }).toModel();
+  } else {
+    if (config.heads === undefined) throw new NotGpt2Error('config.json does not give the number of attention heads');
+    const weights = readGpt2Weights(model, config.heads);
+    if (choice === 'inplace' && (weights.hidden / weights.heads) % 8 !== 0) {
+      throw new NotGpt2Error(`in-place attention (GroupQueryAttention) needs a head size that is a multiple of 8, not ${weights.hidden / weights.heads}`);
+    }
+    rebuilt = buildGpt2Graph(weights, { attention: choice === 'inplace' ? 'inplace' : 'fused', norms: 'fused', gelu: 'fused', hiddenOutput }).toModel();
   }
-  const rebuilt = buildGpt2Graph(weights, {
-    attention: choice === 'inplace' ? 'inplace' : 'fused',
-    norms: 'fused',
-    gelu: 'fused',
-    hiddenOutput: outputs.includes(HIDDEN) || extra.length > 0,
-  }).toModel();
   if (extra.length === 0) return rebuilt;
   carryOver(model, rebuilt, extra.map((o) => o.name ?? ''));
   const kept = new Set(outputs);
@@ -103,7 +113,7 @@ function carryOver(source: ModelProto, target: ModelProto, names: string[]): voi
       return;
     }
     const node = producer.get(value);
-    if (!node || graphInputs.has(value)) throw new NotGpt2Error(`output ${output} depends on ${value}, not only on ${HIDDEN}`);
+    if (!node || graphInputs.has(value)) throw new NotRebuildableError(`output ${output} depends on ${value}, not only on ${HIDDEN}`);
     if (nodes.has(node)) return;
     nodes.add(node);
     for (const i of node.input) visit(i, output);

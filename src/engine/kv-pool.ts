@@ -8,21 +8,21 @@
  * sees as a tensor with a batch of 1 (a view: ONNX Runtime reads input tensors where they lie);
  * slots s..s+b-1 are contiguous too, so a batched pass sees the range of slots from the lowest to
  * the highest of its sequences as one view with a batch of b (slots of the range not in the batch
- * are padding there; new caches take the lowest free slot, so live slots stay together). The in-place graph (onnx/gpt2-graph.ts, `inplace`) attends over
- * the first `length` positions of each slot and outputs only the pass's new rows (`kv_rows.*`,
- * the layer's packed QKV projection), which `update` writes at positions length..length+n-1.
+ * are padding there; new caches take the lowest free slot, so live slots stay together). The in-place graphs (onnx/inplace-attention.ts: GPT-2 and Llama-family rebuilds) attend over
+ * the first `length` positions of each slot and output only the pass's new rows (`kv_rows.*`,
+ * the layer's packed queries, keys and values), which `update` writes at positions length..length+n-1.
  *
  * - No per-pass copy of the past and no per-pass allocation: a pass reads the buffers once.
  * - Rollback (`crop`) is a length change: rows past the length are stale and get overwritten by
  *   the next pass.
- * - Capacity: a pass reads each buffer whole (gpt2-graph.ts), so the capacity follows the
+ * - Capacity: a pass reads each buffer whole (inplace-attention.ts), so the capacity follows the
  *   longest live sequence in steps of `CAPACITY_STEP` positions, up to the model's context:
  *   growing copies what the live slots hold (every `CAPACITY_STEP` tokens: a small share of a token's cost),
  *   and when the last live cache is released the pool goes back to one step. The slot count
  *   doubles when every slot is taken; slots are kept for later sequences.
  */
 import * as ort from 'onnxruntime-node';
-import { kvRowsOutput } from '../onnx/gpt2-graph.js';
+import { kvRowsOutput } from '../onnx/inplace-attention.js';
 import { addKvFeeds, checkCrop, type KVCache, type KvLayout } from './kv-cache.js';
 
 /** Positions a slot's capacity grows by: a pass reads the whole capacity, so a small step keeps it close to the length (64: at most 6% over it at 1,000 positions), and growing copies the buffers once per step (the bundled target: ~1.2 MB per step of a slot). */

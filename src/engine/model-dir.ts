@@ -26,6 +26,14 @@ export interface ModelConfig {
   headDim?: number;
   /** Longest sequence (prompt + output) the model was trained for. */
   maxPositions?: number;
+  /** RMSNorm epsilon (`rms_norm_eps`), where the config gives one. */
+  rmsNormEps?: number;
+  /** Rotary embeddings' base (`rope_theta`), where the config gives one. */
+  ropeTheta?: number;
+  /** Why rotary embeddings are not the plain ones (`rope_scaling` of a type other than none/default, `partial_rotary_factor` < 1), or undefined. */
+  ropeVariant?: string;
+  /** Attention window (`sliding_window`) when the model uses one shorter than its context. */
+  slidingWindow?: number;
 }
 
 export interface ModelDir {
@@ -121,6 +129,24 @@ export function normaliseConfig(raw: Json, file = 'config.json'): ModelConfig {
   if (vocabSize === undefined) throw new ModelLoadError(`${file}: missing field vocab_size`, file, 'vocab_size');
   const heads = pick('num_attention_heads', 'n_head', 'num_heads');
   const hidden = pick('hidden_size', 'n_embd', 'd_model');
+  const maxPositions = pick('max_position_embeddings', 'n_positions', 'n_ctx', 'seq_length');
+  const real = (name: string): number | undefined => {
+    const v = raw[name] ?? raw.text_config?.[name];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ModelLoadError(`${file}: field ${name} must be a positive number, got ${JSON.stringify(v)}`, file, name);
+    return v;
+  };
+  const scaling = raw.rope_scaling ?? raw.text_config?.rope_scaling;
+  const scalingType = scaling && typeof scaling === 'object' ? (scaling.rope_type ?? scaling.type) : undefined;
+  const partial = real('partial_rotary_factor');
+  const ropeVariant =
+    scaling !== undefined && scaling !== null && scalingType !== 'default' && scalingType !== 'none'
+      ? `rope_scaling ${JSON.stringify(scaling)}`
+      : partial !== undefined && partial < 1
+        ? `partial_rotary_factor ${partial}`
+        : undefined;
+  const window = raw.sliding_window ?? raw.text_config?.sliding_window;
+  const windowed = (raw.use_sliding_window ?? raw.text_config?.use_sliding_window) !== false && typeof window === 'number' && window < (maxPositions ?? Infinity);
   return {
     modelType: typeof raw.model_type === 'string' ? raw.model_type : 'unknown',
     vocabSize,
@@ -129,6 +155,10 @@ export function normaliseConfig(raw: Json, file = 'config.json'): ModelConfig {
     kvHeads: pick('num_key_value_heads', 'multi_query_group_num') ?? heads,
     hidden,
     headDim: pick('head_dim') ?? (hidden && heads ? hidden / heads : undefined),
-    maxPositions: pick('max_position_embeddings', 'n_positions', 'n_ctx', 'seq_length'),
+    maxPositions,
+    rmsNormEps: real('rms_norm_eps'),
+    ropeTheta: real('rope_theta'),
+    ropeVariant,
+    slidingWindow: windowed ? window : undefined,
   };
 }

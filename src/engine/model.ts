@@ -7,8 +7,9 @@ import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { ModelLoadError } from '../errors.js';
 import { checkExternalData } from '../onnx/external-data.js';
-import { GRAPH_KIND_KEY, kvRowsOutput, LOGITS_FROM_INPUT, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT } from '../onnx/gpt2-graph.js';
-import { NotGpt2Error } from '../onnx/gpt2-weights.js';
+import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from '../onnx/gpt2-graph.js';
+import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT } from '../onnx/inplace-attention.js';
+import { NotRebuildableError } from '../onnx/graph-reading.js';
 import { readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { type Device, executionProviders } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
@@ -56,7 +57,7 @@ export interface ForwardOutputs {
 export const MAX_WEBGPU_ATTENTION_SPAN = 31;
 
 /**
- * Longest input one pass of an in-place graph is fed (gpt2-graph.ts `inplace`); a longer prompt
+ * Longest input one pass of an in-place graph is fed (inplace-attention.ts); a longer prompt
  * goes in pieces. Its attention over the fed tokens themselves is explicit ([heads, S, S] scores),
  * which for long prompts costs more than the pieces' passes: the bundled target prefilled 936
  * tokens in 442 ms at once, 240 ms in pieces of 256, 258 ms of 128 (2 threads, 2-core CPU).
@@ -79,9 +80,9 @@ export class DecoderModel {
   runs = 0;
   private readonly hasPositionIds: boolean;
   private readonly hasAttentionMask: boolean;
-  /** Whether the graph computes logits only for the rows asked for (built graphs, gpt2-graph.ts). */
+  /** Whether the graph computes logits only for the rows asked for (built graphs, gpt2-graph.ts and llama-graph.ts). */
   private readonly hasLogitsFrom: boolean;
-  /** Set when the graph writes the KV cache in place (gpt2-graph.ts `inplace`): the slots of every sequence's cache. */
+  /** Set when the graph writes the KV cache in place (inplace-attention.ts): the slots of every sequence's cache. */
   private readonly pool?: KvSlotPool;
 
   private constructor(
@@ -244,7 +245,7 @@ export class DecoderModel {
    * cached positions. With a cache written in place this is one session run: the tokens go in
    * packed (no padding: the projections, the MLP and the lm_head compute T = sum of the inputs'
    * lengths rows), and the attention runs per sequence over the pool's slots from the lowest to
-   * the highest of the batch's (gpt2-graph.ts), shorter inputs padded there and slots in the
+   * the highest of the batch's (inplace-attention.ts), shorter inputs padded there and slots in the
    * range that are not in the batch given a padding row and no past; padding is neither attended
    * to by real tokens nor kept in a cache, so each sequence's result is what it would be alone.
    * Other caches (exported graphs, WebGPU) run one sequence after another.
@@ -370,10 +371,10 @@ export class DecoderModel {
 function chooseGraph(dir: ModelDir, bytes: Uint8Array | undefined, graph: GraphChoice, asked: boolean): { bytes?: Uint8Array; model?: ModelProto } {
   if (graph === 'exported') return { bytes };
   try {
-    return fusedDecoder(bytes ? { bytes } : { path: dir.onnxPath }, dir.config.heads, graph);
+    return fusedDecoder(bytes ? { bytes } : { path: dir.onnxPath }, dir.config, graph);
   } catch (err) {
     if (err instanceof ModelLoadError) throw err;
-    if (!(err instanceof NotGpt2Error)) throw new ModelLoadError(`cannot load ${dir.onnxPath}: ${(err as Error).message}`, dir.onnxPath);
+    if (!(err instanceof NotRebuildableError)) throw new ModelLoadError(`cannot load ${dir.onnxPath}: ${(err as Error).message}`, dir.onnxPath);
     if (asked) throw fusedGraphError(dir.onnxPath, err, graph);
     process.stderr.write(`specd: ${dir.dir}: running the exported graph (no ${graph} rebuild: ${err.message})\n`);
     return { bytes };
@@ -399,7 +400,7 @@ function inspectLayout(session: ort.InferenceSession, dir: ModelDir): ModelInfo 
   if (!inputs.includes('input_ids')) missing.push('input input_ids');
   if (!outputs.includes('logits')) missing.push('output logits');
   if (layers === 0) missing.push('inputs past_key_values.{i}.key/value');
-  // A graph that writes its cache in place (gpt2-graph.ts `inplace`) outputs each layer's new rows instead of present.*.
+  // A graph that writes its cache in place (inplace-attention.ts) outputs each layer's new rows instead of present.*.
   const inPlace = inputs.includes(PAST_LENGTH_INPUT);
   for (let i = 0; i < layers; i++) {
     if (inPlace && !outputs.includes(kvRowsOutput(i))) missing.push(`output ${kvRowsOutput(i)}`);

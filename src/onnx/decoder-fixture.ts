@@ -22,7 +22,8 @@
  * - `gpt2`: learned position embeddings, LayerNorm, fused QKV with biases, erf-GELU
  *   MLP, final LayerNorm, lm_head tied to the token embedding (`MatMul(h, Transpose(wte))`);
  * - `llama`: RMSNorm, rotary embeddings from `position_ids`, grouped-query attention
- *   (KV heads repeated), SwiGLU MLP, untied lm_head, no biases.
+ *   (KV heads repeated), SwiGLU MLP, untied lm_head, no biases (or, with `qkvBias`, biases on
+ *   q, k and v as Qwen2 has them).
  *
  * MatMul weights are stored [in, out]. Weights come from a seeded PRNG, so the same
  * options always give the same bytes, and are scaled so that next-token
@@ -60,6 +61,8 @@ export interface DecoderFixtureOptions {
   externalData?: boolean;
   /** End-of-sequence id (default: `<|im_end|>`). */
   eosTokenId?: number;
+  /** llama only: biases on the q, k and v projections, as Qwen2 has them (config model_type `qwen2`; default false). */
+  qkvBias?: boolean;
 }
 
 /** Fully resolved fixture configuration. */
@@ -93,6 +96,8 @@ export const CHATML_TEMPLATE =
 
 const LN_EPS = 1e-5;
 const ROPE_THETA = 10000;
+/** Spread of the Qwen2-style q/k/v biases: large enough that a rebuild which dropped them would be seen. */
+const QKV_BIAS_STD = 0.5;
 /** Additive attention bias for masked keys (finite, so fully masked rows stay NaN-free). */
 const MASKED = -1e9;
 
@@ -117,6 +122,7 @@ export function resolveFixtureOptions(options: DecoderFixtureOptions): DecoderFi
     kvDtype: options.kvDtype ?? 'float32',
     externalData: options.externalData ?? false,
     eosTokenId: options.eosTokenId ?? FIXTURE_IM_END_ID,
+    qkvBias: options.qkvBias ?? false,
     intermediate: style === 'gpt2' ? 4 * hidden : 3 * hidden,
     bosTokenId: FIXTURE_ENDOFTEXT_ID,
     padTokenId: FIXTURE_ENDOFTEXT_ID,
@@ -131,6 +137,7 @@ export function resolveFixtureOptions(options: DecoderFixtureOptions): DecoderFi
     fail('gpt2 needs kvHeads = heads and hidden = heads * headDim');
   }
   if (!Number.isInteger(cfg.layers) || cfg.layers < 1) fail('layers must be >= 1');
+  if (cfg.qkvBias && style !== 'llama') fail('qkvBias is a llama-style option');
   if (vocabSize < 8 || vocabSize > MAX_FIXTURE_VOCAB) fail(`vocabSize must be in 8..${MAX_FIXTURE_VOCAB}`);
   if (cfg.eosTokenId < 0 || cfg.eosTokenId >= vocabSize) fail('eosTokenId out of range');
   return cfg;
@@ -276,9 +283,9 @@ class DecoderGraph {
       const p = `model.layers.${i}`;
       const a = this.rmsNorm(h, `${p}.input_layernorm`);
       const qStd = 1.2 / Math.sqrt(E);
-      const q = this.rotate(this.heads(this.linear(a, `${p}.self_attn.q_proj`, E, HD, qStd), cfg.heads));
-      const k = this.rotate(this.heads(this.linear(a, `${p}.self_attn.k_proj`, E, KVD, qStd), cfg.kvHeads));
-      const v = this.heads(this.linear(a, `${p}.self_attn.v_proj`, E, KVD, 1 / Math.sqrt(E)), cfg.kvHeads);
+      const q = this.rotate(this.heads(this.linear(a, `${p}.self_attn.q_proj`, E, HD, qStd, cfg.qkvBias, QKV_BIAS_STD), cfg.heads));
+      const k = this.rotate(this.heads(this.linear(a, `${p}.self_attn.k_proj`, E, KVD, qStd, cfg.qkvBias, QKV_BIAS_STD), cfg.kvHeads));
+      const v = this.heads(this.linear(a, `${p}.self_attn.v_proj`, E, KVD, 1 / Math.sqrt(E), cfg.qkvBias, QKV_BIAS_STD), cfg.kvHeads);
       const attn = this.attention(i, q, k, v);
       h = g.op('Add', [h, this.linear(attn, `${p}.self_attn.o_proj`, HD, E, 1.5 / Math.sqrt(HD))]);
       const m = this.rmsNorm(h, `${p}.post_attention_layernorm`);
@@ -390,9 +397,9 @@ class DecoderGraph {
   }
 
   /** x @ W (+ b), W stored [in, out]. */
-  private linear(x: string, prefix: string, inDim: number, outDim: number, std: number, bias = false): string {
+  private linear(x: string, prefix: string, inDim: number, outDim: number, std: number, bias = false, biasStd = 0.02): string {
     const y = this.g.op('MatMul', [x, this.weight(`${prefix}.weight`, [inDim, outDim], std)]);
-    return bias ? this.g.op('Add', [y, this.weight(`${prefix}.bias`, [outDim], 0.02)]) : y;
+    return bias ? this.g.op('Add', [y, this.weight(`${prefix}.bias`, [outDim], biasStd)]) : y;
   }
 
   /** A random float32 initializer with the given std and mean. */
@@ -428,8 +435,8 @@ export function fixtureConfigJson(cfg: DecoderFixtureConfig, name = `specd-fixtu
     };
   }
   return {
-    model_type: 'llama',
-    architectures: ['LlamaForCausalLM'],
+    model_type: cfg.qkvBias ? 'qwen2' : 'llama',
+    architectures: [cfg.qkvBias ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
     ...common,
     num_hidden_layers: cfg.layers,
     num_attention_heads: cfg.heads,

@@ -21,20 +21,10 @@
  * ones, which is how the engine decodes (one unpadded sequence); a GPU then gets one upload per
  * pass, the token ids.
  *
- * Interface (`inplace`): the KV inputs are the caller's buffers of a fixed capacity C
- * (engine/kv-pool.ts), keys transposed, `past_key_values.{i}.key` [batch, heads, head_dim, C]
- * and `past_key_values.{i}.value` [batch, heads, C, head_dim], of which each sequence's first
- * `past_sequence_length[b]` positions hold its past. Attention reads them where they lie, in two
- * parts that share one softmax: the queries against the whole buffer (positions at or past the
- * sequence's length masked) and against the pass's own new keys (causally). Nothing is copied:
- * the graph does not hand back the cache, only the S new rows of each layer (`kv_rows.{i}`, the
- * packed QKV projection [batch, S, 3 * hidden]: keys at [hidden, 2 hidden), values at
- * [2 hidden, 3 hidden), head-major), which the caller writes into its buffers. A pass costs the
- * same at any length up to C (the buffer is read whole), so the caller keeps C close to the
- * longest sequence. Inputs: `input_ids` [batch, S], `position_ids` [batch, S] (int64),
- * `past_sequence_length` [batch] (int64), the KV buffers, `logits_from`. Every sequence of a
- * batch is fed S tokens; a shorter one is padded at its end, and its length afterwards is its
- * real length.
+ * Interface (`inplace`): the packed tokens, KV buffers and attention of inplace-attention.ts;
+ * `kv_rows.{i}` is the block's QKV projection of the packed tokens [1, T, 3 * hidden] (queries,
+ * keys, values). Inputs: `input_ids` and `position_ids` [1, T], `past_sequence_length` [B],
+ * `padded_source` [B, S], `packed_index` [T] (int64), the KV buffers, `logits_from`.
  *
  * Why not ONNX Runtime's GroupQueryAttention with `present.*` bound to the cache's memory (its
  * past/present shared-buffer mode): onnxruntime-node 1.30 copies every fetched output into a
@@ -45,6 +35,9 @@
  */
 import { GraphBuilder } from './graph-builder.js';
 import type { Gpt2Block, Gpt2Weights } from './gpt2-weights.js';
+import { inplaceAttention, inplaceInputs, inplaceMasks, kvRowsOutput, MASKED, POSITION_IDS_INPUT, shapeDim } from './inplace-attention.js';
+
+export { KV_ROWS_PREFIX, kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT, POSITION_IDS_INPUT } from './inplace-attention.js';
 
 const MS = 'com.microsoft';
 
@@ -58,27 +51,6 @@ export type Gpt2Part = 'ops' | 'fused';
 
 /** How a block's attention is built (module comment). */
 export type Gpt2Attention = Gpt2Part | 'inplace';
-
-/**
- * Inputs of an `inplace` graph besides input_ids, the KV buffers and logits_from. Its tokens
- * come packed: input_ids and position_ids [1, T] hold every sequence's new tokens one after the
- * other (no padding), and everything but the attention runs on those T rows. The attention runs
- * per sequence on a padded [B, S] layout: `padded_source` [B, S] gives the packed row each padded
- * position takes (padding repeats a real row; it is masked from the real queries), and
- * `packed_index` [T] the flat padded position (b S + j) each packed row comes back from.
- * `past_sequence_length` [B] is each sequence's cached length.
- */
-export const POSITION_IDS_INPUT = 'position_ids';
-export const PAST_LENGTH_INPUT = 'past_sequence_length';
-export const PADDED_SOURCE_INPUT = 'padded_source';
-export const PACKED_INDEX_INPUT = 'packed_index';
-
-/** Additive mask value of positions a query must not see (exp underflows to 0, and no -Infinity arithmetic). */
-const MASKED = -1e9;
-
-/** Outputs of an `inplace` graph: layer i's new rows, as its QKV projection of the packed tokens [1, T, 3 * hidden]. */
-export const KV_ROWS_PREFIX = 'kv_rows.';
-export const kvRowsOutput = (layer: number) => `${KV_ROWS_PREFIX}${layer}`;
 
 export interface Gpt2GraphOptions {
   attention?: Gpt2Attention;
@@ -97,15 +69,11 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   const inplace = parts.attention === 'inplace';
   const kvShape = ['batch_size', w.heads, 'past_sequence_length', headDim];
   const ids = g.input('input_ids', 'int64', ['batch_size', 'sequence_length']);
-  if (inplace) {
-    g.input(POSITION_IDS_INPUT, 'int64', ['batch_size', 'sequence_length']);
-    g.input(PAST_LENGTH_INPUT, 'int64', ['entries']);
-    g.input(PADDED_SOURCE_INPUT, 'int64', ['entries', 'entry_length']);
-    g.input(PACKED_INDEX_INPUT, 'int64', ['sequence_length']);
-  }
-  for (let i = 0; i < layers; i++) {
-    g.input(`past_key_values.${i}.key`, 'float32', inplace ? ['entries', w.heads, headDim, 'kv_capacity'] : kvShape);
-    g.input(`past_key_values.${i}.value`, 'float32', inplace ? ['entries', w.heads, 'kv_capacity', headDim] : kvShape);
+  const shape = { heads: w.heads, kvHeads: w.heads, headDim };
+  if (inplace) inplaceInputs(g, layers, shape);
+  for (let i = 0; i < layers && !inplace; i++) {
+    g.input(`past_key_values.${i}.key`, 'float32', kvShape);
+    g.input(`past_key_values.${i}.value`, 'float32', kvShape);
   }
   g.setMetadata(GRAPH_KIND_KEY, `gpt2 attention=${parts.attention} norms=${parts.norms} gelu=${parts.gelu}`);
   const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
@@ -133,7 +101,7 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   };
 
   const mask = parts.attention === 'ops' ? causalMask(g) : '';
-  const inplaceMasks = inplace ? bufferMasks(g) : undefined;
+  const masks = inplace ? inplaceMasks(g, 1) : undefined;
   /** The QKV projection with the softmax scale folded into the query columns of its weight and bias. */
   const scaledQkv = (i: number, a: string, b: Gpt2Block): string => {
     const scale = 1 / Math.sqrt(headDim);
@@ -155,19 +123,7 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
     if (inplace) {
       const qkv = scaledQkv(i, a, b); // [1, T, 3E]
       g.output(qkv, kvRowsOutput(i), 'float32', ['batch_size', 'sequence_length', 3 * E]);
-      // Packed rows to the padded layout: [1, T, 3E] -> [B, S, 3E].
-      const padded = g.op('Squeeze', [g.op('Gather', [qkv, PADDED_SOURCE_INPUT], { attrs: { axis: 1 } }), g.constant('int64', [0])]);
-      const [q, k, v] = splitQkv(padded);
-      const query = heads(q); // [B, N, S, H]
-      const pastScores = g.op('Add', [g.op('MatMul', [query, `past_key_values.${i}.key`]), inplaceMasks!.past]); // [B, N, S, C]
-      const newKeys = heads(k, [0, 2, 3, 1]); // [B, N, H, S]
-      const newScores = g.op('Add', [g.op('MatMul', [query, newKeys]), inplaceMasks!.causal]); // [B, N, S, S]
-      const probs = g.op('Softmax', [g.op('Concat', [pastScores, newScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
-      const [pastProbs, newProbs] = g.opN('Split', [probs, inplaceMasks!.split], 2, { attrs: { axis: -1 } });
-      const context = g.op('Add', [g.op('MatMul', [pastProbs!, `past_key_values.${i}.value`]), g.op('MatMul', [newProbs!, heads(v)])]);
-      // Back to the packed rows: [B, N, S, H] -> [B S, E] -> [1, T, E].
-      const flat = g.op('Reshape', [g.op('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), g.constant('int64', [-1, E])]);
-      return g.op('Unsqueeze', [g.op('Gather', [flat, PACKED_INDEX_INPUT], { attrs: { axis: 0 } }), g.constant('int64', [0])]);
+      return inplaceAttention(g, i, qkv, shape, masks!);
     }
     if (parts.attention === 'fused') {
       const qkv = g.op('MatMul', [a, param(`l${i}.qkv.weight`, b.qkv.weight, [E, 3 * E])]);
@@ -215,11 +171,6 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   return g;
 }
 
-/** Dimension `axis` of `x`'s shape as a [1] int64 tensor. */
-function shapeDim(g: GraphBuilder, x: string, axis: number): string {
-  return g.op('Slice', [g.op('Shape', [x]), g.constant('int64', [axis]), g.constant('int64', [axis + 1])]);
-}
-
 /**
  * The position embeddings of the fed tokens, rows P..P+S-1 of the table [1, S, E] (P = the past
  * length): a Slice whose bounds come from the shapes, so no position input has to be uploaded
@@ -245,22 +196,4 @@ function causalMask(g: GraphBuilder): string {
   const keyPos = g.op('Range', [scalar(0), total, scalar(1)]);
   const allowed = g.op('LessOrEqual', [g.op('Unsqueeze', [keyPos, g.constant('int64', [0])]), g.op('Unsqueeze', [queryPos, g.constant('int64', [1])])]);
   return g.op('Where', [allowed, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]);
-}
-
-/**
- * The masks of the in-place attention, built once per pass from the shapes and the past lengths:
- * `past` [B, 1, 1, C] (0 where position t < past_sequence_length[b], else MASKED), `causal`
- * [S, S] (new query j sees new keys 0..j), and `split` [C, S] (the softmax's two parts).
- */
-function bufferMasks(g: GraphBuilder): { past: string; causal: string; split: string } {
-  const scalar = (v: number) => g.constant('int64', [v], []);
-  const capacity = shapeDim(g, 'past_key_values.0.value', 2);
-  const fed = shapeDim(g, PADDED_SOURCE_INPUT, 1);
-  const slots = g.op('Range', [scalar(0), g.op('Squeeze', [capacity, g.constant('int64', [0])]), scalar(1)]);
-  const seen = g.op('Less', [g.op('Unsqueeze', [slots, g.constant('int64', [0])]), g.op('Unsqueeze', [PAST_LENGTH_INPUT, g.constant('int64', [1])])]); // [B, C]
-  const past = g.op('Unsqueeze', [g.op('Where', [seen, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]), g.constant('int64', [1, 2])]);
-  const steps = g.op('Range', [scalar(0), g.op('Squeeze', [fed, g.constant('int64', [0])]), scalar(1)]);
-  const allowed = g.op('LessOrEqual', [g.op('Unsqueeze', [steps, g.constant('int64', [0])]), g.op('Unsqueeze', [steps, g.constant('int64', [1])])]);
-  const causal = g.op('Where', [allowed, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]);
-  return { past, causal, split: g.op('Concat', [capacity, fed], { attrs: { axis: 0 } }) };
 }
