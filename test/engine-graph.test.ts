@@ -24,33 +24,11 @@ import { NotGpt2Error, readGpt2Weights } from '../src/onnx/gpt2-weights.js';
 import { writeSyntheticPair } from '../src/bench/synthetic-pair.js';
 import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET, PACKAGE_ROOT } from '../src/paths.js';
 import { webgpuSkip } from './support/webgpu.js';
+import { maxAbsDiff, speculationPasses } from './support/tensors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-graph-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 const cli = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
-
-/** Logits of a prompt, one more token, then 4 at once, from a fresh cache: the passes speculation makes. */
-async function passes(model: DecoderModel, prompt: number[]): Promise<Float32Array[]> {
-  const cache = model.newCache();
-  try {
-    const out = [await model.forward(cache, prompt), await model.forward(cache, [7]), await model.forward(cache, [8, 9, 10, 11])];
-    await cache.crop(prompt.length + 2);
-    out.push(await model.forward(cache, [12, 13]));
-    return out;
-  } finally {
-    cache.release();
-  }
-}
 
 const prompt = (n: number) => Array.from({ length: n }, (_, i) => 32 + ((i * 37) % 90));
 
@@ -74,7 +52,7 @@ describe('GPT-2 graphs rebuilt from their weights', () => {
   ] as const) {
     test(`${label}: every combination of fused and plain parts gives the exported graph's logits`, async () => {
       const exported = await DecoderModel.load(dir, { threads: 2, graph: 'exported' });
-      const ref = await passes(exported, prompt(40));
+      const ref = await speculationPasses(exported, prompt(40));
       await exported.release();
       const w = readGpt2Weights(readModelFile(join(dir, 'onnx', 'model.onnx')), heads);
       const parts: Gpt2Part[] = ['ops', 'fused'];
@@ -83,7 +61,7 @@ describe('GPT-2 graphs rebuilt from their weights', () => {
           for (const gelu of parts) {
             const bytes = buildGpt2Graph(w, { attention, norms, gelu }).toBytes();
             const model = await DecoderModel.load(dir, { threads: 2, model: bytes, graph: 'exported' });
-            const got = await passes(model, prompt(40));
+            const got = await speculationPasses(model, prompt(40));
             await model.release();
             got.forEach((g, i) => assert.ok(maxAbsDiff(g, ref[i]!) < 2e-4, `attention=${attention} norms=${norms} gelu=${gelu}, pass ${i}: ${maxAbsDiff(g, ref[i]!)}`));
           }
@@ -112,7 +90,7 @@ describe('GPT-2 graphs rebuilt from their weights', () => {
   test('a built graph computes logits only for the rows asked for, also across pieces of a long input', async () => {
     const full = await DecoderModel.load(BUNDLED_DRAFT, { threads: 1, graph: 'fused' });
     const vocab = full.info.vocabSize;
-    const all = await passes(full, prompt(100));
+    const all = await speculationPasses(full, prompt(100));
     for (const rows of [1, 5, 40, 100]) {
       const cache = full.newCache();
       const got = await full.forward(cache, prompt(100), rows);
@@ -173,10 +151,10 @@ describe('GPT-2 graphs rebuilt from their weights', () => {
 describe('fused graphs on the GPU (WebGPU)', { skip: webgpuSkip }, () => {
   test(`long prompts, fed ${MAX_WEBGPU_ATTENTION_SPAN} positions at a time, match the CPU's exported graph`, async () => {
     const cpu = await DecoderModel.load(BUNDLED_DRAFT, { threads: 1, graph: 'exported' });
-    const ref = await passes(cpu, prompt(100));
+    const ref = await speculationPasses(cpu, prompt(100));
     await cpu.release();
     const gpu = await DecoderModel.load(BUNDLED_DRAFT, { device: 'webgpu' });
-    const got = await passes(gpu, prompt(100));
+    const got = await speculationPasses(gpu, prompt(100));
     got.forEach((g, i) => assert.ok(maxAbsDiff(g, ref[i]!) < 2e-4, `pass ${i}: ${maxAbsDiff(g, ref[i]!)}`));
     // The last 40 rows (60..99) span three of the pieces (0-30, 31-61, 62-92, 93-99).
     const vocab = gpu.info.vocabSize;

@@ -11,13 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { CAPACITY_STEP } from '../src/engine/kv-pool.js';
 import { DecoderModel, INPLACE_PREFILL_CHUNK } from '../src/engine/model.js';
 import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
-  return d;
-}
+import { maxAbsDiff } from './support/tensors.js';
 
 describe('KV slot pool (in-place graph)', () => {
   const root = mkdtempSync(join(tmpdir(), 'specd-pool-'));

@@ -21,32 +21,10 @@ import { decodedGraph, onnx, readModelFile } from '../src/onnx/graph-builder.js'
 import { GRAPH_KIND_KEY } from '../src/onnx/gpt2-graph.js';
 import { buildLlamaGraph, type LlamaRotary } from '../src/onnx/llama-graph.js';
 import { NotLlamaError, readLlamaWeights } from '../src/onnx/llama-weights.js';
+import { maxAbsDiff, speculationPasses } from './support/tensors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-llama-'));
 after(() => rmSync(root, { recursive: true, force: true }));
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
-
-/** Logits of a prompt, one more token, 4 at once, a rollback and 2 more: the passes speculation makes. */
-async function passes(model: DecoderModel, prompt: number[]): Promise<Float32Array[]> {
-  const cache = model.newCache();
-  try {
-    const out = [await model.forward(cache, prompt), await model.forward(cache, [7]), await model.forward(cache, [8, 9, 10, 11])];
-    await cache.crop(prompt.length + 2);
-    out.push(await model.forward(cache, [12, 13]));
-    return out;
-  } finally {
-    cache.release();
-  }
-}
 
 const prompt = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => 4 + ((i * 37) % (vocab - 4)));
 
@@ -89,13 +67,13 @@ describe('Llama-family graphs rebuilt in place', () => {
       const p = prompt(60, cfg.vocabSize);
       const exported = await DecoderModel.load(dir, { threads: 1, graph: 'exported' });
       assert.equal(exported.kvInPlace, false);
-      const ref = await passes(exported, p);
+      const ref = await speculationPasses(exported, p);
       await exported.release();
       // The default on the CPU is the in-place rebuild.
       const inplace = await DecoderModel.load(dir, { threads: 1 });
       assert.ok(inplace.kvInPlace);
       assert.deepEqual([inplace.info.kvHeads, inplace.info.headDim, inplace.info.dtype], [cfg.kvHeads, cfg.headDim, 'float32']);
-      const got = await passes(inplace, p);
+      const got = await speculationPasses(inplace, p);
       await inplace.release();
       // fp16 KV: both round keys and values to fp16, but fp32 noise can flip an fp16 ulp (as in the rollback tests).
       const tol = cfg.kvDtype === 'float16' ? 1e-3 : 2e-4;
@@ -106,7 +84,7 @@ describe('Llama-family graphs rebuilt in place', () => {
         const bytes = buildLlamaGraph(w, { rotary, maxPositions: 256 }).toBytes();
         const model = await DecoderModel.load(dir, { threads: 1, model: bytes });
         assert.ok(model.kvInPlace);
-        const out = await passes(model, p);
+        const out = await speculationPasses(model, p);
         await model.release();
         out.forEach((g, i) => assert.ok(maxAbsDiff(g, ref[i]!) < tol, `rotary=${rotary}, pass ${i}: ${maxAbsDiff(g, ref[i]!)}`));
       }
@@ -118,7 +96,7 @@ describe('Llama-family graphs rebuilt in place', () => {
     writeFixtureModelDir(dir, { style: 'llama', seed: 38, heads: 4, kvHeads: 2 });
     const file = join(dir, 'onnx', 'model.onnx');
     const reference = await DecoderModel.load(dir, { threads: 1, graph: 'exported' });
-    const expected = await passes(reference, prompt(30, 48));
+    const expected = await speculationPasses(reference, prompt(30, 48));
     await reference.release();
     // Each written-out RMSNorm, Mul(Div(x, sqrt(mean(x^2) + eps)), gain), becomes one node over x and the gain; the old nodes are left unused.
     const model = readModelFile(file);
@@ -143,11 +121,11 @@ describe('Llama-family graphs rebuilt in place', () => {
     assert.equal(replaced, 2 * 2 + 1);
     writeFileSync(file, onnx.ModelProto.encode(model).finish());
     const exported = await DecoderModel.load(dir, { threads: 1, graph: 'exported' });
-    const surgery = await passes(exported, prompt(30, 48));
+    const surgery = await speculationPasses(exported, prompt(30, 48));
     await exported.release();
     surgery.forEach((g, i) => assert.ok(maxAbsDiff(g, expected[i]!) < 1e-4, `the edited export, pass ${i}`));
     const inplace = await DecoderModel.load(dir, { threads: 1, graph: 'inplace' });
-    const got = await passes(inplace, prompt(30, 48));
+    const got = await speculationPasses(inplace, prompt(30, 48));
     await inplace.release();
     got.forEach((g, i) => assert.ok(maxAbsDiff(g, expected[i]!) < 2e-4, `rebuilt, pass ${i}: ${maxAbsDiff(g, expected[i]!)}`));
   });
@@ -160,11 +138,11 @@ describe('Llama-family graphs rebuilt in place', () => {
     const w = readLlamaWeights(readModelFile(join(dir, 'onnx', 'model.onnx')), config);
     assert.ok(w.blocks.every((b) => b.q.bias && b.k.bias && b.v.bias));
     const ref = await DecoderModel.load(dir, { threads: 1, graph: 'exported' });
-    const expected = await passes(ref, prompt(20, 48));
+    const expected = await speculationPasses(ref, prompt(20, 48));
     await ref.release();
     for (const b of w.blocks) b.k.bias!.fill(0);
     const unbiased = await DecoderModel.load(dir, { threads: 1, model: buildLlamaGraph(w, { maxPositions: 128 }).toBytes() });
-    const got = await passes(unbiased, prompt(20, 48));
+    const got = await speculationPasses(unbiased, prompt(20, 48));
     await unbiased.release();
     assert.ok(maxAbsDiff(got[0]!, expected[0]!) > 1e-2, 'the k bias changes the logits');
   });

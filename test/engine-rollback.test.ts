@@ -21,16 +21,7 @@ import { GraphBuilder } from '../src/onnx/graph-builder.js';
 import { BUNDLED_TARGET, DATASETS_DIR } from '../src/paths.js';
 import { TextTokenizer } from '../src/text/tokenizer.js';
 import { webgpuSkip } from './support/webgpu.js';
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'length');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = d; // NaN propagates as a failure
-  }
-  return m;
-}
+import { maxAbsDiff } from './support/tensors.js';
 
 /**
  * A GPU tensor's contents, through an Identity graph on the WebGPU provider whose output is

@@ -26,6 +26,7 @@ import {
   readModelFile,
   tensorProto,
 } from '../src/onnx/graph-builder.js';
+import { maxAbsDiff } from './support/tensors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-onnx-fixtures-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -88,13 +89,6 @@ async function step(
   });
   assert.deepEqual(out['logits']!.dims, [1, ids.length, cfg.vocabSize]);
   return { logits: out['logits']!.data as Float32Array, past: presentAsPast(cfg, out) };
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
 }
 
 function assertClose(actual: Float32Array, expected: Float32Array, tol: number, what: string): void {
