@@ -3,7 +3,7 @@
  * each with its own y axis from zero, groups along x, and one bar per series in every group.
  * The series (and their colours and legend) are shared by all panels.
  */
-import { esc, num, PALETTE, svgOpen, ticks } from './svg.js';
+import { esc, legendRows, num, PALETTE, svgOpen, ticks } from './svg.js';
 
 export interface BarPanel {
   title: string;
@@ -39,20 +39,7 @@ export function shortNumber(v: number): string {
 }
 
 function legend(series: readonly string[], width: number): { svg: string[]; height: number } {
-  const svg: string[] = [];
-  let x = 12;
-  let y = HEADER_H + 10;
-  series.forEach((name, i) => {
-    const w = 24 + name.length * 6.5;
-    if (x + w > width && x > 12) {
-      x = 12;
-      y += 16;
-    }
-    svg.push(`<rect x="${x}" y="${y - 8}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/>`);
-    svg.push(`<text x="${x + 14}" y="${y + 1}">${esc(name)}</text>`);
-    x += w;
-  });
-  return { svg, height: y + 10 - HEADER_H };
+  return legendRows(series, { width, top: HEADER_H, keyWidth: 14, gap: 10 }, (i, x, y) => [`<rect x="${x}" y="${y - 8}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/>`]);
 }
 
 function panel(p: BarPanel, nSeries: number, ox: number, oy: number, w: number): string[] {

@@ -4,7 +4,7 @@
  * concurrency 1, 4, 16, 64), one line with point markers per series. The series (and their
  * colours and legend) are shared by all panels.
  */
-import { esc, num, PALETTE, svgOpen, ticks } from './svg.js';
+import { esc, legendRows, num, PALETTE, svgOpen, ticks } from './svg.js';
 
 export interface LinePoint {
   x: number;
@@ -49,23 +49,13 @@ const colorOf = (chart: LineChart, i: number) => chart.style?.[i]?.color ?? PALE
 const dashOf = (chart: LineChart, i: number) => (chart.style?.[i]?.dash ? ` stroke-dasharray="${chart.style[i].dash}"` : '');
 
 function legend(chart: LineChart, width: number): { svg: string[]; height: number } {
-  const series = chart.series;
-  const svg: string[] = [];
-  let x = 12;
-  let y = HEADER_H + 10;
-  series.forEach((name, i) => {
-    const w = 40 + name.length * 6.5;
-    if (x + w > width && x > 12) {
-      x = 12;
-      y += 16;
-    }
+  return legendRows(chart.series, { width, top: HEADER_H, keyWidth: 32, gap: 8 }, (i, x, y) => {
     const color = colorOf(chart, i);
-    svg.push(`<line x1="${x}" x2="${x + 26}" y1="${y - 3}" y2="${y - 3}" stroke="${color}" stroke-width="2"${dashOf(chart, i)}/>`);
-    svg.push(`<circle cx="${x + 13}" cy="${y - 3}" r="3" fill="${color}"/>`);
-    svg.push(`<text x="${x + 32}" y="${y + 1}">${esc(name)}</text>`);
-    x += w;
+    return [
+      `<line x1="${x}" x2="${x + 26}" y1="${y - 3}" y2="${y - 3}" stroke="${color}" stroke-width="2"${dashOf(chart, i)}/>`,
+      `<circle cx="${x + 13}" cy="${y - 3}" r="3" fill="${color}"/>`,
+    ];
   });
-  return { svg, height: y + 10 - HEADER_H };
 }
 
 function panel(p: LinePanel, chart: LineChart, ox: number, oy: number, w: number): string[] {

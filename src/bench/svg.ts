@@ -27,3 +27,29 @@ export function svgOpen(width: number, height: number): string {
 
 /** A categorical palette (matplotlib's tab10). */
 export const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+
+/**
+ * A legend laid out in rows: each entry is a key (drawn by `key` with its left edge at x and
+ * the text baseline at y), its name `keyWidth` px right of x, and `gap` px after the name (6.5 px
+ * a character); a row wraps 16 px lower when the next entry would pass `width`. Returns the SVG
+ * elements and the height taken below `top`, in px.
+ */
+export function legendRows(
+  names: readonly string[],
+  layout: { width: number; top: number; keyWidth: number; gap: number },
+  key: (i: number, x: number, y: number) => string[],
+): { svg: string[]; height: number } {
+  const svg: string[] = [];
+  let x = 12;
+  let y = layout.top + 10;
+  names.forEach((name, i) => {
+    const w = layout.keyWidth + layout.gap + name.length * 6.5;
+    if (x + w > layout.width && x > 12) {
+      x = 12;
+      y += 16;
+    }
+    svg.push(...key(i, x, y), `<text x="${x + layout.keyWidth}" y="${y + 1}">${esc(name)}</text>`);
+    x += w;
+  });
+  return { svg, height: y + 10 - layout.top };
+}
