@@ -53,7 +53,11 @@ export const EXPLORE_COST = 1 / 200;
 /** A round slower than this many times its arm's usual time per token counts as the usual time (RoundArms). */
 const OUTLIER_FACTOR = 3;
 
-/** A least-squares line y = a + b x over observations weighted by recency. */
+/**
+ * A least-squares line y = a + b x over observations weighted by recency: each `observe` first
+ * decays what came before; a caller that keeps several lines on one clock calls `decay` and
+ * `add` itself.
+ */
 class RecentLine {
   private w = 0;
   private sx = 0;
@@ -62,25 +66,57 @@ class RecentLine {
   private sxy = 0;
   count = 0;
 
-  observe(x: number, y: number): void {
-    this.w = this.w * DECAY + 1;
-    this.sx = this.sx * DECAY + x;
-    this.sy = this.sy * DECAY + y;
-    this.sxx = this.sxx * DECAY + x * x;
-    this.sxy = this.sxy * DECAY + x * y;
+  /**
+   * @param flat with too little spread in x to tell a slope (variance at most `minSpread` x
+   *   max(1, mean x^2)): `mean`, the mean y at any x; `proportional`, y proportional to x
+   */
+  constructor(private readonly options: { flat: 'mean' | 'proportional'; minSpread: number } = { flat: 'mean', minSpread: 1e-9 }) {}
+
+  decay(): void {
+    this.w *= DECAY;
+    this.sx *= DECAY;
+    this.sy *= DECAY;
+    this.sxx *= DECAY;
+    this.sxy *= DECAY;
+  }
+
+  add(x: number, y: number): void {
+    this.w += 1;
+    this.sx += x;
+    this.sy += y;
+    this.sxx += x * x;
+    this.sxy += x * y;
     this.count++;
   }
 
+  observe(x: number, y: number): void {
+    this.decay();
+    this.add(x, y);
+  }
+
+  /** Recency-weighted count, sum of x and sum of y. */
+  get weight(): number {
+    return this.w;
+  }
+  get sumX(): number {
+    return this.sx;
+  }
+  get sumY(): number {
+    return this.sy;
+  }
+
   /**
-   * The line's value at x; with too little spread in x to tell a slope, the mean (slope 0);
-   * never a negative slope nor a negative intercept (a cost has a fixed part >= 0: else the
-   * line through the origin).
+   * The line's value at x; with too little spread in x to tell a slope, as the constructor's
+   * `flat` says; never a negative slope nor a negative intercept (a cost has a fixed part >= 0:
+   * else the line through the origin).
    */
   at(x: number): number {
     const mx = this.sx / this.w;
     const my = this.sy / this.w;
     const vx = this.sxx / this.w - mx * mx;
-    const slope = vx > 1e-9 * Math.max(1, mx * mx) ? Math.max(0, (this.sxy / this.w - mx * my) / vx) : 0;
+    const flat = !(vx > this.options.minSpread * Math.max(1, mx * mx));
+    if (flat && this.options.flat === 'proportional') return (my * x) / mx;
+    const slope = flat ? 0 : Math.max(0, (this.sxy / this.w - mx * my) / vx);
     if (my - slope * mx < 0) return (this.sxy / this.sxx) * x;
     return my + slope * (x - mx);
   }
@@ -110,8 +146,9 @@ class RecentMean {
  * (`model`, h(B)), or not at all (`plain`).
  */
 export type RoundArm = 'anchor' | 'model' | 'plain';
-/** The arms, in the order their first rounds are played. */
+/** The arms, in the order they are first tried after a new bucket's plain rounds. */
 export const ROUND_ARMS: readonly RoundArm[] = ['anchor', 'model', 'plain'];
+const PLAIN = ROUND_ARMS.indexOf('plain');
 
 /**
  * Which arm rounds of a batch size play, decided by what such rounds delivered: per batch-size
@@ -146,19 +183,17 @@ class RoundArms {
       // A bucket starts plain, then tries the drafting arms, unless plain is best in the nearest
       // smaller bucket that has settled (drafting pays less as a batch grows): a first drafting
       // round feeds every sequence's prompt to the draft, which costs the most in a large batch.
-      const plain = ROUND_ARMS.indexOf('plain');
       const j = this.buckets.slice(0, i).findLastIndex((b) => b !== undefined && !b.warmup);
-      const tries = j < 0 || bestArm(this.buckets[j]!.arms, 2 ** j) !== plain;
-      bucket = this.buckets[i] = { arms: ROUND_ARMS.map(() => new Arm()), warmup: [], required: [plain], tries, explored: 0 };
+      const tries = j < 0 || bestArm(this.buckets[j]!.arms, 2 ** j) !== PLAIN;
+      bucket = this.buckets[i] = { arms: ROUND_ARMS.map(() => new Arm()), warmup: [], tries, explored: 0 };
     }
     return bucket;
   }
 
-  /** The arm a round of `batch` sequences plays: the required arms' first MIN_ARM_ROUNDS in turn, then any arm not yet played, then the best, the others explored (class comment). */
+  /** The arm a round of `batch` sequences plays: `plain` for the first MIN_ARM_ROUNDS, then each arm MIN_TRIES times (where tried), then the best, the others explored (class comment). */
   choose(batch: number): RoundArm {
-    const { arms, required, tries, explored } = this.bucket(batch);
-    const fewest = required.reduce((a, i) => (arms[i]!.count < arms[a]!.count ? i : a), required[0]!);
-    if (arms[fewest]!.count < MIN_ARM_ROUNDS) return ROUND_ARMS[fewest]!;
+    const { arms, tries, explored } = this.bucket(batch);
+    if (arms[PLAIN]!.count < MIN_ARM_ROUNDS) return 'plain';
     // An arm played fewer than MIN_TRIES times is played before anything is weighed against it.
     const untried = arms.findIndex((x) => x.count < MIN_TRIES);
     if (tries && untried >= 0) return ROUND_ARMS[untried]!;
@@ -188,8 +223,8 @@ class RoundArms {
     record(bucket, round);
     if (!bucket.warmup) return;
     bucket.warmup.push(round);
-    if (bucket.required.some((i) => bucket.arms[i]!.count < MIN_ARM_ROUNDS)) return;
-    // The first rounds decide nothing by their rates; now that the required arms have them,
+    if (bucket.arms[PLAIN]!.count < MIN_ARM_ROUNDS) return;
+    // The first rounds decide nothing by their rates; now that plain rounds have them,
     // replay them, a stall (over OUTLIER_FACTOR times its arm's median time per sequence)
     // counted at the median.
     const warmup = bucket.warmup;
@@ -213,14 +248,13 @@ class RoundArms {
 }
 
 /**
- * One batch-size bucket: its arms (ROUND_ARMS' order), its first rounds until the required arms
- * (indices) have MIN_ARM_ROUNDS each, and what exploring has cost (ms, recency-weighted).
+ * One batch-size bucket: its arms (ROUND_ARMS' order), its first rounds until `plain` has
+ * MIN_ARM_ROUNDS, and what exploring has cost (ms, recency-weighted).
  */
 interface Bucket {
   arms: Arm[];
   warmup?: BatchRound[];
-  required: number[];
-  /** Whether each arm is tried MIN_TRIES times after the required rounds (else only explored). */
+  /** Whether each arm is tried MIN_TRIES times after the plain rounds (else only explored). */
   tries: boolean;
   explored: number;
 }
@@ -256,24 +290,16 @@ function median(xs: number[]): number {
  * arm explored now and then must be compared with the best at the same size).
  */
 class Arm {
-  weight = 0;
   count = 0;
-  /** Milliseconds of rounds and of catching up. */
-  ms = 0;
   switchMs = 0;
   private tokens = 0;
-  private sequences = 0;
-  private sequencesSq = 0;
-  private sequencesMs = 0;
+  /** Round time (ms) over batch size; with one batch size seen, proportional to it (every arm compared at the same size then keeps its measured rate). */
+  private readonly roundMs = new RecentLine({ flat: 'proportional', minSpread: 1e-6 });
 
   decay(): void {
-    this.weight *= DECAY;
-    this.ms *= DECAY;
+    this.roundMs.decay();
     this.switchMs *= DECAY;
     this.tokens *= DECAY;
-    this.sequences *= DECAY;
-    this.sequencesSq *= DECAY;
-    this.sequencesMs *= DECAY;
   }
 
   /**
@@ -282,41 +308,31 @@ class Arm {
    */
   add(batch: number, tokens: number, ms: number, switchMs: number): void {
     const usual = this.count >= MIN_ARM_ROUNDS ? this.msAt(batch) : Infinity;
-    this.weight += 1;
-    this.ms += ms > OUTLIER_FACTOR * usual ? usual : ms;
+    this.roundMs.add(batch, ms > OUTLIER_FACTOR * usual ? usual : ms);
     this.switchMs += switchMs;
     this.tokens += tokens;
-    this.sequences += batch;
-    this.sequencesSq += batch * batch;
-    this.sequencesMs += batch * (ms > OUTLIER_FACTOR * usual ? usual : ms);
     this.count++;
   }
 
-  /** Milliseconds and switching milliseconds, for the exploration budget. */
-  get time(): number {
-    return this.ms + this.switchMs;
+  /** Recency-weighted rounds. */
+  get weight(): number {
+    return this.roundMs.weight;
   }
 
-  /**
-   * A round's time at `batch` sequences: the weighted least-squares line over the batch sizes
-   * seen (slope >= 0, intercept >= 0, else through the origin); with no spread in batch size,
-   * proportional to it (every arm compared at the same size then keeps its measured rate).
-   */
+  /** Milliseconds of rounds and of catching up, for the exploration budget. */
+  get time(): number {
+    return this.roundMs.sumY + this.switchMs;
+  }
+
+  /** A round's time at `batch` sequences, in ms (Infinity before any round). */
   msAt(batch: number): number {
-    if (this.weight <= 0) return Infinity;
-    const mb = this.sequences / this.weight;
-    const mms = this.ms / this.weight;
-    const vb = this.sequencesSq / this.weight - mb * mb;
-    if (vb <= 1e-6 * mb * mb) return (mms * batch) / mb;
-    const slope = Math.max(0, (this.sequencesMs / this.weight - mb * mms) / vb);
-    const intercept = mms - slope * mb;
-    return intercept >= 0 ? intercept + slope * batch : (this.sequencesMs / this.sequencesSq) * batch;
+    return this.weight > 0 ? this.roundMs.at(batch) : Infinity;
   }
 
   /** Tokens per millisecond at `batch` sequences (0 before any round). */
   rate(batch: number): number {
-    if (this.sequences <= 0) return 0;
-    return ((this.tokens / this.sequences) * batch) / this.msAt(batch);
+    if (this.roundMs.sumX <= 0) return 0;
+    return ((this.tokens / this.roundMs.sumX) * batch) / this.msAt(batch);
   }
 }
 
