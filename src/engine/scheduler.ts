@@ -176,7 +176,7 @@ export class BatchScheduler {
     if (costs) {
       // Catching up is the price of switching to drafting; a drafting round carries its share
       // of its sequences' prompt feeds, spread over what they emit (the cost of drafting all along).
-      const catchUpMs = all.reduce((n, g) => n + g.catchUpMs.promptMs + g.catchUpMs.missedMs, 0);
+      const catchUpMs = all.reduce((n, g) => n + g.catchUpMs, 0);
       const feedMs = arm === 'plain' ? 0 : settled.reduce((n, [g, emitted]) => n + g.takePromptFeedShare(emitted.length), 0);
       costs.observeBatchRound(all.length, arm, settled.reduce((n, [, emitted]) => n + emitted.length, 0), end - draftStart - catchUpMs + feedMs, catchUpMs);
     }

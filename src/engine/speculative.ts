@@ -177,8 +177,8 @@ export class Generation {
     return this.autoAnchor !== undefined;
   }
 
-  /** Time the draft spent catching up this round (catchUpMs). */
-  private catchUp = { promptMs: 0, missedMs: 0 };
+  /** Time the draft spent catching up this round, in ms (catchUpMs). */
+  private catchUpRoundMs = 0;
   /** Time the draft spent on the prompt, not yet spread over rounds (takePromptFeedShare). */
   private promptFeedMs = 0;
 
@@ -325,7 +325,7 @@ export class Generation {
     const remaining = this.maxNew - this.tokenIds.length;
     const cap = Math.min(remaining - 1, this.target.info.maxPositions - x.length - 1, draft ? draft.info.maxPositions - x.length + 1 : 0);
     let worthIt = true;
-    this.catchUp = { promptMs: 0, missedMs: 0 };
+    this.catchUpRoundMs = 0;
     if (this.autoAnchor !== undefined && this.policy instanceof SpecDecPlusPlusPolicy) {
       this.policy.threshold = arm === 'model' ? this.costModel.threshold(this.autoAnchor, batch) : this.autoAnchor;
       worthIt = arm !== 'plain';
@@ -398,22 +398,16 @@ export class Generation {
       const from = cache.length;
       const start = performance.now();
       await draft.forwardWithHidden(cache, this.x.slice(from, pieceEnd(from, end)), 0);
-      // Split by tokens between the prompt and what rounds emitted without drafting.
+      // The prompt's share, by tokens, is what drafting costs this sequence anyway.
       const ms = performance.now() - start;
-      const prompt = Math.max(0, Math.min(cache.length, this.promptLength) - from) / (cache.length - from);
-      this.catchUp.promptMs += ms * prompt;
-      this.catchUp.missedMs += ms * (1 - prompt);
-      this.promptFeedMs += ms * prompt;
+      this.catchUpRoundMs += ms;
+      this.promptFeedMs += (ms * Math.max(0, Math.min(cache.length, this.promptLength) - from)) / (cache.length - from);
     }
   }
 
-  /**
-   * The time the draft spent catching up this round (so far), in ms: with the prompt (what
-   * drafting costs a sequence anyway) and with tokens emitted by rounds that did not draft
-   * (what switching to drafting costs).
-   */
-  get catchUpMs(): { promptMs: number; missedMs: number } {
-    return { ...this.catchUp };
+  /** The time the draft spent catching up this round (so far), with its prompt or with tokens emitted by rounds that did not draft, in ms. */
+  get catchUpMs(): number {
+    return this.catchUpRoundMs;
   }
 
   /**
