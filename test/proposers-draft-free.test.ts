@@ -86,6 +86,23 @@ describe('draft-free proposer', () => {
     }
   });
 
+  test('a byte-level vocabulary gets longer matches and deeper trees; given knobs win', () => {
+    const text = passage(200, 10);
+    const byte = new DraftFreeProposer({ methods: ['suffix', 'ngram'], vocabSize: 259 });
+    const subword = new DraftFreeProposer({ methods: ['suffix', 'ngram'], vocabSize: 151_936 });
+    for (const p of [byte, subword]) {
+      p.add(0, text);
+      p.extend(0, text.slice(0, 40));
+    }
+    assert.equal(byte.maxTokens, 64);
+    assert.equal(subword.maxTokens, 24);
+    // A 40-token match: 24 deep leaves the best split at 12; 64 deep, 32.
+    assert.deepEqual(byte.propose([0])[0]!.tokens, text.slice(40, 72));
+    assert.deepEqual(subword.propose([0])[0]!.tokens, text.slice(40, 52));
+    const given = new DraftFreeProposer({ methods: ['ngram'], vocabSize: 259, ngram: { numSpeculativeTokens: 3 } });
+    assert.equal(given.maxTokens, 3);
+  });
+
   test('bad methods are refused by name', () => {
     assert.throws(() => new DraftFreeProposer({ methods: [] }), (e: unknown) => e instanceof ProposerOptionError && e.option === 'method');
     assert.throws(() => new DraftFreeProposer({ methods: ['eagle' as 'ngram'] }), /unknown draft-free method 'eagle'/);
