@@ -7,12 +7,16 @@
  *   tokenizer_config.json       chat_template, special tokens
  *   onnx/model{,_fp16,_q4,...}.onnx (+ model.onnx_data, model.onnx_data_1, ...)
  *
+ * For dtypes q8 and q4 a model without its own variant file gets model.onnx quantized
+ * (quantized-weights.ts).
+ *
  * Precedence for shared settings: config.json < generation_config.json (< the request, later).
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ModelLoadError } from '../errors.js';
 import { parseLlama3RopeScaling, type Llama3RopeScaling } from '../onnx/rope.js';
+import { isQuantizedDtype, quantizedWeightsFile } from './quantized-weights.js';
 
 export { ModelLoadError };
 
@@ -84,7 +88,9 @@ export function readModelDir(dirArg: string, dtype = 'fp32'): ModelDir {
 
   const variant = ONNX_VARIANTS[dtype];
   if (!variant) throw new ModelLoadError(`unknown dtype "${dtype}"; expected one of ${Object.keys(ONNX_VARIANTS).join(', ')}`, dir, 'dtype');
-  const onnxPath = join(dir, 'onnx', variant);
+  let onnxPath = join(dir, 'onnx', variant);
+  // q8 / q4 without a file of the model's own: model.onnx quantized into the cache (quantized-weights.ts).
+  if (isQuantizedDtype(dtype)) onnxPath = quantizedWeightsFile(onnxPath, join(dir, 'onnx', ONNX_VARIANTS.fp32!), dtype);
   if (!existsSync(onnxPath)) {
     throw new ModelLoadError(`missing ${onnxPath} (expected the transformers.js layout: onnx/${variant} in the model directory)`, onnxPath);
   }

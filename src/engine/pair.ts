@@ -36,7 +36,14 @@ export interface PairOptions {
   threads?: number;
   /** Intra-op threads of the draft session; default: 1 (a small model loses more to thread hand-offs than it gains). */
   draftThreads?: number;
+  /**
+   * Weights of the target (and of the draft unless `draftDtype` is given): an ONNX variant as
+   * transformers.js names them (fp32, fp16, q8, q4, ...); q8 and q4 quantize model.onnx's linear
+   * layers when the model has no such file (engine/quantized-weights.ts).
+   */
   dtype?: string;
+  /** Weights of the draft; default: `dtype`. */
+  draftDtype?: string;
   /**
    * Acceptance head (`*.head.onnx`, for the specdec++ policy); default: the bundled head when
    * the bundled pair is used and the file exists. `null`: none.
@@ -69,7 +76,7 @@ export class ModelPair {
     const targetDir = opts.target ?? BUNDLED_TARGET;
     const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
     const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph };
-    const draftCommon = { ...common, device: opts.draftDevice ?? opts.device };
+    const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
 
     const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });
     const tokenizer = await TextTokenizer.fromDir(targetDir);
