@@ -24,7 +24,7 @@ import { logOf, logSoftmax, type TokenLogprob, tokenLogprob } from './logprobs.j
 import type { DecoderModel, ForwardOutputs } from './model.js';
 import { type FinishReason, OutputDecider, type OutputRules } from './output-decider.js';
 import { Rng } from './rng.js';
-import { argmax, decodingTemperature, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
+import { argmax, decodingTemperature, isGreedy, sample, softmaxAt, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
 import { combinedCandidateWeights, type DraftPhase } from './draft-phase.js';
 import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
@@ -463,7 +463,7 @@ export class Generation {
     let q: Float64Array | undefined;
     if (this.greedy) {
       token = argmax(row);
-      prob = this.policy.needsDraftProb ? softmax(row)[token]! : 1;
+      prob = this.policy.needsDraftProb ? softmaxAt(row, token) : 1;
     } else {
       q = toProbs(row, this.opts.sampling);
       token = sample(q, this.rng);
