@@ -7,6 +7,7 @@
  * (q8 target with a q4 draft, q4 with q4), alone and batched.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +28,7 @@ import { joinColumns, QUANT_ACCURACY_LEVEL, QUANT_BLOCK_SIZE, splitBlocks } from
 import { dequantizeLinear, matMulNBits, quantizeLinear, type AccuracyLevel, type QuantBits } from '../src/onnx/matmul-nbits.js';
 import { quantizeDecoderModel } from '../src/onnx/quantize-model.js';
 import { quantizedFormOf } from '../src/onnx/quantized-reading.js';
-import { BUNDLED_TARGET } from '../src/paths.js';
+import { BUNDLED_TARGET, PACKAGE_ROOT } from '../src/paths.js';
 import { quantizeDynamic } from './support/quantize-dynamic.js';
 import { drive } from './support/rounds.js';
 import { maxAbsDiff } from './support/tensors.js';
@@ -219,6 +220,22 @@ describe('quantized weight files', () => {
     writeFixtureModelDir(dir, { style: 'llama', seed: 6 });
     assert.throws(() => readModelDir(dir, 'q4'), /model_q4\.onnx was quantized from another .*model\.onnx.*specd models quantize/);
     assert.throws(() => readModelDir(dir, 'q3'), /unknown dtype "q3"/);
+  });
+
+  test('specd models quantize writes the variant --dtype then loads, or a new directory; a bad --dtype is one line and exit 1', () => {
+    const dir = join(root, 'cli');
+    writeFixtureModelDir(dir, { style: 'gpt2', seed: 12 });
+    const specd = (...args: string[]) => spawnSync(process.execPath, [join(PACKAGE_ROOT, 'bin', 'specd.js'), 'models', 'quantize', ...args], { encoding: 'utf8' });
+    const r = specd(dir, '--dtype', 'q4');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readModelDir(dir, 'q4').onnxPath, join(dir, 'onnx', 'model_q4.onnx'));
+    const out = join(root, 'cli-q8');
+    assert.equal(specd(dir, '--dtype', 'q8', '--out', out).status, 0);
+    const nodes = readModelFile(readModelDir(out).onnxPath).graph!.node!;
+    assert.ok(nodes.some((n) => n.opType === 'MatMulNBits' && n.attribute!.some((a) => a.name === 'bits' && Number(a.i) === 8)));
+    const bad = specd(dir, '--dtype', 'q3');
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr.trim(), /^error: option '--dtype <dtype>' argument 'q3' is invalid\. expected q8 or q4$/);
   });
 
   const exports: { label: string; file: string; dtype: string; write: (model: ReturnType<typeof readModelFile>) => void; bits: number }[] = [
