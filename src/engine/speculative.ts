@@ -26,6 +26,8 @@ import { type FinishReason, OutputDecider, type OutputRules } from './output-dec
 import { Rng } from './rng.js';
 import { argmax, decodingTemperature, isGreedy, sample, softmaxAt, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
+import { combinedCandidateWeights, type DraftPhase } from './draft-phase.js';
+import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
 import { PassCostModel, type RoundArm } from './cost-model.js';
 import { type AcceptancePredictor, createPolicy, SpecDecPlusPlusPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
 
@@ -59,7 +61,16 @@ export interface GenerateOptions {
   tokenizer?: OutputRules['tokenizer'];
   /** Called after every round with its statistics. */
   onRound?: (round: RoundStats) => void;
+  /**
+   * `one-run` (default): a lone sequence's rounds draft in one ONNX Runtime run where they can
+   * (draft-phase.ts: greedy, no logits processing, an in-place draft on the CPU);
+   * `per-step`: one run per draft step.
+   */
+  draftPhase?: DraftPhaseMode;
 }
+
+export type DraftPhaseMode = 'one-run' | 'per-step';
+export const DRAFT_PHASE_MODES: readonly DraftPhaseMode[] = ['one-run', 'per-step'];
 
 export type { FinishReason };
 
@@ -115,6 +126,8 @@ export class SpeculativeDecoder {
      * outputs. Default: `draft`.
      */
     readonly headDraft?: DecoderModel,
+    /** One-run draft phases of `draft` and `headDraft` (draft-phase.ts), used where a round can run one. */
+    readonly phases: readonly DraftPhase[] = [],
   ) {
     if (draft && draft.info.vocabSize !== target.info.vocabSize) {
       throw new RangeError(`draft vocabulary (${draft.info.vocabSize}) differs from the target's (${target.info.vocabSize})`);
@@ -148,7 +161,8 @@ export class SpeculativeDecoder {
         throw new RangeError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`);
       }
     }
-    return new Generation(this.target, draft, this.head, prompt, opts, policy, this.costs, autoAnchor);
+    const phase = opts.draftPhase === 'per-step' ? undefined : this.phases.find((p) => p.draft === draft);
+    return new Generation(this.target, draft, this.head, prompt, opts, policy, this.costs, autoAnchor, phase);
   }
 }
 
@@ -198,6 +212,8 @@ export class Generation {
     readonly costModel: PassCostModel = new PassCostModel(),
     /** With specdec++ and no threshold given: h at batch size 1, adapted each round to the load (cost-model.ts). */
     private readonly autoAnchor?: number,
+    /** The draft's one-run draft phase, when it has one. */
+    private readonly phase?: DraftPhase,
   ) {
     this.x = [...prompt];
     this.promptLength = prompt.length;
@@ -239,6 +255,10 @@ export class Generation {
   private async round(): Promise<number[]> {
     this.beginRound(1);
     const draftStart = performance.now();
+    if (this.phase && this.greedy && !this.processor.active) {
+      const input = await this.draftInput();
+      if (input) await this.proposeInOneRun(input);
+    }
     for (let input = await this.draftInput(); input; input = await this.draftInput()) {
       const stepStart = performance.now();
       await this.takeDraft(await this.draftModel!.forwardWithHidden(this.draftCache!, input, 1));
@@ -466,6 +486,30 @@ export class Generation {
     p.stopped = verdict !== 'continue';
     if (this.processor.constraint && this.eos.has(token)) p.cap = 0; // the grammar allows nothing after its end
     p.unfed = [token];
+  }
+
+  /**
+   * The round's drafting in one run of the draft phase (draft-phase.ts), from `input`
+   * (draftInput's); leaves the proposal as step-by-step drafting would: the candidates, the
+   * head's probabilities, and `stopped` (a candidate the confidence rule rejects is dropped).
+   */
+  private async proposeInOneRun(input: number[]): Promise<void> {
+    const p = this.proposal!;
+    const rule = this.policy.graphRule;
+    const maxSteps = Math.min(p.cap - p.candidates.length, this.policy.maxDraft - p.steps);
+    const weights = this.policy.needsHead && this.head ? combinedCandidateWeights(this.head.candidateWeights, 0) : new Float32Array(PHASE_WEIGHTS);
+    const start = performance.now();
+    const out = await this.phase!.run(this.draftCache!, input, { ...rule, maxSteps, candidateWeights: weights });
+    const perStep = (performance.now() - start) / out.tokens.length;
+    for (let s = 0; s < out.tokens.length; s++) this.costModel.observeDraft(1, perStep);
+    p.steps += out.tokens.length;
+    p.unfed = [];
+    p.stopped = true;
+    const dropLast = out.probs.at(-1)! < rule.pMin;
+    const kept = dropLast ? out.tokens.length - 1 : out.tokens.length;
+    p.candidates.push(...out.tokens.slice(0, kept));
+    p.acceptProbs?.push(...out.acceptProbs.slice(0, kept));
+    if (dropLast) p.cap = 0;
   }
 
   /** What verification feeds the target: the tokens of x it has not seen, then the candidates. */
