@@ -5,6 +5,7 @@
  *
  * Prompt i is of kind i mod 4 and uses HumanEval problem floor(i / 4) (GSM8K question
  * floor(i / 4) for `quote`):
+ * The code is the problem's prompt without its docstrings, then its canonical solution.
  * - `rename`: rename the function (`f` -> `f_v2`), reply with the whole code;
  * - `docstring`: add a comment line at the top of the body, reply with the whole code;
  * - `constant`: change the first integer literal of the solution to the next integer (a problem
@@ -37,7 +38,7 @@ interface HumanEvalProblem {
 }
 
 /** The comment the `docstring` edit adds (a line a model can only copy from the instruction). */
-const ADDED_COMMENT = '# Checked against the examples above.';
+const ADDED_COMMENT = '# Reviewed: behaviour unchanged.';
 
 /** Every task of the set, in order (4 x 164 = 656; `dir` is the data sets' folder). */
 export function editTasks(dir: string): EditTask[] {
@@ -52,7 +53,8 @@ export function editTasks(dir: string): EditTask[] {
     .map((l) => (JSON.parse(l) as { question: string }).question);
   const tasks: EditTask[] = [];
   problems.forEach((p, n) => {
-    const code = `${p.prompt}${p.canonical_solution}`.trimEnd();
+    const head = withoutDocstrings(p.prompt);
+    const code = `${head}${p.canonical_solution}`.trimEnd();
     const fence = (c: string) => `\`\`\`python\n${c}\n\`\`\``;
     tasks.push({
       id: `edit/rename/${p.task_id}`,
@@ -61,19 +63,19 @@ export function editTasks(dir: string): EditTask[] {
       // Whole words only: HumanEval/106's function is `f`.
       reference: fence(code.replace(new RegExp(`\\b${p.entry_point}\\b`, 'g'), `${p.entry_point}_v2`)),
     });
-    tasks.push(docstringTask(p, code, fence));
+    tasks.push(docstringTask(p, head, code, fence));
     const literal = /(?<![\w.])(\d+)(?![\w.])/.exec(p.canonical_solution);
     if (literal) {
       const from = literal[1]!;
       const to = String(Number(from) + 1);
-      const at = p.prompt.length + literal.index;
+      const at = head.length + literal.index;
       tasks.push({
         id: `edit/constant/${p.task_id}`,
         kind: 'constant',
         prompt: `In the body of \`${p.entry_point}\`, change the first constant ${from} to ${to}. Reply with the whole code and nothing else.\n\n${fence(code)}`,
         reference: fence(`${code.slice(0, at)}${to}${code.slice(at + from.length)}`),
       });
-    } else tasks.push({ ...docstringTask(p, code, fence), id: `edit/constant/${p.task_id}` });
+    } else tasks.push({ ...docstringTask(p, head, code, fence), id: `edit/constant/${p.task_id}` });
     const q = questions[n]!;
     tasks.push({
       id: `edit/quote/gsm8k-test-${n}`,
@@ -85,8 +87,17 @@ export function editTasks(dir: string): EditTask[] {
   return tasks;
 }
 
-function docstringTask(p: HumanEvalProblem, code: string, fence: (c: string) => string): EditTask {
-  const body = p.prompt.length;
+/**
+ * The problem's code without its docstrings (the task statement; the edits do not need it), so
+ * that prompts fit small models' contexts: the bundled pair's is 1,024 byte-level tokens.
+ */
+function withoutDocstrings(code: string): string {
+  // A docstring is the string that opens a function's body (a `def` line ending in a colon).
+  return code.replace(/(\ndef [^\n]*:\n)[ \t]*("""|''')[\s\S]*?\2[ \t]*\n/g, '$1');
+}
+
+function docstringTask(p: HumanEvalProblem, head: string, code: string, fence: (c: string) => string): EditTask {
+  const body = head.length;
   const indent = /^[ \t]*/.exec(p.canonical_solution.split('\n').find((l) => l.trim() !== '') ?? '    ')![0];
   return {
     id: `edit/docstring/${p.task_id}`,
