@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { DraftPhase } from '../src/engine/draft-phase.js';
 import { DecoderModel } from '../src/engine/model.js';
 import { ModelPair } from '../src/engine/pair.js';
+import { BatchScheduler, type PassRecord } from '../src/engine/scheduler.js';
 import { argmax, GREEDY, softmax } from '../src/engine/sampling.js';
 import type { DraftPhaseMode, GenerateOptions } from '../src/engine/speculative.js';
 import type { RoundStats } from '../src/engine/stats.js';
@@ -86,6 +87,25 @@ describe('one-run draft phase: bundled pair', () => {
     // The head's rule stops at different lengths (not a fixed K in disguise).
     const lengths = new Set(traces.slice(4, 7).flatMap((t) => t.rounds.map((r) => r.drafted)));
     assert.ok(lengths.size >= 3, `specdec++ drafted only ${[...lengths].join(', ')} candidates per round`);
+  });
+
+  test('a lone sequence under the batch scheduler drafts in one run per round, output unchanged', async () => {
+    const prompt = pair.tokenizer.encode('The capital of France is');
+    const policy = parsePolicy('specdec++:0.5');
+    const alone = await trace(pair, prompt, policy, 'per-step', 40);
+    const passes: PassRecord[] = [];
+    const scheduler = new BatchScheduler({ maxBatchTokens: 512, onPass: (p) => passes.push(p) });
+    const rounds: RoundStats[] = [];
+    const g = pair.decoder.start(prompt, { maxTokens: 40, sampling: GREEDY, policy, eosTokenIds: [], onRound: (r) => rounds.push(r) });
+    while (!g.done) await scheduler.step(g);
+    assert.deepEqual(g.tokenIds, alone.tokens);
+    assert.deepEqual(
+      rounds.map((r) => r.drafted),
+      alone.rounds.map((r) => r.drafted),
+    );
+    const draftPasses = passes.filter((p) => p.kind === 'draft');
+    assert.equal(draftPasses.length, rounds.filter((r) => r.drafted > 0).length, 'one draft pass reported per drafting round');
+    assert.ok(draftPasses.every((p) => p.sequences === 1 && p.tokens >= 1 && p.ms > 0));
   });
 
   test('errors name the problem', async () => {
