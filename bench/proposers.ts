@@ -12,9 +12,9 @@
  * one-time cost of taking in the prompt is reported apart. Methods run interleaved, repetition
  * by repetition, so that a shared machine's bursts hit them alike.
  *
- * With `--knobs`, a second table: tokens per round (the ideal target's, as above) on 40
- * single-function edits (HumanEval 0-39: the function is the prompt, the renamed and commented
- * function the output) for a few settings of each proposer's knobs, so that defaults can be
+ * With `--knobs`, a second table: tokens per round (the ideal target's, as above) on the first 40
+ * code edits of the `edit` set (src/bench/edit-dataset.ts: prompt, and its reference answer as
+ * the output) for a few settings of each proposer's knobs, so that defaults can be
  * chosen per kind of vocabulary (the bundled pair's is byte-level: a token is about a quarter of
  * a subword model's).
  *
@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { machineInfo } from '../src/bench/serve/report.js';
+import { editTasks } from '../src/bench/edit-dataset.js';
 import { BUNDLED_TARGET, DATASETS_DIR } from '../src/paths.js';
 import { type DraftFreeMethod, type DraftFreeOptions, DraftFreeProposer } from '../src/proposers/draft-free.js';
 import { TextTokenizer } from '../src/text/tokenizer.js';
@@ -145,14 +146,12 @@ const KNOBS: Record<string, DraftFreeOptions> = {
 };
 const knobRows: Record<string, unknown>[] = [];
 if (values.knobs) {
-  const edits = problems.slice(0, 40).map((p) => {
-    const code = `${p.prompt}${p.canonical_solution}`;
-    return {
-      prompt: tokenizer.encode(`Rename ${p.entry_point} and add a comment.\n\n${code}`),
-      output: tokenizer.encode(code.replaceAll(p.entry_point, `${p.entry_point}_v2`).replace('"""\n', '"""\n    # Edited.\n')),
-    };
-  });
-  process.stdout.write('\nknobs: tokens per round, mean over 40 single-function edits\n');
+  // The first 40 code edits of the `edit` set (rename, comment line, constant), prompt and reference answer.
+  const edits = editTasks(DATASETS_DIR)
+    .filter((t) => t.kind !== 'quote')
+    .slice(0, 40)
+    .map((t) => ({ prompt: tokenizer.encode(t.prompt), output: tokenizer.encode(t.reference) }));
+  process.stdout.write('\nknobs: tokens per round, mean over the first 40 code edits of the edit set\n');
   for (const [name, options] of Object.entries(KNOBS)) {
     const tpr = edits.map((e) => run(options, e.prompt, e.output).tokensPerRound);
     const mean = tpr.reduce((a, b) => a + b, 0) / tpr.length;

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
-import { DATASETS, type DatasetName, isDataset, loadPrompts, SCHEMA_DATASETS } from '../bench/datasets.js';
+import { DATASETS, type DatasetName, isDataset, loadPrompts, REPETITION_DATASETS, SCHEMA_DATASETS } from '../bench/datasets.js';
 import { benchHeadTraining } from '../bench/head-train-bench.js';
 import { GRAMMAR_MODES, type GrammarMode, runOfflineBench, type OfflineResult } from '../bench/offline.js';
 import { paretoChartSvg } from '../bench/pareto-chart.js';
@@ -68,7 +68,7 @@ function datasetArg(text: string): DatasetName[] {
   if (text.trim() === 'all') return [...DATASETS];
   const names = text.split(',').map((s) => s.trim()).filter(Boolean);
   const bad = names.filter((n) => !isDataset(n));
-  if (names.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${[...DATASETS, ...SCHEMA_DATASETS].join(', ')}, or all`);
+  if (names.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${[...DATASETS, ...SCHEMA_DATASETS, ...REPETITION_DATASETS].join(', ')}, or all`);
   return [...new Set(names)] as DatasetName[];
 }
 
@@ -83,7 +83,7 @@ export function benchCommand(): Command {
   const bench = new Command('bench').description('benchmarks');
   const offline = new Command('offline')
     .description('compare draft policies on a data set, in-process (speedup over target-only decoding)')
-    .option('--dataset <list>', `prompt sets, comma-separated (${[...DATASETS, ...SCHEMA_DATASETS].join(', ')}) or all (${DATASETS.join(', ')})`, datasetArg, ['gsm8k'] as DatasetName[])
+    .option('--dataset <list>', `prompt sets, comma-separated (${[...DATASETS, ...SCHEMA_DATASETS, ...REPETITION_DATASETS].join(', ')}) or all (${DATASETS.join(', ')})`, datasetArg, ['gsm8k'] as DatasetName[])
     .option('--prompts <n>', 'number of prompts', intIn(1, 100_000), 20)
     .option('--max-tokens <n>', 'new tokens per prompt', intIn(1, 100_000), 128)
     .option('--policies <list>', 'comma-separated policies, e.g. none,fixed:4,confidence:0.6,specdec++:0.7 (bare specdec++: the default threshold)', policyListArg, policyListArg('none,fixed:4,confidence:0.6'))

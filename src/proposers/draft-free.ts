@@ -41,9 +41,9 @@ export const BYTE_LEVEL_VOCAB_MAX = 512;
 /**
  * Knob defaults for a vocabulary of `vocabSize` tokens: none of its own for a subword one (each
  * proposer's defaults, vLLM's); for a byte-level one, prompt lookup of 4-12 tokens proposing up
- * to 16 and suffix trees 64 deep. On 40 single-function HumanEval edits with the bundled
- * tokenizer these gave 8.4 and 10.6 tokens per round against an ideal target, the subword
- * defaults 5.7 and 7.6 (bench/proposers.ts --knobs, bench/results/proposers.json).
+ * to 16 and suffix trees 64 deep. On the first 40 code edits of the `edit` set with the bundled
+ * tokenizer these gave 10.2 and 14.4 tokens per round against an ideal target, the subword
+ * defaults 6.3 and 8.9 (bench/proposers.ts --knobs, bench/results/proposers.json).
  */
 export function knobDefaultsFor(vocabSize: number | undefined): Pick<DraftFreeOptions, 'ngram' | 'suffix'> {
   if (vocabSize === undefined || vocabSize > BYTE_LEVEL_VOCAB_MAX) return {};
