@@ -1,13 +1,13 @@
 /**
  * The GGUF writer (src/gguf): every metadata type and float32 tensors round-trip through the
  * reader; the bundled pair written as GGUF carries llama.cpp's gpt2 names, dims and tokenizer,
- * its matrices transposed from the ONNX weights; and, where llama.cpp's llama-server runs
- * (LLAMA_SERVER: the command, or llama-server on PATH), it loads the file and decodes greedily
- * the same tokens as specd's target alone.
+ * its matrices transposed from the ONNX weights; Llama and Qwen2 fixtures likewise; and, where
+ * llama.cpp's llama-server runs (LLAMA_SERVER: the command, or llama-server on PATH), it loads each
+ * file and decodes greedily the same tokens as specd's target alone.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -17,6 +17,7 @@ import { GgmlType, type GgufFile, readGguf, writeGguf } from '../src/gguf/gguf-f
 import { modelToGguf, NotConvertibleError } from '../src/gguf/model-to-gguf.js';
 import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
 import { readGpt2Weights } from '../src/onnx/gpt2-weights.js';
+import { readLlamaWeights } from '../src/onnx/llama-weights.js';
 import { readModelFile } from '../src/onnx/graph-builder.js';
 import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../src/paths.js';
 import { readModelDir } from '../src/engine/model-dir.js';
@@ -91,42 +92,68 @@ describe('GGUF files', () => {
     ] as const) assert.equal(qkv[o * 128 + i], w.blocks[1]!.qkv.weight[i * 384 + o]);
   });
 
-  test('families the writer does not handle are refused with the reason', () => {
-    const dir = join(root, 'llama');
-    writeFixtureModelDir(dir, { style: 'llama' });
-    assert.throws(() => modelToGguf(dir), (e: Error) => e instanceof NotConvertibleError && /model_type llama; the GGUF writer handles gpt2/.test(e.message));
+  test('Llama-family fixtures: llama / qwen2 metadata and tensors; q and k rows interleaved for llama only; other families refused', () => {
+    for (const qkvBias of [false, true]) {
+      const dir = join(root, qkvBias ? 'qwen2' : 'llama');
+      writeFixtureModelDir(dir, { style: 'llama', layers: 2, hidden: 64, heads: 4, kvHeads: 2, seed: 3, vocabSize: 48, qkvBias });
+      const g = modelToGguf(dir);
+      const arch = qkvBias ? 'qwen2' : 'llama';
+      assert.equal(g.metadata.get('general.architecture')?.value, arch);
+      assert.equal(g.metadata.get(`${arch}.attention.head_count_kv`)?.value, 2);
+      const names = g.tensors.map((t) => t.name);
+      assert.deepEqual(names.filter((n) => n.startsWith('blk.0.')), [
+        'blk.0.attn_norm.weight', 'blk.0.attn_q.weight', ...(qkvBias ? ['blk.0.attn_q.bias'] : []), 'blk.0.attn_k.weight', ...(qkvBias ? ['blk.0.attn_k.bias'] : []),
+        'blk.0.attn_v.weight', ...(qkvBias ? ['blk.0.attn_v.bias'] : []), 'blk.0.attn_output.weight', 'blk.0.ffn_norm.weight', 'blk.0.ffn_gate.weight', 'blk.0.ffn_up.weight', 'blk.0.ffn_down.weight',
+      ]);
+      const w = readLlamaWeights(readModelFile(readModelDir(dir).onnxPath), readModelDir(dir).config);
+      const q = g.tensors.find((t) => t.name === 'blk.1.attn_q.weight')!.data as Float32Array; // [64 outputs, 64 inputs]
+      // Output row 1 of head 0: rotate-half element 8 (head_dim 16) for llama, element 1 for qwen2.
+      const from = qkvBias ? 1 : 8;
+      for (const input of [0, 33, 63]) assert.equal(q[1 * 64 + input], w.blocks[1]!.q.weight[input * 64 + from]);
+    }
+    const other = join(root, 'phi3');
+    writeFixtureModelDir(other, { style: 'llama' });
+    const configPath = join(other, 'config.json');
+    writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), model_type: 'phi3' }));
+    assert.throws(() => modelToGguf(other), (e: Error) => e instanceof NotConvertibleError && /model_type phi3; the GGUF writer handles gpt2, llama/.test(e.message));
   });
 
-  test("llama-server loads the bundled target's GGUF and decodes greedily as specd's target alone", async (t) => {
-    const command = llamaServerCommand();
-    if (!command) return t.skip('llama-server not found (set LLAMA_SERVER to its command, e.g. from Debian\'s llama.cpp-tools)');
-    const path = join(root, 'target.gguf');
-    writeGguf(path, modelToGguf(BUNDLED_TARGET));
-    const pair = await ModelPair.load({ draft: null, head: null, target: BUNDLED_TARGET, threads: 2 });
-    const prompt = pair.tokenizer.encodeChat([{ role: 'user', content: 'Natalia sold clips to 48 of her friends in April. How many clips did she sell?' }]);
-    const want = await pair.decoder.start(prompt, { maxTokens: 32, sampling: GREEDY, eosTokenIds: [], policy: { policy: 'none' } }).run();
-    await pair.release();
-    const port = 18000 + (process.pid % 1000);
-    const [cmd, ...args] = command;
-    const server = spawn(cmd!, [...args, '-m', path, '--port', String(port), '-t', '2', '-c', '1024', '--no-warmup'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    try {
-      const url = `http://127.0.0.1:${port}`;
-      for (let i = 0; ; i++) {
-        const ok = await fetch(`${url}/health`).then((r) => r.ok, () => false);
-        if (ok) break;
-        if (i > 100 || server.exitCode !== null) throw new Error('llama-server did not start');
-        await new Promise((r) => setTimeout(r, 200));
+  const servedModels: { label: string; dir: () => string; prompt: (pair: ModelPair) => number[] }[] = [
+    { label: "the bundled target's GGUF", dir: () => BUNDLED_TARGET, prompt: (pair) => pair.tokenizer.encodeChat([{ role: 'user', content: 'Natalia sold clips to 48 of her friends in April. How many clips did she sell?' }]) },
+    { label: 'a Llama GQA fixture as GGUF', dir: () => join(root, 'llama'), prompt: () => [1, 5, 9, 13, 20, 7] },
+    { label: 'a Qwen2 fixture (q/k/v biases) as GGUF', dir: () => join(root, 'qwen2'), prompt: () => [1, 5, 9, 13, 20, 7] },
+  ];
+  for (const m of servedModels) {
+    test(`llama-server loads ${m.label} and decodes greedily as specd's target alone`, async (t) => {
+      const command = llamaServerCommand();
+      if (!command) return t.skip("llama-server not found (set LLAMA_SERVER to its command, e.g. from Debian's llama.cpp-tools)");
+      const dir = m.dir();
+      const path = join(root, `served-${m.label.length}.gguf`);
+      writeGguf(path, modelToGguf(dir));
+      const pair = await ModelPair.load({ draft: null, head: null, target: dir, threads: 2 });
+      const prompt = m.prompt(pair);
+      const want = await pair.decoder.start(prompt, { maxTokens: 32, sampling: GREEDY, eosTokenIds: [], policy: { policy: 'none' } }).run();
+      await pair.release();
+      const port = 18000 + (process.pid % 1000);
+      const [cmd, ...args] = command;
+      const server = spawn(cmd!, [...args, '-m', path, '--port', String(port), '--host', '127.0.0.1', '-t', '2', '-c', '1024', '--no-warmup'], { stdio: ['ignore', 'ignore', 'ignore'] });
+      try {
+        const url = `http://127.0.0.1:${port}`;
+        for (let i = 0; !(await fetch(`${url}/health`).then((r) => r.ok, () => false)); i++) {
+          if (i > 150 || server.exitCode !== null) throw new Error('llama-server did not start');
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        const res = await fetch(`${url}/completion`, {
+          method: 'POST',
+          body: JSON.stringify({ prompt, n_predict: 32, temperature: 0, top_k: 1, return_tokens: true, ignore_eos: true, cache_prompt: false }),
+        });
+        assert.deepEqual(((await res.json()) as { tokens: number[] }).tokens, want);
+      } finally {
+        server.kill();
+        await new Promise((r) => server.once('exit', r));
       }
-      const res = await fetch(`${url}/completion`, {
-        method: 'POST',
-        body: JSON.stringify({ prompt, n_predict: 32, temperature: 0, top_k: 1, return_tokens: true, ignore_eos: true, cache_prompt: false }),
-      });
-      const body = (await res.json()) as { tokens: number[] };
-      assert.deepEqual(body.tokens, want);
-    } finally {
-      server.kill();
-    }
-  });
+    });
+  }
 });
 
 /** The llama-server command: $LLAMA_SERVER split on spaces, or llama-server on PATH. */

@@ -1,7 +1,6 @@
 /**
- * A specd model directory as a float32 GGUF file that llama.cpp loads (its `gpt2` architecture),
- * with the metadata and tensor names llama.cpp's own converter (convert_hf_to_gguf.py,
- * GPT2Model) writes:
+ * A specd model directory as a float32 GGUF file that llama.cpp loads, with the metadata and
+ * tensor names llama.cpp's own converter (convert_hf_to_gguf.py) writes. GPT-2 (its GPT2Model):
  *
  * - `general.*`, `gpt2.context_length / embedding_length / feed_forward_length / block_count /
  *   attention.head_count / attention.layer_norm_epsilon`;
@@ -12,6 +11,16 @@
  *   ffn_down` (weights and biases), `output_norm`, and `output` only when the lm_head is not the
  *   token embedding (tied weights are shared, as llama.cpp expects).
  *
+ * Llama-family models (`llama` and `mistral` as llama.cpp's `llama` architecture, `qwen2` as
+ * `qwen2`; its LlamaModel / Qwen2Model): `{arch}.context_length / embedding_length /
+ * feed_forward_length / block_count / attention.head_count / attention.head_count_kv /
+ * attention.layer_norm_rms_epsilon / rope.freq_base / rope.dimension_count`, `token_embd`,
+ * `blk.N.attn_norm / attn_q / attn_k / attn_v (biases for qwen2) / attn_output / ffn_norm /
+ * ffn_gate / ffn_up / ffn_down`, `output_norm`, `output` when untied. For the `llama`
+ * architecture the q and k rows are permuted from transformers' rotate-half layout to the
+ * interleaved pairs llama.cpp's rotary embedding takes (the converter's LlamaModel.permute);
+ * qwen2 keeps transformers' layout (llama.cpp rotates it NeoX-style). Rotary scaling is refused.
+ *
  * Matrices are stored as PyTorch's Linear keeps them, [out, in] row-major, i.e. GGUF dims
  * [in, out]; the ONNX weights are [in, out] and so transposed. Quantizing is llama.cpp's own job
  * (`llama-quantize`), so that a comparison runs its kernels on its formats.
@@ -21,6 +30,7 @@ import { basename, join } from 'node:path';
 import { readModelDir } from '../engine/model-dir.js';
 import { readModelFile } from '../onnx/graph-builder.js';
 import { readGpt2Weights } from '../onnx/gpt2-weights.js';
+import { LLAMA_FAMILY, readLlamaWeights } from '../onnx/llama-weights.js';
 import { GgmlType, type GgufFile, type GgufTensor, type GgufValue } from './gguf-file.js';
 
 /** GGUF token types (llama.cpp's llama_token_type). */
@@ -48,7 +58,8 @@ function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
 export function modelToGguf(dir: string): GgufFile {
   const model = readModelDir(dir);
   const config = model.config;
-  if (config.modelType !== 'gpt2') throw new NotConvertibleError(`${dir}: model_type ${config.modelType}; the GGUF writer handles gpt2`);
+  if (LLAMA_FAMILY.includes(config.modelType)) return llamaToGguf(dir);
+  if (config.modelType !== 'gpt2') throw new NotConvertibleError(`${dir}: model_type ${config.modelType}; the GGUF writer handles gpt2, ${LLAMA_FAMILY.join(', ')}`);
   if (config.heads === undefined) throw new NotConvertibleError(`${dir}: config.json does not give the number of attention heads`);
   const raw = JSON.parse(readFileSync(join(model.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const w = readGpt2Weights(readModelFile(model.onnxPath), config.heads);
@@ -89,6 +100,85 @@ export function modelToGguf(dir: string): GgufFile {
   f32('output_norm.bias', w.lnf.bias, [E]);
   const head = transpose(w.lmHead, E, w.vocab); // [vocab, E]
   if (head.some((v, i) => v !== w.wte[i])) f32('output.weight', head, [E, w.vocab]);
+  return { metadata: meta, tensors };
+}
+
+/** The rows of a [heads head_dim, cols] matrix permuted from rotate-half pairs (j, j + D/2) to adjacent pairs (2j, 2j + 1), per head. */
+function interleaveRotaryRows(m: Float32Array, heads: number, headDim: number, cols: number): Float32Array {
+  const out = new Float32Array(m.length);
+  const half = headDim / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let j = 0; j < 2; j++) {
+      for (let i = 0; i < half; i++) {
+        const from = (h * headDim + j * half + i) * cols;
+        out.set(m.subarray(from, from + cols), (h * headDim + 2 * i + j) * cols);
+      }
+    }
+  }
+  return out;
+}
+
+/** A Llama-family model directory as GGUF (module comment). */
+function llamaToGguf(dir: string): GgufFile {
+  const model = readModelDir(dir);
+  const config = model.config;
+  if (config.ropeVariant) throw new NotConvertibleError(`${dir}: ${config.ropeVariant}; the GGUF writer handles plain rotary embeddings`);
+  const w = readLlamaWeights(readModelFile(model.onnxPath), config);
+  const arch = config.modelType === 'qwen2' ? 'qwen2' : 'llama';
+  const raw = JSON.parse(readFileSync(join(model.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const E = w.hidden;
+  const D = w.headDim;
+  const meta = new Map<string, GgufValue>();
+  const u32 = (key: string, value: number) => meta.set(key, { type: 'u32', value });
+  meta.set('general.architecture', { type: 'string', value: arch });
+  meta.set('general.name', { type: 'string', value: typeof raw._name_or_path === 'string' && raw._name_or_path ? raw._name_or_path : basename(model.dir) });
+  u32('general.file_type', FILE_TYPE_ALL_F32);
+  u32('general.alignment', 32);
+  if (arch === 'llama') u32('llama.vocab_size', w.vocab);
+  u32(`${arch}.context_length`, Number.isFinite(config.maxPositions ?? Infinity) ? config.maxPositions! : 4096);
+  u32(`${arch}.embedding_length`, E);
+  u32(`${arch}.feed_forward_length`, w.intermediate);
+  u32(`${arch}.block_count`, w.blocks.length);
+  u32(`${arch}.attention.head_count`, w.heads);
+  u32(`${arch}.attention.head_count_kv`, w.kvHeads);
+  meta.set(`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: w.epsilon });
+  meta.set(`${arch}.rope.freq_base`, { type: 'f32', value: w.ropeTheta });
+  u32(`${arch}.rope.dimension_count`, D);
+  if (D * w.heads !== E) {
+    u32(`${arch}.attention.key_length`, D);
+    u32(`${arch}.attention.value_length`, D);
+  }
+  for (const [k, v] of tokenizerMetadata(model.dir, w.vocab)) meta.set(k, v);
+
+  const tensors: GgufTensor[] = [];
+  const f32 = (name: string, data: Float32Array, dims: number[]) => tensors.push({ name, dims, type: GgmlType.F32, data });
+  /** [k, n] ONNX weight as GGUF rows of n outputs, rotary rows interleaved for `heads` heads when asked. */
+  const matrix = (name: string, weight: Float32Array, k: number, n: number, rotaryHeads?: number) => {
+    const rows = transpose(weight, k, n);
+    f32(name, rotaryHeads && arch === 'llama' ? interleaveRotaryRows(rows, rotaryHeads, D, k) : rows, [k, n]);
+  };
+  const bias = (name: string, b: Float32Array | null, heads: number) => {
+    if (!b) return;
+    f32(name, arch === 'llama' ? interleaveRotaryRows(b, heads, D, 1) : b, [b.length]);
+  };
+  f32('token_embd.weight', w.embed, [E, w.vocab]);
+  w.blocks.forEach((b, i) => {
+    f32(`blk.${i}.attn_norm.weight`, b.inputNorm, [E]);
+    matrix(`blk.${i}.attn_q.weight`, b.q.weight, E, w.heads * D, w.heads);
+    bias(`blk.${i}.attn_q.bias`, b.q.bias, w.heads);
+    matrix(`blk.${i}.attn_k.weight`, b.k.weight, E, w.kvHeads * D, w.kvHeads);
+    bias(`blk.${i}.attn_k.bias`, b.k.bias, w.kvHeads);
+    matrix(`blk.${i}.attn_v.weight`, b.v.weight, E, w.kvHeads * D);
+    if (b.v.bias) f32(`blk.${i}.attn_v.bias`, b.v.bias, [b.v.bias.length]);
+    matrix(`blk.${i}.attn_output.weight`, b.o, w.heads * D, E);
+    f32(`blk.${i}.ffn_norm.weight`, b.postNorm, [E]);
+    matrix(`blk.${i}.ffn_gate.weight`, b.gate, E, w.intermediate);
+    matrix(`blk.${i}.ffn_up.weight`, b.up, E, w.intermediate);
+    matrix(`blk.${i}.ffn_down.weight`, b.down, w.intermediate, E);
+  });
+  f32('output_norm.weight', w.norm, [E]);
+  const head = transpose(w.lmHead, E, w.vocab);
+  if (head.some((v, i) => v !== w.embed[i])) f32('output.weight', head, [E, w.vocab]);
   return { metadata: meta, tensors };
 }
 
