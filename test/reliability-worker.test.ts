@@ -81,7 +81,7 @@ function faultSuite(kind: FaultKind, workerDies: boolean): void {
       await until(() => engine.loadedWorkers === 1);
       const health = await fetch(`${url}/health`);
       assert.equal(health.status, 200);
-      assert.deepEqual(await health.json(), { status: 'ok', workers: 1, workers_ready: 1 });
+      assert.deepEqual(await health.json(), { status: 'ok', workers: 1, workers_ready: 1, workers_stalled: 0, worker_stalls: 0 });
       assert.equal(engine.running + engine.waiting, 0);
       assert.equal(engine.state, 'ready');
       assert.equal(lost, workerDies ? 2 : 0);

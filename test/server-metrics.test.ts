@@ -38,7 +38,7 @@ describe('head calibration metrics', () => {
     const metrics = new ServerMetrics('test-model', () => ({ running: 0, waiting: 0, kvCacheUsage: 0, loadedWorkers: 1, options: { workers: 1 } }), eventLoop);
     try {
       metrics.submitted(handle);
-      metrics.event(handle, { type: 'start' });
+      metrics.event(handle, { type: 'start', threadId: 1 });
       metrics.event(handle, {
         type: 'tokens',
         text: 'abcdef',

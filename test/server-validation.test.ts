@@ -65,7 +65,7 @@ describe('loading', () => {
     assert.equal(loadingHealth.json().status, 'loading');
     const res = await app.inject({ method: 'GET', url: '/health' });
     assert.equal(res.statusCode, 200);
-    assert.deepEqual(res.json(), { status: 'ok', workers: 1, workers_ready: 1 });
+    assert.deepEqual(res.json(), { status: 'ok', workers: 1, workers_ready: 1, workers_stalled: 0, worker_stalls: 0 });
   });
 
   test('generation requests while loading get 503 with Retry-After', () => {

@@ -71,7 +71,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('--no-draft', 'load no draft model (target-only decoding)')
     .option('--device <device>', 'execution provider: cpu, cuda or webgpu', deviceArg, 'cpu' as Device)
     .option('--device-id <n>', 'GPU index', intIn(0, 64), 0)
-    .option('--graph <kind>', 'exported: run the models\' ONNX graphs as they are; fused: rebuild GPT-2 graphs with fused operators; inplace: GPT-2 and Llama-family (llama, mistral, qwen2) graphs rebuilt with the KV cache written in place (CPU) (default: inplace on the CPU, fused on webgpu, exported on cuda)', graphArg)
+    .option('--graph <kind>', 'exported: run the models\' ONNX graphs as they are; fused: rebuild GPT-2 graphs with fused operators; inplace: GPT-2 and Llama-family (llama, mistral, qwen2, qwen3) graphs rebuilt with the KV cache written in place (CPU) (default: inplace on the CPU, fused on webgpu, exported on cuda)', graphArg)
     .option('--threads <n>', 'intra-op threads of the target (default: all cores)', intIn(1, 1024))
     .option('--draft-threads <n>', 'intra-op threads of the draft', intIn(1, 1024), 1)
     .option('--draft-device <device>', 'execution provider of the draft and its head (default: --device)', deviceArg)

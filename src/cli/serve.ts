@@ -8,6 +8,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { policyLabel } from '../engine/stop-policy.js';
 import { buildApp } from '../server/app.js';
 import { DEFAULT_CORS } from '../server/cors.js';
+import { DEFAULT_QUEUE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS } from '../server/engine-pool.js';
 import { DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_KV_MEMORY_SHARE, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_QUEUE, DEFAULT_PORT, defaultWorkers, threadsPerWorker } from '../server/defaults.js';
 import { shutdown } from '../server/shutdown.js';
 import { needsHead } from '../server/speculation.js';
@@ -26,6 +27,9 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
   metricsAuth: boolean;
   logLevel: string;
   grace: number;
+  queueTimeout: number;
+  requestTimeout: number;
+  stallTimeout: number;
   allowedOrigins: string[];
   allowedMethods: string[];
   allowedHeaders: string[];
@@ -70,6 +74,9 @@ export function serveCommand(): Command {
     .option('--metrics-auth', 'with an API key, require it on /metrics too', false)
     .option('--log-level <level>', `log level of the JSON lines on stderr: ${LOG_LEVELS.join(', ')}`, logLevelArg, 'warn')
     .option('--grace <seconds>', 'on SIGTERM/SIGINT, time in-flight requests get to finish before they are cancelled', numberIn(0, 86_400), DEFAULT_GRACE_S)
+    .option('--queue-timeout <seconds>', 'longest wait for an engine worker; then 503 queue_timeout', numberIn(0.001, 86_400), DEFAULT_QUEUE_TIMEOUT_MS / 1000)
+    .option('--request-timeout <seconds>', "longest time from a request's arrival to its end; then 408 request_timeout (an error event on streams)", numberIn(0.001, 86_400), DEFAULT_REQUEST_TIMEOUT_MS / 1000)
+    .option('--stall-timeout <seconds>', 'a worker with requests that makes no progress for this long is replaced (its requests get 503 worker_stalled)', numberIn(0.001, 86_400), DEFAULT_STALL_TIMEOUT_MS / 1000)
     .option('--allowed-origins <list>', 'CORS: comma-separated origins browser pages may call from ("*": any; "": no CORS headers)', listArg, DEFAULT_CORS.allowedOrigins)
     .option('--allowed-methods <list>', 'CORS: methods a preflight allows ("*": any)', listArg, DEFAULT_CORS.allowedMethods)
     .option('--allowed-headers <list>', 'CORS: request headers a preflight allows (default: those it asks for)', listArg, DEFAULT_CORS.allowedHeaders);
@@ -94,6 +101,9 @@ export function serveCommand(): Command {
       batching: { maxBatch: flags.maxBatch, maxBatchTokens: flags.maxBatchTokens, kvCacheMemoryBytes: flags.kvCacheMemoryBytes },
       apiKey: flags.apiKey ?? (process.env.SPECD_API_KEY || undefined),
       metricsAuth: flags.metricsAuth,
+      queueTimeoutMs: flags.queueTimeout * 1000,
+      requestTimeoutMs: flags.requestTimeout * 1000,
+      stallTimeoutMs: flags.stallTimeout * 1000,
       policy: policy ?? ((hasHead) => policySpec({ ...flags, policy: defaultPolicyName({ draft: pair.draft !== null, head: hasHead }) })),
       cors: { allowedOrigins: flags.allowedOrigins, allowedMethods: flags.allowedMethods, allowedHeaders: flags.allowedHeaders },
       // Warnings and server errors (a 5xx is a bug) as JSON lines on stderr; stdout stays for the URL.

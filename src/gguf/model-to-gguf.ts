@@ -19,7 +19,8 @@
  * ffn_gate / ffn_up / ffn_down`, `output_norm`, `output` when untied. For the `llama`
  * architecture the q and k rows are permuted from transformers' rotate-half layout to the
  * interleaved pairs llama.cpp's rotary embedding takes (the converter's LlamaModel.permute);
- * qwen2 keeps transformers' layout (llama.cpp rotates it NeoX-style). Rotary scaling is refused.
+ * qwen2 keeps transformers' layout (llama.cpp rotates it NeoX-style). Rotary scaling (Llama 3.x's
+ * `llama3`) and Qwen3 (its q/k norms) are refused.
  *
  * Matrices are stored as PyTorch's Linear keeps them, [out, in] row-major, i.e. GGUF dims
  * [in, out]; the ONNX weights are [in, out] and so transposed. Quantizing is llama.cpp's own job
@@ -124,6 +125,8 @@ function llamaToGguf(dir: string): GgufFile {
   const config = model.config;
   if (config.ropeVariant) throw new NotConvertibleError(`${dir}: ${config.ropeVariant}; the GGUF writer handles plain rotary embeddings`);
   const w = readLlamaWeights(readModelFile(model.onnxPath), config);
+  if (w.ropeScaling) throw new NotConvertibleError(`${dir}: rope_scaling type llama3; the GGUF writer handles plain rotary embeddings`);
+  if (config.modelType === 'qwen3') throw new NotConvertibleError(`${dir}: model_type qwen3 (q/k norms); the GGUF writer handles llama, mistral and qwen2`);
   const arch = config.modelType === 'qwen2' ? 'qwen2' : 'llama';
   const raw = JSON.parse(readFileSync(join(model.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const E = w.hidden;

@@ -12,6 +12,7 @@
  */
 import type { GrammarMatcher } from '@mlc-ai/web-xgrammar';
 import type { TokenConstraint } from '../engine/logits-processors.js';
+import { GrammarError } from './errors.js';
 
 /** Bits per bitmask word (xgrammar's masks are int32 words, bit t % 32 of word t / 32 set = token t allowed). */
 const WORD_BITS = 32;
@@ -61,6 +62,12 @@ export class GrammarConstraint implements TokenConstraint {
     // Ids past the tokenizer's vocabulary (padding in the logits) are never allowed.
     for (let t = n; t < row.length; t++) row[t] = -Infinity;
     this.applyMicros += (performance.now() - start) * 1000;
+  }
+
+  /** Whether no token at all may follow `pending` while the grammar is not complete (a grammar with no finite output). Call after `prepare(pending)`. */
+  allowsNothing(pending: readonly number[]): boolean {
+    if (this.matcher.isTerminated()) return false;
+    return this.maskAt(pending).every((bits) => bits === 0);
   }
 
   forcedToken(pending: readonly number[]): number | undefined {
@@ -118,7 +125,8 @@ export class GrammarConstraint implements TokenConstraint {
     }
     for (let i = common; i < n; i++) {
       const token = tokens[i]!;
-      if (!this.matcher.acceptToken(token)) throw new Error(`token ${token} is not allowed by the grammar here`);
+      // Masked sampling only proposes allowed tokens; a refusal means the grammar cannot go on (it admits no output from here).
+      if (!this.matcher.acceptToken(token)) throw new GrammarError(`the grammar admits no output after ${this.path.length} tokens (token ${token} was refused)`);
       this.path.push(token);
     }
   }

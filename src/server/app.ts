@@ -76,6 +76,10 @@ export interface ServerOptions {
   cors?: CorsOptions;
   /** fastify's logger option (default: off). */
   logger?: boolean | object;
+  /** Deadlines and the stall watchdog, ms (engine-pool.ts: DEFAULT_QUEUE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS). */
+  queueTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  stallTimeoutMs?: number;
   /** Tests only: engine generations that fail on purpose (faults.ts). Never set from a flag or a request. */
   faults?: FaultOptions;
 }
@@ -122,6 +126,9 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
       pair: { ...pairOptions, threads: pairOptions.threads ?? threadsPerWorker(cores, workers), draftThreads: pairOptions.draftThreads ?? 1 },
       faults: opts.faults && workerFaults(opts.faults),
       onWorkerLost: () => app.log.warn('an engine worker stopped; a new one is loading the models'),
+      queueTimeoutMs: opts.queueTimeoutMs,
+      requestTimeoutMs: opts.requestTimeoutMs,
+      stallTimeoutMs: opts.stallTimeoutMs,
     },
     metrics,
   );

@@ -13,6 +13,13 @@
  * process) ends its generation with an `error`, and piscina starts a replacement, which loads
  * the models again; queued generations wait for it. Should the replacement fail to load, the
  * pool turns `failed`, as when the first load fails.
+ *
+ * A watchdog (every WATCHDOG_PERIOD_MS) bounds what waits: a generation queued longer than
+ * `queueTimeoutMs` ends with `queue_timeout`, one past `requestTimeoutMs` since its request
+ * arrived is cancelled and ends with `request_timeout`, and a worker that has generations but
+ * has sent nothing (no tokens, no pass report) for `stallTimeoutMs` is terminated: its
+ * generations end with `worker_stalled`, piscina starts a replacement, and the pool reports
+ * the stall (`stalledWorkers` until the replacement has loaded, `workerStalls` in all).
  */
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
@@ -20,6 +27,10 @@ import { Piscina } from 'piscina';
 import type { PairOptions } from '../engine/pair.js';
 import type { WorkerFaults } from './faults.js';
 import { type BatchingOptions, type ControlMessage, type EngineStatsMessage, type EngineWorkerData, type GenerationRequest, type GenerationTask, isEngineStatsMessage, isLoadMessage, type WorkerMessage } from './protocol.js';
+
+function seconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(3))} s`;
+}
 
 /** The compiled worker module (this file is dist/src/server/engine-pool.js). */
 export const WORKER_FILE = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -42,7 +53,22 @@ export interface EnginePoolOptions {
   faults?: WorkerFaults;
   /** Told when a worker thread stops while the pool is open (a replacement is then loading). */
   onWorkerLost?: () => void;
+  /** Longest wait for a worker, ms (Infinity: none; default DEFAULT_QUEUE_TIMEOUT_MS). */
+  queueTimeoutMs?: number;
+  /** Longest time from a request's arrival to its end, ms (Infinity: none; default DEFAULT_REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs?: number;
+  /** Longest time a worker with generations may go without sending anything before it is replaced, ms (default DEFAULT_STALL_TIMEOUT_MS). */
+  stallTimeoutMs?: number;
 }
+
+/** A queued generation waits at most 60 s for a worker (then 503 `queue_timeout`). */
+export const DEFAULT_QUEUE_TIMEOUT_MS = 60_000;
+/** A request runs at most 600 s from its arrival (then `request_timeout`): the openai clients' own default timeout. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 600_000;
+/** A worker with generations that sends nothing for 60 s is stalled (a round of the bundled pair takes milliseconds; a prompt piece of a large model seconds). */
+export const DEFAULT_STALL_TIMEOUT_MS = 60_000;
+/** How often the watchdog looks. */
+const WATCHDOG_PERIOD_MS = 250;
 
 /** Why the pool cannot take a generation now. */
 export type UnavailableReason = 'loading' | 'failed' | 'draining' | 'closed' | 'queue_full';
@@ -63,6 +89,8 @@ export interface EngineObserver {
   event(handle: GenerationHandle, message: WorkerMessage): void;
   /** A worker's passes since its last report, and its KV-cache usage. */
   engineStats?(message: EngineStatsMessage): void;
+  /** A worker was found stalled and is being replaced. */
+  workerStalled?(): void;
 }
 
 /** One generation on the pool. Timestamps are performance.now() milliseconds. */
@@ -73,6 +101,8 @@ export class GenerationHandle {
   /** When its HTTP request arrived (before templating and tokenizing): its TTFT and e2e latency start here. */
   readonly arrivedAt: number;
   startedAt: number | undefined;
+  /** The worker thread running it (from its `start`). */
+  threadId: number | undefined;
   /** Set by `cancel`. */
   cancelled = false;
 
@@ -110,6 +140,16 @@ export class EnginePool {
   private headLoaded: boolean | undefined;
   /** Each worker's last reported KV-cache usage, by thread id. */
   private readonly kvUsage = new Map<number, number>();
+  /** When each worker last sent anything (performance.now()), by thread id. */
+  private readonly lastHeard = new Map<number, number>();
+  /** Tasks each worker has started and not returned from (a generation ended by a deadline still counts until its task returns). */
+  private readonly outstanding = new Map<number, number>();
+  /** Workers terminated for stalling whose replacements have not loaded yet. */
+  private stalledCount = 0;
+  private stallsTotal = 0;
+  /** Ends each handle with an error from the watchdog. */
+  private readonly enders = new Map<GenerationHandle, (message: WorkerMessage) => void>();
+  private readonly watchdog: NodeJS.Timeout;
 
   constructor(
     readonly options: EnginePoolOptions,
@@ -148,6 +188,7 @@ export class EnginePool {
         if (wasLoading) reject(new Error(message));
       };
       this.pool.on('message', (message: unknown) => {
+        if (isEngineStatsMessage(message) || isLoadMessage(message)) this.lastHeard.set(message.threadId, performance.now());
         if (isEngineStatsMessage(message)) {
           this.kvUsage.set(message.threadId, message.kvCacheUsage);
           this.observer?.engineStats?.(message);
@@ -159,6 +200,7 @@ export class EnginePool {
         // A replacement worker that cannot load fails the pool as the first load would.
         if (message.specd === 'load-failed') return fail(message.message);
         this.loadedThreads.add(message.threadId);
+        if (this.stalledCount > 0) this.stalledCount--;
         this.headLoaded = message.hasHead;
         if (this.stateValue === 'loading' && this.loadedThreads.size >= options.workers) {
           this.stateValue = 'ready';
@@ -170,6 +212,8 @@ export class EnginePool {
         if (this.stateValue === 'loading') fail(`engine worker failed: ${err.message}`);
       });
     });
+    this.watchdog = setInterval(() => this.watch(), WATCHDOG_PERIOD_MS);
+    this.watchdog.unref();
     this.ready.then(
       () => clearInterval(keepAlive),
       () => clearInterval(keepAlive), // observed through `state` and by whoever awaits `ready`
@@ -215,6 +259,16 @@ export class EnginePool {
     return sum / this.kvUsage.size;
   }
 
+  /** Workers found stalled whose replacements have not loaded yet. */
+  get stalledWorkers(): number {
+    return this.stalledCount;
+  }
+
+  /** Workers found stalled (and replaced) since the pool started. */
+  get workerStalls(): number {
+    return this.stallsTotal;
+  }
+
   /** Generations waiting for a worker. */
   get waiting(): number {
     let n = 0;
@@ -243,6 +297,14 @@ export class EnginePool {
     for (const h of this.active) h.cancel();
   }
 
+  /** End every generation still running or queued with `shutting_down`, whether or not its worker has stopped (a stuck one has not). */
+  abandonAll(): void {
+    for (const handle of [...this.active]) {
+      handle.cancel();
+      this.enders.get(handle)?.({ type: 'error', code: 'shutting_down', message: 'The server is shutting down.' });
+    }
+  }
+
   /** Resolves once no generation is running or queued. */
   idle(): Promise<void> {
     if (this.active.size === 0) return Promise.resolve();
@@ -258,6 +320,7 @@ export class EnginePool {
     await this.ready.catch(() => {});
     await this.threadsSettled();
     this.stateValue = 'closed';
+    clearInterval(this.watchdog);
     this.cancelAll();
     await this.pool.destroy();
   }
@@ -283,18 +346,28 @@ export class EnginePool {
       if (message.type === 'start') {
         handle.state = 'running';
         handle.startedAt = performance.now();
+        handle.threadId = message.threadId;
+        this.outstanding.set(message.threadId, (this.outstanding.get(message.threadId) ?? 0) + 1);
       }
+      if (handle.threadId !== undefined) this.lastHeard.set(handle.threadId, performance.now());
       const last = message.type === 'done' || message.type === 'error';
       if (last) this.finish(handle, port1);
       this.observer?.event(handle, message);
       listener(message);
     };
     port1.on('message', deliver);
+    this.enders.set(handle, deliver);
     // The worker closes its end after its last message; a close before it means the worker died.
     port1.on('close', () => deliver({ type: 'error', code: 'internal', message: 'the engine worker stopped before the generation ended' }));
 
     const task: GenerationTask = { port: port2, request };
-    this.pool.run(task, { transferList: [port2] }).catch((err: Error) => {
+    const returned = () => {
+      const id = handle.threadId;
+      if (id !== undefined) this.outstanding.set(id, (this.outstanding.get(id) ?? 1) - 1);
+    };
+    const run = this.pool.run(task, { transferList: [port2] });
+    run.then(returned, returned);
+    run.catch((err: Error) => {
       // Piscina refused the task, the task threw, or its worker died (then the port closes
       // too, whichever comes first ends the generation).
       const full = handle.state === 'queued' && /queue is at limit|No task queue available/i.test(err.message);
@@ -318,7 +391,38 @@ export class EnginePool {
     for (const resolve of this.settleWaiters.splice(0)) resolve();
   }
 
+  /** The watchdog: queue and request deadlines, and workers that make no progress. */
+  private watch(): void {
+    const now = performance.now();
+    const { queueTimeoutMs = DEFAULT_QUEUE_TIMEOUT_MS, requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS, stallTimeoutMs = DEFAULT_STALL_TIMEOUT_MS } = this.options;
+    for (const handle of [...this.active]) {
+      const end = this.enders.get(handle)!;
+      if (now - handle.arrivedAt > requestTimeoutMs) {
+        handle.cancel();
+        end({ type: 'error', code: 'request_timeout', message: `The request ran past the server's deadline of ${seconds(requestTimeoutMs)} (--request-timeout).` });
+      } else if (handle.state === 'queued' && now - handle.submittedAt > queueTimeoutMs) {
+        handle.cancel();
+        end({ type: 'error', code: 'queue_timeout', message: `The request waited ${seconds(queueTimeoutMs)} for an engine worker (--queue-timeout). Retry later.` });
+      }
+    }
+    for (const [threadId, tasks] of this.outstanding) {
+      if (tasks <= 0 || now - (this.lastHeard.get(threadId) ?? now) <= stallTimeoutMs) continue;
+      const worker = this.pool.threads.find((t) => t.threadId === threadId);
+      this.outstanding.delete(threadId);
+      this.lastHeard.delete(threadId);
+      this.stalledCount++;
+      this.stallsTotal++;
+      this.observer?.workerStalled?.();
+      for (const handle of [...this.active]) {
+        if (handle.threadId !== threadId) continue;
+        this.enders.get(handle)!({ type: 'error', code: 'worker_stalled', message: `The engine worker running this request made no progress for ${seconds(stallTimeoutMs)} and is being replaced.` });
+      }
+      void worker?.terminate();
+    }
+  }
+
   private finish(handle: GenerationHandle, port: MessagePort): void {
+    this.enders.delete(handle);
     handle.state = 'finished';
     port.close();
     this.active.delete(handle);

@@ -92,6 +92,10 @@ export const apiErrors = {
   queueFull: () =>
     new ApiError(429, 'rate_limit_error', 'The server is at capacity: every engine worker is busy and the queue is full. Retry later.', null, 'queue_full', retryAfter),
   loading: () => new ApiError(503, 'server_error', 'The models are still loading. Retry later.', null, 'model_loading', retryAfter),
+  queueTimeout: (message: string) => new ApiError(503, 'server_error', message, null, 'queue_timeout', retryAfter),
+  /** The request ran past its deadline (the openai clients' APITimeoutError is its client-side twin). */
+  requestTimeout: (message: string) => new ApiError(408, 'server_error', message, null, 'request_timeout'),
+  workerStalled: (message: string) => new ApiError(503, 'server_error', message, null, 'worker_stalled', retryAfter),
   shuttingDown: () => new ApiError(503, 'server_error', 'The server is shutting down.', null, 'shutting_down', retryAfter),
   unavailable: (message: string) => new ApiError(503, 'server_error', message, null, 'engine_unavailable'),
   internal: (message: string) => new ApiError(500, 'server_error', message, null, 'internal_error'),

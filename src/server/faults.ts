@@ -10,9 +10,10 @@
  *   throw     the generation throws: the worker reports an `error` and lives on
  *   uncaught  an exception escapes every handler: the worker thread dies
  *   exit      the worker thread calls process.exit
+ *   stall     the worker thread spins for ever (a stuck round: nothing more comes from it)
  */
 
-export type FaultKind = 'throw' | 'uncaught' | 'exit';
+export type FaultKind = 'throw' | 'uncaught' | 'exit' | 'stall';
 
 export interface FaultOptions {
   kind: FaultKind;
@@ -50,6 +51,8 @@ export function triggerFault(kind: FaultKind): void {
         throw new InjectedFault('injected fault: uncaught exception in the engine worker');
       });
       return;
+    case 'stall':
+      for (;;);
     case 'exit':
       process.exit(70);
   }

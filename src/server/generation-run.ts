@@ -94,6 +94,14 @@ export function workerError(message: Extract<WorkerMessage, { type: 'error' }>, 
       return apiErrors.invalidValue(/policy/.test(message.message) ? 'speculative.policy' : promptParam, message.message);
     case 'queue_full':
       return apiErrors.queueFull();
+    case 'queue_timeout':
+      return apiErrors.queueTimeout(message.message);
+    case 'request_timeout':
+      return apiErrors.requestTimeout(message.message);
+    case 'worker_stalled':
+      return apiErrors.workerStalled(message.message);
+    case 'shutting_down':
+      return apiErrors.shuttingDown();
     case 'internal':
       return apiErrors.internal(message.message);
   }

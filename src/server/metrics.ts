@@ -19,7 +19,7 @@ import { registerDefaultMetrics } from './default-metrics.js';
 import type { EngineObserver, GenerationHandle } from './engine-pool.js';
 import type { EventLoopDelay, EventLoopMonitor } from './event-loop.js';
 import type { FinishReason } from '../engine/speculative.js';
-import type { EngineStatsMessage, WorkerErrorCode, WorkerMessage } from './protocol.js';
+import { type EngineStatsMessage, WORKER_ERROR_CODES, type WorkerMessage } from './protocol.js';
 
 export const PREFIX = 'specd_';
 
@@ -46,7 +46,6 @@ export const CALIBRATION_BUCKETS = 10;
 
 /** Every finish reason and worker error code: their series are created at 0. */
 const FINISH_REASONS: readonly FinishReason[] = ['stop', 'length', 'abort'];
-const WORKER_ERROR_CODES: readonly WorkerErrorCode[] = ['invalid_request', 'context_length_exceeded', 'queue_full', 'internal'];
 
 interface GenerationTimes {
   firstTokensAt?: number;
@@ -75,6 +74,7 @@ export class ServerMetrics implements EngineObserver {
   private readonly generationTokens: Counter;
   private readonly requestSuccess: Counter<'finished_reason'>;
   private readonly requestErrors: Counter<'code'>;
+  private readonly workerStalls: Counter;
   private readonly ttft: Histogram;
   private readonly itl: Histogram;
   private readonly e2e: Histogram;
@@ -116,6 +116,7 @@ export class ServerMetrics implements EngineObserver {
     this.generationTokens = counter('generation_tokens_total', 'Tokens generated.');
     this.requestSuccess = counter('request_success_total', 'Finished generations by finish reason (stop, length, abort).', ['finished_reason']);
     this.requestErrors = counter('request_errors_total', 'Generations that ended in an error, by code.', ['code']);
+    this.workerStalls = counter('worker_stalls_total', 'Engine workers that made no progress for the stall timeout and were replaced.');
     this.ttft = histogram('time_to_first_token_seconds', "Time from the request's arrival (templating, tokenizing and queueing included) to the first generated tokens.", LATENCY_BUCKETS);
     this.itl = histogram('inter_token_latency_seconds', 'Time between successive token deliveries of a generation (one per speculative round).', ITL_BUCKETS);
     this.tpot = histogram(
@@ -245,6 +246,10 @@ export class ServerMetrics implements EngineObserver {
         break;
     }
     this.times.set(handle, times);
+  }
+
+  workerStalled(): void {
+    this.workerStalls.inc();
   }
 
   engineStats(message: EngineStatsMessage): void {

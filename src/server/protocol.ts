@@ -9,7 +9,7 @@
  *
  *   main                          worker
  *    |-- task {port, request} ----->|   (piscina queue)
- *    |<------------------ start ----|   picked up: queue time ends
+ *    |<------------------ start ----|   picked up (with the worker's thread id): queue time ends
  *    |<------------------ tokens ---|   once per round: final text, ids, text offsets, logprobs, round stats
  *    |-- cancel ------------------->|   client went away: ends within one round
  *    |<------------- done | error --|   always last
@@ -69,17 +69,37 @@ export interface GenerationTask {
 
 /** Worker -> main, on the task's port. */
 export type WorkerMessage =
-  | { type: 'start' }
+  | { type: 'start'; /** The worker thread running it. */ threadId: number }
   | { type: 'tokens'; text: string; tokenIds: number[]; textOffsets: number[]; logprobs?: TokenLogprob[]; rounds: RoundStats[] }
   | { type: 'done'; result: TextGenerationResult; rounds: RoundStats[] }
   | { type: 'error'; code: WorkerErrorCode; message: string; /** The request parameter at fault, when known. */ param?: string };
 
 /**
- * `invalid_request`: the engine refused the request (e.g. a policy that needs a model that is
- * not loaded); `invalid_grammar`: its grammar does not compile; `context_length_exceeded`: the prompt does not fit; `queue_full`: piscina's queue
- * was at its limit; `internal`: anything else (a bug, or a worker that died).
+ * Why a generation ended in an error: the one list the API's error table (generation-run.ts) and
+ * the metrics' `code` label (metrics.ts) are built from.
+ *
+ *   invalid_request          the engine refused the request (a policy without its model, a KV cache beyond the budget)
+ *   invalid_grammar          its grammar does not compile, faulted, or admits no output
+ *   context_length_exceeded  the prompt does not fit
+ *   queue_full               piscina's queue was at its limit
+ *   queue_timeout            it waited for a worker longer than the queue deadline
+ *   request_timeout          it ran past the request deadline
+ *   worker_stalled           its worker made no progress for the stall timeout and was replaced
+ *   shutting_down            the server shut down before it ended (its worker did not stop when cancelled)
+ *   internal                 anything else: a bug, or a worker that died
  */
-export type WorkerErrorCode = 'invalid_request' | 'invalid_grammar' | 'context_length_exceeded' | 'queue_full' | 'internal';
+export const WORKER_ERROR_CODES = [
+  'invalid_request',
+  'invalid_grammar',
+  'context_length_exceeded',
+  'queue_full',
+  'queue_timeout',
+  'request_timeout',
+  'worker_stalled',
+  'shutting_down',
+  'internal',
+] as const;
+export type WorkerErrorCode = (typeof WORKER_ERROR_CODES)[number];
 
 /** Main -> worker, on the task's port. */
 export type ControlMessage = { type: 'cancel' };

@@ -7,6 +7,7 @@
  * cannot compile is refused by the engine worker with its reason, also as a 400.
  */
 import type { GrammarSpec } from '../grammar/compiler.js';
+import { schemaLimitProblem } from '../grammar/schema-limits.js';
 import { unenforcedKeyword } from '../grammar/schema-check.js';
 import { apiErrors } from './errors.js';
 
@@ -60,13 +61,15 @@ export function textFormatGrammar(text: unknown, param = 'text'): RequestGrammar
 }
 
 /**
- * A JSON schema a grammar can be built from: an object (or `true`) without keywords that
- * constrained decoding would not enforce.
- * @throws ApiError (400) naming the keyword and where it is
+ * A JSON schema a grammar can be built from: an object (or `true`) within the size bounds
+ * (grammar/schema-limits.ts), without keywords that constrained decoding would not enforce.
+ * @throws ApiError (400) naming the bound passed, or the keyword and where it is
  */
 export function checkSchema(schema: unknown, param: string): object | boolean {
   if (schema === true) return true;
   if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) throw apiErrors.invalidType(param, 'a JSON Schema object');
+  const beyond = schemaLimitProblem(schema);
+  if (beyond) throw apiErrors.invalidValue(param, `Invalid schema for '${param}': ${beyond}.`, 'invalid_schema');
   const unenforced = unenforcedKeyword(schema);
   if (unenforced) {
     throw apiErrors.invalidValue(

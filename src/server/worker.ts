@@ -81,7 +81,7 @@ export default async function generate({ port, request }: GenerationTask): Promi
     const pair = await loading;
     release = await budget.reserve(kvBytesFor(pair, request));
     reportStats();
-    post({ type: 'start' });
+    post({ type: 'start', threadId });
     constraint = request.grammar ? await (await pair.grammars()).constraint(request.grammar) : undefined;
     const rounds: RoundStats[] = [];
     const result = await generateText(
