@@ -186,7 +186,7 @@ describe('Llama-family graphs rebuilt in place', () => {
 
   test('what is not rebuilt keeps the exported graph, with the reason; asked for, it is an error', async () => {
     const cases: { label: string; edit: (c: Record<string, unknown>) => void; reason: RegExp }[] = [
-      { label: 'rope_scaling', edit: (c) => (c.rope_scaling = { rope_type: 'llama3', factor: 8 }), reason: /rope_scaling .*llama3.*: only plain rotary embeddings are rebuilt/ },
+      { label: 'rope_scaling', edit: (c) => (c.rope_scaling = { rope_type: 'yarn', factor: 4 }), reason: /rope_scaling .*yarn.*: only plain rotary embeddings and rope_scaling type llama3 are rebuilt/ },
       { label: 'sliding window', edit: (c) => ((c.model_type = 'mistral'), (c.sliding_window = 64)), reason: /sliding-window attention \(sliding_window 64\) is not rebuilt/ },
       { label: 'wrong KV heads', edit: (c) => (c.num_key_value_heads = 4), reason: /block 0 k_proj is \[32, 16\], expected \[32, 32\]/ },
       { label: 'unknown family', edit: (c) => (c.model_type = 'phi3'), reason: /LayerNormalization|embedding/ },

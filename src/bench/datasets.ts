@@ -8,11 +8,14 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { DATASETS_DIR } from '../paths.js';
 import type { ChatMessage } from '../text/tokenizer.js';
+import { editTasks } from './edit-dataset.js';
 
 export const DATASETS = ['gsm8k', 'humaneval', 'alpaca'] as const;
 /** Prompts whose answers have a JSON Schema (bench/datasets/json, written for specd), for constrained decoding. */
 export const SCHEMA_DATASETS = ['json'] as const;
-export type DatasetName = (typeof DATASETS)[number] | (typeof SCHEMA_DATASETS)[number];
+/** Prompts whose answers repeat most of the prompt (edit-dataset.ts), where draft-free proposers pay. */
+export const REPETITION_DATASETS = ['edit'] as const;
+export type DatasetName = (typeof DATASETS)[number] | (typeof SCHEMA_DATASETS)[number] | (typeof REPETITION_DATASETS)[number];
 
 export interface BenchPrompt {
   id: string;
@@ -23,7 +26,7 @@ export interface BenchPrompt {
 }
 
 export function isDataset(name: string): name is DatasetName {
-  return (DATASETS as readonly string[]).includes(name) || (SCHEMA_DATASETS as readonly string[]).includes(name);
+  return [...DATASETS, ...SCHEMA_DATASETS, ...REPETITION_DATASETS].includes(name as DatasetName);
 }
 
 /**
@@ -59,6 +62,8 @@ function allPrompts(name: DatasetName, dir: string): BenchPrompt[] {
         id: `alpaca_eval_even/${i}`,
         messages: user(r.instruction),
       }));
+    case 'edit':
+      return editTasks(dir).map((t) => ({ id: t.id, messages: user(t.prompt) }));
     case 'json':
       return (JSON.parse(readFileSync(join(dir, 'json', 'extraction.json'), 'utf8')) as { id: string; prompt: string; schema: Record<string, unknown> }[]).map((r) => ({
         id: r.id,

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { SingleBar } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
-import { DATASETS, type DatasetName, isDataset, loadPrompts, SCHEMA_DATASETS } from '../bench/datasets.js';
+import { DATASETS, type DatasetName, isDataset, loadPrompts, REPETITION_DATASETS, SCHEMA_DATASETS } from '../bench/datasets.js';
 import { benchHeadTraining } from '../bench/head-train-bench.js';
 import { GRAMMAR_MODES, type GrammarMode, runOfflineBench, type OfflineResult } from '../bench/offline.js';
 import { paretoChartSvg } from '../bench/pareto-chart.js';
@@ -18,6 +18,7 @@ import { contextPrompt, formatLatencyTable, latencyChartSvg, measureLatency, typ
 import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import { temperatureLabel } from '../engine/sampling.js';
+import { DRAFT_PHASE_MODES, type DraftPhaseMode } from '../engine/speculative.js';
 import { HEAD_MODES, type HeadMode } from '../heads/head-loader.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, recommendedThresholdAt, validatePolicySpec } from '../engine/stop-policy.js';
 import { benchServeCommand } from './bench-serve.js';
@@ -40,6 +41,12 @@ interface OfflineFlags extends ModelFlags {
   speedupChart?: string;
   headMode: HeadMode;
   grammar: GrammarMode[];
+  draftPhase: DraftPhaseMode;
+}
+
+function draftPhaseArg(text: string): DraftPhaseMode {
+  if (!(DRAFT_PHASE_MODES as readonly string[]).includes(text)) throw new InvalidArgumentError(`expected one of ${DRAFT_PHASE_MODES.join(', ')}`);
+  return text as DraftPhaseMode;
 }
 
 function headModeArg(text: string): HeadMode {
@@ -61,7 +68,7 @@ function datasetArg(text: string): DatasetName[] {
   if (text.trim() === 'all') return [...DATASETS];
   const names = text.split(',').map((s) => s.trim()).filter(Boolean);
   const bad = names.filter((n) => !isDataset(n));
-  if (names.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${[...DATASETS, ...SCHEMA_DATASETS].join(', ')}, or all`);
+  if (names.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${[...DATASETS, ...SCHEMA_DATASETS, ...REPETITION_DATASETS].join(', ')}, or all`);
   return [...new Set(names)] as DatasetName[];
 }
 
@@ -76,7 +83,7 @@ export function benchCommand(): Command {
   const bench = new Command('bench').description('benchmarks');
   const offline = new Command('offline')
     .description('compare draft policies on a data set, in-process (speedup over target-only decoding)')
-    .option('--dataset <list>', `prompt sets, comma-separated (${[...DATASETS, ...SCHEMA_DATASETS].join(', ')}) or all (${DATASETS.join(', ')})`, datasetArg, ['gsm8k'] as DatasetName[])
+    .option('--dataset <list>', `prompt sets, comma-separated (${[...DATASETS, ...SCHEMA_DATASETS, ...REPETITION_DATASETS].join(', ')}) or all (${DATASETS.join(', ')})`, datasetArg, ['gsm8k'] as DatasetName[])
     .option('--prompts <n>', 'number of prompts', intIn(1, 100_000), 20)
     .option('--max-tokens <n>', 'new tokens per prompt', intIn(1, 100_000), 128)
     .option('--policies <list>', 'comma-separated policies, e.g. none,fixed:4,confidence:0.6,specdec++:0.7 (bare specdec++: the default threshold)', policyListArg, policyListArg('none,fixed:4,confidence:0.6'))
@@ -91,7 +98,8 @@ export function benchCommand(): Command {
     .option('--chart <file>', 'also write the discard rate vs verification rate chart (SVG)')
     .option('--speedup-chart <file>', 'also write the speedup over none per data set and policy (SVG)')
     .option('--grammar <list>', `grammar modes, comma-separated (${GRAMMAR_MODES.join(', ')}): on constrains the output to each prompt's JSON Schema (--dataset json)`, grammarModesArg, ['off'] as GrammarMode[])
-    .option('--head-mode <mode>', 'run the acceptance head fused into the draft graph or as its own session per draft step', headModeArg, 'fused' as HeadMode);
+    .option('--head-mode <mode>', 'run the acceptance head fused into the draft graph or as its own session per draft step', headModeArg, 'fused' as HeadMode)
+    .option('--draft-phase <mode>', "one-run: a greedy round's draft steps in one ONNX Runtime run where the draft allows it; per-step: one run per draft step", draftPhaseArg, 'one-run' as DraftPhaseMode);
   addModelOptions(offline);
   offline.action(async (flags: OfflineFlags) => {
     const pair = await ModelPair.load({ ...pairOptions(flags), headMode: flags.headMode });
@@ -116,7 +124,7 @@ export function benchCommand(): Command {
       const bar = new SingleBar({ format: `${dataset} {bar} {value}/{total} generations | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true });
       bar.start(prompts.length * policies.length * flags.grammar.length, 0);
       results.push(
-        ...(await runOfflineBench(pair, { dataset, prompts, policies, maxTokens: flags.maxTokens, sampling, seed: flags.seed, grammar: flags.grammar, onProgress: (done) => bar.update(done) })),
+        ...(await runOfflineBench(pair, { dataset, prompts, policies, maxTokens: flags.maxTokens, sampling, seed: flags.seed, grammar: flags.grammar, draftPhase: flags.draftPhase, onProgress: (done) => bar.update(done) })),
       );
       bar.stop();
     }
@@ -134,6 +142,7 @@ export function benchCommand(): Command {
       seed: flags.seed,
       head: pair.head?.onnxPath ?? null,
       head_mode: flags.headMode,
+      draft_phase: flags.draftPhase,
       specdec_default_threshold: defaultThreshold ?? null,
       k_min: flags.kMin,
       k_max: flags.kMax,

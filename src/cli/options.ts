@@ -2,6 +2,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { type Device, parseDevice } from '../engine/device.js';
 import { GRAPH_CHOICES, type GraphChoice } from '../engine/graph-choice.js';
+import { ONNX_VARIANTS } from '../engine/model-dir.js';
 import type { PairOptions } from '../engine/pair.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import {
@@ -56,7 +57,13 @@ export function graphArg(text: string): GraphChoice {
   return text as GraphChoice;
 }
 
-/** --target, --draft, --no-draft, --device, --device-id, --graph, --threads, --draft-threads, --draft-device, --head, --no-head. */
+/** A weight dtype: one of the ONNX variants (model-dir.ts). */
+export function dtypeArg(text: string): string {
+  if (!(text in ONNX_VARIANTS)) throw new InvalidArgumentError(`expected one of ${Object.keys(ONNX_VARIANTS).join(', ')}`);
+  return text;
+}
+
+/** --target, --draft, --no-draft, --device, --device-id, --graph, --threads, --draft-threads, --draft-device, --dtype, --draft-dtype, --head, --no-head. */
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--target <dir>', 'target model directory (default: the bundled specd-pair target)')
@@ -64,10 +71,12 @@ export function addModelOptions(cmd: Command): Command {
     .option('--no-draft', 'load no draft model (target-only decoding)')
     .option('--device <device>', 'execution provider: cpu, cuda or webgpu', deviceArg, 'cpu' as Device)
     .option('--device-id <n>', 'GPU index', intIn(0, 64), 0)
-    .option('--graph <kind>', 'exported: run the models\' ONNX graphs as they are; fused: rebuild GPT-2 graphs with fused operators; inplace: GPT-2 and Llama-family (llama, mistral, qwen2) graphs rebuilt with the KV cache written in place (CPU) (default: inplace on the CPU, fused on webgpu, exported on cuda)', graphArg)
+    .option('--graph <kind>', 'exported: run the models\' ONNX graphs as they are; fused: rebuild GPT-2 graphs with fused operators; inplace: GPT-2 and Llama-family (llama, mistral, qwen2, qwen3) graphs rebuilt with the KV cache written in place (CPU) (default: inplace on the CPU, fused on webgpu, exported on cuda)', graphArg)
     .option('--threads <n>', 'intra-op threads of the target (default: all cores)', intIn(1, 1024))
     .option('--draft-threads <n>', 'intra-op threads of the draft', intIn(1, 1024), 1)
     .option('--draft-device <device>', 'execution provider of the draft and its head (default: --device)', deviceArg)
+    .option('--dtype <dtype>', `weights: ${Object.keys(ONNX_VARIANTS).join(', ')} (the model's onnx/ file of that name, as transformers.js names them); q8 and q4 without such a file: model.onnx's linear layers quantized to 8 or 4 bits (MatMulNBits), once, into the cache (default: fp32)`, dtypeArg)
+    .option('--draft-dtype <dtype>', 'weights of the draft (default: --dtype)', dtypeArg)
     .option('--head <file>', 'acceptance head (NAME.head.onnx) for --policy specdec++ (default: the bundled head with the bundled pair)')
     .option('--no-head', 'load no acceptance head');
 }
@@ -82,6 +91,8 @@ export interface ModelFlags {
   threads?: number;
   draftThreads: number;
   head?: string | boolean;
+  dtype?: string;
+  draftDtype?: string;
 }
 
 export function pairOptions(flags: ModelFlags): PairOptions {
@@ -95,6 +106,8 @@ export function pairOptions(flags: ModelFlags): PairOptions {
     threads: flags.threads,
     draftThreads: flags.draftThreads,
     head: flags.head === false ? null : typeof flags.head === 'string' ? flags.head : undefined,
+    ...(flags.dtype ? { dtype: flags.dtype } : {}),
+    ...(flags.draftDtype ? { draftDtype: flags.draftDtype } : {}),
   };
 }
 

@@ -14,7 +14,7 @@
  *   tensors).
  *
  * GPT-2-style graphs are rebuilt with any of these (read by structure, see gpt2-weights.ts);
- * Llama-family graphs (config.json model_type llama, mistral, qwen2; llama-weights.ts,
+ * Llama-family graphs (config.json model_type llama, mistral, qwen2, qwen3; llama-weights.ts,
  * llama-graph.ts) with `inplace` only. Outputs computed from `last_hidden_state`, such as the
  * fused acceptance head's `accept_logit`, are carried over node for node.
  */

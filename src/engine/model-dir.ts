@@ -7,11 +7,16 @@
  *   tokenizer_config.json       chat_template, special tokens
  *   onnx/model{,_fp16,_q4,...}.onnx (+ model.onnx_data, model.onnx_data_1, ...)
  *
+ * For dtypes q8 and q4 a model without its own variant file gets model.onnx quantized
+ * (quantized-weights.ts).
+ *
  * Precedence for shared settings: config.json < generation_config.json (< the request, later).
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ModelLoadError } from '../errors.js';
+import { parseLlama3RopeScaling, type Llama3RopeScaling } from '../onnx/rope.js';
+import { isQuantizedDtype, quantizedWeightsFile } from './quantized-weights.js';
 
 export { ModelLoadError };
 
@@ -30,8 +35,10 @@ export interface ModelConfig {
   rmsNormEps?: number;
   /** Rotary embeddings' base (`rope_theta`), where the config gives one. */
   ropeTheta?: number;
-  /** Why rotary embeddings are not the plain ones (`rope_scaling` of a type other than none/default, `partial_rotary_factor` < 1), or undefined. */
+  /** Why rotary embeddings are neither the plain ones nor Llama 3.x's (`rope_scaling` of a type other than none/default/llama3, `partial_rotary_factor` < 1), or undefined. */
   ropeVariant?: string;
+  /** `rope_scaling` of type `llama3` (onnx/rope.ts). */
+  ropeScaling?: Llama3RopeScaling;
   /** Attention window (`sliding_window`) when the model uses one shorter than its context. */
   slidingWindow?: number;
 }
@@ -81,7 +88,9 @@ export function readModelDir(dirArg: string, dtype = 'fp32'): ModelDir {
 
   const variant = ONNX_VARIANTS[dtype];
   if (!variant) throw new ModelLoadError(`unknown dtype "${dtype}"; expected one of ${Object.keys(ONNX_VARIANTS).join(', ')}`, dir, 'dtype');
-  const onnxPath = join(dir, 'onnx', variant);
+  let onnxPath = join(dir, 'onnx', variant);
+  // q8 / q4 without a file of the model's own: model.onnx quantized into the cache (quantized-weights.ts).
+  if (isQuantizedDtype(dtype)) onnxPath = quantizedWeightsFile(onnxPath, join(dir, 'onnx', ONNX_VARIANTS.fp32!), dtype);
   if (!existsSync(onnxPath)) {
     throw new ModelLoadError(`missing ${onnxPath} (expected the transformers.js layout: onnx/${variant} in the model directory)`, onnxPath);
   }
@@ -139,8 +148,14 @@ export function normaliseConfig(raw: Json, file = 'config.json'): ModelConfig {
   const scaling = raw.rope_scaling ?? raw.text_config?.rope_scaling;
   const scalingType = scaling && typeof scaling === 'object' ? (scaling.rope_type ?? scaling.type) : undefined;
   const partial = real('partial_rotary_factor');
+  let ropeScaling: Llama3RopeScaling | undefined;
+  try {
+    ropeScaling = parseLlama3RopeScaling(scaling);
+  } catch (err) {
+    throw new ModelLoadError(`${file}: ${(err as Error).message}`, file, 'rope_scaling');
+  }
   const ropeVariant =
-    scaling !== undefined && scaling !== null && scalingType !== 'default' && scalingType !== 'none'
+    scaling !== undefined && scaling !== null && scalingType !== 'default' && scalingType !== 'none' && !ropeScaling
       ? `rope_scaling ${JSON.stringify(scaling)}`
       : partial !== undefined && partial < 1
         ? `partial_rotary_factor ${partial}`
@@ -159,6 +174,7 @@ export function normaliseConfig(raw: Json, file = 'config.json'): ModelConfig {
     rmsNormEps: real('rms_norm_eps'),
     ropeTheta: real('rope_theta'),
     ropeVariant,
+    ...(ropeScaling ? { ropeScaling } : {}),
     slidingWindow: windowed ? window : undefined,
   };
 }

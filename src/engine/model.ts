@@ -29,6 +29,8 @@ export interface LoadOptions {
   model?: Uint8Array;
   /** Run the exported graph or a rebuild (graph-choice.ts); default: inplace on the CPU, fused on WebGPU, exported on CUDA. */
   graph?: GraphChoice;
+  /** Keep the decoded graph (`DecoderModel.graphProto`), e.g. to build a draft's one-run draft phase from it (draft-phase.ts). */
+  keepGraph?: boolean;
 }
 
 export interface ModelInfo extends KvLayout {
@@ -93,11 +95,23 @@ export class DecoderModel {
     private readonly cropper?: KvCropper,
     /** Most tokens one pass may feed; longer inputs are fed in pieces (see MAX_WEBGPU_ATTENTION_SPAN). */
     private readonly maxSpan = Infinity,
+    /** The decoded graph the session runs, when loaded with `keepGraph` (weights inline). */
+    private graph?: ModelProto,
   ) {
     this.hasPositionIds = session.inputNames.includes('position_ids');
     this.hasAttentionMask = session.inputNames.includes('attention_mask');
     this.hasLogitsFrom = session.inputNames.includes(LOGITS_FROM_INPUT);
     if (session.inputNames.includes(PAST_LENGTH_INPUT)) this.pool = new KvSlotPool(info, info.maxPositions);
+  }
+
+  /** The decoded graph the session runs, when loaded with `keepGraph` and not dropped since. */
+  get graphProto(): ModelProto | undefined {
+    return this.graph;
+  }
+
+  /** Let go of the decoded graph (its weights are a copy of the session's). */
+  dropGraph(): void {
+    this.graph = undefined;
   }
 
   /** Whether the KV cache is written in place (no copy of the past per pass; rollback = a length change). */
@@ -147,7 +161,8 @@ export class DecoderModel {
     const info = inspectLayout(session, modelDir);
     const cropper = device === 'webgpu' ? await KvCropper.create(info, providers) : undefined;
     if (session.inputNames.includes(PAST_LENGTH_INPUT)) maxSpan = INPLACE_PREFILL_CHUNK;
-    return new DecoderModel(session, info, device, cropper, maxSpan);
+    const kept = opts.keepGraph ? (model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath))) : undefined;
+    return new DecoderModel(session, info, device, cropper, maxSpan, kept);
   }
 
   /** An empty KV cache for one sequence, where this model keeps it: a slot of its pool (in-place graphs), host tensors, or the GPU with WebGPU. */

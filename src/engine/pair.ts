@@ -14,6 +14,7 @@ import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import type { Device } from './device.js';
 import type { GraphChoice } from './graph-choice.js';
+import { DraftPhase } from './draft-phase.js';
 import { DecoderModel } from './model.js';
 import { SpeculativeDecoder } from './speculative.js';
 
@@ -35,7 +36,14 @@ export interface PairOptions {
   threads?: number;
   /** Intra-op threads of the draft session; default: 1 (a small model loses more to thread hand-offs than it gains). */
   draftThreads?: number;
+  /**
+   * Weights of the target (and of the draft unless `draftDtype` is given): an ONNX variant as
+   * transformers.js names them (fp32, fp16, q8, q4, ...); q8 and q4 quantize model.onnx's linear
+   * layers when the model has no such file (engine/quantized-weights.ts).
+   */
   dtype?: string;
+  /** Weights of the draft; default: `dtype`. */
+  draftDtype?: string;
   /**
    * Acceptance head (`*.head.onnx`, for the specdec++ policy); default: the bundled head when
    * the bundled pair is used and the file exists. `null`: none.
@@ -58,21 +66,23 @@ export class ModelPair {
     readonly headDraft?: DecoderModel,
     /** The target's model directory. */
     readonly targetDir?: string,
+    /** One-run draft phases of the drafts (draft-phase.ts). */
+    private readonly phases: DraftPhase[] = [],
   ) {
-    this.decoder = new SpeculativeDecoder(target, draft, head, headDraft);
+    this.decoder = new SpeculativeDecoder(target, draft, head, headDraft, phases);
   }
 
   static async load(opts: PairOptions = {}): Promise<ModelPair> {
     const targetDir = opts.target ?? BUNDLED_TARGET;
     const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
     const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph };
-    const draftCommon = { ...common, device: opts.draftDevice ?? opts.device };
+    const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
 
     const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });
     const tokenizer = await TextTokenizer.fromDir(targetDir);
     let draft: DecoderModel | undefined;
     if (draftDir !== null) {
-      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: opts.draftThreads ?? 1 });
+      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: opts.draftThreads ?? 1, keepGraph: true });
       if (draft.info.vocabSize !== target.info.vocabSize) {
         throw new ModelLoadError(
           `draft and target vocabularies differ: ${join(draftDir, 'config.json')} has vocab_size ${draft.info.vocabSize}, the target ${target.info.vocabSize}`,
@@ -95,7 +105,14 @@ export class ModelPair {
       headPath !== null && draft
         ? await loadHeadForDraft(headPath, draft, { ...draftCommon, threads: opts.draftThreads ?? 1, mode: opts.headMode })
         : undefined;
-    return new ModelPair(target, draft, tokenizer, loaded?.head, loaded?.headDraft, targetDir);
+    // One-run draft phases (draft-phase.ts) of the drafts that can run one; the graphs are not needed after.
+    const phases: DraftPhase[] = [];
+    for (const model of new Set([draft, loaded?.headDraft])) {
+      const phase = model && (await DraftPhase.create(model, opts.draftThreads ?? 1));
+      if (phase) phases.push(phase);
+      model?.dropGraph();
+    }
+    return new ModelPair(target, draft, tokenizer, loaded?.head, loaded?.headDraft, targetDir, phases);
   }
 
   /** The grammar compiler for the pair's vocabulary (grammar/compiler.ts), built on first use; compiled grammars are cached in it. */
@@ -110,5 +127,6 @@ export class ModelPair {
     await this.draft?.release();
     if (this.headDraft !== this.draft) await this.headDraft?.release();
     await this.head?.release();
+    for (const phase of this.phases) await phase.release();
   }
 }

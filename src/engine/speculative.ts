@@ -25,8 +25,10 @@ import { logOf, logSoftmax, type TokenLogprob, tokenLogprob } from './logprobs.j
 import type { DecoderModel, ForwardOutputs } from './model.js';
 import { type FinishReason, OutputDecider, type OutputRules } from './output-decider.js';
 import { Rng } from './rng.js';
-import { argmax, decodingTemperature, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
+import { argmax, decodingTemperature, isGreedy, sample, softmaxAt, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
+import { combinedCandidateWeights, type DraftPhase } from './draft-phase.js';
+import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
 import { PassCostModel, type RoundArm } from './cost-model.js';
 import { type AcceptancePredictor, createPolicy, SpecDecPlusPlusPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
 
@@ -60,7 +62,16 @@ export interface GenerateOptions {
   tokenizer?: OutputRules['tokenizer'];
   /** Called after every round with its statistics. */
   onRound?: (round: RoundStats) => void;
+  /**
+   * `one-run` (default): a lone sequence's rounds draft in one ONNX Runtime run where they can
+   * (draft-phase.ts: greedy, no logits processing, an in-place draft on the CPU);
+   * `per-step`: one run per draft step.
+   */
+  draftPhase?: DraftPhaseMode;
 }
+
+export type DraftPhaseMode = 'one-run' | 'per-step';
+export const DRAFT_PHASE_MODES: readonly DraftPhaseMode[] = ['one-run', 'per-step'];
 
 export type { FinishReason };
 
@@ -116,6 +127,8 @@ export class SpeculativeDecoder {
      * outputs. Default: `draft`.
      */
     readonly headDraft?: DecoderModel,
+    /** One-run draft phases of `draft` and `headDraft` (draft-phase.ts), used where a round can run one. */
+    readonly phases: readonly DraftPhase[] = [],
   ) {
     if (draft && draft.info.vocabSize !== target.info.vocabSize) {
       throw new RangeError(`draft vocabulary (${draft.info.vocabSize}) differs from the target's (${target.info.vocabSize})`);
@@ -133,12 +146,16 @@ export class SpeculativeDecoder {
     if (prompt.length >= this.contextLength) {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
     }
-    const spec = withDefaultThreshold(opts.policy, recommendedThresholdAt(this.head, decodingTemperature(opts.sampling)));
+    // specdec++ without a threshold of its own: the head's recommended one as the prior, then
+    // chosen from the measured costs each round (cost-model.ts). Seeded sampling takes h once,
+    // at its start: which candidates are drafted changes which random draws make the output, and
+    // a seeded output must not depend on the load while it runs.
+    const recommended = recommendedThresholdAt(this.head, decodingTemperature(opts.sampling));
+    const seeded = !isGreedy(opts.sampling) && opts.seed !== undefined;
+    const auto = opts.policy.policy === 'specdec++' && opts.policy.threshold === undefined;
+    const spec = withDefaultThreshold(opts.policy, auto && seeded && recommended !== undefined ? this.costs.aloneThreshold(recommended) : recommended);
     const policy = createPolicy(spec);
-    // specdec++ without a threshold of its own: the head's recommended one, adapted to the load
-    // each round (cost-model.ts). Not for seeded sampling: which candidates are drafted changes
-    // which random draws make the output, and a seeded output must not depend on the load.
-    const adaptive = opts.policy.policy === 'specdec++' && opts.policy.threshold === undefined && (isGreedy(opts.sampling) || opts.seed === undefined);
+    const adaptive = auto && !seeded;
     const autoAnchor = adaptive && spec.policy === 'specdec++' ? spec.threshold : undefined;
     // A policy that never drafts feeds no draft (nor fills its cache with the prompt).
     const draft = policy.maxDraft === 0 ? undefined : policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
@@ -149,7 +166,8 @@ export class SpeculativeDecoder {
         throw new RequestError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`, 'speculative.policy');
       }
     }
-    return new Generation(this.target, draft, this.head, prompt, opts, policy, this.costs, autoAnchor);
+    const phase = opts.draftPhase === 'per-step' ? undefined : this.phases.find((p) => p.draft === draft);
+    return new Generation(this.target, draft, this.head, prompt, opts, policy, this.costs, autoAnchor, phase);
   }
 }
 
@@ -199,6 +217,8 @@ export class Generation {
     readonly costModel: PassCostModel = new PassCostModel(),
     /** With specdec++ and no threshold given: h at batch size 1, adapted each round to the load (cost-model.ts). */
     private readonly autoAnchor?: number,
+    /** The draft's one-run draft phase, when it has one. */
+    private readonly phase?: DraftPhase,
   ) {
     this.x = [...prompt];
     this.promptLength = prompt.length;
@@ -240,6 +260,7 @@ export class Generation {
   private async round(): Promise<number[]> {
     this.beginRound(1);
     const draftStart = performance.now();
+    await this.draftInOneRun();
     for (let input = await this.draftInput(); input; input = await this.draftInput()) {
       const stepStart = performance.now();
       await this.takeDraft(await this.draftModel!.forwardWithHidden(this.draftCache!, input, 1));
@@ -328,7 +349,7 @@ export class Generation {
     let worthIt = true;
     this.catchUpRoundMs = 0;
     if (this.autoAnchor !== undefined && this.policy instanceof SpecDecPlusPlusPolicy) {
-      this.policy.threshold = arm === 'model' ? this.costModel.threshold(this.autoAnchor, batch) : this.autoAnchor;
+      this.policy.threshold = batch <= 1 ? this.costModel.aloneThreshold(this.autoAnchor) : arm === 'model' ? this.costModel.threshold(this.autoAnchor, batch) : this.autoAnchor;
       worthIt = arm !== 'plain';
     }
     const drafting = worthIt && draft !== undefined && this.draftCache !== undefined && Math.min(cap, this.policy.maxDraft) > 0;
@@ -444,7 +465,7 @@ export class Generation {
     let q: Float64Array | undefined;
     if (this.greedy) {
       token = argmax(row);
-      prob = this.policy.needsDraftProb ? softmax(row)[token]! : 1;
+      prob = this.policy.needsDraftProb ? softmaxAt(row, token) : 1;
     } else {
       q = toProbs(row, this.opts.sampling);
       token = sample(q, this.rng);
@@ -467,6 +488,37 @@ export class Generation {
     p.stopped = verdict !== 'continue';
     if (this.processor.constraint && this.eos.has(token)) p.cap = 0; // the grammar allows nothing after its end
     p.unfed = [token];
+  }
+
+  /**
+   * Where this round can (a draft phase, greedy, no logits processing): its drafting in one run
+   * of the draft phase (draft-phase.ts), after the draft's catching up (draftInput). Leaves the
+   * proposal as step-by-step drafting would: the candidates, the head's probabilities, and
+   * drafting stopped (a candidate the confidence rule rejects is dropped), so that draftInput()
+   * then returns undefined.
+   * @returns the tokens the phase fed the draft (0: it did not run)
+   */
+  async draftInOneRun(): Promise<number> {
+    if (!this.phase || !this.greedy || this.processor.active) return 0;
+    const input = await this.draftInput();
+    if (!input) return 0;
+    const p = this.proposal!;
+    const rule = this.policy.graphRule;
+    const maxSteps = Math.min(p.cap - p.candidates.length, this.policy.maxDraft - p.steps);
+    const weights = this.policy.needsHead && this.head ? combinedCandidateWeights(this.head.candidateWeights, 0) : new Float32Array(PHASE_WEIGHTS);
+    const start = performance.now();
+    const out = await this.phase!.run(this.draftCache!, input, { ...rule, maxSteps, candidateWeights: weights });
+    const perStep = (performance.now() - start) / out.tokens.length;
+    for (let s = 0; s < out.tokens.length; s++) this.costModel.observeDraft(1, perStep);
+    p.steps += out.tokens.length;
+    p.unfed = [];
+    p.stopped = true;
+    const dropLast = out.probs.at(-1)! < rule.pMin;
+    const kept = dropLast ? out.tokens.length - 1 : out.tokens.length;
+    p.candidates.push(...out.tokens.slice(0, kept));
+    p.acceptProbs?.push(...out.acceptProbs.slice(0, kept));
+    if (dropLast) p.cap = 0;
+    return input.length + out.tokens.length - 1;
   }
 
   /** What verification feeds the target: the tokens of x it has not seen, then the candidates. */

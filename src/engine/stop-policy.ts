@@ -65,7 +65,25 @@ export interface StopPolicy {
   readonly needsHead: boolean;
   begin(): void;
   decide(step: DraftStep): DraftVerdict;
+  /**
+   * The rule as the one-run draft phase evaluates it (draft-phase.ts), for greedy decoding:
+   * K_min, h (above 1: off) and p_min (0: off); `maxDraft` caps the steps.
+   */
+  readonly graphRule: GraphStopRule;
 }
+
+/** A stop rule in the terms of the one-run draft phase (onnx/draft-loop-graph.ts). */
+export interface GraphStopRule {
+  kMin: number;
+  /** Stop once 1 - prod P_accept > threshold; RULE_OFF turns it off. */
+  threshold: number;
+  /** Stop (dropping the candidate, greedy) once q(y) < pMin; 0 turns it off. */
+  pMin: number;
+}
+
+/** A threshold that turns the SpecDec++ rule off (1 - prod is never above it). */
+export const RULE_OFF = 2;
+const NO_RULE: GraphStopRule = { kMin: 1, threshold: RULE_OFF, pMin: 0 };
 
 /** Plain-data description of a policy (crosses worker boundaries, parsed from CLI and API). */
 export type PolicySpec =
@@ -95,6 +113,7 @@ class NonePolicy implements StopPolicy {
   readonly maxDraft = 0;
   readonly needsDraftProb = false;
   readonly needsHead = false;
+  readonly graphRule = NO_RULE;
   begin(): void {}
   decide(): DraftVerdict {
     return 'stop';
@@ -104,6 +123,7 @@ class NonePolicy implements StopPolicy {
 class FixedPolicy implements StopPolicy {
   readonly needsDraftProb = false;
   readonly needsHead = false;
+  readonly graphRule = NO_RULE;
   constructor(readonly maxDraft: number) {}
   get name(): string {
     return `fixed:${this.maxDraft}`;
@@ -123,6 +143,9 @@ class ConfidencePolicy implements StopPolicy {
   ) {}
   get name(): string {
     return `confidence:${this.pMin}`;
+  }
+  get graphRule(): GraphStopRule {
+    return { ...NO_RULE, pMin: this.pMin };
   }
   begin(): void {}
   decide(step: DraftStep): DraftVerdict {
@@ -160,6 +183,10 @@ export class SpecDecPlusPlusPolicy implements StopPolicy {
 
   get name(): string {
     return `specdec++:${this.threshold}`;
+  }
+
+  get graphRule(): GraphStopRule {
+    return { kMin: this.kMin, threshold: this.threshold, pMin: 0 };
   }
 
   begin(): void {

@@ -70,6 +70,6 @@ export async function loadHeadForDraft(
     throw new ModelLoadError(`${headPath}: the head is ${head.width} wide, the draft's hidden state ${width}`, headPath);
   }
   if (mode === 'fused') fuseHead(model, head.model);
-  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, graph, model: onnx.ModelProto.encode(model).finish() });
+  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, graph, model: onnx.ModelProto.encode(model).finish(), keepGraph: true });
   return { head, headDraft };
 }

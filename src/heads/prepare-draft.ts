@@ -67,9 +67,15 @@ export function findHiddenState(model: ModelProto, file = 'model'): HiddenStateS
     value = node.input[0]!;
     node = producer.get(value);
   }
+  if (node?.opType === 'MatMulNBits' && node.domain === 'com.microsoft') {
+    // A quantized lm_head (onnx/matmul-nbits.ts): its width is the K attribute.
+    const k = node.attribute.find((a) => a.name === 'K')?.i;
+    const declared = graph.valueInfo.find((v) => v.name === node!.input[0])?.type?.tensorType?.elemType;
+    return { node, value: node.input[0]!, ...(k !== undefined && k !== null ? { width: Number(k) } : {}), elemType: declared ?? DATA_TYPE.float32 };
+  }
   if (!node || (node.opType !== 'MatMul' && node.opType !== 'Gemm')) {
     throw new ModelLoadError(
-      `${file}: cannot find the lm_head: \`logits\` is produced by ${node ? node.opType : 'no node'}${path.length ? ` behind ${path.join(', ')}` : ''}, expected MatMul or Gemm`,
+      `${file}: cannot find the lm_head: \`logits\` is produced by ${node ? node.opType : 'no node'}${path.length ? ` behind ${path.join(', ')}` : ''}, expected MatMul, Gemm or MatMulNBits`,
       file,
     );
   }

@@ -35,6 +35,7 @@
  */
 import { GraphBuilder } from './graph-builder.js';
 import type { Gpt2Block, Gpt2Weights } from './gpt2-weights.js';
+import { type LinearQuantization, linearEmitter } from './linear-emitter.js';
 import { inplaceAttention, inplaceInputs, inplaceMasks, kvRowsOutput, MASKED, POSITION_IDS_INPUT, shapeDim } from './inplace-attention.js';
 
 export { KV_ROWS_PREFIX, kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT, POSITION_IDS_INPUT } from './inplace-attention.js';
@@ -58,6 +59,8 @@ export interface Gpt2GraphOptions {
   gelu?: Gpt2Part;
   /** Also output `last_hidden_state` (the lm_head's input), as a draft prepared for an acceptance head does. */
   hiddenOutput?: boolean;
+  /** Linear layers and the lm_head as MatMulNBits (linear-emitter.ts); default: as the weights come (float32 MatMul, or their own quantization). */
+  quantization?: LinearQuantization | 'fp32';
 }
 
 export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): GraphBuilder {
@@ -78,6 +81,7 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   g.setMetadata(GRAPH_KIND_KEY, `gpt2 attention=${parts.attention} norms=${parts.norms} gelu=${parts.gelu}`);
   const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
   const vector = (name: string, data: Float32Array) => param(name, data, [data.length]);
+  const linear = linearEmitter(g, options.quantization);
 
   /** residual + input (+ bias), normalized: [normalized, new residual]. */
   const addNorm = (input: string, residual: string, gain: string, beta: string, bias?: string): [string, string] => {
@@ -105,11 +109,9 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   /** The QKV projection with the softmax scale folded into the query columns of its weight and bias. */
   const scaledQkv = (i: number, a: string, b: Gpt2Block): string => {
     const scale = 1 / Math.sqrt(headDim);
-    const weight = b.qkv.weight.slice();
     const bias = b.qkv.bias.slice();
-    for (let r = 0; r < E; r++) for (let c = 0; c < E; c++) weight[r * 3 * E + c]! *= scale;
     for (let c = 0; c < E; c++) bias[c]! *= scale;
-    return g.op('Add', [g.op('MatMul', [a, param(`l${i}.qkv.weight`, weight, [E, 3 * E])]), vector(`l${i}.qkv.bias`, bias)]);
+    return g.op('Add', [linear(a, `l${i}.qkv.weight`, { ...b.qkv, k: E, n: 3 * E }, { columns: E, factor: scale }), vector(`l${i}.qkv.bias`, bias)]);
   };
   /** [.., 3E] into q, k, v [.., E]. */
   const splitQkv = (qkv: string): [string, string, string] => {
@@ -126,7 +128,7 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
       return inplaceAttention(g, i, qkv, shape, masks!);
     }
     if (parts.attention === 'fused') {
-      const qkv = g.op('MatMul', [a, param(`l${i}.qkv.weight`, b.qkv.weight, [E, 3 * E])]);
+      const qkv = linear(a, `l${i}.qkv.weight`, { ...b.qkv, k: E, n: 3 * E });
       const [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [E, E, E])], 3, { attrs: { axis: -1 } });
       return g.opN(
         'MultiHeadAttention',
@@ -150,10 +152,10 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   let [a, x] = addNorm(g.op('Gather', [wte, ids]), positions, vector('l0.ln1.gain', first.gain), vector('l0.ln1.bias', first.bias));
   for (let i = 0; i < layers; i++) {
     const b = w.blocks[i]!;
-    const proj = g.op('MatMul', [attention(i, a, b), param(`l${i}.proj.weight`, b.proj.weight, [E, E])]);
+    const proj = linear(attention(i, a, b), `l${i}.proj.weight`, { ...b.proj, k: E, n: E });
     [a, x] = addNorm(proj, x, vector(`l${i}.ln2.gain`, b.ln2.gain), vector(`l${i}.ln2.bias`, b.ln2.bias), vector(`l${i}.proj.bias`, b.proj.bias));
-    const fc = g.op('MatMul', [a, param(`l${i}.fc.weight`, b.fc.weight, [E, w.inner])]);
-    const out = g.op('MatMul', [gelu(fc, vector(`l${i}.fc.bias`, b.fc.bias)), param(`l${i}.out.weight`, b.out.weight, [w.inner, E])]);
+    const fc = linear(a, `l${i}.fc.weight`, { ...b.fc, k: E, n: w.inner });
+    const out = linear(gelu(fc, vector(`l${i}.fc.bias`, b.fc.bias)), `l${i}.out.weight`, { ...b.out, k: w.inner, n: E });
     const [next, nextName] = i + 1 < layers ? [w.blocks[i + 1]!.ln1, `l${i + 1}.ln1`] : [w.lnf, 'lnf'];
     [a, x] = addNorm(out, x, vector(`${nextName}.gain`, next.gain), vector(`${nextName}.bias`, next.bias), vector(`l${i}.out.bias`, b.out.bias));
   }
@@ -161,7 +163,7 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   // k + 1, and with a large vocabulary the other rows would dominate the lm_head and the download.
   const from = g.input(LOGITS_FROM_INPUT, 'int64', [1]);
   const kept = g.op('Slice', [a, from, g.constant('int64', [Number.MAX_SAFE_INTEGER]), g.constant('int64', [1])]);
-  g.output(g.op('MatMul', [kept, param('lm_head.weight', w.lmHead, [E, w.vocab])]), 'logits', 'float32', ['batch_size', 'logits_length', w.vocab]);
+  g.output(linear(kept, 'lm_head.weight', { weight: w.lmHead, quantized: w.lmHeadQuantized, k: E, n: w.vocab }), 'logits', 'float32', ['batch_size', 'logits_length', w.vocab]);
   const presentShape = ['batch_size', w.heads, 'total_sequence_length', headDim];
   for (let i = 0; i < layers && !inplace; i++) {
     g.output(`present.${i}.key`, `present.${i}.key`, 'float32', presentShape);

@@ -60,7 +60,7 @@ export function randomGpt2Pair(options: RandomGpt2Options): { target: Gpt2Weight
 }
 
 /** A seeded uniform [0, 1) generator (Marsaglia's xorshift128; fast enough for billions of values). */
-function uniformSource(seed: number): () => number {
+export function uniformSource(seed: number): () => number {
   let a = (seed ^ 0x9e3779b9) >>> 0 || 1;
   let b = 0x243f6a88;
   let c = 0xb7e15162;

@@ -10,16 +10,24 @@
  * `Transpose(wte)`). Anything that does not fit this shape is reported as a reason, not guessed at.
  */
 import type { ModelProto } from './graph-builder.js';
+import type { QuantizedLinear } from './matmul-nbits.js';
 import { decoderGraphView, embeddingTables, linears as constantLinears, NotRebuildableError } from './graph-reading.js';
 
-/** One transformer block; matrices stored [in, out], row-major. */
+/** A linear layer: weight [in, out] row-major (dequantized when read from a quantized export, whose form `quantized` keeps). */
+export interface Gpt2Linear {
+  weight: Float32Array;
+  bias: Float32Array;
+  quantized?: QuantizedLinear;
+}
+
+/** One transformer block. */
 export interface Gpt2Block {
   ln1: { gain: Float32Array; bias: Float32Array };
-  qkv: { weight: Float32Array; bias: Float32Array };
-  proj: { weight: Float32Array; bias: Float32Array };
+  qkv: Gpt2Linear;
+  proj: Gpt2Linear;
   ln2: { gain: Float32Array; bias: Float32Array };
-  fc: { weight: Float32Array; bias: Float32Array };
-  out: { weight: Float32Array; bias: Float32Array };
+  fc: Gpt2Linear;
+  out: Gpt2Linear;
 }
 
 export interface Gpt2Weights {
@@ -37,6 +45,8 @@ export interface Gpt2Weights {
   lnf: { gain: Float32Array; bias: Float32Array };
   /** [hidden, vocab] */
   lmHead: Float32Array;
+  /** The lm_head as a quantized export stores it. */
+  lmHeadQuantized?: QuantizedLinear;
 }
 
 /** Why a graph is not a GPT-2 decoder this module can read. */
@@ -83,7 +93,7 @@ export function readGpt2Weights(model: ModelProto, heads: number): Gpt2Weights {
       throw new NotGpt2Error(`${what} is [${l.weight.dims.join(', ')}], expected [${rows}, ${cols}]`);
     }
     if (needBias && !l.bias) throw new NotGpt2Error(`${what} has no constant bias`);
-    return { weight: l.weight.data, bias: l.bias ?? new Float32Array(cols) };
+    return { weight: l.weight.data, bias: l.bias ?? new Float32Array(cols), ...(l.quantized ? { quantized: l.quantized } : {}) };
   };
   const blocks: Gpt2Block[] = [];
   for (let b = 0; b < layers; b++) {
@@ -96,7 +106,7 @@ export function readGpt2Weights(model: ModelProto, heads: number): Gpt2Weights {
       out: expect(4 * b + 3, inner, hidden, `block ${b} MLP out`),
     });
   }
-  const lmHead = expect(4 * layers, hidden, vocab, 'lm_head', false).weight;
+  const { weight: lmHead, quantized: lmHeadQuantized } = expect(4 * layers, hidden, vocab, 'lm_head', false);
   return {
     vocab,
     hidden,
@@ -109,5 +119,6 @@ export function readGpt2Weights(model: ModelProto, heads: number): Gpt2Weights {
     blocks,
     lnf: norms[2 * layers]!,
     lmHead,
+    ...(lmHeadQuantized ? { lmHeadQuantized } : {}),
   };
 }

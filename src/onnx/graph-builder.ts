@@ -33,7 +33,7 @@ type TensorProtoInit = OnnxNs.ITensorProto;
 type AttributeProtoInit = OnnxNs.IAttributeProto;
 
 /** Element types the builder knows about. */
-export type DType = 'float32' | 'float16' | 'int64' | 'int32' | 'bool';
+export type DType = 'float32' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'int8';
 
 /** A tensor dimension: a fixed size or a symbolic name such as `'batch_size'`. */
 export type Dim = number | string;
@@ -41,6 +41,8 @@ export type Dim = number | string;
 /** ONNX `TensorProto.DataType` codes for each {@link DType}. */
 export const DATA_TYPE: Readonly<Record<DType, number>> = {
   float32: 1,
+  uint8: 2,
+  int8: 3,
   int32: 6,
   int64: 7,
   bool: 9,
@@ -53,6 +55,8 @@ const BYTES_PER_ELEMENT: Readonly<Record<DType, number>> = {
   int64: 8,
   bool: 1,
   float16: 2,
+  uint8: 1,
+  int8: 1,
 };
 
 /**
@@ -60,9 +64,10 @@ const BYTES_PER_ELEMENT: Readonly<Record<DType, number>> = {
  * (Float32Array -> float32, BigInt64Array -> int64, Int32Array -> int32) unless
  * `dtype` says otherwise: a Float32Array with `dtype: 'float16'` is converted to
  * half precision, a Uint16Array with `dtype: 'float16'` is taken as raw half bits,
- * and a Uint8Array with `dtype: 'bool'` holds 0/1 bytes.
+ * a Uint8Array with `dtype: 'bool'` holds 0/1 bytes, and Uint8Array / Int8Array are uint8 / int8
+ * (packed quantized weights).
  */
-export type TensorData = Float32Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
+export type TensorData = Float32Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array | Int8Array;
 
 /** A tagged attribute value, for when a plain value would be ambiguous (e.g. a float `1`). */
 export type TaggedAttr =
@@ -433,6 +438,7 @@ function inferDType(data: TensorData): DType {
   if (data instanceof Float32Array) return 'float32';
   if (data instanceof BigInt64Array) return 'int64';
   if (data instanceof Int32Array) return 'int32';
+  if (data instanceof Int8Array) return 'int8';
   throw new Error(`pass options.dtype for ${data.constructor.name} initializer data`);
 }
 
@@ -445,7 +451,9 @@ function tensorBytes(data: TensorData, dtype: DType): Uint8Array {
     (dtype === 'float16' && typed instanceof Uint16Array) ||
     (dtype === 'int64' && typed instanceof BigInt64Array) ||
     (dtype === 'int32' && typed instanceof Int32Array) ||
-    (dtype === 'bool' && typed instanceof Uint8Array);
+    (dtype === 'bool' && typed instanceof Uint8Array) ||
+    (dtype === 'uint8' && typed instanceof Uint8Array) ||
+    (dtype === 'int8' && typed instanceof Int8Array);
   if (!ok) throw new Error(`cannot store ${data.constructor.name} as ${dtype}`);
   return new Uint8Array(typed.buffer.slice(typed.byteOffset, typed.byteOffset + typed.byteLength));
 }

@@ -8,6 +8,8 @@
  * back as float32.
  */
 import { DATA_TYPE, decodedGraph, float16BitsToFloat32, type ModelProto, type NodeProto, type TensorProto } from './graph-builder.js';
+import type { QuantizedLinear } from './matmul-nbits.js';
+import { readMatMulInteger, readMatMulNBits } from './quantized-reading.js';
 
 /** A constant tensor of the graph as float32, row-major. */
 export interface Constant {
@@ -31,6 +33,8 @@ export interface DecoderGraphView {
   constant(name: string): Constant | null;
   /** The nodes output `name` depends on. */
   ancestors(name: string): Set<NodeProto>;
+  /** The graph's initializers by name (quantized weights are read from them as they are). */
+  initializers: Map<string, TensorProto>;
 }
 
 /** @throws NotRebuildableError when the model has no graph */
@@ -63,7 +67,7 @@ export function decoderGraphView(model: ModelProto): DecoderGraphView {
     return cache.get(name)!;
   };
   const outputs = graph.output.map((o) => o.name ?? '').filter((n) => n === 'logits' || n.startsWith('present.'));
-  return { nodes, decoder: ancestors(...outputs), producer, consumers, constant, ancestors: (name) => ancestors(name) };
+  return { nodes, decoder: ancestors(...outputs), producer, consumers, constant, ancestors: (name) => ancestors(name), initializers: inits };
 }
 
 /**
@@ -83,28 +87,43 @@ export function embeddingTables(view: DecoderGraphView): { tokens: Constant | nu
   return { tokens, positions };
 }
 
-/** A decoder MatMul with a constant 2-D weight [in, out], and the constant of the `Add` that alone consumes its output, if that is a vector of width out (its bias). */
+/**
+ * A decoder MatMul with a constant 2-D weight [in, out], and the constant of the `Add` that alone
+ * consumes its output, if that is a vector of width out (its bias). Quantized linears
+ * (quantized-reading.ts: MatMulNBits, quantize_dynamic's MatMulInteger) come with their weight
+ * dequantized and their quantized form; `node` is then the node that outputs the product.
+ */
 export interface Linear {
   node: NodeProto;
   weight: Constant;
   bias: Float32Array | null;
+  quantized?: QuantizedLinear;
 }
 
-/** The decoder's MatMuls with constant weights, in graph order. */
+/** The decoder's linear layers with constant weights, in graph order. */
 export function linears(view: DecoderGraphView): Linear[] {
   const out: Linear[] = [];
   for (const n of view.nodes) {
-    if (n.domain || !view.decoder.has(n) || n.opType !== 'MatMul') continue;
-    const weight = view.constant(n.input[1]!);
-    if (!weight || weight.dims.length !== 2) continue;
-    const add = view.consumers.get(n.output[0]!);
-    let bias: Float32Array | null = null;
-    if (add?.length === 1 && add[0]!.opType === 'Add' && !add[0]!.domain) {
-      const other = add[0]!.input[0] === n.output[0] ? add[0]!.input[1]! : add[0]!.input[0]!;
-      const b = view.constant(other);
-      if (b && b.data.length === weight.dims[1]) bias = b.data;
+    if (!view.decoder.has(n)) continue;
+    let read: { node: NodeProto; weight: Constant; bias: Float32Array | null; quantized?: QuantizedLinear } | null = null;
+    if (n.opType === 'MatMul' && !n.domain) {
+      const weight = view.constant(n.input[1]!);
+      if (weight && weight.dims.length === 2) read = { node: n, weight, bias: null };
+    } else if (n.opType === 'MatMulNBits' && n.domain === 'com.microsoft') {
+      const q = readMatMulNBits(view, n, view.initializers);
+      if (q) read = { node: q.output, weight: q.weight, bias: q.bias, quantized: q.quantized };
+    } else if (n.opType === 'MatMulInteger' && !n.domain) {
+      const q = readMatMulInteger(view, n, view.initializers);
+      if (q) read = { node: q.output, weight: q.weight, bias: null, quantized: q.quantized };
     }
-    out.push({ node: n, weight, bias });
+    if (!read) continue;
+    const add = view.consumers.get(read.node.output[0]!);
+    if (!read.bias && add?.length === 1 && add[0]!.opType === 'Add' && !add[0]!.domain) {
+      const other = add[0]!.input[0] === read.node.output[0] ? add[0]!.input[1]! : add[0]!.input[0]!;
+      const b = view.constant(other);
+      if (b && b.data.length === read.weight.dims[1]) read.bias = b.data;
+    }
+    out.push(read);
   }
   return out;
 }

@@ -1,5 +1,5 @@
 /**
- * Llama-family decoder graphs (Llama, Mistral, Qwen2) rebuilt from their weights
+ * Llama-family decoder graphs (Llama, Mistral, Qwen2, Qwen3) rebuilt from their weights
  * (llama-weights.ts) with the KV cache written in place: the interface and attention of
  * inplace-attention.ts, as gpt2-graph.ts's `inplace` graphs have them, so that the engine runs
  * both families the same way (engine/kv-pool.ts, DecoderModel.forwardBatch).
@@ -9,8 +9,11 @@
  *   SkipSimplifiedLayerNormalization, which adds the residual and normalizes in one operator);
  * - q, k and v in one MatMul (with Qwen2's biases in one Add), the softmax scale 1 / sqrt(head_dim)
  *   folded into the query columns (rotary embeddings are linear, so scaling before them is the same);
+ * - Qwen3: each query and key head RMSNorm-ed (SimplifiedLayerNormalization over head_dim), the
+ *   softmax scale folded into the query norm's gain instead (a norm would undo it on the columns);
  * - rotary embeddings at `position_ids` on queries and keys, transformers' `rotate_half`
- *   convention (x cos + rotate_half(x) sin, inv_freq_j = theta^(-2j / head_dim)): `rotary`
+ *   convention (x cos + rotate_half(x) sin, inv_freq from rope_theta and a `llama3` rope_scaling,
+ *   rope.ts): `rotary`
  *   `ops` = Cos/Sin of position x inv_freq and the rotation as plain operators; `fused` =
  *   com.microsoft RotaryEmbedding with cos/sin tables of the model's context;
  * - keys and values rounded to float16 where the exported graph caches them in float16
@@ -24,6 +27,8 @@ import { DATA_TYPE, GraphBuilder } from './graph-builder.js';
 import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from './gpt2-graph.js';
 import { inplaceAttention, inplaceInputs, inplaceMasks, kvRowsOutput, POSITION_IDS_INPUT } from './inplace-attention.js';
 import type { LlamaWeights } from './llama-weights.js';
+import { ropeInverseFrequencies } from './rope.js';
+import { joinColumns, type LinearQuantization, linearEmitter } from './linear-emitter.js';
 
 const MS = 'com.microsoft';
 
@@ -36,11 +41,8 @@ export interface LlamaGraphOptions {
   hiddenOutput?: boolean;
   /** Positions the `fused` rotary tables cover (the model's context). */
   maxPositions?: number;
-}
-
-/** The rotary frequencies inv_freq_j = theta^(-2j / head_dim), j < head_dim / 2, as float32 (transformers' Llama). */
-export function ropeInverseFrequencies(theta: number, headDim: number): Float32Array {
-  return Float32Array.from({ length: headDim / 2 }, (_, j) => theta ** ((-2 * j) / headDim));
+  /** Linear layers and the lm_head as MatMulNBits (linear-emitter.ts); default: as the weights come (float32, or a quantized export's own bits). */
+  quantization?: LinearQuantization | 'fp32';
 }
 
 /**
@@ -62,6 +64,7 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
   inplaceInputs(g, layers, shape);
   g.setMetadata(GRAPH_KIND_KEY, `llama attention=inplace rotary=${rotary}${w.kvFloat16 ? ' kv=float16-rounded' : ''}`);
   const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
+  const linear = linearEmitter(g, options.quantization);
   const epsilon = { type: 'float' as const, value: w.epsilon };
 
   /** residual + input, normalized: [normalized, new residual]. */
@@ -74,7 +77,7 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
     return [normed!, sum!];
   };
 
-  const invFreq = ropeInverseFrequencies(w.ropeTheta, D);
+  const invFreq = ropeInverseFrequencies(w.ropeTheta, D, w.ropeScaling);
   let rotate: (x: string, heads: number) => string;
   if (rotary === 'fused') {
     // cos/sin [context, D / 2] of float32(position x inv_freq), as the plain computation rounds it.
@@ -110,18 +113,21 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
   const masks = inplaceMasks(g, w.heads / w.kvHeads);
   let x = g.op('Gather', [param('embed_tokens', w.embed, [w.vocab, E]), ids]);
   let a = g.op('SimplifiedLayerNormalization', [x, param('l0.input_norm', w.blocks[0]!.inputNorm, [E])], { attrs: { axis: -1, epsilon } });
+  /** RMSNorm of each head of x [1, T, heads D] with gain [D] (Qwen3's q/k norms). */
+  const headNorm = (x: string, heads: number, gain: string) => {
+    const split = g.op('Reshape', [x, g.constant('int64', [0, 0, heads, D])]);
+    const normed = g.op('SimplifiedLayerNormalization', [split, gain], { attrs: { axis: -1, epsilon } });
+    return g.op('Reshape', [normed, g.constant('int64', [0, 0, heads * D])]);
+  };
   for (let i = 0; i < layers; i++) {
     const b = w.blocks[i]!;
     const width = qWidth + 2 * kvWidth;
-    const scale = 1 / Math.sqrt(D);
+    const softmaxScale = 1 / Math.sqrt(D);
+    const qkNorms = b.qNorm !== undefined && b.kNorm !== undefined;
+    const scale = qkNorms ? 1 : softmaxScale;
     // [E, q | k | v], query columns scaled.
-    const weight = new Float32Array(E * width);
-    for (let r = 0; r < E; r++) {
-      for (let c = 0; c < qWidth; c++) weight[r * width + c] = b.q.weight[r * qWidth + c]! * scale;
-      weight.set(b.k.weight.subarray(r * kvWidth, (r + 1) * kvWidth), r * width + qWidth);
-      weight.set(b.v.weight.subarray(r * kvWidth, (r + 1) * kvWidth), r * width + qWidth + kvWidth);
-    }
-    let qkv = g.op('MatMul', [a, param(`l${i}.qkv.weight`, weight, [E, width])]);
+    const qkvWeight = joinColumns([{ weight: b.q.weight, n: qWidth }, { weight: b.k.weight, n: kvWidth }, { weight: b.v.weight, n: kvWidth }], E);
+    let qkv = linear(a, `l${i}.qkv.weight`, qkvWeight, { columns: qWidth, factor: scale });
     if (b.q.bias || b.k.bias || b.v.bias) {
       const bias = new Float32Array(width);
       if (b.q.bias) for (let c = 0; c < qWidth; c++) bias[c] = b.q.bias[c]! * scale;
@@ -129,27 +135,27 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
       if (b.v.bias) bias.set(b.v.bias, qWidth + kvWidth);
       qkv = g.op('Add', [qkv, param(`l${i}.qkv.bias`, bias, [width])]);
     }
-    const [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [qWidth, kvWidth, kvWidth])], 3, { attrs: { axis: -1 } });
+    let [q, k, v] = g.opN('Split', [qkv, g.constant('int64', [qWidth, kvWidth, kvWidth])], 3, { attrs: { axis: -1 } });
+    if (qkNorms) {
+      q = headNorm(q!, w.heads, param(`l${i}.q_norm`, b.qNorm!.map((x) => x * softmaxScale), [D]));
+      k = headNorm(k!, w.kvHeads, param(`l${i}.k_norm`, b.kNorm!, [D]));
+    }
     const rows = g.op('Concat', [rotate(q!, w.heads), toKvType(rotate(k!, w.kvHeads)), toKvType(v!)], { attrs: { axis: -1 } });
     g.output(rows, kvRowsOutput(i), 'float32', ['batch_size', 'sequence_length', width]);
     const context = inplaceAttention(g, i, rows, shape, masks);
-    [a, x] = addNorm(g.op('MatMul', [context, param(`l${i}.o.weight`, b.o, [qWidth, E])]), x, param(`l${i}.post_norm`, b.postNorm, [E]));
+    [a, x] = addNorm(linear(context, `l${i}.o.weight`, { weight: b.o, k: qWidth, n: E }), x, param(`l${i}.post_norm`, b.postNorm, [E]));
     const I = w.intermediate;
-    const gateUp = new Float32Array(E * 2 * I);
-    for (let r = 0; r < E; r++) {
-      gateUp.set(b.gate.subarray(r * I, (r + 1) * I), r * 2 * I);
-      gateUp.set(b.up.subarray(r * I, (r + 1) * I), r * 2 * I + I);
-    }
-    const [gate, up] = g.opN('Split', [g.op('MatMul', [a, param(`l${i}.gate_up.weight`, gateUp, [E, 2 * I])]), g.constant('int64', [I, I])], 2, { attrs: { axis: -1 } });
+    const gateUp = joinColumns([{ weight: b.gate, n: I }, { weight: b.up, n: I }], E);
+    const [gate, up] = g.opN('Split', [linear(a, `l${i}.gate_up.weight`, gateUp), g.constant('int64', [I, I])], 2, { attrs: { axis: -1 } });
     const act = g.op('Mul', [g.op('Mul', [gate!, g.op('Sigmoid', [gate!])]), up!]);
-    const down = g.op('MatMul', [act, param(`l${i}.down.weight`, b.down, [I, E])]);
+    const down = linear(act, `l${i}.down.weight`, { weight: b.down, k: I, n: E });
     const [nextGain, nextName] = i + 1 < layers ? [w.blocks[i + 1]!.inputNorm, `l${i + 1}.input_norm`] : [w.norm, 'norm'];
     [a, x] = addNorm(down, x, param(nextName, nextGain, [E]));
   }
   // Logits only from position logits_from on (as gpt2-graph.ts).
   const from = g.input(LOGITS_FROM_INPUT, 'int64', [1]);
   const kept = g.op('Slice', [a, from, g.constant('int64', [Number.MAX_SAFE_INTEGER]), g.constant('int64', [1])]);
-  g.output(g.op('MatMul', [kept, param('lm_head.weight', w.lmHead, [E, w.vocab])]), 'logits', 'float32', ['batch_size', 'logits_length', w.vocab]);
+  g.output(linear(kept, 'lm_head.weight', { weight: w.lmHead, k: E, n: w.vocab }), 'logits', 'float32', ['batch_size', 'logits_length', w.vocab]);
   if (options.hiddenOutput) g.output(a, 'last_hidden_state', 'float32', ['batch_size', 'sequence_length', E]);
   return g;
 }

@@ -1,5 +1,5 @@
 /**
- * Reading the weights of a Llama-family decoder (Llama, Mistral, Qwen2: RMSNorm, rotary
+ * Reading the weights of a Llama-family decoder (Llama, Mistral, Qwen2, Qwen3: RMSNorm, rotary
  * embeddings, grouped-query attention, SwiGLU MLP) out of an exported ONNX graph, by structure
  * rather than by name, and its hyperparameters from config.json:
  *
@@ -8,7 +8,9 @@
  *   `SkipSimplifiedLayerNormalization` / `RMSNormalization` (ONNX opset 23) nodes, or, where the norm is written out
  *   (`ReduceMean` of the square, `Add` epsilon, `Sqrt`, `Div` or `Reciprocal`, `Mul`), the
  *   constant vector of width hidden that the first `Mul` after the `ReduceMean` scales by:
- *   2 per block, then the final one;
+ *   2 per block, then the final one; Qwen3's q/k norms (width head_dim, over each head before
+ *   the rotary embeddings) come between a block's two, 4 per block then, the one that
+ *   `present.{i}.key` is computed from being the key's;
  * - the linear layers are the `MatMul` nodes with constant weights, 7 per block and the lm_head,
  *   in graph (topological) order: the block's q, k and v projections (any order among them),
  *   o_proj, gate and up (any order), down. Which of the first three is k and which v is told by
@@ -16,14 +18,16 @@
  *   and up is the gate by the `Sigmoid` its output feeds (SiLU = x sigmoid(x));
  * - q/k/v biases (Qwen2) are the constants of the `Add` consuming the projection; a bias
  *   anywhere else is a reason to refuse;
- * - heads, KV heads, head size, rms_norm_eps and rope_theta come from config.json; rotary
- *   scaling of any kind, partial rotary embeddings and sliding-window attention are refused.
+ * - heads, KV heads, head size, rms_norm_eps, rope_theta and a `llama3` rope_scaling come from
+ *   config.json; other rotary scalings, partial rotary embeddings and sliding-window attention
+ *   are refused.
  *
- * The rotary embeddings are not read from the graph: they are rebuilt from rope_theta in the
- * convention of transformers' Llama (`rotate_half`, inv_freq_j = theta^(-2j / head_dim)).
+ * The rotary embeddings are not read from the graph: they are rebuilt from rope_theta (and
+ * rope_scaling, rope.ts) in the convention of transformers' Llama (`rotate_half`).
  * Anything that does not fit is reported as a reason (NotLlamaError), not guessed at.
  */
 import { DATA_TYPE, type ModelProto, type NodeProto } from './graph-builder.js';
+import type { Llama3RopeScaling } from './rope.js';
 import { decoderGraphView, embeddingTables, type DecoderGraphView, type Linear, linears as constantLinears, NotRebuildableError } from './graph-reading.js';
 
 /** transformers' LlamaConfig defaults, used where config.json leaves a field out. */
@@ -31,7 +35,7 @@ export const LLAMA_DEFAULT_RMS_NORM_EPS = 1e-6;
 export const LLAMA_DEFAULT_ROPE_THETA = 10000;
 
 /** model_type values of config.json read as Llama-family decoders. */
-export const LLAMA_FAMILY: readonly string[] = ['llama', 'mistral', 'qwen2'];
+export const LLAMA_FAMILY: readonly string[] = ['llama', 'mistral', 'qwen2', 'qwen3'];
 
 /** A projection [in, out] row-major, with its bias where the model has one. */
 export interface Projection {
@@ -59,6 +63,9 @@ export interface LlamaBlock {
   up: Float32Array;
   /** [intermediate, hidden] */
   down: Float32Array;
+  /** Qwen3's q_norm / k_norm gains [head_dim]: RMSNorm over each query / key head before the rotary embeddings (absent elsewhere). */
+  qNorm?: Float32Array;
+  kNorm?: Float32Array;
 }
 
 export interface LlamaWeights {
@@ -70,6 +77,8 @@ export interface LlamaWeights {
   headDim: number;
   epsilon: number;
   ropeTheta: number;
+  /** Llama 3.x's rotary scaling (rope.ts), absent for plain rotary embeddings. */
+  ropeScaling?: Llama3RopeScaling;
   /** Whether the exported graph keeps its KV cache in float16 (the rebuild rounds keys and values to it, so that both compute the same). */
   kvFloat16: boolean;
   /** [vocab, hidden] */
@@ -91,6 +100,7 @@ export interface LlamaConfig {
   rmsNormEps?: number;
   ropeTheta?: number;
   ropeVariant?: string;
+  ropeScaling?: Llama3RopeScaling;
   slidingWindow?: number;
 }
 
@@ -108,7 +118,7 @@ const RMS_NORM_DEPTH = 6;
  */
 export function readLlamaWeights(model: ModelProto, config: LlamaConfig): LlamaWeights {
   if (!LLAMA_FAMILY.includes(config.modelType)) throw new NotLlamaError(`model_type ${config.modelType} is not one of ${LLAMA_FAMILY.join(', ')}`);
-  if (config.ropeVariant) throw new NotLlamaError(`${config.ropeVariant}: only plain rotary embeddings are rebuilt`);
+  if (config.ropeVariant) throw new NotLlamaError(`${config.ropeVariant}: only plain rotary embeddings and rope_scaling type llama3 are rebuilt`);
   if (config.slidingWindow !== undefined) throw new NotLlamaError(`sliding-window attention (sliding_window ${config.slidingWindow}) is not rebuilt`);
   const { heads, kvHeads, headDim } = config;
   if (heads === undefined || kvHeads === undefined || headDim === undefined) throw new NotLlamaError('config.json does not give num_attention_heads, num_key_value_heads and head_dim');
@@ -121,9 +131,18 @@ export function readLlamaWeights(model: ModelProto, config: LlamaConfig): LlamaW
   const [vocab, hidden] = embed.dims as [number, number];
   if (view.nodes.some((n) => view.decoder.has(n) && n.opType === 'LayerNormalization')) throw new NotLlamaError('LayerNormalization nodes: not an RMSNorm decoder');
 
-  const norms = rmsNormGains(view, hidden);
-  const layers = (norms.length - 1) / 2;
-  if (!Number.isInteger(layers) || layers < 1) throw new NotLlamaError(`${norms.length} RMSNorms; a Llama block has 2 and the model 1 more`);
+  // Qwen3 normalizes each query and key head too (q_norm, k_norm), between the block's two norms.
+  const qkNorms = config.modelType === 'qwen3';
+  const perBlock = qkNorms ? 4 : 2;
+  const found = rmsNorms(view, [hidden, headDim]);
+  const layers = (found.length - 1) / perBlock;
+  if (!Number.isInteger(layers) || layers < 1) throw new NotLlamaError(`${found.length} RMSNorms; a ${config.modelType} block has ${perBlock} and the model 1 more`);
+  found.forEach((n, i) => {
+    const slot = i % perBlock;
+    const width = i < found.length - 1 && qkNorms && (slot === 1 || slot === 2) ? headDim : hidden;
+    if (n.gain.length !== width) throw new NotLlamaError(`RMSNorm ${i} (${n.node.name || n.node.output[0]}) has a gain of width ${n.gain.length}, expected ${width}${qkNorms ? ' (a qwen3 block: input norm, q and k norms of width head_dim, post-attention norm)' : ''}`);
+  });
+  const norms = found.filter((_, i) => i === found.length - 1 || i % perBlock === 0 || i % perBlock === perBlock - 1).map((n) => n.gain);
   if (config.layers !== undefined && config.layers !== layers) throw new NotLlamaError(`${layers} blocks in the graph, ${config.layers} in config.json`);
   const linears = constantLinears(view);
   if (linears.length !== 7 * layers + 1) throw new NotLlamaError(`${linears.length} MatMul nodes with constant weights; ${layers} Llama blocks need ${7 * layers + 1}`);
@@ -154,7 +173,16 @@ export function readLlamaWeights(model: ModelProto, config: LlamaConfig): LlamaW
     if (gates.length !== 1) throw new NotLlamaError(`block ${b}: ${gates.length} of the MLP's two input projections feed a Sigmoid (SwiGLU's gate does, its up projection does not)`);
     const gate = gates[0]!;
     const up = gate === mlpA ? mlpB : mlpA;
+    let headNorms = {};
+    if (qkNorms) {
+      const pair = [found[perBlock * b + 1]!, found[perBlock * b + 2]!];
+      const keys = view.ancestors(`present.${b}.key`);
+      const keyNorms = pair.filter((n) => keys.has(n.node));
+      if (keyNorms.length !== 1) throw new NotLlamaError(`block ${b}: cannot tell the q and k norms apart (present.${b}.key must come from one of them)`);
+      headNorms = { kNorm: keyNorms[0]!.gain, qNorm: pair.find((n) => n !== keyNorms[0])!.gain };
+    }
     blocks.push({
+      ...headNorms,
       inputNorm: norms[2 * b]!,
       q: take(query, hidden, qWidth, `block ${b} q_proj`, true),
       k: take(keyFeeds[0]!, hidden, kvWidth, `block ${b} k_proj`, true),
@@ -176,6 +204,7 @@ export function readLlamaWeights(model: ModelProto, config: LlamaConfig): LlamaW
     headDim,
     epsilon: config.rmsNormEps ?? LLAMA_DEFAULT_RMS_NORM_EPS,
     ropeTheta: config.ropeTheta ?? LLAMA_DEFAULT_ROPE_THETA,
+    ...(config.ropeScaling ? { ropeScaling: config.ropeScaling } : {}),
     kvFloat16: kvIsFloat16(model),
     embed: embed.data,
     blocks,
@@ -184,27 +213,33 @@ export function readLlamaWeights(model: ModelProto, config: LlamaConfig): LlamaW
   };
 }
 
-/** The RMSNorm gains [hidden] in graph order (module comment). */
-function rmsNormGains(view: DecoderGraphView, hidden: number): Float32Array[] {
-  const gains: Float32Array[] = [];
+/** An RMSNorm of the graph: its gain and the node that applies it (the fused norm, or the written-out norm's gain Mul). */
+interface RmsNorm {
+  gain: Float32Array;
+  node: NodeProto;
+}
+
+/** The RMSNorms whose gains are one of `widths` wide, in graph order (module comment). */
+function rmsNorms(view: DecoderGraphView, widths: number[]): RmsNorm[] {
+  const norms: RmsNorm[] = [];
   const vector = (name: string | undefined): Float32Array | null => {
     const c = name ? view.constant(name) : null;
-    return c && c.data.length === hidden && c.dims.length === 1 ? c.data : null;
+    return c && widths.includes(c.data.length) && c.dims.length === 1 ? c.data : null;
   };
   for (const n of view.nodes) {
     if (!view.decoder.has(n)) continue;
     const fused = n.opType === 'SimplifiedLayerNormalization' || n.opType === 'RMSNormalization' ? 1 : n.opType === 'SkipSimplifiedLayerNormalization' ? 2 : -1;
     if (fused > 0) {
       const gain = vector(n.input[fused]);
-      if (!gain) throw new NotLlamaError(`${n.opType} ${n.name} has no constant scale of width ${hidden}`);
-      gains.push(gain);
+      if (!gain) throw new NotLlamaError(`${n.opType} ${n.name} has no constant scale of width ${widths.join(' or ')}`);
+      norms.push({ gain, node: n });
     } else if (n.opType === 'ReduceMean' && !n.domain && isSquare(view, n.input[0]!)) {
-      const gain = normGain(view, n, vector);
-      if (!gain) throw new NotLlamaError(`the RMSNorm at ${n.name || n.output[0]} has no constant gain of width ${hidden} within ${RMS_NORM_DEPTH} nodes`);
-      gains.push(gain);
+      const norm = normGain(view, n, vector);
+      if (!norm) throw new NotLlamaError(`the RMSNorm at ${n.name || n.output[0]} has no constant gain of width ${widths.join(' or ')} within ${RMS_NORM_DEPTH} nodes`);
+      norms.push(norm);
     }
   }
-  return gains;
+  return norms;
 }
 
 /** Whether `value` is x * x or x ^ 2. */
@@ -217,7 +252,7 @@ function isSquare(view: DecoderGraphView, value: string): boolean {
 }
 
 /** The gain of the RMSNorm whose mean square `reduce` computes: the first Mul after it with a constant vector operand. */
-function normGain(view: DecoderGraphView, reduce: NodeProto, vector: (name: string | undefined) => Float32Array | null): Float32Array | null {
+function normGain(view: DecoderGraphView, reduce: NodeProto, vector: (name: string | undefined) => Float32Array | null): RmsNorm | null {
   let frontier = [reduce];
   for (let depth = 0; depth < RMS_NORM_DEPTH && frontier.length > 0; depth++) {
     const next: NodeProto[] = [];
@@ -225,7 +260,7 @@ function normGain(view: DecoderGraphView, reduce: NodeProto, vector: (name: stri
       for (const consumer of view.consumers.get(node.output[0]!) ?? []) {
         if (consumer.opType === 'Mul' && !consumer.domain) {
           const gain = vector(consumer.input[0]) ?? vector(consumer.input[1]);
-          if (gain) return gain;
+          if (gain) return { gain, node: consumer };
         }
         next.push(consumer);
       }

@@ -1,0 +1,289 @@
+/**
+ * A round's draft phase as one ONNX graph: an ONNX `Loop` whose body is a draft step of an
+ * in-place decoder graph (inplace-attention.ts), with the candidate's choice and the stop rule
+ * of the draft policies computed inside, so that a round's drafting is one `session.run()`
+ * instead of one per candidate (on the bundled pair a draft step's run and its bindings cost
+ * more than its arithmetic).
+ *
+ * Each iteration s = 1, 2, ... feeds the decoder every token of the phase so far, x's tokens
+ * the draft has not seen and the candidates y_1..y_{s-1}, after the sequence's cached past
+ * (the KV buffers are read, not written: the body's attention sees the phase's tokens as the
+ * pass's own rows), and from the last row's logits it takes
+ *
+ *   y_s = argmax(logits)                          (greedy decoding: the first maximum)
+ *   q_s(y_s) = softmax(logits)[y_s]               (temperature 1, as the confidence rule reads it)
+ *   P_s = sigmoid(g_s + w . [1, log q_s(y_s), log max q_s, H(q_s)])
+ *
+ * where g_s is the fused acceptance head's logit at that row (0 for a draft without a head) and
+ * w the candidate weights already combined for the decoding temperature (candidate-features.ts:
+ * w_f = sum_j lambda_j(T) u_{j,f}). The loop goes on while none of these holds:
+ *
+ *   s >= K_min and 1 - P_1 ... P_s > h             (SpecDec++, arXiv 2405.19715)
+ *   q_s(y_s) < p_min                               (confidence: llama.cpp's rule)
+ *
+ * and at most `max_steps` times (fixed K, K_max and the round's cap all come in through it).
+ * Recomputing the phase's earlier tokens at every step costs a few rows of projections on the
+ * small models this is for; it keeps the decoder's graph unchanged (its nodes are the body).
+ *
+ * Interface: inputs `draft_ids` [1, n] (the unseen tokens, n >= 1), `past_sequence_length` [1]
+ * and the KV buffers as the decoder takes them, `max_steps` [] int64, `k_min` [] int64,
+ * `threshold` [] float (h; > 1 turns the rule off), `p_min` [] float (0: off), `candidate_weights`
+ * [4] float. Outputs: `draft_tokens` [steps, 1] int64, `accept_probs` [steps, 1] and
+ * `draft_probs` [steps, 1] float (P_s and q_s(y_s) per step), and `phase_kv_rows.{i}`
+ * [1, n + steps - 1, width]: the new KV rows of every token the phase fed (the last candidate is
+ * not fed), for the caller to write into its buffers as after a pass.
+ */
+import { DATA_TYPE, decodedGraph, onnx, type ModelProto, type NodeProto, type ValueInfoProto } from './graph-builder.js';
+import { KV_ROWS_PREFIX, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT, POSITION_IDS_INPUT } from './inplace-attention.js';
+
+/** Inputs and outputs of the draft-phase graph (module comment). */
+export const PHASE_IDS_INPUT = 'draft_ids';
+export const PHASE_MAX_STEPS_INPUT = 'max_steps';
+export const PHASE_K_MIN_INPUT = 'k_min';
+export const PHASE_THRESHOLD_INPUT = 'threshold';
+export const PHASE_P_MIN_INPUT = 'p_min';
+export const PHASE_WEIGHTS_INPUT = 'candidate_weights';
+export const PHASE_TOKENS_OUTPUT = 'draft_tokens';
+export const PHASE_ACCEPT_OUTPUT = 'accept_probs';
+export const PHASE_PROBS_OUTPUT = 'draft_probs';
+export const phaseKvRowsOutput = (layer: number) => `phase_${KV_ROWS_PREFIX}${layer}`;
+/** Number of candidate weights after combining them for a temperature: bias, log q(y), log max q, entropy. */
+export const PHASE_WEIGHTS = 4;
+
+/** Why a decoder graph cannot run as a draft phase (the engine then drafts step by step). */
+export class NoDraftPhaseError extends Error {
+  override name = 'NoDraftPhaseError';
+}
+
+/** Decoder inputs the body computes itself (the decoder's other inputs come from the outer graph). */
+const BODY_COMPUTED = ['input_ids', POSITION_IDS_INPUT, PADDED_SOURCE_INPUT, PACKED_INDEX_INPUT, 'logits_from'];
+const ACCEPT_LOGIT = 'accept_logit';
+
+/** A tiny node factory over raw protos (the body is a GraphProto of its own). */
+class Nodes {
+  readonly list: NodeProto[] = [];
+  private n = 0;
+  constructor(private readonly prefix: string) {}
+
+  op(opType: string, inputs: string[], attrs: Record<string, number | number[]> = {}, outputs?: string[]): string {
+    const out = outputs ?? [`${this.prefix}${opType.toLowerCase()}_${this.n++}`];
+    const attribute = Object.entries(attrs).map(([name, v]) =>
+      Array.isArray(v)
+        ? onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: v })
+        : onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i: v }),
+    );
+    this.list.push(onnx.NodeProto.create({ opType, name: `${out[0]}/node`, input: inputs, output: out, attribute }));
+    return out[0]!;
+  }
+
+  constant(name: string, dtype: 'int64' | 'float32' | 'bool', values: number[], dims: number[]): string {
+    const raw =
+      dtype === 'int64'
+        ? new Uint8Array(BigInt64Array.from(values, BigInt).buffer)
+        : dtype === 'float32'
+          ? new Uint8Array(Float32Array.from(values).buffer)
+          : Uint8Array.from(values);
+    const value = onnx.TensorProto.create({ name, dims, dataType: DATA_TYPE[dtype], rawData: raw });
+    const out = `${this.prefix}${name}_${this.n++}`;
+    this.list.push(
+      onnx.NodeProto.create({
+        opType: 'Constant',
+        name: `${out}/node`,
+        output: [out],
+        attribute: [onnx.AttributeProto.create({ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: value })],
+      }),
+    );
+    return out;
+  }
+}
+
+function valueInfo(name: string, dtype: 'int64' | 'float32' | 'bool', dims?: (number | string)[]): ValueInfoProto {
+  const shape = dims && { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) };
+  return onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType: DATA_TYPE[dtype], shape } } });
+}
+
+/**
+ * The draft-phase graph of an in-place decoder graph (module comment).
+ * @param decoder an in-place decoder (gpt2-graph.ts or llama-graph.ts `inplace`), optionally
+ *   with the acceptance head fused in (`accept_logit`); it is not modified
+ * @throws NoDraftPhaseError when `decoder` is not an in-place graph of one it can run (no grouped-query attention, float32 rows)
+ */
+export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
+  const src = decodedGraph(decoder);
+  const inputNames = src.input.map((i) => i.name ?? '');
+  if (!inputNames.includes(PAST_LENGTH_INPUT)) throw new NoDraftPhaseError('the draft phase runs in-place decoder graphs only (--graph inplace)');
+  const outputNames = src.output.map((o) => o.name ?? '');
+  const kvRows = outputNames.filter((n) => n.startsWith(KV_ROWS_PREFIX));
+  const widthOf = (name: string): number => {
+    const dim = src.output.find((o) => o.name === name)?.type?.tensorType?.shape?.dim?.at(-1);
+    const width = Number(dim?.dimValue ?? 0);
+    if (!(width > 0)) throw new NoDraftPhaseError(`${name} has no fixed width`);
+    return width;
+  };
+  for (const name of kvRows) {
+    if (src.output.find((o) => o.name === name)?.type?.tensorType?.elemType !== DATA_TYPE.float32) throw new NoDraftPhaseError(`${name} is not float32`);
+  }
+  const logitsInfo = src.output.find((o) => o.name === 'logits');
+  const vocab = Number(logitsInfo?.type?.tensorType?.shape?.dim?.at(-1)?.dimValue ?? 0);
+  if (!(vocab > 0)) throw new NoDraftPhaseError('the decoder graph has no fixed vocabulary size on logits');
+  const hasHead = outputNames.includes(ACCEPT_LOGIT);
+
+  // The body: one draft step. It feeds `ids` (x's unseen tokens on the first step, the last
+  // candidate after), whose rows come after the `rows_in` of the phase's earlier tokens.
+  const b = new Nodes('step/');
+  const [iter, condIn, ids, prod] = ['step/iteration', 'step/cond_in', 'step/ids', 'step/prod'];
+  const rowsIn = kvRows.map((_, i) => `step/rows_in.${i}`);
+  const i64 = (name: string, v: number[], dims: number[] = [v.length]) => b.constant(name, 'int64', v, dims);
+  const zero = i64('zero', [0], []);
+  const one = i64('one', [1], []);
+  const axis0 = i64('axis0', [0]);
+  const dim1 = (x: string) => b.op('Squeeze', [b.op('Slice', [b.op('Shape', [x]), i64(`${x}_ax1`.replace(/\W/g, '_'), [1]), i64(`${x}_ax2`.replace(/\W/g, '_'), [2])]), axis0]);
+  const fed = dim1(ids); // n
+  const before = dim1(rowsIn[0]!); // the phase's earlier tokens
+  const seen = b.op('Add', [fed, before]); // t
+  b.op('Identity', [ids], {}, ['input_ids']);
+  b.op('Unsqueeze', [b.op('Add', [b.op('Range', [before, seen, one]), PAST_LENGTH_INPUT]), axis0], {}, [POSITION_IDS_INPUT]);
+  b.op('Unsqueeze', [b.op('Range', [zero, seen, one]), axis0], {}, [PADDED_SOURCE_INPUT]);
+  b.op('Range', [zero, fed, one], {}, [PACKED_INDEX_INPUT]);
+  b.op('Unsqueeze', [b.op('Sub', [fed, one]), axis0], {}, ['logits_from']);
+  const lastRows = b.op('Unsqueeze', [b.op('Neg', [fed]), axis0]); // [-n]: slices keep the fed tokens' rows
+  const end = i64('end', [Number.MAX_SAFE_INTEGER]);
+  const producer = new Map<string, NodeProto>();
+  for (const node of src.node) for (const out of node.output) producer.set(out, node);
+  const queryValues = new Set<string>();
+  const keepLast = new Map<string, string>(); // value -> its last n rows along the query axis
+  const lastOf = (value: string, axis: number): string => {
+    if (!keepLast.has(value)) keepLast.set(value, b.op('Slice', [value, lastRows, end, i64(`axis_${keepLast.size}`, [axis])]));
+    return keepLast.get(value)!;
+  };
+  // Each layer's rows as the attention reads them (an output may be an Identity of that value).
+  const rowValues = kvRows.map((name) => {
+    const node = producer.get(name);
+    return node?.opType === 'Identity' ? node.input[0]! : name;
+  });
+  for (const node of src.node) {
+    const copy = onnx.NodeProto.decode(onnx.NodeProto.encode(node).finish());
+    const layer = rowValues.indexOf(node.output[0] ?? '');
+    if (layer >= 0) {
+      // The layer's rows: the earlier tokens' (carried) and the fed ones', which the attention reads as one pass.
+      copy.output = [`step/fed_rows.${layer}`];
+      b.list.push(copy);
+      b.op('Concat', [rowsIn[layer]!, `step/fed_rows.${layer}`], { axis: 1 }, [rowValues[layer]!]);
+      continue;
+    }
+    // Queries of the fed tokens only: the earlier tokens' outputs were computed by earlier steps.
+    if (node.opType === 'MatMul' && /^past_key_values\.\d+\.key$/.test(node.input[1] ?? '')) queryValues.add(node.input[0]!);
+    b.list.push(copy);
+  }
+  for (const node of b.list) {
+    if (node.opType !== 'MatMul' || !queryValues.has(node.input[0] ?? '')) continue;
+    node.input[0] = lastOf(node.input[0]!, 2);
+    // Its scores' mask: the causal one [t, t] (rows of the fed tokens), or the past one (broadcast, kept).
+    const add = b.list.find((n) => n.opType === 'Add' && n.input[0] === node.output[0]);
+    const mask = add?.input[1];
+    if (!add || !mask) throw new NoDraftPhaseError('unexpected attention layout: a score without its mask');
+    if (producer.get(mask)?.opType === 'Tile') throw new NoDraftPhaseError('the draft phase runs decoders without grouped-query attention only');
+    if (producer.get(mask)?.opType === 'Where') add.input[1] = lastOf(mask, 0);
+  }
+  // The candidate, its features and the stop rule, from the last row (module comment).
+  const row = b.op('Reshape', ['logits', i64('vocab', [vocab])]); // [V]
+  const token = b.op('ArgMax', [row], { axis: 0, keepdims: 1 }); // [1]
+  const max = b.op('ReduceMax', [row], { keepdims: 1 });
+  const d = b.op('Sub', [row, max]);
+  const e = b.op('Exp', [d]);
+  const z = b.op('ReduceSum', [e], { keepdims: 1 }); // [1]
+  const s = b.op('ReduceSum', [b.op('Mul', [e, d])], { keepdims: 1 });
+  const logZ = b.op('Log', [z]);
+  const logQ = b.op('Sub', [b.op('Gather', [d, token]), logZ]);
+  const negLogZ = b.op('Neg', [logZ]);
+  const entropy = b.op('Sub', [logZ, b.op('Div', [s, z])]);
+  const base = b.op('Concat', [b.constant('one_f', 'float32', [1], [1]), logQ, negLogZ, entropy], { axis: 0 }); // [4]
+  const g = hasHead
+    ? b.op('Reshape', [b.op('Slice', [b.op('Reshape', [ACCEPT_LOGIT, i64('flat', [-1])]), i64('last', [-1]), i64('end', [Number.MAX_SAFE_INTEGER])]), i64('one_d', [1])])
+    : b.constant('no_head', 'float32', [0], [1]);
+  const acceptP = b.op('Sigmoid', [b.op('Add', [g, b.op('ReduceSum', [b.op('Mul', [base, PHASE_WEIGHTS_INPUT])], { keepdims: 1 })])]); // [1]
+  const prob = b.op('Exp', [logQ]); // [1]
+  const prodOut = b.op('Mul', [prod, acceptP], {}, ['step/prod_out']);
+  const stepNo = b.op('Add', [iter, one]);
+  const ruleOn = b.op('GreaterOrEqual', [stepNo, PHASE_K_MIN_INPUT]);
+  const unlikely = b.op('Greater', [b.op('Sub', [b.constant('one_f2', 'float32', [1], [1]), prodOut]), PHASE_THRESHOLD_INPUT]);
+  const unsure = b.op('Less', [prob, PHASE_P_MIN_INPUT]);
+  const stop = b.op('Or', [b.op('And', [ruleOn, unlikely]), unsure]); // [1]
+  b.op('Squeeze', [b.op('Not', [stop]), i64('ax0e', [0])], {}, ['step/cond_out']);
+  b.op('Unsqueeze', [token, i64('ax0f', [0])], {}, ['step/ids_out']); // [1, 1]: the next step feeds the candidate
+  b.op('Identity', [token], {}, ['step/token']);
+  b.op('Identity', [acceptP], {}, ['step/accept']);
+  b.op('Identity', [prob], {}, ['step/prob']);
+
+  const body = onnx.GraphProto.create({
+    name: 'draft_step',
+    node: topologicalOrder(b.list),
+    input: [valueInfo(iter, 'int64', []), valueInfo(condIn, 'bool', []), valueInfo(ids, 'int64'), valueInfo(prod, 'float32'), ...rowsIn.map((n) => valueInfo(n, 'float32'))],
+    output: [
+      valueInfo('step/cond_out', 'bool', []),
+      valueInfo('step/ids_out', 'int64'),
+      valueInfo('step/prod_out', 'float32'),
+      ...kvRows.map((n) => valueInfo(n, 'float32')),
+      valueInfo('step/token', 'int64'),
+      valueInfo('step/accept', 'float32'),
+      valueInfo('step/prob', 'float32'),
+    ],
+  });
+
+  // The outer graph: the decoder's weights and KV inputs, the policy's knobs, one Loop.
+  const o = new Nodes('phase/');
+  const emptyRows = kvRows.map((n, i) => o.constant(`rows_init.${i}`, 'float32', [], [1, 0, widthOf(n)]));
+  const loopInputs = [PHASE_MAX_STEPS_INPUT, o.constant('cond_init', 'bool', [1], []), PHASE_IDS_INPUT, o.constant('prod_init', 'float32', [1], [1]), ...emptyRows];
+  const loopOutputs = ['phase/ids_final', 'phase/prod_final', ...kvRows.map((_, i) => phaseKvRowsOutput(i)), PHASE_TOKENS_OUTPUT, PHASE_ACCEPT_OUTPUT, PHASE_PROBS_OUTPUT];
+  o.list.push(
+    onnx.NodeProto.create({
+      opType: 'Loop',
+      name: 'phase/loop',
+      input: loopInputs,
+      output: loopOutputs,
+      attribute: [onnx.AttributeProto.create({ name: 'body', type: onnx.AttributeProto.AttributeType.GRAPH, g: body })],
+    }),
+  );
+  const kept = src.input.filter((i) => !BODY_COMPUTED.includes(i.name ?? ''));
+  const graph = onnx.GraphProto.create({
+    name: 'draft_phase',
+    node: o.list,
+    initializer: src.initializer,
+    input: [
+      valueInfo(PHASE_IDS_INPUT, 'int64', [1, 'fed']),
+      ...kept.map((i) => onnx.ValueInfoProto.create(i)),
+      valueInfo(PHASE_MAX_STEPS_INPUT, 'int64', []),
+      valueInfo(PHASE_K_MIN_INPUT, 'int64', []),
+      valueInfo(PHASE_THRESHOLD_INPUT, 'float32', []),
+      valueInfo(PHASE_P_MIN_INPUT, 'float32', []),
+      valueInfo(PHASE_WEIGHTS_INPUT, 'float32', [PHASE_WEIGHTS]),
+    ],
+    output: [
+      valueInfo(PHASE_TOKENS_OUTPUT, 'int64', ['steps', 1]),
+      valueInfo(PHASE_ACCEPT_OUTPUT, 'float32', ['steps', 1]),
+      valueInfo(PHASE_PROBS_OUTPUT, 'float32', ['steps', 1]),
+      ...kvRows.map((n, i) => valueInfo(phaseKvRowsOutput(i), 'float32', [1, 'phase_fed', widthOf(n)])),
+    ],
+  });
+  return onnx.ModelProto.create({ irVersion: decoder.irVersion, opsetImport: decoder.opsetImport, producerName: 'specd', graph, metadataProps: decoder.metadataProps });
+}
+
+/** `nodes` ordered so that every value is produced before it is read (values no node produces come from outside). */
+function topologicalOrder(nodes: NodeProto[]): NodeProto[] {
+  const produced = new Set(nodes.flatMap((n) => n.output));
+  const ready = new Set<string>();
+  const order: NodeProto[] = [];
+  let pending = nodes;
+  while (pending.length > 0) {
+    const next: NodeProto[] = [];
+    for (const node of pending) {
+      if (node.input.every((i) => i === '' || !produced.has(i) || ready.has(i))) {
+        order.push(node);
+        for (const o of node.output) ready.add(o);
+      } else next.push(node);
+    }
+    if (next.length === pending.length) throw new RangeError(`the draft step's graph has a cycle at ${next[0]!.name}`);
+    pending = next;
+  }
+  return order;
+}
