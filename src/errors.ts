@@ -14,3 +14,18 @@ export class ModelLoadError extends Error {
     super(message);
   }
 }
+
+/**
+ * Something a request asked for that the engine cannot serve: the client's fault, answered as a
+ * 400 (never a 500). `param` names the request parameter in the API's notation when the engine
+ * knows it (`speculative.policy`); without one the server points at the prompt.
+ */
+export class RequestError extends Error {
+  override name = 'RequestError';
+  constructor(
+    message: string,
+    readonly param?: string,
+  ) {
+    super(message);
+  }
+}

@@ -7,7 +7,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ModelLoadError } from '../src/errors.js';
+import { ModelLoadError, RequestError } from '../src/errors.js';
 import { DecoderModel } from '../src/engine/model.js';
 import { ModelPair } from '../src/engine/pair.js';
 import { GREEDY, type SamplingParams } from '../src/engine/sampling.js';
@@ -323,7 +323,7 @@ describe('context limit', () => {
         (err: Error) => err instanceof ContextLengthError && err.message.includes(`${n} tokens`) && err.message.includes(`${CONTEXT}`),
       );
     }
-    assert.throws(() => pair.decoder.start([], { maxTokens: 4, sampling: GREEDY, policy: { policy: 'none' } }), RangeError);
+    assert.throws(() => pair.decoder.start([], { maxTokens: 4, sampling: GREEDY, policy: { policy: 'none' } }), RequestError);
   });
 
   test('generation stops at the end of the context, speculating up to it', async () => {

@@ -16,6 +16,7 @@
  *
  * Policy `none` never drafts, which makes the same loop plain target-only decoding.
  */
+import { RequestError } from '../errors.js';
 import { acceptGreedy, acceptSampled, type AcceptanceResult } from './acceptance.js';
 import { acceptProbability, candidateFeatures } from './candidate-features.js';
 import type { KVCache } from './kv-cache.js';
@@ -141,7 +142,7 @@ export class SpeculativeDecoder {
 
   /** Begin a generation; drive it with `step()` until `done`. */
   start(prompt: readonly number[], opts: GenerateOptions): Generation {
-    if (prompt.length === 0) throw new RangeError('the prompt has no tokens');
+    if (prompt.length === 0) throw new RequestError('the prompt has no tokens');
     if (prompt.length >= this.contextLength) {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
     }
@@ -158,11 +159,11 @@ export class SpeculativeDecoder {
     const autoAnchor = adaptive && spec.policy === 'specdec++' ? spec.threshold : undefined;
     // A policy that never drafts feeds no draft (nor fills its cache with the prompt).
     const draft = policy.maxDraft === 0 ? undefined : policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
-    if (policy.maxDraft > 0 && !draft) throw new RangeError(`policy ${policy.name} needs a draft model`);
+    if (policy.maxDraft > 0 && !draft) throw new RequestError(`policy ${policy.name} needs a draft model`, 'speculative.policy');
     if (policy.needsHead) {
-      if (!this.head) throw new RangeError(`policy ${policy.name} needs an acceptance head`);
+      if (!this.head) throw new RequestError(`policy ${policy.name} needs an acceptance head`, 'speculative.policy');
       if (!draft?.hasAcceptLogit && !draft?.hasHiddenState) {
-        throw new RangeError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`);
+        throw new RequestError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`, 'speculative.policy');
       }
     }
     const phase = opts.draftPhase === 'per-step' ? undefined : this.phases.find((p) => p.draft === draft);

@@ -85,13 +85,13 @@ export function unavailableError(err: EngineUnavailableError): ApiError {
 export function workerError(message: Extract<WorkerMessage, { type: 'error' }>, promptParam: string): ApiError {
   switch (message.code) {
     case 'context_length_exceeded':
-      return apiErrors.invalidValue(promptParam, message.message, 'context_length_exceeded');
+      return apiErrors.invalidValue(message.param ?? promptParam, message.message, 'context_length_exceeded');
     case 'invalid_grammar': {
       const param = message.param ?? promptParam;
       return apiErrors.invalidValue(param, `Invalid '${param}': the grammar it makes cannot be compiled: ${message.message}`, 'invalid_schema');
     }
     case 'invalid_request':
-      return apiErrors.invalidValue(/policy/.test(message.message) ? 'speculative.policy' : promptParam, message.message);
+      return apiErrors.invalidValue(message.param ?? promptParam, message.message);
     case 'queue_full':
       return apiErrors.queueFull();
     case 'queue_timeout':

@@ -66,8 +66,8 @@ const RESPONSES_UNSUPPORTED: Unsupported[] = [
   ['conversation', given, STATELESS],
   ['background', (v) => v === true, 'background responses need stored responses, and specd stores none.'],
   ['prompt', given, 'stored prompt templates are not available; send the text in `input`.'],
-  ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), 'specd has no tool calling.'],
-  ['tool_choice', (v) => given(v) && v !== 'none' && v !== 'auto', 'specd has no tool calling.'],
+  ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), "specd's Responses API has no tools yet; function tools work on /v1/chat/completions (tools, tool_choice, parallel_tool_calls)."],
+  ['tool_choice', (v) => given(v) && v !== 'none' && v !== 'auto', "specd's Responses API has no tools yet; function tools work on /v1/chat/completions."],
   ['reasoning', (v) => given(v) && ((given((v as { effort?: unknown }).effort) && (v as { effort: unknown }).effort !== 'none') || given((v as { summary?: unknown }).summary)), 'the served model has no reasoning mode (only effort "none" applies).'],
   ['truncation', (v) => v === 'auto', 'a conversation longer than the context is refused (context_length_exceeded), not truncated.'],
 ];

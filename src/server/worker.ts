@@ -14,16 +14,14 @@
  * next round: generateText checks the abort signal between rounds.
  */
 import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
-import { KvBudget, KvBudgetError, kvBytesPerPosition } from '../engine/kv-budget.js';
+import { KvBudget, kvBytesPerPosition } from '../engine/kv-budget.js';
 import { ModelPair } from '../engine/pair.js';
 import { BatchScheduler, type PassRecord } from '../engine/scheduler.js';
 import type { RoundStats } from '../engine/stats.js';
-import { ContextLengthError } from '../engine/speculative.js';
-import { PolicySpecError } from '../engine/stop-policy.js';
 import { generateText } from '../engine/text-generation.js';
-import { GrammarError } from '../grammar/compiler.js';
 import type { GrammarConstraint } from '../grammar/constraint.js';
 import { nextFault, triggerFault } from './faults.js';
+import { errorReply } from './worker-errors.js';
 import type { ControlMessage, EngineStatsMessage, EngineWorkerData, GenerationRequest, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
 
 const { pair: pairOptions, batching, faults } = workerData as EngineWorkerData;
@@ -122,15 +120,6 @@ export default async function generate({ port, request }: GenerationTask): Promi
     port.off('message', onControl);
     port.close(); // messages already posted are still delivered, then 'close' fires on the main side
   }
-}
-
-function errorReply(err: unknown, request: GenerationRequest): WorkerMessage {
-  if (err instanceof GrammarError) return { type: 'error', code: 'invalid_grammar', message: err.message, param: request.grammarParam };
-  if (err instanceof KvBudgetError) return { type: 'error', code: 'invalid_request', message: err.message };
-  if (err instanceof ContextLengthError) return { type: 'error', code: 'context_length_exceeded', message: err.message };
-  // The engine throws these for requests it cannot serve (a policy without its model or threshold, an empty prompt).
-  if (err instanceof RangeError || err instanceof PolicySpecError) return { type: 'error', code: 'invalid_request', message: err.message };
-  return { type: 'error', code: 'internal', message: errorMessage(err) };
 }
 
 function errorMessage(err: unknown): string {
