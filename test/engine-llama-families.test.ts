@@ -6,6 +6,7 @@
  * written and run in seconds), whose in-place logits equal its exported graph's over the passes
  * speculation makes, and which would differ without the family's feature. The real
  * vocabularies and tokenizers are covered by engine-real-vocab.test.ts and cli-models-synth.test.ts.
+ * Also Qwen2.5's shape with q/k/v biases and an untied lm_head, as the synthetic pairs write it.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -100,6 +101,17 @@ describe('Qwen3 and Llama 3.x rebuilt in place', () => {
     delete read.ropeScaling;
     const unscaled = await passes(dir, { model: buildLlamaGraph(read, { maxPositions: 4096 }).toBytes() });
     assert.ok(maxAbsDiff(unscaled[0]!, ref[0]!) > 10 * TOLERANCE, `without the scaling: ${maxAbsDiff(unscaled[0]!, ref[0]!)}`);
+  });
+
+  test("Qwen2.5-0.5B's shape (q/k/v biases, 14 heads on 2) with an untied lm_head: in-place logits equal the exported graph's", async () => {
+    const dir = join(root, 'qwen2');
+    const weights = writeFamilyFixture(dir, { ...LLAMA_PRESETS['qwen2.5-0.5b']!.shape, tiedEmbeddings: false });
+    const read = readLlamaWeights(readModelFile(join(dir, 'onnx', 'model.onnx')), readModelDir(dir).config);
+    assert.deepEqual(read.lmHead, weights.lmHead);
+    assert.deepEqual(read.blocks[0]!.k.bias, weights.blocks[0]!.k.bias);
+    const ref = await passes(dir, { graph: 'exported' });
+    const got = await passes(dir, { graph: 'inplace' });
+    got.forEach((g, i) => assert.ok(maxAbsDiff(g, ref[i]!) < TOLERANCE, `pass ${i}: ${maxAbsDiff(g, ref[i]!)}`));
   });
 
   test('what does not fit is refused with the reason', async () => {

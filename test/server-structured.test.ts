@@ -225,7 +225,7 @@ const ADD: OpenAI.Chat.ChatCompletionTool = {
   function: {
     name: 'add',
     description: 'Add two numbers.',
-    parameters: { type: 'object', properties: { a: { type: 'number' }, b: { type: 'integer', minimum: -1000, maximum: 1000 } }, required: ['a', 'b'], additionalProperties: false },
+    parameters: { type: 'object', properties: { a: { type: 'number' }, b: { type: 'integer', minimum: -99, maximum: 1000 } }, required: ['a', 'b'], additionalProperties: false },
   },
 };
 const validators = Object.fromEntries([WEATHER, ADD].map((t) => [t.function.name, new Ajv().compile(t.function.parameters!)]));

@@ -59,15 +59,49 @@ describe('ToolCallParser', () => {
   });
 });
 
+describe('tool calls cut by length', () => {
+  const complete = parseToolCalls(CALLS, 'stop').toolCalls.map((c) => c.function.arguments);
+  const streamed = (text: string, reason: string) => {
+    const parser = new ToolCallParser();
+    const events = [...text].flatMap((c) => parser.push(c));
+    return assembleToolCalls([...events, ...parser.flush(reason)]);
+  };
+
+  test('at every cut point: no markup in the content, arguments a prefix of the complete ones, streamed equal to whole', () => {
+    for (let cut = 0; cut <= CALLS.length; cut++) {
+      const text = CALLS.slice(0, cut);
+      const whole = parseToolCalls(text, 'length');
+      const withoutIds = (r: ReturnType<typeof parseToolCalls>) => ({ content: r.content, calls: r.toolCalls.map((c) => c.function) });
+      assert.deepEqual(withoutIds(streamed(text, 'length')), withoutIds(whole), `cut at ${cut}`);
+      const content = whole.content ?? '';
+      assert.ok(!content.includes('<') && !content.includes('{'), `markup in the content at cut ${cut}: ${JSON.stringify(content)}`);
+      assert.ok('Let me check.'.startsWith(content.trimEnd()), `cut ${cut}: ${JSON.stringify(content)}`);
+      whole.toolCalls.forEach((c, i) => assert.ok(complete[i]!.startsWith(c.function.arguments), `cut ${cut}: ${c.function.arguments} is not a prefix of ${complete[i]}`));
+    }
+  });
+
+  test('a cut inside the opening tag or the call head leaves no content and no call', () => {
+    assert.deepEqual(parseToolCalls('<tool', 'length'), { content: null, toolCalls: [] });
+    assert.deepEqual(parseToolCalls('<tool_call>\n{"name": "f", "argu', 'length'), { content: null, toolCalls: [] });
+    // Ended by EOS rather than cut, the same text is content.
+    assert.equal(parseToolCalls('<tool', 'stop').content, '<tool');
+  });
+
+  test('trailing whitespace of a text answer stays, streamed or not', () => {
+    assert.equal(parseToolCalls('Hello.\n\n', 'stop').content, 'Hello.\n\n');
+    assert.equal(streamed('Hello.\n\n', 'stop').content, 'Hello.\n\n');
+  });
+});
+
 describe('schema keywords constrained decoding would not enforce', () => {
   test('found with their JSON pointer, not inside data or property names', () => {
     assert.deepEqual(unenforcedKeyword({ type: 'object', properties: { n: { type: 'integer', multipleOf: 2 } } }), {
       keyword: 'multipleOf',
       path: '#/properties/n/multipleOf',
-      why: 'numbers that are multiples of a value',
+      why: 'numbers that are multiples of a value; use an enum',
     });
     assert.equal(unenforcedKeyword({ type: 'object', properties: { not: { type: 'string' }, if: { const: { not: 1 } } } }), undefined);
-    assert.equal(unenforcedKeyword({ type: 'array', items: { anyOf: [{ type: 'integer', maximum: 3 }] } }), undefined);
+    assert.equal(unenforcedKeyword({ type: 'array', items: { anyOf: [{ type: 'integer', minimum: 0, maximum: 3 }] } }), undefined);
     assert.equal(unenforcedKeyword({ type: 'array', items: { anyOf: [{ type: 'number', maximum: 3 }] } })?.path, '#/items/anyOf/0/maximum');
     assert.equal(unenforcedKeyword({ $defs: { a: { uniqueItems: true } } })?.path, '#/$defs/a/uniqueItems');
   });

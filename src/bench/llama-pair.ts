@@ -11,7 +11,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFi
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { buildLlamaExportGraph } from '../onnx/llama-export.js';
-import { countLlamaParams, randomLlamaPair, type LlamaShape, type RandomLlamaOptions } from '../onnx/llama-random.js';
+import { countLlamaParams, DEFAULT_LLAMA_DEEP_SCALE, randomLlamaPair, type LlamaShape, type RandomLlamaOptions } from '../onnx/llama-random.js';
 import type { LlamaWeights } from '../onnx/llama-weights.js';
 import { llama3RopeScalingJson } from '../onnx/rope.js';
 
@@ -166,7 +166,7 @@ export function writeLlamaPair(out: string, options: LlamaPairOptions): LlamaPai
   if (!existsSync(ownGeneration) && generation.eos_token_id === undefined) generation.eos_token_id = eosTokenId;
   const { target, draft } = randomLlamaPair(shape, options);
   const name = options.name ?? `specd-synthetic-${shape.modelType}-${shape.layers}x${shape.hidden}`;
-  const metadata = { seed: options.seed ?? 0, draft_layers: options.draftLayers ?? 2, deep_scale: options.deepScale ?? 0.04 };
+  const metadata = { seed: options.seed ?? 0, draft_layers: options.draftLayers ?? 2, deep_scale: options.deepScale ?? DEFAULT_LLAMA_DEEP_SCALE };
   const write = (role: 'target' | 'draft', w: LlamaWeights): { dir: string; params: number } => {
     const dir = join(out, role);
     writeLlamaModelDir(dir, w, { shape, name: `${name}-${role}`, tokenizerDir: options.tokenizerDir, generationConfig: generation, bosTokenId, eosTokenId, metadata });

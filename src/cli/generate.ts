@@ -5,7 +5,7 @@ import { ModelPair } from '../engine/pair.js';
 import { policyLabel } from '../engine/stop-policy.js';
 import { generateText, type PromptInput } from '../engine/text-generation.js';
 import { GrammarError, type GrammarSpec } from '../grammar/compiler.js';
-import { unenforcedKeyword } from '../grammar/schema-check.js';
+import { grammarSchema, unenforcedKeyword } from '../grammar/schema-check.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 import {
   addModelOptions,
@@ -92,7 +92,7 @@ export function generateCommand(): Command {
     if (policy.policy === 'specdec++' && !pair.head) throw new InvalidArgumentError('--policy specdec++ needs an acceptance head (--head FILE)');
     const sampling = samplingParams(flags, pair.target.info.generationDefaults);
     const onDelta = flags.json ? undefined : ({ text }: { text: string }) => void process.stdout.write(text);
-    const grammar: GrammarSpec | undefined = flags.jsonSchema ? { type: 'json_schema', schema: JSON.stringify(flags.jsonSchema) } : flags.jsonObject ? { type: 'json_object' } : undefined;
+    const grammar: GrammarSpec | undefined = flags.jsonSchema ? { type: 'json_schema', schema: JSON.stringify(grammarSchema(flags.jsonSchema)) } : flags.jsonObject ? { type: 'json_object' } : undefined;
     let constraint;
     try {
       constraint = grammar ? await (await pair.grammars()).constraint(grammar) : undefined;

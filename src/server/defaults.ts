@@ -15,6 +15,10 @@ export const DEFAULT_MAX_QUEUE = 64;
 export const DEFAULT_GRACE_S = 30;
 /** Request bodies larger than this are refused (413). */
 export const DEFAULT_BODY_LIMIT = 4 * 1024 * 1024;
+/** Longest time to receive a whole request (headers and body), ms: a 4 MiB body needs ~1 Mbit/s. */
+export const DEFAULT_BODY_TIMEOUT_MS = 30_000;
+/** Open connections at most (clients, probes and scrapers together; far above --max-queue plus the running generations). */
+export const DEFAULT_MAX_CONNECTIONS = 2048;
 /** On CPU, one worker per this many cores; machines with at most this many get one worker using all of them. */
 export const CORES_PER_WORKER = 4;
 

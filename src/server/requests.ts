@@ -187,7 +187,9 @@ export function planMessages(
     throw apiErrors.invalidValue(param, 'The model has no chat template; use /v1/completions with a prompt instead.', 'no_chat_template');
   }
   // Tokenizing runs on the main thread: text far too long to fit is refused before it.
-  if (messages.reduce((n, m) => n + m.content.length, 0) > promptCharLimit(ctx.facts)) throw apiErrors.promptTooLong(param, ctx.facts.contextLength);
+  // Tool definitions (template variables) are rendered into the prompt too: they count.
+  const chars = messages.reduce((n, m) => n + m.content.length, 0) + (extras.templateVars ? JSON.stringify(extras.templateVars).length : 0);
+  if (chars > promptCharLimit(ctx.facts)) throw apiErrors.promptTooLong(param, ctx.facts.contextLength);
   let promptIds: number[];
   try {
     promptIds = tokenizer.encodeChat(messages, extras.templateVars ? { templateVars: extras.templateVars } : {});

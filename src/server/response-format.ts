@@ -8,7 +8,7 @@
  */
 import type { GrammarSpec } from '../grammar/compiler.js';
 import { schemaLimitProblem } from '../grammar/schema-limits.js';
-import { unenforcedKeyword } from '../grammar/schema-check.js';
+import { grammarSchema, unenforcedKeyword } from '../grammar/schema-check.js';
 import { apiErrors } from './errors.js';
 
 /** A grammar and the request parameter it came from (named by errors about it). */
@@ -34,7 +34,7 @@ export function responseFormatGrammar(value: unknown, param = 'response_format')
     case 'json_object':
       return { spec: { type: 'json_object' }, param };
     case 'json_schema':
-      return { spec: { type: 'json_schema', schema: JSON.stringify(checkJsonSchema(format.json_schema, `${param}.json_schema`)) }, param: `${param}.json_schema.schema` };
+      return { spec: { type: 'json_schema', schema: JSON.stringify(grammarSchema(checkJsonSchema(format.json_schema, `${param}.json_schema`))) }, param: `${param}.json_schema.schema` };
     case undefined:
       throw apiErrors.missing(`${param}.type`);
     default:
@@ -56,7 +56,7 @@ export function textFormatGrammar(text: unknown, param = 'text'): RequestGrammar
   if (format === undefined || format === null) return undefined;
   if (typeof format !== 'object' || Array.isArray(format)) throw apiErrors.invalidType(at, 'an object');
   const type = (format as { type?: unknown }).type;
-  if (type === 'json_schema') return { spec: { type: 'json_schema', schema: JSON.stringify(checkJsonSchema(format, at)) }, param: `${at}.schema` };
+  if (type === 'json_schema') return { spec: { type: 'json_schema', schema: JSON.stringify(grammarSchema(checkJsonSchema(format, at))) }, param: `${at}.schema` };
   return responseFormatGrammar(format, at);
 }
 

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { TOOL_CALL_CLOSE, TOOL_CALL_OPEN, TOOL_CALL_SEPARATOR, toolCallHead, type ToolCallMode } from '../grammar/tool-call-format.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 import { apiErrors } from './errors.js';
+import { grammarSchema } from '../grammar/schema-check.js';
 import { checkSchema, type RequestGrammar } from './response-format.js';
 
 export interface FunctionTool {
@@ -41,8 +42,8 @@ export interface ToolCall {
 
 /** OpenAI's rule for function names. */
 const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
-/** Arguments schema of a function declared without one: an object with any properties. */
-const ANY_ARGUMENTS = { type: 'object', additionalProperties: true };
+/** Arguments schema of a function declared without one: no arguments, `{}` (OpenAI: omitting `parameters` defines an empty parameter list). */
+const NO_ARGUMENTS = { type: 'object', properties: {}, additionalProperties: false };
 
 /**
  * The tools of a request and how they may be called; undefined without tools.
@@ -82,7 +83,7 @@ export function planTools(body: { tools?: unknown; tool_choice?: unknown; parall
   const plan: ToolPlan = { tools: functions, mode, parallel };
   if (mode !== 'none') {
     plan.grammar = {
-      spec: { type: 'tool_calls', functions: called.map((f) => ({ name: f.name, parameters: JSON.stringify(f.parameters) })), mode, parallel },
+      spec: { type: 'tool_calls', functions: called.map((f) => ({ name: f.name, parameters: JSON.stringify(grammarSchema(f.parameters)) })), mode, parallel },
       param: 'tools',
     };
   }
@@ -100,7 +101,7 @@ function functionTool(tool: unknown, i: number): FunctionTool {
   if (!f || typeof f !== 'object') throw apiErrors.missing(`${param}.function`);
   if (typeof f.name !== 'string') throw apiErrors.missing(`${param}.function.name`);
   if (!FUNCTION_NAME.test(f.name)) throw apiErrors.invalidValue(`${param}.function.name`, `Invalid '${param}.function.name': it must be 1 to 64 letters, digits, underscores or dashes.`);
-  const parameters = f.parameters === undefined || f.parameters === null ? ANY_ARGUMENTS : checkSchema(f.parameters, `${param}.function.parameters`);
+  const parameters = f.parameters === undefined || f.parameters === null ? NO_ARGUMENTS : checkSchema(f.parameters, `${param}.function.parameters`);
   return { name: f.name, ...(typeof f.description === 'string' ? { description: f.description } : {}), parameters };
 }
 
@@ -190,7 +191,14 @@ const CALL_HEAD = /^\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s
 /**
  * Splits a choice's text, as it streams, into content and tool calls. Text that may be the
  * start of a call tag, and the closing brace and tag after arguments, are held back until the
- * text after them decides; whitespace before a call or at the end (between calls) is dropped.
+ * text after them decides; whitespace before a call is dropped, as is whitespace at the end of
+ * an output that called. Pushing the text in pieces or whole gives the same events (streamed
+ * and non-streamed answers are equal).
+ *
+ * Cut by `length` (`flush('length')`), no markup reaches the content: a partial `<tool_call>`
+ * tag or a call cut before its arguments began is dropped, and a call's arguments are what was
+ * generated of them, up to the end of the arguments' JSON value when it was complete: a prefix
+ * of the arguments the complete call would have had.
  */
 export class ToolCallParser {
   private buffer = '';
@@ -198,6 +206,8 @@ export class ToolCallParser {
   private calls = 0;
   /** Whitespace held back from the end of the content so far. */
   private space = '';
+  /** The arguments of the current call sent so far. */
+  private args = '';
 
   push(text: string): ToolCallEvent[] {
     this.buffer += text;
@@ -212,6 +222,7 @@ export class ToolCallParser {
           return events;
         }
         this.content(this.buffer.slice(0, at), events);
+        this.space = '';
         this.buffer = this.buffer.slice(at + TOOL_CALL_OPEN.length);
         this.state = 'head';
       } else if (this.state === 'head') {
@@ -227,17 +238,18 @@ export class ToolCallParser {
         }
         events.push({ type: 'call', index: this.calls, id: toolCallId(), name: JSON.parse(m[1]!) as string });
         this.buffer = this.buffer.slice(m[0].length);
+        this.args = '';
         this.state = 'arguments';
       } else {
         const close = this.buffer.indexOf(TOOL_CALL_CLOSE);
         if (close < 0) {
           const keep = argumentsTail(this.buffer);
-          if (keep < this.buffer.length) events.push({ type: 'arguments', index: this.calls, text: this.buffer.slice(0, this.buffer.length - keep) });
+          if (keep < this.buffer.length) this.arguments(this.buffer.slice(0, this.buffer.length - keep), events);
           this.buffer = this.buffer.slice(this.buffer.length - keep);
           return events;
         }
         const rest = this.buffer.slice(0, close).replace(/\s*\}\s*$/, '');
-        if (rest) events.push({ type: 'arguments', index: this.calls, text: rest });
+        if (rest) this.arguments(rest, events);
         this.calls++;
         this.buffer = this.buffer.slice(close + TOOL_CALL_CLOSE.length);
         this.state = 'text';
@@ -245,14 +257,31 @@ export class ToolCallParser {
     }
   }
 
-  /** The end of the text: what was held back (a call cut short keeps the arguments it has). */
-  flush(): ToolCallEvent[] {
+  /**
+   * The end of the text: what was held back.
+   * @param finishReason why the output ended; `length`: it was cut, and partial markup is dropped
+   */
+  flush(finishReason?: string): ToolCallEvent[] {
     const events: ToolCallEvent[] = [];
-    if (this.state === 'text') this.content(this.buffer, events);
-    else if (this.state === 'arguments' && this.buffer) events.push({ type: 'arguments', index: this.calls, text: this.buffer });
-    else if (this.state === 'head') this.content(TOOL_CALL_OPEN + this.buffer, events);
+    const cut = finishReason === 'length';
+    if (this.state === 'text') {
+      if (!cut || partialSuffix(this.buffer, TOOL_CALL_OPEN) < this.buffer.length) this.content(this.buffer, events);
+      // Whitespace at the end stays when the output made no call.
+      if (this.calls === 0 && this.space) events.push({ type: 'content', text: this.space });
+    } else if (this.state === 'arguments') {
+      const all = this.args + this.buffer;
+      const end = jsonValueEnd(all);
+      const args = cut && end > 0 ? all.slice(0, end) : all;
+      if (args.length > this.args.length) this.arguments(args.slice(this.args.length), events);
+    } else if (!cut) this.content(TOOL_CALL_OPEN + this.buffer, events);
     this.buffer = '';
+    this.space = '';
     return events;
+  }
+
+  private arguments(text: string, events: ToolCallEvent[]): void {
+    this.args += text;
+    events.push({ type: 'arguments', index: this.calls, text });
   }
 
   /** Content, with whitespace at its end held until more content follows (none is sent before a call or at the end). */
@@ -282,9 +311,9 @@ export class ToolCallParser {
 }
 
 /** A whole choice's text as content and calls. */
-export function parseToolCalls(text: string): { content: string | null; toolCalls: ToolCall[] } {
+export function parseToolCalls(text: string, finishReason?: string): { content: string | null; toolCalls: ToolCall[] } {
   const parser = new ToolCallParser();
-  return assembleToolCalls([...parser.push(text), ...parser.flush()]);
+  return assembleToolCalls([...parser.push(text), ...parser.flush(finishReason)]);
 }
 
 export function assembleToolCalls(events: readonly ToolCallEvent[]): { content: string | null; toolCalls: ToolCall[] } {
@@ -301,6 +330,27 @@ export function assembleToolCalls(events: readonly ToolCallEvent[]): { content: 
 /** OpenAI-style call ids: `call_` and 24 random characters. */
 function toolCallId(): string {
   return `call_${randomBytes(18).toString('base64url').slice(0, 24)}`;
+}
+
+/** Index just after the JSON value `text` starts with, or -1 while it is incomplete. */
+function jsonValueEnd(text: string): number {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (inString) {
+      if (c === '\\') i++;
+      else if (c === '"') inString = false;
+      continue;
+    }
+    if (c === '"') inString = true;
+    else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') {
+      depth--;
+      if (depth === 0) return i + 1;
+    }
+  }
+  return -1;
 }
 
 /** Length of the longest suffix of `text` that is a proper prefix of `tag`. */

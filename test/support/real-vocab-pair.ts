@@ -23,7 +23,7 @@ export function writeTinyQwen3Pair(dir: string, options: { seed?: number; deepSc
     eosTokenId: QWEN3.eosTokenId,
     draftLayers: 1,
     seed: options.seed ?? 1,
-    deepScale: options.deepScale ?? 0.04,
+    ...(options.deepScale !== undefined ? { deepScale: options.deepScale } : {}),
     name: 'specd-tiny-qwen3',
   });
 }

@@ -60,8 +60,8 @@ function asList(chunks: object | object[] | undefined): object[] {
 
 /** A choice's output read for tool calls: content and calls; `tool_calls` finishes a choice that called. */
 function withToolCalls(choice: ChoiceOutput): ChoiceOutput {
-  const { content, toolCalls } = parseToolCalls(choice.text);
-  if (toolCalls.length === 0) return choice;
+  const { content, toolCalls } = parseToolCalls(choice.text, choice.finishReason);
+  if (toolCalls.length === 0) return { ...choice, text: content ?? '' };
   return { ...choice, text: content ?? '', toolCalls, finishReason: choice.finishReason === 'stop' ? 'tool_calls' : choice.finishReason };
 }
 
@@ -84,7 +84,7 @@ function toolCallStreamFormat(common: { id: string; created: number; model: stri
     open: (index) => [chatChunk(common, index, { role: 'assistant', content: '' })],
     delta: (index, { text }) => chunks(index, parsers[index]!.push(text)),
     finish: (index, reason) => {
-      const rest = chunks(index, parsers[index]!.flush());
+      const rest = chunks(index, parsers[index]!.flush(reason));
       return [...rest, chatChunk(common, index, {}, { finishReason: called[index] && reason === 'stop' ? 'tool_calls' : reason })];
     },
     usage: (usage) => chatUsageChunk(common, usage),

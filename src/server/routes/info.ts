@@ -4,8 +4,8 @@
  *   GET /version   {version}                                       (open, like /health)
  *   GET /info      model, context length, vocabulary, chat template, sampling defaults, the
  *                  models' directories, device and graph, the default speculation policy and
- *                  its settings, the acceptance head, workers, max_num_seqs (generations that
- *                  run at once: one per worker), max_queue, and the engine's state
+ *                  its settings, the acceptance head, workers, max_num_seqs (vLLM's: generations
+ *                  that run at once, workers x --max-batch), max_queue, and the engine's state
  */
 import type { FastifyInstance } from 'fastify';
 import { defaultGraph } from '../../engine/graph-choice.js';
@@ -40,7 +40,7 @@ export async function infoRoutes(app: FastifyInstance): Promise<void> {
       workers: engine.options.workers,
       workers_ready: engine.loadedWorkers,
       threads_per_worker: pair.threads ?? null,
-      max_num_seqs: engine.options.workers,
+      max_num_seqs: engine.options.workers * engine.options.batching.maxBatch,
       max_queue: engine.options.maxQueue,
       state: engine.state,
     };

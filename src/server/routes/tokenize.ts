@@ -13,6 +13,7 @@
 import type { FastifyInstance } from 'fastify';
 import { ChatTemplateError } from '../../text/errors.js';
 import { apiErrors } from '../errors.js';
+import { promptCharLimit } from '../model-facts.js';
 import { chatMessages, type MessageBody } from '../requests.js';
 import { detokenizeBodySchema, tokenizeBodySchema } from '../schemas.js';
 
@@ -30,6 +31,9 @@ export async function tokenizeRoutes(app: FastifyInstance): Promise<void> {
     const { facts, texts } = app.specd;
     const body = request.body;
     if (body.model && body.model !== facts.name) throw apiErrors.modelNotFound(body.model);
+    // Tokenizing runs on the main thread: text far too long for the context is refused before it, as on the generation routes.
+    const chars = typeof body.prompt === 'string' ? body.prompt.length : (body.messages ?? []).reduce((n, m) => n + JSON.stringify(m.content ?? '').length, 0);
+    if (chars > promptCharLimit(facts)) throw apiErrors.promptTooLong(body.messages !== undefined ? 'messages' : 'prompt', facts.contextLength);
     let tokens: number[];
     if (body.messages !== undefined) {
       if (!facts.tokenizer.hasChatTemplate) throw apiErrors.invalidValue('messages', 'The model has no chat template; tokenize a prompt instead.', 'no_chat_template');
