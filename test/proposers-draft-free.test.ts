@@ -3,12 +3,13 @@
  * (src/proposers/hybrid.ts): per sequence the better of prompt lookup and suffix decoding by
  * expected accepted length, a batch budget spent on the likeliest candidates, acceptance learned
  * from observed rounds, a finished output cached for the next request; the draft skipped only
- * where a draft-free proposal is expected to do at least as well. No model.
+ * where a draft-free proposal is expected to do at least as well; counters per method. No model.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DraftFreeProposer } from '../src/proposers/draft-free.js';
 import { chooseAfterDraft, DraftAcceptanceMean, skipDraft } from '../src/proposers/hybrid.js';
+import { MethodStats } from '../src/proposers/method-stats.js';
 import { ProposerOptionError } from '../src/proposers/proposal.js';
 
 const passage = (n: number, base: number) => Array.from({ length: n }, (_, i) => base + ((i * 7919) % 5003));
@@ -123,5 +124,24 @@ describe('hybrid choice', () => {
     assert.equal(chooseAfterDraft(2.5, 2.4), 'draft-free');
     assert.equal(chooseAfterDraft(2.4, 2.4), 'draft');
     assert.throws(() => new DraftAcceptanceMean(0), /weight must be a number in/);
+  });
+});
+
+describe('per-method counters', () => {
+  test("drafts, draft tokens, accepted and per-position counts per method, merged as vLLM's", () => {
+    const request = new MethodStats();
+    request.observe('ngram', 4, 2);
+    request.observe('ngram', 2, 2);
+    request.observe('draft', 3, 0);
+    request.observe('suffix', 0, 0); // nothing proposed: not a draft
+    assert.deepEqual(request.snapshot(), {
+      draft: { numDrafts: 1, numDraftTokens: 3, numAcceptedTokens: 0, numAcceptedTokensPerPos: [0, 0, 0] },
+      ngram: { numDrafts: 2, numDraftTokens: 6, numAcceptedTokens: 4, numAcceptedTokensPerPos: [2, 2, 0, 0] },
+    });
+    const engine = new MethodStats();
+    engine.observe('ngram', 5, 5);
+    engine.merge(request);
+    assert.deepEqual(engine.snapshot().ngram, { numDrafts: 3, numDraftTokens: 11, numAcceptedTokens: 9, numAcceptedTokensPerPos: [3, 3, 1, 1, 1] });
+    assert.throws(() => engine.observe('suffix', 2, 3), /accepted \(3\) must be an integer in \[0, proposed = 2\]/);
   });
 });
