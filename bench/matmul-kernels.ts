@@ -6,7 +6,7 @@
  *
  * - `MatMul` float32 (the baseline);
  * - `MatMulNBits` with 8 and 4 bits, block sizes 16-128, symmetric or with zero points, at
- *   accuracy_level 0 (float32 compute) and 4 (int8 compute);
+ *   accuracy_level 1 (float32 compute) and 4 (int8 compute);
  * - `DynamicQuantizeMatMul` (what `quantize_dynamic` writes: int8 weights per column, the
  *   activations quantized per tensor).
  *
@@ -57,8 +57,8 @@ const kernels: Kernel[] = [
   },
 ];
 for (const bits of [8, 4] as const) {
-  for (const block of [16, 32, 64, 128]) for (const acc of [0, 4] as const) kernels.push(nbits(bits, block, acc, true));
-  kernels.push(nbits(bits, 32, 4, false));
+  for (const block of [16, 32, 64, 128]) for (const acc of [1, 4] as const) kernels.push(nbits(bits, block, acc, true));
+  kernels.push(nbits(bits, 32, 1, false));
 }
 
 /** Deterministic weights, GPT-2-like scale (std 0.02). */

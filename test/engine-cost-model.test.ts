@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { EXPLORE_COST, EXPLORE_SHARE, MIN_ARM_ROUNDS, MIN_OBSERVATIONS, MIN_TRIES, PassCostModel, type RoundArm } from '../src/engine/cost-model.js';
+import { ALONE_H_MAX, ALONE_H_MIN, EXPLORE_COST, EXPLORE_SHARE, MIN_ARM_ROUNDS, MIN_OBSERVATIONS, MIN_TRIES, PassCostModel, type RoundArm } from '../src/engine/cost-model.js';
 import { ModelPair } from '../src/engine/pair.js';
 import { BatchScheduler } from '../src/engine/scheduler.js';
 import type { RoundStats } from '../src/engine/stats.js';
@@ -41,6 +41,39 @@ describe('auto threshold', () => {
     const hs = [1, 2, 4, 8, 16, 32, 64].map((b) => model.threshold(0.7, b));
     for (let i = 1; i < hs.length; i++) assert.ok(hs[i]! <= hs[i - 1]! + 1e-12, `h falls with the batch: ${hs.map((h) => h.toFixed(3)).join(' ')}`);
     assert.ok(hs.at(-1)! < 0.65, 'h falls well below the anchor at large batches');
+  });
+});
+
+describe('threshold for a sequence alone', () => {
+  /** h = 1 - c / (a v) of cost-model.ts, computed here from the costs fed: c = b + D, v the best time per token over k. */
+  function expected(verify: (n: number) => number, b: number, draft: number, a: number): number {
+    let v = Infinity;
+    for (let k = 0; k <= 16; k++) v = Math.min(v, (verify(k + 1) + k * draft) / ((1 - a ** (k + 1)) / (1 - a)));
+    return 1 - (b + draft) / (a * v);
+  }
+
+  test('the anchor until enough is measured, then h from the measured costs and acceptance', () => {
+    const verify = (n: number) => 2.5 + 0.05 * n;
+    const model = new PassCostModel();
+    feed(model, verify, () => 0.3, [1], [3, 2], MIN_OBSERVATIONS - 1);
+    assert.equal(model.aloneThreshold(0.55), 0.55);
+    feed(model, verify, () => 0.3, [1], [3, 2]);
+    const h = model.aloneThreshold(0.55);
+    assert.ok(Math.abs(h - expected(verify, 0.05, 0.3, 2 / 3)) < 1e-3, `h ${h} vs ${expected(verify, 0.05, 0.3, 2 / 3)}`);
+    assert.notEqual(h, 0.55);
+  });
+
+  test('cheaper draft steps raise h (longer drafts), dearer ones lower it, within its bounds', () => {
+    const verify = (n: number) => 2.5 + 0.05 * n;
+    const at = (draftMs: number) => {
+      const model = new PassCostModel();
+      feed(model, verify, () => draftMs, [1], [4, 3]);
+      return model.aloneThreshold(0.55);
+    };
+    const hs = [0.05, 0.2, 0.5, 1, 2].map(at);
+    for (let i = 1; i < hs.length; i++) assert.ok(hs[i]! <= hs[i - 1]!, `h falls as a draft step costs more: ${hs.join(' ')}`);
+    assert.ok(hs[0]! > hs[2]! + 0.1, `h ${hs.join(' ')}`);
+    for (const h of hs) assert.ok(h >= ALONE_H_MIN && h <= ALONE_H_MAX);
   });
 });
 
@@ -125,7 +158,7 @@ describe('how a batch drafts', () => {
     assert.equal(model.roundArm(9), 'plain');
   });
 
-  test('batch sizes are judged apart, and a sequence alone always drafts with the anchor', () => {
+  test('batch sizes are judged apart, and a sequence alone always drafts', () => {
     const model = new PassCostModel();
     const memory: Outcomes = { anchor: [12, 8], model: [9, 7], plain: [3, 4] };
     play(model, 16, 400, compute);
@@ -185,14 +218,16 @@ describe('the engine runs each round with the auto threshold', () => {
     for (const p of prompts) alone.push(await pair.decoder.start(p, opts).run());
     const asked: number[] = [];
     const costs = pair.decoder.costs;
-    const original = { threshold: costs.threshold.bind(costs), roundArm: costs.roundArm.bind(costs) };
-    // Batches of 4 do not draft, batches of fewer draft with h(B) = 0.25 (the scheduler's batch size reaches the model).
+    const original = { threshold: costs.threshold.bind(costs), roundArm: costs.roundArm.bind(costs), aloneThreshold: costs.aloneThreshold.bind(costs) };
+    // Batches of 4 do not draft, batches of fewer draft with h(B) = 0.25 (the scheduler's batch size reaches the model), a sequence alone with 0.4.
     costs.threshold = () => 0.25;
+    costs.aloneThreshold = () => 0.4;
     costs.roundArm = (batch: number) => {
       asked.push(batch);
       return batch >= 4 ? 'plain' : 'model';
     };
     const rounds: RoundStats[][] = prompts.map(() => []);
+    const loneRounds: RoundStats[] = [];
     try {
       const scheduler = new BatchScheduler({ maxBatchTokens: 512 });
       const outs = await Promise.all(
@@ -203,6 +238,10 @@ describe('the engine runs each round with the auto threshold', () => {
         }),
       );
       outs.forEach((o, i) => assert.deepEqual(o, alone[i], `prompt ${i}`));
+      // A sequence alone (a batch of one) drafts with the threshold for a sequence alone.
+      const lone = pair.decoder.start(prompts[0]!, { ...opts, onRound: (r) => loneRounds.push(r) });
+      while (!lone.done) await scheduler.step(lone);
+      assert.deepEqual(lone.tokenIds, alone[0]);
     } finally {
       Object.assign(costs, original);
     }
@@ -211,17 +250,22 @@ describe('the engine runs each round with the auto threshold', () => {
     const anchor = recommendedThresholdAt(pair.head, 0);
     assert.ok(all.some((r) => r.threshold === anchor && r.drafted === 0), 'a round of the full batch drafted nothing');
     assert.ok(all.some((r) => r.threshold === 0.25 && r.drafted > 0), 'a smaller batch drafted with h(B)');
-    for (const r of all) assert.ok(r.threshold === 0.25 || r.threshold === anchor, `threshold ${r.threshold}`);
-    // A seeded sampled request keeps the anchor (its output must not depend on the load).
+    for (const r of all) assert.ok(r.threshold === 0.25 || r.threshold === anchor || r.threshold === 0.4, `threshold ${r.threshold}`);
+    assert.ok(loneRounds.length > 0 && loneRounds.every((r) => r.threshold === 0.4), 'a sequence alone drafted with its threshold');
+    assert.ok(loneRounds.some((r) => r.drafted > 0));
+    // A seeded sampled request takes h at its start and keeps it (its output must not depend on the load while it runs).
     const seeded: RoundStats[] = [];
+    costs.aloneThreshold = () => 0.35;
+    const g = pair.decoder.start(prompts[0]!, { ...opts, sampling: { temperature: 0.7, topK: 0, topP: 1 }, seed: 3, onRound: (r) => seeded.push(r) });
     costs.threshold = () => 0.01;
+    costs.aloneThreshold = () => 0.01;
     costs.roundArm = () => 'plain';
     try {
-      await pair.decoder.start(prompts[0]!, { ...opts, sampling: { temperature: 0.7, topK: 0, topP: 1 }, seed: 3, onRound: (r) => seeded.push(r) }).run();
+      await g.run();
     } finally {
       Object.assign(costs, original);
     }
-    assert.ok(seeded.every((r) => r.threshold === pair.head!.recommendedThreshold || r.threshold !== 0.01));
+    assert.ok(seeded.every((r) => r.threshold === 0.35), `seeded thresholds ${[...new Set(seeded.map((r) => r.threshold))].join(', ')}`);
     assert.ok(seeded.some((r) => r.drafted > 0));
   });
 });

@@ -255,14 +255,18 @@ async function targetJoint(target: DecoderModel, params: SamplingParams): Promis
   return joint;
 }
 
-describe('speculative sampling end to end matches the target (fixture pair, vocab 12)', () => {
+// The same pair with float32 weights, and quantized (4-bit target, 8-bit draft: MatMulNBits, quantized into a cache of its own).
+for (const weights of [{ label: '' }, { label: ', q4 target, q8 draft', dtype: 'q4', draftDtype: 'q8' }]) {
+describe(`speculative sampling end to end matches the target (fixture pair, vocab 12${weights.label})`, () => {
   let root: string;
   let pair: ModelPair;
 
   before(async () => {
     root = mkdtempSync(join(tmpdir(), 'specd-'));
+    process.env.SPECD_CACHE_DIR = join(root, 'cache');
     const p = writeFixturePair(root, { style: 'llama', vocabSize: VOCAB });
-    pair = await ModelPair.load({ target: p.targetDir, draft: p.draftDir, threads: 1, draftThreads: 1 });
+    pair = await ModelPair.load({ target: p.targetDir, draft: p.draftDir, threads: 1, draftThreads: 1, dtype: weights.dtype, draftDtype: weights.draftDtype });
+    if (weights.dtype) assert.ok(pair.target.kvInPlace && pair.draft!.kvInPlace, 'the quantized pair runs in place');
   });
   after(async () => {
     await pair?.release();
@@ -339,3 +343,4 @@ describe('speculative sampling end to end matches the target (fixture pair, voca
     assertRejected(counts, expected, 'draft-only sampling', t);
   });
 });
+}

@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import OpenAI, { APIError } from 'openai';
 import { buildApp } from '../src/server/app.js';
+import { shutdown } from '../src/server/shutdown.js';
 import { isOpenAIError, jsonHeaders, metricValue, NO_EOS, sseData, until } from './support/http-client.js';
 
 const MODEL = 'specd-pair-target';
@@ -112,5 +113,27 @@ describe('deadlines while a worker is stuck', () => {
     await until(() => app.specd.engine.workerStalls === 1 && app.specd.engine.stalledWorkers === 0, 20_000, 'the stalled worker replaced');
     const res = await client.chat.completions.create(chatBody(false, 8) as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
     assert.equal(res.choices[0]!.finish_reason, 'length');
+  });
+});
+
+describe('SIGTERM while a worker is stuck', () => {
+  test('the drain answers the stuck request and the one queued behind it with 503 shutting_down, and the server stops', async () => {
+    const app = await buildApp({ workers: 1, maxQueue: 8, batching: { maxBatch: 1 }, pair: { head: null }, stallTimeoutMs: 600_000, faults: { kind: 'stall', at: [1] } });
+    await app.specd.engine.ready;
+    const url = await app.listen({ host: '127.0.0.1', port: 0 });
+    const send = (stream: boolean) =>
+      fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: jsonHeaders(), body: JSON.stringify(chatBody(stream, 200)) }).then(async (r) => ({ status: r.status, body: await r.text() }));
+    const stuck = send(true);
+    await until(() => app.specd.engine.running === 1);
+    const queued = send(false);
+    await until(() => app.specd.engine.waiting === 1);
+    await shutdown(app, 100);
+    const [s, q] = await Promise.all([stuck, queued]);
+    assert.equal(q.status, 503, q.body);
+    assert.equal(JSON.parse(q.body).error.code, 'shutting_down');
+    assert.equal(s.status, 200, 'the stream had started');
+    const data = sseData(s.body);
+    assert.equal(data.at(-1), '[DONE]');
+    assert.equal(JSON.parse(data.at(-2)!).error.code, 'shutting_down');
   });
 });

@@ -13,6 +13,7 @@ import type { ModelPair } from '../engine/pair.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import { isGreedy } from '../engine/sampling.js';
 import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';
+import type { DraftPhaseMode } from '../engine/speculative.js';
 import { generateText } from '../engine/text-generation.js';
 import type { GrammarConstraint } from '../grammar/constraint.js';
 import type { BenchPrompt, DatasetName } from './datasets.js';
@@ -26,6 +27,8 @@ export interface OfflineBenchOptions {
   seed: number;
   /** Each policy runs once per mode; default `off`. Modes other than `off` need prompts with a schema. */
   grammar?: GrammarMode[];
+  /** How greedy rounds draft (speculative.ts DraftPhaseMode); default one-run. */
+  draftPhase?: DraftPhaseMode;
   /** Called after each generation (for a progress bar). */
   onProgress?: (done: number, total: number) => void;
 }
@@ -105,7 +108,7 @@ export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions
   for (const [i, prompt] of opts.prompts.entries()) {
     for (const [p, { grammar, policy }] of entries.entries()) {
       const constraint: GrammarConstraint | undefined = await constraintFor(prompt, grammar);
-      const r = await generateText(pair, { messages: prompt.messages }, { maxTokens: opts.maxTokens, sampling: opts.sampling, seed: opts.seed + i, policy, constraint, jumpForward: grammar !== 'no-jump-forward' });
+      const r = await generateText(pair, { messages: prompt.messages }, { maxTokens: opts.maxTokens, sampling: opts.sampling, seed: opts.seed + i, policy, constraint, jumpForward: grammar !== 'no-jump-forward', draftPhase: opts.draftPhase });
       const t = totals[p]!;
       if (constraint) t.maskMs += (constraint.maskMicros + constraint.applyMicros) / 1000;
       t.newTokens += r.token_ids.length;

@@ -18,6 +18,7 @@ import { contextPrompt, formatLatencyTable, latencyChartSvg, measureLatency, typ
 import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import { temperatureLabel } from '../engine/sampling.js';
+import { DRAFT_PHASE_MODES, type DraftPhaseMode } from '../engine/speculative.js';
 import { HEAD_MODES, type HeadMode } from '../heads/head-loader.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, recommendedThresholdAt, validatePolicySpec } from '../engine/stop-policy.js';
 import { benchServeCommand } from './bench-serve.js';
@@ -40,6 +41,12 @@ interface OfflineFlags extends ModelFlags {
   speedupChart?: string;
   headMode: HeadMode;
   grammar: GrammarMode[];
+  draftPhase: DraftPhaseMode;
+}
+
+function draftPhaseArg(text: string): DraftPhaseMode {
+  if (!(DRAFT_PHASE_MODES as readonly string[]).includes(text)) throw new InvalidArgumentError(`expected one of ${DRAFT_PHASE_MODES.join(', ')}`);
+  return text as DraftPhaseMode;
 }
 
 function headModeArg(text: string): HeadMode {
@@ -91,7 +98,8 @@ export function benchCommand(): Command {
     .option('--chart <file>', 'also write the discard rate vs verification rate chart (SVG)')
     .option('--speedup-chart <file>', 'also write the speedup over none per data set and policy (SVG)')
     .option('--grammar <list>', `grammar modes, comma-separated (${GRAMMAR_MODES.join(', ')}): on constrains the output to each prompt's JSON Schema (--dataset json)`, grammarModesArg, ['off'] as GrammarMode[])
-    .option('--head-mode <mode>', 'run the acceptance head fused into the draft graph or as its own session per draft step', headModeArg, 'fused' as HeadMode);
+    .option('--head-mode <mode>', 'run the acceptance head fused into the draft graph or as its own session per draft step', headModeArg, 'fused' as HeadMode)
+    .option('--draft-phase <mode>', "one-run: a greedy round's draft steps in one ONNX Runtime run where the draft allows it; per-step: one run per draft step", draftPhaseArg, 'one-run' as DraftPhaseMode);
   addModelOptions(offline);
   offline.action(async (flags: OfflineFlags) => {
     const pair = await ModelPair.load({ ...pairOptions(flags), headMode: flags.headMode });
@@ -116,7 +124,7 @@ export function benchCommand(): Command {
       const bar = new SingleBar({ format: `${dataset} {bar} {value}/{total} generations | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true });
       bar.start(prompts.length * policies.length * flags.grammar.length, 0);
       results.push(
-        ...(await runOfflineBench(pair, { dataset, prompts, policies, maxTokens: flags.maxTokens, sampling, seed: flags.seed, grammar: flags.grammar, onProgress: (done) => bar.update(done) })),
+        ...(await runOfflineBench(pair, { dataset, prompts, policies, maxTokens: flags.maxTokens, sampling, seed: flags.seed, grammar: flags.grammar, draftPhase: flags.draftPhase, onProgress: (done) => bar.update(done) })),
       );
       bar.stop();
     }
@@ -134,6 +142,7 @@ export function benchCommand(): Command {
       seed: flags.seed,
       head: pair.head?.onnxPath ?? null,
       head_mode: flags.headMode,
+      draft_phase: flags.draftPhase,
       specdec_default_threshold: defaultThreshold ?? null,
       k_min: flags.kMin,
       k_max: flags.kMax,

@@ -1,12 +1,17 @@
 /**
  * `specd models prepare-draft`: a copy of a draft that also outputs its last hidden state.
  * `specd models synth`: a random-weight draft/target pair of a chosen size, for benchmarks.
+ * `specd models quantize`: a model's linear layers quantized to 8 or 4 bits (MatMulNBits).
  */
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_TOKENIZER_PACKAGE, LLAMA_PRESETS, tokenizerPackageDir, writeLlamaPair, type LlamaPreset } from '../bench/llama-pair.js';
 import { writeSyntheticPair } from '../bench/synthetic-pair.js';
 import { compareDraftLogits, prepareDraftDir } from '../heads/prepare-draft.js';
 import { DEFAULT_LLAMA_DEEP_SCALE, type LlamaShape } from '../onnx/llama-random.js';
+import { ONNX_VARIANTS, readModelDir } from '../engine/model-dir.js';
+import { isQuantizedDtype, QUANTIZED_DTYPES, quantizeModelFile } from '../engine/quantized-weights.js';
 import { intIn, numberIn } from './options.js';
 
 export function modelsCommand(): Command {
@@ -51,6 +56,30 @@ export function modelsCommand(): Command {
       process.stderr.write(`wrote ${pair.targetDir} (${m(pair.targetParams)} parameters) and ${pair.draftDir} (${m(pair.draftParams)}) in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
     });
   models.addCommand(synth);
+  const quantize = new Command('quantize')
+    .description("write a model's onnx/model.onnx with its linear layers quantized to 8 or 4 bits (MatMulNBits): beside it as onnx/model_q4.onnx / onnx/model_quantized.onnx (what --dtype q4 / q8 then loads), or with --out as a new model directory whose onnx/model.onnx is the quantized graph")
+    .argument('<dir>', 'model directory')
+    .requiredOption('--dtype <dtype>', QUANTIZED_DTYPES.join(' or '), (text: string) => {
+      if (!isQuantizedDtype(text)) throw new InvalidArgumentError(`expected ${QUANTIZED_DTYPES.join(' or ')}`);
+      return text;
+    })
+    .option('--out <dir>', 'write a new model directory (new or empty) instead of a file beside model.onnx')
+    .action((dir: string, flags: { dtype: 'q8' | 'q4'; out?: string }) => {
+      const model = readModelDir(dir);
+      const { bytes, quantized } = quantizeModelFile(model.onnxPath, flags.dtype);
+      let target = join(model.dir, 'onnx', ONNX_VARIANTS[flags.dtype]!);
+      if (flags.out) {
+        mkdirSync(join(flags.out, 'onnx'), { recursive: true });
+        if (existsSync(join(flags.out, 'onnx', 'model.onnx'))) throw new InvalidArgumentError(`${flags.out} already holds a model`);
+        for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']) {
+          if (existsSync(join(model.dir, f))) copyFileSync(join(model.dir, f), join(flags.out, f));
+        }
+        target = join(flags.out, 'onnx', 'model.onnx');
+      }
+      writeFileSync(target, bytes);
+      process.stderr.write(`wrote ${target}: ${quantized} linear layers as ${flags.dtype === 'q8' ? 8 : 4}-bit MatMulNBits (${(bytes.byteLength / 2 ** 20).toFixed(1)} MiB)\n`);
+    });
+  models.addCommand(quantize);
   return models;
 }
 

@@ -4,13 +4,14 @@
  * ready) and shuts down gracefully on SIGTERM / SIGINT.
  */
 import { availableParallelism } from 'node:os';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { policyLabel } from '../engine/stop-policy.js';
 import { buildApp } from '../server/app.js';
 import { DEFAULT_CORS } from '../server/cors.js';
 import { DEFAULT_QUEUE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS } from '../server/engine-pool.js';
 import { DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_KV_MEMORY_SHARE, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_QUEUE, DEFAULT_PORT, defaultWorkers, threadsPerWorker } from '../server/defaults.js';
 import { shutdown } from '../server/shutdown.js';
+import { REASONING_PARSERS, type ReasoningParserName } from '../text/reasoning-parser.js';
 import { needsHead } from '../server/speculation.js';
 import { addModelOptions, addPolicyOptions, defaultPolicyName, intIn, type ModelFlags, numberIn, pairOptions, type PolicyFlags, policySpec } from './options.js';
 
@@ -33,6 +34,7 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
   allowedOrigins: string[];
   allowedMethods: string[];
   allowedHeaders: string[];
+  reasoningParser?: ReasoningParserName;
 }
 
 /** A comma-separated list; empty entries dropped ('' is the empty list). */
@@ -79,7 +81,8 @@ export function serveCommand(): Command {
     .option('--stall-timeout <seconds>', 'a worker with requests that makes no progress for this long is replaced (its requests get 503 worker_stalled)', numberIn(0.001, 86_400), DEFAULT_STALL_TIMEOUT_MS / 1000)
     .option('--allowed-origins <list>', 'CORS: comma-separated origins browser pages may call from ("*": any; "": no CORS headers)', listArg, DEFAULT_CORS.allowedOrigins)
     .option('--allowed-methods <list>', 'CORS: methods a preflight allows ("*": any)', listArg, DEFAULT_CORS.allowedMethods)
-    .option('--allowed-headers <list>', 'CORS: request headers a preflight allows (default: those it asks for)', listArg, DEFAULT_CORS.allowedHeaders);
+    .option('--allowed-headers <list>', 'CORS: request headers a preflight allows (default: those it asks for)', listArg, DEFAULT_CORS.allowedHeaders)
+    .addOption(new Option('--reasoning-parser <name>', "split reasoning models' <think> blocks into reasoning_content (chat) and reasoning items (responses)").choices(REASONING_PARSERS));
   // The server's default draft policy; a request may choose another with its `speculative` field.
   addPolicyOptions(cmd);
   // Models, device and threads (--threads is per worker here: default, the cores shared out among
@@ -105,6 +108,7 @@ export function serveCommand(): Command {
       requestTimeoutMs: flags.requestTimeout * 1000,
       stallTimeoutMs: flags.stallTimeout * 1000,
       policy: policy ?? ((hasHead) => policySpec({ ...flags, policy: defaultPolicyName({ draft: pair.draft !== null, head: hasHead }) })),
+      ...(flags.reasoningParser ? { reasoningParser: flags.reasoningParser } : {}),
       cors: { allowedOrigins: flags.allowedOrigins, allowedMethods: flags.allowedMethods, allowedHeaders: flags.allowedHeaders },
       // Warnings and server errors (a 5xx is a bug) as JSON lines on stderr; stdout stays for the URL.
       logger: { level: flags.logLevel, stream: process.stderr },

@@ -16,6 +16,7 @@
  */
 import type { Rng } from './rng.js';
 import { sample } from './sampling.js';
+import { TokenProbs, supportOf } from './token-probs.js';
 
 export interface AcceptanceResult {
   /** How many leading candidates were accepted (0..k). */
@@ -64,9 +65,32 @@ export function acceptSampled(
 
 /**
  * norm(max(0, p - q)). When p <= q everywhere (the residual has no mass, which a rejection
- * makes possible only through rounding) the target distribution itself is returned.
+ * makes possible only through rounding) the target distribution itself is returned. When p
+ * lists its support (a TokenProbs from top-k / top-p) only that support is visited, since the
+ * residual is zero wherever p is; the result then lists its own.
+ * @param p target probabilities // [vocab]
+ * @param q draft probabilities // [vocab]
+ * @returns the residual distribution // [vocab]
  */
 export function residual(p: Float64Array, q: Float64Array): Float64Array {
+  const support = supportOf(p);
+  if (support) {
+    const ids: number[] = [];
+    const values: number[] = [];
+    let sum = 0;
+    for (let j = 0; j < support.length; j++) {
+      const i = support[j]!;
+      const d = p[i]! - q[i]!;
+      if (d > 0) {
+        ids.push(i);
+        values.push(d);
+        sum += d;
+      }
+    }
+    if (!(sum > 0)) return p;
+    for (let j = 0; j < values.length; j++) values[j] = values[j]! / sum;
+    return TokenProbs.fromSparse(p.length, Int32Array.from(ids), values);
+  }
   const out = new Float64Array(p.length);
   let sum = 0;
   for (let i = 0; i < p.length; i++) {

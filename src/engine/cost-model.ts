@@ -32,9 +32,17 @@
  * Whether a round of B > 1 sequences drafts at all, and with h(B) or h_1, is measured rather than
  * modelled (RoundArms below): on a compute-bound batch a verified token costs what a decoded one
  * does and rejected candidates are pure loss, and the rounds themselves show it. Alone, a
- * sequence always drafts with h_1.
+ * sequence always drafts, with h = 1 - c(1) / (a v(1)) once enough is measured (h_1 before):
+ * the rule above with its bound on P_s taken as it stands (`aloneThreshold`).
  */
 
+/**
+ * Bounds of the threshold chosen for a sequence alone (`aloneThreshold`): the i.i.d. model
+ * behind it is rough at the extremes (h near 0 drafts one candidate per round whatever the head
+ * says, near 1 drafts to K_max), so the measured h is kept where the head's rule still decides.
+ */
+export const ALONE_H_MIN = 0.1;
+export const ALONE_H_MAX = 0.9;
 /** Longest draft the i.i.d. model of `atBatch` considers. */
 const MAX_MODELLED_DRAFT = 16;
 /** Observations after which an observation's weight has halved. */
@@ -415,6 +423,21 @@ export class PassCostModel {
     const rho = here.c / here.v / (alone.c / alone.v);
     const threshold = Math.min(1, Math.max(0, 1 - (1 - anchor) * rho));
     return Number.isFinite(threshold) ? threshold : anchor;
+  }
+
+  /**
+   * The specdec++ threshold for a sequence decoding alone, from the measured costs: a candidate
+   * pays while P_s > c(1) / (a v(1)) (module comment), so h = 1 - c(1) / (a v(1)), clamped to
+   * [ALONE_H_MIN, ALONE_H_MAX]; the anchor (the head's recommended h, fitted offline at the
+   * costs of its build) is the prior until enough is measured.
+   * @param anchor h_1 in [0, 1]
+   */
+  aloneThreshold(anchor: number): number {
+    const a = this.acceptance.value;
+    if (!this.ready || !(a > 0)) return anchor;
+    const { c, v } = this.atBatch(1);
+    const h = 1 - c / (Math.min(a, 0.999) * v);
+    return Number.isFinite(h) ? Math.min(ALONE_H_MAX, Math.max(ALONE_H_MIN, h)) : anchor;
   }
 
   /** The measured quantities, for reports. */

@@ -82,7 +82,7 @@ export class LogitsProcessor {
    */
   apply(row: Float32Array, pending: readonly number[] = []): Float32Array {
     if (!this.active) return row;
-    const out = Float32Array.from(row);
+    const out = row.slice(); // a copy (Float32Array.from would go through the iterator)
     this.constraint?.maskRow(out, pending);
     for (const [id, b] of this.bias) if (id >= 0 && id < out.length) out[id]! += b;
     if (this.presence === 0 && this.frequency === 0) return out;

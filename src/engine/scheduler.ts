@@ -9,9 +9,10 @@
  * 1. runs one round over those whose prompt is in (`Generation.prefillPending` = 0): the draft
  *    steps in lock-step, each sequence drafting until its own policy stops it (`none`, `fixed`,
  *    `confidence` and `specdec++` mix freely; sequences with different draft models, e.g. the
- *    head's, get one pass per model), then one target pass verifying every sequence's
- *    candidates; acceptance, rollback, RNG, stop conditions and logprobs stay per sequence
- *    (speculative.ts), so each output is what it would be alone;
+ *    head's, get one pass per model; a sequence alone drafts in one run where it can,
+ *    draft-phase.ts), then one target pass verifying every sequence's candidates; acceptance,
+ *    rollback, RNG, stop conditions and logprobs stay per sequence (speculative.ts), so each
+ *    output is what it would be alone;
  * 2. feeds pieces of new prompts (Generation.prefill, whole PREFILL_CHUNK pieces) within what is
  *    left of `maxBatchTokens` after the round, at least one piece per iteration, oldest first,
  *    so that a long prompt does not stall the others' decoding.
@@ -135,6 +136,13 @@ export class BatchScheduler {
     const arm = costs?.roundArm(all.length) ?? 'anchor';
     let gens = all.filter((g) => this.guard(g, () => g.beginRound(all.length, arm)));
     const draftStart = performance.now();
+    if (gens.length === 1) {
+      // A sequence alone drafts in one run where it can (draft-phase.ts); its draft steps below then find nothing to do.
+      const gen = gens[0]!;
+      const fed = await this.guardAsync(gen, () => gen.draftInOneRun());
+      if (fed) this.options.onPass?.({ kind: 'draft', sequences: 1, tokens: fed, ms: performance.now() - draftStart });
+      gens = gens.filter((g) => this.waiting.has(g));
+    }
     for (;;) {
       const steps: { gen: Generation; input: number[] }[] = [];
       for (const gen of gens) {

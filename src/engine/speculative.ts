@@ -24,7 +24,7 @@ import { logOf, logSoftmax, type TokenLogprob, tokenLogprob } from './logprobs.j
 import type { DecoderModel, ForwardOutputs } from './model.js';
 import { type FinishReason, OutputDecider, type OutputRules } from './output-decider.js';
 import { Rng } from './rng.js';
-import { argmax, decodingTemperature, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
+import { argmax, decodingTemperature, isGreedy, sample, softmaxAt, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
 import { combinedCandidateWeights, type DraftPhase } from './draft-phase.js';
 import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
@@ -145,12 +145,16 @@ export class SpeculativeDecoder {
     if (prompt.length >= this.contextLength) {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
     }
-    const spec = withDefaultThreshold(opts.policy, recommendedThresholdAt(this.head, decodingTemperature(opts.sampling)));
+    // specdec++ without a threshold of its own: the head's recommended one as the prior, then
+    // chosen from the measured costs each round (cost-model.ts). Seeded sampling takes h once,
+    // at its start: which candidates are drafted changes which random draws make the output, and
+    // a seeded output must not depend on the load while it runs.
+    const recommended = recommendedThresholdAt(this.head, decodingTemperature(opts.sampling));
+    const seeded = !isGreedy(opts.sampling) && opts.seed !== undefined;
+    const auto = opts.policy.policy === 'specdec++' && opts.policy.threshold === undefined;
+    const spec = withDefaultThreshold(opts.policy, auto && seeded && recommended !== undefined ? this.costs.aloneThreshold(recommended) : recommended);
     const policy = createPolicy(spec);
-    // specdec++ without a threshold of its own: the head's recommended one, adapted to the load
-    // each round (cost-model.ts). Not for seeded sampling: which candidates are drafted changes
-    // which random draws make the output, and a seeded output must not depend on the load.
-    const adaptive = opts.policy.policy === 'specdec++' && opts.policy.threshold === undefined && (isGreedy(opts.sampling) || opts.seed === undefined);
+    const adaptive = auto && !seeded;
     const autoAnchor = adaptive && spec.policy === 'specdec++' ? spec.threshold : undefined;
     // A policy that never drafts feeds no draft (nor fills its cache with the prompt).
     const draft = policy.maxDraft === 0 ? undefined : policy.needsHead ? (this.headDraft ?? this.draft) : this.draft;
@@ -255,10 +259,7 @@ export class Generation {
   private async round(): Promise<number[]> {
     this.beginRound(1);
     const draftStart = performance.now();
-    if (this.phase && this.greedy && !this.processor.active) {
-      const input = await this.draftInput();
-      if (input) await this.proposeInOneRun(input);
-    }
+    await this.draftInOneRun();
     for (let input = await this.draftInput(); input; input = await this.draftInput()) {
       const stepStart = performance.now();
       await this.takeDraft(await this.draftModel!.forwardWithHidden(this.draftCache!, input, 1));
@@ -347,7 +348,7 @@ export class Generation {
     let worthIt = true;
     this.catchUpRoundMs = 0;
     if (this.autoAnchor !== undefined && this.policy instanceof SpecDecPlusPlusPolicy) {
-      this.policy.threshold = arm === 'model' ? this.costModel.threshold(this.autoAnchor, batch) : this.autoAnchor;
+      this.policy.threshold = batch <= 1 ? this.costModel.aloneThreshold(this.autoAnchor) : arm === 'model' ? this.costModel.threshold(this.autoAnchor, batch) : this.autoAnchor;
       worthIt = arm !== 'plain';
     }
     const drafting = worthIt && draft !== undefined && this.draftCache !== undefined && Math.min(cap, this.policy.maxDraft) > 0;
@@ -463,7 +464,7 @@ export class Generation {
     let q: Float64Array | undefined;
     if (this.greedy) {
       token = argmax(row);
-      prob = this.policy.needsDraftProb ? softmax(row)[token]! : 1;
+      prob = this.policy.needsDraftProb ? softmaxAt(row, token) : 1;
     } else {
       q = toProbs(row, this.opts.sampling);
       token = sample(q, this.rng);
@@ -489,11 +490,17 @@ export class Generation {
   }
 
   /**
-   * The round's drafting in one run of the draft phase (draft-phase.ts), from `input`
-   * (draftInput's); leaves the proposal as step-by-step drafting would: the candidates, the
-   * head's probabilities, and `stopped` (a candidate the confidence rule rejects is dropped).
+   * Where this round can (a draft phase, greedy, no logits processing): its drafting in one run
+   * of the draft phase (draft-phase.ts), after the draft's catching up (draftInput). Leaves the
+   * proposal as step-by-step drafting would: the candidates, the head's probabilities, and
+   * drafting stopped (a candidate the confidence rule rejects is dropped), so that draftInput()
+   * then returns undefined.
+   * @returns the tokens the phase fed the draft (0: it did not run)
    */
-  private async proposeInOneRun(input: number[]): Promise<void> {
+  async draftInOneRun(): Promise<number> {
+    if (!this.phase || !this.greedy || this.processor.active) return 0;
+    const input = await this.draftInput();
+    if (!input) return 0;
     const p = this.proposal!;
     const rule = this.policy.graphRule;
     const maxSteps = Math.min(p.cap - p.candidates.length, this.policy.maxDraft - p.steps);
@@ -510,6 +517,7 @@ export class Generation {
     p.candidates.push(...out.tokens.slice(0, kept));
     p.acceptProbs?.push(...out.acceptProbs.slice(0, kept));
     if (dropLast) p.cap = 0;
+    return input.length + out.tokens.length - 1;
   }
 
   /** What verification feeds the target: the tokens of x it has not seen, then the candidates. */

@@ -60,7 +60,7 @@ export interface Gpt2GraphOptions {
   /** Also output `last_hidden_state` (the lm_head's input), as a draft prepared for an acceptance head does. */
   hiddenOutput?: boolean;
   /** Linear layers and the lm_head as MatMulNBits (linear-emitter.ts); default: as the weights come (float32 MatMul, or their own quantization). */
-  quantization?: LinearQuantization;
+  quantization?: LinearQuantization | 'fp32';
 }
 
 export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): GraphBuilder {

@@ -3,15 +3,27 @@
  * `MatMul`, or a `MatMulNBits` (matmul-nbits.ts) with weights quantized at build time or carried
  * over from a quantized export.
  *
- * The settings chosen for this CPU (bench/matmul-kernels.ts, bench/results/matmul-kernels.json):
- * symmetric blocks of 32 along K, `accuracy_level` 4 (int8 compute). At accuracy_level 0 the
- * 8-bit kernel dequantizes the whole weight on every pass (8-30x slower than float32 MatMul);
- * at level 4 both widths beat float32 several times over. Blocks of 16 and 32 at level 4 keep
- * each row's result bitwise the same however many rows a pass carries, which speculation's
- * exactness rests on (a verification's rows must equal the target's own one-token passes); blocks
- * of 64 and 128 and level 0 do not.
+ * The settings chosen (bench/matmul-kernels.ts, bench/results/matmul-kernels.json, 2-core AMD
+ * EPYC with AVX-512 VNNI, onnxruntime-node 1.30): symmetric blocks of 32 along K, computed in
+ * float32 (`accuracy_level` 1). The choice is speculation's exactness before speed:
+ *
+ * - At accuracy_level 4 (int8 compute, the activations quantized per block of each row) the
+ *   kernels are fastest and a row's result is bitwise the same however many rows a pass carries
+ *   (blocks of 16 and 32; not 64 or 128). But the in-place attention (inplace-attention.ts: the
+ *   pass's own keys in a second softmax part) gives a verification's rows float-rounding
+ *   differences (about 1e-5 on the bundled target's logits) from the one-token passes that decode
+ *   without a draft, and int8 activations turn those into different roundings that grow through
+ *   the layers (0.1 on the logits, measured): greedy speculation then leaves the target's own
+ *   greedy output.
+ * - At accuracy_level 1 a row differs from its one-row pass by float rounding only (2e-7 per
+ *   product, 1e-5 on the logits, as float32 MatMul does), and speculation stays exact as it is in
+ *   float32. The 4-bit kernel computes there from prepacked weights (faster than float32 MatMul
+ *   for a decode pass); ONNX Runtime 1.30's 8-bit kernel has no float32 path and dequantizes
+ *   its whole weight on every pass (tens of times slower than float32 MatMul): q8 is exact but
+ *   slow on the CPU, q4 is the quantization to run.
  */
 import type { GraphBuilder } from './graph-builder.js';
+import { quantizedFormOf } from './quantized-reading.js';
 import { blocksOf, matMulNBits, quantizeLinear, scaleColumns, type AccuracyLevel, type QuantBits, type QuantizedLinear, type WeightDtype } from './matmul-nbits.js';
 
 /** Weights of linear layers as MatMulNBits. */
@@ -25,7 +37,7 @@ export interface LinearQuantization {
 
 /** Block size and compute type chosen for this CPU (module comment). */
 export const QUANT_BLOCK_SIZE = 32;
-export const QUANT_ACCURACY_LEVEL: AccuracyLevel = 4;
+export const QUANT_ACCURACY_LEVEL: AccuracyLevel = 1;
 
 /**
  * The quantization a weight dtype asks for: `fp32` = float32 MatMul even for a quantized export
@@ -58,7 +70,7 @@ export type EmitLinear = (input: string, name: string, w: LinearWeight, fold?: C
 export function linearEmitter(g: GraphBuilder, quantization?: LinearQuantization | 'fp32'): EmitLinear {
   return (input, name, w, fold) => {
     const asked = quantization === 'fp32' ? undefined : quantization;
-    const source = quantization === 'fp32' ? undefined : w.quantized;
+    const source = quantization === 'fp32' ? undefined : (w.quantized ?? quantizedFormOf(w.weight));
     if (source && (asked === undefined || asked.bits === source.bits)) {
       const reblocked = splitBlocks(source, Math.min(source.blockSize, asked?.blockSize ?? QUANT_BLOCK_SIZE));
       const folded = fold ? scaleColumns(reblocked, 0, fold.columns, fold.factor) : reblocked;
@@ -105,4 +117,59 @@ export function splitBlocks(w: QuantizedLinear, blockSize: number): QuantizedLin
     }
   }
   return { ...w, blockSize, packed, scales, ...(zeroPoints ? { zeroPoints } : {}) };
+}
+
+/**
+ * The weights of linear layers that share an input, joined along N ([k, n1 + n2 + ...], as a
+ * rebuild fuses q/k/v or gate/up into one MatMul): the floats, and the quantized forms joined
+ * when every part has one of the same bit width (blocks split to the smallest block size).
+ */
+export function joinColumns(parts: { weight: Float32Array; n: number }[], k: number): LinearWeight {
+  const n = parts.reduce((sum, p) => sum + p.n, 0);
+  const weight = new Float32Array(k * n);
+  for (let r = 0; r < k; r++) {
+    let at = 0;
+    for (const p of parts) {
+      weight.set(p.weight.subarray(r * p.n, (r + 1) * p.n), r * n + at);
+      at += p.n;
+    }
+  }
+  const forms = parts.map((p) => quantizedFormOf(p.weight));
+  if (forms.some((f) => !f || f.bits !== forms[0]!.bits)) return { weight, k, n };
+  const blockSize = Math.min(...forms.map((f) => f!.blockSize));
+  const split = forms.map((f) => splitBlocks(f!, blockSize));
+  const bits = split[0]!.bits;
+  const blocks = blocksOf(k, blockSize);
+  const zpBytes = Math.ceil((blocks * bits) / 8);
+  const anyZp = split.some((f) => f.zeroPoints);
+  const defaultZp = bits === 8 ? 1 << 7 : 0x88; // 2^(bits-1) in every packed field
+  const zeroPoints = anyZp ? new Uint8Array(n * zpBytes) : undefined;
+  let col = 0;
+  for (const f of split) {
+    if (zeroPoints) {
+      if (f.zeroPoints) zeroPoints.set(f.zeroPoints, col * zpBytes);
+      else zeroPoints.fill(defaultZp, col * zpBytes, (col + f.n) * zpBytes);
+    }
+    col += f.n;
+  }
+  const quantized: QuantizedLinear = {
+    bits,
+    blockSize,
+    k,
+    n,
+    packed: concat(split.map((f) => f.packed)),
+    scales: new Float32Array(concat(split.map((f) => new Uint8Array(f.scales.buffer, f.scales.byteOffset, f.scales.byteLength))).buffer),
+    ...(zeroPoints ? { zeroPoints } : {}),
+  };
+  return { weight, k, n, quantized };
+}
+
+function concat(arrays: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(arrays.reduce((s, a) => s + a.byteLength, 0));
+  let at = 0;
+  for (const a of arrays) {
+    out.set(a, at);
+    at += a.byteLength;
+  }
+  return out;
 }

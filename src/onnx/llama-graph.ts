@@ -28,6 +28,7 @@ import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from './gpt2-graph.js';
 import { inplaceAttention, inplaceInputs, inplaceMasks, kvRowsOutput, POSITION_IDS_INPUT } from './inplace-attention.js';
 import type { LlamaWeights } from './llama-weights.js';
 import { ropeInverseFrequencies } from './rope.js';
+import { joinColumns, type LinearQuantization, linearEmitter } from './linear-emitter.js';
 
 const MS = 'com.microsoft';
 
@@ -40,6 +41,8 @@ export interface LlamaGraphOptions {
   hiddenOutput?: boolean;
   /** Positions the `fused` rotary tables cover (the model's context). */
   maxPositions?: number;
+  /** Linear layers and the lm_head as MatMulNBits (linear-emitter.ts); default: as the weights come (float32, or a quantized export's own bits). */
+  quantization?: LinearQuantization | 'fp32';
 }
 
 /**
@@ -61,6 +64,7 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
   inplaceInputs(g, layers, shape);
   g.setMetadata(GRAPH_KIND_KEY, `llama attention=inplace rotary=${rotary}${w.kvFloat16 ? ' kv=float16-rounded' : ''}`);
   const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
+  const linear = linearEmitter(g, options.quantization);
   const epsilon = { type: 'float' as const, value: w.epsilon };
 
   /** residual + input, normalized: [normalized, new residual]. */
@@ -122,13 +126,8 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
     const qkNorms = b.qNorm !== undefined && b.kNorm !== undefined;
     const scale = qkNorms ? 1 : softmaxScale;
     // [E, q | k | v], query columns scaled.
-    const weight = new Float32Array(E * width);
-    for (let r = 0; r < E; r++) {
-      for (let c = 0; c < qWidth; c++) weight[r * width + c] = b.q.weight[r * qWidth + c]! * scale;
-      weight.set(b.k.weight.subarray(r * kvWidth, (r + 1) * kvWidth), r * width + qWidth);
-      weight.set(b.v.weight.subarray(r * kvWidth, (r + 1) * kvWidth), r * width + qWidth + kvWidth);
-    }
-    let qkv = g.op('MatMul', [a, param(`l${i}.qkv.weight`, weight, [E, width])]);
+    const qkvWeight = joinColumns([{ weight: b.q.weight, n: qWidth }, { weight: b.k.weight, n: kvWidth }, { weight: b.v.weight, n: kvWidth }], E);
+    let qkv = linear(a, `l${i}.qkv.weight`, qkvWeight, { columns: qWidth, factor: scale });
     if (b.q.bias || b.k.bias || b.v.bias) {
       const bias = new Float32Array(width);
       if (b.q.bias) for (let c = 0; c < qWidth; c++) bias[c] = b.q.bias[c]! * scale;
@@ -144,23 +143,19 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
     const rows = g.op('Concat', [rotate(q!, w.heads), toKvType(rotate(k!, w.kvHeads)), toKvType(v!)], { attrs: { axis: -1 } });
     g.output(rows, kvRowsOutput(i), 'float32', ['batch_size', 'sequence_length', width]);
     const context = inplaceAttention(g, i, rows, shape, masks);
-    [a, x] = addNorm(g.op('MatMul', [context, param(`l${i}.o.weight`, b.o, [qWidth, E])]), x, param(`l${i}.post_norm`, b.postNorm, [E]));
+    [a, x] = addNorm(linear(context, `l${i}.o.weight`, { weight: b.o, k: qWidth, n: E }), x, param(`l${i}.post_norm`, b.postNorm, [E]));
     const I = w.intermediate;
-    const gateUp = new Float32Array(E * 2 * I);
-    for (let r = 0; r < E; r++) {
-      gateUp.set(b.gate.subarray(r * I, (r + 1) * I), r * 2 * I);
-      gateUp.set(b.up.subarray(r * I, (r + 1) * I), r * 2 * I + I);
-    }
-    const [gate, up] = g.opN('Split', [g.op('MatMul', [a, param(`l${i}.gate_up.weight`, gateUp, [E, 2 * I])]), g.constant('int64', [I, I])], 2, { attrs: { axis: -1 } });
+    const gateUp = joinColumns([{ weight: b.gate, n: I }, { weight: b.up, n: I }], E);
+    const [gate, up] = g.opN('Split', [linear(a, `l${i}.gate_up.weight`, gateUp), g.constant('int64', [I, I])], 2, { attrs: { axis: -1 } });
     const act = g.op('Mul', [g.op('Mul', [gate!, g.op('Sigmoid', [gate!])]), up!]);
-    const down = g.op('MatMul', [act, param(`l${i}.down.weight`, b.down, [I, E])]);
+    const down = linear(act, `l${i}.down.weight`, { weight: b.down, k: I, n: E });
     const [nextGain, nextName] = i + 1 < layers ? [w.blocks[i + 1]!.inputNorm, `l${i + 1}.input_norm`] : [w.norm, 'norm'];
     [a, x] = addNorm(down, x, param(nextName, nextGain, [E]));
   }
   // Logits only from position logits_from on (as gpt2-graph.ts).
   const from = g.input(LOGITS_FROM_INPUT, 'int64', [1]);
   const kept = g.op('Slice', [a, from, g.constant('int64', [Number.MAX_SAFE_INTEGER]), g.constant('int64', [1])]);
-  g.output(g.op('MatMul', [kept, param('lm_head.weight', w.lmHead, [E, w.vocab])]), 'logits', 'float32', ['batch_size', 'logits_length', w.vocab]);
+  g.output(linear(kept, 'lm_head.weight', { weight: w.lmHead, k: E, n: w.vocab }), 'logits', 'float32', ['batch_size', 'logits_length', w.vocab]);
   if (options.hiddenOutput) g.output(a, 'last_hidden_state', 'float32', ['batch_size', 'sequence_length', E]);
   return g;
 }

@@ -59,10 +59,11 @@ export function quantizeDecoderModel(model: ModelProto, q: LinearQuantization, m
       onnx.TensorProto.create({ name: `${base}.qweight`, dims: [n, blocks, (q.blockSize * q.bits) / 8], dataType: onnx.TensorProto.DataType.UINT8, rawData: w.packed }),
       onnx.TensorProto.create({ name: `${base}.scales`, dims: [n * blocks], dataType: onnx.TensorProto.DataType.FLOAT, rawData: new Uint8Array(w.scales.buffer) }),
     );
+    if (w.zeroPoints) added.push(onnx.TensorProto.create({ name: `${base}.zero_points`, dims: [w.zeroPoints.length], dataType: onnx.TensorProto.DataType.UINT8, rawData: w.zeroPoints }));
     const node = l.node as NodeProto;
     node.opType = 'MatMulNBits';
     node.domain = 'com.microsoft';
-    node.input = [node.input[0]!, `${base}.qweight`, `${base}.scales`];
+    node.input = [node.input[0]!, `${base}.qweight`, `${base}.scales`, ...(w.zeroPoints ? [`${base}.zero_points`] : [])];
     node.attribute = [
       ['K', k],
       ['N', n],
@@ -81,7 +82,7 @@ export function quantizeDecoderModel(model: ModelProto, q: LinearQuantization, m
 }
 
 /** Drops nodes whose outputs nothing reads (a tied lm_head's Transpose) and initializers no node reads. */
-function pruneUnused(model: ModelProto): void {
+export function pruneUnused(model: ModelProto): void {
   const graph = decodedGraph(model);
   const outputs = new Set(graph.output.map((o) => o.name));
   for (;;) {

@@ -19,6 +19,20 @@ import { NotRebuildableError } from './graph-reading.js';
 import { blocksOf, dequantizeLinear, type QuantBits, type QuantizedLinear } from './matmul-nbits.js';
 import type { NodeProto } from './graph-builder.js';
 
+/** The quantized form of each dequantized weight this module returned (so that rebuilds that take weights apart and join them can find it). */
+const forms = new WeakMap<Float32Array, QuantizedLinear>();
+
+/** The quantized form `weight` was dequantized from, if it was read from a quantized linear. */
+export function quantizedFormOf(weight: Float32Array): QuantizedLinear | undefined {
+  return forms.get(weight);
+}
+
+function dequantized(q: QuantizedLinear): Constant {
+  const data = dequantizeLinear(q);
+  forms.set(data, q);
+  return { data, dims: [q.k, q.n] };
+}
+
 /** Block size given to the weights of a MatMulInteger (any size holds a per-column scale exactly). */
 const INTEGER_BLOCK_SIZE = 32;
 
@@ -69,7 +83,7 @@ export function readMatMulNBits(view: DecoderGraphView, n: NodeProto, inits: Map
     if (!bias) throw new NotRebuildableError(`${where} has a bias that is not a constant`);
   }
   const quantized: QuantizedLinear = { bits: bits as QuantBits, blockSize, k, n: cols, packed: Uint8Array.from(packed), scales: scales.data, ...(zeroPoints ? { zeroPoints } : {}) };
-  return { output: n, weight: { data: dequantizeLinear(quantized), dims: [k, cols] }, quantized, bias };
+  return { output: n, weight: dequantized(quantized), quantized, bias };
 }
 
 /** The weights of a `quantize_dynamic` MatMulInteger (module comment), or null when `n` is not one. */
@@ -110,7 +124,7 @@ export function readMatMulInteger(view: DecoderGraphView, n: NodeProto, inits: M
     for (let r = 0; r < k; r++) packed[c * blocks * blockSize + r] = codes[r * cols + c]! + offset;
   }
   const quantized: QuantizedLinear = { bits: 8, blockSize, k, n: cols, packed, scales, zeroPoints };
-  return { output: mul, weight: { data: dequantizeLinear(quantized), dims: [k, cols] }, quantized, bias: null };
+  return { output: mul, weight: dequantized(quantized), quantized, bias: null };
 }
 
 /** An int8 / uint8 initializer's values (raw or int32_data), or null for other types. */

@@ -135,7 +135,8 @@ export class SuffixTree {
     }
     // Split the child's first token off into a node of its own; the child object keeps the rest
     // (a suffix that ends at the child's end still ends at the same object's end).
-    const head: Node = { count: child.count + 1, parent: node, children: new Map([[child.ref[child.refIdx + 1]!, child]]), ref: child.ref, refIdx: child.refIdx, length: 1 };
+    const head: Node = { count: child.count + 1, parent: node, children: new Map(), ref: child.ref, refIdx: child.refIdx, length: 1 };
+    head.children!.set(child.ref[child.refIdx + 1]!, child);
     node.children!.set(token, head);
     child.parent = head;
     child.refIdx++;

@@ -47,6 +47,7 @@ import { requestId, requestIdHook } from './request-id.js';
 import { AJV_OPTIONS, formatSchemaErrors } from './schema-errors.js';
 import { ResponseTracker } from './shutdown.js';
 import { TokenTexts } from './token-text.js';
+import type { ReasoningParserName } from '../text/reasoning-parser.js';
 
 export interface ServerOptions {
   /** Models, device and threads; `threads` is per worker (default: the cores shared out). */
@@ -74,6 +75,8 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** CORS for browser pages (default DEFAULT_CORS: any origin); `allowedOrigins: []` turns it off. */
   cors?: CorsOptions;
+  /** Split reasoning models' `<think>` blocks from their answers (text/reasoning-parser.ts; default: off). */
+  reasoningParser?: ReasoningParserName;
   /** fastify's logger option (default: off). */
   logger?: boolean | object;
   /** Deadlines and the stall watchdog, ms (engine-pool.ts: DEFAULT_QUEUE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS). */
@@ -94,6 +97,8 @@ export interface ServerContext {
   eventLoop: EventLoopMonitor;
   /** Token texts for logprobs. */
   texts: TokenTexts;
+  /** How outputs are split into reasoning and content (none: all content). */
+  readonly reasoningParser?: ReasoningParserName;
   /** Responses in flight (shutdown waits for them). */
   responses: ResponseTracker;
   /** Whether the engine has an acceptance head; undefined while its models load. */
@@ -166,6 +171,7 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     metrics,
     eventLoop,
     texts: new TokenTexts(facts.tokenizer),
+    ...(opts.reasoningParser ? { reasoningParser: opts.reasoningParser } : {}),
     responses: new ResponseTracker(app.server),
     get hasHead() {
       return engine.hasHead;

@@ -297,6 +297,14 @@ export class EnginePool {
     for (const h of this.active) h.cancel();
   }
 
+  /** End every generation still running or queued with `shutting_down`, whether or not its worker has stopped (a stuck one has not). */
+  abandonAll(): void {
+    for (const handle of [...this.active]) {
+      handle.cancel();
+      this.enders.get(handle)?.({ type: 'error', code: 'shutting_down', message: 'The server is shutting down.' });
+    }
+  }
+
   /** Resolves once no generation is running or queued. */
   idle(): Promise<void> {
     if (this.active.size === 0) return Promise.resolve();

@@ -100,6 +100,8 @@ export function workerError(message: Extract<WorkerMessage, { type: 'error' }>, 
       return apiErrors.requestTimeout(message.message);
     case 'worker_stalled':
       return apiErrors.workerStalled(message.message);
+    case 'shutting_down':
+      return apiErrors.shuttingDown();
     case 'internal':
       return apiErrors.internal(message.message);
   }

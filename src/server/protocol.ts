@@ -85,6 +85,7 @@ export type WorkerMessage =
  *   queue_timeout            it waited for a worker longer than the queue deadline
  *   request_timeout          it ran past the request deadline
  *   worker_stalled           its worker made no progress for the stall timeout and was replaced
+ *   shutting_down            the server shut down before it ended (its worker did not stop when cancelled)
  *   internal                 anything else: a bug, or a worker that died
  */
 export const WORKER_ERROR_CODES = [
@@ -95,6 +96,7 @@ export const WORKER_ERROR_CODES = [
   'queue_timeout',
   'request_timeout',
   'worker_stalled',
+  'shutting_down',
   'internal',
 ] as const;
 export type WorkerErrorCode = (typeof WORKER_ERROR_CODES)[number];

@@ -64,6 +64,8 @@ export interface ChatBody extends CommonBody {
   messages: MessageBody[];
   tools?: unknown;
   tool_choice?: unknown;
+  /** Extra variables for the chat template (vLLM's field), e.g. `{ "enable_thinking": false }`. */
+  chat_template_kwargs?: Record<string, unknown> | null;
   parallel_tool_calls?: Opt<boolean>;
   max_completion_tokens?: Opt<number>;
   logprobs?: Opt<boolean>;
@@ -153,8 +155,10 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
   const maxParam = given(body.max_completion_tokens) ? 'max_completion_tokens' : 'max_tokens';
   const requested = body.max_completion_tokens ?? body.max_tokens ?? undefined;
   const logprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
+  // The request's template variables first, so that what specd sets (the tool definitions) wins.
+  const templateVars = body.chat_template_kwargs ? { ...body.chat_template_kwargs, ...conversation.templateVars } : conversation.templateVars;
   const out = planMessages(conversation.messages, body, ctx, { param: 'messages', maxParam, requested, fallback: Infinity }, logprobs, {
-    templateVars: conversation.templateVars,
+    templateVars,
     grammar: format ?? tools?.grammar,
   });
   if (tools && tools.mode !== 'none') out.tools = tools;

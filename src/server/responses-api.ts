@@ -138,9 +138,9 @@ function inputMessages(body: ResponsesBody): ChatMessage[] {
 }
 
 /** `resp_...` and `msg_...` ids. */
-export function responseIds(): { id: string; itemId: string } {
+export function responseIds(): { id: string; itemId: string; reasoningId: string } {
   const hex = () => randomUUID().replace(/-/g, '');
-  return { id: `resp_${hex()}`, itemId: `msg_${hex()}` };
+  return { id: `resp_${hex()}`, itemId: `msg_${hex()}`, reasoningId: `rs_${hex()}` };
 }
 
 /** The Responses API's usage, with specd's `speculative` as in chat. */
@@ -171,6 +171,13 @@ export interface ResponseState {
   message?: { text: string; logprobs: ResponseLogprob[]; status: 'in_progress' | 'completed' | 'incomplete' };
   usage?: Usage;
   error?: { code: string; message: string };
+  /** With a reasoning parser, the output's reasoning: an item before the message. */
+  reasoning?: { id: string; text: string; status: 'in_progress' | 'completed' };
+}
+
+/** A reasoning output item (`rs_...`): the model's thinking as one `reasoning_text` part, no summary. */
+export function reasoningItem(reasoning: NonNullable<ResponseState['reasoning']>) {
+  return { id: reasoning.id, type: 'reasoning' as const, summary: [], content: [{ type: 'reasoning_text' as const, text: reasoning.text }], status: reasoning.status };
 }
 
 /** The fields of a response object that come from the request. */
@@ -213,7 +220,7 @@ export function responseObject(echo: ResponseEcho, state: ResponseState) {
     instructions: body.instructions ?? null,
     max_output_tokens: body.max_output_tokens ?? null,
     model: echo.model,
-    output: state.message ? [outputMessage(echo, state.message)] : [],
+    output: [...(state.reasoning ? [reasoningItem(state.reasoning)] : []), ...(state.message ? [outputMessage(echo, state.message)] : [])],
     parallel_tool_calls: body.parallel_tool_calls ?? true,
     previous_response_id: null,
     reasoning: { effort: null, summary: null },

@@ -86,6 +86,8 @@ export interface ChoiceOutput {
   finishReason: ApiFinishReason;
   /** With tools: the calls read from the output (`text` is then the rest, the content). */
   toolCalls?: ToolCall[];
+  /** With a reasoning parser: the output's reasoning (`text` is then the rest); null when it had none. */
+  reasoning?: string | null;
 }
 
 interface Common {
@@ -125,6 +127,7 @@ export function chatCompletion(c: Common, choices: readonly ChoiceOutput[], usag
       message: {
         role: 'assistant' as const,
         content: choice.toolCalls?.length && !choice.text ? null : choice.text,
+        ...(choice.reasoning !== undefined ? { reasoning_content: choice.reasoning } : {}),
         refusal: null,
         ...(choice.toolCalls?.length ? { tool_calls: choice.toolCalls } : {}),
       },
@@ -138,6 +141,8 @@ export function chatCompletion(c: Common, choices: readonly ChoiceOutput[], usag
 export interface ChatDelta {
   role?: 'assistant';
   content?: string;
+  /** With a reasoning parser: more of the reasoning. */
+  reasoning_content?: string;
   /** A call's first chunk has its id, type and name; later ones more of its arguments. */
   tool_calls?: { index: number; id?: string; type?: 'function'; function: { name?: string; arguments: string } }[];
 }

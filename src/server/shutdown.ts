@@ -10,6 +10,8 @@
  * connection on which no request has arrived yet (a client's spare connection) as neither idle
  * nor done, so once no response is in flight every remaining connection is closed; and
  * FORCE_CLOSE_MS after the grace period, whatever is left (a client that stopped reading) is.
+ * Generations still open ABANDON_MS after the grace period (a stuck worker does not see its
+ * cancel) are ended with 503 `shutting_down`, so their clients get an answer before that.
  */
 import type { Server } from 'node:http';
 import type { FastifyInstance } from 'fastify';
@@ -18,6 +20,8 @@ import type { FastifyInstance } from 'fastify';
 const IDLE_SWEEP_MS = 50;
 /** After the grace period, how long cancelled responses get to end before their connections are closed. */
 export const FORCE_CLOSE_MS = 5000;
+/** After the grace period, how long cancelled generations get to end before they are answered without their worker. */
+export const ABANDON_MS = 1000;
 
 /** Counts the server's responses in flight (from request to the response's end or its socket's close). */
 export class ResponseTracker {
@@ -39,6 +43,7 @@ export async function shutdown(app: FastifyInstance, graceMs: number): Promise<v
   const { engine, responses } = app.specd;
   engine.drain();
   const grace = setTimeout(() => engine.cancelAll(), graceMs);
+  const abandon = setTimeout(() => engine.abandonAll(), graceMs + ABANDON_MS);
   const force = setTimeout(() => app.server.closeAllConnections(), graceMs + FORCE_CLOSE_MS);
   const sweep = setInterval(() => {
     if (responses.inFlight === 0 && engine.running + engine.waiting === 0) app.server.closeAllConnections();
@@ -48,6 +53,7 @@ export async function shutdown(app: FastifyInstance, graceMs: number): Promise<v
     await app.close();
   } finally {
     clearTimeout(grace);
+    clearTimeout(abandon);
     clearTimeout(force);
     clearInterval(sweep);
   }

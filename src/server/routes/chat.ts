@@ -4,9 +4,10 @@ import { collectRun, GenerationRun } from '../generation-run.js';
 import { type ChatBody, planChat } from '../requests.js';
 import { type ChoiceOutput, chatChunk, chatCompletion, chatLogprobs, chatUsageChunk, completionId, nowSeconds } from '../responses.js';
 import { chatCompletionBodySchema } from '../schemas.js';
-import { type StreamFormat, streamRun } from '../streaming.js';
+import { type OutputPiece, type StreamFormat, streamRun } from '../streaming.js';
 import type { TokenTexts } from '../token-text.js';
 import { parseToolCalls, ToolCallParser, type ToolCallEvent } from '../tool-calls.js';
+import { parseReasoning, ReasoningParser, type ReasoningDelta, type ReasoningParserName } from '../../text/reasoning-parser.js';
 
 export async function chatRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatCompletionBodySchema } }, async (request, reply) => {
@@ -15,13 +16,46 @@ export async function chatRoutes(app: FastifyInstance): Promise<void> {
     const run = new GenerationRun(ctx.engine, plan, request.arrivedAt);
     run.cancelOnDisconnect(reply.raw);
     const common = { id: completionId('chatcmpl'), created: nowSeconds(), model: plan.model };
+    const reasoning = ctx.reasoningParser;
     if (plan.stream) {
-      await streamRun(reply, run, plan.tools ? toolCallStreamFormat(common, plan.requests.length) : chatStreamFormat(common, ctx.texts), 'messages');
+      const format = plan.tools ? toolCallStreamFormat(common, plan.requests.length) : chatStreamFormat(common, ctx.texts);
+      await streamRun(reply, run, reasoning ? withReasoningStream(format, common, reasoning, plan.requests.length) : format, 'messages');
       return reply;
     }
-    const choices = await collectRun(run, 'messages');
+    let choices = await collectRun(run, 'messages');
+    if (reasoning) choices = choices.map((choice) => withReasoning(choice, reasoning));
     return chatCompletion(common, plan.tools ? choices.map(withToolCalls) : choices, run.usage.toJSON(), ctx.texts);
   });
+}
+
+/** A choice's output split into reasoning and content (the content is then read for tool calls). */
+function withReasoning(choice: ChoiceOutput, name: ReasoningParserName): ChoiceOutput {
+  const { reasoning, content } = parseReasoning(name, choice.text);
+  return { ...choice, text: content, reasoning };
+}
+
+/**
+ * A stream format behind a reasoning parser: the reasoning goes out as `reasoning_content`
+ * deltas (vLLM's field), the content on to `format` (plain or tool calls). Logprobs go with the
+ * content's chunks (a round whose text is all reasoning sends none).
+ */
+function withReasoningStream(format: StreamFormat, common: { id: string; created: number; model: string }, name: ReasoningParserName, choices: number): StreamFormat {
+  const parsers = Array.from({ length: choices }, () => new ReasoningParser(name));
+  const split = (index: number, part: ReasoningDelta, piece: OutputPiece) => {
+    const out: object[] = [];
+    if (part.reasoning) out.push(chatChunk(common, index, { reasoning_content: part.reasoning }));
+    if (part.content || (!part.reasoning && piece.logprobs?.length)) out.push(...asList(format.delta(index, { ...piece, text: part.content })));
+    return out;
+  };
+  return {
+    ...format,
+    delta: (index, piece) => split(index, parsers[index]!.push(piece.text), piece),
+    finish: (index, reason) => [...split(index, parsers[index]!.flush(), { text: '', textOffsets: [] }), ...asList(format.finish(index, reason))],
+  };
+}
+
+function asList(chunks: object | object[] | undefined): object[] {
+  return chunks === undefined ? [] : Array.isArray(chunks) ? chunks : [chunks];
 }
 
 /** A choice's output read for tool calls: content and calls; `tool_calls` finishes a choice that called. */

@@ -1,0 +1,250 @@
+/**
+ * Top-k and top-p (nucleus) truncation of one logits row without sorting the vocabulary.
+ *
+ * Tokens are ranked by logit, highest first, ties broken by the lower id (the order a stable
+ * sort by probability gives). Both truncations keep a prefix of that ranking:
+ * - top-k: the k first, found by a bounded min-heap in one pass over the row (O(V log k));
+ * - top-p: the shortest prefix whose probability reaches p. Its last token is found from a
+ *   histogram of the weights exp((l - max) / T) over log-spaced buckets filled in the pass that
+ *   computes them: whole buckets are kept until the one where the running mass crosses p, and
+ *   only that bucket's tokens are ranked (refined by further histograms while it is large, then
+ *   sorted). The vocabulary is never sorted, whatever the shape of the distribution.
+ * Logits of -Infinity (a grammar's mask) and NaN never enter the kept set.
+ */
+
+/** Buckets of the first histogram, per unit of (max - l) / T (width 1/32 in log-probability). */
+const BUCKETS_PER_NAT = 32;
+/** First-histogram buckets: covers weights down to exp(-4095 / 32) ~ 1e-56; the last bucket takes the rest. */
+const LOG_BUCKETS = 4096;
+/**
+ * Tokens more than this many nats below the best (weight < e^-48.6 = 2^-53 / 151,936) get weight
+ * 0 without an exp: all of them together weigh less than one unit in the last place of the
+ * total (>= 1, the best token's weight) for vocabularies up to 280,000, so the total and the
+ * nucleus are those of the full sum up to its own rounding.
+ */
+const NEGLIGIBLE_NATS = 48.6;
+/** Buckets of each refining histogram (linear in weight between the bucket's smallest and largest). */
+const REFINE_BUCKETS = 1024;
+/** A boundary bucket this small is sorted instead of refined. */
+const SORT_BELOW = 256;
+
+/**
+ * The k best tokens of a row, best first.
+ * @param row logits // [vocab]
+ * @param k how many (1 <= k); fewer come back when fewer than k logits are finite or +Infinity
+ * @returns token ids ranked by logit, highest first, ties: lower id first // [min(k, finite)]
+ */
+export function topKIds(row: Float32Array, k: number): Int32Array {
+  // Min-heap by rank: heap[0] is the worst kept token (lowest logit; on a tie, the higher id).
+  const heapIds = new Int32Array(k);
+  const heapLogits = new Float64Array(k);
+  let size = 0;
+  const worse = (a: number, b: number) => heapLogits[a]! < heapLogits[b]! || (heapLogits[a] === heapLogits[b] && heapIds[a]! > heapIds[b]!);
+  const swap = (a: number, b: number) => {
+    const id = heapIds[a]!;
+    heapIds[a] = heapIds[b]!;
+    heapIds[b] = id;
+    const l = heapLogits[a]!;
+    heapLogits[a] = heapLogits[b]!;
+    heapLogits[b] = l;
+  };
+  const siftDown = (at: number) => {
+    for (;;) {
+      const left = 2 * at + 1;
+      if (left >= size) return;
+      let child = left;
+      if (left + 1 < size && worse(left + 1, left)) child = left + 1;
+      if (!worse(child, at)) return;
+      swap(child, at);
+      at = child;
+    }
+  };
+  let floor = -Infinity; // the heap root's logit once the heap is full: a later token must beat it strictly (it has a higher id)
+  for (let i = 0; i < row.length; i++) {
+    const l = row[i]!;
+    if (!(l > floor)) continue; // also skips NaN and -Infinity
+    if (size < k) {
+      heapIds[size] = i;
+      heapLogits[size] = l;
+      let at = size++;
+      while (at > 0) {
+        const parent = (at - 1) >> 1;
+        if (!worse(at, parent)) break;
+        swap(at, parent);
+        at = parent;
+      }
+      if (size === k) floor = heapLogits[0]!;
+    } else {
+      heapIds[0] = i;
+      heapLogits[0] = l;
+      siftDown(0);
+      floor = heapLogits[0]!;
+    }
+  }
+  // Pop worst first into the back of the result.
+  const out = new Int32Array(size);
+  for (let n = size - 1; n >= 0; n--) {
+    out[n] = heapIds[0]!;
+    size--;
+    if (size > 0) {
+      swap(0, size);
+      siftDown(0);
+    }
+  }
+  return out;
+}
+
+/** Scratch reused across calls (one row at a time per thread). */
+let weightScratch = new Float64Array(0);
+let bucketScratch = new Uint16Array(0);
+let idScratch = new Int32Array(0);
+
+/** The result of `nucleus`: the kept tokens and their unnormalised weights. */
+export interface Nucleus {
+  /** Kept token ids, ascending. // [n] */
+  ids: Int32Array;
+  /** exp((l - max) / T) of each kept token. // [n] */
+  weights: Float64Array;
+  /** Sum of `weights`. */
+  mass: number;
+}
+
+/**
+ * Top-p over a whole row at temperature T: the shortest prefix of the ranking whose mass under
+ * softmax(row / T) reaches `topP` (at least one token).
+ * @param row logits // [vocab]
+ * @param temperature T > 0
+ * @param topP in (0, 1]
+ * @returns the kept tokens; none when every logit is -Infinity or NaN (a grammar's row after its end)
+ */
+export function nucleus(row: Float32Array, temperature: number, topP: number): Nucleus {
+  const vocab = row.length;
+  if (weightScratch.length < vocab) {
+    weightScratch = new Float64Array(vocab);
+    bucketScratch = new Uint16Array(vocab);
+    idScratch = new Int32Array(vocab);
+  }
+  const w = weightScratch;
+  const bucketOf = bucketScratch;
+  let max = -Infinity;
+  for (let i = 0; i < vocab; i++) if (row[i]! > max) max = row[i]!;
+  if (!(max > -Infinity)) return { ids: new Int32Array(0), weights: new Float64Array(0), mass: 0 }; // every token masked
+  if (max === Infinity) return keepInfinite(row, topP);
+
+  // One pass: weights, their total, and the log-spaced histogram of mass.
+  const histogram = new Float64Array(LOG_BUCKETS);
+  const invT = 1 / temperature;
+  let total = 0;
+  for (let i = 0; i < vocab; i++) {
+    const z = (max - row[i]!) * invT; // >= 0; NaN for NaN logits
+    if (!(z < NEGLIGIBLE_NATS)) {
+      w[i] = 0;
+      bucketOf[i] = LOG_BUCKETS - 1;
+      continue;
+    }
+    const wi = Math.exp(-z);
+    w[i] = wi;
+    total += wi;
+    const b = z * BUCKETS_PER_NAT;
+    const bucket = b < LOG_BUCKETS - 1 ? b | 0 : LOG_BUCKETS - 1;
+    bucketOf[i] = bucket;
+    histogram[bucket] = histogram[bucket]! + wi;
+  }
+  const target = topP * total;
+
+  // Whole buckets while the mass stays below the target; the crossing bucket is ranked.
+  const [crossing, before] = crossingBucket(histogram, 0, target);
+  let members: number[] = [];
+  for (let i = 0; i < vocab; i++) if (bucketOf[i] === crossing && w[i]! > 0) members.push(i);
+  const [lastWeight, lastId] = boundary(members, w, before, target);
+  members = [];
+
+  // Kept: every token ranked at or before the boundary token (lastWeight, lastId).
+  // (Kept tokens are in buckets up to the crossing one: the others need no comparison.)
+  const ids = idScratch;
+  let n = 0;
+  let mass = 0;
+  for (let i = 0; i < vocab; i++) {
+    if (bucketOf[i]! > crossing) continue;
+    const wi = w[i]!;
+    if (wi > lastWeight || (wi === lastWeight && i <= lastId)) {
+      ids[n++] = i;
+      mass += wi;
+    }
+  }
+  const kept = ids.slice(0, n);
+  const weights = new Float64Array(n);
+  for (let j = 0; j < n; j++) weights[j] = w[kept[j]!]!;
+  return { ids: kept, weights, mass };
+}
+
+/**
+ * The last kept token among `members` (ascending ids, all in one bucket): walking them in rank
+ * order from mass `before`, the first whose running mass reaches `target`; the last member when
+ * rounding keeps the mass below it.
+ * @returns [its weight, its id]
+ */
+function boundary(members: number[], w: Float64Array, before: number, target: number): [number, number] {
+  for (;;) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const i of members) {
+      const wi = w[i]!;
+      if (wi < lo) lo = wi;
+      if (wi > hi) hi = wi;
+    }
+    if (members.length <= SORT_BELOW || lo === hi) {
+      // Rank by weight, ties by id (members are ascending, so a stable sort keeps ids in order).
+      if (lo !== hi) members.sort((a, b) => w[b]! - w[a]! || a - b);
+      let mass = before;
+      for (const i of members) {
+        mass += w[i]!;
+        if (mass >= target) return [w[i]!, i];
+      }
+      const last = members[members.length - 1]!;
+      return [w[last]!, last];
+    }
+    // Refine: a linear histogram over [lo, hi], heaviest bucket first.
+    const histogram = new Float64Array(REFINE_BUCKETS);
+    const per = (REFINE_BUCKETS - 1) / (hi - lo);
+    const sub = new Uint16Array(members.length);
+    for (let j = 0; j < members.length; j++) {
+      const wi = w[members[j]!]!;
+      const b = Math.min(REFINE_BUCKETS - 1, Math.floor((hi - wi) * per));
+      sub[j] = b;
+      histogram[b] = histogram[b]! + wi;
+    }
+    let crossing: number;
+    [crossing, before] = crossingBucket(histogram, before, target);
+    const next: number[] = [];
+    for (let j = 0; j < members.length; j++) if (sub[j] === crossing) next.push(members[j]!);
+    members = next;
+  }
+}
+
+/**
+ * The bucket where the running mass, starting at `before`, reaches `target`, and the mass before
+ * it; the last bucket with mass when rounding keeps the total below the target.
+ */
+function crossingBucket(histogram: Float64Array, before: number, target: number): [number, number] {
+  let last = -1;
+  let lastBefore = before;
+  for (let b = 0; b < histogram.length; b++) {
+    const m = histogram[b]!;
+    if (m <= 0) continue;
+    if (before + m >= target) return [b, before];
+    last = b;
+    lastBefore = before;
+    before += m;
+  }
+  return [last, lastBefore];
+}
+
+/** Rows with +Infinity logits: softmax puts all mass on them, equally; top-p keeps the lowest ids it needs. */
+function keepInfinite(row: Float32Array, topP: number): Nucleus {
+  const all: number[] = [];
+  for (let i = 0; i < row.length; i++) if (row[i] === Infinity) all.push(i);
+  let n = 1;
+  while (n < all.length && n < topP * all.length) n++;
+  return { ids: Int32Array.from(all.slice(0, n)), weights: new Float64Array(n).fill(1), mass: n };
+}
