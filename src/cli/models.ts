@@ -3,13 +3,13 @@
  * `specd models synth`: a random-weight draft/target pair of a chosen size, for benchmarks.
  * `specd models quantize`: a model's linear layers quantized to 8 or 4 bits (MatMulNBits).
  */
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_TOKENIZER_PACKAGE, LLAMA_PRESETS, tokenizerPackageDir, writeLlamaPair, type LlamaPreset } from '../bench/llama-pair.js';
 import { writeSyntheticPair } from '../bench/synthetic-pair.js';
 import { compareDraftLogits, prepareDraftDir } from '../heads/prepare-draft.js';
 import { DEFAULT_LLAMA_DEEP_SCALE, type LlamaShape } from '../onnx/llama-random.js';
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { ONNX_VARIANTS, readModelDir } from '../engine/model-dir.js';
 import { isQuantizedDtype, QUANTIZED_DTYPES, quantizeModelFile } from '../engine/quantized-weights.js';
 import { intIn, numberIn } from './options.js';
