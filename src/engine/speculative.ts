@@ -26,7 +26,7 @@ import { type FinishReason, OutputDecider, type OutputRules } from './output-dec
 import { Rng } from './rng.js';
 import { argmax, decodingTemperature, isGreedy, sample, softmax, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
-import { combinedCandidateWeights, type DraftPhase } from './draft-phase.js';
+import { combinedCandidateWeights, type DraftPhase, MIN_PHASE_STEPS } from './draft-phase.js';
 import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
 import { PassCostModel, type RoundArm } from './cost-model.js';
 import { type AcceptancePredictor, createPolicy, SpecDecPlusPlusPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
@@ -499,11 +499,13 @@ export class Generation {
    */
   async draftInOneRun(): Promise<number> {
     if (!this.phase || !this.greedy || this.processor.active) return 0;
+    const p = this.proposal!;
+    const maxSteps = Math.min(p.cap - p.candidates.length, this.policy.maxDraft - p.steps);
+    // One step costs less as a plain pass: the loop's own setup outweighs a run saved (draft-phase.ts).
+    if (maxSteps < MIN_PHASE_STEPS) return 0;
     const input = await this.draftInput();
     if (!input) return 0;
-    const p = this.proposal!;
     const rule = this.policy.graphRule;
-    const maxSteps = Math.min(p.cap - p.candidates.length, this.policy.maxDraft - p.steps);
     const weights = this.policy.needsHead && this.head ? combinedCandidateWeights(this.head.candidateWeights, 0) : new Float32Array(PHASE_WEIGHTS);
     const start = performance.now();
     const out = await this.phase!.run(this.draftCache!, input, { ...rule, maxSteps, candidateWeights: weights });
