@@ -146,13 +146,13 @@ export class SpeculativeDecoder {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
     }
     // specdec++ without a threshold of its own: the head's recommended one as the prior, then
-    // chosen from the measured costs each round (cost-model.ts). Seeded sampling takes h once,
-    // at its start: which candidates are drafted changes which random draws make the output, and
-    // a seeded output must not depend on the load while it runs.
+    // chosen from the measured costs each round (cost-model.ts). Not for seeded sampling: which
+    // candidates are drafted changes which random draws make the output, and a seed must give
+    // the same output whatever the load, at its start as while it runs.
     const recommended = recommendedThresholdAt(this.head, decodingTemperature(opts.sampling));
     const seeded = !isGreedy(opts.sampling) && opts.seed !== undefined;
     const auto = opts.policy.policy === 'specdec++' && opts.policy.threshold === undefined;
-    const spec = withDefaultThreshold(opts.policy, auto && seeded && recommended !== undefined ? this.costs.aloneThreshold(recommended) : recommended);
+    const spec = withDefaultThreshold(opts.policy, recommended);
     const policy = createPolicy(spec);
     const adaptive = auto && !seeded;
     const autoAnchor = adaptive && spec.policy === 'specdec++' ? spec.threshold : undefined;
