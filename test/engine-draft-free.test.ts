@@ -118,6 +118,20 @@ describe('draft-free policies on a fixture target', () => {
     }
   });
 
+  test('seeded sampling gives the same output alone and in a batch', async () => {
+    const sampling: SamplingParams = { temperature: 0.8, topK: 0, topP: 1 };
+    const policies: PolicySpec[] = [{ policy: 'ngram', promptLookupMin: 1, promptLookupMax: 3 }, { policy: 'suffix' }];
+    const jobs = Array.from({ length: 6 }, (_, i) => ({
+      prompt: Array.from({ length: 12 + 5 * i }, (_, t) => (t % (2 + i)) + 1),
+      opts: { maxTokens: 24, sampling, seed: 50 + i, policy: policies[i % 2]!, eosTokenIds: [] } as GenerateOptions,
+    }));
+    const single: Result[] = [];
+    for (const job of jobs) single.push(await alone(pair, job.prompt, job.opts));
+    assert.ok(single.some((r) => r.accepted > 0) && single.some((r) => r.accepted < r.drafted), 'candidates accepted and rejected');
+    const together = await batched(pair, jobs);
+    together.forEach((tokens, i) => assert.deepEqual(tokens, single[i]!.tokens, `seed ${50 + i} (${jobs[i]!.opts.policy.policy}) in a batch`));
+  });
+
   for (const policy of [{ policy: 'ngram', promptLookupMin: 1, promptLookupMax: 2 }, { policy: 'suffix', suffixDecodingMinTokenProb: 0 }] as PolicySpec[]) {
     test(`sampled output with point-mass proposals (${policy.policy}) is distributed as the target's (chi-square)`, async (t) => {
       const params: SamplingParams = { temperature: 0.5, topK: 0, topP: 1 };
