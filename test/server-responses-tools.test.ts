@@ -152,6 +152,10 @@ describe('function tools on /v1/responses', () => {
     });
     assert.equal(second.usage!.input_tokens, chat.usage!.prompt_tokens);
     assert.equal(second.output_text, chat.choices[0]!.message.content ?? '');
+    // An earlier turn's reasoning item, as agent loops send it back, is accepted and left out of the prompt.
+    const reasoningItem = { type: 'reasoning', id: 'rs_1', summary: [], content: [{ type: 'reasoning_text', text: 'think' }] } as unknown as OpenAI.Responses.ResponseInputItem;
+    const withReasoning = await create({ input: [input[0]!, reasoningItem, ...input.slice(1)], tools: TOOLS, tool_choice: 'none', temperature: 0, max_output_tokens: 1 });
+    assert.equal(withReasoning.usage!.input_tokens, second.usage!.input_tokens);
     // The tool's output is in the prompt: without it the prompt is shorter.
     const without = await create({ input: input.slice(0, 2), tools: TOOLS, tool_choice: 'none', temperature: 0, max_output_tokens: 1 });
     assert.ok(without.usage!.input_tokens < second.usage!.input_tokens);

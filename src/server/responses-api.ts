@@ -126,8 +126,13 @@ function inputMessages(body: ResponsesBody): ToolAwareMessage[] {
       addToolItem(messages, item, at);
       return;
     }
+    // An earlier turn's reasoning, sent back by agent loops: left out of the prompt, as chat templates leave out earlier thinking.
+    if (item.type === 'reasoning') return;
     if (given(item.type) && item.type !== 'message') {
-      throw apiErrors.unsupported(`${at}.type`, `input items of type "${item.type}" are not supported; specd takes messages, function_call and function_call_output items (reasoning and item references need stored responses).`);
+      const why = item.type === 'item_reference'
+        ? 'item references need stored responses, and specd stores none; send the items themselves (the AI SDK: providerOptions.openai.store = false).'
+        : `input items of type "${item.type}" are not supported; specd takes messages, function_call and function_call_output items.`;
+      throw apiErrors.unsupported(`${at}.type`, why);
     }
     const role = typeof item.role === 'string' && Object.hasOwn(ROLES, item.role) ? ROLES[item.role]! : undefined;
     if (!role) {
