@@ -126,6 +126,24 @@ describe('function tools on /v1/responses', () => {
     );
   });
 
+  test('tool_choice auto, streamed and not: the same output items (text, calls or both)', async () => {
+    const params = { input: QUESTION, instructions: 'Use the tools when they help.', tools: TOOLS, temperature: 0, max_output_tokens: 80 } as const;
+    const whole = await create(params);
+    const stream = await client.responses.create({ model: MODEL, ...params, stream: true });
+    let final: OpenAI.Responses.Response | undefined;
+    let text = '';
+    for await (const e of stream) {
+      if (e.type === 'response.output_text.delta') text += e.delta;
+      if (e.type === 'response.completed' || e.type === 'response.incomplete') final = e.response;
+    }
+    const shape = (r: OpenAI.Responses.Response) =>
+      r.output.map((o) => (o.type === 'message' ? ['message', (o.content[0] as { text: string }).text, o.status] : o.type === 'function_call' ? ['call', o.name, o.arguments, o.status] : [o.type]));
+    assert.deepEqual(shape(final!), shape(whole));
+    assert.equal(text, whole.output_text);
+    assert.equal(final!.status, whole.status);
+    assert.doesNotMatch(whole.output_text, /<tool_call>/);
+  });
+
   test('function_call and function_call_output input items: the agent loop continues, planned as chat tool messages', async () => {
     const first = await create({ input: QUESTION, tools: TOOLS, tool_choice: FORCED, temperature: 0, max_output_tokens: 120 });
     const [call] = functionCalls(first);
