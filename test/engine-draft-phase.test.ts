@@ -82,7 +82,7 @@ describe('one-run draft phase: bundled pair', () => {
     const prompts = ['Question: Tom has 3 apples and buys 5 more. How many apples does he have?\nAnswer:', 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'].map((t) =>
       pair.tokenizer.encode(t),
     );
-    const policies = ['fixed:1', 'fixed:3', 'fixed:6', 'confidence:0.6', 'specdec++', 'specdec++:0.3', 'specdec++:0.9'].map(parsePolicy);
+    const policies = ['fixed:1', 'fixed:3', 'fixed:6', 'confidence:0.6', 'specdec++:0.5', 'specdec++:0.3', 'specdec++:0.9'].map(parsePolicy);
     const traces = await compareModes(pair, prompts, policies, 48);
     // The head's rule stops at different lengths (not a fixed K in disguise).
     const lengths = new Set(traces.slice(4, 7).flatMap((t) => t.rounds.map((r) => r.drafted)));

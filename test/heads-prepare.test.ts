@@ -18,8 +18,8 @@ import {
   findHiddenState,
   prepareDraftDir,
   preparedDraftBytes,
-  SOURCE_SHA256_KEY,
 } from '../src/heads/prepare-draft.js';
+import { SOURCE_SHA256_KEY } from '../src/onnx/model-identity.js';
 import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
 import { GraphBuilder, readModel } from '../src/onnx/graph-builder.js';
 import { BUNDLED_DRAFT } from '../src/paths.js';

@@ -17,7 +17,7 @@ import { ModelLoadError } from '../errors.js';
 import { onnx, readModelFile } from '../onnx/graph-builder.js';
 import { type LinearQuantization, QUANT_ACCURACY_LEVEL, QUANT_BLOCK_SIZE } from '../onnx/linear-emitter.js';
 import { modelSha256, QUANTIZATION_KEY, QUANTIZED_FROM_KEY, quantizeDecoderModel } from '../onnx/quantize-model.js';
-import { sha256File, SOURCE_SHA256_KEY } from '../heads/prepare-draft.js';
+import { sha256File, SOURCE_SHA256_KEY } from '../onnx/model-identity.js';
 
 /** Dtypes specd quantizes itself when the model has no file of its own. */
 export const QUANTIZED_DTYPES = ['q8', 'q4'] as const;

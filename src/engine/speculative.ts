@@ -27,7 +27,7 @@ import { type FinishReason, OutputDecider, type OutputRules } from './output-dec
 import { Rng } from './rng.js';
 import { argmax, decodingTemperature, isGreedy, sample, softmaxAt, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
-import { combinedCandidateWeights, type DraftPhase } from './draft-phase.js';
+import { combinedCandidateWeights, type DraftPhase, MIN_PHASE_STEPS } from './draft-phase.js';
 import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
 import { PassCostModel, type RoundArm } from './cost-model.js';
 import { type AcceptancePredictor, createPolicy, SpecDecPlusPlusPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
@@ -147,13 +147,13 @@ export class SpeculativeDecoder {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
     }
     // specdec++ without a threshold of its own: the head's recommended one as the prior, then
-    // chosen from the measured costs each round (cost-model.ts). Seeded sampling takes h once,
-    // at its start: which candidates are drafted changes which random draws make the output, and
-    // a seeded output must not depend on the load while it runs.
+    // chosen from the measured costs each round (cost-model.ts). Not for seeded sampling: which
+    // candidates are drafted changes which random draws make the output, and a seed must give
+    // the same output whatever the load, at its start as while it runs.
     const recommended = recommendedThresholdAt(this.head, decodingTemperature(opts.sampling));
     const seeded = !isGreedy(opts.sampling) && opts.seed !== undefined;
     const auto = opts.policy.policy === 'specdec++' && opts.policy.threshold === undefined;
-    const spec = withDefaultThreshold(opts.policy, auto && seeded && recommended !== undefined ? this.costs.aloneThreshold(recommended) : recommended);
+    const spec = withDefaultThreshold(opts.policy, recommended);
     const policy = createPolicy(spec);
     const adaptive = auto && !seeded;
     const autoAnchor = adaptive && spec.policy === 'specdec++' ? spec.threshold : undefined;
@@ -500,11 +500,13 @@ export class Generation {
    */
   async draftInOneRun(): Promise<number> {
     if (!this.phase || !this.greedy || this.processor.active) return 0;
+    const p = this.proposal!;
+    const maxSteps = Math.min(p.cap - p.candidates.length, this.policy.maxDraft - p.steps);
+    // One step costs less as a plain pass: the loop's own setup outweighs a run saved (draft-phase.ts).
+    if (maxSteps < MIN_PHASE_STEPS) return 0;
     const input = await this.draftInput();
     if (!input) return 0;
-    const p = this.proposal!;
     const rule = this.policy.graphRule;
-    const maxSteps = Math.min(p.cap - p.candidates.length, this.policy.maxDraft - p.steps);
     const weights = this.policy.needsHead && this.head ? combinedCandidateWeights(this.head.candidateWeights, 0) : new Float32Array(PHASE_WEIGHTS);
     const start = performance.now();
     const out = await this.phase!.run(this.draftCache!, input, { ...rule, maxSteps, candidateWeights: weights });

@@ -28,9 +28,8 @@ import {
   type ModelProto,
   type NodeProto,
 } from '../onnx/graph-builder.js';
+import { sha256File, SOURCE_SHA256_KEY } from '../onnx/model-identity.js';
 
-/** Metadata key a prepared graph carries: the sha256 of the model file it was prepared from. */
-export const SOURCE_SHA256_KEY = 'specd.prepared_from_sha256';
 
 /** Largest total of external data a draft may have to be prepared in memory (inlined into one protobuf). */
 export const MAX_INLINE_BYTES = 1 << 30;
@@ -132,10 +131,6 @@ function renameValue(model: ModelProto, from: string, to: string): void {
   for (const v of graph.valueInfo) if (v.name === from) v.name = to;
 }
 
-/** sha256 of a file, hex. */
-export function sha256File(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
-}
 
 /**
  * The identity of a draft model: its name and the sha256 of the ONNX file the draft was

@@ -218,6 +218,10 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
   const body = onnx.GraphProto.create({
     name: 'draft_step',
     node: topologicalOrder(b.list),
+    // The weights live in the body, as its own constants: ONNX Runtime pre-packs a MatMul's
+    // constant weights and folds constants only within a graph (read from the outer scope they
+    // are fed to every iteration as plain inputs).
+    initializer: src.initializer,
     input: [valueInfo(iter, 'int64', []), valueInfo(condIn, 'bool', []), valueInfo(ids, 'int64'), valueInfo(prod, 'float32'), ...rowsIn.map((n) => valueInfo(n, 'float32'))],
     output: [
       valueInfo('step/cond_out', 'bool', []),
@@ -248,7 +252,6 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
   const graph = onnx.GraphProto.create({
     name: 'draft_phase',
     node: o.list,
-    initializer: src.initializer,
     input: [
       valueInfo(PHASE_IDS_INPUT, 'int64', [1, 'fed']),
       ...kept.map((i) => onnx.ValueInfoProto.create(i)),
