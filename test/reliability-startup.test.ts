@@ -134,6 +134,17 @@ describe('models that cannot be served', () => {
     expectOneLineError(stderr, join(draft, 'config.json'));
   });
 
+  test('a context beyond the graph (n_positions 1e12): exit 1 naming config.json at start', async () => {
+    const dir = copyModel(BUNDLED_TARGET, 'long-context');
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { n_positions: number };
+    config.n_positions = 1e12;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    const { code, stderr } = await serveUntilExit(['--target', dir, '--no-draft', '--policy', 'none']);
+    assert.equal(code, 1);
+    expectOneLineError(stderr, join(dir, 'config.json'));
+    assert.match(stderr, /context of 1000000000000 positions .* position table of 1024 rows/);
+  });
+
   test('/health is 503 until the models have loaded, then 200', async () => {
     const server = await startServe(['--no-head'], { waitReady: false });
     try {
