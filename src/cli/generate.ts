@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { ModelPair } from '../engine/pair.js';
-import { policyLabel } from '../engine/stop-policy.js';
+import { isDraftFree, policyLabel } from '../engine/stop-policy.js';
 import { generateText, type PromptInput } from '../engine/text-generation.js';
 import { GrammarError, type GrammarSpec } from '../grammar/compiler.js';
 import { grammarSchema, unenforcedKeyword } from '../grammar/schema-check.js';
@@ -88,7 +88,7 @@ export function generateCommand(): Command {
     if (flags.messages) input = { messages: flags.messages };
     else if (flags.raw || !pair.tokenizer.hasChatTemplate) input = { prompt: flags.prompt! };
     else input = { messages: [{ role: 'user', content: flags.prompt! }] };
-    if (policy.policy !== 'none' && !pair.draft) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
+    if (policy.policy !== 'none' && !isDraftFree(policy) && !pair.draft) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
     if (policy.policy === 'specdec++' && !pair.head) throw new InvalidArgumentError('--policy specdec++ needs an acceptance head (--head FILE)');
     const sampling = samplingParams(flags, pair.target.info.generationDefaults);
     const onDelta = flags.json ? undefined : ({ text }: { text: string }) => void process.stdout.write(text);

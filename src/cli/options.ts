@@ -146,12 +146,15 @@ function thresholdArg(text: string): number | undefined {
 /** --policy and its knobs. */
 export function addPolicyOptions(cmd: Command): Command {
   return cmd
-    .option('--policy <name>', 'draft-length policy: none, fixed, confidence or specdec++ (default: specdec++ when an acceptance head is loaded, else fixed; none without a draft)')
+    .option('--policy <name>', 'draft-length policy: none, fixed, confidence, specdec++, or draft-free ngram or suffix (default: specdec++ when an acceptance head is loaded, else fixed; none without a draft)')
     .option('--k <n>', `candidates per round for --policy fixed`, intIn(1, MAX_DRAFT_LIMIT), DEFAULT_FIXED_K)
     .option('--p-min <p>', 'stop drafting below this draft probability (--policy confidence)', numberIn(0, 1), DEFAULT_P_MIN)
     .option('--k-max <n>', 'longest draft for --policy confidence and specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_CONFIDENCE_K_MAX)
     .option('--threshold <h>', "stop drafting when the head's P(some candidate is rejected) exceeds h (--policy specdec++); auto (default): the head's recommended h adapted to the load each round (docs/engine.md)", thresholdArg)
-    .option('--k-min <n>', 'shortest draft for --policy specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MIN);
+    .option('--k-min <n>', 'shortest draft for --policy specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MIN)
+    .option('--prompt-lookup-min <n>', 'shortest n-gram matched (--policy ngram; default: docs/proposers.md)', intIn(1, 64))
+    .option('--prompt-lookup-max <n>', 'longest n-gram matched (--policy ngram)', intIn(1, 64))
+    .option('--num-speculative-tokens <n>', 'most candidates per round (--policy ngram and suffix)', intIn(1, 256));
 }
 
 export interface PolicyFlags {
@@ -163,6 +166,9 @@ export interface PolicyFlags {
   /** Undefined: auto. */
   threshold?: number;
   kMin: number;
+  promptLookupMin?: number;
+  promptLookupMax?: number;
+  numSpeculativeTokens?: number;
 }
 
 /**
@@ -186,8 +192,12 @@ export function policySpec(flags: PolicyFlags & { policy: string }): PolicySpec 
       return validatePolicySpec({ policy: 'confidence', pMin: flags.pMin, kMax: flags.kMax });
     case 'specdec++':
       return validatePolicySpec({ policy: 'specdec++', threshold: flags.threshold, kMin: flags.kMin, kMax: flags.kMax });
+    case 'ngram':
+      return validatePolicySpec({ policy: 'ngram', promptLookupMin: flags.promptLookupMin, promptLookupMax: flags.promptLookupMax, numSpeculativeTokens: flags.numSpeculativeTokens });
+    case 'suffix':
+      return validatePolicySpec({ ...parsePolicy('suffix'), numSpeculativeTokens: flags.numSpeculativeTokens } as PolicySpec);
     default:
-      throw new PolicySpecError(`--policy: unknown policy "${flags.policy}"; expected none, fixed, confidence or specdec++`);
+      throw new PolicySpecError(`--policy: unknown policy "${flags.policy}"; expected none, fixed, confidence, specdec++, ngram or suffix`);
   }
 }
 

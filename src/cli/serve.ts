@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { policyLabel } from '../engine/stop-policy.js';
+import { isDraftFree, policyLabel } from '../engine/stop-policy.js';
 import { buildApp } from '../server/app.js';
 import { DEFAULT_CORS } from '../server/cors.js';
 import { DEFAULT_QUEUE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS } from '../server/engine-pool.js';
@@ -93,7 +93,7 @@ export function serveCommand(): Command {
     const pair = pairOptions(flags);
     // Without --policy the default depends on whether the workers load an acceptance head.
     const policy = flags.policy === undefined ? undefined : policySpec({ ...flags, policy: flags.policy });
-    if (policy && policy.policy !== 'none' && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
+    if (policy && policy.policy !== 'none' && !isDraftFree(policy) && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
     const cores = availableParallelism();
     const workers = flags.workers ?? defaultWorkers(cores, flags.device);
     const app = await buildApp({

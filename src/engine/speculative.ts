@@ -30,7 +30,9 @@ import { type GenerationStats, type RoundStats, StatsCollector } from './stats.j
 import { combinedCandidateWeights, type DraftPhase, MIN_PHASE_STEPS } from './draft-phase.js';
 import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
 import { PassCostModel, type RoundArm } from './cost-model.js';
-import { type AcceptancePredictor, createPolicy, SpecDecPlusPlusPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
+import { type AcceptancePredictor, createPolicy, draftFreeOptions, isDraftFree, SpecDecPlusPlusPolicy, type PolicySpec, recommendedThresholdAt, type StopPolicy, withDefaultThreshold } from './stop-policy.js';
+import { DraftFreeProposer, type RoundProposal } from '../proposers/draft-free.js';
+import { ProposerOptionError } from '../proposers/proposal.js';
 
 export interface GenerateOptions {
   /** Most new tokens to produce. */
@@ -203,6 +205,10 @@ export class Generation {
 
   /** The round in progress (between beginRound and finishRound). */
   private proposal: Proposal | undefined;
+  /** With a draft-free policy (`ngram`, `suffix`): the proposer of this sequence's candidates. */
+  private readonly draftFree: DraftFreeProposer | undefined;
+  /** The draft-free proposal of the round in progress. */
+  private draftFreeRound: RoundProposal | undefined;
   /** Prefill time not yet counted in a round's targetMs. */
   private prefillMs = 0;
 
@@ -233,6 +239,15 @@ export class Generation {
     this.maxNew = Math.max(0, Math.min(opts.maxTokens, target.info.maxPositions - prompt.length));
     this.output = new OutputDecider({ maxTokens: this.maxNew, eosTokenIds: this.eos, stop: opts.stop, tokenizer: opts.tokenizer });
     this.runMsAtStart = this.runMs();
+    if (isDraftFree(opts.policy)) {
+      try {
+        this.draftFree = new DraftFreeProposer(draftFreeOptions(opts.policy, target.info.vocabSize));
+      } catch (err) {
+        if (err instanceof ProposerOptionError) throw new RequestError(err.message, `speculative.${err.option}`);
+        throw err;
+      }
+      this.draftFree.add(0, prompt);
+    }
     if (this.maxNew === 0) this.finish('length');
   }
 
@@ -364,6 +379,24 @@ export class Generation {
       steps: 0,
       stopped: !drafting,
     };
+    if (this.draftFree) this.proposeDraftFree();
+  }
+
+  /**
+   * A draft-free round's candidates (copied by the proposer, no draft step): each a point mass,
+   * q = one-hot(y), when sampling, so acceptance is min(1, p(y)) and the output stays the
+   * target's (acceptance.ts). Not under a grammar, whose masks follow drafted candidates only.
+   */
+  private proposeDraftFree(): void {
+    const p = this.proposal!;
+    const cap = Math.min(this.maxNew - this.tokenIds.length - 1, this.target.info.maxPositions - this.x.length - 1);
+    if (cap <= 0 || this.processor.constraint) return;
+    const round = this.draftFree!.propose([0], cap)[0]!;
+    if (round.tokens.length === 0) return;
+    this.draftFreeRound = round;
+    const vocab = this.target.info.vocabSize;
+    p.candidates.push(...round.tokens);
+    if (!this.greedy) for (const y of round.tokens) p.draftProbs.push(oneHot(y, vocab));
   }
 
   /** No more draft steps this round (a batch's token budget is spent); jump-forward tokens may still follow. */
@@ -575,6 +608,8 @@ export class Generation {
       if (verdict !== 'eos') emitted.push(token);
       if (verdict !== 'continue') break;
     }
+    this.draftFree?.observe(0, this.draftFreeRound, result.accepted, emitted);
+    this.draftFreeRound = undefined;
     if (this.output.done) this.settle();
     x.push(...emitted);
     this.tokenIds.push(...emitted);
@@ -613,6 +648,7 @@ export class Generation {
   private settle(): void {
     if (this.endedAt !== undefined) return;
     this.endedAt = performance.now();
+    this.draftFree?.remove(0, this.output.finishReason !== 'abort');
     this.releaseCaches();
   }
 

@@ -13,6 +13,9 @@
  *   rejected exceeds a threshold h (SpecDec++, arXiv 2405.19715); see {@link SpecDecPlusPlusPolicy}.
  */
 
+import { type DraftFreeOptions, DraftFreeProposer } from '../proposers/draft-free.js';
+import { ProposerOptionError } from '../proposers/proposal.js';
+
 /** What a policy sees after draft step s. */
 export interface DraftStep {
   /** s: 1-based index of the candidate within the round. */
@@ -94,10 +97,53 @@ export type PolicySpec =
    * `threshold` absent (`auto`): the head's recommended one (see {@link withDefaultThreshold}),
    * adapted to the load each round unless the request samples with a seed (cost-model.ts).
    */
-  | { policy: 'specdec++'; threshold?: number; kMin: number; kMax: number };
+  | { policy: 'specdec++'; threshold?: number; kMin: number; kMax: number }
+  /**
+   * Prompt lookup (proposers/ngram.ts), no draft model: knobs left undefined take the
+   * proposer's defaults for the target's vocabulary (proposers/draft-free.ts knobDefaultsFor).
+   */
+  | { policy: 'ngram'; promptLookupMin?: number; promptLookupMax?: number; numSpeculativeTokens?: number }
+  /** Suffix decoding (proposers/suffix.ts), no draft model; knobs as for `ngram`, named as vLLM's. */
+  | {
+      policy: 'suffix';
+      suffixDecodingMaxTreeDepth?: number;
+      suffixDecodingMaxCachedRequests?: number;
+      suffixDecodingMaxSpecFactor?: number;
+      suffixDecodingMaxSpecOffset?: number;
+      suffixDecodingMinTokenProb?: number;
+      numSpeculativeTokens?: number;
+    };
 
 export type PolicyName = PolicySpec['policy'];
-export const POLICY_NAMES: readonly PolicyName[] = ['none', 'fixed', 'confidence', 'specdec++'];
+export const POLICY_NAMES: readonly PolicyName[] = ['none', 'fixed', 'confidence', 'specdec++', 'ngram', 'suffix'];
+
+/** The draft-free policies: candidates copied from the text seen (proposers/), no draft model. */
+export type DraftFreePolicySpec = Extract<PolicySpec, { policy: 'ngram' | 'suffix' }>;
+
+export function isDraftFree(spec: PolicySpec): spec is DraftFreePolicySpec {
+  return spec.policy === 'ngram' || spec.policy === 'suffix';
+}
+
+/** A draft-free spec's knobs as the proposers take them (proposers/draft-free.ts DraftFreeOptions). */
+export function draftFreeOptions(spec: DraftFreePolicySpec, vocabSize?: number): DraftFreeOptions {
+  const defined = <T extends object>(o: T): Partial<T> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+  if (spec.policy === 'ngram') {
+    const { promptLookupMin, promptLookupMax, numSpeculativeTokens } = spec;
+    return { methods: ['ngram'], vocabSize, ngram: defined({ promptLookupMin, promptLookupMax, numSpeculativeTokens }) };
+  }
+  return {
+    methods: ['suffix'],
+    vocabSize,
+    suffix: defined({
+      maxTreeDepth: spec.suffixDecodingMaxTreeDepth,
+      maxCachedRequests: spec.suffixDecodingMaxCachedRequests,
+      maxSpecFactor: spec.suffixDecodingMaxSpecFactor,
+      maxSpecOffset: spec.suffixDecodingMaxSpecOffset,
+      minTokenProb: spec.suffixDecodingMinTokenProb,
+      numSpeculativeTokens: spec.numSpeculativeTokens,
+    }),
+  };
+}
 
 /** Longest draft any policy may ask for; beyond it acceptance of the whole run is negligible. */
 export const MAX_DRAFT_LIMIT = 32;
@@ -109,7 +155,7 @@ export const DEFAULT_SPECDEC_K_MIN = 1;
 export const DEFAULT_SPECDEC_K_MAX = 16;
 
 class NonePolicy implements StopPolicy {
-  readonly name = 'none';
+  constructor(readonly name: string = 'none') {}
   readonly maxDraft = 0;
   readonly needsDraftProb = false;
   readonly needsHead = false;
@@ -235,6 +281,10 @@ export function createPolicy(spec: PolicySpec): StopPolicy {
   switch (spec.policy) {
     case 'none':
       return new NonePolicy();
+    case 'ngram':
+    case 'suffix':
+      // The draft never runs: the round's candidates come from the proposers (speculative.ts).
+      return new NonePolicy(spec.policy);
     case 'fixed':
       return new FixedPolicy(spec.k);
     case 'confidence':
@@ -258,6 +308,16 @@ export function validatePolicySpec(spec: PolicySpec): PolicySpec {
   };
   switch (spec.policy) {
     case 'none':
+      break;
+    case 'ngram':
+    case 'suffix':
+      try {
+        const o = draftFreeOptions(spec);
+        new DraftFreeProposer(o); // checks every knob's range (the proposers' own checks)
+      } catch (err) {
+        if (err instanceof ProposerOptionError) throw new PolicySpecError(err.message);
+        throw err;
+      }
       break;
     case 'fixed':
       intIn('k', spec.k, 1, MAX_DRAFT_LIMIT);
@@ -297,6 +357,19 @@ export function parsePolicy(text: string): PolicySpec {
     case 'none':
       if (arg !== undefined) throw new PolicySpecError(`bad policy "${text}": none takes no value`);
       return { policy: 'none' };
+    case 'ngram':
+      // Every knob present (undefined: the proposer's default), so that the request field can set each.
+      return validatePolicySpec({ policy: 'ngram', promptLookupMin: undefined, promptLookupMax: undefined, numSpeculativeTokens: num('num_speculative_tokens') });
+    case 'suffix':
+      return validatePolicySpec({
+        policy: 'suffix',
+        suffixDecodingMaxTreeDepth: undefined,
+        suffixDecodingMaxCachedRequests: undefined,
+        suffixDecodingMaxSpecFactor: undefined,
+        suffixDecodingMaxSpecOffset: undefined,
+        suffixDecodingMinTokenProb: undefined,
+        numSpeculativeTokens: num('num_speculative_tokens'),
+      });
     case 'fixed':
       return validatePolicySpec({ policy: 'fixed', k: num('K') ?? DEFAULT_FIXED_K });
     case 'confidence':

@@ -13,7 +13,7 @@
  */
 import type { LogitsAdjustments } from '../engine/logits-processors.js';
 import type { SamplingParams } from '../engine/sampling.js';
-import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';
+import { isDraftFree, type PolicySpec, policyLabel } from '../engine/stop-policy.js';
 import { ChatTemplateError } from '../text/errors.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 import { apiErrors } from './errors.js';
@@ -250,7 +250,7 @@ function plan(body: CommonBody, ctx: PlanContext, prompts: number[][], n: number
   const topK = body.top_k ?? d.topK ?? 0;
   const sampling: SamplingParams = { temperature: body.temperature ?? d.temperature ?? 1, topP: body.top_p ?? d.topP ?? 1, topK: topK < 0 ? 0 : topK };
   const policy = requestPolicy(body.speculative, ctx.defaultPolicy);
-  if (policy.policy !== 'none' && !facts.hasDraft) {
+  if (policy.policy !== 'none' && !isDraftFree(policy) && !facts.hasDraft) {
     throw apiErrors.invalidValue('speculative.policy', `Policy ${policy.policy} needs a draft model and this server has none; use {"policy": "none"}.`);
   }
   // While the models load the answer is not known yet: the engine answers 503 loading instead.
