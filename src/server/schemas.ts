@@ -41,6 +41,15 @@ const speculative = {
     threshold: { type: 'number' },
     k_min: { type: 'integer' },
     k_max: { type: 'integer' },
+    // Draft-free policies (ngram, suffix), vLLM's names.
+    prompt_lookup_min: { type: 'integer' },
+    prompt_lookup_max: { type: 'integer' },
+    num_speculative_tokens: { type: 'integer' },
+    suffix_decoding_max_tree_depth: { type: 'integer' },
+    suffix_decoding_max_cached_requests: { type: 'integer' },
+    suffix_decoding_max_spec_factor: { type: 'number' },
+    suffix_decoding_max_spec_offset: { type: 'number' },
+    suffix_decoding_min_token_prob: { type: 'number' },
   },
 };
 
