@@ -134,6 +134,22 @@ describe('models that cannot be served', () => {
     expectOneLineError(stderr, join(draft, 'config.json'));
   });
 
+  for (const [positions, why] of [
+    [1e12, /a context of 1000000000000 positions .* is beyond what specd can hold/],
+    [2048, /context of 2048 positions .* longer than the graph's position table of 1024 rows/],
+  ] as const) {
+    test(`n_positions ${positions} (beyond the model): exit 1 naming config.json at start`, async () => {
+      const dir = copyModel(BUNDLED_TARGET, `long-context-${positions}`);
+      const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { n_positions: number };
+      config.n_positions = positions;
+      writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+      const { code, stderr } = await serveUntilExit(['--target', dir, '--no-draft', '--policy', 'none']);
+      assert.equal(code, 1);
+      expectOneLineError(stderr, join(dir, 'config.json'));
+      assert.match(stderr, why);
+    });
+  }
+
   test('/health is 503 until the models have loaded, then 200', async () => {
     const server = await startServe(['--no-head'], { waitReady: false });
     try {

@@ -122,6 +122,13 @@ function readJson(path: string, required: boolean): Json | undefined {
   }
 }
 
+/**
+ * The longest context a config may declare: 2^24 = 16,777,216 positions (above every released
+ * model's, e.g. 10M for Llama 4 Scout). A rebuilt Llama-family graph holds cos and sin tables of
+ * positions x head_dim / 2 float32 each, 8 GiB at this bound with head_dim 128.
+ */
+export const MAX_CONTEXT = 2 ** 24;
+
 /** Map GPT-2 (`n_layer`, `n_head`, `n_embd`) and Llama/Qwen (`num_hidden_layers`, ...) names onto one shape. */
 export function normaliseConfig(raw: Json, file = 'config.json'): ModelConfig {
   const pick = (...names: string[]): number | undefined => {
@@ -139,6 +146,13 @@ export function normaliseConfig(raw: Json, file = 'config.json'): ModelConfig {
   const heads = pick('num_attention_heads', 'n_head', 'num_heads');
   const hidden = pick('hidden_size', 'n_embd', 'd_model');
   const maxPositions = pick('max_position_embeddings', 'n_positions', 'n_ctx', 'seq_length');
+  if (maxPositions !== undefined && maxPositions > MAX_CONTEXT) {
+    throw new ModelLoadError(
+      `${file}: a context of ${maxPositions} positions (max_position_embeddings / n_positions) is beyond what specd can hold (at most ${MAX_CONTEXT}: the rotary tables of a rebuilt graph alone would take positions x head_dim x 4 bytes)`,
+      file,
+      'max_position_embeddings',
+    );
+  }
   const real = (name: string): number | undefined => {
     const v = raw[name] ?? raw.text_config?.[name];
     if (v === undefined || v === null) return undefined;

@@ -4,12 +4,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { ModelLoadError } from '../errors.js';
 import { checkExternalData } from '../onnx/external-data.js';
 import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from '../onnx/gpt2-graph.js';
 import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT } from '../onnx/inplace-attention.js';
-import { NotRebuildableError } from '../onnx/graph-reading.js';
+import { decoderGraphView, embeddingTables, NotRebuildableError } from '../onnx/graph-reading.js';
 import { readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { type Device, executionProviders } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
@@ -143,6 +144,7 @@ export class DecoderModel {
       throw new ModelLoadError(`--graph inplace runs on the CPU only (the ${device} provider keeps its KV cache apart from the host memory it would be written into); use --graph fused or exported`, modelDir.onnxPath);
     }
     const { bytes, model } = chooseGraph(modelDir, opts.model, graph, opts.graph !== undefined);
+    if (model) checkPositionTable(model, modelDir);
     let maxSpan = Infinity;
     if (device === 'webgpu') {
       const header = model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath));
@@ -383,6 +385,21 @@ export class DecoderModel {
  * the way, the graph itself. A fused rebuild that is not possible is an error when asked for,
  * and a one-line notice when it was only the default.
  */
+/**
+ * Refuses a config whose context (max_position_embeddings / n_positions) is longer than the
+ * graph's learned position table (GPT-2's `wpe`, rows = positions): such a model would fail at
+ * the first position past the table, in the middle of a request.
+ * @throws ModelLoadError naming config.json and the field
+ */
+function checkPositionTable(model: ModelProto, dir: ModelDir): void {
+  const context = dir.config.maxPositions;
+  if (context === undefined) return;
+  const rows = embeddingTables(decoderGraphView(model)).positions?.dims[0];
+  if (rows === undefined || context <= rows) return;
+  const file = join(dir.dir, 'config.json');
+  throw new ModelLoadError(`${file}: the context of ${context} positions (max_position_embeddings / n_positions) is longer than the graph's position table of ${rows} rows; set it to ${rows} or less`, file, 'max_position_embeddings');
+}
+
 function chooseGraph(dir: ModelDir, bytes: Uint8Array | undefined, graph: GraphChoice, asked: boolean): { bytes?: Uint8Array; model?: ModelProto } {
   if (graph === 'exported') return { bytes };
   try {

@@ -7,16 +7,19 @@
  * specd keeps nothing: every response behaves as `store: false` (the response object says so),
  * so `previous_response_id` and `conversation`, which continue a stored response, are refused
  * with a 400 saying to send the whole conversation in `input`; `background` needs storage too.
- * Responses API fields specd cannot honour (tools, reasoning effort, ...) are
- * refused like chat's; `speculative`, `top_k` and `seed` work as in chat.
+ * Function tools (`tools`, `tool_choice`, `parallel_tool_calls`, `function_call` and
+ * `function_call_output` input items, `function_call` output items) work as in chat
+ * (responses-tools.ts). Responses API fields specd cannot honour (hosted tools, reasoning
+ * effort, ...) are refused like chat's; `speculative`, `top_k` and `seed` work as in chat.
  */
 import { randomUUID } from 'node:crypto';
 import type { TokenLogprob } from '../engine/logprobs.js';
-import type { ChatMessage } from '../text/tokenizer.js';
 import { apiErrors } from './errors.js';
 import { textFormatGrammar } from './response-format.js';
 import { checkCommon, checkUnsupported, type CommonBody, type GenerationPlan, given, type PlanContext, planMessages, type Unsupported } from './requests.js';
 import { chatLogprobs, type Usage } from './responses.js';
+import { addToolItem, echoTools, functionCallItem, isToolItem, planResponseTools } from './responses-tools.js';
+import { type ToolAwareMessage, type ToolCall, toolConversation } from './tool-calls.js';
 import type { SpeculativeField } from './speculation.js';
 import type { TokenTexts } from './token-text.js';
 
@@ -66,8 +69,6 @@ const RESPONSES_UNSUPPORTED: Unsupported[] = [
   ['conversation', given, STATELESS],
   ['background', (v) => v === true, 'background responses need stored responses, and specd stores none.'],
   ['prompt', given, 'stored prompt templates are not available; send the text in `input`.'],
-  ['tools', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), "specd's Responses API has no tools yet; function tools work on /v1/chat/completions (tools, tool_choice, parallel_tool_calls)."],
-  ['tool_choice', (v) => given(v) && v !== 'none' && v !== 'auto', "specd's Responses API has no tools yet; function tools work on /v1/chat/completions."],
   ['reasoning', (v) => given(v) && ((given((v as { effort?: unknown }).effort) && (v as { effort: unknown }).effort !== 'none') || given((v as { summary?: unknown }).summary)), 'the served model has no reasoning mode (only effort "none" applies).'],
   ['truncation', (v) => v === 'auto', 'a conversation longer than the context is refused (context_length_exceeded), not truncated.'],
 ];
@@ -93,16 +94,25 @@ export function planResponse(body: ResponsesBody, ctx: PlanContext): GenerationP
     speculative: body.speculative,
   };
   checkCommon(common, ctx);
-  const grammar = textFormatGrammar(body.text);
-  const messages = inputMessages(body);
+  const format = textFormatGrammar(body.text);
+  const tools = planResponseTools({ tools: body.tools, tool_choice: body.tool_choice, parallel_tool_calls: body.parallel_tool_calls });
+  if (format && tools && tools.mode !== 'none') {
+    throw apiErrors.unsupported('text.format', "a text format together with tools the model may call; set 'tool_choice' to 'none' or leave out one of them.");
+  }
+  const conversation = toolConversation(inputMessages(body), tools, ctx.facts.tokenizer.templateUsesTools);
   const logprobs = body.include?.includes(INCLUDE_LOGPROBS) ? (body.top_logprobs ?? 0) : undefined;
   const requested = body.max_output_tokens ?? undefined;
-  return planMessages(messages, common, ctx, { param: 'input', maxParam: 'max_output_tokens', requested, fallback: Infinity }, logprobs, { grammar });
+  const out = planMessages(conversation.messages, common, ctx, { param: 'input', maxParam: 'max_output_tokens', requested, fallback: Infinity }, logprobs, {
+    grammar: format ?? tools?.grammar,
+    ...(conversation.templateVars ? { templateVars: conversation.templateVars } : {}),
+  });
+  if (tools && tools.mode !== 'none') out.tools = tools;
+  return out;
 }
 
 /** `instructions` (a system message first) and `input` as the chat template's messages. */
-function inputMessages(body: ResponsesBody): ChatMessage[] {
-  const messages: ChatMessage[] = [];
+function inputMessages(body: ResponsesBody): ToolAwareMessage[] {
+  const messages: ToolAwareMessage[] = [];
   if (given(body.instructions)) messages.push({ role: 'system', content: body.instructions! });
   if (!given(body.input)) throw apiErrors.missing('input');
   const input = body.input!;
@@ -112,8 +122,17 @@ function inputMessages(body: ResponsesBody): ChatMessage[] {
   }
   input.forEach((item, i) => {
     const at = `input[${i}]`;
+    if (isToolItem(item)) {
+      addToolItem(messages, item, at);
+      return;
+    }
+    // An earlier turn's reasoning, sent back by agent loops: left out of the prompt, as chat templates leave out earlier thinking.
+    if (item.type === 'reasoning') return;
     if (given(item.type) && item.type !== 'message') {
-      throw apiErrors.unsupported(`${at}.type`, `input items of type "${item.type}" are not supported; specd takes messages (tool calls, reasoning and item references need features it does not have).`);
+      const why = item.type === 'item_reference'
+        ? 'item references need stored responses, and specd stores none; send the items themselves (the AI SDK: providerOptions.openai.store = false).'
+        : `input items of type "${item.type}" are not supported; specd takes messages, function_call and function_call_output items.`;
+      throw apiErrors.unsupported(`${at}.type`, why);
     }
     const role = typeof item.role === 'string' && Object.hasOwn(ROLES, item.role) ? ROLES[item.role]! : undefined;
     if (!role) {
@@ -173,6 +192,8 @@ export interface ResponseState {
   error?: { code: string; message: string };
   /** With a reasoning parser, the output's reasoning: an item before the message. */
   reasoning?: { id: string; text: string; status: 'in_progress' | 'completed' };
+  /** With tools, the calls the output made: `function_call` items after the message (`id` is the item's `fc_...`). */
+  calls?: { id: string; call: ToolCall; status: 'in_progress' | 'completed' | 'incomplete' }[];
 }
 
 /** A reasoning output item (`rs_...`): the model's thinking as one `reasoning_text` part, no summary. */
@@ -187,6 +208,8 @@ export interface ResponseEcho {
   createdAt: number;
   model: string;
   body: ResponsesBody;
+  /** The function tools as the response echoes them (`echoTools`); none without tools. */
+  tools?: ReturnType<typeof echoTools>;
 }
 
 /** The output item: one assistant message holding one `output_text` part. */
@@ -220,7 +243,11 @@ export function responseObject(echo: ResponseEcho, state: ResponseState) {
     instructions: body.instructions ?? null,
     max_output_tokens: body.max_output_tokens ?? null,
     model: echo.model,
-    output: [...(state.reasoning ? [reasoningItem(state.reasoning)] : []), ...(state.message ? [outputMessage(echo, state.message)] : [])],
+    output: [
+      ...(state.reasoning ? [reasoningItem(state.reasoning)] : []),
+      ...(state.message ? [outputMessage(echo, state.message)] : []),
+      ...(state.calls ?? []).map((c) => functionCallItem(c.id, c.call, c.status)),
+    ],
     parallel_tool_calls: body.parallel_tool_calls ?? true,
     previous_response_id: null,
     reasoning: { effort: null, summary: null },
@@ -228,7 +255,7 @@ export function responseObject(echo: ResponseEcho, state: ResponseState) {
     temperature: body.temperature ?? null,
     text: { format: (body.text as { format?: unknown } | undefined)?.format ?? { type: 'text' as const } },
     tool_choice: body.tool_choice ?? 'auto',
-    tools: [],
+    tools: echo.tools ?? [],
     top_logprobs: body.top_logprobs ?? 0,
     top_p: body.top_p ?? null,
     truncation: 'disabled' as const,

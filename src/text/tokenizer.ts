@@ -214,19 +214,32 @@ export class TextTokenizer {
   /**
    * Render and tokenize a chat so that only the template's own markers become special tokens.
    *
-   * The template is rendered a second time with each message content replaced by a unique
-   * sentinel. The template text between sentinels is tokenized with special-token matching on;
-   * the contents are tokenized as plain text. If the template rewrites contents (e.g. `| trim`),
-   * substituting them back does not reproduce the real rendering; the real rendering is then
-   * tokenized as a whole, which is safe when no content contains special-token text or when the
-   * special tokens found are exactly the template's own; otherwise ChatTemplateError is thrown.
+   * Message contents: the template is rendered a second time with each content replaced by a
+   * unique sentinel. The template text between sentinels is tokenized with special-token
+   * matching on; the contents are tokenized as plain text. If the template rewrites contents
+   * (e.g. `| trim`), substituting them back does not reproduce the real rendering; the real
+   * rendering is then tokenized as a whole, which is safe when no content contains special-token
+   * text or when the special tokens found are exactly the template's own; otherwise
+   * ChatTemplateError is thrown.
+   *
+   * Every other string the template may print (tool definitions in `templateVars`, earlier
+   * `tool_calls` and their arguments, object keys such as parameter names) has each special-token
+   * text replaced by a sentinel before rendering; the sentinels are tokenized as plain text. So
+   * `<|im_end|>` in a tool description or in earlier call arguments stays text.
    */
   encodeChat(messages: readonly ChatMessage[], opts: ChatOptions = {}): number[] {
-    const rendered = this.renderChat(messages, opts);
-    const prefix = sentinelPrefix(messages);
+    const prefix = sentinelPrefix(messages, opts.templateVars);
+    const escape = this.specialEscaper(prefix);
+    const escaped = messages.map((m) => {
+      const out: Record<string, unknown> = {};
+      for (const [key, value] of Object.entries(m)) out[key] = key === 'content' || key === 'role' ? value : escape(value);
+      return out as unknown as ChatMessage;
+    });
+    const escapedOpts: ChatOptions = { ...opts, ...(opts.templateVars ? { templateVars: escape(opts.templateVars) as Record<string, unknown> } : {}) };
+    const rendered = this.renderChat(escaped, escapedOpts);
     const masked = this.renderChat(
-      messages.map((m, i) => ({ ...m, content: `${prefix}${i}\uE001` })),
-      opts,
+      escaped.map((m, i) => ({ ...m, content: `${prefix}${i}\uE001` })),
+      escapedOpts,
     );
 
     const pieces: { text: string; content: boolean }[] = [];
@@ -238,15 +251,16 @@ export class TextTokenizer {
       last = m.index + m[0].length;
     }
     pieces.push({ text: masked.slice(last), content: false });
+    const template = (text: string) => this.encodeTemplateText(text, prefix);
 
     if (pieces.map((p) => p.text).join('') === rendered) {
-      return pieces.flatMap((p) => (p.content ? this.encode(p.text) : this.encodeWithSpecials(p.text)));
+      return pieces.flatMap((p) => (p.content ? this.encode(p.text) : template(p.text)));
     }
 
-    const ids = this.encodeWithSpecials(rendered);
+    const ids = template(rendered);
     const injectable = messages.some((m) => this.specialTexts.some((s) => m.content.includes(s)));
     if (!injectable) return ids;
-    const expected = pieces.flatMap((p) => (p.content ? [] : this.encodeWithSpecials(p.text)));
+    const expected = pieces.flatMap((p) => (p.content ? [] : template(p.text)));
     if (sameIds(this.specials(ids), this.specials(expected))) return ids;
     throw new ChatTemplateError(
       'the chat template rewrites message contents and a message contains special-token text; ' +
@@ -274,16 +288,53 @@ export class TextTokenizer {
     return text.length === 0 ? [] : this.full.encode(text, { add_special_tokens: false }).ids;
   }
 
+  /**
+   * A deep copy of a value with every special-token text in its strings and object keys
+   * replaced by `${prefix}s${k}\uE001`, k the text's index in specialTexts.
+   */
+  private specialEscaper(prefix: string): (value: unknown) => unknown {
+    if (this.specialTexts.length === 0) return (value) => value;
+    const order = this.specialTexts.map((text, k) => ({ text, k })).sort((a, b) => b.text.length - a.text.length);
+    const re = new RegExp(order.map((o) => escapeRegExp(o.text)).join('|'), 'g');
+    const index = new Map(order.map((o) => [o.text, o.k]));
+    const str = (s: string) => s.replace(re, (t) => `${prefix}s${index.get(t)}\uE001`);
+    const walk = (value: unknown): unknown => {
+      if (typeof value === 'string') return str(value);
+      if (Array.isArray(value)) return value.map(walk);
+      if (value && typeof value === 'object') {
+        const out: Record<string, unknown> = {};
+        for (const [key, v] of Object.entries(value)) out[str(key)] = walk(v);
+        return out;
+      }
+      return value;
+    };
+    return walk;
+  }
+
+  /** Template text: special tokens in it are matched, except escaped special-token texts (specialEscaper), which stay text. */
+  private encodeTemplateText(text: string, prefix: string): number[] {
+    const re = new RegExp(`${escapeRegExp(prefix)}s(\\d+)\uE001`, 'g');
+    const ids: number[] = [];
+    let last = 0;
+    for (const m of text.matchAll(re)) {
+      ids.push(...this.encodeWithSpecials(text.slice(last, m.index)), ...this.encode(this.specialTexts[Number(m[1])]!));
+      last = m.index + m[0].length;
+    }
+    ids.push(...this.encodeWithSpecials(text.slice(last)));
+    return ids;
+  }
+
   private specials(ids: number[]): number[] {
     return ids.filter((id) => this.specialTokenIds.has(id));
   }
 }
 
 /** A sentinel prefix (private-use characters plus a random nonce) found in no message. */
-function sentinelPrefix(messages: readonly ChatMessage[]): string {
+function sentinelPrefix(messages: readonly ChatMessage[], templateVars?: Record<string, unknown>): string {
+  const inputs = JSON.stringify([messages, templateVars ?? null]);
   for (;;) {
     const prefix = `\uE000specd-${randomBytes(8).toString('hex')}-`;
-    if (!messages.some((m) => m.content.includes(prefix) || m.role.includes(prefix))) return prefix;
+    if (!inputs.includes(prefix)) return prefix;
   }
 }
 
