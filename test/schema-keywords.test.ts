@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ANNOTATIONS, ENFORCED_FORMATS, ENFORCED_KEYWORDS, grammarSchema, MAX_INTEGER_RANGE, MIN_INTEGER_BOUND, UNENFORCED_KEYWORDS, unenforcedKeyword } from '../src/grammar/schema-check.js';
+import { ANNOTATIONS, ENFORCED_FORMATS, ENFORCED_KEYWORDS, grammarSchema, MAX_ENUM_INTEGERS_WITH_LARGE_NEGATIVES, MAX_INTEGER_RANGE, MIN_INTEGER_BOUND, UNENFORCED_KEYWORDS, unenforcedKeyword } from '../src/grammar/schema-check.js';
 import { loadXGrammar } from '../src/grammar/xgrammar.js';
 
 const xg = loadXGrammar();
@@ -124,5 +124,22 @@ describe('refused keywords: a 400 names them', () => {
     assert.equal(refused({ type: 'integer', minimum: 0, maximum: MAX_INTEGER_RANGE })?.keyword, 'minimum');
     assert.equal(refused({ type: 'integer', minimum: 0, maximum: MAX_INTEGER_RANGE - 1 }), undefined);
     assert.equal(refused({ type: 'integer', minimum: MIN_INTEGER_BOUND - 1, maximum: 0 })?.keyword, 'minimum');
+  });
+
+  test(`an enum of more than ${MAX_ENUM_INTEGERS_WITH_LARGE_NEGATIVES} integers with one below ${MIN_INTEGER_BOUND}: refused, where xgrammar lets other numbers through`, async () => {
+    const steps = Array.from({ length: 11 }, (_, i) => -100 + 10 * i);
+    const loose = await xg.module.Grammar.fromJSONSchema(JSON.stringify({ enum: steps }), false, -1);
+    try {
+      assert.equal(await xg.module.Testings.isGrammarAcceptString(loose, '-1000'), true, 'xgrammar still weakens this enum: the refusal may be lifted');
+    } finally {
+      loose.dispose();
+    }
+    assert.equal(refused({ enum: steps })?.keyword, 'enum');
+    assert.equal(refused({ enum: [...steps.slice(0, 8), 'a'] }), undefined, 'up to the limit is kept');
+    const kept = [-104, -103, -102, -101, -100, -99, -98, -97];
+    assert.equal(kept.length, MAX_ENUM_INTEGERS_WITH_LARGE_NEGATIVES);
+    for (const text of ['-104', '-97']) assert.equal(await accepts({ enum: kept }, text), true, text);
+    for (const text of ['-105', '-96', '-1000', '-1001']) assert.equal(await accepts({ enum: kept }, text), false, text);
+    assert.equal(refused({ enum: Array.from({ length: 50 }, (_, i) => i) }), undefined, 'non-negative integers are exact');
   });
 });

@@ -86,6 +86,12 @@ export const MAX_INTEGER_RANGE = 2048;
  * while -99..1948 and 0..1499 are exact.
  */
 export const MIN_INTEGER_BOUND = -99;
+/**
+ * The most integers a user's `enum` may list when one of them is below MIN_INTEGER_BOUND:
+ * xgrammar 0.1.27 lets other numbers through longer such lists ([-100, -90, ..., 0] accepts
+ * -1000; -110..-90 accepts -111), while lists of up to 9 were exact in every case tried.
+ */
+export const MAX_ENUM_INTEGERS_WITH_LARGE_NEGATIVES = 8;
 
 const NUMBER_BOUNDS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'];
 
@@ -166,6 +172,16 @@ function keywordUseProblem(s: Record<string, unknown>, path: string): SchemaProb
   }
   if (Array.isArray(s['oneOf']) && !disjoint(s['oneOf'])) {
     return { keyword: 'oneOf', path: `${path}/oneOf`, why: 'values matching exactly one of subschemas that can overlap; use anyOf, or tell the subschemas apart by type or by a required const property' };
+  }
+  if (Array.isArray(s['enum'])) {
+    const integers = s['enum'].filter((v): v is number => Number.isInteger(v));
+    if (integers.length > MAX_ENUM_INTEGERS_WITH_LARGE_NEGATIVES && integers.some((v) => v < MIN_INTEGER_BOUND)) {
+      return {
+        keyword: 'enum',
+        path: `${path}/enum`,
+        why: `one of ${integers.length} integers, some below ${MIN_INTEGER_BOUND}, which xgrammar does not enforce exactly (other numbers get through); list at most ${MAX_ENUM_INTEGERS_WITH_LARGE_NEGATIVES} such integers, or use strings`,
+      };
+    }
   }
   const bound = NUMBER_BOUNDS.find((k) => s[k] !== undefined);
   if (bound !== undefined && integerRange(s) === undefined) {
