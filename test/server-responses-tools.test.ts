@@ -183,6 +183,9 @@ describe('function tools on /v1/responses', () => {
     const one = await create({ input: QUESTION, tools: TOOLS, tool_choice: 'required', parallel_tool_calls: false, temperature: 0, max_output_tokens: 200 });
     assert.equal(functionCalls(one).length, 1);
     assert.equal(one.parallel_tool_calls, false);
+    // max_tool_calls 1 is the same cap.
+    const capped = await create({ input: QUESTION, tools: TOOLS, tool_choice: 'required', max_tool_calls: 1, temperature: 0, max_output_tokens: 200 });
+    assert.deepEqual(functionCalls(capped).map((c) => [c.name, c.arguments]), functionCalls(one).map((c) => [c.name, c.arguments]));
     const cut = await create({ input: QUESTION, tools: TOOLS, tool_choice: FORCED, temperature: 0, max_output_tokens: 12 });
     assert.equal(cut.status, 'incomplete');
     assert.ok(cut.output.every((o) => o.type !== 'message' || (o.content[0] as { text: string }).text.indexOf('<tool') < 0), 'no markup in text');
@@ -196,6 +199,7 @@ describe('function tools on /v1/responses', () => {
   test('errors name the Responses API parameter', async () => {
     const cases: [unknown, string][] = [
       [{ input: QUESTION, tools: [{ type: 'file_search', vector_store_ids: ['v'] }] }, 'tools[0].type'],
+      [{ input: QUESTION, tools: TOOLS, max_tool_calls: 3 }, 'max_tool_calls'],
       [{ input: QUESTION, tools: [{ type: 'function', parameters: {} }] }, 'tools[0].name'],
       [{ input: QUESTION, tools: [{ type: 'function', name: 'bad name', parameters: {} }] }, 'tools[0].name'],
       [{ input: QUESTION, tools: TOOLS, tool_choice: { type: 'function', name: 'nope' } }, 'tool_choice.name'],

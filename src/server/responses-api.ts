@@ -57,6 +57,8 @@ export interface ResponsesBody {
   speculative?: Opt<SpeculativeField>;
   top_k?: Opt<number>;
   seed?: Opt<number>;
+  /** At most this many function calls in the response (1, or any with parallel_tool_calls false). */
+  max_tool_calls?: Opt<number>;
   /** `{format: {type: "text" | "json_object" | "json_schema", ...}}`: structured outputs (response-format.ts). */
   text?: Opt<{ format?: unknown }>;
   [field: string]: unknown;
@@ -95,7 +97,14 @@ export function planResponse(body: ResponsesBody, ctx: PlanContext): GenerationP
   };
   checkCommon(common, ctx);
   const format = textFormatGrammar(body.text);
-  const tools = planResponseTools({ tools: body.tools, tool_choice: body.tool_choice, parallel_tool_calls: body.parallel_tool_calls });
+  // max_tool_calls: 1 is one call per response, which is what parallel_tool_calls false enforces;
+  // a larger cap on several calls has no grammar here, so it is refused rather than ignored.
+  const maxToolCalls = body.max_tool_calls ?? undefined;
+  if (maxToolCalls !== undefined && maxToolCalls > 1 && body.parallel_tool_calls !== false) {
+    throw apiErrors.unsupported('max_tool_calls', `a cap of ${maxToolCalls} tool calls is not enforced by this server; use max_tool_calls 1 or parallel_tool_calls false (at most one call), or leave it out.`);
+  }
+  const parallel = maxToolCalls === 1 ? false : body.parallel_tool_calls;
+  const tools = planResponseTools({ tools: body.tools, tool_choice: body.tool_choice, parallel_tool_calls: parallel });
   if (format && tools && tools.mode !== 'none') {
     throw apiErrors.unsupported('text.format', "a text format together with tools the model may call; set 'tool_choice' to 'none' or leave out one of them.");
   }
