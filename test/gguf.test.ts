@@ -126,7 +126,11 @@ describe('GGUF files', () => {
   for (const m of servedModels) {
     test(`llama-server loads ${m.label} and decodes greedily as specd's target alone`, async (t) => {
       const command = llamaServerCommand();
-      if (!command) return t.skip("llama-server not found (set LLAMA_SERVER to its command, e.g. from Debian's llama.cpp-tools)");
+      if (!command) {
+        const hint = 'llama-server not found (set LLAMA_SERVER to its command: eval "$(bash scripts/llama-server-debian.sh)")';
+        if (process.env.CI) throw new Error(`${hint}: .ci/run sets it in CI`);
+        return t.skip(hint);
+      }
       const dir = m.dir();
       const path = join(root, `served-${m.label.length}.gguf`);
       writeGguf(path, modelToGguf(dir));
