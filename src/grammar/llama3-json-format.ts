@@ -12,7 +12,7 @@
  * tool-call-format.ts does for Hermes) are `llama3JsonCallHead`, `LLAMA3_JSON_CALL_TAIL` and
  * `LLAMA3_JSON_SEPARATOR`.
  */
-import type { ToolCallMode, ToolGrammarFunction } from './tool-call-format.js';
+import { jsonValueEnd, type ToolCallMode, type ToolGrammarFunction } from './tool-call-format.js';
 
 /** The marker Llama 3.1 may write before a call (its chat template writes it for built-in tools). */
 export const LLAMA3_PYTHON_TAG = '<|python_tag|>';
@@ -59,7 +59,7 @@ export function parseLlama3JsonCalls(text: string): Llama3JsonCall[] | undefined
   if (!rest.startsWith('{')) return undefined;
   const calls: Llama3JsonCall[] = [];
   while (rest.length > 0) {
-    const end = jsonObjectEnd(rest);
+    const end = jsonValueEnd(rest);
     if (end < 0) return undefined;
     let call: unknown;
     try {
@@ -138,26 +138,6 @@ export class Llama3JsonParser {
   }
 }
 
-/** Index just after the JSON object `text` starts with, or -1 while it is incomplete. */
-function jsonObjectEnd(text: string): number {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (inString) {
-      if (c === '\\') i++;
-      else if (c === '"') inString = false;
-      continue;
-    }
-    if (c === '"') inString = true;
-    else if (c === '{' || c === '[') depth++;
-    else if (c === '}' || c === ']') {
-      depth--;
-      if (depth === 0) return i + 1;
-    }
-  }
-  return -1;
-}
 
 /**
  * Whether a model writes tool calls in this format: its chat template asks for it (Llama 3.1's

@@ -49,3 +49,28 @@ export function toolCallsStructuralTag(functions: readonly ToolGrammarFunction[]
       return { type: 'structural_tag', format: { type: 'triggered_tags', triggers: [TOOL_CALL_OPEN], tags, at_least_one: false, stop_after_first: !parallel } };
   }
 }
+
+/**
+ * Index just after the JSON object or array `text` starts with (tool-call arguments as the
+ * model writes them), or -1 while it is incomplete. Brackets inside strings and escaped quotes are
+ * skipped; the text is not otherwise validated.
+ */
+export function jsonValueEnd(text: string): number {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (inString) {
+      if (c === '\\') i++;
+      else if (c === '"') inString = false;
+      continue;
+    }
+    if (c === '"') inString = true;
+    else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') {
+      depth--;
+      if (depth === 0) return i + 1;
+    }
+  }
+  return -1;
+}

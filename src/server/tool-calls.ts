@@ -12,7 +12,7 @@
  * fallback format below.
  */
 import { randomBytes } from 'node:crypto';
-import { TOOL_CALL_CLOSE, TOOL_CALL_OPEN, TOOL_CALL_SEPARATOR, toolCallHead, type ToolCallMode } from '../grammar/tool-call-format.js';
+import { jsonValueEnd, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, TOOL_CALL_SEPARATOR, toolCallHead, type ToolCallMode } from '../grammar/tool-call-format.js';
 import type { ChatMessage } from '../text/tokenizer.js';
 import { apiErrors } from './errors.js';
 import { grammarSchema } from '../grammar/schema-check.js';
@@ -332,26 +332,6 @@ function toolCallId(): string {
   return `call_${randomBytes(18).toString('base64url').slice(0, 24)}`;
 }
 
-/** Index just after the JSON value `text` starts with, or -1 while it is incomplete. */
-function jsonValueEnd(text: string): number {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (inString) {
-      if (c === '\\') i++;
-      else if (c === '"') inString = false;
-      continue;
-    }
-    if (c === '"') inString = true;
-    else if (c === '{' || c === '[') depth++;
-    else if (c === '}' || c === ']') {
-      depth--;
-      if (depth === 0) return i + 1;
-    }
-  }
-  return -1;
-}
 
 /** Length of the longest suffix of `text` that is a proper prefix of `tag`. */
 function partialSuffix(text: string, tag: string): number {
