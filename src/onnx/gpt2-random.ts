@@ -35,13 +35,7 @@ export function randomGpt2Pair(options: RandomGpt2Options): { target: Gpt2Weight
   const deepScale = options.deepScale ?? 0.04;
   if (draftLayers < 1 || draftLayers > layers) throw new RangeError(`draft layers must be in 1..${layers}`);
   if (E % heads !== 0) throw new RangeError(`width ${E} is not a multiple of ${heads} heads`);
-  const rand = uniformSource(options.seed ?? 0);
-  const uniform = (n: number, std: number, mean = 0) => {
-    const out = new Float32Array(n);
-    const half = std * Math.sqrt(3);
-    for (let i = 0; i < n; i++) out[i] = mean + (2 * rand() - 1) * half;
-    return out;
-  };
+  const uniform = uniformArrays(options.seed ?? 0);
   const norm = () => ({ gain: uniform(E, 0.05, 1), bias: uniform(E, 0.02) });
   const linear = (rows: number, cols: number, scale = 1) => ({ weight: uniform(rows * cols, scale / Math.sqrt(rows)), bias: uniform(cols, 0.02 * scale) });
 
@@ -60,6 +54,20 @@ export function randomGpt2Pair(options: RandomGpt2Options): { target: Gpt2Weight
 }
 
 /** A seeded uniform [0, 1) generator (Marsaglia's xorshift128; fast enough for billions of values). */
+/**
+ * A seeded source of Float32Arrays of n values drawn uniformly with the given standard deviation
+ * and mean (half-width std * sqrt(3)), from uniformSource(seed).
+ */
+export function uniformArrays(seed: number): (n: number, std: number, mean?: number) => Float32Array {
+  const rand = uniformSource(seed);
+  return (n, std, mean = 0) => {
+    const out = new Float32Array(n);
+    const half = std * Math.sqrt(3);
+    for (let i = 0; i < n; i++) out[i] = mean + (2 * rand() - 1) * half;
+    return out;
+  };
+}
+
 export function uniformSource(seed: number): () => number {
   let a = (seed ^ 0x9e3779b9) >>> 0 || 1;
   let b = 0x243f6a88;

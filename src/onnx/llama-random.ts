@@ -15,7 +15,7 @@
  * otherwise the current token's own embedding dominates its logits and greedy text repeats one
  * token (the GPT-2 fixtures of decoder-fixture.ts do the same).
  */
-import { uniformSource } from './gpt2-random.js';
+import { uniformArrays } from './gpt2-random.js';
 import type { LlamaBlock, LlamaWeights } from './llama-weights.js';
 import type { Llama3RopeScaling } from './rope.js';
 
@@ -74,13 +74,7 @@ export function randomLlamaPair(shape: LlamaShape, options: RandomLlamaOptions =
   if (draftLayers < 1 || draftLayers > layers) throw new RangeError(`draft layers must be in 1..${layers}, not ${draftLayers}`);
   if (heads % kvHeads !== 0) throw new RangeError(`${heads} attention heads are not a multiple of ${kvHeads} KV heads`);
   if (D % 2 !== 0) throw new RangeError(`head_dim ${D} is odd (rotary embeddings rotate pairs)`);
-  const rand = uniformSource(options.seed ?? 0);
-  const uniform = (n: number, std: number, mean = 0) => {
-    const out = new Float32Array(n);
-    const half = std * Math.sqrt(3);
-    for (let i = 0; i < n; i++) out[i] = mean + (2 * rand() - 1) * half;
-    return out;
-  };
+  const uniform = uniformArrays(options.seed ?? 0);
   const gain = (n: number) => uniform(n, 0.05, 1);
   const matrix = (rows: number, cols: number, scale = 1) => uniform(rows * cols, scale / Math.sqrt(rows));
   const projection = (cols: number) => ({ weight: matrix(E, cols), bias: shape.modelType === 'qwen2' ? uniform(cols, QKV_BIAS_STD) : null });
