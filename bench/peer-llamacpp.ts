@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadPrompts } from '../src/bench/datasets.js';
 import { machineInfo } from '../src/bench/serve/report.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GREEDY } from '../src/engine/sampling.js';
 import { parsePolicy, policyLabel } from '../src/engine/stop-policy.js';
 import { writeGguf } from '../src/gguf/gguf-file.js';
