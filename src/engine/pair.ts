@@ -51,6 +51,8 @@ export interface PairOptions {
   head?: string | null;
   /** `fused` (default): the head runs inside the draft's graph; `session`: as its own session. */
   headMode?: HeadMode;
+  /** Automatic prefix caching in every model's in-place KV pool (model.ts `LoadOptions.prefixCaching`); default false. */
+  prefixCaching?: boolean;
 }
 
 export class ModelPair {
@@ -75,7 +77,7 @@ export class ModelPair {
   static async load(opts: PairOptions = {}): Promise<ModelPair> {
     const targetDir = opts.target ?? BUNDLED_TARGET;
     const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
-    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph };
+    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching };
     const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
 
     const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });

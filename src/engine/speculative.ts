@@ -193,6 +193,8 @@ export class Generation {
   private readonly runMsAtStart: number;
   private endedAt: number | undefined;
   private readonly promptLength: number;
+  /** Prompt tokens the target's cache held when the generation started (prefix caching): OpenAI's `cached_tokens`. */
+  readonly cachedPromptTokens: number;
   /** Whether this generation's specdec++ threshold (and whether it drafts) follows the load (`--threshold auto`). */
   get adaptive(): boolean {
     return this.autoAnchor !== undefined;
@@ -228,8 +230,10 @@ export class Generation {
   ) {
     this.x = [...prompt];
     this.promptLength = prompt.length;
-    this.targetCache = target.newCache();
-    this.draftCache = draft?.newCache();
+    // With prefix caching (model.ts) the caches may start holding a prefix of the prompt: prefill and the draft's catch-up go on from their lengths.
+    this.targetCache = target.newCache(prompt);
+    this.draftCache = draft?.newCache(prompt);
+    this.cachedPromptTokens = this.targetCache.length;
     this.rng = new Rng(opts.seed ?? Rng.randomSeed());
     this.greedy = isGreedy(opts.sampling);
     this.eos = new Set(opts.eosTokenIds ?? target.info.eosTokenIds);
