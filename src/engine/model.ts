@@ -12,7 +12,7 @@ import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from '../onnx/gpt2-graph.js';
 import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT } from '../onnx/inplace-attention.js';
 import { decoderGraphView, embeddingTables, NotRebuildableError } from '../onnx/graph-reading.js';
 import { readModel, type ModelProto } from '../onnx/graph-builder.js';
-import { type Device, executionProviders } from './device.js';
+import { type Device, executionProviders, providerFailure } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
 import { addKvFeeds, HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
@@ -62,8 +62,8 @@ export const MAX_WEBGPU_ATTENTION_SPAN = 31;
 /**
  * Longest input one pass of an in-place graph is fed (inplace-attention.ts); a longer prompt
  * goes in pieces. Its attention over the fed tokens themselves is explicit ([heads, S, S] scores),
- * which for long prompts costs more than the pieces' passes: the bundled target prefilled 936
- * tokens in 442 ms at once, 240 ms in pieces of 256, 258 ms of 128 (2 threads, 2-core CPU).
+ * which for long prompts costs more than the pieces' passes (measured in docs/benchmarks.md,
+ * "Where a token's time goes").
  */
 export const INPLACE_PREFILL_CHUNK = 256;
 
@@ -158,7 +158,7 @@ export class DecoderModel {
         ? await ort.InferenceSession.create(bytes, sessionOptions)
         : await ort.InferenceSession.create(modelDir.onnxPath, sessionOptions);
     } catch (err) {
-      throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${(err as Error).message}`, modelDir.onnxPath);
+      throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${providerFailure(device, (err as Error).message)}`, modelDir.onnxPath);
     }
     const info = inspectLayout(session, modelDir);
     const cropper = device === 'webgpu' ? await KvCropper.create(info, providers) : undefined;
