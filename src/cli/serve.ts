@@ -3,6 +3,7 @@
  * stdout once it listens (the models keep loading in the workers; /health says when they are
  * ready) and shuts down gracefully on SIGTERM / SIGINT.
  */
+import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isDraftFree, policyLabel } from '../engine/stop-policy.js';
@@ -62,6 +63,30 @@ function logLevelArg(text: string): string {
 /** An error message on one line (onnxruntime's carry newlines). */
 const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
 
+/**
+ * Refuses, before any model loads, a port this process cannot listen on: one that another
+ * process holds (EADDRINUSE) or one below 1024 without the privilege (EACCES). Listens on
+ * `host`:`port` as the server will and closes at once; port 0 (any free port) always passes.
+ * @throws InvalidArgumentError naming the port and the fix
+ */
+export async function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const probe = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.listen({ host, port, exclusive: true }, resolve);
+    });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new InvalidArgumentError(`--port ${port}: ${host}:${port} is already in use by another process; stop it or choose another --port`);
+    if (code === 'EACCES') throw new InvalidArgumentError(`--port ${port}: no permission to listen on ${host}:${port} (ports below 1024 need privileges); choose another --port`);
+    throw new InvalidArgumentError(`--host ${host} --port ${port}: cannot listen there: ${(err as Error).message}`);
+  } finally {
+    await new Promise<void>((resolve) => (probe.listening ? probe.close(() => resolve()) : resolve()));
+  }
+}
+
 export function serveCommand(): Command {
   const cmd = new Command('serve').description('serve an OpenAI-compatible API: /v1/chat/completions, /v1/completions, /v1/responses, /v1/models, /tokenize, /detokenize, /info, /version, /health, /metrics');
   cmd
@@ -97,6 +122,8 @@ export function serveCommand(): Command {
     // Without --policy the default depends on whether the workers load an acceptance head.
     const policy = flags.policy === undefined ? undefined : policySpec({ ...flags, policy: flags.policy });
     if (policy && policy.policy !== 'none' && !isDraftFree(policy) && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
+    // A port that is taken fails now, in one line, not after the models have loaded.
+    await checkPortFree(flags.host, flags.port);
     const cores = availableParallelism();
     const workers = flags.workers ?? defaultWorkers(cores, flags.device);
     const app = await buildApp({

@@ -13,7 +13,7 @@ import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPU
 import { decoderGraphView, embeddingTables, NotRebuildableError } from '../onnx/graph-reading.js';
 import { onnx, readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { changesLogits, DraftVocabError, type DraftVocabMap, mapDraftVocab } from '../onnx/draft-vocab-graph.js';
-import { type Device, executionProviders } from './device.js';
+import { type Device, executionProviders, providerFailure } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
 import { addKvFeeds, HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
@@ -74,8 +74,8 @@ export const MAX_WEBGPU_ATTENTION_SPAN = 31;
 /**
  * Longest input one pass of an in-place graph is fed (inplace-attention.ts); a longer prompt
  * goes in pieces. Its attention over the fed tokens themselves is explicit ([heads, S, S] scores),
- * which for long prompts costs more than the pieces' passes: the bundled target prefilled 936
- * tokens in 442 ms at once, 240 ms in pieces of 256, 258 ms of 128 (2 threads, 2-core CPU).
+ * which for long prompts costs more than the pieces' passes (measured in docs/benchmarks.md,
+ * "Where a token's time goes").
  */
 export const INPLACE_PREFILL_CHUNK = 256;
 
@@ -184,7 +184,7 @@ export class DecoderModel {
         ? await ort.InferenceSession.create(bytes, sessionOptions)
         : await ort.InferenceSession.create(modelDir.onnxPath, sessionOptions);
     } catch (err) {
-      throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${(err as Error).message}`, modelDir.onnxPath);
+      throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${providerFailure(device, (err as Error).message)}`, modelDir.onnxPath);
     }
     const info = inspectLayout(session, modelDir);
     if (opts.vocabMap) info.vocabSize = opts.vocabMap.outVocab;
