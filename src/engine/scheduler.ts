@@ -149,6 +149,7 @@ export class BatchScheduler {
     const groups = new Map<Proposer, number[]>();
     all.forEach((g, i) => groups.set(g.proposer, [...(groups.get(g.proposer) ?? []), i]));
 
+    for (const g of all) g.sequence.catchUpRoundMs = 0;
     const draftStart = performance.now();
     for (const [proposer, members] of groups) {
       const mine = members.filter((i) => this.waiting.has(all[i]!));
