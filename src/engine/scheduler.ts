@@ -143,6 +143,7 @@ export class BatchScheduler {
     const limit = this.options.maxBatchTokens;
     const { plans, arm } = controller.planRound(all.map((g) => g.policy));
     const bySequence = new Map(all.map((g) => [g.sequence, g]));
+    const planOf = new Map(all.map((g, i) => [g, plans[i]!]));
     const live = (seq: Sequence) => this.waiting.has(bySequence.get(seq)!);
     const proposals = new Map<Generation, Proposal>();
     // The sequences of each proposer, in the order they asked.
@@ -182,7 +183,7 @@ export class BatchScheduler {
       const gen = gens[i]!;
       const seq = gen.sequence;
       const proposal = proposals.get(gen)!;
-      const verified = await this.guardAsync(gen, () => seq.verify(outs[i]!.logits, proposal, { draftMs, targetStart }, plans[all.indexOf(gen)]!.threshold));
+      const verified = await this.guardAsync(gen, () => seq.verify(outs[i]!.logits, proposal, { draftMs, targetStart }, planOf.get(gen)!.threshold));
       if (!verified) continue;
       controller.costs.observeRound(proposal.tokens.length, verified.accepted);
       if (!this.guard(gen, () => gen.proposer.observe?.(seq, proposal, verified))) continue;
