@@ -56,6 +56,16 @@ export class SequenceDraftFreeProposer implements Proposer {
     });
   }
 
+  /** E[accepted candidates] of the round's proposal (acceptance-by-match.ts); 0 when it proposed none. */
+  get expectedAccepted(): number {
+    return this.round?.expectedAccepted ?? 0;
+  }
+
+  /** The round verifies another proposer's candidates: `observe` then only appends what the round emitted. */
+  withdraw(): void {
+    this.round = undefined;
+  }
+
   observe(_sequence: Sequence, _proposal: Proposal, round: VerifiedRound): void {
     this.proposer.observe(KEY, this.round, round.accepted, round.emitted);
     this.round = undefined;

@@ -86,7 +86,6 @@ export class DraftModelProposer implements Proposer {
     const cap = seq.candidateRoom(model);
     const drafting = plan.draft && model !== undefined && seq.draftCache !== undefined && Math.min(cap, plan.policy.maxDraft) > 0;
     if (drafting) plan.policy.begin();
-    seq.catchUpRoundMs = 0;
     return {
       seq,
       policy: plan.policy,

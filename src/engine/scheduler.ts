@@ -143,12 +143,14 @@ export class BatchScheduler {
     const limit = this.options.maxBatchTokens;
     const { plans, arm } = controller.planRound(all.map((g) => g.policy));
     const bySequence = new Map(all.map((g) => [g.sequence, g]));
+    const planOf = new Map(all.map((g, i) => [g, plans[i]!]));
     const live = (seq: Sequence) => this.waiting.has(bySequence.get(seq)!);
     const proposals = new Map<Generation, Proposal>();
     // The sequences of each proposer, in the order they asked.
     const groups = new Map<Proposer, number[]>();
     all.forEach((g, i) => groups.set(g.proposer, [...(groups.get(g.proposer) ?? []), i]));
 
+    for (const g of all) g.sequence.catchUpRoundMs = 0;
     const draftStart = performance.now();
     for (const [proposer, members] of groups) {
       const mine = members.filter((i) => this.waiting.has(all[i]!));
@@ -181,7 +183,7 @@ export class BatchScheduler {
       const gen = gens[i]!;
       const seq = gen.sequence;
       const proposal = proposals.get(gen)!;
-      const verified = await this.guardAsync(gen, () => seq.verify(outs[i]!.logits, proposal, { draftMs, targetStart }, plans[all.indexOf(gen)]!.threshold));
+      const verified = await this.guardAsync(gen, () => seq.verify(outs[i]!.logits, proposal, { draftMs, targetStart }, planOf.get(gen)!.threshold));
       if (!verified) continue;
       controller.costs.observeRound(proposal.tokens.length, verified.accepted);
       if (!this.guard(gen, () => gen.proposer.observe?.(seq, proposal, verified))) continue;

@@ -17,7 +17,7 @@ import { type FinishReason, OutputDecider, type OutputRules } from './output-dec
 import { Rng } from './rng.js';
 import { argmax, isGreedy, toProbs, type SamplingParams } from './sampling.js';
 import { type GenerationStats, type RoundStats, StatsCollector } from './stats.js';
-import type { PolicySpec } from './stop-policy.js';
+import type { DraftFreePolicySpec, PolicySpec } from './stop-policy.js';
 
 export interface GenerateOptions {
   /** Most new tokens to produce. */
@@ -26,6 +26,12 @@ export interface GenerateOptions {
   /** Seed of the generation's RNG; random when absent. */
   seed?: number;
   policy: PolicySpec;
+  /**
+   * With a policy that runs the draft model: a draft-free proposer (`ngram` or `suffix`, with its
+   * knobs) that competes with the draft each round by expected accepted length (`hybrid`,
+   * hybrid-proposer.ts).
+   */
+  hybrid?: DraftFreePolicySpec;
   /** Tokens that end generation (not included in the output); default: the target's EOS ids. */
   eosTokenIds?: readonly number[];
   /** Presence/frequency penalties and logit bias, applied alike to the draft's and the target's logits. */

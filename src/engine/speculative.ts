@@ -23,6 +23,7 @@ import { DraftController, type SequencePolicy } from './draft-controller.js';
 import { SequenceDraftFreeProposer } from './draft-free-proposer.js';
 import type { DraftPhase } from './draft-phase.js';
 import { DraftModelProposer } from './draft-proposer.js';
+import { HybridProposer } from './hybrid-proposer.js';
 import type { TokenLogprob } from './logprobs.js';
 import type { DecoderModel } from './model.js';
 import type { OutputDecider } from './output-decider.js';
@@ -46,6 +47,8 @@ export class SpeculativeDecoder {
   readonly controller: DraftController;
   /** The draft model (and the head's draft) as the proposer of every sequence that runs one. */
   readonly draftProposer: DraftModelProposer;
+  /** The draft model against a draft-free proposer, per round and sequence (`GenerateOptions.hybrid`). */
+  readonly hybridProposer: HybridProposer;
   private ownScheduler: BatchScheduler | undefined;
 
   constructor(
@@ -67,6 +70,7 @@ export class SpeculativeDecoder {
     }
     this.controller = new DraftController(head);
     this.draftProposer = new DraftModelProposer(head, phases);
+    this.hybridProposer = new HybridProposer(this.draftProposer);
   }
 
   /** Pass costs at the current load, measured on this engine's passes (the auto threshold of specdec++). */
@@ -88,7 +92,7 @@ export class SpeculativeDecoder {
   /**
    * Begin a generation; drive it with `step()` (or a scheduler's `step(generation)`) until `done`.
    * @throws RequestError for an empty prompt, a policy needing a draft or head the engine lacks,
-   *   a draft-free knob out of range; ContextLengthError for a prompt that fills the context
+   *   a draft-free knob out of range, `hybrid` without a policy that runs the draft; ContextLengthError for a prompt that fills the context
    */
   start(prompt: readonly number[], opts: GenerateOptions): Generation {
     if (prompt.length === 0) throw new RequestError('the prompt has no tokens');
@@ -106,15 +110,21 @@ export class SpeculativeDecoder {
         throw new RequestError(`policy ${policy.name} needs a draft that outputs last_hidden_state (specd models prepare-draft)`, 'speculative.policy');
       }
     }
+    if (opts.hybrid && !draft) throw new RequestError(`hybrid needs a policy that runs the draft model, got ${policy.name}`, 'speculative.policy');
+    if (opts.hybrid && !isDraftFree(opts.hybrid)) throw new RequestError('hybrid competes with ngram or suffix', 'speculative.policy');
     const sequence = new Sequence(this.target, draft, prompt, opts);
     let proposer: Proposer = this.draftProposer;
-    if (isDraftFree(admitted.spec)) {
+    const free = isDraftFree(admitted.spec) ? admitted.spec : opts.hybrid;
+    if (free) {
+      let own: SequenceDraftFreeProposer;
       try {
-        proposer = new SequenceDraftFreeProposer(sequence, admitted.spec);
+        own = new SequenceDraftFreeProposer(sequence, free);
       } catch (err) {
         sequence.discard();
         throw err;
       }
+      if (opts.hybrid) this.hybridProposer.add(sequence, own);
+      proposer = opts.hybrid ? this.hybridProposer : own;
     }
     const generation = new Generation(this, sequence, proposer, admitted);
     if (sequence.maxNew === 0) sequence.finish('length');
