@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ModelLoadError, RequestError } from '../src/errors.js';
 import { DecoderModel } from '../src/engine/model.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GREEDY, type SamplingParams } from '../src/engine/sampling.js';
 import { ContextLengthError, type GenerateOptions } from '../src/engine/speculative.js';
 import { parsePolicy, PolicySpecError, policyLabel, type PolicySpec } from '../src/engine/stop-policy.js';
 import { generateText } from '../src/engine/text-generation.js';
-import { writeFixtureModelDir, writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixtureModelDir, writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { GraphBuilder } from '../src/onnx/graph-builder.js';
 import { DATASETS_DIR } from '../src/paths.js';
 
@@ -275,12 +275,16 @@ describe('model loading errors', () => {
     await assertLoadError(DecoderModel.load(dir), /cannot load .*model\.onnx/, join('onnx', 'model.onnx'));
   });
 
-  test('draft and target with different vocabulary sizes', async () => {
+  test('draft and target with different tokenizers of different sizes: refused, both sizes named', async () => {
     const target = join(root, 'vocab-target');
     const draft = join(root, 'vocab-draft');
     writeFixtureModelDir(target, { style: 'llama', layers: 1, vocabSize: 48, seed: 1 });
     writeFixtureModelDir(draft, { style: 'llama', layers: 1, vocabSize: 40, seed: 2 });
-    const err = await assertLoadError(ModelPair.load({ target, draft, threads: 1 }), /vocabularies differ: .*config\.json has vocab_size 40, the target 48/, join('vocab-draft', 'config.json'), 'vocab_size');
+    const err = await assertLoadError(
+      ModelPair.load({ target, draft, threads: 1 }),
+      /tokenizers differ: .*vocab-draft.tokenizer\.json has 40 tokens \(vocab_size 40\), .*vocab-target.tokenizer\.json has 48 \(vocab_size 48\)/,
+      join('vocab-draft', 'tokenizer.json'),
+    );
     assert.ok(err.message.includes(draft));
   });
 
