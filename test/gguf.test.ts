@@ -5,7 +5,8 @@
  * norms) and Llama 3.2 (`llama3` rope scaling as rope_freqs) pairs from `specd models synth`
  * with their real tokenizers; and, where llama.cpp's llama-server runs (LLAMA_SERVER: the command,
  * or llama-server on PATH), it loads each file and decodes greedily the same tokens as specd's
- * target alone (and, without rope_freqs, not the same: the scaling reaches the test's positions).
+ * target alone, both with float32 KV caches, up to the first special token (and, without
+ * rope_freqs, not the same: the scaling reaches the test's positions).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -126,7 +127,7 @@ describe('GGUF files', () => {
   test('Llama-family fixtures: llama / qwen2 metadata and tensors; q and k rows interleaved for llama only; other families refused', () => {
     for (const qkvBias of [false, true]) {
       const dir = join(root, qkvBias ? 'qwen2' : 'llama');
-      writeFixtureModelDir(dir, { style: 'llama', layers: 2, hidden: 64, heads: 4, kvHeads: 2, seed: 3, vocabSize: 48, qkvBias });
+      writeFixtureModelDir(dir, { style: 'llama', layers: 2, hidden: 64, heads: 4, kvHeads: 2, seed: 4, vocabSize: 48, qkvBias });
       const g = modelToGguf(dir);
       const arch = qkvBias ? 'qwen2' : 'llama';
       assert.equal(g.metadata.get('general.architecture')?.value, arch);
@@ -236,7 +237,7 @@ describe('GGUF files', () => {
       await pair.release();
       let tokenized: number[] | undefined;
       const served = async (gguf: string) => {
-        const server = await LlamaServer.start(command, { threads: 2, context: 1024, args: ['-m', gguf] });
+        const server = await LlamaServer.start(command, { threads: 2, context: 1024, args: ['-m', gguf, '-ctk', 'f32', '-ctv', 'f32'] });
         try {
           tokenized ??= await server.tokenize(TEXT);
           return await server.greedy(prompt, 32);
@@ -244,12 +245,18 @@ describe('GGUF files', () => {
           await server.stop();
         }
       };
-      assert.deepEqual(await served(path), want);
+      // llama-server's ignore_eos bans its end-of-generation tokens, which specd's greedy may pick:
+      // compare up to the first special (control) token specd decodes, and at least 16 tokens.
+      const types = file.metadata.get('tokenizer.ggml.token_type')!.value as number[];
+      const cut = want.findIndex((id) => types[id] === 3);
+      const n = cut < 0 ? want.length : cut;
+      assert.ok(n >= 16, `only ${n} tokens before a special token: ${want}`);
+      assert.deepEqual((await served(path)).slice(0, n), want.slice(0, n));
       if (m.tokenizes) assert.deepEqual(tokenized, textIds, `llama.cpp pre-tokenizes text as the model's tokenizer.json (tokenizer.ggml.pre ${file.metadata.get('tokenizer.ggml.pre')?.value})`);
       if (m.withoutRopeFreqs) {
         const plain = join(root, 'served-no-rope-freqs.gguf');
         writeGguf(plain, { metadata: file.metadata, tensors: file.tensors.filter((t) => t.name !== 'rope_freqs.weight') });
-        assert.notDeepEqual(await served(plain), want, 'without rope_freqs llama-server rotates with the plain frequencies');
+        assert.notDeepEqual((await served(plain)).slice(0, n), want.slice(0, n), 'without rope_freqs llama-server rotates with the plain frequencies');
       }
     });
   }
