@@ -132,6 +132,16 @@ export class LlamaServer {
     return ((await res.json()) as { tokens: number[] }).tokens;
   }
 
+  /**
+   * `text` as the served model's tokenizer splits it (/tokenize, no special tokens added).
+   * @throws Error naming the status when the server answers with an error
+   */
+  async tokenize(text: string): Promise<number[]> {
+    const res = await fetch(`${this.url}/tokenize`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ content: text }) });
+    if (!res.ok) throw new Error(`llama-server /tokenize: HTTP ${res.status}: ${(await res.text()).slice(0, 300)}`);
+    return ((await res.json()) as { tokens: number[] }).tokens;
+  }
+
   /** Stops the process and waits for it to exit. */
   async stop(): Promise<void> {
     if (this.proc.pid === undefined || this.proc.exitCode !== null || this.proc.signalCode !== null) return;

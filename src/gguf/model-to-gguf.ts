@@ -212,11 +212,39 @@ function llamaToGguf(dir: string): GgufFile {
   return { metadata: meta, tensors };
 }
 
+/**
+ * llama.cpp's names (`tokenizer.ggml.pre`) of the pre-tokenizer splits it implements, by the
+ * Split regex of tokenizer.json: Llama 3's (digits in runs of up to 3) and Qwen2's (one digit at a
+ * time, also Qwen3's). The converter tells them apart by hashing a test string's tokens; the
+ * regex names the same thing without running the tokenizer.
+ */
+const PRE_TOKENIZERS: Readonly<Record<string, string>> = {
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": 'llama-bpe',
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": 'qwen2',
+};
+
+interface PreTokenizer {
+  type: string;
+  pattern?: { Regex?: string };
+  pretokenizers?: PreTokenizer[];
+}
+
+/** `tokenizer.ggml.pre` for a tokenizer.json pre_tokenizer: a known Split regex's name, else `default` (llama.cpp's GPT-2 rules). */
+export function preTokenizerName(pre: PreTokenizer | null | undefined): string {
+  const splits = pre?.type === 'Sequence' ? (pre.pretokenizers ?? []) : pre ? [pre] : [];
+  for (const p of splits) {
+    const name = p.type === 'Split' && p.pattern?.Regex !== undefined ? PRE_TOKENIZERS[p.pattern.Regex] : undefined;
+    if (name) return name;
+  }
+  return 'default';
+}
+
 /** The `tokenizer.*` metadata of a byte-level BPE tokenizer.json and its chat template. */
 function tokenizerMetadata(dir: string, vocabSize: number): [string, GgufValue][] {
   const tok = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as {
     model: { type: string; vocab: Record<string, number>; merges?: (string | [string, string])[] };
     added_tokens?: { id: number; content: string; special?: boolean }[];
+    pre_tokenizer?: PreTokenizer | null;
   };
   if (tok.model.type !== 'BPE') throw new NotConvertibleError(`${dir}/tokenizer.json: a ${tok.model.type} model; the GGUF writer handles byte-level BPE`);
   const tokens: string[] = new Array(vocabSize).fill('');
@@ -242,7 +270,7 @@ function tokenizerMetadata(dir: string, vocabSize: number): [string, GgufValue][
   };
   const out: [string, GgufValue][] = [
     ['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }],
-    ['tokenizer.ggml.pre', { type: 'string', value: 'default' }],
+    ['tokenizer.ggml.pre', { type: 'string', value: preTokenizerName(tok.pre_tokenizer) }],
     ['tokenizer.ggml.tokens', { type: 'array', of: 'string', value: tokens }],
     ['tokenizer.ggml.token_type', { type: 'array', of: 'i32', value: types }],
     ['tokenizer.ggml.merges', { type: 'array', of: 'string', value: (tok.model.merges ?? []).map((m) => (Array.isArray(m) ? m.join(' ') : m)) }],

@@ -5,7 +5,8 @@
  * norms) and Llama 3.2 (`llama3` rope scaling as rope_freqs) pairs from `specd models synth`
  * with their real tokenizers; and, where llama.cpp's llama-server runs (LLAMA_SERVER: the command,
  * or llama-server on PATH), it loads each file and decodes greedily the same tokens as specd's
- * target alone (and, without rope_freqs, not the same: the scaling reaches the test's positions).
+ * target alone, both with float32 KV caches, up to the first special token (and, without
+ * rope_freqs, not the same: the scaling reaches the test's positions).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -100,6 +101,7 @@ describe('GGUF files', () => {
     assert.equal(meta('gpt2.embedding_length'), 128);
     assert.equal(meta('gpt2.attention.head_count'), 4);
     assert.equal(meta('tokenizer.ggml.model'), 'gpt2');
+    assert.equal(meta('tokenizer.ggml.pre'), 'default', "no Split regex: llama.cpp's default (GPT-2) rules");
     const tokens = meta('tokenizer.ggml.tokens') as unknown as string[];
     const types = meta('tokenizer.ggml.token_type') as unknown as number[];
     assert.equal(tokens.length, 259);
@@ -125,7 +127,7 @@ describe('GGUF files', () => {
   test('Llama-family fixtures: llama / qwen2 metadata and tensors; q and k rows interleaved for llama only; other families refused', () => {
     for (const qkvBias of [false, true]) {
       const dir = join(root, qkvBias ? 'qwen2' : 'llama');
-      writeFixtureModelDir(dir, { style: 'llama', layers: 2, hidden: 64, heads: 4, kvHeads: 2, seed: 3, vocabSize: 48, qkvBias });
+      writeFixtureModelDir(dir, { style: 'llama', layers: 2, hidden: 64, heads: 4, kvHeads: 2, seed: 4, vocabSize: 48, qkvBias });
       const g = modelToGguf(dir);
       const arch = qkvBias ? 'qwen2' : 'llama';
       assert.equal(g.metadata.get('general.architecture')?.value, arch);
@@ -175,12 +177,14 @@ describe('GGUF files', () => {
     assert.deepEqual([tokens[151645], types[151645]], ['<|im_end|>', 3]);
     assert.deepEqual([tokens[151669], types[151669], tokens[151935], types[151935]], ['[PAD151669]', 5, '[PAD151935]', 5]);
     assert.equal(meta('tokenizer.ggml.eos_token_id'), 151645);
+    assert.equal(meta('tokenizer.ggml.pre'), 'qwen2', "Qwen2's split regex (one digit at a time)");
   });
 
   test("Llama 3.2 (synth): rope_scaling llama3 as rope_freqs, the divisors that turn the plain frequencies into transformers' scaled ones", () => {
     const dir = llama3();
     const g = modelToGguf(dir);
     assert.equal(g.metadata.get('general.architecture')?.value, 'llama');
+    assert.equal(g.metadata.get('tokenizer.ggml.pre')?.value, 'llama-bpe', "Llama 3's split regex (digits in runs of up to 3)");
     const freqs = g.tensors.find((t) => t.name === 'rope_freqs.weight')!;
     assert.deepEqual(freqs.dims, [8]);
     const scaling = readModelDir(dir).config.ropeScaling!;
@@ -205,12 +209,14 @@ describe('GGUF files', () => {
     }, /rope_scaling type llama3 with model_type qwen2; llama.cpp reads rope_freqs for the llama architecture only/);
   });
 
-  const servedModels: { label: string; dir: () => string; prompt: (pair: ModelPair) => number[]; withoutRopeFreqs?: boolean }[] = [
+  /** Text whose split differs between llama.cpp's default pre-tokenizer and Qwen2's / Llama 3's (punctuation before a newline, digit runs). */
+  const TEXT = "Hello world, 12345 numbers!\n  ok. It's 3.14159 - naïve café 東京\n\n";
+  const servedModels: { label: string; dir: () => string; prompt: (pair: ModelPair) => number[]; withoutRopeFreqs?: boolean; tokenizes?: boolean }[] = [
     { label: "the bundled target's GGUF", dir: () => BUNDLED_TARGET, prompt: gsm8kPrompt },
     { label: 'a Llama GQA fixture as GGUF', dir: () => join(root, 'llama'), prompt: () => [1, 5, 9, 13, 20, 7] },
     { label: 'a Qwen2 fixture (q/k/v biases) as GGUF', dir: () => join(root, 'qwen2'), prompt: () => [1, 5, 9, 13, 20, 7] },
-    { label: 'a Qwen3 synth target (q/k norms, real tokenizer) as GGUF', dir: qwen3, prompt: gsm8kPrompt },
-    { label: 'a Llama 3.2 synth target (llama3 rope scaling) as GGUF', dir: llama3, prompt: gsm8kPrompt, withoutRopeFreqs: true },
+    { label: 'a Qwen3 synth target (q/k norms, real tokenizer) as GGUF', dir: qwen3, prompt: gsm8kPrompt, tokenizes: true },
+    { label: 'a Llama 3.2 synth target (llama3 rope scaling) as GGUF', dir: llama3, prompt: gsm8kPrompt, withoutRopeFreqs: true, tokenizes: true },
   ];
   for (const [i, m] of servedModels.entries()) {
     test(`llama-server loads ${m.label} and decodes greedily as specd's target alone`, async (t) => {
@@ -227,20 +233,30 @@ describe('GGUF files', () => {
       const pair = await ModelPair.load({ draft: null, head: null, target: dir, threads: 2 });
       const prompt = m.prompt(pair);
       const want = await pair.decoder.start(prompt, { maxTokens: 32, sampling: GREEDY, eosTokenIds: [], policy: { policy: 'none' } }).run();
+      const textIds = pair.tokenizer.encode(TEXT);
       await pair.release();
+      let tokenized: number[] | undefined;
       const served = async (gguf: string) => {
-        const server = await LlamaServer.start(command, { threads: 2, context: 1024, args: ['-m', gguf] });
+        const server = await LlamaServer.start(command, { threads: 2, context: 1024, args: ['-m', gguf, '-ctk', 'f32', '-ctv', 'f32'] });
         try {
+          tokenized ??= await server.tokenize(TEXT);
           return await server.greedy(prompt, 32);
         } finally {
           await server.stop();
         }
       };
-      assert.deepEqual(await served(path), want);
+      // llama-server's ignore_eos bans its end-of-generation tokens, which specd's greedy may pick:
+      // compare up to the first special (control) token specd decodes, and at least 16 tokens.
+      const types = file.metadata.get('tokenizer.ggml.token_type')!.value as number[];
+      const cut = want.findIndex((id) => types[id] === 3);
+      const n = cut < 0 ? want.length : cut;
+      assert.ok(n >= 16, `only ${n} tokens before a special token: ${want}`);
+      assert.deepEqual((await served(path)).slice(0, n), want.slice(0, n));
+      if (m.tokenizes) assert.deepEqual(tokenized, textIds, `llama.cpp pre-tokenizes text as the model's tokenizer.json (tokenizer.ggml.pre ${file.metadata.get('tokenizer.ggml.pre')?.value})`);
       if (m.withoutRopeFreqs) {
         const plain = join(root, 'served-no-rope-freqs.gguf');
         writeGguf(plain, { metadata: file.metadata, tensors: file.tensors.filter((t) => t.name !== 'rope_freqs.weight') });
-        assert.notDeepEqual(await served(plain), want, 'without rope_freqs llama-server rotates with the plain frequencies');
+        assert.notDeepEqual((await served(plain)).slice(0, n), want.slice(0, n), 'without rope_freqs llama-server rotates with the plain frequencies');
       }
     });
   }
