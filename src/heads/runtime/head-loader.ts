@@ -12,13 +12,13 @@
  * prepare in memory must have been prepared on disk (`specd models prepare-draft`); it then
  * serves as the head's draft itself, in `session` mode.
  */
-import { ModelLoadError } from '../errors.js';
-import type { Device } from '../engine/device.js';
-import type { GraphChoice } from '../engine/graph-choice.js';
-import { DecoderModel } from '../engine/model.js';
-import { readModelDir } from '../engine/model-dir.js';
-import type { DraftVocabMap } from '../onnx/draft-vocab-graph.js';
-import { onnx, type ModelProto } from '../onnx/graph-builder.js';
+import { ModelLoadError } from '../../errors.js';
+import type { Device } from '../../engine/device.js';
+import type { GraphChoice } from '../../engine/graph-choice.js';
+import { DecoderModel } from '../../engine/model.js';
+import { readModelDir } from '../../engine/model-dir.js';
+import type { DraftVocabMap } from '../../onnx/draft-vocab-graph.js';
+import { onnx, type ModelProto } from '../../onnx/graph-builder.js';
 import { fuseHead } from './head-fusion.js';
 import { AcceptanceHead } from './head-runner.js';
 import { draftIdentity, findHiddenState, preparedDraftModel } from './prepare-draft.js';
