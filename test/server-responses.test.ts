@@ -133,7 +133,9 @@ describe('POST /v1/responses', () => {
     const final = (events.at(-1) as OpenAI.Responses.ResponseCompletedEvent).response;
     assert.equal(final.id, created.response.id);
     assert.equal((final.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0]!.type, 'output_text');
-    assert.deepEqual({ ...final.usage, speculative: undefined }, { ...whole.usage, speculative: undefined });
+    // The cached share depends on what earlier requests left in the prefix cache.
+    const comparable = (u: typeof whole.usage) => ({ ...u, speculative: undefined, input_tokens_details: undefined });
+    assert.deepEqual(comparable(final.usage), comparable(whole.usage));
     assert.ok(speculativeOf(final).rounds > 0);
   });
 

@@ -35,6 +35,7 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
   allowedMethods: string[];
   allowedHeaders: string[];
   reasoningParser?: ReasoningParserName;
+  enablePrefixCaching: boolean;
 }
 
 /** A comma-separated list; empty entries dropped ('' is the empty list). */
@@ -82,6 +83,8 @@ export function serveCommand(): Command {
     .option('--allowed-origins <list>', 'CORS: comma-separated origins browser pages may call from ("*": any; "": no CORS headers)', listArg, DEFAULT_CORS.allowedOrigins)
     .option('--allowed-methods <list>', 'CORS: methods a preflight allows ("*": any)', listArg, DEFAULT_CORS.allowedMethods)
     .option('--allowed-headers <list>', 'CORS: request headers a preflight allows (default: those it asks for)', listArg, DEFAULT_CORS.allowedHeaders)
+    .option('--enable-prefix-caching', "keep finished requests' KV rows and start a prompt from the longest cached prefix (vLLM's automatic prefix caching; default)", true)
+    .option('--no-enable-prefix-caching', 'compute every prompt from its first token')
     .addOption(new Option('--reasoning-parser <name>', "split reasoning models' <think> blocks into reasoning_content (chat) and reasoning items (responses)").choices(REASONING_PARSERS));
   // The server's default draft policy; a request may choose another with its `speculative` field.
   addPolicyOptions(cmd);
@@ -90,7 +93,7 @@ export function serveCommand(): Command {
   // head's (--head FILE) included once the shared options carry it.
   addModelOptions(cmd);
   cmd.action(async (flags: ServeFlags) => {
-    const pair = pairOptions(flags);
+    const pair = { ...pairOptions(flags), prefixCaching: flags.enablePrefixCaching };
     // Without --policy the default depends on whether the workers load an acceptance head.
     const policy = flags.policy === undefined ? undefined : policySpec(flags);
     if (policy && policyNeeds(policy).draft && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);

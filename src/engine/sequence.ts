@@ -138,6 +138,8 @@ export class Sequence {
   private readonly startedAt = performance.now();
   private readonly runMsAtStart: number;
   private endedAt: number | undefined;
+  /** Prompt tokens the target's cache held when the sequence started (prefix caching): OpenAI's `cached_tokens`. */
+  readonly cachedPromptTokens: number;
   private readonly endListeners: (() => void)[] = [];
 
   /**
@@ -153,8 +155,10 @@ export class Sequence {
   ) {
     this.tokens = [...prompt];
     this.promptLength = prompt.length;
-    this.targetCache = target.newCache();
-    this.draftCache = draft?.newCache();
+    // With prefix caching (model.ts) the caches may start holding a prefix of the prompt: prefill and the draft's catch-up go on from their lengths.
+    this.targetCache = target.newCache(prompt);
+    this.draftCache = draft?.newCache(prompt);
+    this.cachedPromptTokens = this.targetCache.length;
     this.rng = new Rng(opts.seed ?? Rng.randomSeed());
     this.greedy = isGreedy(opts.sampling);
     this.eos = new Set(opts.eosTokenIds ?? target.info.eosTokenIds);

@@ -36,6 +36,8 @@ export interface TextGenerationResult {
   /** Offset of each output token's text in `text`, in UTF-16 code units (output-decider.ts). */
   text_offsets: number[];
   prompt_tokens: number;
+  /** Prompt tokens whose KV rows came from the prefix cache (not computed): OpenAI's `prompt_tokens_details.cached_tokens`. */
+  cached_tokens: number;
   finish_reason: FinishReason;
   stats: GenerationStats;
   /** With `logprobs`: one record per token of `token_ids`. */
@@ -82,6 +84,7 @@ export async function generateText(
     token_ids: tokenIds,
     text_offsets: output.textOffsets,
     prompt_tokens: promptIds.length,
+    cached_tokens: generation.cachedPromptTokens,
     finish_reason: generation.finishReason!,
     stats: generation.stats,
     logprobs: opts.logprobs === undefined ? undefined : generation.logprobs.slice(0, tokenIds.length),

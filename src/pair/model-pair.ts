@@ -56,6 +56,8 @@ export interface PairOptions {
    * default: `token_map.json` in the draft's directory when there is one; null: none.
    */
   speculativeTokenMap?: string | null;
+  /** Automatic prefix caching in every model's in-place KV pool (model.ts `LoadOptions.prefixCaching`); default false. */
+  prefixCaching?: boolean;
 }
 
 export class ModelPair {
@@ -80,7 +82,7 @@ export class ModelPair {
   static async load(opts: PairOptions = {}): Promise<ModelPair> {
     const targetDir = opts.target ?? BUNDLED_TARGET;
     const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
-    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph };
+    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching };
     const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
 
     const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });

@@ -29,8 +29,12 @@ import type { ControlMessage, EngineStatsMessage, EngineWorkerData, GenerationRe
 
 const { pair: pairOptions, batching, faults } = workerData as EngineWorkerData;
 
-const loading: Promise<ModelPair> = ModelPair.load(pairOptions);
+// The server caches prefixes unless told not to (--no-enable-prefix-caching); their rows count against the budget.
+const loading: Promise<ModelPair> = ModelPair.load({ ...pairOptions, prefixCaching: pairOptions.prefixCaching ?? true });
 const budget = new KvBudget(batching.kvCacheMemoryBytes);
+void loading.then((pair) => {
+  for (const model of new Set([pair.target, pair.draft, pair.headDraft])) if (model?.kvPool) budget.addReclaimable(model.kvPool);
+}, () => {});
 const passes: PassRecord[] = [];
 const scheduler = new BatchScheduler({
   maxBatchTokens: batching.maxBatchTokens,

@@ -36,6 +36,8 @@ export interface HeadForDraftOptions {
   mode?: HeadMode;
   /** The draft's vocabulary map (engine/vocab-map.ts), applied to the head's draft as to the draft. */
   vocabMap?: DraftVocabMap;
+  /** Prefix caching in the head's draft session's KV pool (model.ts). */
+  prefixCaching?: boolean;
 }
 
 /** Throws ModelLoadError unless the head was trained for this draft and fits its width. */
@@ -55,7 +57,7 @@ export async function loadHeadForDraft(
   draft: DecoderModel,
   options: HeadForDraftOptions = {},
 ): Promise<{ head: AcceptanceHead; headDraft: DecoderModel }> {
-  const { device, deviceId, threads, dtype, graph } = options;
+  const { device, deviceId, threads, dtype, graph, prefixCaching } = options;
   const mode = options.mode ?? 'fused';
   const head = AcceptanceHead.load(headPath, { device, deviceId, threads });
   checkHeadMatchesDraft(head, draft.info.dir, dtype);
@@ -73,6 +75,6 @@ export async function loadHeadForDraft(
     throw new ModelLoadError(`${headPath}: the head is ${head.width} wide, the draft's hidden state ${width}`, headPath);
   }
   if (mode === 'fused') fuseHead(model, head.model);
-  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, graph, model: onnx.ModelProto.encode(model).finish(), keepGraph: true, vocabMap: options.vocabMap });
+  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, graph, model: onnx.ModelProto.encode(model).finish(), keepGraph: true, vocabMap: options.vocabMap, prefixCaching });
   return { head, headDraft };
 }
