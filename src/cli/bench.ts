@@ -20,6 +20,7 @@ import { TextTokenizer } from '../text/tokenizer.js';
 import { temperatureLabel } from '../engine/sampling.js';
 import { DRAFT_PHASE_MODES, type DraftPhaseMode } from '../engine/speculative.js';
 import { HEAD_MODES, type HeadMode } from '../heads/runtime/head-loader.js';
+import { policyNeeds } from '../engine/policy-registry.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, recommendedThresholdAt, validatePolicySpec } from '../engine/stop-policy.js';
 import { benchPeerCommand } from './bench-peer.js';
 import { benchServeCommand } from './bench-serve.js';
@@ -104,8 +105,8 @@ export function benchCommand(): Command {
   addModelOptions(offline);
   offline.action(async (flags: OfflineFlags) => {
     const pair = await ModelPair.load({ ...pairOptions(flags), headMode: flags.headMode });
-    if (!pair.draft && flags.policies.some((p) => p.policy !== 'none')) throw new InvalidArgumentError('policies other than none need a draft model');
-    if (!pair.head && flags.policies.some((p) => p.policy === 'specdec++')) throw new InvalidArgumentError('specdec++ policies need an acceptance head (--head FILE)');
+    if (!pair.draft && flags.policies.some((p) => policyNeeds(p).draft)) throw new InvalidArgumentError(`${flags.policies.filter((p) => policyNeeds(p).draft).map(policyLabel).join(', ')} need a draft model`);
+    if (!pair.head && flags.policies.some((p) => policyNeeds(p).head)) throw new InvalidArgumentError(`${flags.policies.filter((p) => policyNeeds(p).head).map(policyLabel).join(', ')} need an acceptance head (--head FILE)`);
     // specdec++ entries: the shared K bounds, and the default threshold made explicit.
     const defaultThreshold = flags.threshold ?? recommendedThresholdAt(pair.head, flags.temperature);
     const policies = flags.policies.map((p): PolicySpec =>

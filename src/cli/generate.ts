@@ -2,7 +2,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { ModelPair } from '../pair/model-pair.js';
-import { isDraftFree, policyLabel } from '../engine/stop-policy.js';
+import { policyNeeds } from '../engine/policy-registry.js';
+import { policyLabel } from '../engine/stop-policy.js';
 import { generateText, type PromptInput } from '../engine/text-generation.js';
 import { GrammarError, type GrammarSpec } from '../grammar/compiler.js';
 import { grammarSchema, unenforcedKeyword } from '../grammar/schema-check.js';
@@ -81,15 +82,15 @@ export function generateCommand(): Command {
     if ((flags.prompt === undefined) === (flags.messages === undefined)) throw new InvalidArgumentError('give exactly one of --prompt or --messages');
     if (flags.raw && flags.messages) throw new InvalidArgumentError('--raw applies to --prompt, not --messages');
     if (flags.jsonSchema && flags.jsonObject) throw new InvalidArgumentError('give at most one of --json-schema or --json-object');
-    if (flags.policy !== undefined) policySpec({ ...flags, policy: flags.policy }); // a bad --policy fails before the models load
+    if (flags.policy !== undefined) policySpec(flags); // a bad --policy fails before the models load
     const pair = await ModelPair.load(pairOptions(flags));
-    const policy = policySpec({ ...flags, policy: flags.policy ?? defaultPolicyName({ draft: Boolean(pair.draft), head: Boolean(pair.head) }) });
+    const policy = policySpec(flags, defaultPolicyName({ draft: Boolean(pair.draft), head: Boolean(pair.head) }));
     let input: PromptInput;
     if (flags.messages) input = { messages: flags.messages };
     else if (flags.raw || !pair.tokenizer.hasChatTemplate) input = { prompt: flags.prompt! };
     else input = { messages: [{ role: 'user', content: flags.prompt! }] };
-    if (policy.policy !== 'none' && !isDraftFree(policy) && !pair.draft) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
-    if (policy.policy === 'specdec++' && !pair.head) throw new InvalidArgumentError('--policy specdec++ needs an acceptance head (--head FILE)');
+    if (policyNeeds(policy).draft && !pair.draft) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
+    if (policyNeeds(policy).head && !pair.head) throw new InvalidArgumentError(`--policy ${policy.policy} needs an acceptance head (--head FILE)`);
     const sampling = samplingParams(flags, pair.target.info.generationDefaults);
     const onDelta = flags.json ? undefined : ({ text }: { text: string }) => void process.stdout.write(text);
     const grammar: GrammarSpec | undefined = flags.jsonSchema ? { type: 'json_schema', schema: JSON.stringify(grammarSchema(flags.jsonSchema)) } : flags.jsonObject ? { type: 'json_object' } : undefined;

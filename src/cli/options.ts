@@ -6,16 +6,18 @@ import { ONNX_VARIANTS } from '../engine/model-dir.js';
 import type { PairOptions } from '../pair/model-pair.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import {
-  DEFAULT_CONFIDENCE_K_MAX,
-  DEFAULT_FIXED_K,
-  DEFAULT_P_MIN,
-  DEFAULT_SPECDEC_K_MIN,
-  MAX_DRAFT_LIMIT,
+  allKnobs,
+  knobFlag,
+  knobRange,
+  type PolicyKnob,
+  POLICY_NAMES,
   type PolicySpec,
+  policiesTaking,
+  policyEntry,
+  policyFromKnobs,
   parsePolicy,
   PolicySpecError,
-  validatePolicySpec,
-} from '../engine/stop-policy.js';
+} from '../engine/policy-registry.js';
 
 export function intIn(lo: number, hi: number) {
   return (text: string): number => {
@@ -41,6 +43,7 @@ export function deviceArg(text: string): Device {
   }
 }
 
+/** A comma-separated list of `NAME` / `NAME:VALUE` policies (policy-registry.ts parsePolicy), e.g. `none,fixed:4,specdec++`. */
 export function policyListArg(text: string): PolicySpec[] {
   try {
     const list = text.split(',').filter((s) => s.trim() !== '').map(parsePolicy);
@@ -139,40 +142,42 @@ export function samplingParams(flags: SamplingFlags, defaults: { temperature?: n
   };
 }
 
-/** --threshold: a number in [0, 1], or `auto` (undefined: the head's recommended h, adapted to the load). */
-function thresholdArg(text: string): number | undefined {
-  if (text.trim() === 'auto') return undefined;
-  const v = Number(text);
-  if (text.trim() === '' || !Number.isFinite(v) || v < 0 || v > 1) throw new InvalidArgumentError('expected auto or a number in [0, 1]');
-  return v;
+/** A knob flag's value meaning "decided from what is loaded" (specdec++'s threshold from the head). */
+const AUTO = 'auto';
+
+/** A knob flag's parser: the knob's type and range (policy-registry.ts); `auto` where the knob has no fixed default. */
+function knobArg(knob: PolicyKnob) {
+  return (text: string): number | typeof AUTO => {
+    if (knob.default === undefined && text.trim() === AUTO) return AUTO;
+    const v = Number(text);
+    const auto = knob.default === undefined ? 'auto or ' : '';
+    if (text.trim() === '' || !Number.isFinite(v) || (knob.type === 'integer' && !Number.isInteger(v)) || v < knob.min || v > knob.max) {
+      throw new InvalidArgumentError(`expected ${auto}${knobRange(knob)}`);
+    }
+    return v;
+  };
 }
 
-/** --policy and its knobs. */
+/** --policy and one flag per knob of the policy registry (--k, --p-min, --k-max, --threshold, --k-min, --prompt-lookup-min, ...). */
 export function addPolicyOptions(cmd: Command): Command {
-  return cmd
-    .option('--policy <name>', 'draft-length policy: none, fixed, confidence, specdec++, or draft-free ngram or suffix (default: specdec++ when an acceptance head is loaded, else fixed; none without a draft)')
-    .option('--k <n>', `candidates per round for --policy fixed`, intIn(1, MAX_DRAFT_LIMIT), DEFAULT_FIXED_K)
-    .option('--p-min <p>', 'stop drafting below this draft probability (--policy confidence)', numberIn(0, 1), DEFAULT_P_MIN)
-    .option('--k-max <n>', 'longest draft for --policy confidence and specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_CONFIDENCE_K_MAX)
-    .option('--threshold <h>', "stop drafting when the head's P(some candidate is rejected) exceeds h (--policy specdec++); auto (default): the head's recommended h adapted to the load each round (docs/engine.md)", thresholdArg)
-    .option('--k-min <n>', 'shortest draft for --policy specdec++', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MIN)
-    .option('--prompt-lookup-min <n>', 'shortest n-gram matched (--policy ngram; default: docs/proposers.md)', intIn(1, 64))
-    .option('--prompt-lookup-max <n>', 'longest n-gram matched (--policy ngram)', intIn(1, 64))
-    .option('--num-speculative-tokens <n>', 'most candidates per round (--policy ngram and suffix)', intIn(1, 256));
+  cmd.option(
+    '--policy <name>',
+    `draft-length policy: ${POLICY_NAMES.join(', ')} (default: specdec++ when an acceptance head is loaded, else fixed; none without a draft)`,
+  );
+  for (const knob of allKnobs()) {
+    const takes = policiesTaking(knob.api).join(', ');
+    const fallback = knob.default !== undefined ? `; default ${knob.default}` : knob.auto ? `; default auto: ${knob.auto}` : '';
+    cmd.option(`${knobFlag(knob)} <${knob.type === 'integer' ? 'n' : 'x'}>`, `${knob.help} (--policy ${takes}${fallback})`, knobArg(knob));
+  }
+  return cmd;
 }
 
+/** --policy and the knob flags as parsed; a knob flag left out is undefined (the policy's default). */
 export interface PolicyFlags {
   /** Undefined: the default for the models loaded (defaultPolicyName). */
   policy?: string;
-  k: number;
-  pMin: number;
-  kMax: number;
-  /** Undefined: auto. */
-  threshold?: number;
-  kMin: number;
-  promptLookupMin?: number;
-  promptLookupMax?: number;
-  numSpeculativeTokens?: number;
+  /** Knob values by the spec's field name (commander's camelCase of the flag: `--p-min` -> `pMin`). */
+  [knobField: string]: unknown;
 }
 
 /**
@@ -185,23 +190,32 @@ export function defaultPolicyName(models: { draft: boolean; head: boolean }): 's
   return models.head ? 'specdec++' : 'fixed';
 }
 
-/** --policy and its knobs as a spec; `policy` must be resolved (see defaultPolicyName) when the flag was not given. */
-export function policySpec(flags: PolicyFlags & { policy: string }): PolicySpec {
-  switch (flags.policy) {
-    case 'none':
-      return { policy: 'none' };
-    case 'fixed':
-      return validatePolicySpec({ policy: 'fixed', k: flags.k });
-    case 'confidence':
-      return validatePolicySpec({ policy: 'confidence', pMin: flags.pMin, kMax: flags.kMax });
-    case 'specdec++':
-      return validatePolicySpec({ policy: 'specdec++', threshold: flags.threshold, kMin: flags.kMin, kMax: flags.kMax });
-    case 'ngram':
-      return validatePolicySpec({ policy: 'ngram', promptLookupMin: flags.promptLookupMin, promptLookupMax: flags.promptLookupMax, numSpeculativeTokens: flags.numSpeculativeTokens });
-    case 'suffix':
-      return validatePolicySpec({ ...parsePolicy('suffix'), numSpeculativeTokens: flags.numSpeculativeTokens } as PolicySpec);
-    default:
-      throw new PolicySpecError(`--policy: unknown policy "${flags.policy}"; expected none, fixed, confidence, specdec++, ngram or suffix`);
+/**
+ * --policy and its knob flags as a spec, through the policy registry.
+ * @param fallback the policy when --policy was not given (defaultPolicyName); knob flags it does
+ *   not take are then left unused, where with an explicit --policy they are an error
+ * @throws InvalidArgumentError naming the flag: an unknown policy, a knob flag the policy does not
+ *   take, knobs that do not fit together (--k-min above --k-max)
+ */
+export function policySpec(flags: PolicyFlags, fallback?: string): PolicySpec {
+  const explicit = flags.policy !== undefined;
+  const name = flags.policy ?? fallback;
+  if (name === undefined) throw new InvalidArgumentError('--policy: no policy given');
+  try {
+    const entry = policyEntry(name);
+    const knobs: Record<string, unknown> = {};
+    for (const knob of allKnobs()) {
+      const value = flags[knob.field];
+      if (value === undefined) continue;
+      if (entry.knobs.some((k) => k.api === knob.api)) knobs[knob.api] = value === AUTO ? undefined : value;
+      else if (explicit) {
+        const takes = entry.knobs.length ? `it takes ${entry.knobs.map(knobFlag).join(', ')}` : 'it takes no knobs';
+        throw new InvalidArgumentError(`${knobFlag(knob)} does not apply to --policy ${name} (${takes})`);
+      }
+    }
+    return policyFromKnobs(name, knobs);
+  } catch (err) {
+    if (!(err instanceof PolicySpecError)) throw err;
+    throw new InvalidArgumentError(err.knob === undefined ? `--policy: ${err.message}` : `${knobFlag({ api: err.knob })}: ${err.message}`);
   }
 }
-

@@ -6,14 +6,14 @@
 import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { isDraftFree, policyLabel } from '../engine/stop-policy.js';
+import { policyLabel } from '../engine/stop-policy.js';
 import { buildApp } from '../server/app.js';
 import { DEFAULT_CORS } from '../server/cors.js';
 import { DEFAULT_QUEUE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS } from '../server/engine-pool.js';
 import { DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_KV_MEMORY_SHARE, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_QUEUE, DEFAULT_PORT, defaultWorkers, threadsPerWorker } from '../server/defaults.js';
 import { shutdown } from '../server/shutdown.js';
 import { REASONING_PARSERS, type ReasoningParserName } from '../text/reasoning-parser.js';
-import { needsHead } from '../server/speculation.js';
+import { policyNeeds } from '../engine/policy-registry.js';
 import { addModelOptions, addPolicyOptions, defaultPolicyName, intIn, type ModelFlags, numberIn, pairOptions, type PolicyFlags, policySpec } from './options.js';
 
 interface ServeFlags extends ModelFlags, PolicyFlags {
@@ -120,8 +120,8 @@ export function serveCommand(): Command {
   cmd.action(async (flags: ServeFlags) => {
     const pair = { ...pairOptions(flags), prefixCaching: flags.enablePrefixCaching };
     // Without --policy the default depends on whether the workers load an acceptance head.
-    const policy = flags.policy === undefined ? undefined : policySpec({ ...flags, policy: flags.policy });
-    if (policy && policy.policy !== 'none' && !isDraftFree(policy) && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
+    const policy = flags.policy === undefined ? undefined : policySpec(flags);
+    if (policy && policyNeeds(policy).draft && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
     // A port that is taken fails now, in one line, not after the models have loaded.
     await checkPortFree(flags.host, flags.port);
     const cores = availableParallelism();
@@ -137,7 +137,7 @@ export function serveCommand(): Command {
       queueTimeoutMs: flags.queueTimeout * 1000,
       requestTimeoutMs: flags.requestTimeout * 1000,
       stallTimeoutMs: flags.stallTimeout * 1000,
-      policy: policy ?? ((hasHead) => policySpec({ ...flags, policy: defaultPolicyName({ draft: pair.draft !== null, head: hasHead }) })),
+      policy: policy ?? ((hasHead) => policySpec(flags, defaultPolicyName({ draft: pair.draft !== null, head: hasHead }))),
       ...(flags.reasoningParser ? { reasoningParser: flags.reasoningParser } : {}),
       cors: { allowedOrigins: flags.allowedOrigins, allowedMethods: flags.allowedMethods, allowedHeaders: flags.allowedHeaders },
       // Warnings and server errors (a 5xx is a bug) as JSON lines on stderr; stdout stays for the URL.
@@ -178,7 +178,7 @@ export function serveCommand(): Command {
       await app.close();
       throw new Error(oneLine(`the models failed to load: ${(err as Error).message}`));
     }
-    if (policy && needsHead(policy) && !engine.hasHead) {
+    if (policy && policyNeeds(policy).head && !engine.hasHead) {
       await app.close();
       throw new InvalidArgumentError(`--policy ${policy.policy} needs an acceptance head and none is loaded (use --head FILE)`);
     }

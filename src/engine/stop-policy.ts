@@ -11,10 +11,11 @@
  *   candidate is dropped (llama.cpp's rule).
  * - `specdec++`: stop when the acceptance head's estimate that at least one candidate will be
  *   rejected exceeds a threshold h (SpecDec++, arXiv 2405.19715); see {@link SpecDecPlusPlusPolicy}.
+ *
+ * The policies' plain-data specs, their knobs, ranges and parsing are in policy-registry.ts.
  */
 
-import { type DraftFreeOptions, DraftFreeProposer } from '../proposers/draft-free.js';
-import { ProposerOptionError } from '../proposers/proposal.js';
+import { type PolicySpec, PolicySpecError } from './policy-registry.js';
 
 /** What a policy sees after draft step s. */
 export interface DraftStep {
@@ -88,71 +89,23 @@ export interface GraphStopRule {
 export const RULE_OFF = 2;
 const NO_RULE: GraphStopRule = { kMin: 1, threshold: RULE_OFF, pMin: 0 };
 
-/** Plain-data description of a policy (crosses worker boundaries, parsed from CLI and API). */
-export type PolicySpec =
-  | { policy: 'none' }
-  | { policy: 'fixed'; k: number }
-  | { policy: 'confidence'; pMin: number; kMax: number }
-  /**
-   * `threshold` absent (`auto`): the head's recommended one (see {@link withDefaultThreshold}),
-   * adapted to the load each round unless the request samples with a seed (cost-model.ts).
-   */
-  | { policy: 'specdec++'; threshold?: number; kMin: number; kMax: number }
-  /**
-   * Prompt lookup (proposers/ngram.ts), no draft model: knobs left undefined take the
-   * proposer's defaults for the target's vocabulary (proposers/draft-free.ts knobDefaultsFor).
-   */
-  | { policy: 'ngram'; promptLookupMin?: number; promptLookupMax?: number; numSpeculativeTokens?: number }
-  /** Suffix decoding (proposers/suffix.ts), no draft model; knobs as for `ngram`, named as vLLM's. */
-  | {
-      policy: 'suffix';
-      suffixDecodingMaxTreeDepth?: number;
-      suffixDecodingMaxCachedRequests?: number;
-      suffixDecodingMaxSpecFactor?: number;
-      suffixDecodingMaxSpecOffset?: number;
-      suffixDecodingMinTokenProb?: number;
-      numSpeculativeTokens?: number;
-    };
-
-export type PolicyName = PolicySpec['policy'];
-export const POLICY_NAMES: readonly PolicyName[] = ['none', 'fixed', 'confidence', 'specdec++', 'ngram', 'suffix'];
-
-/** The draft-free policies: candidates copied from the text seen (proposers/), no draft model. */
-export type DraftFreePolicySpec = Extract<PolicySpec, { policy: 'ngram' | 'suffix' }>;
-
-export function isDraftFree(spec: PolicySpec): spec is DraftFreePolicySpec {
-  return spec.policy === 'ngram' || spec.policy === 'suffix';
-}
-
-/** A draft-free spec's knobs as the proposers take them (proposers/draft-free.ts DraftFreeOptions). */
-export function draftFreeOptions(spec: DraftFreePolicySpec, vocabSize?: number): DraftFreeOptions {
-  const defined = <T extends object>(o: T): Partial<T> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-  if (spec.policy === 'ngram') {
-    const { promptLookupMin, promptLookupMax, numSpeculativeTokens } = spec;
-    return { methods: ['ngram'], vocabSize, ngram: defined({ promptLookupMin, promptLookupMax, numSpeculativeTokens }) };
-  }
-  return {
-    methods: ['suffix'],
-    vocabSize,
-    suffix: defined({
-      maxTreeDepth: spec.suffixDecodingMaxTreeDepth,
-      maxCachedRequests: spec.suffixDecodingMaxCachedRequests,
-      maxSpecFactor: spec.suffixDecodingMaxSpecFactor,
-      maxSpecOffset: spec.suffixDecodingMaxSpecOffset,
-      minTokenProb: spec.suffixDecodingMinTokenProb,
-      numSpeculativeTokens: spec.numSpeculativeTokens,
-    }),
-  };
-}
-
-/** Longest draft any policy may ask for; beyond it acceptance of the whole run is negligible. */
-export const MAX_DRAFT_LIMIT = 32;
-export const DEFAULT_FIXED_K = 4;
-export const DEFAULT_P_MIN = 0.6;
-export const DEFAULT_CONFIDENCE_K_MAX = 16;
-/** specdec++ bounds: steps below K_MIN always continue, step K_MAX always stops. */
-export const DEFAULT_SPECDEC_K_MIN = 1;
-export const DEFAULT_SPECDEC_K_MAX = 16;
+export {
+  DEFAULT_CONFIDENCE_K_MAX,
+  DEFAULT_FIXED_K,
+  DEFAULT_P_MIN,
+  DEFAULT_SPECDEC_K_MAX,
+  DEFAULT_SPECDEC_K_MIN,
+  type DraftFreePolicySpec,
+  draftFreeOptions,
+  isDraftFree,
+  MAX_DRAFT_LIMIT,
+  type PolicyName,
+  type PolicySpec,
+  POLICY_NAMES,
+  parsePolicy,
+  PolicySpecError,
+  validatePolicySpec,
+} from './policy-registry.js';
 
 class NonePolicy implements StopPolicy {
   constructor(readonly name: string = 'none') {}
@@ -294,90 +247,6 @@ export function createPolicy(spec: PolicySpec): StopPolicy {
         throw new PolicySpecError('specdec++ needs a threshold h: give one (specdec++:0.7, --threshold) or load a head whose metadata recommends one');
       }
       return new SpecDecPlusPlusPolicy(spec.threshold, spec.kMin, spec.kMax);
-  }
-}
-
-export class PolicySpecError extends Error {
-  override name = 'PolicySpecError';
-}
-
-/** Check ranges; throws PolicySpecError naming the bad knob. */
-export function validatePolicySpec(spec: PolicySpec): PolicySpec {
-  const intIn = (name: string, v: number, lo: number, hi: number) => {
-    if (!Number.isInteger(v) || v < lo || v > hi) throw new PolicySpecError(`${name} must be an integer in [${lo}, ${hi}], got ${v}`);
-  };
-  switch (spec.policy) {
-    case 'none':
-      break;
-    case 'ngram':
-    case 'suffix':
-      try {
-        const o = draftFreeOptions(spec);
-        new DraftFreeProposer(o); // checks every knob's range (the proposers' own checks)
-      } catch (err) {
-        if (err instanceof ProposerOptionError) throw new PolicySpecError(err.message);
-        throw err;
-      }
-      break;
-    case 'fixed':
-      intIn('k', spec.k, 1, MAX_DRAFT_LIMIT);
-      break;
-    case 'confidence':
-      if (!(spec.pMin >= 0 && spec.pMin <= 1)) throw new PolicySpecError(`p_min must be a number in [0, 1], got ${spec.pMin}`);
-      intIn('k_max', spec.kMax, 1, MAX_DRAFT_LIMIT);
-      break;
-    case 'specdec++':
-      if (spec.threshold !== undefined && !(spec.threshold >= 0 && spec.threshold <= 1)) {
-        throw new PolicySpecError(`threshold must be a number in [0, 1], got ${spec.threshold}`);
-      }
-      intIn('k_max', spec.kMax, 1, MAX_DRAFT_LIMIT);
-      intIn('k_min', spec.kMin, 1, spec.kMax);
-      break;
-    default:
-      throw new PolicySpecError(`unknown policy ${JSON.stringify((spec as { policy: unknown }).policy)}; expected one of ${POLICY_NAMES.join(', ')}`);
-  }
-  return spec;
-}
-
-/**
- * Parse `none`, `fixed`, `fixed:K`, `confidence`, `confidence:P_MIN`, `specdec++`,
- * `specdec++:H`, `specdec++:auto` (the form used by the CLI's --policies lists and the
- * benchmark). A bare `specdec++` is `specdec++:auto`: its threshold comes from the head and the load.
- */
-export function parsePolicy(text: string): PolicySpec {
-  const [name, arg, extra] = text.trim().split(':');
-  if (extra !== undefined) throw new PolicySpecError(`bad policy "${text}": expected NAME or NAME:VALUE`);
-  const num = (what: string): number | undefined => {
-    if (arg === undefined || arg === '') return undefined;
-    const v = Number(arg);
-    if (!Number.isFinite(v)) throw new PolicySpecError(`bad policy "${text}": ${what} must be a number`);
-    return v;
-  };
-  switch (name) {
-    case 'none':
-      if (arg !== undefined) throw new PolicySpecError(`bad policy "${text}": none takes no value`);
-      return { policy: 'none' };
-    case 'ngram':
-      // Every knob present (undefined: the proposer's default), so that the request field can set each.
-      return validatePolicySpec({ policy: 'ngram', promptLookupMin: undefined, promptLookupMax: undefined, numSpeculativeTokens: num('num_speculative_tokens') });
-    case 'suffix':
-      return validatePolicySpec({
-        policy: 'suffix',
-        suffixDecodingMaxTreeDepth: undefined,
-        suffixDecodingMaxCachedRequests: undefined,
-        suffixDecodingMaxSpecFactor: undefined,
-        suffixDecodingMaxSpecOffset: undefined,
-        suffixDecodingMinTokenProb: undefined,
-        numSpeculativeTokens: num('num_speculative_tokens'),
-      });
-    case 'fixed':
-      return validatePolicySpec({ policy: 'fixed', k: num('K') ?? DEFAULT_FIXED_K });
-    case 'confidence':
-      return validatePolicySpec({ policy: 'confidence', pMin: num('p_min') ?? DEFAULT_P_MIN, kMax: DEFAULT_CONFIDENCE_K_MAX });
-    case 'specdec++':
-      return validatePolicySpec({ policy: 'specdec++', threshold: arg === 'auto' ? undefined : num('threshold'), kMin: DEFAULT_SPECDEC_K_MIN, kMax: DEFAULT_SPECDEC_K_MAX });
-    default:
-      throw new PolicySpecError(`unknown policy "${name}" in "${text}"; expected one of ${POLICY_NAMES.join(', ')}`);
   }
 }
 

@@ -7,7 +7,7 @@ import { AsyncQueue } from './async-queue.js';
 import { ApiError, apiErrors } from './errors.js';
 import { type EnginePool, EngineUnavailableError, type GenerationHandle } from './engine-pool.js';
 import type { WorkerMessage } from './protocol.js';
-import type { GenerationPlan } from './requests.js';
+import type { GenerationPlan } from './generation-plan.js';
 import { type ChoiceOutput, UsageTally } from './responses.js';
 
 export interface RunEvent {

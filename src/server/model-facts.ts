@@ -48,7 +48,7 @@ function longestToken(tokenizer: TextTokenizer): number {
 }
 
 /** Most characters of prompt text worth tokenizing: more cannot fit in the context. */
-export function promptCharLimit(facts: ModelFacts): number {
+export function promptCharLimit(facts: Pick<ModelFacts, 'contextLength' | 'maxTokenChars'>): number {
   return facts.contextLength * facts.maxTokenChars * PROMPT_CHARS_SLACK;
 }
 

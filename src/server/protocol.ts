@@ -43,7 +43,12 @@ export interface BatchingOptions {
   kvCacheMemoryBytes: number;
 }
 
-/** One generation, as plain data: the main thread has tokenized and validated it. */
+/**
+ * One generation, as plain data: the main thread has tokenized and validated it (plan.ts). The
+ * one shape a request has from its route to the engine: the worker turns it into the engine's
+ * arguments in one function (generate-options.ts `engineArguments`), where every field keeps its
+ * name but `ignoreEos`.
+ */
 export interface GenerationRequest {
   promptIds: number[];
   maxTokens: number;

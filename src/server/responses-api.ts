@@ -1,7 +1,7 @@
 /**
  * OpenAI's Responses API (`POST /v1/responses`) on the chat engine: the request's `input` (a
  * string, or message items) and `instructions` become a chat, planned like
- * /v1/chat/completions (requests.ts `planMessages`), and the output is one assistant message
+ * /v1/chat/completions (generation-plan.ts `planMessages`), and the output is one assistant message
  * with one `output_text` part.
  *
  * specd keeps nothing: every response behaves as `store: false` (the response object says so),
@@ -16,7 +16,9 @@ import { randomUUID } from 'node:crypto';
 import type { TokenLogprob } from '../engine/logprobs.js';
 import { apiErrors } from './errors.js';
 import { textFormatGrammar } from './response-format.js';
-import { checkCommon, checkUnsupported, type CommonBody, type GenerationPlan, given, type PlanContext, planMessages, type Unsupported } from './requests.js';
+import { checkCommon, type GenerationPlan, type PlanContext, planMessages } from './generation-plan.js';
+import type { CommonBody } from './requests.js';
+import { checkUnsupported, given, type Unsupported } from './unsupported.js';
 import { chatLogprobs, type Usage } from './responses.js';
 import { addToolItem, echoTools, functionCallItem, isToolItem, planResponseTools } from './responses-tools.js';
 import { type ToolAwareMessage, type ToolCall, toolConversation } from './tool-calls.js';

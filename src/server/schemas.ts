@@ -4,11 +4,12 @@
  *
  * The schemas check types, required fields and ranges. What depends on the model or on several
  * fields together (context length, token ids within the vocabulary, stream_options without
- * stream, fields specd cannot honour) is checked in requests.ts. Fields not listed here are
+ * stream, fields specd cannot honour) is checked in planning (plan.ts). Fields not listed here are
  * ignored, as OpenAI's API does. Most optional fields accept `null` (= absent), as in
  * OpenAI's specification. A `description` on an `anyOf` is the "expected ..." text of its error.
  */
 import { MAX_TOP_LOGPROBS } from '../engine/logprobs.js';
+import { speculativeSchemaProperties } from './speculation.js';
 
 /** Most choices one request may ask for (`n`, times the prompts of a /v1/completions batch). */
 export const MAX_CHOICES = 16;
@@ -34,23 +35,8 @@ const stop = {
 const speculative = {
   type: nullable('object'),
   additionalProperties: false,
-  properties: {
-    policy: { type: 'string' },
-    k: { type: 'integer' },
-    p_min: { type: 'number' },
-    threshold: { type: 'number' },
-    k_min: { type: 'integer' },
-    k_max: { type: 'integer' },
-    // Draft-free policies (ngram, suffix), vLLM's names.
-    prompt_lookup_min: { type: 'integer' },
-    prompt_lookup_max: { type: 'integer' },
-    num_speculative_tokens: { type: 'integer' },
-    suffix_decoding_max_tree_depth: { type: 'integer' },
-    suffix_decoding_max_cached_requests: { type: 'integer' },
-    suffix_decoding_max_spec_factor: { type: 'number' },
-    suffix_decoding_max_spec_offset: { type: 'number' },
-    suffix_decoding_min_token_prob: { type: 'number' },
-  },
+  // `policy` and every knob of the policy registry (engine/policy-registry.ts), typed.
+  properties: speculativeSchemaProperties(),
 };
 
 /** Sampling and generation fields shared by both endpoints. */

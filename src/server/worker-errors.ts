@@ -17,7 +17,7 @@ export function errorReply(err: unknown, request: Pick<GenerationRequest, 'gramm
   if (err instanceof GrammarError) return { type: 'error', code: 'invalid_grammar', message, param: request.grammarParam };
   if (err instanceof ContextLengthError) return { type: 'error', code: 'context_length_exceeded', message };
   if (err instanceof KvBudgetError) return { type: 'error', code: 'invalid_request', message, param: 'max_tokens' };
-  if (err instanceof PolicySpecError) return { type: 'error', code: 'invalid_request', message, param: 'speculative.policy' };
+  if (err instanceof PolicySpecError) return { type: 'error', code: 'invalid_request', message, param: err.knob === undefined ? 'speculative.policy' : `speculative.${err.knob}` };
   if (err instanceof RequestError) return { type: 'error', code: 'invalid_request', message, ...(err.param ? { param: err.param } : {}) };
   return { type: 'error', code: 'internal', message };
 }

@@ -17,11 +17,13 @@ import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:wor
 import { KvBudget, kvBytesPerPosition } from '../engine/kv-budget.js';
 import type { TokenConstraint } from '../engine/logits-processors.js';
 import { ModelPair } from '../pair/model-pair.js';
+import { policyNeeds } from '../engine/policy-registry.js';
 import { BatchScheduler, type PassRecord } from '../engine/scheduler.js';
 import type { RoundStats } from '../engine/stats.js';
 import { generateText } from '../engine/text-generation.js';
 import { GrammarHosts } from '../grammar/grammar-hosts.js';
 import { nextFault, triggerFault } from './faults.js';
+import { engineArguments } from './generate-options.js';
 import { errorReply } from './worker-errors.js';
 import type { ControlMessage, EngineStatsMessage, EngineWorkerData, GenerationRequest, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
 
@@ -57,8 +59,8 @@ function reportStats(): void {
 
 /** Bytes of KV cache a generation may come to need: its longest sequence in the target and in the draft its policy runs. */
 function kvBytesFor(pair: ModelPair, request: GenerationRequest): number {
-  const policy = request.policy.policy;
-  const draft = policy === 'none' ? undefined : policy === 'specdec++' ? (pair.headDraft ?? pair.draft) : pair.draft;
+  const needs = policyNeeds(request.policy);
+  const draft = !needs.draft ? undefined : needs.head ? (pair.headDraft ?? pair.draft) : pair.draft;
   const models = [pair.target, draft].filter((m) => m !== undefined);
   const positions = Math.min(request.promptIds.length + request.maxTokens, pair.target.info.maxPositions);
   return models.reduce((n, m) => n + positions * kvBytesPerPosition(m.info), 0);
@@ -95,23 +97,11 @@ export default async function generate({ port, request }: GenerationTask): Promi
     post({ type: 'start', threadId });
     constraint = request.grammar ? await grammars(pair).constraint(request.grammar) : undefined;
     const rounds: RoundStats[] = [];
+    const { input, options } = engineArguments(request, { constraint, signal: controller.signal, scheduler, onRound: (round) => rounds.push(round) });
     const result = await generateText(
       pair,
-      { tokenIds: request.promptIds },
-      {
-        maxTokens: request.maxTokens,
-        sampling: request.sampling,
-        seed: request.seed,
-        policy: request.policy,
-        stop: request.stop,
-        adjustments: request.adjustments,
-        logprobs: request.logprobs,
-        eosTokenIds: request.ignoreEos ? [] : undefined,
-        constraint,
-        signal: controller.signal,
-        scheduler,
-        onRound: (round) => rounds.push(round),
-      },
+      input,
+      options,
       ({ text, tokenIds, textOffsets, logprobs }) => {
         post({ type: 'tokens', text, tokenIds, textOffsets, logprobs, rounds: rounds.splice(0) });
         if (fault) {

@@ -183,6 +183,8 @@ describe('request validation: 400 naming the parameter', () => {
     ['speculative p_min out of range', { messages: user('x'), speculative: { policy: 'confidence', p_min: 2 } }, 'speculative.p_min'],
     ['speculative knob of another policy', { messages: user('x'), speculative: { policy: 'fixed', p_min: 0.5 } }, 'speculative.p_min'],
     ['speculative unknown knob', { messages: user('x'), speculative: { turbo: true } }, 'speculative.turbo', 'unknown_parameter'],
+    ['speculative hybrid (reserved, not available yet)', { messages: user('x'), speculative: { policy: 'hybrid' } }, 'speculative.policy'],
+    ['speculative suffix knob out of range', { messages: user('x'), speculative: { policy: 'suffix', suffix_decoding_max_tree_depth: 999 } }, 'speculative.suffix_decoding_max_tree_depth'],
     ['speculative policy needing a head the server lacks', { messages: user('x'), speculative: { policy: 'specdec++', threshold: 0.5 } }, 'speculative.policy'],
     ['prompt + max_tokens beyond the context', { messages: user('x'), max_tokens: 1020 }, 'messages', 'context_length_exceeded'],
     ['prompt alone beyond the context', { messages: user('x'.repeat(1100)) }, 'messages', 'context_length_exceeded'],

@@ -30,7 +30,8 @@ describe('what a worker reports', () => {
     assert.equal(errorReply(new GrammarError('Unclosed'), request).param, 'response_format.json_schema.schema');
     assert.equal(errorReply(new GrammarError('Unclosed'), request).code, 'invalid_grammar');
     assert.equal(errorReply(new ContextLengthError('too long'), request).code, 'context_length_exceeded');
-    assert.deepEqual(errorReply(new PolicySpecError('k must be an integer'), request).param, 'speculative.policy');
+    assert.deepEqual(errorReply(new PolicySpecError('specdec++ needs a threshold h'), request).param, 'speculative.policy');
+    assert.deepEqual(errorReply(new PolicySpecError('k must be an integer', 'k'), request).param, 'speculative.k', 'the knob as data');
     assert.deepEqual(errorReply(new KvBudgetError('needs more KV cache'), request).param, 'max_tokens');
   });
 

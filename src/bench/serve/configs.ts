@@ -4,7 +4,8 @@
  * field of every request (with --url). Only the knob written in the entry is passed, so the
  * rest keep the server's values.
  */
-import { parsePolicy, type PolicySpec, policyLabel } from '../../engine/stop-policy.js';
+import { knobFlag, parsePolicy, shorthandKnob } from '../../engine/policy-registry.js';
+import { policyLabel } from '../../engine/stop-policy.js';
 import { shellJoin } from './server-process.js';
 
 export interface BenchConfig {
@@ -15,25 +16,19 @@ export interface BenchConfig {
   speculative: Record<string, unknown>;
 }
 
-/** The knob a `NAME:VALUE` entry sets, as the serve flag and the request field name it. */
-const KNOBS: Partial<Record<PolicySpec['policy'], { flag: string; field: string }>> = {
-  fixed: { flag: '--k', field: 'k' },
-  confidence: { flag: '--p-min', field: 'p_min' },
-  'specdec++': { flag: '--threshold', field: 'threshold' },
-};
-
 /** Parse a comma-separated policy list; throws PolicySpecError on a bad entry. */
 export function parseCompareList(text: string): BenchConfig[] {
   const entries = text.split(',').map((s) => s.trim()).filter(Boolean);
   const configs = entries.map((entry): BenchConfig => {
     const spec = parsePolicy(entry);
     const value = entry.split(':')[1];
-    const knob = KNOBS[spec.policy];
+    const knob = shorthandKnob(spec.policy);
     const serverFlags = ['--policy', spec.policy];
     const speculative: Record<string, unknown> = { policy: spec.policy };
     if (knob && value !== undefined && value !== '') {
-      serverFlags.push(knob.flag, value);
-      speculative[knob.field] = Number(value);
+      // `auto` (a knob decided from what is loaded): the flag takes it; the request field says null.
+      serverFlags.push(knobFlag(knob), value);
+      speculative[knob.api] = value === 'auto' ? null : Number(value);
     }
     return { label: policyLabel(spec), serverFlags, speculative };
   });

@@ -1,7 +1,8 @@
 /** POST /v1/chat/completions. */
 import type { FastifyInstance } from 'fastify';
 import { collectRun, GenerationRun } from '../generation-run.js';
-import { type ChatBody, planChat } from '../requests.js';
+import { plan as planRequest } from '../plan.js';
+import type { ChatBody } from '../requests.js';
 import { type ChoiceOutput, chatChunk, chatCompletion, chatLogprobs, chatUsageChunk, completionId, nowSeconds } from '../responses.js';
 import { chatCompletionBodySchema } from '../schemas.js';
 import { type OutputPiece, type StreamFormat, streamRun } from '../streaming.js';
@@ -12,7 +13,7 @@ import { parseReasoning, ReasoningParser, type ReasoningDelta, type ReasoningPar
 export async function chatRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatCompletionBodySchema } }, async (request, reply) => {
     const ctx = app.specd;
-    const plan = planChat(request.body, ctx);
+    const plan = planRequest({ endpoint: 'chat.completions', body: request.body }, ctx);
     const run = new GenerationRun(ctx.engine, plan, request.arrivedAt);
     run.cancelOnDisconnect(reply.raw);
     const common = { id: completionId('chatcmpl'), created: nowSeconds(), model: plan.model };

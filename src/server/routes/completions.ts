@@ -1,7 +1,8 @@
 /** POST /v1/completions. */
 import type { FastifyInstance } from 'fastify';
 import { collectRun, GenerationRun } from '../generation-run.js';
-import { type CompletionBody, planCompletion } from '../requests.js';
+import { plan as planRequest } from '../plan.js';
+import type { CompletionBody } from '../requests.js';
 import { completionId, completionLogprobs, nowSeconds, textChunk, textCompletion, textUsageChunk } from '../responses.js';
 import { completionBodySchema } from '../schemas.js';
 import { type StreamFormat, streamRun } from '../streaming.js';
@@ -10,7 +11,7 @@ import type { TokenTexts } from '../token-text.js';
 export async function completionRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionBodySchema } }, async (request, reply) => {
     const ctx = app.specd;
-    const plan = planCompletion(request.body, ctx);
+    const plan = planRequest({ endpoint: 'completions', body: request.body }, ctx);
     const run = new GenerationRun(ctx.engine, plan, request.arrivedAt);
     run.cancelOnDisconnect(reply.raw);
     const common = { id: completionId('cmpl'), created: nowSeconds(), model: plan.model };

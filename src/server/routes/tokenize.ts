@@ -14,7 +14,8 @@ import type { FastifyInstance } from 'fastify';
 import { ChatTemplateError } from '../../text/errors.js';
 import { apiErrors } from '../errors.js';
 import { promptCharLimit } from '../model-facts.js';
-import { chatMessages, type MessageBody } from '../requests.js';
+import { chatMessages } from '../chat-messages.js';
+import type { MessageBody } from '../requests.js';
 import { detokenizeBodySchema, tokenizeBodySchema } from '../schemas.js';
 
 interface TokenizeBody {

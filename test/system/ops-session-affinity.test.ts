@@ -14,8 +14,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { requireTools, toolPath } from './support/debian-tools.js';
-import { HAPROXY_CONFIG, haproxyConfig } from './replicas/rolling-restart.js';
+import { requireTools, toolPath } from '../support/debian-tools.js';
+import { HAPROXY_CONFIG, haproxyConfig } from '../replicas/rolling-restart.js';
 
 interface Replica {
   name: string;

@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { formatMultiTurn, multiTurnScript, summarizeMultiTurn, type MultiTurnSummary, type TurnRecord } from '../src/bench/serve/multi-turn.js';
+import { formatMultiTurn, multiTurnScript, summarizeMultiTurn, type MultiTurnSummary, type TurnRecord } from '../../src/bench/serve/multi-turn.js';
 
-const BIN = fileURLToPath(new URL('../../bin/specd.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/specd.js', import.meta.url));
 
 describe('multi-turn workload', () => {
   test('the script: one system prompt of the given length for every conversation, questions reproducible by seed', () => {

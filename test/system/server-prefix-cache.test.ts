@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import OpenAI from 'openai';
-import { PREFIX_BLOCK_SIZE } from '../src/engine/prefix-cache.js';
-import { buildApp } from '../src/server/app.js';
+import { PREFIX_BLOCK_SIZE } from '../../src/engine/prefix-cache.js';
+import { buildApp } from '../../src/server/app.js';
 
 const MODEL = 'specd-pair-target';
 const SYSTEM = 'You are a terse assistant for a railway company. Answer with numbers where you can.';

@@ -8,12 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { RequestError } from '../src/errors.js';
-import { ModelPair } from '../src/pair/model-pair.js';
-import { BatchScheduler } from '../src/engine/scheduler.js';
-import type { GenerateOptions } from '../src/engine/sequence.js';
-import type { SamplingParams } from '../src/engine/sampling.js';
-import { writeFixturePair } from '../src/testing/decoder-fixture.js';
+import { RequestError } from '../../src/errors.js';
+import { ModelPair } from '../../src/pair/model-pair.js';
+import { BatchScheduler } from '../../src/engine/scheduler.js';
+import type { GenerateOptions } from '../../src/engine/sequence.js';
+import type { SamplingParams } from '../../src/engine/sampling.js';
+import { writeFixturePair } from '../../src/testing/decoder-fixture.js';
 
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1 };
 const V = 12;
