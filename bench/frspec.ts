@@ -14,6 +14,7 @@
  *     [--dataset gsm8k] [--prompts 4] [--max-tokens 64] [--k 4] [--reps 30] [--threads 2] [--json FILE]
  */
 import { writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type DatasetName, loadPrompts } from '../src/bench/datasets.js';
 import { machineInfo } from '../src/bench/serve/report.js';
@@ -51,7 +52,7 @@ const target = await DecoderModel.load(values.target, { threads });
 const variants: { name: string; draft: DecoderModel; kept: number }[] = [{ name: 'full', draft: await DecoderModel.load(values.draft, { threads: 1 }), kept: vocab }];
 for (const file of maps) {
   const map = readTokenMap(file, vocab);
-  variants.push({ name: `map ${map.ids.length}`, draft: await DecoderModel.load(values.draft, { threads: 1, vocabMap: draftVocabMap(vocab, vocab, map.ids) }), kept: map.ids.length });
+  variants.push({ name: `map ${basename(file, '.json')}`, draft: await DecoderModel.load(values.draft, { threads: 1, vocabMap: draftVocabMap(vocab, vocab, map.ids) }), kept: map.ids.length });
 }
 const tokenizer = await TextTokenizer.fromDir(values.target);
 const prompts = loadPrompts(values.dataset as DatasetName, Number(values.prompts)).map((p) => tokenizer.encodeChat(p.messages, { templateVars: { enable_thinking: false } }));
@@ -74,7 +75,7 @@ const timed = async (name: string, model: DecoderModel) => {
 const passes = [await timed('target', target), ...(await Promise.all(variants.map((v) => timed(`draft ${v.name}`, v.draft))))];
 for (let r = 0; r < Number(values.reps); r++) for (const run of r % 2 ? passes : [...passes].reverse()) await run();
 console.log(`\none pass after ${context.length} positions (ms; median, p10), ${values.reps} interleaved reps`);
-for (const [name, times] of passTimes) console.log(`  ${name.padEnd(16)} ${ms(quantile(times, 50)).padStart(7)} ${ms(quantile(times, 10)).padStart(7)}`);
+for (const [name, times] of passTimes) console.log(`  ${name.padEnd(28)} ${ms(quantile(times, 50)).padStart(7)} ${ms(quantile(times, 10)).padStart(7)}`);
 
 // 2. Generation.
 const defaults = target.info.generationDefaults;
@@ -90,7 +91,6 @@ for (const [label, sampling] of samplings) {
   const acc = configs.map(() => ({ ms: 0, tokens: 0, drafted: 0, accepted: 0, rounds: 0, same: true }));
   for (let p = 0; p < prompts.length; p++) {
     const order = p % 2 ? configs.map((_, i) => i) : configs.map((_, i) => configs.length - 1 - i);
-    let reference: number[] | undefined;
     const outs = new Map<number, number[]>();
     for (const i of order) {
       const c = configs[i]!;
@@ -105,18 +105,18 @@ for (const [label, sampling] of samplings) {
       a.rounds += g.stats.rounds;
       outs.set(i, out);
     }
-    reference = outs.get(0)!;
+    const reference = outs.get(0)!;
     if (sampling === GREEDY) greedyOutputs.push(reference);
     for (const [i, out] of outs) if (sampling === GREEDY && JSON.stringify(out) !== JSON.stringify(reference)) acc[i]!.same = false;
   }
   const base = acc[0]!.tokens / acc[0]!.ms;
   console.log(`\n${label}: ${prompts.length} ${values.dataset} prompts x ${values['max-tokens']} tokens, configurations interleaved per prompt`);
-  console.log(`  ${'configuration'.padEnd(20)} ${'tok/s'.padStart(7)} ${'x none'.padStart(7)} ${'accepted'.padStart(9)} ${'per round'.padStart(9)}${sampling === GREEDY ? '  = none' : ''}`);
+  console.log(`  ${'configuration'.padEnd(28)} ${'tok/s'.padStart(7)} ${'x none'.padStart(7)} ${'accepted'.padStart(9)} ${'per round'.padStart(9)}${sampling === GREEDY ? '  = none' : ''}`);
   configs.forEach((c, i) => {
     const a = acc[i]!;
     const tps = (1000 * a.tokens) / a.ms;
     const rate = a.drafted > 0 ? a.accepted / a.drafted : null;
-    console.log(`  ${c.name.padEnd(20)} ${tps.toFixed(2).padStart(7)} ${(a.tokens / a.ms / base).toFixed(2).padStart(7)} ${(rate === null ? '-' : rate.toFixed(3)).padStart(9)} ${(a.tokens / a.rounds).toFixed(2).padStart(9)}${sampling === GREEDY ? `  ${a.same}` : ''}`);
+    console.log(`  ${c.name.padEnd(28)} ${tps.toFixed(2).padStart(7)} ${(a.tokens / a.ms / base).toFixed(2).padStart(7)} ${(rate === null ? '-' : rate.toFixed(3)).padStart(9)} ${(a.tokens / a.rounds).toFixed(2).padStart(9)}${sampling === GREEDY ? `  ${a.same}` : ''}`);
     results.push({ sampling: label, configuration: c.name, tokens_per_s: tps, ratio_to_none: a.tokens / a.ms / base, acceptance: rate, tokens_per_round: a.tokens / a.rounds, ...(sampling === GREEDY ? { equal_to_none: a.same } : {}) });
   });
 }
