@@ -13,7 +13,7 @@ import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPU
 import { decoderGraphView, embeddingTables, NotRebuildableError } from '../onnx/graph-reading.js';
 import { onnx, readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { changesLogits, DraftVocabError, type DraftVocabMap, mapDraftVocab } from '../onnx/draft-vocab-graph.js';
-import { type Device, executionProviders } from './device.js';
+import { type Device, executionProviders, providerFailure } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
 import { addKvFeeds, HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
@@ -38,6 +38,12 @@ export interface LoadOptions {
    * (onnx/draft-vocab-graph.ts); needs a rebuilt graph. `info.vocabSize` is then `outVocab`.
    */
   vocabMap?: DraftVocabMap;
+  /**
+   * Automatic prefix caching (prefix-cache.ts) for a cache written in place: finished sequences'
+   * rows stay in the pool and new caches start from the longest prefix of their prompt they
+   * hold. Default false (each cache starts empty).
+   */
+  prefixCaching?: boolean;
 }
 
 export interface ModelInfo extends KvLayout {
@@ -68,8 +74,8 @@ export const MAX_WEBGPU_ATTENTION_SPAN = 31;
 /**
  * Longest input one pass of an in-place graph is fed (inplace-attention.ts); a longer prompt
  * goes in pieces. Its attention over the fed tokens themselves is explicit ([heads, S, S] scores),
- * which for long prompts costs more than the pieces' passes: the bundled target prefilled 936
- * tokens in 442 ms at once, 240 ms in pieces of 256, 258 ms of 128 (2 threads, 2-core CPU).
+ * which for long prompts costs more than the pieces' passes (measured in docs/benchmarks.md,
+ * "Where a token's time goes").
  */
 export const INPLACE_PREFILL_CHUNK = 256;
 
@@ -104,11 +110,13 @@ export class DecoderModel {
     private readonly maxSpan = Infinity,
     /** The decoded graph the session runs, when loaded with `keepGraph` (weights inline). */
     private graph?: ModelProto,
+    /** With prefix caching: what the cached rows depend on besides the tokens (model file, graph, dtype). */
+    prefixIdentity?: string,
   ) {
     this.hasPositionIds = session.inputNames.includes('position_ids');
     this.hasAttentionMask = session.inputNames.includes('attention_mask');
     this.hasLogitsFrom = session.inputNames.includes(LOGITS_FROM_INPUT);
-    if (session.inputNames.includes(PAST_LENGTH_INPUT)) this.pool = new KvSlotPool(info, info.maxPositions);
+    if (session.inputNames.includes(PAST_LENGTH_INPUT)) this.pool = new KvSlotPool(info, info.maxPositions, prefixIdentity);
   }
 
   /** The decoded graph the session runs, when loaded with `keepGraph` and not dropped since. */
@@ -176,19 +184,26 @@ export class DecoderModel {
         ? await ort.InferenceSession.create(bytes, sessionOptions)
         : await ort.InferenceSession.create(modelDir.onnxPath, sessionOptions);
     } catch (err) {
-      throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${(err as Error).message}`, modelDir.onnxPath);
+      throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${providerFailure(device, (err as Error).message)}`, modelDir.onnxPath);
     }
     const info = inspectLayout(session, modelDir);
     if (opts.vocabMap) info.vocabSize = opts.vocabMap.outVocab;
     const cropper = device === 'webgpu' ? await KvCropper.create(info, providers) : undefined;
     if (session.inputNames.includes(PAST_LENGTH_INPUT)) maxSpan = INPLACE_PREFILL_CHUNK;
     const kept = opts.keepGraph ? (model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath))) : undefined;
-    return new DecoderModel(session, info, device, cropper, maxSpan, kept);
+    const kind = model?.metadataProps.find((p) => p.key === GRAPH_KIND_KEY)?.value ?? 'exported';
+    const identity = opts.prefixCaching ? JSON.stringify({ model: modelDir.onnxPath, bytes: opts.model?.length, graph: kind, dtype: info.dtype }) : undefined;
+    return new DecoderModel(session, info, device, cropper, maxSpan, kept, identity);
   }
 
-  /** An empty KV cache for one sequence, where this model keeps it: a slot of its pool (in-place graphs), host tensors, or the GPU with WebGPU. */
-  newCache(): KVCache {
-    if (this.pool) return this.pool.acquire();
+  /**
+   * A KV cache for one sequence, where this model keeps it: a slot of its pool (in-place graphs),
+   * host tensors, or the GPU with WebGPU. Empty, except with prefix caching (`LoadOptions.prefixCaching`),
+   * where it may start holding a prefix of `prompt` (at most all but its last token): its `length`
+   * says how many positions, and the sequence's passes go on from there.
+   */
+  newCache(prompt: readonly number[] = []): KVCache {
+    if (this.pool) return this.pool.acquire(prompt);
     return this.cropper ? new GpuKVCache(this.info, this.cropper) : new HostKVCache(this.info);
   }
 
@@ -269,7 +284,7 @@ export class DecoderModel {
     cache.addFeeds(feeds, total);
     const out = await this.run(feeds);
 
-    cache.update(out, total);
+    cache.update(out, total, tokens);
     const hidden = out[HIDDEN_OUTPUT] as ort.Tensor | undefined;
     const acceptLogit = out[ACCEPT_OUTPUT] as ort.Tensor | undefined;
     const logits = rows === 0 && this.hasLogitsFrom ? new Float32Array(0) : hostFloat32(out.logits as ort.Tensor);
@@ -362,7 +377,7 @@ export class DecoderModel {
     };
     return seqs.map((c, i) => {
       const n = inputs[i]!.length;
-      c.append(out, offsets[i]!, n);
+      c.append(out, offsets[i]!, inputs[i]!);
       return { logits: rowsOf(logits, offsets[i]!, n)!, hidden: rowsOf(hiddenData, offsets[i]!, n), acceptLogit: rowsOf(acceptData, offsets[i]!, n) };
     });
   }
