@@ -26,7 +26,7 @@ import { planDraftVocab } from '../../src/engine/vocab-map.js';
 import { writeFixturePair } from '../../src/testing/decoder-fixture.js';
 import { DRAFT_VOCAB_KEY, draftVocabMap } from '../../src/onnx/draft-vocab-graph.js';
 import { readTokenMap, TokenCounts, writeTokenMap } from '../../src/onnx/token-map.js';
-import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../../src/paths.js';
+import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../../src/paths.js';
 import type { LlamaPair } from '../../src/bench/llama-pair.js';
 import { TextTokenizer } from '../../src/text/tokenizer.js';
 import { writeTinyQwen3Pair } from '../support/real-vocab-pair.js';
@@ -190,17 +190,21 @@ describe('the one-run draft phase with a restricted draft (bundled draft, 259 id
     }
   });
 
-  test('greedy speculation on the bundled pair with a restricted draft equals target-only decoding', async () => {
+  test('greedy speculation on the bundled pair with a restricted draft (and its acceptance head fused in) equals target-only decoding', async () => {
     const file = join(root, 'bundled-map.json');
     writeTokenMap(file, { ids: Int32Array.from({ length: 150 }, (_, i) => i) });
-    const models = await ModelPair.load({ target: BUNDLED_TARGET, draft: BUNDLED_DRAFT, head: null, threads: 1, speculativeTokenMap: file });
+    const models = await ModelPair.load({ target: BUNDLED_TARGET, draft: BUNDLED_DRAFT, head: BUNDLED_HEAD, threads: 1, speculativeTokenMap: file });
     try {
+      assert.ok(models.head && models.headDraft && models.headDraft !== models.draft, 'the head runs fused into a draft of its own');
+      assert.equal(models.headDraft.info.vocabSize, 259);
       const prompt = models.tokenizer.encodeChat([{ role: 'user', content: 'What is 12 times 7?' }]);
       const base = { maxTokens: 48, sampling: GREEDY, eosTokenIds: [] as number[] };
       const none = await models.decoder.start(prompt, { ...base, policy: { policy: 'none' } }).run();
-      const g = models.decoder.start(prompt, { ...base, policy: { policy: 'fixed', k: 4 } });
-      assert.deepEqual(await g.run(), none);
-      assert.ok(g.stats.accepted_tokens > 0);
+      for (const policy of [{ policy: 'fixed', k: 4 }, { policy: 'specdec++', threshold: 0.7, kMin: 1, kMax: 8 }] as PolicySpec[]) {
+        const g = models.decoder.start(prompt, { ...base, policy });
+        assert.deepEqual(await g.run(), none, policy.policy);
+        assert.ok(g.stats.accepted_tokens > 0, policy.policy);
+      }
     } finally {
       await models.release();
     }
