@@ -107,6 +107,24 @@ describe('grammar threads', () => {
     assert.equal(hosts.threads, 2, 'the compile went to a second thread');
   });
 
+  test('with every thread in use a new spec waits for a free one, then compiles beside the running matchers', async () => {
+    const one = new GrammarHosts({ modelDir: pair.targetDir!, vocabSize: pair.target.info.vocabSize, stopTokenIds: [...pair.target.info.eosTokenIds], maxThreads: 1, placementWaitMs: 200 });
+    try {
+      const running = await one.constraint({ type: 'json_schema', schema: JSON.stringify({ type: 'string' }) });
+      const start = performance.now();
+      const next = await one.constraint({ type: 'json_schema', schema: JSON.stringify({ type: 'integer' }) });
+      assert.ok(performance.now() - start >= 200, 'it waited for a free thread first');
+      assert.equal(one.threadsStarted, 1, 'no thread beyond the limit');
+      await running.prepare([]);
+      await next.prepare([]);
+      assert.equal(running.forcedToken([]), pair.tokenizer.encode('"')[0]);
+      running.release();
+      next.release();
+    } finally {
+      await one.close();
+    }
+  });
+
   test('a compile past the time limit is abandoned: its thread is replaced, the same GrammarError every time, others compile', async () => {
     const limited = make(50);
     try {
