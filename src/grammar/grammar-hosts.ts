@@ -12,7 +12,10 @@
  * - a spec already compiled in a thread gets its matcher there (no compile), unless that thread
  *   is compiling;
  * - a new spec compiles in a thread with no open matchers; when every thread has some, a new
- *   thread starts (at most `maxThreads`); past that the request waits for a thread to free up;
+ *   thread starts (at most `maxThreads`); past that the request waits for a thread to free up,
+ *   for at most `placementWaitMs`, and then compiles in the thread with the fewest matchers
+ *   (whose generations wait for their masks meanwhile: under a steady load of distinct schemas
+ *   no thread might ever free up, and a new schema must not wait for ever);
  * - a compile that takes longer than `compileTimeoutMs` is abandoned: its thread (which holds
  *   no matchers) is terminated, the spec is remembered as failed, and the request gets a
  *   GrammarError saying so. A spec that failed gets the same error again without compiling.
@@ -24,10 +27,16 @@ import { applyMask, onlyAllowedToken } from './constraint.js';
 import { GrammarError } from './errors.js';
 import type { GrammarHostData, GrammarHostReply, GrammarHostRequest } from './grammar-host-protocol.js';
 
-/** How long one compile may take: a schema at the size limits compiles in about 1 s on one free core. */
-export const DEFAULT_GRAMMAR_COMPILE_TIMEOUT_MS = 10_000;
+/**
+ * How long one compile may take: a schema at the size limits (schema-limits.ts) compiles in
+ * about 1 s on one free core, and took over 10 s on a 2-core machine running ten times as many
+ * threads; past this the compile is abandoned.
+ */
+export const DEFAULT_GRAMMAR_COMPILE_TIMEOUT_MS = 30_000;
 /** Grammar threads one engine worker keeps at most (each holds an xgrammar instance with the vocabulary's tables). */
 export const DEFAULT_GRAMMAR_THREADS = 4;
+/** How long a new spec waits for a grammar thread with no matchers when all are in use (then it compiles beside some). */
+export const DEFAULT_GRAMMAR_PLACEMENT_WAIT_MS = 2_000;
 /** Specs that failed, remembered with their error. */
 const FAILED_SPECS_KEPT = 256;
 /** Specs remembered per thread as compiled there (a hint: the thread answers `miss` when it evicted one). */
@@ -40,6 +49,8 @@ export interface GrammarHostsOptions extends GrammarHostData {
   compileTimeoutMs?: number;
   /** See DEFAULT_GRAMMAR_THREADS. */
   maxThreads?: number;
+  /** See DEFAULT_GRAMMAR_PLACEMENT_WAIT_MS. */
+  placementWaitMs?: number;
 }
 
 /** A request without its number (distributes over the union). */
@@ -115,12 +126,14 @@ export class GrammarHosts {
   private nextId = 0;
   private readonly compileTimeoutMs: number;
   private readonly maxThreads: number;
+  private readonly placementWaitMs: number;
   /** Threads started, for tests and metrics (a timed-out compile costs one). */
   threadsStarted = 0;
 
   constructor(private readonly options: GrammarHostsOptions) {
     this.compileTimeoutMs = options.compileTimeoutMs ?? DEFAULT_GRAMMAR_COMPILE_TIMEOUT_MS;
     this.maxThreads = options.maxThreads ?? DEFAULT_GRAMMAR_THREADS;
+    this.placementWaitMs = options.placementWaitMs ?? DEFAULT_GRAMMAR_PLACEMENT_WAIT_MS;
   }
 
   /** Grammar threads running now. */
@@ -135,6 +148,7 @@ export class GrammarHosts {
    */
   async constraint(spec: GrammarSpec): Promise<TokenConstraint> {
     const key = specKey(spec);
+    const waitUntil = Date.now() + this.placementWaitMs;
     for (;;) {
       const failed = this.failures.get(key);
       if (failed !== undefined) throw new GrammarError(failed);
@@ -142,13 +156,16 @@ export class GrammarHosts {
         const opened = await this.open(host, spec, key, false);
         if (opened) return opened;
       }
-      const host = this.idleHost();
+      const host = this.idleHost() ?? (Date.now() >= waitUntil ? this.leastBusyHost() : undefined);
       if (host) {
         const opened = await this.open(host, spec, key, true);
         if (opened) return opened;
         continue; // the thread stopped under it: look again
       }
-      await this.freed.promise;
+      let timer: NodeJS.Timeout | undefined;
+      const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, waitUntil - Date.now()))));
+      await Promise.race([this.freed.promise, waited]);
+      clearTimeout(timer);
     }
   }
 
@@ -166,6 +183,11 @@ export class GrammarHosts {
     this.threadsStarted++;
     this.hosts.push(host);
     return host;
+  }
+
+  /** The thread with the fewest open matchers among those not compiling. */
+  private leastBusyHost(): GrammarHost | undefined {
+    return this.hosts.filter((h) => !h.compiling).sort((a, b) => a.open - b.open)[0];
   }
 
   private async open(host: GrammarHost, spec: GrammarSpec, key: string, compile: boolean): Promise<RemoteConstraint | undefined> {

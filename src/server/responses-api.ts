@@ -203,8 +203,10 @@ export interface ResponseState {
   error?: { code: string; message: string };
   /** With a reasoning parser, the output's reasoning: an item before the message. */
   reasoning?: { id: string; text: string; status: 'in_progress' | 'completed' };
-  /** With tools, the calls the output made: `function_call` items after the message (`id` is the item's `fc_...`). */
+  /** With tools, the calls the output made: `function_call` items (`id` is the item's `fc_...`). */
   calls?: { id: string; call: ToolCall; status: 'in_progress' | 'completed' | 'incomplete' }[];
+  /** How many of `calls` the model wrote before the message's first text (the message's place among the items; 0 when absent). */
+  messageAfterCalls?: number;
 }
 
 /** A reasoning output item (`rs_...`): the model's thinking as one `reasoning_text` part, no summary. */
@@ -239,6 +241,18 @@ export function outputText(text: string, logprobs: ResponseLogprob[]) {
   return { type: 'output_text' as const, text, annotations: [], logprobs };
 }
 
+/** The output items in the order the model wrote them: reasoning, then the message and the calls as they came. */
+export function outputItems(echo: ResponseEcho, state: ResponseState) {
+  const calls = (state.calls ?? []).map((c) => functionCallItem(c.id, c.call, c.status));
+  const at = Math.min(state.messageAfterCalls ?? 0, calls.length);
+  return [
+    ...(state.reasoning ? [reasoningItem(state.reasoning)] : []),
+    ...calls.slice(0, at),
+    ...(state.message ? [outputMessage(echo, state.message)] : []),
+    ...calls.slice(at),
+  ];
+}
+
 /** A response object (OpenAI's `Response`), as it is at `state`. */
 export function responseObject(echo: ResponseEcho, state: ResponseState) {
   const { body } = echo;
@@ -254,11 +268,7 @@ export function responseObject(echo: ResponseEcho, state: ResponseState) {
     instructions: body.instructions ?? null,
     max_output_tokens: body.max_output_tokens ?? null,
     model: echo.model,
-    output: [
-      ...(state.reasoning ? [reasoningItem(state.reasoning)] : []),
-      ...(state.message ? [outputMessage(echo, state.message)] : []),
-      ...(state.calls ?? []).map((c) => functionCallItem(c.id, c.call, c.status)),
-    ],
+    output: outputItems(echo, state),
     parallel_tool_calls: body.parallel_tool_calls ?? true,
     previous_response_id: null,
     reasoning: { effort: null, summary: null },

@@ -311,20 +311,30 @@ export class ToolCallParser {
 }
 
 /** A whole choice's text as content and calls. */
-export function parseToolCalls(text: string, finishReason?: string): { content: string | null; toolCalls: ToolCall[] } {
+export function parseToolCalls(text: string, finishReason?: string): ParsedToolCalls {
   const parser = new ToolCallParser();
   return assembleToolCalls([...parser.push(text), ...parser.flush(finishReason)]);
 }
 
-export function assembleToolCalls(events: readonly ToolCallEvent[]): { content: string | null; toolCalls: ToolCall[] } {
+/** Content and calls of a whole output; `contentAfterCalls`: calls written before the content's first text (0 without content). */
+export interface ParsedToolCalls {
+  content: string | null;
+  toolCalls: ToolCall[];
+  contentAfterCalls: number;
+}
+
+export function assembleToolCalls(events: readonly ToolCallEvent[]): ParsedToolCalls {
   let content = '';
   const toolCalls: ToolCall[] = [];
+  let contentAfterCalls = 0;
   for (const e of events) {
-    if (e.type === 'content') content += e.text;
-    else if (e.type === 'call') toolCalls[e.index] = { id: e.id, type: 'function', function: { name: e.name, arguments: '' } };
+    if (e.type === 'content') {
+      if (content.length === 0 && e.text.length > 0) contentAfterCalls = toolCalls.length;
+      content += e.text;
+    } else if (e.type === 'call') toolCalls[e.index] = { id: e.id, type: 'function', function: { name: e.name, arguments: '' } };
     else toolCalls[e.index]!.function.arguments += e.text;
   }
-  return { content: content.length > 0 ? content : null, toolCalls };
+  return { content: content.length > 0 ? content : null, toolCalls, contentAfterCalls };
 }
 
 /** OpenAI-style call ids: `call_` and 24 random characters. */

@@ -49,9 +49,9 @@ describe('ToolCallParser', () => {
   });
 
   test('plain text is content; text that only looks like a tag start is released; a malformed call stays text', () => {
-    assert.deepEqual(parseToolCalls('Hello <tool'), { content: 'Hello <tool', toolCalls: [] });
-    assert.deepEqual(parseToolCalls('a < b'), { content: 'a < b', toolCalls: [] });
-    assert.deepEqual(parseToolCalls('<tool_call>not json</tool_call>'), { content: '<tool_call>not json</tool_call>', toolCalls: [] });
+    assert.deepEqual(parseToolCalls('Hello <tool'), { content: 'Hello <tool', toolCalls: [], contentAfterCalls: 0 });
+    assert.deepEqual(parseToolCalls('a < b'), { content: 'a < b', toolCalls: [], contentAfterCalls: 0 });
+    assert.deepEqual(parseToolCalls('<tool_call>not json</tool_call>'), { content: '<tool_call>not json</tool_call>', toolCalls: [], contentAfterCalls: 0 });
     const reordered = parseToolCalls('<tool_call>{"arguments": {"x": 1}, "name": "f"}</tool_call>');
     assert.deepEqual(reordered.toolCalls.map((c) => c.function), [{ name: 'f', arguments: '{"x":1}' }]);
     // Cut off inside the arguments (max tokens): the call keeps what it has.
@@ -82,8 +82,8 @@ describe('tool calls cut by length', () => {
   });
 
   test('a cut inside the opening tag or the call head leaves no content and no call', () => {
-    assert.deepEqual(parseToolCalls('<tool', 'length'), { content: null, toolCalls: [] });
-    assert.deepEqual(parseToolCalls('<tool_call>\n{"name": "f", "argu', 'length'), { content: null, toolCalls: [] });
+    assert.deepEqual(parseToolCalls('<tool', 'length'), { content: null, toolCalls: [], contentAfterCalls: 0 });
+    assert.deepEqual(parseToolCalls('<tool_call>\n{"name": "f", "argu', 'length'), { content: null, toolCalls: [], contentAfterCalls: 0 });
     // Ended by EOS rather than cut, the same text is content.
     assert.equal(parseToolCalls('<tool', 'stop').content, '<tool');
   });
