@@ -124,9 +124,10 @@ describe('continuous batching on the bundled pair', () => {
   });
 
   test('a failed pass fails every generation of its batch and releases their caches', async () => {
-    const scheduler = new BatchScheduler({ maxBatchTokens: 512 });
+    // A budget that feeds the three prompts in the first iteration, so that the first round (and its failed pass) has all three.
+    const scheduler = new BatchScheduler({ maxBatchTokens: 4096 });
     const gens = prompts.slice(0, 3).map((prompt) => pair.decoder.start(prompt, { maxTokens: 20, sampling: GREEDY, policy: { policy: 'fixed', k: 2 } }));
-    for (const g of gens) while (g.prefillPending > 0) await g.prefill();
+    assert.ok(gens.reduce((n, g) => n + g.prefillPending, 0) < 4096);
     const slotsBefore = pair.target.kvPool!.slotsInUse;
     const original = pair.target.forwardBatch.bind(pair.target);
     pair.target.forwardBatch = async () => {
@@ -147,8 +148,12 @@ describe('continuous batching on the bundled pair', () => {
     const scheduler = new BatchScheduler({ maxBatchTokens: 512 });
     const gens = prompts.slice(0, 3).map((prompt) => pair.decoder.start(prompt, opts));
     let calls = 0;
-    gens[1]!.takeDraft = async () => {
+    // Its logits processing fails at its third draft step (the processor is the sequence's own).
+    const processor = gens[1]!.sequence.processor;
+    const apply = processor.apply.bind(processor);
+    processor.apply = (...args) => {
       if (++calls > 2) throw new Error('injected step failure');
+      return apply(...args);
     };
     const results = await Promise.allSettled(
       gens.map(async (g) => {

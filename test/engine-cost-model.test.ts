@@ -199,16 +199,21 @@ describe('the engine runs each round with the auto threshold', () => {
 
   test("a draft's prompt feed is spread over the tokens its sequence may emit", async () => {
     const [prompt] = loadPrompts('gsm8k', 1).map((p) => pair.tokenizer.encodeChat(p.messages));
-    const g = pair.decoder.start(prompt!, { maxTokens: 24, sampling: { temperature: 0, topK: 0, topP: 1 }, policy: { policy: 'specdec++', kMin: 1, kMax: 16 } });
-    await g.step(); // the first round feeds the draft the prompt
-    const n = g.tokenIds.length;
-    assert.ok(n > 0 && n < 24);
-    const first = g.takePromptFeedShare(n);
-    while (!g.done) await g.step();
-    const rest = g.takePromptFeedShare(1);
-    assert.ok(first > 0 && rest > 0);
-    assert.ok(Math.abs(first / (first + rest) - n / 24) < 1e-9, `${first} of ${first + rest} for ${n} of 24 tokens`);
-    assert.equal(g.takePromptFeedShare(1), 0, 'nothing is left once spread');
+    const g = pair.decoder.start(prompt!, { maxTokens: 24, sampling: { temperature: 0, topK: 0, topP: 1 }, policy: { policy: 'specdec++', kMin: 1, kMax: 16 }, eosTokenIds: [] });
+    // The scheduler takes each round's share as the round's evidence (the first round feeds the draft the prompt).
+    const shares: { emitted: number; share: number }[] = [];
+    const take = g.sequence.takePromptFeedShare.bind(g.sequence);
+    g.sequence.takePromptFeedShare = (emitted: number) => {
+      const share = take(emitted);
+      shares.push({ emitted, share });
+      return share;
+    };
+    await g.run();
+    assert.ok(shares.length > 1 && shares[0]!.emitted < 24);
+    const total = shares.reduce((n, s) => n + s.share, 0);
+    assert.ok(shares[0]!.share > 0 && shares.at(-1)!.share > 0);
+    for (const { emitted, share } of shares) assert.ok(Math.abs(share / total - emitted / 24) < 1e-9, `${share} of ${total} for ${emitted} of 24 tokens`);
+    assert.equal(take(1), 0, 'nothing is left once spread');
   });
 
   test('specdec++ without a threshold takes h and whether to draft from the cost model, per batch size; greedy output unchanged', async () => {

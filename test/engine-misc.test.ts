@@ -275,12 +275,16 @@ describe('model loading errors', () => {
     await assertLoadError(DecoderModel.load(dir), /cannot load .*model\.onnx/, join('onnx', 'model.onnx'));
   });
 
-  test('draft and target with different vocabulary sizes', async () => {
+  test('draft and target with different tokenizers of different sizes: refused, both sizes named', async () => {
     const target = join(root, 'vocab-target');
     const draft = join(root, 'vocab-draft');
     writeFixtureModelDir(target, { style: 'llama', layers: 1, vocabSize: 48, seed: 1 });
     writeFixtureModelDir(draft, { style: 'llama', layers: 1, vocabSize: 40, seed: 2 });
-    const err = await assertLoadError(ModelPair.load({ target, draft, threads: 1 }), /vocabularies differ: .*config\.json has vocab_size 40, the target 48/, join('vocab-draft', 'config.json'), 'vocab_size');
+    const err = await assertLoadError(
+      ModelPair.load({ target, draft, threads: 1 }),
+      /tokenizers differ: .*vocab-draft.tokenizer\.json has 40 tokens \(vocab_size 40\), .*vocab-target.tokenizer\.json has 48 \(vocab_size 48\)/,
+      join('vocab-draft', 'tokenizer.json'),
+    );
     assert.ok(err.message.includes(draft));
   });
 

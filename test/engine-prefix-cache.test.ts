@@ -38,7 +38,7 @@ interface Turn {
 /** One generation on `pair`, alone or through `scheduler`. */
 async function generate(pair: ModelPair, prompt: number[], opts: GenerateOptions, scheduler?: BatchScheduler): Promise<Turn & { text: string }> {
   const g = pair.decoder.start(prompt, { ...opts, tokenizer: pair.tokenizer });
-  const cached = g.cachedPromptTokens;
+  const cached = g.sequence.cachedPromptTokens;
   while (!g.done) await (scheduler ? scheduler.step(g) : g.step());
   return { tokens: [...g.output.tokenIds], text: g.output.text, cached, promptLength: prompt.length };
 }
@@ -120,10 +120,11 @@ describe('prefix caching on the bundled pair', () => {
     while (a[common] === b[common]) common++;
     const opts: GenerateOptions = { maxTokens: 16, sampling: GREEDY, policy: POLICIES[1]! };
     const first = cached.decoder.start(a, opts);
-    while (first.prefillPending > 0) await first.prefill();
+    await first.step(); // its prompt and a first round
+    assert.ok(!first.done);
     const second = cached.decoder.start(b, opts);
-    assert.equal(second.cachedPromptTokens, common, 'the shared system prompt comes from the running sequence');
-    assert.notEqual((second.targetKvCache as PooledKVCache).slot, (first.targetKvCache as PooledKVCache).slot, 'copied into a slot of its own');
+    assert.equal(second.sequence.cachedPromptTokens, common, 'the shared system prompt comes from the running sequence');
+    assert.notEqual((second.sequence.targetCache as PooledKVCache).slot, (first.sequence.targetCache as PooledKVCache).slot, 'copied into a slot of its own');
     const [ta, tb] = [await first.run(), await second.run()];
     assert.deepEqual(ta, await plain.decoder.start(a, opts).run());
     assert.deepEqual(tb, await plain.decoder.start(b, opts).run());
@@ -297,7 +298,7 @@ describe('prefix caching under a KV budget: a long random multi-turn workload', 
       check('admitted');
       try {
         const g = cached.decoder.start(prompt, opts);
-        if (g.cachedPromptTokens > 0) hits++;
+        if (g.sequence.cachedPromptTokens > 0) hits++;
         while (!g.done) await scheduler.step(g);
         runs.push({ prompt, opts, tokens: [...g.tokenIds] });
         history[c] = prompt.length + g.tokenIds.length < 400 ? [...prompt, ...g.tokenIds] : history[c]!.slice(0, 20);

@@ -1,12 +1,14 @@
 /**
  * The GGUF writer (src/gguf): every metadata type and float32 tensors round-trip through the
  * reader; the bundled pair written as GGUF carries llama.cpp's gpt2 names, dims and tokenizer,
- * its matrices transposed from the ONNX weights; Llama and Qwen2 fixtures likewise; and, where
- * llama.cpp's llama-server runs (LLAMA_SERVER: the command, or llama-server on PATH), it loads each
- * file and decodes greedily the same tokens as specd's target alone.
+ * its matrices transposed from the ONNX weights; Llama and Qwen2 fixtures likewise; Qwen3 (q/k
+ * norms) and Llama 3.2 (`llama3` rope scaling as rope_freqs) pairs from `specd models synth`
+ * with their real tokenizers; and, where llama.cpp's llama-server runs (LLAMA_SERVER: the command,
+ * or llama-server on PATH), it loads each file and decodes greedily the same tokens as specd's
+ * target alone (and, without rope_freqs, not the same: the scaling reaches the test's positions).
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,11 +21,39 @@ import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
 import { readGpt2Weights } from '../src/onnx/gpt2-weights.js';
 import { readLlamaWeights } from '../src/onnx/llama-weights.js';
 import { readModelFile } from '../src/onnx/graph-builder.js';
-import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../src/paths.js';
+import { BUNDLED_DRAFT, BUNDLED_TARGET, PACKAGE_ROOT } from '../src/paths.js';
 import { readModelDir } from '../src/engine/model-dir.js';
+import { LLAMA_SERVER, LlamaServer, requireTool } from '../src/bench/llama-server.js';
+import { ropeFrequencyFactors } from '../src/gguf/model-to-gguf.js';
+import { ropeInverseFrequencies } from '../src/onnx/rope.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-gguf-'));
 after(() => rmSync(root, { recursive: true, force: true }));
+
+const cli = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+/** A `specd models synth` pair of a preset's real shape and tokenizer, reduced; its target's directory. */
+function synthTarget(preset: string): string {
+  const out = join(root, preset);
+  const run = spawnSync(process.execPath, [cli, 'models', 'synth', '--out', out, '--preset', preset, '--layers', '2', '--draft-layers', '1', '--width', '64', '--heads', '4', '--kv-heads', '2', '--head-dim', '16', '--intermediate', '128', '--seed', '5'], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  return join(out, 'target');
+}
+let qwen3Dir: string | undefined;
+let llama3Dir: string | undefined;
+const qwen3 = () => (qwen3Dir ??= synthTarget('qwen3-0.6b'));
+/**
+ * Llama 3.2's shape and rope_scaling with original_max_position_embeddings 32 in place of 8192,
+ * so that the scaling changes every rotary frequency but the fastest within a short prompt.
+ */
+const llama3 = () => {
+  if (llama3Dir) return llama3Dir;
+  const dir = synthTarget('llama-3.2-1b');
+  const configPath = join(dir, 'config.json');
+  const config = JSON.parse(readFileSync(configPath, 'utf8')) as { rope_scaling: Record<string, unknown> };
+  config.rope_scaling.original_max_position_embeddings = 32;
+  writeFileSync(configPath, JSON.stringify(config));
+  return (llama3Dir = dir);
+};
 
 describe('GGUF files', () => {
   test('every metadata type and float32 tensors round-trip; a bad file is named', () => {
@@ -118,12 +148,71 @@ describe('GGUF files', () => {
     assert.throws(() => modelToGguf(other), (e: Error) => e instanceof NotConvertibleError && /model_type phi3; the GGUF writer handles gpt2, llama/.test(e.message));
   });
 
-  const servedModels: { label: string; dir: () => string; prompt: (pair: ModelPair) => number[] }[] = [
-    { label: "the bundled target's GGUF", dir: () => BUNDLED_TARGET, prompt: (pair) => pair.tokenizer.encodeChat([{ role: 'user', content: 'Natalia sold clips to 48 of her friends in April. How many clips did she sell?' }]) },
+  test("Qwen3 (synth, real shape and tokenizer): qwen3 metadata, q/k norm gains per block, vocabulary padded past the tokenizer", () => {
+    const dir = qwen3();
+    const g = modelToGguf(dir);
+    const meta = (k: string) => g.metadata.get(k)?.value;
+    assert.equal(meta('general.architecture'), 'qwen3');
+    assert.deepEqual([meta('qwen3.block_count'), meta('qwen3.attention.head_count'), meta('qwen3.attention.head_count_kv'), meta('qwen3.attention.key_length'), meta('qwen3.rope.dimension_count')], [2, 4, 2, 16, 16]);
+    const names = g.tensors.map((t) => t.name);
+    assert.deepEqual(names.filter((n) => n.startsWith('blk.1.')), [
+      'blk.1.attn_norm.weight', 'blk.1.attn_q.weight', 'blk.1.attn_k.weight', 'blk.1.attn_v.weight', 'blk.1.attn_q_norm.weight', 'blk.1.attn_k_norm.weight',
+      'blk.1.attn_output.weight', 'blk.1.ffn_norm.weight', 'blk.1.ffn_gate.weight', 'blk.1.ffn_up.weight', 'blk.1.ffn_down.weight',
+    ]);
+    assert.ok(!names.includes('rope_freqs.weight'));
+    const w = readLlamaWeights(readModelFile(readModelDir(dir).onnxPath), readModelDir(dir).config);
+    const tensor = (n: string) => g.tensors.find((t) => t.name === n)!;
+    assert.deepEqual(tensor('blk.1.attn_q_norm.weight').dims, [16]);
+    assert.deepEqual(tensor('blk.1.attn_q_norm.weight').data, w.blocks[1]!.qNorm);
+    assert.deepEqual(tensor('blk.0.attn_k_norm.weight').data, w.blocks[0]!.kNorm);
+    assert.notDeepEqual(w.blocks[0]!.qNorm, w.blocks[0]!.kNorm);
+    // Qwen3 is rotated NeoX-style by llama.cpp: q rows keep transformers' order.
+    const q = tensor('blk.0.attn_q.weight').data as Float32Array;
+    for (const [out, input] of [[1, 0], [8, 63]] as const) assert.equal(q[out * 64 + input], w.blocks[0]!.q.weight[input * 64 + out]);
+    const tokens = meta('tokenizer.ggml.tokens') as unknown as string[];
+    const types = meta('tokenizer.ggml.token_type') as unknown as number[];
+    assert.equal(tokens.length, 151936);
+    assert.deepEqual([tokens[151645], types[151645]], ['<|im_end|>', 3]);
+    assert.deepEqual([tokens[151669], types[151669], tokens[151935], types[151935]], ['[PAD151669]', 5, '[PAD151935]', 5]);
+    assert.equal(meta('tokenizer.ggml.eos_token_id'), 151645);
+  });
+
+  test("Llama 3.2 (synth): rope_scaling llama3 as rope_freqs, the divisors that turn the plain frequencies into transformers' scaled ones", () => {
+    const dir = llama3();
+    const g = modelToGguf(dir);
+    assert.equal(g.metadata.get('general.architecture')?.value, 'llama');
+    const freqs = g.tensors.find((t) => t.name === 'rope_freqs.weight')!;
+    assert.deepEqual(freqs.dims, [8]);
+    const scaling = readModelDir(dir).config.ropeScaling!;
+    assert.equal(scaling.originalMaxPositions, 32);
+    const plain = ropeInverseFrequencies(500000, 16);
+    const scaled = ropeInverseFrequencies(500000, 16, scaling);
+    const divisors = freqs.data as Float32Array;
+    for (let j = 0; j < 8; j++) assert.ok(Math.abs(plain[j]! / divisors[j]! - scaled[j]!) <= 1e-6 * scaled[j]!, `frequency ${j}: ${plain[j]! / divisors[j]!} against ${scaled[j]}`);
+    assert.equal(divisors[0], 1, 'the fastest frequency (wavelength 2 pi < 32 / 4) is kept');
+    assert.equal(divisors[7], 32, 'the slowest is divided by factor');
+    // Llama 3.1's own numbers (theta 500000, head_dim 128, factor 8, original 8192): the band's edges.
+    const llama31 = ropeFrequencyFactors(500000, 128, { ropeType: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 });
+    llama31.forEach((d, j) => assert.ok(d >= 1 && d <= 8 && (j === 0 || d >= llama31[j - 1]!), `divisor ${j} (${d}) in [1, 8] and not below the faster ones'`));
+    assert.deepEqual([llama31[0], llama31[63]], [1, 8]);
+    assert.ok(llama31.some((d) => d > 1 && d < 8), 'some frequencies in the smooth band');
+    assert.throws(() => {
+      const other = join(root, 'qwen3-scaled');
+      writeFixtureModelDir(other, { style: 'llama', layers: 1, hidden: 32, heads: 2, kvHeads: 2, seed: 1, vocabSize: 40 });
+      const path = join(other, 'config.json');
+      writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(path, 'utf8')), model_type: 'qwen2', rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } }));
+      modelToGguf(other);
+    }, /rope_scaling type llama3 with model_type qwen2; llama.cpp reads rope_freqs for the llama architecture only/);
+  });
+
+  const servedModels: { label: string; dir: () => string; prompt: (pair: ModelPair) => number[]; withoutRopeFreqs?: boolean }[] = [
+    { label: "the bundled target's GGUF", dir: () => BUNDLED_TARGET, prompt: gsm8kPrompt },
     { label: 'a Llama GQA fixture as GGUF', dir: () => join(root, 'llama'), prompt: () => [1, 5, 9, 13, 20, 7] },
     { label: 'a Qwen2 fixture (q/k/v biases) as GGUF', dir: () => join(root, 'qwen2'), prompt: () => [1, 5, 9, 13, 20, 7] },
+    { label: 'a Qwen3 synth target (q/k norms, real tokenizer) as GGUF', dir: qwen3, prompt: gsm8kPrompt },
+    { label: 'a Llama 3.2 synth target (llama3 rope scaling) as GGUF', dir: llama3, prompt: gsm8kPrompt, withoutRopeFreqs: true },
   ];
-  for (const m of servedModels) {
+  for (const [i, m] of servedModels.entries()) {
     test(`llama-server loads ${m.label} and decodes greedily as specd's target alone`, async (t) => {
       const command = llamaServerCommand();
       if (!command) {
@@ -132,36 +221,40 @@ describe('GGUF files', () => {
         return t.skip(hint);
       }
       const dir = m.dir();
-      const path = join(root, `served-${m.label.length}.gguf`);
-      writeGguf(path, modelToGguf(dir));
+      const file = modelToGguf(dir);
+      const path = join(root, `served-${i}.gguf`);
+      writeGguf(path, file);
       const pair = await ModelPair.load({ draft: null, head: null, target: dir, threads: 2 });
       const prompt = m.prompt(pair);
       const want = await pair.decoder.start(prompt, { maxTokens: 32, sampling: GREEDY, eosTokenIds: [], policy: { policy: 'none' } }).run();
       await pair.release();
-      const port = 18000 + (process.pid % 1000);
-      const [cmd, ...args] = command;
-      const server = spawn(cmd!, [...args, '-m', path, '--port', String(port), '--host', '127.0.0.1', '-t', '2', '-c', '1024', '--no-warmup'], { stdio: ['ignore', 'ignore', 'ignore'] });
-      try {
-        const url = `http://127.0.0.1:${port}`;
-        for (let i = 0; !(await fetch(`${url}/health`).then((r) => r.ok, () => false)); i++) {
-          if (i > 150 || server.exitCode !== null) throw new Error('llama-server did not start');
-          await new Promise((r) => setTimeout(r, 200));
+      const served = async (gguf: string) => {
+        const server = await LlamaServer.start(command, { threads: 2, context: 1024, args: ['-m', gguf] });
+        try {
+          return await server.greedy(prompt, 32);
+        } finally {
+          await server.stop();
         }
-        const res = await fetch(`${url}/completion`, {
-          method: 'POST',
-          body: JSON.stringify({ prompt, n_predict: 32, temperature: 0, top_k: 1, return_tokens: true, ignore_eos: true, cache_prompt: false }),
-        });
-        assert.deepEqual(((await res.json()) as { tokens: number[] }).tokens, want);
-      } finally {
-        server.kill();
-        await new Promise((r) => server.once('exit', r));
+      };
+      assert.deepEqual(await served(path), want);
+      if (m.withoutRopeFreqs) {
+        const plain = join(root, 'served-no-rope-freqs.gguf');
+        writeGguf(plain, { metadata: file.metadata, tensors: file.tensors.filter((t) => t.name !== 'rope_freqs.weight') });
+        assert.notDeepEqual(await served(plain), want, 'without rope_freqs llama-server rotates with the plain frequencies');
       }
     });
   }
 });
 
-/** The llama-server command: $LLAMA_SERVER split on spaces, or llama-server on PATH. */
+function gsm8kPrompt(pair: ModelPair): number[] {
+  return pair.tokenizer.encodeChat([{ role: 'user', content: 'Natalia sold clips to 48 of her friends in April. How many clips did she sell?' }]);
+}
+
+/** The llama-server command ($LLAMA_SERVER, or llama-server on PATH), or undefined when it does not run. */
 function llamaServerCommand(): string[] | undefined {
-  if (process.env.LLAMA_SERVER) return process.env.LLAMA_SERVER.split(' ').filter(Boolean);
-  return spawnSync('llama-server', ['--version'], { encoding: 'utf8' }).status === 0 ? ['llama-server'] : undefined;
+  try {
+    return requireTool(LLAMA_SERVER);
+  } catch {
+    return undefined;
+  }
 }

@@ -21,6 +21,7 @@ import { temperatureLabel } from '../engine/sampling.js';
 import { DRAFT_PHASE_MODES, type DraftPhaseMode } from '../engine/speculative.js';
 import { HEAD_MODES, type HeadMode } from '../heads/head-loader.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, recommendedThresholdAt, validatePolicySpec } from '../engine/stop-policy.js';
+import { benchPeerCommand } from './bench-peer.js';
 import { benchServeCommand } from './bench-serve.js';
 import { addModelOptions, intIn, type ModelFlags, numberIn, pairOptions, policyListArg } from './options.js';
 
@@ -170,6 +171,7 @@ export function benchCommand(): Command {
   bench.addCommand(benchServeCommand());
   bench.addCommand(headTrainCommand());
   bench.addCommand(latencyCommand());
+  bench.addCommand(benchPeerCommand());
   return bench;
 }
 

@@ -11,7 +11,8 @@ import { checkExternalData } from '../onnx/external-data.js';
 import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from '../onnx/gpt2-graph.js';
 import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT } from '../onnx/inplace-attention.js';
 import { decoderGraphView, embeddingTables, NotRebuildableError } from '../onnx/graph-reading.js';
-import { readModel, type ModelProto } from '../onnx/graph-builder.js';
+import { onnx, readModel, type ModelProto } from '../onnx/graph-builder.js';
+import { changesLogits, DraftVocabError, type DraftVocabMap, mapDraftVocab } from '../onnx/draft-vocab-graph.js';
 import { type Device, executionProviders } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
@@ -38,6 +39,11 @@ export interface LoadOptions {
    * hold. Default false (each cache starts empty).
    */
   prefixCaching?: boolean;
+  /**
+   * A draft's logits laid out in the target's vocabulary, its lm_head restricted to a token map
+   * (onnx/draft-vocab-graph.ts); needs a rebuilt graph. `info.vocabSize` is then `outVocab`.
+   */
+  vocabMap?: DraftVocabMap;
 }
 
 export interface ModelInfo extends KvLayout {
@@ -151,8 +157,20 @@ export class DecoderModel {
     if (graph === 'inplace' && device !== 'cpu') {
       throw new ModelLoadError(`--graph inplace runs on the CPU only (the ${device} provider keeps its KV cache apart from the host memory it would be written into); use --graph fused or exported`, modelDir.onnxPath);
     }
-    const { bytes, model } = chooseGraph(modelDir, opts.model, graph, opts.graph !== undefined);
+    let { bytes, model } = chooseGraph(modelDir, opts.model, graph, opts.graph !== undefined);
     if (model) checkPositionTable(model, modelDir);
+    if (opts.vocabMap && changesLogits(opts.vocabMap)) {
+      if (!model) {
+        throw new ModelLoadError(`${modelDir.onnxPath}: a draft vocabulary map (--speculative-token-map, or a vocab_size other than the target's) needs a rebuilt graph (--graph inplace or fused), not the exported one`, modelDir.onnxPath);
+      }
+      try {
+        mapDraftVocab(model, opts.vocabMap);
+      } catch (err) {
+        if (!(err instanceof DraftVocabError)) throw err;
+        throw new ModelLoadError(`${modelDir.onnxPath}: cannot restrict the draft's vocabulary: ${err.message}`, modelDir.onnxPath);
+      }
+      bytes = onnx.ModelProto.encode(model).finish();
+    }
     let maxSpan = Infinity;
     if (device === 'webgpu') {
       const header = model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath));
@@ -169,6 +187,7 @@ export class DecoderModel {
       throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${(err as Error).message}`, modelDir.onnxPath);
     }
     const info = inspectLayout(session, modelDir);
+    if (opts.vocabMap) info.vocabSize = opts.vocabMap.outVocab;
     const cropper = device === 'webgpu' ? await KvCropper.create(info, providers) : undefined;
     if (session.inputNames.includes(PAST_LENGTH_INPUT)) maxSpan = INPLACE_PREFILL_CHUNK;
     const kept = opts.keepGraph ? (model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath))) : undefined;

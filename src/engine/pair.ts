@@ -5,7 +5,6 @@
  */
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
 import { GrammarCompiler } from '../grammar/compiler.js';
 import { type HeadMode, loadHeadForDraft } from '../heads/head-loader.js';
@@ -17,6 +16,7 @@ import type { GraphChoice } from './graph-choice.js';
 import { DraftPhase } from './draft-phase.js';
 import { DecoderModel } from './model.js';
 import { SpeculativeDecoder } from './speculative.js';
+import { type DraftVocabPlan, planDraftVocab } from './vocab-map.js';
 
 export interface PairOptions {
   /** Target model directory; default: the bundled specd-pair target. */
@@ -53,6 +53,11 @@ export interface PairOptions {
   headMode?: HeadMode;
   /** Automatic prefix caching in every model's in-place KV pool (model.ts `LoadOptions.prefixCaching`); default false. */
   prefixCaching?: boolean;
+  /**
+   * FR-Spec token map of the draft's lm_head (onnx/token-map.ts, SGLang's `--speculative-token-map`);
+   * default: `token_map.json` in the draft's directory when there is one; null: none.
+   */
+  speculativeTokenMap?: string | null;
 }
 
 export class ModelPair {
@@ -83,29 +88,17 @@ export class ModelPair {
     const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });
     const tokenizer = await TextTokenizer.fromDir(targetDir);
     let draft: DecoderModel | undefined;
+    let vocab: DraftVocabPlan = {};
     if (draftDir !== null) {
-      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: opts.draftThreads ?? 1, keepGraph: true });
-      if (draft.info.vocabSize !== target.info.vocabSize) {
-        throw new ModelLoadError(
-          `draft and target vocabularies differ: ${join(draftDir, 'config.json')} has vocab_size ${draft.info.vocabSize}, the target ${target.info.vocabSize}`,
-          join(draftDir, 'config.json'),
-          'vocab_size',
-        );
-      }
-      const draftTokenizer = await TextTokenizer.fromDir(draftDir);
-      if (draftTokenizer.fingerprint() !== tokenizer.fingerprint()) {
-        throw new ModelLoadError(
-          `draft and target tokenizers differ: ${join(draftDir, 'tokenizer.json')} does not map token ids to the same tokens as ${join(targetDir, 'tokenizer.json')}`,
-          join(draftDir, 'tokenizer.json'),
-        );
-      }
+      vocab = await planDraftVocab(targetDir, draftDir, tokenizer, opts.speculativeTokenMap);
+      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: opts.draftThreads ?? 1, keepGraph: true, vocabMap: vocab.map });
     }
     const bundled = opts.target === undefined && opts.draft === undefined;
     const headPath = opts.head === undefined ? (bundled && existsSync(BUNDLED_HEAD) ? BUNDLED_HEAD : null) : opts.head;
     if (headPath !== null && !draft) throw new ModelLoadError('an acceptance head needs a draft model', headPath);
     const loaded =
       headPath !== null && draft
-        ? await loadHeadForDraft(headPath, draft, { ...draftCommon, threads: opts.draftThreads ?? 1, mode: opts.headMode })
+        ? await loadHeadForDraft(headPath, draft, { ...draftCommon, threads: opts.draftThreads ?? 1, mode: opts.headMode, vocabMap: vocab.map })
         : undefined;
     // One-run draft phases (draft-phase.ts) of the drafts that can run one; the graphs are not needed after.
     const phases: DraftPhase[] = [];

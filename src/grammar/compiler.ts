@@ -176,6 +176,12 @@ export class GrammarCompiler {
     return constraint;
   }
 
+  /** Whether `spec` is answered without compiling: it is in the current instance's cache, or it failed before. */
+  isKnown(spec: GrammarSpec): boolean {
+    const key = specKey(spec);
+    return this.failures.has(key) || (!this.runtime.retired && this.runtime.cache.has(key));
+  }
+
   /** Grammars in the current instance's cache. */
   get cached(): number {
     return this.runtime.retired ? 0 : this.runtime.cache.size;
@@ -271,7 +277,8 @@ async function compileIn(runtime: Runtime, spec: GrammarSpec): Promise<CompiledG
   }
 }
 
-function specKey(spec: GrammarSpec): string {
+/** The cache key of a spec: equal keys compile to the same grammar. */
+export function specKey(spec: GrammarSpec): string {
   return `${spec.type}\u0000${specText(spec)}`;
 }
 

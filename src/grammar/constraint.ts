@@ -51,16 +51,7 @@ export class GrammarConstraint implements TokenConstraint {
 
   maskRow(row: Float32Array, pending: readonly number[]): void {
     const start = performance.now();
-    const mask = this.maskAt(pending);
-    const n = Math.min(row.length, this.vocabSize);
-    for (let w = 0; w * WORD_BITS < n; w++) {
-      const bits = mask[w]!;
-      if (bits === -1) continue; // all 32 allowed
-      const end = Math.min(n, (w + 1) * WORD_BITS);
-      for (let t = w * WORD_BITS; t < end; t++) if (((bits >>> (t % WORD_BITS)) & 1) === 0) row[t] = -Infinity;
-    }
-    // Ids past the tokenizer's vocabulary (padding in the logits) are never allowed.
-    for (let t = n; t < row.length; t++) row[t] = -Infinity;
+    applyMask(this.maskAt(pending), row, this.vocabSize);
     this.applyMicros += (performance.now() - start) * 1000;
   }
 
@@ -71,18 +62,7 @@ export class GrammarConstraint implements TokenConstraint {
   }
 
   forcedToken(pending: readonly number[]): number | undefined {
-    const mask = this.maskAt(pending);
-    let found: number | undefined;
-    for (let w = 0; w < mask.length; w++) {
-      let bits = mask[w]!;
-      while (bits !== 0) {
-        if (found !== undefined) return undefined;
-        const low = bits & -bits;
-        found = w * WORD_BITS + (31 - Math.clz32(low));
-        bits ^= low;
-      }
-    }
-    return found === undefined || this.stop.has(found) ? undefined : found;
+    return onlyAllowedToken(this.maskAt(pending), this.stop);
   }
 
   accept(tokens: readonly number[]): void {
@@ -102,7 +82,8 @@ export class GrammarConstraint implements TokenConstraint {
     this.matcher.dispose();
   }
 
-  private maskAt(pending: readonly number[]): Int32Array {
+  /** The mask after the verified output + `pending` (call after `prepare(pending)`). // [ceil(vocab / 32)] */
+  maskAt(pending: readonly number[]): Int32Array {
     const mask = this.masks[pending.length];
     if (!mask || !this.onPath(pending)) throw new Error('grammar mask used before prepare() with the same pending tokens');
     return mask;
@@ -130,4 +111,40 @@ export class GrammarConstraint implements TokenConstraint {
       this.path.push(token);
     }
   }
+}
+
+/**
+ * Set the logits of tokens a mask does not allow to -Infinity, in place.
+ * @param mask xgrammar's bitmask // [ceil(vocabSize / 32)] int32 words, bit t % 32 of word t / 32 set = token t allowed
+ * @param row logits // [logits width]; ids at or past `vocabSize` (padding) are never allowed
+ * @param vocabSize tokens the mask covers (the tokenizer's vocabulary)
+ */
+export function applyMask(mask: Int32Array, row: Float32Array, vocabSize: number): void {
+  const n = Math.min(row.length, vocabSize);
+  for (let w = 0; w * WORD_BITS < n; w++) {
+    const bits = mask[w]!;
+    if (bits === -1) continue; // all 32 allowed
+    const end = Math.min(n, (w + 1) * WORD_BITS);
+    for (let t = w * WORD_BITS; t < end; t++) if (((bits >>> (t % WORD_BITS)) & 1) === 0) row[t] = -Infinity;
+  }
+  // Ids past the tokenizer's vocabulary (padding in the logits) are never allowed.
+  for (let t = n; t < row.length; t++) row[t] = -Infinity;
+}
+
+/**
+ * The one token a mask allows, when exactly one is and it is not a stop token (jump-forward).
+ * @param mask as in applyMask // [ceil(vocabSize / 32)]
+ */
+export function onlyAllowedToken(mask: Int32Array, stop: ReadonlySet<number>): number | undefined {
+  let found: number | undefined;
+  for (let w = 0; w < mask.length; w++) {
+    let bits = mask[w]!;
+    while (bits !== 0) {
+      if (found !== undefined) return undefined;
+      const low = bits & -bits;
+      found = w * WORD_BITS + (31 - Math.clz32(low));
+      bits ^= low;
+    }
+  }
+  return found === undefined || stop.has(found) ? undefined : found;
 }

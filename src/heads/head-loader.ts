@@ -17,6 +17,7 @@ import type { Device } from '../engine/device.js';
 import type { GraphChoice } from '../engine/graph-choice.js';
 import { DecoderModel } from '../engine/model.js';
 import { readModelDir } from '../engine/model-dir.js';
+import type { DraftVocabMap } from '../onnx/draft-vocab-graph.js';
 import { onnx, type ModelProto } from '../onnx/graph-builder.js';
 import { fuseHead } from './head-fusion.js';
 import { AcceptanceHead } from './head-runner.js';
@@ -35,6 +36,8 @@ export interface HeadForDraftOptions {
   mode?: HeadMode;
   /** Prefix caching in the head's draft session's KV pool (model.ts). */
   prefixCaching?: boolean;
+  /** The draft's vocabulary map (engine/vocab-map.ts), applied to the head's draft as to the draft. */
+  vocabMap?: DraftVocabMap;
 }
 
 /** Throws ModelLoadError unless the head was trained for this draft and fits its width. */
@@ -72,6 +75,6 @@ export async function loadHeadForDraft(
     throw new ModelLoadError(`${headPath}: the head is ${head.width} wide, the draft's hidden state ${width}`, headPath);
   }
   if (mode === 'fused') fuseHead(model, head.model);
-  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, graph, prefixCaching, model: onnx.ModelProto.encode(model).finish(), keepGraph: true });
+  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, graph, prefixCaching, model: onnx.ModelProto.encode(model).finish(), keepGraph: true, vocabMap: options.vocabMap });
   return { head, headDraft };
 }

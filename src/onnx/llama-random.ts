@@ -131,3 +131,18 @@ export function countLlamaParams(w: LlamaWeights, tiedEmbeddings: boolean): numb
     [b.inputNorm, b.q.weight, b.q.bias, b.k.weight, b.k.bias, b.v.weight, b.v.bias, b.qNorm, b.kNorm, b.o, b.postNorm, b.gate, b.up, b.down].reduce((n, a) => n + (a?.length ?? 0), 0);
   return w.embed.length + w.blocks.reduce((n, b) => n + block(b), 0) + w.norm.length + (tiedEmbeddings ? 0 : w.lmHead.length);
 }
+
+/**
+ * `w` with a vocabulary of `vocab` ids: embedding rows and lm_head columns beyond it dropped, or
+ * new ones of zeros appended (as a model padded to a larger vocab_size carries untrained rows);
+ * for a draft whose vocab_size differs from its target's (engine/vocab-map.ts).
+ */
+export function resizeLlamaVocab(w: LlamaWeights, vocab: number): LlamaWeights {
+  const E = w.hidden;
+  const embed = new Float32Array(vocab * E);
+  embed.set(w.embed.subarray(0, Math.min(vocab, w.vocab) * E));
+  const lmHead = new Float32Array(E * vocab);
+  const keep = Math.min(vocab, w.vocab);
+  for (let e = 0; e < E; e++) lmHead.set(w.lmHead.subarray(e * w.vocab, e * w.vocab + keep), e * vocab);
+  return { ...w, vocab, embed, lmHead };
+}

@@ -15,11 +15,12 @@
  */
 import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
 import { KvBudget, kvBytesPerPosition } from '../engine/kv-budget.js';
+import type { TokenConstraint } from '../engine/logits-processors.js';
 import { ModelPair } from '../engine/pair.js';
 import { BatchScheduler, type PassRecord } from '../engine/scheduler.js';
 import type { RoundStats } from '../engine/stats.js';
 import { generateText } from '../engine/text-generation.js';
-import type { GrammarConstraint } from '../grammar/constraint.js';
+import { GrammarHosts } from '../grammar/grammar-hosts.js';
 import { nextFault, triggerFault } from './faults.js';
 import { errorReply } from './worker-errors.js';
 import type { ControlMessage, EngineStatsMessage, EngineWorkerData, GenerationRequest, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
@@ -40,6 +41,14 @@ const scheduler = new BatchScheduler({
     if (passes.push(pass) === 1) setImmediate(reportStats);
   },
 });
+
+/** Grammar threads (grammar/grammar-hosts.ts): schemas compile there, off this thread's rounds. Started on the first grammar. */
+let grammarHosts: GrammarHosts | undefined;
+function grammars(pair: ModelPair): GrammarHosts {
+  if (!pair.targetDir) throw new Error('the pair has no target directory to read a grammar vocabulary from');
+  grammarHosts ??= new GrammarHosts({ modelDir: pair.targetDir, vocabSize: pair.target.info.vocabSize, stopTokenIds: [...pair.target.info.eosTokenIds] });
+  return grammarHosts;
+}
 
 function reportStats(): void {
   const message: EngineStatsMessage = { specd: 'engine-stats', threadId, passes: passes.splice(0), kvCacheUsage: budget.usage };
@@ -77,14 +86,14 @@ export default async function generate({ port, request }: GenerationTask): Promi
 
   // Tests only (faults.ts): this generation fails after its first tokens.
   let fault = nextFault(faults);
-  let constraint: GrammarConstraint | undefined;
+  let constraint: TokenConstraint | undefined;
   let release: (() => void) | undefined;
   try {
     const pair = await loading;
     release = await budget.reserve(kvBytesFor(pair, request));
     reportStats();
     post({ type: 'start', threadId });
-    constraint = request.grammar ? await (await pair.grammars()).constraint(request.grammar) : undefined;
+    constraint = request.grammar ? await grammars(pair).constraint(request.grammar) : undefined;
     const rounds: RoundStats[] = [];
     const result = await generateText(
       pair,

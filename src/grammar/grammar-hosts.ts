@@ -1,0 +1,312 @@
+/**
+ * Grammar threads for one engine worker: schemas compile off the worker's thread, with a time
+ * limit, and the worker's rounds ask the thread that compiled a grammar for its masks.
+ *
+ * Why threads that keep the matchers: compiling a schema at the size limits (schema-limits.ts)
+ * takes about a second of synchronous WebAssembly, and xgrammar's JavaScript binding cannot
+ * serialize a compiled grammar, so the grammar stays in the instance (the thread) that compiled
+ * it, and so do its matchers. A mask then crosses a MessagePort (a copy of ceil(V / 32) int32
+ * words, transferred).
+ *
+ * Placement, so that a compile never delays a running generation:
+ * - a spec already compiled in a thread gets its matcher there (no compile), unless that thread
+ *   is compiling;
+ * - a new spec compiles in a thread with no open matchers; when every thread has some, a new
+ *   thread starts (at most `maxThreads`); past that the request waits for a thread to free up;
+ * - a compile that takes longer than `compileTimeoutMs` is abandoned: its thread (which holds
+ *   no matchers) is terminated, the spec is remembered as failed, and the request gets a
+ *   GrammarError saying so. A spec that failed gets the same error again without compiling.
+ */
+import { Worker } from 'node:worker_threads';
+import type { TokenConstraint } from '../engine/logits-processors.js';
+import { type GrammarSpec, specKey } from './compiler.js';
+import { applyMask, onlyAllowedToken } from './constraint.js';
+import { GrammarError } from './errors.js';
+import type { GrammarHostData, GrammarHostReply, GrammarHostRequest } from './grammar-host-protocol.js';
+
+/** How long one compile may take: a schema at the size limits compiles in about 1 s on one free core. */
+export const DEFAULT_GRAMMAR_COMPILE_TIMEOUT_MS = 10_000;
+/** Grammar threads one engine worker keeps at most (each holds an xgrammar instance with the vocabulary's tables). */
+export const DEFAULT_GRAMMAR_THREADS = 4;
+/** Specs that failed, remembered with their error. */
+const FAILED_SPECS_KEPT = 256;
+/** Specs remembered per thread as compiled there (a hint: the thread answers `miss` when it evicted one). */
+const SPECS_KEPT_PER_THREAD = 256;
+
+const HOST_FILE = new URL('./grammar-host.js', import.meta.url);
+
+export interface GrammarHostsOptions extends GrammarHostData {
+  /** See DEFAULT_GRAMMAR_COMPILE_TIMEOUT_MS. */
+  compileTimeoutMs?: number;
+  /** See DEFAULT_GRAMMAR_THREADS. */
+  maxThreads?: number;
+}
+
+/** A request without its number (distributes over the union). */
+type Unnumbered<T> = T extends unknown ? Omit<T, 'req'> : never;
+
+type Reply = Exclude<GrammarHostReply, { op: 'ready' } | { op: 'load-failed' }>;
+
+/** One grammar thread, seen from the engine worker. */
+class GrammarHost {
+  readonly worker: Worker;
+  readonly ready: Promise<number>;
+  /** Matchers open in this thread. */
+  open = 0;
+  compiling = false;
+  dead = false;
+  /** Specs compiled here (least recently used first). */
+  readonly specs = new Set<string>();
+  private nextReq = 0;
+  private readonly waiting = new Map<number, { resolve: (reply: Reply) => void; reject: (err: Error) => void }>();
+
+  constructor(data: GrammarHostData, onExit: (host: GrammarHost) => void) {
+    this.worker = new Worker(HOST_FILE, { workerData: data });
+    this.worker.unref();
+    this.ready = new Promise<number>((resolve, reject) => {
+      this.worker.on('message', (reply: GrammarHostReply) => {
+        if (reply.op === 'ready') return resolve(reply.vocabSize);
+        if (reply.op === 'load-failed') return reject(new GrammarError(`the grammar thread could not start: ${reply.message}`));
+        const waiter = this.waiting.get(reply.req);
+        this.waiting.delete(reply.req);
+        waiter?.resolve(reply);
+      });
+      const stop = (why: string) => {
+        if (this.dead) return;
+        this.dead = true;
+        const err = new GrammarError(`the grammar thread stopped (${why})`);
+        reject(err);
+        for (const waiter of this.waiting.values()) waiter.reject(err);
+        this.waiting.clear();
+        onExit(this);
+      };
+      this.worker.on('error', (err) => stop(err.message));
+      this.worker.on('exit', (code) => stop(`exit code ${code}`));
+    });
+    this.ready.catch(() => {}); // observed by callers; a thread that never starts must not be an unhandled rejection
+  }
+
+  /** Send a request with a reply; rejects with a GrammarError when the thread stops first. */
+  request(message: Unnumbered<Extract<GrammarHostRequest, { req: number }>>): Promise<Reply> {
+    if (this.dead) return Promise.reject(new GrammarError('the grammar thread stopped'));
+    const req = this.nextReq++;
+    return new Promise<Reply>((resolve, reject) => {
+      this.waiting.set(req, { resolve, reject });
+      this.worker.postMessage({ ...message, req } as GrammarHostRequest);
+    });
+  }
+
+  send(message: Extract<GrammarHostRequest, { op: 'accept' | 'release' }>): void {
+    if (!this.dead) this.worker.postMessage(message);
+  }
+
+  remember(key: string): void {
+    this.specs.delete(key);
+    this.specs.add(key);
+    if (this.specs.size > SPECS_KEPT_PER_THREAD) this.specs.delete(this.specs.values().next().value as string);
+  }
+}
+
+export class GrammarHosts {
+  private readonly hosts: GrammarHost[] = [];
+  private readonly failures = new Map<string, string>();
+  /** Resolved whenever a matcher is released or a thread stops (a waiting compile looks again). */
+  private freed: { promise: Promise<void>; resolve: () => void } = GrammarHosts.signal();
+  private nextId = 0;
+  private readonly compileTimeoutMs: number;
+  private readonly maxThreads: number;
+  /** Threads started, for tests and metrics (a timed-out compile costs one). */
+  threadsStarted = 0;
+
+  constructor(private readonly options: GrammarHostsOptions) {
+    this.compileTimeoutMs = options.compileTimeoutMs ?? DEFAULT_GRAMMAR_COMPILE_TIMEOUT_MS;
+    this.maxThreads = options.maxThreads ?? DEFAULT_GRAMMAR_THREADS;
+  }
+
+  /** Grammar threads running now. */
+  get threads(): number {
+    return this.hosts.length;
+  }
+
+  /**
+   * A matcher for one sequence, in the thread that holds the spec's grammar.
+   * @throws GrammarError when the spec does not compile, admits no output, or takes longer than
+   *   the compile time limit to compile (the same error for the same spec every time)
+   */
+  async constraint(spec: GrammarSpec): Promise<TokenConstraint> {
+    const key = specKey(spec);
+    for (;;) {
+      const failed = this.failures.get(key);
+      if (failed !== undefined) throw new GrammarError(failed);
+      for (const host of this.hosts.filter((h) => !h.compiling && h.specs.has(key))) {
+        const opened = await this.open(host, spec, key, false);
+        if (opened) return opened;
+      }
+      const host = this.idleHost();
+      if (host) {
+        const opened = await this.open(host, spec, key, true);
+        if (opened) return opened;
+        continue; // the thread stopped under it: look again
+      }
+      await this.freed.promise;
+    }
+  }
+
+  /** Terminate every grammar thread (their matchers fail on their next mask). */
+  async close(): Promise<void> {
+    await Promise.all(this.hosts.map((h) => h.worker.terminate()));
+  }
+
+  /** A thread with no open matchers and no compile running, started when there is none and room for one. */
+  private idleHost(): GrammarHost | undefined {
+    const idle = this.hosts.find((h) => h.open === 0 && !h.compiling);
+    if (idle || this.hosts.length >= this.maxThreads) return idle;
+    const { modelDir, vocabSize, stopTokenIds } = this.options;
+    const host = new GrammarHost({ modelDir, vocabSize, stopTokenIds }, (h) => this.remove(h));
+    this.threadsStarted++;
+    this.hosts.push(host);
+    return host;
+  }
+
+  private async open(host: GrammarHost, spec: GrammarSpec, key: string, compile: boolean): Promise<RemoteConstraint | undefined> {
+    const vocabSize = await host.ready;
+    const id = this.nextId++;
+    host.open++; // counted before the reply: no compile is placed on this thread meanwhile
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      if (compile) host.compiling = true;
+      const reply = host.request({ op: 'open', id, spec, compile });
+      const timedOut = new Promise<'timeout'>((resolve) => {
+        if (compile) timer = setTimeout(() => resolve('timeout'), this.compileTimeoutMs);
+      });
+      const answer = await Promise.race([reply, timedOut]);
+      if (answer === 'timeout') {
+        reply.catch(() => {}); // rejected by the termination below
+        await host.worker.terminate();
+        throw this.fail(key, `compiling it took longer than ${this.compileTimeoutMs} ms (the limit), so it was abandoned; use a smaller schema`);
+      }
+      switch (answer.op) {
+        case 'opened':
+          host.remember(key);
+          return new RemoteConstraint(host, id, vocabSize, this.options.stopTokenIds, () => this.released(host));
+        case 'miss':
+          host.specs.delete(key);
+          this.released(host);
+          return undefined;
+        case 'error':
+          throw this.fail(key, answer.message);
+        default:
+          throw new GrammarError(`unexpected reply ${answer.op} from the grammar thread`);
+      }
+    } catch (err) {
+      this.released(host);
+      if (err instanceof GrammarError && host.dead && !this.failures.has(key)) return undefined;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      host.compiling = false;
+    }
+  }
+
+  private released(host: GrammarHost): void {
+    host.open--;
+    this.wake();
+  }
+
+  private remove(host: GrammarHost): void {
+    const i = this.hosts.indexOf(host);
+    if (i >= 0) this.hosts.splice(i, 1);
+    this.wake();
+  }
+
+  private wake(): void {
+    const { resolve } = this.freed;
+    this.freed = GrammarHosts.signal();
+    resolve();
+  }
+
+  private fail(key: string, message: string): GrammarError {
+    this.failures.set(key, message);
+    if (this.failures.size > FAILED_SPECS_KEPT) this.failures.delete(this.failures.keys().next().value as string);
+    return new GrammarError(message);
+  }
+
+  private static signal(): { promise: Promise<void>; resolve: () => void } {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    return { promise, resolve };
+  }
+}
+
+/**
+ * One sequence's grammar, its matcher in a grammar thread (see GrammarConstraint, whose
+ * contract it keeps): masks are asked for in `prepare` and kept per path position, so the
+ * draft step and the verification row of a position share one request.
+ */
+class RemoteConstraint implements TokenConstraint {
+  private path: number[] = [];
+  /** masks[i]: allowed tokens after the verified output + path[0..i-1] // each [ceil(vocab / 32)] */
+  private masks: (Int32Array | undefined)[] = [];
+  private readonly stop: Set<number>;
+  private released = false;
+
+  constructor(
+    private readonly host: GrammarHost,
+    private readonly id: number,
+    private readonly vocabSize: number,
+    stopTokenIds: readonly number[],
+    private readonly onRelease: () => void,
+  ) {
+    this.stop = new Set(stopTokenIds);
+  }
+
+  async prepare(pending: readonly number[]): Promise<void> {
+    if (this.masks[pending.length] !== undefined && this.onPath(pending)) return;
+    const reply = await this.host.request({ op: 'mask', id: this.id, pending: [...pending] });
+    if (reply.op === 'error') throw new GrammarError(reply.message);
+    if (reply.op !== 'mask') throw new GrammarError(`unexpected reply ${reply.op} from the grammar thread`);
+    let common = 0;
+    while (common < pending.length && common < this.path.length && this.path[common] === pending[common]) common++;
+    if (common < pending.length) {
+      // A new path from `common` on: masks past it were for the old one.
+      this.masks.length = Math.min(this.masks.length, common + 1);
+      this.path = [...pending];
+    }
+    this.masks[pending.length] = reply.mask;
+  }
+
+  maskRow(row: Float32Array, pending: readonly number[]): void {
+    applyMask(this.maskAt(pending), row, this.vocabSize);
+  }
+
+  forcedToken(pending: readonly number[]): number | undefined {
+    return onlyAllowedToken(this.maskAt(pending), this.stop);
+  }
+
+  accept(tokens: readonly number[]): void {
+    if (this.released) return;
+    this.host.send({ op: 'accept', id: this.id, tokens: [...tokens] });
+    const kept = this.onPath(tokens) ? this.masks[tokens.length] : undefined;
+    this.path = [];
+    this.masks = kept ? [kept] : [];
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.host.send({ op: 'release', id: this.id });
+    this.onRelease();
+  }
+
+  private maskAt(pending: readonly number[]): Int32Array {
+    const mask = this.masks[pending.length];
+    if (!mask || !this.onPath(pending)) throw new Error('grammar mask used before prepare() with the same pending tokens');
+    return mask;
+  }
+
+  private onPath(pending: readonly number[]): boolean {
+    if (pending.length > this.path.length) return false;
+    for (let i = 0; i < pending.length; i++) if (this.path[i] !== pending[i]) return false;
+    return true;
+  }
+}
