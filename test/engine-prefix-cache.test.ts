@@ -129,6 +129,30 @@ describe('prefix caching on the bundled pair', () => {
     assert.deepEqual(ta, await plain.decoder.start(a, opts).run());
     assert.deepEqual(tb, await plain.decoder.start(b, opts).run());
   });
+
+  test('requests sharing a new prefix, started together: the prefix is computed once, the later one copies it', async () => {
+    const shared = `Coastal line desk. ${system} ${'The timetable of the coastal line, station by station. '.repeat(5)}`;
+    const prompts = [0, 1].map((i) => cached.tokenizer.encodeChat([{ role: 'system', content: shared }, { role: 'user', content: questions[4 + i]! }]));
+    let common = 0;
+    while (prompts[0]![common] === prompts[1]![common]) common++;
+    assert.ok(common > 2 * 128, `${common} tokens in common`);
+    const passes: { kind: string; tokens: number }[] = [];
+    const scheduler = new BatchScheduler({ maxBatchTokens: 128, onPass: (p) => passes.push(p) });
+    const opts: GenerateOptions = { maxTokens: 12, sampling: GREEDY, policy: POLICIES[1]! };
+    const gens = prompts.map((p) => cached.decoder.start(p, opts));
+    // When they start, at most the chat template's opening (which every chat shares) is cached.
+    const [c0, c1] = gens.map((g) => g.sequence.cachedPromptTokens);
+    assert.ok(c0! < 2 * PREFIX_BLOCK_SIZE && c1 === c0, `${c0} and ${c1} cached at the start`);
+    const outputs = await Promise.all(gens.map(async (g) => {
+      while (!g.done) await scheduler.step(g);
+      return g.tokenIds;
+    }));
+    const later = gens[1]!.sequence.cachedPromptTokens;
+    assert.ok(later >= common - 1 && later < prompts[1]!.length - 1, `the later one took ${later} of ${common} shared positions from the earlier one`);
+    const prefilled = passes.filter((p) => p.kind === 'prefill').reduce((n, p) => n + p.tokens, 0);
+    assert.equal(prefilled, prompts[0]!.length - 1 - c0! + (prompts[1]!.length - 1 - later), 'prompt pieces fed the shared prefix once');
+    for (const [i, p] of prompts.entries()) assert.deepEqual(outputs[i], await plain.decoder.start(p, opts).run(), `request ${i}`);
+  });
 });
 
 describe('prefix caching: the pool and the budget (fixtures)', () => {
