@@ -12,12 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { KvBudget, KvBudgetError, kvBytesPerPosition } from '../src/engine/kv-budget.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { BatchScheduler, type PassRecord } from '../src/engine/scheduler.js';
 import { type GenerateOptions, PREFILL_CHUNK } from '../src/engine/speculative.js';
 import { toProbs, type SamplingParams } from '../src/engine/sampling.js';
 import type { PolicySpec } from '../src/engine/stop-policy.js';
-import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { loadPrompts } from '../src/bench/datasets.js';
 import { chiSquare } from './support/statistics.js';
 

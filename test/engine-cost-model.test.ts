@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ALONE_H_MAX, ALONE_H_MIN, EXPLORE_COST, EXPLORE_SHARE, MIN_ARM_ROUNDS, MIN_OBSERVATIONS, MIN_TRIES, PassCostModel, type RoundArm } from '../src/engine/cost-model.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { BatchScheduler } from '../src/engine/scheduler.js';
 import type { RoundStats } from '../src/engine/stats.js';
 import { loadPrompts } from '../src/bench/datasets.js';

@@ -12,12 +12,12 @@ import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { acceptSampled, residual, type AcceptanceResult } from '../src/engine/acceptance.js';
 import type { DecoderModel } from '../src/engine/model.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { SpeculativeDecoder } from '../src/engine/speculative.js';
 import { Rng } from '../src/engine/rng.js';
 import { sample, toProbs, type SamplingParams } from '../src/engine/sampling.js';
 import { policyLabel, type PolicySpec } from '../src/engine/stop-policy.js';
-import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { type ChiSquare, chiSquare, chiSquareSf } from './support/statistics.js';
 
 /** Accept the chi-square test when its p-value exceeds this (a strict level: a false alarm is 1 in 10,000). */

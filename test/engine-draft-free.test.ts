@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadPrompts } from '../src/bench/datasets.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { argmax, toProbs, type SamplingParams } from '../src/engine/sampling.js';
 import { BatchScheduler } from '../src/engine/scheduler.js';
 import type { GenerateOptions } from '../src/engine/speculative.js';
 import { type PolicySpec, parsePolicy, PolicySpecError } from '../src/engine/stop-policy.js';
-import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { chiSquare } from './support/statistics.js';
 
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1 };

@@ -13,13 +13,13 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DraftPhase } from '../src/engine/draft-phase.js';
 import { DecoderModel } from '../src/engine/model.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { BatchScheduler, type PassRecord } from '../src/engine/scheduler.js';
 import { argmax, GREEDY, softmax } from '../src/engine/sampling.js';
 import type { DraftPhaseMode, GenerateOptions } from '../src/engine/speculative.js';
 import type { RoundStats } from '../src/engine/stats.js';
 import { parsePolicy, RULE_OFF, type PolicySpec } from '../src/engine/stop-policy.js';
-import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { BUNDLED_DRAFT } from '../src/paths.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-phase-'));

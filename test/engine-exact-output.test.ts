@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { TokenLogprob } from '../src/engine/logprobs.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GREEDY } from '../src/engine/sampling.js';
 import { policyLabel, type PolicySpec } from '../src/engine/stop-policy.js';
 import { generateText, type PromptInput, type TextGenerationResult } from '../src/engine/text-generation.js';

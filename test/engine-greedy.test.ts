@@ -9,10 +9,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GREEDY } from '../src/engine/sampling.js';
 import { policyLabel, type PolicySpec } from '../src/engine/stop-policy.js';
-import { FIXTURE_PAIR_DEFAULTS, writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { FIXTURE_PAIR_DEFAULTS, writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { DATASETS_DIR } from '../src/paths.js';
 import { drive, type Run } from './support/rounds.js';
 import { webgpuSkip } from './support/webgpu.js';
@@ -118,7 +118,8 @@ const FIXTURE_MAX_TOKENS = 40;
 
 const fixturePairs: { label: string; options: Parameters<typeof writeFixturePair>[1]; selfDraft?: boolean }[] = [
   { label: 'GPT-2 fixture pair', options: { style: 'gpt2' } },
-  { label: 'Llama GQA fixture pair', options: { style: 'llama', target: { heads: 4, kvHeads: 2 }, draft: { heads: 2, kvHeads: 1 } } },
+  // Independent random fixtures seldom agree on a token; this draft seed is one whose draft does now and then, so rounds accept on every device.
+  { label: 'Llama GQA fixture pair', options: { style: 'llama', target: { heads: 4, kvHeads: 2 }, draft: { heads: 2, kvHeads: 1, seed: 8 } } },
   {
     label: 'fp16-KV fixture pair (target with external data)',
     options: { style: 'llama', vocabSize: 40, draft: { kvDtype: 'float16', seed: 7 }, target: { kvDtype: 'float16', seed: 8, externalData: true } },

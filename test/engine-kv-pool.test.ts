@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CAPACITY_STEP } from '../src/engine/kv-pool.js';
 import { DecoderModel, INPLACE_PREFILL_CHUNK } from '../src/engine/model.js';
-import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
+import { writeFixtureModelDir } from '../src/testing/decoder-fixture.js';
 import { maxAbsDiff } from './support/tensors.js';
 
 describe('KV slot pool (in-place graph)', () => {

@@ -14,11 +14,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LogitsProcessor, type LogitsAdjustments } from '../src/engine/logits-processors.js';
 import { logSoftmax, MIN_LOGPROB, type TokenLogprob, tokenLogprob } from '../src/engine/logprobs.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GREEDY, type SamplingParams, toProbs } from '../src/engine/sampling.js';
 import type { GenerateOptions } from '../src/engine/speculative.js';
 import type { PolicySpec } from '../src/engine/stop-policy.js';
-import { FIXTURE_PAIR_DEFAULTS, writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { FIXTURE_PAIR_DEFAULTS, writeFixturePair } from '../src/testing/decoder-fixture.js';
 
 const NONE: PolicySpec = { policy: 'none' };
 const POLICIES: PolicySpec[] = [{ policy: 'fixed', k: 4 }, { policy: 'confidence', pMin: 0.3, kMax: 8 }];

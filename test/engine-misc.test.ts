@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ModelLoadError, RequestError } from '../src/errors.js';
 import { DecoderModel } from '../src/engine/model.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GREEDY, type SamplingParams } from '../src/engine/sampling.js';
 import { ContextLengthError, type GenerateOptions } from '../src/engine/speculative.js';
 import { parsePolicy, PolicySpecError, policyLabel, type PolicySpec } from '../src/engine/stop-policy.js';
 import { generateText } from '../src/engine/text-generation.js';
-import { writeFixtureModelDir, writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixtureModelDir, writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { GraphBuilder } from '../src/onnx/graph-builder.js';
 import { DATASETS_DIR } from '../src/paths.js';
 

@@ -15,13 +15,13 @@ import { loadPrompts } from '../src/bench/datasets.js';
 import { KvBudget, kvBytesPerPosition } from '../src/engine/kv-budget.js';
 import { MIN_PARKED_SLOTS, type PooledKVCache } from '../src/engine/kv-pool.js';
 import { DecoderModel } from '../src/engine/model.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { PREFIX_BLOCK_SIZE, PrefixCache } from '../src/engine/prefix-cache.js';
 import type { SamplingParams } from '../src/engine/sampling.js';
 import { BatchScheduler } from '../src/engine/scheduler.js';
 import type { GenerateOptions } from '../src/engine/speculative.js';
 import type { PolicySpec } from '../src/engine/stop-policy.js';
-import { writeFixtureModelDir, writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixtureModelDir, writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { Rng } from '../src/engine/rng.js';
 import type { ChatMessage } from '../src/text/tokenizer.js';
 

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DecoderModel } from '../src/engine/model.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GREEDY } from '../src/engine/sampling.js';
 import type { PolicySpec } from '../src/engine/stop-policy.js';
 import type { LlamaPair } from '../src/bench/llama-pair.js';

@@ -16,7 +16,7 @@ import type * as ort from 'onnxruntime-node';
 import type { KVCache } from '../src/engine/kv-cache.js';
 import { PooledKVCache } from '../src/engine/kv-pool.js';
 import { DecoderModel, float16ToFloat32 } from '../src/engine/model.js';
-import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
+import { writeFixtureModelDir } from '../src/testing/decoder-fixture.js';
 import { GraphBuilder } from '../src/onnx/graph-builder.js';
 import { BUNDLED_TARGET, DATASETS_DIR } from '../src/paths.js';
 import { TextTokenizer } from '../src/text/tokenizer.js';

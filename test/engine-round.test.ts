@@ -11,14 +11,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DraftController } from '../src/engine/draft-controller.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import type { ProposeContext, ProposeRequest, Proposer } from '../src/engine/proposer.js';
 import { BatchScheduler, type PassRecord } from '../src/engine/scheduler.js';
 import { type GenerateOptions, type Proposal, Sequence, type VerifiedRound } from '../src/engine/sequence.js';
 import { Generation } from '../src/engine/speculative.js';
 import type { SamplingParams } from '../src/engine/sampling.js';
 import type { AcceptancePredictor, SpecDecPlusPlusPolicy } from '../src/engine/stop-policy.js';
-import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1 };
 const V = 12;

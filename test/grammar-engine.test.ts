@@ -13,12 +13,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Ajv } from 'ajv';
 import { LogitsProcessor } from '../src/engine/logits-processors.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { SpeculativeDecoder } from '../src/engine/speculative.js';
 import { GREEDY, toProbs, type SamplingParams } from '../src/engine/sampling.js';
 import { policyLabel, type PolicySpec } from '../src/engine/stop-policy.js';
 import { GrammarError, type GrammarSpec } from '../src/grammar/compiler.js';
-import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { chiSquare } from './support/statistics.js';
 

@@ -16,7 +16,7 @@ import { paretoChartSvg } from '../src/bench/pareto-chart.js';
 import { summarize } from '../src/bench/policy-summary.js';
 import { loadPrompts } from '../src/bench/datasets.js';
 import { CANDIDATE_FEATURES } from '../src/engine/candidate-features.js';
-import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { writeTestHead } from './support/heads.js';
 

@@ -13,20 +13,21 @@ import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Rng } from '../src/engine/rng.js';
 import { DecoderModel } from '../src/engine/model.js';
 import { readModelDir } from '../src/engine/model-dir.js';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { argmax, softmax } from '../src/engine/sampling.js';
 import { CANDIDATE_FEATURES, candidateFeatures } from '../src/engine/candidate-features.js';
-import { buildHead } from '../src/heads/build-head.js';
-import { collectHeadData, type CollectModels, promptTemperature } from '../src/heads/collect.js';
-import { aucScore, brierScore, calibration, reliabilityTable } from '../src/heads/eval.js';
-import { FEATURES, HeadData, isValidationRecord, LABELS, RECORDS } from '../src/heads/head-data.js';
-import { readHeadFile } from '../src/heads/head-file.js';
-import { draftIdentity, preparedDraftBytes } from '../src/heads/prepare-draft.js';
-import { selectThreshold, simulate } from '../src/heads/threshold.js';
-import { type TrainingPrompt, trainingPrompts } from '../src/heads/training-prompts.js';
-import { SeededRandom, writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { buildHead } from '../src/heads/training/build-head.js';
+import { collectHeadData, type CollectModels, promptTemperature } from '../src/heads/training/collect.js';
+import { aucScore, brierScore, calibration, reliabilityTable } from '../src/heads/training/eval.js';
+import { FEATURES, HeadData, isValidationRecord, LABELS, RECORDS } from '../src/heads/training/head-data.js';
+import { readHeadFile } from '../src/heads/runtime/head-file.js';
+import { draftIdentity, preparedDraftBytes } from '../src/heads/runtime/prepare-draft.js';
+import { selectThreshold, simulate } from '../src/heads/training/threshold.js';
+import { type TrainingPrompt, trainingPrompts } from '../src/heads/training/training-prompts.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-heads-collect-'));
@@ -257,8 +258,8 @@ describe('metrics and the threshold simulation', () => {
     assert.equal(sd.mean_drafted_per_round, 7);
     // A perfectly informative head (it says 0 exactly where the label is 0) beats every fixed K
     // when rejections come at random places.
-    const rng = new SeededRandom(4);
-    const labels = Float32Array.from({ length: 2000 }, () => (rng.uniform() < 0.8 ? 1 : 0));
+    const rng = new Rng(4);
+    const labels = Float32Array.from({ length: 2000 }, () => (rng.next() < 0.8 ? 1 : 0));
     const informed = selectThreshold([{ labels, probs: labels }], costs, { kMin: 1, kMax: 16 });
     assert.ok(informed.simulated_gain_over_best_fixed > 1, `gain ${informed.simulated_gain_over_best_fixed}`);
   });

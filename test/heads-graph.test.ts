@@ -10,28 +10,28 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
+import { Rng } from '../src/engine/rng.js';
 import { acceptProbability, BASE_FEATURES, candidateFeatures, knotWeights, TEMPERATURE_KNOTS } from '../src/engine/candidate-features.js';
 import { DecoderModel } from '../src/engine/model.js';
 import { readModelDir } from '../src/engine/model-dir.js';
-import { calibration } from '../src/heads/eval.js';
-import { readHeadFile } from '../src/heads/head-file.js';
-import { fuseHead } from '../src/heads/head-fusion.js';
+import { calibration } from '../src/heads/training/eval.js';
+import { readHeadFile } from '../src/heads/runtime/head-file.js';
+import { fuseHead } from '../src/heads/runtime/head-fusion.js';
 import {
   buildHeadGraph,
   CANDIDATE_FEATURES,
   cloneParams,
   type HeadParams,
   headReference,
-  initHeadParams,
   PARAM_NAMES,
   paramCount,
   paramShape,
   weightedBce,
-} from '../src/heads/head-graph.js';
-import { AcceptanceHead } from '../src/heads/head-runner.js';
-import { preparedDraftModel } from '../src/heads/prepare-draft.js';
-import { AdamW, HeadLossRunner, learningRate, MemoryRows, trainHead } from '../src/heads/train.js';
-import { SeededRandom, writeFixturePair } from '../src/onnx/decoder-fixture.js';
+} from '../src/heads/runtime/head-graph.js';
+import { AcceptanceHead } from '../src/heads/runtime/head-runner.js';
+import { preparedDraftModel } from '../src/heads/runtime/prepare-draft.js';
+import { AdamW, HeadLossRunner, initHeadParams, learningRate, MemoryRows, trainHead } from '../src/heads/training/train.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { onnx } from '../src/onnx/graph-builder.js';
 import { writeTestHead } from './support/heads.js';
 
@@ -39,7 +39,7 @@ const root = mkdtempSync(join(tmpdir(), 'specd-heads-graph-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 function randomRows(n: number, width: number, seed: number, scale = 1): Float32Array {
-  return new SeededRandom(seed).normals(n * width, scale);
+  return new Rng(seed).normals(n * width, scale);
 }
 
 /** Feature rows: a hidden state of `width` values, then the candidate features. */
@@ -50,7 +50,7 @@ function randomFeatureRows(n: number, width: number, seed: number, scale = 1): F
 /** Parameters with random candidate weights too (initHeadParams starts them at zero). */
 function randomParams(width: number, seed: number): HeadParams {
   const params = initHeadParams(width, seed);
-  params.u.set(new SeededRandom(seed + 100).normals(CANDIDATE_FEATURES, 0.5));
+  params.u.set(new Rng(seed + 100).normals(CANDIDATE_FEATURES, 0.5));
   return params;
 }
 
@@ -219,7 +219,7 @@ describe('training', () => {
     const width = 16;
     const stride = width + CANDIDATE_FEATURES;
     const n = 6000;
-    const rng = new SeededRandom(21);
+    const rng = new Rng(21);
     const features = rng.normals(n * stride, 1);
     const rule = rng.normals(stride, 1);
     const labels = new Float32Array(n);

@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GREEDY, softmax, type SamplingParams } from '../src/engine/sampling.js';
 import {
   createPolicy,
@@ -27,7 +27,7 @@ import {
   validatePolicySpec,
   withDefaultThreshold,
 } from '../src/engine/stop-policy.js';
-import { writeFixturePair } from '../src/onnx/decoder-fixture.js';
+import { writeFixturePair } from '../src/testing/decoder-fixture.js';
 import { BUNDLED_HEAD, DATASETS_DIR } from '../src/paths.js';
 import { constantHeadParams, writeTestHead } from './support/heads.js';
 import { drive } from './support/rounds.js';

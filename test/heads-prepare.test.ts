@@ -18,9 +18,9 @@ import {
   findHiddenState,
   prepareDraftDir,
   preparedDraftBytes,
-} from '../src/heads/prepare-draft.js';
+} from '../src/heads/runtime/prepare-draft.js';
 import { SOURCE_SHA256_KEY } from '../src/onnx/model-identity.js';
-import { writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
+import { writeFixtureModelDir } from '../src/testing/decoder-fixture.js';
 import { GraphBuilder, readModel } from '../src/onnx/graph-builder.js';
 import { BUNDLED_DRAFT } from '../src/paths.js';
 

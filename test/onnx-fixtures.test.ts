@@ -15,7 +15,7 @@ import {
   writeFixturePair,
   type DecoderFixtureConfig,
   type DecoderFixtureOptions,
-} from '../src/onnx/decoder-fixture.js';
+} from '../src/testing/decoder-fixture.js';
 import {
   GraphBuilder,
   attr,

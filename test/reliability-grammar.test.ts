@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import OpenAI, { APIError } from 'openai';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GrammarCompiler, GrammarError } from '../src/grammar/compiler.js';
 import { MAX_SCHEMA_DEPTH, MAX_SCHEMA_ENUM_VALUES, MAX_SCHEMA_PROPERTIES, MAX_SCHEMA_STRING_CHARS } from '../src/grammar/schema-limits.js';
 import { buildApp } from '../src/server/app.js';

@@ -1,17 +1,17 @@
 /**
  * Synthetic Llama-family draft/target pairs with the shapes of the models people run (Qwen3,
- * Llama 3.2), random weights (onnx/llama-random.ts) and a real tokenizer and chat template, for
+ * Llama 3.2), random weights (synthetic/llama-random.ts) and a real tokenizer and chat template, for
  * measuring what real vocabularies and shapes cost. Each model is a directory in the
  * transformers.js / optimum layout (config.json with the family's own fields,
  * generation_config.json, tokenizer.json, tokenizer_config.json, onnx/model.onnx +
- * model.onnx_data written as optimum exports it, onnx/llama-export.ts), which specd loads and
+ * model.onnx_data written as optimum exports it, synthetic/llama-export.ts), which specd loads and
  * rebuilds in place like a downloaded export. Their text is noise; their speed is real.
  */
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { buildLlamaExportGraph } from '../onnx/llama-export.js';
-import { countLlamaParams, DEFAULT_LLAMA_DEEP_SCALE, randomLlamaPair, resizeLlamaVocab, type LlamaShape, type RandomLlamaOptions } from '../onnx/llama-random.js';
+import { buildLlamaExportGraph } from '../synthetic/llama-export.js';
+import { countLlamaParams, DEFAULT_LLAMA_DEEP_SCALE, randomLlamaPair, resizeLlamaVocab, type LlamaShape, type RandomLlamaOptions } from '../synthetic/llama-random.js';
 import type { LlamaWeights } from '../onnx/llama-weights.js';
 import { llama3RopeScalingJson } from '../onnx/rope.js';
 

@@ -18,7 +18,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ModelPair } from '../engine/pair.js';
+import { ModelPair } from '../pair/model-pair.js';
 import { GREEDY } from '../engine/sampling.js';
 import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';
 import { writeGguf } from '../gguf/gguf-file.js';

@@ -9,14 +9,14 @@ import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_TOKENIZER_PACKAGE, LLAMA_PRESETS, tokenizerPackageDir, writeLlamaPair, type LlamaPreset } from '../bench/llama-pair.js';
 import { writeSyntheticPair } from '../bench/synthetic-pair.js';
-import { compareDraftLogits, prepareDraftDir } from '../heads/prepare-draft.js';
-import { DEFAULT_LLAMA_DEEP_SCALE, type LlamaShape } from '../onnx/llama-random.js';
+import { compareDraftLogits, prepareDraftDir } from '../heads/runtime/prepare-draft.js';
+import { DEFAULT_LLAMA_DEEP_SCALE, type LlamaShape } from '../synthetic/llama-random.js';
 import { ONNX_VARIANTS, readModelDir } from '../engine/model-dir.js';
 import { isQuantizedDtype, QUANTIZED_DTYPES, quantizeModelFile } from '../engine/quantized-weights.js';
 import { intIn, numberIn } from './options.js';
 import { DATASETS, type DatasetName, isDataset } from '../bench/datasets.js';
 import { DEFAULT_TOKEN_MAP_SIZE, writeTokenMap } from '../onnx/token-map.js';
-import { countTokens } from '../engine/vocab-counts.js';
+import { countTokens } from '../bench/vocab-counts.js';
 import { configVocabSize, DRAFT_TOKEN_MAP_FILE } from '../engine/vocab-map.js';
 
 export function modelsCommand(): Command {

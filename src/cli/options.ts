@@ -3,7 +3,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { type Device, parseDevice } from '../engine/device.js';
 import { GRAPH_CHOICES, type GraphChoice } from '../engine/graph-choice.js';
 import { ONNX_VARIANTS } from '../engine/model-dir.js';
-import type { PairOptions } from '../engine/pair.js';
+import type { PairOptions } from '../pair/model-pair.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import {
   DEFAULT_CONFIDENCE_K_MAX,

@@ -269,10 +269,9 @@ export class KvSlotPool implements ReclaimableKv {
   /**
    * Re-lay the buffers out for `slots` slots of `cap` positions, keeping what the live slots hold
    * (their first `length` positions). Each buffer lives in a larger store, re-strided in place
-   * while it fits: first touches of fresh memory are what a resize costs (here ~0.35 GB/s against
-   * ~2 GB/s for a copy within touched memory: a 16-slot pool of the bundled target growing to 640
-   * positions took 550 ms into new buffers), so a store is only replaced, STORE_GROWTH x larger
-   * than needed, when it is too small.
+   * while it fits: first touches of fresh memory cost several times a copy within touched memory,
+   * so a store is only replaced, STORE_GROWTH x larger than needed, when it is too small
+   * (measured in docs/decisions/2026-11-30-kv-cache-written-in-place.md).
    */
   private resize(slots: number, cap: number): void {
     const { kvHeads, headDim, layers } = this.layout;

@@ -34,16 +34,16 @@ export interface LoadOptions {
   /** Keep the decoded graph (`DecoderModel.graphProto`), e.g. to build a draft's one-run draft phase from it (draft-phase.ts). */
   keepGraph?: boolean;
   /**
+   * A draft's logits laid out in the target's vocabulary, its lm_head restricted to a token map
+   * (onnx/draft-vocab-graph.ts); needs a rebuilt graph. `info.vocabSize` is then `outVocab`.
+   */
+  vocabMap?: DraftVocabMap;
+  /**
    * Automatic prefix caching (prefix-cache.ts) for a cache written in place: finished sequences'
    * rows stay in the pool and new caches start from the longest prefix of their prompt they
    * hold. Default false (each cache starts empty).
    */
   prefixCaching?: boolean;
-  /**
-   * A draft's logits laid out in the target's vocabulary, its lm_head restricted to a token map
-   * (onnx/draft-vocab-graph.ts); needs a rebuilt graph. `info.vocabSize` is then `outVocab`.
-   */
-  vocabMap?: DraftVocabMap;
 }
 
 export interface ModelInfo extends KvLayout {

@@ -137,6 +137,11 @@ export class Generation {
     return this.sequence.tokenIds;
   }
 
+  /** Prompt tokens the target's cache held when the generation started (prefix caching): OpenAI's `cached_tokens`. */
+  get cachedPromptTokens(): number {
+    return this.sequence.cachedPromptTokens;
+  }
+
   /** With `GenerateOptions.logprobs`: one record per generated token, aligned with `tokenIds`. */
   get logprobs(): TokenLogprob[] {
     return this.sequence.logprobs;

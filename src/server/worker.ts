@@ -16,7 +16,7 @@
 import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
 import { KvBudget, kvBytesPerPosition } from '../engine/kv-budget.js';
 import type { TokenConstraint } from '../engine/logits-processors.js';
-import { ModelPair } from '../engine/pair.js';
+import { ModelPair } from '../pair/model-pair.js';
 import { BatchScheduler, type PassRecord } from '../engine/scheduler.js';
 import type { RoundStats } from '../engine/stats.js';
 import { generateText } from '../engine/text-generation.js';

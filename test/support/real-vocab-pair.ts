@@ -6,7 +6,7 @@
  * temporary directory. The draft is the target's first block (bench/llama-pair.ts).
  */
 import { LLAMA_PRESETS, tokenizerPackageDir, writeLlamaPair, type LlamaPair } from '../../src/bench/llama-pair.js';
-import type { LlamaShape } from '../../src/onnx/llama-random.js';
+import type { LlamaShape } from '../../src/synthetic/llama-random.js';
 
 const QWEN3 = LLAMA_PRESETS['qwen3-0.6b']!;
 

@@ -31,10 +31,11 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DATA_TYPE, GraphBuilder, type DType } from './graph-builder.js';
+import type { KvDtype } from '../engine/kv-cache.js';
+import { Rng } from '../engine/rng.js';
+import { DATA_TYPE, GraphBuilder, type DType } from '../onnx/graph-builder.js';
 
 export type FixtureStyle = 'gpt2' | 'llama';
-export type KvDtype = 'float32' | 'float16';
 
 /** Options of the fixture builders; every field but `style` has a default. */
 export interface DecoderFixtureOptions {
@@ -143,42 +144,6 @@ export function resolveFixtureOptions(options: DecoderFixtureOptions): DecoderFi
   return cfg;
 }
 
-/** Deterministic PRNG (mulberry32) with a Box-Muller normal sampler. */
-export class SeededRandom {
-  private state: number;
-  private spare: number | undefined;
-
-  constructor(seed: number) {
-    this.state = (seed ^ 0x9e3779b9) >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  uniform(): number {
-    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-
-  /** Standard normal. */
-  normal(): number {
-    if (this.spare !== undefined) {
-      const s = this.spare;
-      this.spare = undefined;
-      return s;
-    }
-    const r = Math.sqrt(-2 * Math.log(1 - this.uniform()));
-    const a = 2 * Math.PI * this.uniform();
-    this.spare = r * Math.sin(a);
-    return r * Math.cos(a);
-  }
-
-  /** `n` normals times `std`, plus `mean`. */
-  normals(n: number, std: number, mean = 0): Float32Array {
-    return Float32Array.from({ length: n }, () => mean + std * this.normal());
-  }
-}
-
 /** Builds the fixture's ONNX graph; see the module comment for its interface. */
 export function buildDecoderFixture(options: DecoderFixtureOptions): GraphBuilder {
   const cfg = resolveFixtureOptions(options);
@@ -188,14 +153,14 @@ export function buildDecoderFixture(options: DecoderFixtureOptions): GraphBuilde
 /** Graph construction state for one fixture. */
 class DecoderGraph {
   private readonly g = new GraphBuilder({ opset: 17, irVersion: 8, name: 'decoder_fixture' });
-  private readonly rng: SeededRandom;
+  private readonly rng: Rng;
   private readonly kvType: DType;
   private attnBias = '';
   private cos = '';
   private sin = '';
 
   constructor(private readonly cfg: DecoderFixtureConfig) {
-    this.rng = new SeededRandom(cfg.seed);
+    this.rng = new Rng(cfg.seed);
     this.kvType = cfg.kvDtype;
   }
 

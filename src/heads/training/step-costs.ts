@@ -12,11 +12,11 @@
  * fitted as a per-round cost plus a cost per step over k = 1..MAX_K. Rounds of the first call
  * (the prompt's prefill) are left out, and trimmed means keep other processes' spikes out.
  */
-import type { DecoderModel } from '../engine/model.js';
-import { GREEDY } from '../engine/sampling.js';
-import { SpeculativeDecoder } from '../engine/speculative.js';
-import type { RoundStats } from '../engine/stats.js';
-import type { PolicySpec } from '../engine/stop-policy.js';
+import type { DecoderModel } from '../../engine/model.js';
+import { GREEDY } from '../../engine/sampling.js';
+import { SpeculativeDecoder } from '../../engine/speculative.js';
+import type { RoundStats } from '../../engine/stats.js';
+import type { PolicySpec } from '../../engine/stop-policy.js';
 import type { StepCosts } from './head-data.js';
 
 /** Largest fixed K run; target passes over up to MAX_K + 1 tokens are measured. */

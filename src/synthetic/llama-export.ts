@@ -17,9 +17,9 @@
  * mask, o_proj; the SwiGLU MLP down(silu(gate) up); the final norm and the lm_head, which with
  * tied embeddings is `MatMul(h, Transpose(embed_tokens))`.
  */
-import { DATA_TYPE, GraphBuilder } from './graph-builder.js';
-import type { LlamaWeights } from './llama-weights.js';
-import { ropeInverseFrequencies } from './rope.js';
+import { DATA_TYPE, GraphBuilder } from '../onnx/graph-builder.js';
+import type { LlamaWeights } from '../onnx/llama-weights.js';
+import { ropeInverseFrequencies } from '../onnx/rope.js';
 
 /** Additive attention bias of a masked key (finite, so a fully masked row stays NaN-free). */
 const MASKED = -1e9;

@@ -7,14 +7,13 @@
  * use, for drafts whose head runs on its own and for batch evaluation.
  */
 import * as ort from 'onnxruntime-node';
-import { type Device, executionProviders } from '../engine/device.js';
-import { acceptProbability } from '../engine/candidate-features.js';
-import type { AcceptancePredictor, TemperatureThreshold } from '../engine/stop-policy.js';
-import { ModelLoadError } from '../errors.js';
+import { type Device, executionProviders } from '../../engine/device.js';
+import { acceptProbability } from '../../engine/candidate-features.js';
+import type { AcceptancePredictor, TemperatureThreshold } from '../../engine/stop-policy.js';
+import { ModelLoadError } from '../../errors.js';
 import { readHeadFile, type HeadMetadata } from './head-file.js';
-import { HEAD_INPUT, HEAD_OUTPUT } from './head-graph.js';
-import { rowStride } from './train.js';
-import type { ModelProto } from '../onnx/graph-builder.js';
+import { HEAD_INPUT, HEAD_OUTPUT, rowStride } from './head-graph.js';
+import type { ModelProto } from '../../onnx/graph-builder.js';
 
 export interface HeadLoadOptions {
   device?: Device;

@@ -27,9 +27,8 @@
  * Shapes: N rows, h = width (of the hidden state), F = CANDIDATE_FEATURES; a feature row is
  * h + F wide. Weights are stored [in, out] (x W, not W x).
  */
-import { CANDIDATE_FEATURES } from '../engine/candidate-features.js';
-import { GraphBuilder } from '../onnx/graph-builder.js';
-import { SeededRandom } from '../onnx/decoder-fixture.js';
+import { CANDIDATE_FEATURES } from '../../engine/candidate-features.js';
+import { GraphBuilder } from '../../onnx/graph-builder.js';
 
 /** How many times the shared residual block is applied. */
 export const HEAD_BLOCKS = 3;
@@ -70,19 +69,13 @@ export function paramShape(name: ParamName, width: number): number[] {
   return name === 'W' ? [width, width] : name === 'c' ? [1] : name === 'u' ? [CANDIDATE_FEATURES] : [width];
 }
 
-/**
- * PyTorch's default Linear initialisation, U(-1/sqrt(in), 1/sqrt(in)), for the block and the
- * output; the candidate weights start at zero (training starts from the hidden state alone).
- */
-export function initHeadParams(width: number, seed = 0): HeadParams {
-  const rng = new SeededRandom(seed);
-  const bound = 1 / Math.sqrt(width);
-  const uniform = (n: number) => Float32Array.from({ length: n }, () => (2 * rng.uniform() - 1) * bound);
-  return { width, W: uniform(width * width), b: uniform(width), v: uniform(width), c: uniform(1), u: new Float32Array(CANDIDATE_FEATURES) };
-}
-
 export function cloneParams(p: HeadParams): HeadParams {
   return { width: p.width, W: p.W.slice(), b: p.b.slice(), v: p.v.slice(), c: p.c.slice(), u: p.u.slice() };
+}
+
+/** Floats per feature row of a head of this hidden width: the hidden state, then the candidate features. */
+export function rowStride(width: number): number {
+  return width + CANDIDATE_FEATURES;
 }
 
 /** Total number of parameters: width^2 + 2 width + 1 + CANDIDATE_FEATURES. */

@@ -7,9 +7,9 @@
  * `session.run()` as the logits: no second session, no second dispatch; the engine adds the
  * candidate term (candidate-features.ts).
  */
-import { ACCEPT_OUTPUT, HIDDEN_OUTPUT } from '../engine/model.js';
-import { ModelLoadError } from '../errors.js';
-import { DATA_TYPE, decodedGraph, onnx, type ModelProto } from '../onnx/graph-builder.js';
+import { ACCEPT_OUTPUT, HIDDEN_OUTPUT } from '../../engine/model.js';
+import { ModelLoadError } from '../../errors.js';
+import { DATA_TYPE, decodedGraph, onnx, type ModelProto } from '../../onnx/graph-builder.js';
 import { HEAD_INPUT, HEAD_OUTPUT } from './head-graph.js';
 
 /** Prefix of every value, node and initializer name the head brings into the draft graph. */

@@ -4,10 +4,10 @@
  * NAME.head.onnx + NAME.head.json (head-file.ts).
  */
 import { basename, resolve } from 'node:path';
-import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN } from '../engine/stop-policy.js';
+import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN } from '../../engine/stop-policy.js';
 import { evaluatePredictions, type HeadEvaluation } from './eval.js';
 import { HeadData } from './head-data.js';
-import { HEAD_FORMAT, headArchitecture, type HeadMetadata, saveHead } from './head-file.js';
+import { HEAD_FORMAT, headArchitecture, type HeadMetadata, saveHead } from '../runtime/head-file.js';
 import { THRESHOLD_GRID, type ThresholdSelection } from './threshold.js';
 import { DEFAULT_TRAIN_OPTIONS, HeadLossRunner, trainHead, type TrainOptions, type TrainResult } from './train.js';
 

@@ -16,8 +16,8 @@
  * token (the GPT-2 fixtures of decoder-fixture.ts do the same).
  */
 import { uniformArrays } from './gpt2-random.js';
-import type { LlamaBlock, LlamaWeights } from './llama-weights.js';
-import type { Llama3RopeScaling } from './rope.js';
+import type { LlamaBlock, LlamaWeights } from '../onnx/llama-weights.js';
+import type { Llama3RopeScaling } from '../onnx/rope.js';
 
 /** The architecture of a Llama-family model, as its config.json gives it. */
 export interface LlamaShape {

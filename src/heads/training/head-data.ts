@@ -28,9 +28,9 @@
  */
 import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ModelIdentity } from './head-file.js';
-import { CANDIDATE_FEATURES } from './head-graph.js';
-import { MemoryRows, rowStride } from './train.js';
+import type { ModelIdentity } from '../runtime/head-file.js';
+import { CANDIDATE_FEATURES, rowStride } from '../runtime/head-graph.js';
+import { MemoryRows } from './train.js';
 
 export const DATA_FORMAT = 'specd-head-data/4';
 export const MANIFEST = 'manifest.json';

@@ -9,7 +9,8 @@
  * scale sets how often they disagree. Values are uniform with the given standard deviations,
  * from a seeded generator, so the same options give the same models.
  */
-import type { Gpt2Block, Gpt2Weights } from './gpt2-weights.js';
+import { Rng } from '../engine/rng.js';
+import type { Gpt2Block, Gpt2Weights } from '../onnx/gpt2-weights.js';
 
 export interface RandomGpt2Options {
   vocab: number;
@@ -53,32 +54,11 @@ export function randomGpt2Pair(options: RandomGpt2Options): { target: Gpt2Weight
   return { target, draft: { ...target, blocks: blocks.slice(0, draftLayers) } };
 }
 
-/** A seeded uniform [0, 1) generator (Marsaglia's xorshift128; fast enough for billions of values). */
 /**
  * A seeded source of Float32Arrays of n values drawn uniformly with the given standard deviation
- * and mean (half-width std * sqrt(3)), from uniformSource(seed).
+ * and mean (half-width std * sqrt(3)), one 32-bit draw of the project's generator (engine/rng.ts) each.
  */
 export function uniformArrays(seed: number): (n: number, std: number, mean?: number) => Float32Array {
-  const rand = uniformSource(seed);
-  return (n, std, mean = 0) => {
-    const out = new Float32Array(n);
-    const half = std * Math.sqrt(3);
-    for (let i = 0; i < n; i++) out[i] = mean + (2 * rand() - 1) * half;
-    return out;
-  };
-}
-
-export function uniformSource(seed: number): () => number {
-  let a = (seed ^ 0x9e3779b9) >>> 0 || 1;
-  let b = 0x243f6a88;
-  let c = 0xb7e15162;
-  let d = 0x85a308d3;
-  return () => {
-    const t = a ^ (a << 11);
-    a = b;
-    b = c;
-    c = d;
-    d = (d ^ (d >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
-    return d / 4294967296;
-  };
+  const rng = new Rng(seed);
+  return (n, std, mean = 0) => rng.uniforms(n, std, mean);
 }

@@ -26,10 +26,10 @@
  * file it was prepared from); loading a head for another draft is an error.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { ModelLoadError } from '../errors.js';
-import { decodedGraph, readModel, type ModelProto } from '../onnx/graph-builder.js';
-import { BASE_FEATURE_NAMES, TEMPERATURE_KNOTS } from '../engine/candidate-features.js';
-import type { TemperatureThreshold } from '../engine/stop-policy.js';
+import { ModelLoadError } from '../../errors.js';
+import { decodedGraph, readModel, type ModelProto } from '../../onnx/graph-builder.js';
+import { BASE_FEATURE_NAMES, TEMPERATURE_KNOTS } from '../../engine/candidate-features.js';
+import type { TemperatureThreshold } from '../../engine/stop-policy.js';
 import { buildHeadGraph, CANDIDATE_FEATURES, HEAD_BLOCKS, HEAD_INPUT, HEAD_OUTPUT, paramCount, type HeadParams } from './head-graph.js';
 
 export const HEAD_FORMAT = 'specd-head/3';

@@ -7,9 +7,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Rng } from '../engine/rng.js';
-import { DATASETS_DIR } from '../paths.js';
-import type { ChatMessage } from '../text/tokenizer.js';
+import { Rng } from '../../engine/rng.js';
+import { DATASETS_DIR } from '../../paths.js';
+import type { ChatMessage } from '../../text/tokenizer.js';
 
 export const TRAINING_SOURCES = ['alpaca_5000', 'gsm8k_train'] as const;
 

@@ -11,10 +11,10 @@
  * - acceptance rate, draft length, discard and verification rates and simulated tokens/ms
  *   against the threshold h (threshold.ts), beside fixed K.
  */
-import { temperatureLabel } from '../engine/sampling.js';
-import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN } from '../engine/stop-policy.js';
+import { temperatureLabel } from '../../engine/sampling.js';
+import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN } from '../../engine/stop-policy.js';
 import type { HeadData, StepCosts } from './head-data.js';
-import { DEFAULT_MISMATCH_WEIGHT, weightedBce } from './head-graph.js';
+import { DEFAULT_MISMATCH_WEIGHT, weightedBce } from '../runtime/head-graph.js';
 import { selectThreshold, type SimSequence, type ThresholdSelection } from './threshold.js';
 
 export interface ReliabilityBucket {

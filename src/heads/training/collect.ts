@@ -25,12 +25,12 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { DecoderModel } from '../engine/model.js';
-import { candidateFeatures, CANDIDATE_FEATURES, TEMPERATURE_KNOTS } from '../engine/candidate-features.js';
-import { Rng } from '../engine/rng.js';
-import { argmax, sample, softmax } from '../engine/sampling.js';
-import { SpeculativeDecoder } from '../engine/speculative.js';
-import type { TextTokenizer } from '../text/tokenizer.js';
+import type { DecoderModel } from '../../engine/model.js';
+import { candidateFeatures, CANDIDATE_FEATURES, TEMPERATURE_KNOTS } from '../../engine/candidate-features.js';
+import { Rng } from '../../engine/rng.js';
+import { argmax, sample, softmax } from '../../engine/sampling.js';
+import { SpeculativeDecoder } from '../../engine/speculative.js';
+import type { TextTokenizer } from '../../text/tokenizer.js';
 import {
   type CollectSettings,
   DATA_FORMAT,
@@ -40,7 +40,7 @@ import {
   MANIFEST,
   readManifest,
 } from './head-data.js';
-import type { ModelIdentity } from './head-file.js';
+import type { ModelIdentity } from '../runtime/head-file.js';
 import { measureStepCosts } from './step-costs.js';
 import type { TrainingPrompt } from './training-prompts.js';
 

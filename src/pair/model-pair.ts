@@ -7,16 +7,16 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { ModelLoadError } from '../errors.js';
 import { GrammarCompiler } from '../grammar/compiler.js';
-import { type HeadMode, loadHeadForDraft } from '../heads/head-loader.js';
-import type { AcceptanceHead } from '../heads/head-runner.js';
+import { type HeadMode, loadHeadForDraft } from '../heads/runtime/head-loader.js';
+import type { AcceptanceHead } from '../heads/runtime/head-runner.js';
 import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
-import type { Device } from './device.js';
-import type { GraphChoice } from './graph-choice.js';
-import { DraftPhase } from './draft-phase.js';
-import { DecoderModel } from './model.js';
-import { SpeculativeDecoder } from './speculative.js';
-import { type DraftVocabPlan, planDraftVocab } from './vocab-map.js';
+import type { Device } from '../engine/device.js';
+import type { GraphChoice } from '../engine/graph-choice.js';
+import { DraftPhase } from '../engine/draft-phase.js';
+import { DecoderModel } from '../engine/model.js';
+import { SpeculativeDecoder } from '../engine/speculative.js';
+import { type DraftVocabPlan, planDraftVocab } from '../engine/vocab-map.js';
 
 export interface PairOptions {
   /** Target model directory; default: the bundled specd-pair target. */
@@ -51,13 +51,13 @@ export interface PairOptions {
   head?: string | null;
   /** `fused` (default): the head runs inside the draft's graph; `session`: as its own session. */
   headMode?: HeadMode;
-  /** Automatic prefix caching in every model's in-place KV pool (model.ts `LoadOptions.prefixCaching`); default false. */
-  prefixCaching?: boolean;
   /**
    * FR-Spec token map of the draft's lm_head (onnx/token-map.ts, SGLang's `--speculative-token-map`);
    * default: `token_map.json` in the draft's directory when there is one; null: none.
    */
   speculativeTokenMap?: string | null;
+  /** Automatic prefix caching in every model's in-place KV pool (model.ts `LoadOptions.prefixCaching`); default false. */
+  prefixCaching?: boolean;
 }
 
 export class ModelPair {
@@ -69,7 +69,7 @@ export class ModelPair {
     readonly draft: DecoderModel | undefined,
     readonly tokenizer: TextTokenizer,
     readonly head?: AcceptanceHead,
-    /** The draft session the specdec++ policy runs (see heads/head-loader.ts). */
+    /** The draft session the specdec++ policy runs (see heads/runtime/head-loader.ts). */
     readonly headDraft?: DecoderModel,
     /** The target's model directory. */
     readonly targetDir?: string,

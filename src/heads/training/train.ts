@@ -8,19 +8,19 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { Rng } from '../engine/rng.js';
+import { Rng } from '../../engine/rng.js';
 import {
   buildHeadLossGraph,
   CANDIDATE_FEATURES,
   cloneParams,
   DEFAULT_MISMATCH_WEIGHT,
   type HeadParams,
-  initHeadParams,
+  rowStride,
   PARAM_NAMES,
   type ParamName,
   paramShape,
   weightedBce,
-} from './head-graph.js';
+} from '../runtime/head-graph.js';
 import { shuffle } from './training-prompts.js';
 
 /**
@@ -37,9 +37,15 @@ export interface RowSource {
   gatherFeatures(indices: ArrayLike<number>, into?: Float32Array): Float32Array;
 }
 
-/** Floats per feature row of a head of this hidden width. */
-export function rowStride(width: number): number {
-  return width + CANDIDATE_FEATURES;
+/**
+ * PyTorch's default Linear initialisation, U(-1/sqrt(in), 1/sqrt(in)), for the block and the
+ * output; the candidate weights start at zero (training starts from the hidden state alone).
+ */
+export function initHeadParams(width: number, seed = 0): HeadParams {
+  const rng = new Rng(seed);
+  const bound = 1 / Math.sqrt(width);
+  const uniform = (n: number) => Float32Array.from({ length: n }, () => (2 * rng.next() - 1) * bound);
+  return { width, W: uniform(width * width), b: uniform(width), v: uniform(width), c: uniform(1), u: new Float32Array(CANDIDATE_FEATURES) };
 }
 
 /** Rows held in memory. */

@@ -3,12 +3,12 @@
  * shipped benchmark sets through a model's tokenizer, and optionally on the model's own outputs
  * for those prompts (FR-Spec counts a corpus; a model's outputs are what its draft must propose).
  */
-import { DATASETS, type DatasetName, loadPrompts } from '../bench/datasets.js';
+import { DATASETS, type DatasetName, loadPrompts } from './datasets.js';
 import { TokenCounts } from '../onnx/token-map.js';
 import { TextTokenizer } from '../text/tokenizer.js';
-import { readModelDir } from './model-dir.js';
-import { ModelPair } from './pair.js';
-import type { SamplingParams } from './sampling.js';
+import { readModelDir } from '../engine/model-dir.js';
+import { ModelPair } from '../pair/model-pair.js';
+import type { SamplingParams } from '../engine/sampling.js';
 
 export interface CountOptions {
   /** Benchmark sets whose prompts are counted (default: gsm8k, humaneval, alpaca). */

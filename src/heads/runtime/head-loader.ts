@@ -12,13 +12,13 @@
  * prepare in memory must have been prepared on disk (`specd models prepare-draft`); it then
  * serves as the head's draft itself, in `session` mode.
  */
-import { ModelLoadError } from '../errors.js';
-import type { Device } from '../engine/device.js';
-import type { GraphChoice } from '../engine/graph-choice.js';
-import { DecoderModel } from '../engine/model.js';
-import { readModelDir } from '../engine/model-dir.js';
-import type { DraftVocabMap } from '../onnx/draft-vocab-graph.js';
-import { onnx, type ModelProto } from '../onnx/graph-builder.js';
+import { ModelLoadError } from '../../errors.js';
+import type { Device } from '../../engine/device.js';
+import type { GraphChoice } from '../../engine/graph-choice.js';
+import { DecoderModel } from '../../engine/model.js';
+import { readModelDir } from '../../engine/model-dir.js';
+import type { DraftVocabMap } from '../../onnx/draft-vocab-graph.js';
+import { onnx, type ModelProto } from '../../onnx/graph-builder.js';
 import { fuseHead } from './head-fusion.js';
 import { AcceptanceHead } from './head-runner.js';
 import { draftIdentity, findHiddenState, preparedDraftModel } from './prepare-draft.js';
@@ -34,10 +34,10 @@ export interface HeadForDraftOptions {
   threads?: number;
   dtype?: string;
   mode?: HeadMode;
-  /** Prefix caching in the head's draft session's KV pool (model.ts). */
-  prefixCaching?: boolean;
   /** The draft's vocabulary map (engine/vocab-map.ts), applied to the head's draft as to the draft. */
   vocabMap?: DraftVocabMap;
+  /** Prefix caching in the head's draft session's KV pool (model.ts). */
+  prefixCaching?: boolean;
 }
 
 /** Throws ModelLoadError unless the head was trained for this draft and fits its width. */
@@ -75,6 +75,6 @@ export async function loadHeadForDraft(
     throw new ModelLoadError(`${headPath}: the head is ${head.width} wide, the draft's hidden state ${width}`, headPath);
   }
   if (mode === 'fused') fuseHead(model, head.model);
-  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, graph, prefixCaching, model: onnx.ModelProto.encode(model).finish(), keepGraph: true, vocabMap: options.vocabMap });
+  const headDraft = await DecoderModel.load(draft.info.dir, { device, deviceId, threads, dtype, graph, model: onnx.ModelProto.encode(model).finish(), keepGraph: true, vocabMap: options.vocabMap, prefixCaching });
   return { head, headDraft };
 }

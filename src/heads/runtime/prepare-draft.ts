@@ -16,9 +16,9 @@
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { ModelLoadError } from '../errors.js';
-import { DecoderModel, HIDDEN_OUTPUT } from '../engine/model.js';
-import { readModelDir } from '../engine/model-dir.js';
+import { ModelLoadError } from '../../errors.js';
+import { DecoderModel, HIDDEN_OUTPUT } from '../../engine/model.js';
+import { readModelDir } from '../../engine/model-dir.js';
 import {
   DATA_TYPE,
   decodedGraph,
@@ -27,8 +27,8 @@ import {
   readModelFile,
   type ModelProto,
   type NodeProto,
-} from '../onnx/graph-builder.js';
-import { sha256File, SOURCE_SHA256_KEY } from '../onnx/model-identity.js';
+} from '../../onnx/graph-builder.js';
+import { sha256File, SOURCE_SHA256_KEY } from '../../onnx/model-identity.js';
 
 
 /** Largest total of external data a draft may have to be prepared in memory (inlined into one protobuf). */
