@@ -140,8 +140,6 @@ export class Sequence {
   private readonly startedAt = performance.now();
   private readonly runMsAtStart: number;
   private endedAt: number | undefined;
-  /** Prompt tokens the target's cache held when the sequence started (prefix caching): OpenAI's `cached_tokens`. */
-  readonly cachedPromptTokens: number;
   private readonly endListeners: (() => void)[] = [];
 
   /**
