@@ -41,6 +41,11 @@ export interface KVCache {
    * cache's prefix caching matches later prompts against).
    */
   update(outputs: Record<string, ort.OnnxValue>, length: number, tokens: readonly number[]): void;
+  /**
+   * Prefix caching (a pooled cache, kv-pool.ts): copy the rows of `tokens` past `length` that
+   * another sequence's cache holds, up to `limit` positions; returns the positions gained.
+   */
+  adoptPrefix?(tokens: readonly number[], limit?: number): number;
   /** KV rollback: keep positions [0, n). */
   crop(n: number): Promise<void>;
   /** Free what the cache holds on a device; the cache is empty afterwards. Idempotent. */

@@ -149,19 +149,19 @@ export class KvSlotPool implements ReclaimableKv {
   }
 
   /**
-   * Copy positions [0, n) of slot `from` into slot `to` in every layer (keys and values), the
-   * rows a new sequence shares with another. Cost: n x kvBytesPerPosition bytes, in runs of n
-   * values (keys, per head and dim) and of n x head_dim (values, per head).
+   * Copy positions [start, n) of slot `from` into slot `to` in every layer (keys and values), the
+   * rows a sequence shares with another. Cost: (n - start) x kvBytesPerPosition bytes, in runs of
+   * n - start values (keys, per head and dim) and of (n - start) x head_dim (values, per head).
    */
-  copyPositions(from: number, to: number, n: number): void {
+  copyPositions(from: number, to: number, n: number, start = 0): void {
     if (n > this.cap) throw new RangeError(`cannot copy ${n} positions from slots of ${this.cap}`);
     const { kvHeads, headDim } = this.layout;
     const cap = this.cap;
     this.buffers.forEach((buffer, b) => {
-      const [rows, stride, len] = b % 2 === 0 ? [kvHeads * headDim, cap, n] : [kvHeads, cap * headDim, n * headDim];
+      const [rows, stride, unit] = b % 2 === 0 ? [kvHeads * headDim, cap, 1] : [kvHeads, cap * headDim, headDim];
       for (let r = 0; r < rows; r++) {
-        const src = (from * rows + r) * stride;
-        buffer.copyWithin((to * rows + r) * stride, src, src + len);
+        const src = (from * rows + r) * stride + start * unit;
+        buffer.copyWithin((to * rows + r) * stride + start * unit, src, src + (n - start) * unit);
       }
     });
   }
@@ -353,6 +353,26 @@ export class PooledKVCache implements KVCache {
     }
     this.len += n;
     this.pool.prefix?.append(this.slot, tokens);
+  }
+
+  /**
+   * With prefix caching: take the rows of `tokens` past this cache's length that another slot
+   * now holds (a prefix a concurrent sequence has computed since this one started), copied
+   * instead of computed, up to `limit` positions.
+   * @param tokens the tokens this cache's rows are to hold (a prompt's, without its last token)
+   * @returns the positions gained (0 without prefix caching or a longer match)
+   */
+  adoptPrefix(tokens: readonly number[], limit = tokens.length): number {
+    const prefix = this.pool.prefix;
+    if (!prefix || this.released || this.len >= Math.min(limit, tokens.length)) return 0;
+    const match = prefix.lookup(tokens, this.slot);
+    const n = Math.min(match?.length ?? 0, limit);
+    if (!match || n <= this.len) return 0;
+    const gained = n - this.len;
+    this.pool.copyPositions(match.slot, this.slot, n, this.len);
+    prefix.append(this.slot, tokens.slice(this.len, n));
+    this.len = n;
+    return gained;
   }
 
   /** The pool this cache's slot belongs to. */

@@ -132,8 +132,9 @@ export class PrefixCache {
    * among slots holding equally long matches, one that can be taken over (`takesOver`), then a
    * parked one. A parked slot matched is touched (LRU).
    * @param tokens the positions a new sequence may take (a prompt without its last token)
+   * @param exclude a slot not to match (the asking sequence's own)
    */
-  lookup(tokens: readonly number[]): PrefixMatch | undefined {
+  lookup(tokens: readonly number[], exclude?: number): PrefixMatch | undefined {
     for (const [slot, record] of this.records) this.indexBlocks(slot, record);
     let hash = this.root;
     let candidates: Set<number> | undefined;
@@ -146,6 +147,7 @@ export class PrefixCache {
     if (!candidates) return undefined;
     let best: PrefixMatch | undefined;
     for (const slot of candidates) {
+      if (slot === exclude) continue;
       const record = this.records.get(slot)!;
       const length = commonPrefix(record.tokens, tokens);
       if (length < PREFIX_BLOCK_SIZE) continue; // a hash collision: never trust a hash alone

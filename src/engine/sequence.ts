@@ -132,6 +132,8 @@ export class Sequence {
   /** Most tokens the sequence may add (max_tokens, bounded by the context). */
   readonly maxNew: number;
   readonly processor: LogitsProcessor;
+  /** Prompt tokens whose rows the target's cache took from the prefix cache instead of computing them: OpenAI's `cached_tokens`. */
+  cachedPromptTokens: number;
 
   /** Time the draft spent catching up this round, in ms (draft-proposer.ts). */
   catchUpRoundMs = 0;
@@ -144,8 +146,6 @@ export class Sequence {
   private readonly startedAt = performance.now();
   private readonly runMsAtStart: number;
   private endedAt: number | undefined;
-  /** Prompt tokens the target's cache held when the sequence started (prefix caching): OpenAI's `cached_tokens`. */
-  readonly cachedPromptTokens: number;
   private readonly endListeners: (() => void)[] = [];
 
   /**
@@ -203,6 +203,8 @@ export class Sequence {
    * pieces went in between other passes; empty once the prompt is in.
    */
   promptPiece(): number[] {
+    // Prefix caching: rows of the prompt another sequence computed meanwhile are copied (at least one token is left to feed).
+    this.cachedPromptTokens += this.targetCache.adoptPrefix?.(this.tokens.slice(0, this.promptLength - 1), this.promptLength - 2) ?? 0;
     const from = this.targetCache.length;
     return this.tokens.slice(from, pieceEnd(from, this.promptLength - 1));
   }

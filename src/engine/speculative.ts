@@ -147,7 +147,7 @@ export class Generation {
     return this.sequence.tokenIds;
   }
 
-  /** Prompt tokens the target's cache held when the generation started (prefix caching): OpenAI's `cached_tokens`. */
+  /** Prompt tokens whose rows came from the prefix cache instead of being computed (Sequence.cachedPromptTokens): OpenAI's `cached_tokens`. */
   get cachedPromptTokens(): number {
     return this.sequence.cachedPromptTokens;
   }

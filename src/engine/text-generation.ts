@@ -84,7 +84,7 @@ export async function generateText(
     token_ids: tokenIds,
     text_offsets: output.textOffsets,
     prompt_tokens: promptIds.length,
-    cached_tokens: generation.cachedPromptTokens,
+    cached_tokens: generation.sequence.cachedPromptTokens,
     finish_reason: generation.finishReason!,
     stats: generation.stats,
     logprobs: opts.logprobs === undefined ? undefined : generation.logprobs.slice(0, tokenIds.length),

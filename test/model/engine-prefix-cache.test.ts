@@ -38,7 +38,7 @@ interface Turn {
 /** One generation on `pair`, alone or through `scheduler`. */
 async function generate(pair: ModelPair, prompt: number[], opts: GenerateOptions, scheduler?: BatchScheduler): Promise<Turn & { text: string }> {
   const g = pair.decoder.start(prompt, { ...opts, tokenizer: pair.tokenizer });
-  const cached = g.cachedPromptTokens;
+  const cached = g.sequence.cachedPromptTokens;
   while (!g.done) await (scheduler ? scheduler.step(g) : g.step());
   return { tokens: [...g.output.tokenIds], text: g.output.text, cached, promptLength: prompt.length };
 }
@@ -120,13 +120,38 @@ describe('prefix caching on the bundled pair', () => {
     while (a[common] === b[common]) common++;
     const opts: GenerateOptions = { maxTokens: 16, sampling: GREEDY, policy: POLICIES[1]! };
     const first = cached.decoder.start(a, opts);
-    await first.step(); // its prompt is in (and one round)
+    await first.step(); // its prompt and a first round
+    assert.ok(!first.done);
     const second = cached.decoder.start(b, opts);
-    assert.equal(second.cachedPromptTokens, common, 'the shared system prompt comes from the running sequence');
+    assert.equal(second.sequence.cachedPromptTokens, common, 'the shared system prompt comes from the running sequence');
     assert.notEqual((second.sequence.targetCache as PooledKVCache).slot, (first.sequence.targetCache as PooledKVCache).slot, 'copied into a slot of its own');
     const [ta, tb] = [await first.run(), await second.run()];
     assert.deepEqual(ta, await plain.decoder.start(a, opts).run());
     assert.deepEqual(tb, await plain.decoder.start(b, opts).run());
+  });
+
+  test('requests sharing a new prefix, started together: the prefix is computed once, the later one copies it', async () => {
+    const shared = `Coastal line desk. ${system} ${'The timetable of the coastal line, station by station. '.repeat(5)}`;
+    const prompts = [0, 1].map((i) => cached.tokenizer.encodeChat([{ role: 'system', content: shared }, { role: 'user', content: questions[4 + i]! }]));
+    let common = 0;
+    while (prompts[0]![common] === prompts[1]![common]) common++;
+    assert.ok(common > 2 * 128, `${common} tokens in common`);
+    const passes: { kind: string; tokens: number }[] = [];
+    const scheduler = new BatchScheduler({ maxBatchTokens: 128, onPass: (p) => passes.push(p) });
+    const opts: GenerateOptions = { maxTokens: 12, sampling: GREEDY, policy: POLICIES[1]! };
+    const gens = prompts.map((p) => cached.decoder.start(p, opts));
+    // When they start, at most the chat template's opening (which every chat shares) is cached.
+    const [c0, c1] = gens.map((g) => g.sequence.cachedPromptTokens);
+    assert.ok(c0! < 2 * PREFIX_BLOCK_SIZE && c1 === c0, `${c0} and ${c1} cached at the start`);
+    const outputs = await Promise.all(gens.map(async (g) => {
+      while (!g.done) await scheduler.step(g);
+      return g.tokenIds;
+    }));
+    const later = gens[1]!.sequence.cachedPromptTokens;
+    assert.ok(later >= common - 1 && later < prompts[1]!.length - 1, `the later one took ${later} of ${common} shared positions from the earlier one`);
+    const prefilled = passes.filter((p) => p.kind === 'prefill').reduce((n, p) => n + p.tokens, 0);
+    assert.equal(prefilled, prompts[0]!.length - 1 - c0! + (prompts[1]!.length - 1 - later), 'prompt pieces fed the shared prefix once');
+    for (const [i, p] of prompts.entries()) assert.deepEqual(outputs[i], await plain.decoder.start(p, opts).run(), `request ${i}`);
   });
 });
 
@@ -297,7 +322,7 @@ describe('prefix caching under a KV budget: a long random multi-turn workload', 
       check('admitted');
       try {
         const g = cached.decoder.start(prompt, opts);
-        if (g.cachedPromptTokens > 0) hits++;
+        if (g.sequence.cachedPromptTokens > 0) hits++;
         while (!g.done) await scheduler.step(g);
         runs.push({ prompt, opts, tokens: [...g.tokenIds] });
         history[c] = prompt.length + g.tokenIds.length < 400 ? [...prompt, ...g.tokenIds] : history[c]!.slice(0, 20);
