@@ -1,11 +1,11 @@
-# specd on NVIDIA GPUs: CUDA 12 + cuDNN 9 runtime, Node.js 20, onnxruntime-node with its CUDA
+# specd on NVIDIA GPUs: CUDA 12 + cuDNN 9 runtime, Node.js 22, onnxruntime-node with its CUDA
 # execution provider, the bundled specd-pair models.
 #   docker build -t specd .
 #   docker run --gpus all -p 8000:8000 specd
 # Serves the OpenAI-compatible API on port 8000 with --device cuda; pass other `specd serve`
 # flags after the image name (e.g. `docker run --gpus all -p 8000:8000 specd --policy fixed --k 4`).
 
-ARG NODE_VERSION=20
+ARG NODE_VERSION=22
 FROM node:${NODE_VERSION}-bookworm-slim AS node
 
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 AS build

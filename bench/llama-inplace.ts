@@ -1,7 +1,7 @@
 /**
  * The Llama-family rebuild against the exported graph on one random-weight GQA decoder (hidden
  * 512, 8 layers, 8 query heads on 2 KV heads, head_dim 64, 24M parameters; the decoder fixture
- * of src/onnx/decoder-fixture.ts), interleaved pass by pass so that a shared machine's bursts hit
+ * of src/testing/decoder-fixture.ts), interleaved pass by pass so that a shared machine's bursts hit
  * both graphs alike:
  *
  * 1. one decode pass (1 token, then rolled back) and one 5-token verification at contexts 128,
@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { machineInfo } from '../src/bench/serve/report.js';
 import type { KVCache } from '../src/engine/kv-cache.js';
 import { DecoderModel } from '../src/engine/model.js';
-import { MAX_FIXTURE_VOCAB, writeFixtureModelDir } from '../src/onnx/decoder-fixture.js';
+import { MAX_FIXTURE_VOCAB, writeFixtureModelDir } from '../src/testing/decoder-fixture.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '80' }, threads: { type: 'string', default: '2' }, json: { type: 'string' } } });
 const REPS = Number(values.reps);

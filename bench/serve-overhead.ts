@@ -13,7 +13,7 @@
 import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { parseArgs } from 'node:util';
-import { ModelPair } from '../src/engine/pair.js';
+import { ModelPair } from '../src/pair/model-pair.js';
 import { GREEDY } from '../src/engine/sampling.js';
 import type { PolicySpec } from '../src/engine/stop-policy.js';
 import { generateText } from '../src/engine/text-generation.js';

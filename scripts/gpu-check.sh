@@ -33,7 +33,7 @@ step() { # step NAME SECONDS CMD...; ONLY="name ..." runs just those steps
 
 step machine 30 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc; node --version; node bin/specd.js doctor'
 step tests 240 env SPECD_REQUIRE_WEBGPU=1 node --test --test-concurrency=1 --test-name-pattern='WebGPU' \
-  dist/test/engine-rollback.test.js dist/test/engine-greedy.test.js dist/test/engine-graph.test.js
+  dist/test/model/engine-rollback.test.js dist/test/model/engine-greedy.test.js dist/test/model/engine-graph.test.js
 step latency-pair 120 $SPECD bench latency --devices cpu,webgpu --graphs exported,fused --tokens 128 --json "$OUT/gpu-latency-pair.json"
 # The KV cache written in place against the exported graph on this host's CPU, by context length.
 step latency-contexts 180 $SPECD bench latency --devices cpu --graphs exported,inplace --contexts 128,512,1000 --tokens 64 --json "$OUT/cpu-latency-contexts.json" --chart "$OUT/cpu-latency-contexts.svg"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# llama.cpp's llama-server (and llama-quantize) for the GGUF tests and bench/peer-llamacpp.ts, taken
+# llama.cpp's llama-server (and llama-quantize) for the GGUF tests and `specd bench peer`, taken
 # from Debian unstable's llama.cpp-tools package without installing it: the packages and the C
 # library they were built against are unpacked into a folder of their own, and the binaries run
 # through that C library's loader, so the system's packages and apt configuration stay as they are.

@@ -3,9 +3,9 @@
  * training steps (gather a minibatch, forward + backward in ONNX Runtime, AdamW in JS) at a
  * given width, beside the forward pass of the plain-JS reference for scale.
  */
-import { initHeadParams, headReference, paramCount } from '../heads/head-graph.js';
-import { AdamW, HeadLossRunner, MemoryRows, rowStride } from '../heads/train.js';
-import { SeededRandom } from '../onnx/decoder-fixture.js';
+import { Rng } from '../engine/rng.js';
+import { headReference, paramCount, rowStride } from '../heads/runtime/head-graph.js';
+import { AdamW, HeadLossRunner, initHeadParams, MemoryRows } from '../heads/training/train.js';
 
 export interface HeadTrainBenchResult {
   width: number;
@@ -25,9 +25,9 @@ export interface HeadTrainBenchResult {
 export async function benchHeadTraining(width: number, options: { batchSize: number; steps: number; threads?: number }): Promise<HeadTrainBenchResult> {
   const { batchSize, steps } = options;
   const rows = batchSize * 4;
-  const rng = new SeededRandom(width);
+  const rng = new Rng(width);
   const stride = rowStride(width);
-  const source = new MemoryRows(width, rng.normals(rows * stride, 1), Float32Array.from({ length: rows }, () => rng.uniform()));
+  const source = new MemoryRows(width, rng.normals(rows * stride, 1), Float32Array.from({ length: rows }, () => rng.next()));
   const runner = await HeadLossRunner.create(width, { threads: options.threads });
   const params = initHeadParams(width, 0);
   const adam = new AdamW(params, 0.01);
@@ -37,7 +37,7 @@ export async function benchHeadTraining(width: number, options: { batchSize: num
   let ort = 0;
   let update = 0;
   const step = async () => {
-    const idx = Array.from({ length: batchSize }, () => Math.floor(rng.uniform() * rows));
+    const idx = Array.from({ length: batchSize }, () => Math.floor(rng.next() * rows));
     const t0 = performance.now();
     source.gatherFeatures(idx, features);
     idx.forEach((r, i) => (labels[i] = source.labels[r]!));

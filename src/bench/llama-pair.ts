@@ -1,17 +1,17 @@
 /**
  * Synthetic Llama-family draft/target pairs with the shapes of the models people run (Qwen3,
- * Llama 3.2), random weights (onnx/llama-random.ts) and a real tokenizer and chat template, for
+ * Llama 3.2), random weights (synthetic/llama-random.ts) and a real tokenizer and chat template, for
  * measuring what real vocabularies and shapes cost. Each model is a directory in the
  * transformers.js / optimum layout (config.json with the family's own fields,
  * generation_config.json, tokenizer.json, tokenizer_config.json, onnx/model.onnx +
- * model.onnx_data written as optimum exports it, onnx/llama-export.ts), which specd loads and
+ * model.onnx_data written as optimum exports it, synthetic/llama-export.ts), which specd loads and
  * rebuilds in place like a downloaded export. Their text is noise; their speed is real.
  */
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { buildLlamaExportGraph } from '../onnx/llama-export.js';
-import { countLlamaParams, DEFAULT_LLAMA_DEEP_SCALE, randomLlamaPair, type LlamaShape, type RandomLlamaOptions } from '../onnx/llama-random.js';
+import { buildLlamaExportGraph } from '../synthetic/llama-export.js';
+import { countLlamaParams, DEFAULT_LLAMA_DEEP_SCALE, randomLlamaPair, resizeLlamaVocab, type LlamaShape, type RandomLlamaOptions } from '../synthetic/llama-random.js';
 import type { LlamaWeights } from '../onnx/llama-weights.js';
 import { llama3RopeScalingJson } from '../onnx/rope.js';
 
@@ -139,6 +139,8 @@ export interface LlamaPairOptions extends RandomLlamaOptions {
   eosTokenId?: number | number[];
   /** A name for config.json's `_name_or_path` (default from the shape). */
   name?: string;
+  /** The draft's vocab_size when it differs from the target's (onnx/llama-random.ts resizeLlamaVocab); at least the tokenizer's. */
+  draftVocab?: number;
 }
 
 export interface LlamaPair {
@@ -164,12 +166,15 @@ export function writeLlamaPair(out: string, options: LlamaPairOptions): LlamaPai
   const bosTokenId = options.bosTokenId ?? facts.bosTokenId ?? null;
   if (eosTokenId === undefined) throw new Error(`no end-of-sequence token: ${options.tokenizerDir}/tokenizer_config.json names no eos_token and there is no generation_config.json`);
   if (!existsSync(ownGeneration) && generation.eos_token_id === undefined) generation.eos_token_id = eosTokenId;
-  const { target, draft } = randomLlamaPair(shape, options);
+  if (options.draftVocab !== undefined && facts.size > options.draftVocab) throw new Error(`the tokenizer in ${options.tokenizerDir} has ${facts.size} tokens, more than the draft's vocabulary of ${options.draftVocab}`);
+  const pair = randomLlamaPair(shape, options);
+  const target = pair.target;
+  const draft = options.draftVocab === undefined ? pair.draft : resizeLlamaVocab(pair.draft, options.draftVocab);
   const name = options.name ?? `specd-synthetic-${shape.modelType}-${shape.layers}x${shape.hidden}`;
   const metadata = { seed: options.seed ?? 0, draft_layers: options.draftLayers ?? 2, deep_scale: options.deepScale ?? DEFAULT_LLAMA_DEEP_SCALE };
   const write = (role: 'target' | 'draft', w: LlamaWeights): { dir: string; params: number } => {
     const dir = join(out, role);
-    writeLlamaModelDir(dir, w, { shape, name: `${name}-${role}`, tokenizerDir: options.tokenizerDir, generationConfig: generation, bosTokenId, eosTokenId, metadata });
+    writeLlamaModelDir(dir, w, { shape: { ...shape, vocab: w.vocab }, name: `${name}-${role}`, tokenizerDir: options.tokenizerDir, generationConfig: generation, bosTokenId, eosTokenId, metadata });
     return { dir, params: countLlamaParams(w, shape.tiedEmbeddings) };
   };
   const t = write('target', target);

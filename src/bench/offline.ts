@@ -9,7 +9,7 @@
  * its output constrained to the schema (`on`), and with it but without jump-forward
  * (`no-jump-forward`); a speedup is then over `none` with the same grammar mode.
  */
-import type { ModelPair } from '../engine/pair.js';
+import type { ModelPair } from '../pair/model-pair.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import { isGreedy } from '../engine/sampling.js';
 import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';

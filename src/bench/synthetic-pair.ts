@@ -1,5 +1,5 @@
 /**
- * Synthetic draft/target pairs of any size with random weights (onnx/gpt2-random.ts), for
+ * Synthetic draft/target pairs of any size with random weights (synthetic/gpt2-random.ts), for
  * measuring devices and speculation where no trained model of that size is at hand. They speak
  * the bundled pair's byte-level vocabulary (its tokenizer and chat template are copied), so every
  * command and data set works with them; their text is noise, their speed is real.
@@ -7,7 +7,7 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildGpt2Graph } from '../onnx/gpt2-graph.js';
-import { randomGpt2Pair, type RandomGpt2Options } from '../onnx/gpt2-random.js';
+import { randomGpt2Pair, type RandomGpt2Options } from '../synthetic/gpt2-random.js';
 import type { Gpt2Weights } from '../onnx/gpt2-weights.js';
 import { BUNDLED_TARGET } from '../paths.js';
 

@@ -16,6 +16,7 @@ import { splitArgs } from '../bench/serve/server-process.js';
 import { sweepChartSvg } from '../bench/serve/sweep-chart.js';
 import { runSweep } from '../bench/serve/sweep-runner.js';
 import { buildWorkload, isServeDataset, SERVE_DATASETS, type ServeDataset } from '../bench/serve/workload.js';
+import { formatMultiTurn, multiTurnChartSvg, runMultiTurnBench } from '../bench/serve/multi-turn.js';
 import { intIn, numberIn } from './options.js';
 
 interface ServeBenchFlags {
@@ -40,6 +41,11 @@ interface ServeBenchFlags {
   json?: string;
   markdown?: string;
   chart?: string;
+  multiTurn?: boolean;
+  conversations: number;
+  turns: number;
+  systemPromptLen: number;
+  questionLen: number;
 }
 
 const wrap =
@@ -114,10 +120,16 @@ export function benchServeCommand(): Command {
     .option('--json <file>', 'write the report as JSON (schema: bench/README.md)')
     .option('--markdown <file>', 'write the report as Markdown')
     .option('--chart <file>', 'write an SVG: latency percentiles and throughput per configuration; with several concurrency levels, output tokens/s, TTFT and TPOT medians against concurrency')
+    .option('--multi-turn', 'a multi-turn chat workload instead of one-turn prompts: --conversations chats of --turns turns, sharing a system prompt of --system-prompt-len characters, each turn sending the whole conversation (TTFT per turn, prefix cache hit rate)')
+    .option('--conversations <n>', 'multi-turn: conversations', intIn(1, 100_000), 16)
+    .option('--turns <n>', 'multi-turn: turns per conversation', intIn(1, 1000), 8)
+    .option('--system-prompt-len <n>', 'multi-turn: characters of the shared system prompt', intIn(0, 10_000_000), 1000)
+    .option('--question-len <n>', 'multi-turn: characters of each question', intIn(1, 10_000_000), 40)
     .action(async (flags: ServeBenchFlags) => {
       if (flags.url && flags.spawn) throw new InvalidArgumentError('give either --url or --spawn, not both');
       if (!flags.url && !flags.spawn) throw new InvalidArgumentError('give --url URL (a running server) or --spawn (start one)');
       if (flags.url && flags.serverArgs.length) throw new InvalidArgumentError('--server-args needs --spawn');
+      if (flags.multiTurn) return multiTurn(flags);
       if (flags.dataset !== 'random' && flags.randomOutputLen !== undefined) throw new InvalidArgumentError('--random-output-len needs --dataset random');
       const apiKey = flags.apiKey ?? (process.env.SPECD_API_KEY || undefined);
       const items = buildWorkload({
@@ -184,4 +196,37 @@ export function benchServeCommand(): Command {
       const where = (r: ConfigResult) => (r.concurrency === null || !flags.concurrency || flags.concurrency.length === 1 ? r.label : `${r.label} at concurrency ${r.concurrency}`);
       if (empty.length) throw new Error(`no request succeeded under ${empty.map(where).join(', ')}: ${empty[0]!.errors[0] ?? 'no error message'}`);
     });
+}
+
+/** `--multi-turn`: the conversation workload (bench/serve/multi-turn.ts) on each server variant, interleaved. */
+async function multiTurn(flags: ServeBenchFlags): Promise<void> {
+  if (flags.compare) throw new InvalidArgumentError('--compare does not apply to --multi-turn (compare servers with --server-args)');
+  if ((flags.concurrency?.length ?? 1) > 1) throw new InvalidArgumentError('--multi-turn takes one --concurrency level');
+  const apiKey = flags.apiKey ?? (process.env.SPECD_API_KEY || undefined);
+  const summaries = await runMultiTurnBench(
+    { url: flags.url, variants: flags.spawn ? (flags.serverArgs.length ? flags.serverArgs : [[]]) : [], repeats: flags.repeats, model: flags.model },
+    {
+      conversations: flags.conversations,
+      turns: flags.turns,
+      systemPromptLen: flags.systemPromptLen,
+      questionLen: flags.questionLen,
+      maxTokens: flags.maxTokens,
+      concurrency: flags.concurrency?.[0] ?? flags.conversations,
+      seed: flags.seed,
+      temperature: flags.temperature,
+      apiKey,
+    },
+  );
+  process.stdout.write(formatMultiTurn(summaries));
+  const settings = { command: shellJoin(['specd', ...process.argv.slice(2)]), conversations: flags.conversations, turns: flags.turns, system_prompt_len: flags.systemPromptLen, question_len: flags.questionLen, max_tokens: flags.maxTokens, concurrency: flags.concurrency?.[0] ?? flags.conversations, repeats: flags.repeats, temperature: flags.temperature, seed: flags.seed };
+  if (flags.json) {
+    writeFileSync(flags.json, `${JSON.stringify({ created: new Date().toISOString(), machine: machineInfo(), settings, variants: summaries }, null, 2)}\n`);
+    process.stderr.write(`wrote ${flags.json}\n`);
+  }
+  if (flags.chart) {
+    writeFileSync(flags.chart, multiTurnChartSvg(summaries, `${flags.conversations} conversations x ${flags.turns} turns, system prompt ${flags.systemPromptLen} characters, concurrency ${settings.concurrency}`));
+    process.stderr.write(`wrote ${flags.chart}\n`);
+  }
+  const failed = summaries.filter((s) => s.failed > 0);
+  if (failed.length) throw new Error(`${failed.map((s) => `${s.failed} turns failed on ${s.label}`).join(', ')}: ${failed[0]!.errors[0] ?? 'no error message'}`);
 }

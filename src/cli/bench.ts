@@ -11,7 +11,7 @@ import { formatSummary, summarize } from '../bench/policy-summary.js';
 import { machineInfo } from '../bench/serve/report.js';
 import { speedupChartSvg } from '../bench/speedup-chart.js';
 import { textTable } from '../bench/text-table.js';
-import { ModelPair } from '../engine/pair.js';
+import { ModelPair } from '../pair/model-pair.js';
 import { DEVICES, type Device } from '../engine/device.js';
 import { defaultGraph, GRAPH_CHOICES, type GraphChoice } from '../engine/graph-choice.js';
 import { contextPrompt, formatLatencyTable, latencyChartSvg, measureLatency, type LatencyResult } from '../bench/latency.js';
@@ -19,8 +19,9 @@ import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import { temperatureLabel } from '../engine/sampling.js';
 import { DRAFT_PHASE_MODES, type DraftPhaseMode } from '../engine/speculative.js';
-import { HEAD_MODES, type HeadMode } from '../heads/head-loader.js';
+import { HEAD_MODES, type HeadMode } from '../heads/runtime/head-loader.js';
 import { DEFAULT_SPECDEC_K_MAX, DEFAULT_SPECDEC_K_MIN, MAX_DRAFT_LIMIT, type PolicySpec, policyLabel, recommendedThresholdAt, validatePolicySpec } from '../engine/stop-policy.js';
+import { benchPeerCommand } from './bench-peer.js';
 import { benchServeCommand } from './bench-serve.js';
 import { addModelOptions, intIn, type ModelFlags, numberIn, pairOptions, policyListArg } from './options.js';
 
@@ -170,6 +171,7 @@ export function benchCommand(): Command {
   bench.addCommand(benchServeCommand());
   bench.addCommand(headTrainCommand());
   bench.addCommand(latencyCommand());
+  bench.addCommand(benchPeerCommand());
   return bench;
 }
 

@@ -5,7 +5,7 @@
  */
 import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
-import { DEVICES, type Device, executionProviders } from '../engine/device.js';
+import { DEVICES, type Device, executionProviders, providerFailure } from '../engine/device.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
 import { intIn } from './options.js';
 
@@ -35,7 +35,7 @@ export async function checkProvider(device: Device, deviceId = 0): Promise<Provi
     if (y.join(',') !== '2,4,6,8') return { device, ok: false, error: `wrong result ${y.join(',')}` };
     return { device, ok: true, ms: performance.now() - t0 };
   } catch (err) {
-    return { device, ok: false, error: (err as Error).message.split('\n')[0] };
+    return { device, ok: false, error: providerFailure(device, (err as Error).message).split('\n')[0] };
   }
 }
 

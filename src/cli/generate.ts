@@ -1,7 +1,7 @@
 /** `specd generate`: one generation from the command line, streamed to stdout. */
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
-import { ModelPair } from '../engine/pair.js';
+import { ModelPair } from '../pair/model-pair.js';
 import { isDraftFree, policyLabel } from '../engine/stop-policy.js';
 import { generateText, type PromptInput } from '../engine/text-generation.js';
 import { GrammarError, type GrammarSpec } from '../grammar/compiler.js';

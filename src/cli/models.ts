@@ -2,17 +2,22 @@
  * `specd models prepare-draft`: a copy of a draft that also outputs its last hidden state.
  * `specd models synth`: a random-weight draft/target pair of a chosen size, for benchmarks.
  * `specd models quantize`: a model's linear layers quantized to 8 or 4 bits (MatMulNBits).
+ * `specd models token-map`: an FR-Spec token map for a draft's lm_head (onnx/token-map.ts).
  */
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { DEFAULT_TOKENIZER_PACKAGE, LLAMA_PRESETS, tokenizerPackageDir, writeLlamaPair, type LlamaPreset } from '../bench/llama-pair.js';
 import { writeSyntheticPair } from '../bench/synthetic-pair.js';
-import { compareDraftLogits, prepareDraftDir } from '../heads/prepare-draft.js';
-import { DEFAULT_LLAMA_DEEP_SCALE, type LlamaShape } from '../onnx/llama-random.js';
+import { compareDraftLogits, prepareDraftDir } from '../heads/runtime/prepare-draft.js';
+import { DEFAULT_LLAMA_DEEP_SCALE, type LlamaShape } from '../synthetic/llama-random.js';
 import { ONNX_VARIANTS, readModelDir } from '../engine/model-dir.js';
 import { isQuantizedDtype, QUANTIZED_DTYPES, quantizeModelFile } from '../engine/quantized-weights.js';
 import { intIn, numberIn } from './options.js';
+import { DATASETS, type DatasetName, isDataset } from '../bench/datasets.js';
+import { DEFAULT_TOKEN_MAP_SIZE, writeTokenMap } from '../onnx/token-map.js';
+import { countTokens } from '../bench/vocab-counts.js';
+import { configVocabSize, DRAFT_TOKEN_MAP_FILE } from '../engine/vocab-map.js';
 
 export function modelsCommand(): Command {
   const models = new Command('models').description('prepare models');
@@ -80,7 +85,38 @@ export function modelsCommand(): Command {
       process.stderr.write(`wrote ${target}: ${quantized} linear layers as ${flags.dtype === 'q8' ? 8 : 4}-bit MatMulNBits (${(bytes.byteLength / 2 ** 20).toFixed(1)} MiB)\n`);
     });
   models.addCommand(quantize);
+  const tokenMap = new Command('token-map')
+    .description(
+      "write an FR-Spec token map (arXiv 2502.14856): the most frequent tokens of the shipped benchmark prompts through the model's tokenizer (and, with --generate, of the model's own outputs), special and end-of-sequence tokens always included. " +
+        'A draft restricted to it computes its lm_head over those tokens only; speculation stays exact. A draft directory holding token_map.json uses it by default (--speculative-token-map to name another file, --no-speculative-token-map for none)',
+    )
+    .argument('<dir>', 'model directory whose tokenizer counts (the target, to count its outputs with --generate)')
+    .option('--size <n>', `tokens kept (FR-Spec: 16384-65536)`, intIn(1, 1 << 22), DEFAULT_TOKEN_MAP_SIZE)
+    .option('--dataset <names>', `benchmark sets counted, comma-separated: ${DATASETS.join(', ')}`, datasetListArg, [...DATASETS])
+    .option('--generate <n>', "also count the model's own outputs: this many tokens per prompt, target-only, with the model's default sampling", intIn(0, 1 << 16), 0)
+    .option('--prompts <n>', 'prompts per set to generate from (--generate)', intIn(1, 100000), 16)
+    .option('--threads <n>', 'intra-op threads (--generate)', intIn(1, 1024))
+    .option('--out <file>', 'where to write the map (default: DIR/token_map.json)')
+    .action(async (dir: string, flags: { size: number; dataset: DatasetName[]; generate: number; prompts: number; threads?: number; out?: string }) => {
+      const vocab = configVocabSize(dir);
+      const result = await countTokens(dir, vocab, { datasets: flags.dataset, generate: flags.generate, prompts: flags.prompts, threads: flags.threads });
+      const map = result.counts.top(flags.size, result.always);
+      const source = `${flags.dataset.join(',')} prompts (${result.promptTokens} tokens)${flags.generate > 0 ? ` and ${result.outputTokens} tokens of ${dir}'s own outputs` : ''}`;
+      const out = flags.out ?? join(dir, DRAFT_TOKEN_MAP_FILE);
+      writeTokenMap(out, { ...map, source });
+      const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+      const outputs = result.outputCounts ? `, ${pct(result.outputCounts.coverage(map))} of the outputs` : '';
+      process.stderr.write(`wrote ${out}: ${map.ids.length} of ${vocab} tokens, covering ${pct(result.counts.coverage(map))} of the counted tokens${outputs}\n`);
+    });
+  models.addCommand(tokenMap);
   return models;
+}
+
+function datasetListArg(text: string): DatasetName[] {
+  const names = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const n of names) if (!isDataset(n)) throw new InvalidArgumentError(`unknown dataset "${n}"; expected ${DATASETS.join(', ')}`);
+  if (names.length === 0) throw new InvalidArgumentError('no dataset given');
+  return names as DatasetName[];
 }
 
 const SYNTH_MODEL_TYPES = ['gpt2', 'llama', 'qwen2', 'qwen3'] as const;

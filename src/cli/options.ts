@@ -3,7 +3,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { type Device, parseDevice } from '../engine/device.js';
 import { GRAPH_CHOICES, type GraphChoice } from '../engine/graph-choice.js';
 import { ONNX_VARIANTS } from '../engine/model-dir.js';
-import type { PairOptions } from '../engine/pair.js';
+import type { PairOptions } from '../pair/model-pair.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import {
   DEFAULT_CONFIDENCE_K_MAX,
@@ -63,7 +63,7 @@ export function dtypeArg(text: string): string {
   return text;
 }
 
-/** --target, --draft, --no-draft, --device, --device-id, --graph, --threads, --draft-threads, --draft-device, --dtype, --draft-dtype, --head, --no-head. */
+/** --target, --draft, --no-draft, --device, --device-id, --graph, --threads, --draft-threads, --draft-device, --dtype, --draft-dtype, --head, --no-head, --speculative-token-map. */
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--target <dir>', 'target model directory (default: the bundled specd-pair target)')
@@ -78,7 +78,9 @@ export function addModelOptions(cmd: Command): Command {
     .option('--dtype <dtype>', `weights: ${Object.keys(ONNX_VARIANTS).join(', ')} (the model's onnx/ file of that name, as transformers.js names them); q8 and q4 without such a file: model.onnx's linear layers quantized to 8 or 4 bits (MatMulNBits), once, into the cache (default: fp32)`, dtypeArg)
     .option('--draft-dtype <dtype>', 'weights of the draft (default: --dtype)', dtypeArg)
     .option('--head <file>', 'acceptance head (NAME.head.onnx) for --policy specdec++ (default: the bundled head with the bundled pair)')
-    .option('--no-head', 'load no acceptance head');
+    .option('--no-head', 'load no acceptance head')
+    .option('--speculative-token-map <file>', "FR-Spec token map (specd models token-map): the draft's lm_head computes these tokens only, exactly (default: token_map.json in the draft's directory, if there is one)")
+    .option('--no-speculative-token-map', "the draft's full lm_head, even with a token_map.json in its directory");
 }
 
 export interface ModelFlags {
@@ -93,6 +95,7 @@ export interface ModelFlags {
   head?: string | boolean;
   dtype?: string;
   draftDtype?: string;
+  speculativeTokenMap?: string | boolean;
 }
 
 export function pairOptions(flags: ModelFlags): PairOptions {
@@ -108,6 +111,7 @@ export function pairOptions(flags: ModelFlags): PairOptions {
     head: flags.head === false ? null : typeof flags.head === 'string' ? flags.head : undefined,
     ...(flags.dtype ? { dtype: flags.dtype } : {}),
     ...(flags.draftDtype ? { draftDtype: flags.draftDtype } : {}),
+    ...(flags.speculativeTokenMap === false ? { speculativeTokenMap: null } : typeof flags.speculativeTokenMap === 'string' ? { speculativeTokenMap: flags.speculativeTokenMap } : {}),
   };
 }
 

@@ -3,6 +3,7 @@
  * stdout once it listens (the models keep loading in the workers; /health says when they are
  * ready) and shuts down gracefully on SIGTERM / SIGINT.
  */
+import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isDraftFree, policyLabel } from '../engine/stop-policy.js';
@@ -35,6 +36,7 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
   allowedMethods: string[];
   allowedHeaders: string[];
   reasoningParser?: ReasoningParserName;
+  enablePrefixCaching: boolean;
 }
 
 /** A comma-separated list; empty entries dropped ('' is the empty list). */
@@ -61,6 +63,30 @@ function logLevelArg(text: string): string {
 /** An error message on one line (onnxruntime's carry newlines). */
 const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
 
+/**
+ * Refuses, before any model loads, a port this process cannot listen on: one that another
+ * process holds (EADDRINUSE) or one below 1024 without the privilege (EACCES). Listens on
+ * `host`:`port` as the server will and closes at once; port 0 (any free port) always passes.
+ * @throws InvalidArgumentError naming the port and the fix
+ */
+export async function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const probe = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.listen({ host, port, exclusive: true }, resolve);
+    });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new InvalidArgumentError(`--port ${port}: ${host}:${port} is already in use by another process; stop it or choose another --port`);
+    if (code === 'EACCES') throw new InvalidArgumentError(`--port ${port}: no permission to listen on ${host}:${port} (ports below 1024 need privileges); choose another --port`);
+    throw new InvalidArgumentError(`--host ${host} --port ${port}: cannot listen there: ${(err as Error).message}`);
+  } finally {
+    await new Promise<void>((resolve) => (probe.listening ? probe.close(() => resolve()) : resolve()));
+  }
+}
+
 export function serveCommand(): Command {
   const cmd = new Command('serve').description('serve an OpenAI-compatible API: /v1/chat/completions, /v1/completions, /v1/responses, /v1/models, /tokenize, /detokenize, /info, /version, /health, /metrics');
   cmd
@@ -82,6 +108,8 @@ export function serveCommand(): Command {
     .option('--allowed-origins <list>', 'CORS: comma-separated origins browser pages may call from ("*": any; "": no CORS headers)', listArg, DEFAULT_CORS.allowedOrigins)
     .option('--allowed-methods <list>', 'CORS: methods a preflight allows ("*": any)', listArg, DEFAULT_CORS.allowedMethods)
     .option('--allowed-headers <list>', 'CORS: request headers a preflight allows (default: those it asks for)', listArg, DEFAULT_CORS.allowedHeaders)
+    .option('--enable-prefix-caching', "keep finished requests' KV rows and start a prompt from the longest cached prefix (vLLM's automatic prefix caching; default)", true)
+    .option('--no-enable-prefix-caching', 'compute every prompt from its first token')
     .addOption(new Option('--reasoning-parser <name>', "split reasoning models' <think> blocks into reasoning_content (chat) and reasoning items (responses)").choices(REASONING_PARSERS));
   // The server's default draft policy; a request may choose another with its `speculative` field.
   addPolicyOptions(cmd);
@@ -90,10 +118,12 @@ export function serveCommand(): Command {
   // head's (--head FILE) included once the shared options carry it.
   addModelOptions(cmd);
   cmd.action(async (flags: ServeFlags) => {
-    const pair = pairOptions(flags);
+    const pair = { ...pairOptions(flags), prefixCaching: flags.enablePrefixCaching };
     // Without --policy the default depends on whether the workers load an acceptance head.
     const policy = flags.policy === undefined ? undefined : policySpec({ ...flags, policy: flags.policy });
     if (policy && policy.policy !== 'none' && !isDraftFree(policy) && pair.draft === null) throw new InvalidArgumentError(`--policy ${policy.policy} needs a draft model (use --draft DIR or --policy none)`);
+    // A port that is taken fails now, in one line, not after the models have loaded.
+    await checkPortFree(flags.host, flags.port);
     const cores = availableParallelism();
     const workers = flags.workers ?? defaultWorkers(cores, flags.device);
     const app = await buildApp({

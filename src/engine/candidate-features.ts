@@ -17,7 +17,7 @@
  *
  * g is the head's logit from the hidden state (head-graph.ts, run fused into the draft or on
  * its own) and u its candidate weights. Training data computes phi with the same function
- * (heads/collect.ts), so features mean the same in training and decoding.
+ * (heads/training/collect.ts), so features mean the same in training and decoding.
  */
 
 /** Decoding temperatures at which the candidate weights are learned (and between which they are interpolated). */

@@ -5,9 +5,8 @@
  * Measured, with exponential forgetting (the last ~HALF_LIFE observations weigh half):
  * - T(n): a verification over n tokens (the pass and every sequence's acceptance and rollback),
  *   a line a + b n (b: a token's cost) fitted to the verifications and the prompt pieces' target
- *   passes (these pin b: under one policy the tokens per sequence hardly vary, and a plane over
- *   tokens and sequences, tried first, could not tell a token's cost from a sequence's and kept
- *   drafting where it lost);
+ *   passes (these pin b: under one policy the tokens per sequence hardly vary; why a line and
+ *   not a plane over tokens and sequences: docs/decisions/2026-11-30-auto-threshold-measured-arms.md);
  * - D(B): a draft step over B sequences (the pass and every sequence's sampling and head), a
  *   line fitted to the draft steps;
  * - the live acceptance rate of the candidates the target judged (on this traffic, not on the
@@ -24,7 +23,7 @@
  * P_s > c(B) / (a v(B)): the same form as SpecDec++'s rule (stop when 1 - P_s > h; Huang et al.
  * 2024, arXiv 2405.19715, whose optimal h likewise grows with the cost of a draft step relative
  * to a verification), with 1 - h proportional to c(B) / v(B). The head's recommended h, chosen
- * offline by simulating decoding alone with the pair's measured costs (heads/threshold.ts), is
+ * offline by simulating decoding alone with the pair's measured costs (heads/training/threshold.ts), is
  * the anchor at B = 1; at batch B the bound on P_s scales by rho(B) = (c(B) / v(B)) / (c(1) / v(1)):
  *
  *   h(B) = 1 - (1 - h_1) rho(B),   clamped to [0, 1].
@@ -175,11 +174,10 @@ const PLAIN = ROUND_ARMS.indexOf('plain');
  * only explored). A drafting round's time carries its sequences' prompt feeds spread over the
  * tokens they may emit, not the burst of the first round.
  *
- * This measures the decision directly. The pass-cost lines above cannot tell a token's cost
- * from a sequence's in a batch (a verification's attention reads every sequence's cache): read
- * from them alone, the i.i.d. model kept drafting at 16 sequences, where rounds without drafting
- * emitted 14% more tokens per second, and at 4 sequences cut drafts to 2-3 candidates where 4
- * delivered 13% more (bundled pair, 2-core CPU).
+ * This measures the decision directly: the pass-cost lines above cannot tell a token's cost
+ * from a sequence's in a batch (a verification's attention reads every sequence's cache), so the
+ * rounds, not the model, decide whether and how a batch drafts (the measurements behind this:
+ * docs/decisions/2026-11-30-auto-threshold-measured-arms.md).
  */
 class RoundArms {
   private readonly buckets: Bucket[] = [];

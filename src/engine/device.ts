@@ -20,6 +20,29 @@ export class DeviceError extends Error {
 export const CUDA_INSTALL_HINT =
   'install it on a host with network access, CUDA 12 and cuDNN 9: npm run install-cuda';
 
+export const VULKAN_INSTALL_HINT =
+  "install a Vulkan driver: the GPU vendor's, or Mesa's software one, lavapipe (Debian and Ubuntu: apt-get install mesa-vulkan-drivers)";
+
+/**
+ * What ONNX Runtime's WebGPU provider throws when Dawn finds no adapter: an assertion of
+ * onnxruntime/core/providers/webgpu/webgpu_context.cc ending in "Failed to get a WebGPU adapter:
+ * <Dawn's reason>" (onnxruntime-node 1.30).
+ */
+const NO_WEBGPU_ADAPTER = /Failed to get a WebGPU adapter:?\s*([^\n]*)/;
+
+/**
+ * A provider's failure to start, said for a user: ONNX Runtime's "no WebGPU adapter" assertion
+ * becomes one sentence with the fix ({@link VULKAN_INSTALL_HINT}); any other message is returned
+ * as it is.
+ * @param device the device whose session failed to start
+ * @param message the error's message
+ */
+export function providerFailure(device: Device, message: string): string {
+  const adapter = device === 'webgpu' ? NO_WEBGPU_ADAPTER.exec(message) : null;
+  if (adapter) return `--device webgpu: no WebGPU adapter${adapter[1] ? ` (${adapter[1].trim().replace(/\.$/, '')})` : ''}; ${VULKAN_INSTALL_HINT}`;
+  return message;
+}
+
 /** Folder holding onnxruntime-node's native libraries for this platform. */
 export function ortBinaryDir(): string {
   const require = createRequire(import.meta.url);

@@ -119,7 +119,7 @@ export class DraftPhase {
     const tokens = Array.from(out[PHASE_TOKENS_OUTPUT]!.data as BigInt64Array, Number);
     const rows: Record<string, ort.OnnxValue> = {};
     for (let i = 0; i < this.draft.info.layers; i++) rows[kvRowsOutput(i)] = out[phaseKvRowsOutput(i)]!;
-    cache.append(rows, 0, unseen.length + tokens.length - 1);
+    cache.append(rows, 0, [...unseen, ...tokens.slice(0, -1)]);
     return {
       tokens,
       acceptProbs: Array.from(out[PHASE_ACCEPT_OUTPUT]!.data as Float32Array),

@@ -9,12 +9,27 @@
  * Usage (vLLM's kv_cache_usage_perc) is the reserved share of the budget. The in-place cache
  * (kv-pool.ts) holds slots x capacity positions, capacity following the longest live sequence,
  * so its memory can exceed the sum of the reservations by up to the spread of live lengths.
+ *
+ * Prefix caching (prefix-cache.ts) keeps finished sequences' rows in the pools; they count
+ * against the budget beside the reservations, and leave least recently used first (across every
+ * pool added with `addReclaimable`) whenever a generation waiting in line would not fit otherwise,
+ * so cached rows never keep a generation waiting.
  */
 import type { KvLayout } from './kv-cache.js';
 
 /** Bytes one position of one sequence's KV cache takes in a model: layers x (key + value) x kv_heads x head_dim x bytes per value. */
 export function kvBytesPerPosition(layout: KvLayout): number {
   return layout.layers * 2 * layout.kvHeads * layout.headDim * (layout.dtype === 'float16' ? 2 : 4);
+}
+
+/** KV memory held for later use that the budget may take back (a pool's parked slots, kv-pool.ts). */
+export interface ReclaimableKv {
+  /** Bytes held now. */
+  readonly reclaimableBytes: number;
+  /** When the least recently used entry was last used (performance.now()); undefined when nothing is held. */
+  readonly oldestUse: number | undefined;
+  /** Give the least recently used entry back; returns the bytes freed (0 when nothing was held). */
+  evictOldest(): number;
 }
 
 export class KvBudgetError extends RangeError {
@@ -29,6 +44,7 @@ interface Waiter {
 export class KvBudget {
   private reserved = 0;
   private readonly queue: Waiter[] = [];
+  private readonly reclaimables: ReclaimableKv[] = [];
 
   /**
    * @param budgetBytes KV-cache memory the running generations may reserve in all (Infinity: no limit)
@@ -41,6 +57,17 @@ export class KvBudget {
   /** Reserved share of the budget, 0..1 (0 with no limit). */
   get usage(): number {
     return Number.isFinite(this.budgetBytes) ? this.reserved / this.budgetBytes : 0;
+  }
+
+  /** Bytes the reclaimable caches hold now. */
+  get reclaimableBytes(): number {
+    return this.reclaimables.reduce((n, r) => n + r.reclaimableBytes, 0);
+  }
+
+  /** Count `cache`'s bytes against the budget and take them back, least recently used first, when a generation needs room. */
+  addReclaimable(cache: ReclaimableKv): void {
+    this.reclaimables.push(cache);
+    this.admit();
   }
 
   /** Generations waiting for room. */
@@ -63,8 +90,27 @@ export class KvBudget {
     });
   }
 
+  /**
+   * Evict cached rows, least recently used first across the caches, until they fit beside the
+   * reservations and `more` bytes.
+   */
+  private reclaim(more: number): void {
+    while (this.reserved + more + this.reclaimableBytes > this.budgetBytes) {
+      let oldest: ReclaimableKv | undefined;
+      for (const r of this.reclaimables) if (r.oldestUse !== undefined && (oldest === undefined || r.oldestUse < oldest.oldestUse!)) oldest = r;
+      if (!oldest || oldest.evictOldest() === 0) return;
+    }
+  }
+
+  /** Cached rows beyond what the budget leaves beside the reservations are given back (call after caching more). */
+  trim(): void {
+    this.reclaim(0);
+  }
+
   private admit(): void {
+    this.trim();
     while (this.queue.length > 0 && this.reserved + this.queue[0]!.bytes <= this.budgetBytes) {
+      this.reclaim(this.queue[0]!.bytes);
       const { bytes, resolve } = this.queue.shift()!;
       this.reserved += bytes;
       let given = false;

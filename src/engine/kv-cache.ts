@@ -35,8 +35,12 @@ export interface KVCache {
    * @param total positions the cache will cover after the pass (a cache written in place makes room for them)
    */
   addFeeds(feeds: Record<string, ort.Tensor>, total: number): void;
-  /** Take the outputs of a forward pass that covered `length` positions (`present.*`, or the new rows of a cache written in place). */
-  update(outputs: Record<string, ort.OnnxValue>, length: number): void;
+  /**
+   * Take the outputs of a forward pass that covered `length` positions (`present.*`, or the new
+   * rows of a cache written in place), fed `tokens` (the new positions' tokens: what a pooled
+   * cache's prefix caching matches later prompts against).
+   */
+  update(outputs: Record<string, ort.OnnxValue>, length: number, tokens: readonly number[]): void;
   /** KV rollback: keep positions [0, n). */
   crop(n: number): Promise<void>;
   /** Free what the cache holds on a device; the cache is empty afterwards. Idempotent. */

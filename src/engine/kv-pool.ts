@@ -18,19 +18,35 @@
  * - Capacity: a pass reads each buffer whole (inplace-attention.ts), so the capacity follows the
  *   longest live sequence in steps of `CAPACITY_STEP` positions, up to the model's context:
  *   growing copies what the live slots hold (every `CAPACITY_STEP` tokens: a small share of a token's cost),
- *   and when the last live cache is released the pool goes back to one step. The slot count
- *   doubles when every slot is taken; slots are kept for later sequences.
+ *   and when the last live cache is released the pool goes back to one step (or to what parked
+ *   slots hold). The slot count doubles when every slot is taken and none is parked; slots are
+ *   kept for later sequences.
+ * - Prefix caching (prefix-cache.ts), when the pool is given a model identity: a released cache's
+ *   slot is parked with its rows, and a new cache starts from the longest prefix of its prompt
+ *   that a slot holds, taking a parked slot over (no copy) or copying the rows into its own slot
+ *   (`copyPositions`, a few ms for a long prompt against a prefill's hundreds). Parked slots
+ *   leave least recently used first, when a new cache needs a slot and none is free, or when the
+ *   KV budget takes their memory back (`evictOldest`, kv-budget.ts).
  */
 import * as ort from 'onnxruntime-node';
 import { kvRowsOutput } from '../onnx/inplace-attention.js';
+import { kvBytesPerPosition, type ReclaimableKv } from './kv-budget.js';
 import { addKvFeeds, checkCrop, type KVCache, type KvLayout } from './kv-cache.js';
+import { PREFIX_BLOCK_SIZE, PrefixCache, takesOver } from './prefix-cache.js';
 
 /** Positions a slot's capacity grows by: a pass reads the whole capacity, so a small step keeps it close to the length (64: at most 6% over it at 1,000 positions), and growing copies the buffers once per step (the bundled target: ~1.2 MB per step of a slot). */
 export const CAPACITY_STEP = 64;
 /** A replaced store is this much larger than what it must hold (address space: its pages are touched only as they are written), so that later growth happens in place. */
 const STORE_GROWTH = 4;
+/**
+ * Parked slots (prefix caching) a pool keeps at least before a new sequence takes the least
+ * recently used one's slot instead of the pool growing: max(this, live slots). 8: a few
+ * conversations' turns apart on a lightly loaded server; under load, as many as are running.
+ * Their rows also count against the KV budget (kv-budget.ts), which evicts them by memory.
+ */
+export const MIN_PARKED_SLOTS = 8;
 
-export class KvSlotPool {
+export class KvSlotPool implements ReclaimableKv {
   /** Buffers in layer order: layer i's keys at 2i ([slots, kvHeads, headDim, capacity]), values at 2i + 1 ([slots, kvHeads, capacity, headDim]). */
   private buffers: Float32Array[] = [];
   /** The memory under each buffer (the buffer is its prefix). */
@@ -43,18 +59,24 @@ export class KvSlotPool {
   /** Views of each slot in buffer order (a batch of 1), rebuilt when the buffers move. */
   private views: ort.Tensor[][] = [];
   private empty?: ort.Tensor[];
+  /** With prefix caching: what each slot's rows hold and which slots are parked. */
+  readonly prefix?: PrefixCache;
 
   /**
    * @param layout the model's KV geometry (float32: the in-place graph is built in float32)
    * @param maxCapacity positions one sequence may reach (the model's context); Infinity is allowed
+   * @param prefixIdentity turns prefix caching on: what the rows depend on besides the tokens
+   *   (model file, graph, dtype), so that they are never served to another model
    * @throws RangeError for another KV type
    */
   constructor(
     readonly layout: KvLayout,
     readonly maxCapacity: number,
+    prefixIdentity?: string,
   ) {
     if (layout.dtype !== 'float32') throw new RangeError(`an in-place KV cache is float32, not ${layout.dtype}`);
     this.cap = Math.min(CAPACITY_STEP, maxCapacity);
+    if (prefixIdentity !== undefined) this.prefix = new PrefixCache(prefixIdentity);
   }
 
   /** Positions each slot holds now. */
@@ -63,27 +85,125 @@ export class KvSlotPool {
   }
 
 
-  /** Slots held by live caches. */
+  /** Slots held by live caches and parked ones. */
   get slotsInUse(): number {
     return this.slotCount - this.free.length;
   }
 
+  /** Slots in the pool (free, live and parked). */
+  get slots(): number {
+    return this.slotCount;
+  }
 
-  /** A new empty cache in a free slot (the pool grows when none is free). */
-  acquire(): PooledKVCache {
-    if (this.free.length === 0) this.resize(Math.max(1, this.slotCount * 2), this.cap);
-    const slot = this.free.pop()!;
-    const cache = new PooledKVCache(this, slot);
+  /** Slots parked with a finished sequence's rows (prefix caching). */
+  get parkedSlots(): number {
+    return this.prefix?.parkedSlots().length ?? 0;
+  }
+
+  /** Bytes of KV rows held by parked slots (positions x kvBytesPerPosition): what the budget may take back. */
+  get reclaimableBytes(): number {
+    return (this.prefix?.parkedPositions ?? 0) * kvBytesPerPosition(this.layout);
+  }
+
+  /** When the least recently used parked slot was last used (performance.now()); undefined when none is parked. */
+  get oldestUse(): number | undefined {
+    return this.prefix?.oldestParkedAt;
+  }
+
+  /**
+   * A new cache for a sequence whose prompt is `prompt`. With prefix caching it starts from the
+   * longest prefix of the prompt but its last token (which the first round feeds for its logits)
+   * that a slot holds: its `length` is then the positions matched (0 without a match, or without
+   * prefix caching) and the sequence's passes continue from there.
+   * @param prompt the sequence's first tokens (default: none, an empty cache)
+   */
+  acquire(prompt: readonly number[] = []): PooledKVCache {
+    const match = this.prefix && prompt.length > 1 ? this.prefix.lookup(prompt.slice(0, -1)) : undefined;
+    let slot: number;
+    if (match && takesOver(match)) {
+      slot = match.slot;
+      this.prefix!.takeOver(slot, match.length);
+    } else {
+      slot = this.freeSlot(match?.slot);
+      this.prefix?.track(slot, match ? prompt.slice(0, match.length) : []);
+      if (match) this.copyPositions(match.slot, slot, match.length);
+    }
+    const cache = new PooledKVCache(this, slot, match?.length ?? 0);
     this.caches[slot] = cache;
     return cache;
   }
 
-  /** @internal Give a slot back; the last one back shrinks the capacity to one step. */
+  /**
+   * A free slot: the lowest one; else, when MIN_PARKED_SLOTS or as many as the live ones are
+   * parked, the least recently used parked one's (not `keep`'s); else one of a pool twice as large.
+   */
+  private freeSlot(keep?: number): number {
+    if (this.free.length === 0) {
+      const parked = this.prefix?.parkedSlots() ?? [];
+      const lru = parked.find((s) => s !== keep);
+      const live = this.slotCount - parked.length;
+      if (lru !== undefined && parked.length >= Math.max(MIN_PARKED_SLOTS, live)) this.unpark(lru);
+      else this.resize(Math.max(1, this.slotCount * 2), this.cap);
+    }
+    return this.free.pop()!;
+  }
+
+  /**
+   * Copy positions [0, n) of slot `from` into slot `to` in every layer (keys and values), the
+   * rows a new sequence shares with another. Cost: n x kvBytesPerPosition bytes, in runs of n
+   * values (keys, per head and dim) and of n x head_dim (values, per head).
+   */
+  copyPositions(from: number, to: number, n: number): void {
+    if (n > this.cap) throw new RangeError(`cannot copy ${n} positions from slots of ${this.cap}`);
+    const { kvHeads, headDim } = this.layout;
+    const cap = this.cap;
+    this.buffers.forEach((buffer, b) => {
+      const [rows, stride, len] = b % 2 === 0 ? [kvHeads * headDim, cap, n] : [kvHeads, cap * headDim, n * headDim];
+      for (let r = 0; r < rows; r++) {
+        const src = (from * rows + r) * stride;
+        buffer.copyWithin((to * rows + r) * stride, src, src + len);
+      }
+    });
+  }
+
+  /**
+   * Give the least recently used parked slot back (the KV budget needs its memory).
+   * @returns the bytes its rows held (0 when none is parked)
+   */
+  evictOldest(): number {
+    const lru = this.prefix?.parkedSlots()[0];
+    if (lru === undefined) return 0;
+    const bytes = this.prefix!.held(lru) * kvBytesPerPosition(this.layout);
+    this.unpark(lru);
+    this.shrinkWhenIdle();
+    return bytes;
+  }
+
+  /** Drop a parked slot's rows and free it. */
+  private unpark(slot: number): void {
+    this.prefix!.forget(slot);
+    this.free.push(slot);
+    this.free.sort((a, b) => b - a);
+  }
+
+  /** @internal Give a slot back: parked with its rows under prefix caching (when it holds a block), else free. */
   releaseSlot(slot: number): void {
     this.caches[slot] = undefined;
-    this.free.push(slot);
-    const first = Math.min(CAPACITY_STEP, this.maxCapacity);
-    if (this.free.length === this.slotCount && this.cap > first) this.resize(this.slotCount, first);
+    if (this.prefix && this.prefix.held(slot) >= PREFIX_BLOCK_SIZE) this.prefix.park(slot);
+    else {
+      this.prefix?.forget(slot);
+      this.free.push(slot);
+    }
+    this.shrinkWhenIdle();
+  }
+
+  /** With no live cache, the capacity goes back to one step, or to what the parked slots hold. */
+  private shrinkWhenIdle(): void {
+    if (this.caches.some((c) => c !== undefined)) return;
+    const parked = this.prefix?.parkedSlots() ?? [];
+    const held = Math.max(0, ...parked.map((s) => this.prefix!.held(s)));
+    const cap = Math.min(Math.max(1, Math.ceil(held / CAPACITY_STEP)) * CAPACITY_STEP, this.maxCapacity);
+    if (this.cap > cap) this.resize(this.slotCount, cap);
   }
 
   /** Make every slot hold at least `positions` positions (in steps of CAPACITY_STEP); RangeError past the context. */
@@ -149,16 +269,16 @@ export class KvSlotPool {
   /**
    * Re-lay the buffers out for `slots` slots of `cap` positions, keeping what the live slots hold
    * (their first `length` positions). Each buffer lives in a larger store, re-strided in place
-   * while it fits: first touches of fresh memory are what a resize costs (here ~0.35 GB/s against
-   * ~2 GB/s for a copy within touched memory: a 16-slot pool of the bundled target growing to 640
-   * positions took 550 ms into new buffers), so a store is only replaced, STORE_GROWTH x larger
-   * than needed, when it is too small.
+   * while it fits: first touches of fresh memory cost several times a copy within touched memory,
+   * so a store is only replaced, STORE_GROWTH x larger than needed, when it is too small
+   * (measured in docs/decisions/2026-11-30-kv-cache-written-in-place.md).
    */
   private resize(slots: number, cap: number): void {
     const { kvHeads, headDim, layers } = this.layout;
     const size = slots * kvHeads * cap * headDim;
     // Runs of a live slot to move: keys one per (head, dim) of `keep` positions, values one per head of keep x headDim.
-    const live = [...Array(this.slotCount).keys()].map((slot) => ({ slot, keep: Math.min(this.caches[slot]?.length ?? 0, cap) })).filter((s) => s.keep > 0);
+    const held = (slot: number) => this.caches[slot]?.length ?? (this.prefix?.isParked(slot) ? this.prefix.held(slot) : 0);
+    const live = [...Array(this.slotCount).keys()].map((slot) => ({ slot, keep: Math.min(held(slot), cap) })).filter((s) => s.keep > 0);
     // A new store when this one is too small, or (nothing live) much too large: the memory of a burst is given back.
     const current = this.stores[0]?.length ?? 0;
     const fresh = size > current || (live.length === 0 && size * STORE_GROWTH < current);
@@ -190,13 +310,14 @@ export class KvSlotPool {
 
 /** One sequence's cache in a pool slot: fed as past and bound as present (written in place), cropped by its length. */
 export class PooledKVCache implements KVCache {
-  private len = 0;
   private released = false;
 
   constructor(
     private readonly pool: KvSlotPool,
     /** The slot; fixed for the cache's life. */
     readonly slot: number,
+    /** Positions the slot already holds for this sequence (a cached prefix). */
+    private len = 0,
   ) {}
 
   get length(): number {
@@ -210,17 +331,20 @@ export class PooledKVCache implements KVCache {
     addKvFeeds(feeds, this.len === 0 ? this.pool.emptyTensors : this.pool.slotTensors(this.slot));
   }
 
-  /** Write the pass's new rows (`kv_rows.{i}` [1, n, q_width + 2 * kv_width]) at positions length..length+n-1. */
-  update(outputs: Record<string, ort.OnnxValue>, length: number): void {
-    this.append(outputs, 0, length - this.len);
+  /** Write the pass's new rows (`kv_rows.{i}` [1, n, q_width + 2 * kv_width]) of `tokens` at positions length..length+n-1. */
+  update(outputs: Record<string, ort.OnnxValue>, length: number, tokens: readonly number[]): void {
+    if (tokens.length !== length - this.len) throw new RangeError(`${tokens.length} tokens for ${length - this.len} new positions`);
+    this.append(outputs, 0, tokens);
   }
 
   /**
-   * Write `n` rows of a pass's `kv_rows.{i}` ([1, T, width], the pass's tokens packed), from
-   * packed row `from`, at positions length..length+n-1, and extend the length by n.
+   * Write the rows of `tokens` (n of them) from a pass's `kv_rows.{i}` ([1, T, width], the
+   * pass's tokens packed), from packed row `from`, at positions length..length+n-1, and extend
+   * the length by n. The tokens are what prefix caching matches later prompts against.
    */
-  append(outputs: Record<string, ort.OnnxValue>, from: number, n: number): void {
+  append(outputs: Record<string, ort.OnnxValue>, from: number, tokens: readonly number[]): void {
     if (this.released) throw new Error('the KV cache was released');
+    const n = tokens.length;
     for (let i = 0; i < this.pool.layout.layers; i++) {
       const rows = outputs[kvRowsOutput(i)] as ort.Tensor;
       const width = rows.dims.at(-1)!;
@@ -228,6 +352,7 @@ export class PooledKVCache implements KVCache {
       this.pool.writeRows(this.slot, i, this.len, n, data, width);
     }
     this.len += n;
+    this.pool.prefix?.append(this.slot, tokens);
   }
 
   /** The pool this cache's slot belongs to. */
@@ -238,6 +363,7 @@ export class PooledKVCache implements KVCache {
   async crop(n: number): Promise<void> {
     checkCrop(this.len, n);
     this.len = n;
+    this.pool.prefix?.crop(this.slot, n);
   }
 
   release(): void {

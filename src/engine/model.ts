@@ -11,8 +11,9 @@ import { checkExternalData } from '../onnx/external-data.js';
 import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from '../onnx/gpt2-graph.js';
 import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT } from '../onnx/inplace-attention.js';
 import { decoderGraphView, embeddingTables, NotRebuildableError } from '../onnx/graph-reading.js';
-import { readModel, type ModelProto } from '../onnx/graph-builder.js';
-import { type Device, executionProviders } from './device.js';
+import { onnx, readModel, type ModelProto } from '../onnx/graph-builder.js';
+import { changesLogits, DraftVocabError, type DraftVocabMap, mapDraftVocab } from '../onnx/draft-vocab-graph.js';
+import { type Device, executionProviders, providerFailure } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
 import { addKvFeeds, HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
@@ -32,6 +33,17 @@ export interface LoadOptions {
   graph?: GraphChoice;
   /** Keep the decoded graph (`DecoderModel.graphProto`), e.g. to build a draft's one-run draft phase from it (draft-phase.ts). */
   keepGraph?: boolean;
+  /**
+   * A draft's logits laid out in the target's vocabulary, its lm_head restricted to a token map
+   * (onnx/draft-vocab-graph.ts); needs a rebuilt graph. `info.vocabSize` is then `outVocab`.
+   */
+  vocabMap?: DraftVocabMap;
+  /**
+   * Automatic prefix caching (prefix-cache.ts) for a cache written in place: finished sequences'
+   * rows stay in the pool and new caches start from the longest prefix of their prompt they
+   * hold. Default false (each cache starts empty).
+   */
+  prefixCaching?: boolean;
 }
 
 export interface ModelInfo extends KvLayout {
@@ -62,8 +74,8 @@ export const MAX_WEBGPU_ATTENTION_SPAN = 31;
 /**
  * Longest input one pass of an in-place graph is fed (inplace-attention.ts); a longer prompt
  * goes in pieces. Its attention over the fed tokens themselves is explicit ([heads, S, S] scores),
- * which for long prompts costs more than the pieces' passes: the bundled target prefilled 936
- * tokens in 442 ms at once, 240 ms in pieces of 256, 258 ms of 128 (2 threads, 2-core CPU).
+ * which for long prompts costs more than the pieces' passes (measured in docs/benchmarks.md,
+ * "Where a token's time goes").
  */
 export const INPLACE_PREFILL_CHUNK = 256;
 
@@ -98,11 +110,13 @@ export class DecoderModel {
     private readonly maxSpan = Infinity,
     /** The decoded graph the session runs, when loaded with `keepGraph` (weights inline). */
     private graph?: ModelProto,
+    /** With prefix caching: what the cached rows depend on besides the tokens (model file, graph, dtype). */
+    prefixIdentity?: string,
   ) {
     this.hasPositionIds = session.inputNames.includes('position_ids');
     this.hasAttentionMask = session.inputNames.includes('attention_mask');
     this.hasLogitsFrom = session.inputNames.includes(LOGITS_FROM_INPUT);
-    if (session.inputNames.includes(PAST_LENGTH_INPUT)) this.pool = new KvSlotPool(info, info.maxPositions);
+    if (session.inputNames.includes(PAST_LENGTH_INPUT)) this.pool = new KvSlotPool(info, info.maxPositions, prefixIdentity);
   }
 
   /** The decoded graph the session runs, when loaded with `keepGraph` and not dropped since. */
@@ -143,8 +157,20 @@ export class DecoderModel {
     if (graph === 'inplace' && device !== 'cpu') {
       throw new ModelLoadError(`--graph inplace runs on the CPU only (the ${device} provider keeps its KV cache apart from the host memory it would be written into); use --graph fused or exported`, modelDir.onnxPath);
     }
-    const { bytes, model } = chooseGraph(modelDir, opts.model, graph, opts.graph !== undefined);
+    let { bytes, model } = chooseGraph(modelDir, opts.model, graph, opts.graph !== undefined);
     if (model) checkPositionTable(model, modelDir);
+    if (opts.vocabMap && changesLogits(opts.vocabMap)) {
+      if (!model) {
+        throw new ModelLoadError(`${modelDir.onnxPath}: a draft vocabulary map (--speculative-token-map, or a vocab_size other than the target's) needs a rebuilt graph (--graph inplace or fused), not the exported one`, modelDir.onnxPath);
+      }
+      try {
+        mapDraftVocab(model, opts.vocabMap);
+      } catch (err) {
+        if (!(err instanceof DraftVocabError)) throw err;
+        throw new ModelLoadError(`${modelDir.onnxPath}: cannot restrict the draft's vocabulary: ${err.message}`, modelDir.onnxPath);
+      }
+      bytes = onnx.ModelProto.encode(model).finish();
+    }
     let maxSpan = Infinity;
     if (device === 'webgpu') {
       const header = model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath));
@@ -158,18 +184,26 @@ export class DecoderModel {
         ? await ort.InferenceSession.create(bytes, sessionOptions)
         : await ort.InferenceSession.create(modelDir.onnxPath, sessionOptions);
     } catch (err) {
-      throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${(err as Error).message}`, modelDir.onnxPath);
+      throw new ModelLoadError(`cannot load ${modelDir.onnxPath}: ${providerFailure(device, (err as Error).message)}`, modelDir.onnxPath);
     }
     const info = inspectLayout(session, modelDir);
+    if (opts.vocabMap) info.vocabSize = opts.vocabMap.outVocab;
     const cropper = device === 'webgpu' ? await KvCropper.create(info, providers) : undefined;
     if (session.inputNames.includes(PAST_LENGTH_INPUT)) maxSpan = INPLACE_PREFILL_CHUNK;
     const kept = opts.keepGraph ? (model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath))) : undefined;
-    return new DecoderModel(session, info, device, cropper, maxSpan, kept);
+    const kind = model?.metadataProps.find((p) => p.key === GRAPH_KIND_KEY)?.value ?? 'exported';
+    const identity = opts.prefixCaching ? JSON.stringify({ model: modelDir.onnxPath, bytes: opts.model?.length, graph: kind, dtype: info.dtype }) : undefined;
+    return new DecoderModel(session, info, device, cropper, maxSpan, kept, identity);
   }
 
-  /** An empty KV cache for one sequence, where this model keeps it: a slot of its pool (in-place graphs), host tensors, or the GPU with WebGPU. */
-  newCache(): KVCache {
-    if (this.pool) return this.pool.acquire();
+  /**
+   * A KV cache for one sequence, where this model keeps it: a slot of its pool (in-place graphs),
+   * host tensors, or the GPU with WebGPU. Empty, except with prefix caching (`LoadOptions.prefixCaching`),
+   * where it may start holding a prefix of `prompt` (at most all but its last token): its `length`
+   * says how many positions, and the sequence's passes go on from there.
+   */
+  newCache(prompt: readonly number[] = []): KVCache {
+    if (this.pool) return this.pool.acquire(prompt);
     return this.cropper ? new GpuKVCache(this.info, this.cropper) : new HostKVCache(this.info);
   }
 
@@ -250,7 +284,7 @@ export class DecoderModel {
     cache.addFeeds(feeds, total);
     const out = await this.run(feeds);
 
-    cache.update(out, total);
+    cache.update(out, total, tokens);
     const hidden = out[HIDDEN_OUTPUT] as ort.Tensor | undefined;
     const acceptLogit = out[ACCEPT_OUTPUT] as ort.Tensor | undefined;
     const logits = rows === 0 && this.hasLogitsFrom ? new Float32Array(0) : hostFloat32(out.logits as ort.Tensor);
@@ -343,7 +377,7 @@ export class DecoderModel {
     };
     return seqs.map((c, i) => {
       const n = inputs[i]!.length;
-      c.append(out, offsets[i]!, n);
+      c.append(out, offsets[i]!, inputs[i]!);
       return { logits: rowsOf(logits, offsets[i]!, n)!, hidden: rowsOf(hiddenData, offsets[i]!, n), acceptLogit: rowsOf(acceptData, offsets[i]!, n) };
     });
   }

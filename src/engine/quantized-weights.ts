@@ -51,7 +51,7 @@ export function quantizeModelFile(source: string, dtype: QuantizedDtype, sourceS
   const { quantized } = quantizeDecoderModel(model, q, {
     [QUANTIZED_FROM_KEY]: sourceSha,
     [QUANTIZATION_KEY]: `${dtype} ${QUANT_FORMAT}`,
-    // A quantized draft is the same draft for an acceptance head (heads/prepare-draft.ts draftIdentity).
+    // A quantized draft is the same draft for an acceptance head (heads/runtime/prepare-draft.ts draftIdentity).
     ...(identity ? {} : { [SOURCE_SHA256_KEY]: sha256File(source) }),
   });
   if (quantized === 0) throw new ModelLoadError(`${source}: no linear layer with a constant float weight to quantize`, source);

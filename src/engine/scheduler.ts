@@ -1,50 +1,52 @@
 /**
- * Continuous batching (iteration-level scheduling, as in Orca, vLLM and TGI): the generations
- * of one engine run their rounds together, one forward pass per draft step and one target pass
- * per round for all of them, so each pass reads the weights once for the whole batch.
+ * Continuous batching (iteration-level scheduling, as in Orca, vLLM and TGI), and the one round
+ * driver: the generations of one engine run their rounds together, one forward pass per draft
+ * step and one target pass per round for all of them, so each pass reads the weights once for
+ * the whole batch. A generation stepped alone runs here too, as a batch of one (the engine's
+ * own scheduler, `Generation.step`).
  *
  * A generation asks for its next round with `step(gen)`; an iteration takes every generation
  * that has asked, and
  *
- * 1. runs one round over those whose prompt is in (`Generation.prefillPending` = 0): the draft
- *    steps in lock-step, each sequence drafting until its own policy stops it (`none`, `fixed`,
- *    `confidence` and `specdec++` mix freely; sequences with different draft models, e.g. the
- *    head's, get one pass per model; a sequence alone drafts in one run where it can,
- *    draft-phase.ts), then one target pass verifying every sequence's candidates; acceptance,
- *    rollback, RNG, stop conditions and logprobs stay per sequence (speculative.ts), so each
- *    output is what it would be alone;
- * 2. feeds pieces of new prompts (Generation.prefill, whole PREFILL_CHUNK pieces) within what is
- *    left of `maxBatchTokens` after the round, at least one piece per iteration, oldest first,
- *    so that a long prompt does not stall the others' decoding.
+ * 1. runs one round over those whose prompt is in (`prefillPending` = 0): the engine's draft
+ *    controller decides how each drafts (draft-controller.ts); each proposer proposes for the
+ *    sequences it serves (proposer.ts: the draft model's steps in lock-step, each sequence until
+ *    its own policy stops it, or in one run for a sequence alone; draft-free proposers copy);
+ *    then one target pass verifies every sequence's candidates; acceptance, rollback, RNG, stop
+ *    conditions and logprobs stay per sequence (sequence.ts), so each output is what it would
+ *    be alone;
+ * 2. feeds pieces of new prompts (`Sequence.promptPiece`, whole PREFILL_CHUNK pieces) within what
+ *    is left of `maxBatchTokens` after the round, at least one piece per iteration, oldest
+ *    first, so that a long prompt does not stall the others' decoding.
+ *
+ * Every pass goes through the iteration's `IterationPasses` (passes.ts), which times it, reports
+ * it (`onPass`) and counts its tokens in the budget: prompt pieces, the drafts' catching up,
+ * draft steps and verification. A draft's catching up always runs in full (a sequence's
+ * candidates must not depend on its batch: with sampling they decide which random draws make
+ * the output), so it takes its tokens from what prompt pieces get.
  *
  * Generations join between iterations (the first `step` after their prompt is in) and leave
  * when they stop asking (done, cancelled, or their consumer is slow: a round is never waited on).
  * Batched passes need caches written in place (model.ts `forwardBatch`); other caches still run
  * in lock-step, one sequence per pass.
  */
-import type { ForwardOutputs, DecoderModel } from './model.js';
-import type { Generation } from './speculative.js';
+import type { DraftController } from './draft-controller.js';
+import { IterationPasses, type PassRecord } from './passes.js';
+import type { ProposeContext, Proposer } from './proposer.js';
+import type { Proposal, Sequence } from './sequence.js';
+import type { Generation, SpeculativeDecoder } from './speculative.js';
+
+export type { PassKind, PassRecord } from './passes.js';
 
 export interface SchedulerOptions {
   /**
    * Tokens the passes of one iteration feed at most (vLLM's max_num_batched_tokens): a round's
    * sequences stop drafting once their verification would feed more, and prompt pieces get
-   * what the round leaves (at least one piece).
+   * what the round's passes leave (at least one piece).
    */
   maxBatchTokens: number;
-  /** Told about every pass (metrics, the cost model). */
+  /** Told about every pass (metrics). */
   onPass?: (pass: PassRecord) => void;
-}
-
-/** One forward pass of a batch. */
-export interface PassRecord {
-  kind: 'draft' | 'verify' | 'prefill';
-  /** Sequences in the pass. */
-  sequences: number;
-  /** Tokens fed, padding excluded. */
-  tokens: number;
-  /** Wall time of the pass, milliseconds. */
-  ms: number;
 }
 
 interface Waiter {
@@ -56,6 +58,9 @@ export class BatchScheduler {
   /** Generations waiting for their next round, in the order they asked. */
   private readonly waiting = new Map<Generation, Waiter>();
   private looping = false;
+  /** The engine whose generations this scheduler runs (the first one stepped). */
+  private engine: SpeculativeDecoder | undefined;
+  private iterations = 0;
 
   /** @throws RangeError when maxBatchTokens is not a positive integer */
   constructor(readonly options: SchedulerOptions) {
@@ -64,12 +69,15 @@ export class BatchScheduler {
 
   /**
    * Run `gen`'s next round with the other generations' (its prompt first, when not yet in).
-   * @returns the tokens the round added to the sequence, as Generation.step
-   * @throws what the batch's passes throw; the generation's caches are then released
+   * @returns the tokens the round added to the sequence (`gen.output` says which are the output)
+   * @throws what the batch's passes throw (the generation's caches are then released); an
+   *   Error when `gen` already waits for a round or belongs to another engine than this scheduler's
    */
   step(gen: Generation): Promise<number[]> {
     if (gen.done) return Promise.resolve([]);
     if (this.waiting.has(gen)) return Promise.reject(new Error('this generation already waits for a round'));
+    this.engine ??= gen.engine;
+    if (gen.engine !== this.engine) return Promise.reject(new Error("a scheduler runs one engine's generations; this one belongs to another"));
     return new Promise<number[]>((resolve, reject) => {
       this.waiting.set(gen, { resolve, reject });
       if (!this.looping) {
@@ -94,102 +102,107 @@ export class BatchScheduler {
       this.settle(g, []); // finished while waiting (cancelled)
       return false;
     });
+    const passes = new IterationPasses(this.options.maxBatchTokens, this.options.onPass, ++this.iterations);
     const ready = gens.filter((g) => g.prefillPending === 0);
     const filling = gens.filter((g) => g.prefillPending > 0);
-    let budget = this.options.maxBatchTokens;
     if (ready.length > 0) {
       try {
-        budget -= await this.round(ready);
+        await this.round(ready, passes);
       } catch (err) {
         for (const g of ready) this.fail(g, err); // a failed pass: every generation in it
       }
     }
     // Prompt pieces, one pass each, oldest generation first; at least one per iteration.
+    const costs = this.engine!.controller.costs;
     let pieces = 0;
     for (const g of filling) {
-      while (g.prefillPending > 0 && (pieces === 0 || budget > 0)) {
-        const start = performance.now();
+      const seq = g.sequence;
+      while (seq.prefillPending > 0 && (pieces === 0 || passes.left > 0)) {
         try {
-          const fed = await g.prefill();
-          budget -= fed;
+          const piece = seq.promptPiece();
+          await passes.forward(seq.target, 'prefill', [seq.targetCache], [piece], 0);
           pieces++;
-          this.options.onPass?.({ kind: 'prefill', sequences: 1, tokens: fed, ms: performance.now() - start });
+          // A target pass of many tokens for one sequence: what pins the cost model's cost of a token.
+          costs.observeVerify(1, piece.length, passes.lastMs);
+          seq.prefillMs += passes.lastMs;
         } catch (err) {
           this.fail(g, err);
           break;
         }
       }
-      if (budget <= 0) break;
+      if (passes.left <= 0) break;
     }
   }
 
   /**
-   * One round over `gens`; returns the tokens its target pass fed. A generation whose own step
-   * fails (its grammar, its head) leaves the round failed; a pass that fails throws (and fails
-   * every generation in the round).
+   * One round over `all`. A generation whose own step fails (its grammar, its head) leaves the
+   * round failed; a pass that fails throws (and fails every generation in the round).
    */
-  private async round(all: Generation[]): Promise<number> {
+  private async round(all: Generation[], passes: IterationPasses): Promise<void> {
+    const controller: DraftController = this.engine!.controller;
     const limit = this.options.maxBatchTokens;
-    // How the round drafts is the cost model's call once per round, and what the round
-    // delivered is its evidence (only where some generation follows it).
-    const costs = all.find((g) => g.adaptive)?.costModel;
-    const arm = costs?.roundArm(all.length) ?? 'anchor';
-    let gens = all.filter((g) => this.guard(g, () => g.beginRound(all.length, arm)));
+    const { plans, arm } = controller.planRound(all.map((g) => g.policy));
+    const bySequence = new Map(all.map((g) => [g.sequence, g]));
+    const planOf = new Map(all.map((g, i) => [g, plans[i]!]));
+    const live = (seq: Sequence) => this.waiting.has(bySequence.get(seq)!);
+    const proposals = new Map<Generation, Proposal>();
+    // The sequences of each proposer, in the order they asked.
+    const groups = new Map<Proposer, number[]>();
+    all.forEach((g, i) => groups.set(g.proposer, [...(groups.get(g.proposer) ?? []), i]));
+
+    for (const g of all) g.sequence.catchUpRoundMs = 0;
     const draftStart = performance.now();
-    if (gens.length === 1) {
-      // A sequence alone drafts in one run where it can (draft-phase.ts); its draft steps below then find nothing to do.
-      const gen = gens[0]!;
-      const fed = await this.guardAsync(gen, () => gen.draftInOneRun());
-      if (fed) this.options.onPass?.({ kind: 'draft', sequences: 1, tokens: fed, ms: performance.now() - draftStart });
-      gens = gens.filter((g) => this.waiting.has(g));
-    }
-    for (;;) {
-      const steps: { gen: Generation; input: number[] }[] = [];
-      for (const gen of gens) {
-        const input = await this.guardAsync(gen, () => gen.draftInput());
-        if (input) steps.push({ gen, input });
-      }
-      // Timed from here: a draft's catching up (in draftInput) is no step's cost.
-      const stepStart = performance.now();
-      gens = gens.filter((g) => this.waiting.has(g));
-      if (steps.length === 0) break;
-      // One pass per draft model (the head's draft is a model of its own).
-      for (const model of new Set(steps.map((s) => s.gen.draftModel!))) {
-        const group = steps.filter((s) => s.gen.draftModel === model && this.waiting.has(s.gen));
-        if (group.length === 0) continue;
-        const outs = await this.pass(model, 'draft', group.map((s) => s.gen.draftKvCache!), group.map((s) => s.input));
-        for (let i = 0; i < group.length; i++) await this.guardAsync(group[i]!.gen, () => group[i]!.gen.takeDraft(outs[i]!));
-      }
-      // The cost model sees the whole step (the sequences' own work on the draft's rows included), not the pass alone.
-      steps[0]!.gen.costModel.observeDraft(steps.length, performance.now() - stepStart);
-      gens = gens.filter((g) => this.waiting.has(g));
-      if (gens.reduce((n, g) => n + g.verifyLength, 0) >= limit) for (const g of gens) g.stopDrafting();
+    for (const [proposer, members] of groups) {
+      const mine = members.filter((i) => this.waiting.has(all[i]!));
+      if (mine.length === 0) continue;
+      // The others' verification: what this group's may feed is what it leaves of the budget.
+      const others = all.reduce((n, g, i) => (mine.includes(i) || !this.waiting.has(g) ? n : n + g.sequence.unverified + (proposals.get(g)?.tokens.length ?? 0)), 0);
+      const context: ProposeContext = {
+        passes,
+        verifyBudget: limit - others,
+        live,
+        guard: (seq, work) => this.guardAsync(bySequence.get(seq)!, work),
+        observeDraftStep: (sequences, ms) => controller.costs.observeDraft(sequences, ms),
+      };
+      const out = await proposer.propose(
+        mine.map((i) => ({ sequence: all[i]!.sequence, plan: plans[i]! })),
+        context,
+      );
+      mine.forEach((i, j) => proposals.set(all[i]!, out[j]!));
     }
     const draftMs = performance.now() - draftStart;
-    if (gens.length === 0) return 0;
+    const gens = all.filter((g) => this.waiting.has(g));
+    if (gens.length === 0) return;
 
     const targetStart = performance.now();
-    const inputs = gens.map((g) => g.verifyInput());
-    const outs = await this.pass(gens[0]!.targetModel, 'verify', gens.map((g) => g.targetKvCache), inputs);
+    const inputs = gens.map((g) => g.sequence.verifyInput(proposals.get(g)!.tokens));
+    const target = this.engine!.target;
+    const outs = await passes.forward(target, 'verify', gens.map((g) => g.sequence.targetCache), inputs, proposals.get(gens[0]!)!.tokens.length + 1);
     const settled: [Generation, number[]][] = [];
     for (let i = 0; i < gens.length; i++) {
       const gen = gens[i]!;
-      const emitted = await this.guardAsync(gen, () => gen.finishRound(outs[i]!.logits, draftMs, targetStart));
-      if (emitted) settled.push([gen, emitted]);
+      const seq = gen.sequence;
+      const proposal = proposals.get(gen)!;
+      const verified = await this.guardAsync(gen, () => seq.verify(outs[i]!.logits, proposal, { draftMs, targetStart }, planOf.get(gen)!.threshold));
+      if (!verified) continue;
+      controller.costs.observeRound(proposal.tokens.length, verified.accepted);
+      if (!this.guard(gen, () => gen.proposer.observe?.(seq, proposal, verified))) continue;
+      seq.settleIfDone();
+      settled.push([gen, verified.emitted]);
     }
     const tokens = inputs.reduce((n, x) => n + x.length, 0);
     // Verification as the cost model sees it: the pass and every sequence's acceptance and rollback.
     const end = performance.now();
-    gens[0]!.costModel.observeVerify(gens.length, tokens, end - targetStart);
-    if (costs) {
+    controller.costs.observeVerify(gens.length, tokens, end - targetStart);
+    if (arm !== undefined) {
       // Catching up is the price of switching to drafting; a drafting round carries its share
       // of its sequences' prompt feeds, spread over what they emit (the cost of drafting all along).
-      const catchUpMs = all.reduce((n, g) => n + g.catchUpMs, 0);
-      const feedMs = arm === 'plain' ? 0 : settled.reduce((n, [g, emitted]) => n + g.takePromptFeedShare(emitted.length), 0);
-      costs.observeBatchRound(all.length, arm, settled.reduce((n, [, emitted]) => n + emitted.length, 0), end - draftStart - catchUpMs + feedMs, catchUpMs);
+      const catchUpMs = all.reduce((n, g) => n + g.sequence.catchUpRoundMs, 0);
+      const feedMs = arm === 'plain' ? 0 : settled.reduce((n, [g, emitted]) => n + g.sequence.takePromptFeedShare(emitted.length), 0);
+      const emitted = settled.reduce((n, [, e]) => n + e.length, 0);
+      controller.observeRound(all.length, arm, emitted, end - draftStart - catchUpMs + feedMs, catchUpMs);
     }
     for (const [gen, emitted] of settled) this.settle(gen, emitted);
-    return tokens;
   }
 
   /** Run one generation's own step; on an error fail that generation alone. @returns whether it went on */
@@ -210,14 +223,6 @@ export class BatchScheduler {
       this.fail(gen, err);
       return undefined;
     }
-  }
-
-  /** One batched pass, reported. */
-  private async pass(model: DecoderModel, kind: 'draft' | 'verify', caches: Parameters<DecoderModel['forwardBatch']>[0], inputs: number[][]): Promise<ForwardOutputs[]> {
-    const start = performance.now();
-    const outs = await model.forwardBatch(caches, inputs);
-    this.options.onPass?.({ kind, sequences: inputs.length, tokens: inputs.reduce((n, x) => n + x.length, 0), ms: performance.now() - start });
-    return outs;
   }
 
   private settle(gen: Generation, emitted: number[]): void {

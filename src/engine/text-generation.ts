@@ -4,12 +4,20 @@
  * output, their text and why it ended are decided token by token (output-decider.ts): never
  * half a UTF-8 character, never part of a stop string, and the same whatever the rounds were.
  */
-import type { ChatMessage } from '../text/tokenizer.js';
+import type { ChatMessage, TextTokenizer } from '../text/tokenizer.js';
 import type { TokenLogprob } from './logprobs.js';
-import type { ModelPair } from './pair.js';
-import type { FinishReason, GenerateOptions } from './speculative.js';
+import type { FinishReason, GenerateOptions, SpeculativeDecoder } from './speculative.js';
 import type { BatchScheduler } from './scheduler.js';
 import type { GenerationStats } from './stats.js';
+
+/**
+ * What a text generation needs of the loaded models: the decoder and the tokenizer its models
+ * share. A `ModelPair` (pair/model-pair.ts, which loads them) is one.
+ */
+export interface TextModels {
+  readonly decoder: SpeculativeDecoder;
+  readonly tokenizer: TextTokenizer;
+}
 
 /** What to continue: plain text, a chat (rendered with the model's chat template) or token ids. */
 export type PromptInput = { prompt: string } | { messages: ChatMessage[] } | { tokenIds: number[] };
@@ -28,6 +36,8 @@ export interface TextGenerationResult {
   /** Offset of each output token's text in `text`, in UTF-16 code units (output-decider.ts). */
   text_offsets: number[];
   prompt_tokens: number;
+  /** Prompt tokens whose KV rows came from the prefix cache (not computed): OpenAI's `prompt_tokens_details.cached_tokens`. */
+  cached_tokens: number;
   finish_reason: FinishReason;
   stats: GenerationStats;
   /** With `logprobs`: one record per token of `token_ids`. */
@@ -37,14 +47,14 @@ export interface TextGenerationResult {
 /** Called after every round with the text and tokens that became final (and, with `logprobs`, their records). */
 export type DeltaListener = (delta: { text: string; tokenIds: number[]; textOffsets: number[]; logprobs?: TokenLogprob[] }) => void;
 
-export function encodePrompt(pair: ModelPair, input: PromptInput): number[] {
+export function encodePrompt(pair: TextModels, input: PromptInput): number[] {
   if ('tokenIds' in input) return input.tokenIds;
   if ('messages' in input) return pair.tokenizer.encodeChat(input.messages);
   return pair.tokenizer.encode(input.prompt);
 }
 
 export async function generateText(
-  pair: ModelPair,
+  pair: TextModels,
   input: PromptInput,
   opts: TextGenerateOptions,
   onDelta?: DeltaListener,
@@ -74,6 +84,7 @@ export async function generateText(
     token_ids: tokenIds,
     text_offsets: output.textOffsets,
     prompt_tokens: promptIds.length,
+    cached_tokens: generation.cachedPromptTokens,
     finish_reason: generation.finishReason!,
     stats: generation.stats,
     logprobs: opts.logprobs === undefined ? undefined : generation.logprobs.slice(0, tokenIds.length),

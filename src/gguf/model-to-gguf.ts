@@ -11,16 +11,20 @@
  *   ffn_down` (weights and biases), `output_norm`, and `output` only when the lm_head is not the
  *   token embedding (tied weights are shared, as llama.cpp expects).
  *
- * Llama-family models (`llama` and `mistral` as llama.cpp's `llama` architecture, `qwen2` as
- * `qwen2`; its LlamaModel / Qwen2Model): `{arch}.context_length / embedding_length /
- * feed_forward_length / block_count / attention.head_count / attention.head_count_kv /
- * attention.layer_norm_rms_epsilon / rope.freq_base / rope.dimension_count`, `token_embd`,
- * `blk.N.attn_norm / attn_q / attn_k / attn_v (biases for qwen2) / attn_output / ffn_norm /
- * ffn_gate / ffn_up / ffn_down`, `output_norm`, `output` when untied. For the `llama`
+ * Llama-family models (`llama` and `mistral` as llama.cpp's `llama` architecture, `qwen2` and
+ * `qwen3` as themselves; its LlamaModel / Qwen2Model / Qwen3Model): `{arch}.context_length /
+ * embedding_length / feed_forward_length / block_count / attention.head_count /
+ * attention.head_count_kv / attention.layer_norm_rms_epsilon / rope.freq_base /
+ * rope.dimension_count`, `token_embd`, `blk.N.attn_norm / attn_q / attn_k / attn_v (biases for
+ * qwen2) / attn_q_norm / attn_k_norm (qwen3's per-head RMSNorm gains, [head_dim]) / attn_output /
+ * ffn_norm / ffn_gate / ffn_up / ffn_down`, `output_norm`, `output` when untied. For the `llama`
  * architecture the q and k rows are permuted from transformers' rotate-half layout to the
  * interleaved pairs llama.cpp's rotary embedding takes (the converter's LlamaModel.permute);
- * qwen2 keeps transformers' layout (llama.cpp rotates it NeoX-style). Rotary scaling (Llama 3.x's
- * `llama3`) and Qwen3 (its q/k norms) are refused.
+ * qwen2 and qwen3 keep transformers' layout (llama.cpp rotates them NeoX-style). Llama 3.x's
+ * `rope_scaling` type `llama3` becomes the `rope_freqs.weight` tensor [head_dim / 2] of
+ * per-frequency divisors that llama.cpp's rotary embedding applies (ropeFrequencyFactors).
+ * A vocabulary larger than the tokenizer (Qwen's padded embedding rows) gets `[PADn]` tokens of
+ * type unused, as the converter writes them.
  *
  * Matrices are stored as PyTorch's Linear keeps them, [out, in] row-major, i.e. GGUF dims
  * [in, out]; the ONNX weights are [in, out] and so transposed. Quantizing is llama.cpp's own job
@@ -32,11 +36,13 @@ import { readModelDir } from '../engine/model-dir.js';
 import { readModelFile } from '../onnx/graph-builder.js';
 import { readGpt2Weights } from '../onnx/gpt2-weights.js';
 import { LLAMA_FAMILY, readLlamaWeights } from '../onnx/llama-weights.js';
+import { type Llama3RopeScaling, ropeInverseFrequencies } from '../onnx/rope.js';
 import { GgmlType, type GgufFile, type GgufTensor, type GgufValue } from './gguf-file.js';
 
 /** GGUF token types (llama.cpp's llama_token_type). */
 const TOKEN_NORMAL = 1;
 const TOKEN_CONTROL = 3;
+const TOKEN_UNUSED = 5;
 /** general.file_type of an all-float32 file (llama.cpp's LLAMA_FTYPE_ALL_F32). */
 const FILE_TYPE_ALL_F32 = 0;
 
@@ -119,15 +125,32 @@ function interleaveRotaryRows(m: Float32Array, heads: number, headDim: number, c
   return out;
 }
 
+/**
+ * Llama 3.x's `llama3` rope scaling as llama.cpp's `rope_freqs` [head_dim / 2]: the divisor of
+ * each plain frequency theta^(-2j / head_dim), so that plain / divisor is transformers' scaled
+ * frequency (rope.ts ropeInverseFrequencies: 1 for high frequencies, `factor` for low ones,
+ * 1 / ((1 - s) / factor + s) in the band between). llama.cpp divides the rotation angle by it.
+ */
+export function ropeFrequencyFactors(theta: number, headDim: number, scaling: Llama3RopeScaling): Float32Array {
+  const plain = ropeInverseFrequencies(theta, headDim);
+  const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: original } = scaling;
+  return plain.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    if (wavelen < original / high) return 1;
+    if (wavelen > original / low) return factor;
+    const smooth = (original / wavelen - low) / (high - low);
+    return 1 / ((1 - smooth) / factor + smooth);
+  });
+}
+
 /** A Llama-family model directory as GGUF (module comment). */
 function llamaToGguf(dir: string): GgufFile {
   const model = readModelDir(dir);
   const config = model.config;
   if (config.ropeVariant) throw new NotConvertibleError(`${dir}: ${config.ropeVariant}; the GGUF writer handles plain rotary embeddings`);
   const w = readLlamaWeights(readModelFile(model.onnxPath), config);
-  if (w.ropeScaling) throw new NotConvertibleError(`${dir}: rope_scaling type llama3; the GGUF writer handles plain rotary embeddings`);
-  if (config.modelType === 'qwen3') throw new NotConvertibleError(`${dir}: model_type qwen3 (q/k norms); the GGUF writer handles llama, mistral and qwen2`);
-  const arch = config.modelType === 'qwen2' ? 'qwen2' : 'llama';
+  const arch = config.modelType === 'qwen2' || config.modelType === 'qwen3' ? config.modelType : 'llama';
+  if (w.ropeScaling && arch !== 'llama') throw new NotConvertibleError(`${dir}: rope_scaling type llama3 with model_type ${config.modelType}; llama.cpp reads rope_freqs for the llama architecture only`);
   const raw = JSON.parse(readFileSync(join(model.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const E = w.hidden;
   const D = w.headDim;
@@ -147,7 +170,8 @@ function llamaToGguf(dir: string): GgufFile {
   meta.set(`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: w.epsilon });
   meta.set(`${arch}.rope.freq_base`, { type: 'f32', value: w.ropeTheta });
   u32(`${arch}.rope.dimension_count`, D);
-  if (D * w.heads !== E) {
+  // The converter writes these whenever config.json names head_dim (Qwen3, Llama 3.x do).
+  if (D * w.heads !== E || typeof raw.head_dim === 'number') {
     u32(`${arch}.attention.key_length`, D);
     u32(`${arch}.attention.value_length`, D);
   }
@@ -164,6 +188,7 @@ function llamaToGguf(dir: string): GgufFile {
     if (!b) return;
     f32(name, arch === 'llama' ? interleaveRotaryRows(b, heads, D, 1) : b, [b.length]);
   };
+  if (w.ropeScaling) f32('rope_freqs.weight', ropeFrequencyFactors(w.ropeTheta, D, w.ropeScaling), [D / 2]);
   f32('token_embd.weight', w.embed, [E, w.vocab]);
   w.blocks.forEach((b, i) => {
     f32(`blk.${i}.attn_norm.weight`, b.inputNorm, [E]);
@@ -173,6 +198,8 @@ function llamaToGguf(dir: string): GgufFile {
     bias(`blk.${i}.attn_k.bias`, b.k.bias, w.kvHeads);
     matrix(`blk.${i}.attn_v.weight`, b.v.weight, E, w.kvHeads * D);
     if (b.v.bias) f32(`blk.${i}.attn_v.bias`, b.v.bias, [b.v.bias.length]);
+    if (b.qNorm) f32(`blk.${i}.attn_q_norm.weight`, b.qNorm, [D]);
+    if (b.kNorm) f32(`blk.${i}.attn_k_norm.weight`, b.kNorm, [D]);
     matrix(`blk.${i}.attn_output.weight`, b.o, w.heads * D, E);
     f32(`blk.${i}.ffn_norm.weight`, b.postNorm, [E]);
     matrix(`blk.${i}.ffn_gate.weight`, b.gate, E, w.intermediate);
@@ -185,11 +212,39 @@ function llamaToGguf(dir: string): GgufFile {
   return { metadata: meta, tensors };
 }
 
+/**
+ * llama.cpp's names (`tokenizer.ggml.pre`) of the pre-tokenizer splits it implements, by the
+ * Split regex of tokenizer.json: Llama 3's (digits in runs of up to 3) and Qwen2's (one digit at a
+ * time, also Qwen3's). The converter tells them apart by hashing a test string's tokens; the
+ * regex names the same thing without running the tokenizer.
+ */
+const PRE_TOKENIZERS: Readonly<Record<string, string>> = {
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": 'llama-bpe',
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": 'qwen2',
+};
+
+interface PreTokenizer {
+  type: string;
+  pattern?: { Regex?: string };
+  pretokenizers?: PreTokenizer[];
+}
+
+/** `tokenizer.ggml.pre` for a tokenizer.json pre_tokenizer: a known Split regex's name, else `default` (llama.cpp's GPT-2 rules). */
+export function preTokenizerName(pre: PreTokenizer | null | undefined): string {
+  const splits = pre?.type === 'Sequence' ? (pre.pretokenizers ?? []) : pre ? [pre] : [];
+  for (const p of splits) {
+    const name = p.type === 'Split' && p.pattern?.Regex !== undefined ? PRE_TOKENIZERS[p.pattern.Regex] : undefined;
+    if (name) return name;
+  }
+  return 'default';
+}
+
 /** The `tokenizer.*` metadata of a byte-level BPE tokenizer.json and its chat template. */
 function tokenizerMetadata(dir: string, vocabSize: number): [string, GgufValue][] {
   const tok = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as {
     model: { type: string; vocab: Record<string, number>; merges?: (string | [string, string])[] };
     added_tokens?: { id: number; content: string; special?: boolean }[];
+    pre_tokenizer?: PreTokenizer | null;
   };
   if (tok.model.type !== 'BPE') throw new NotConvertibleError(`${dir}/tokenizer.json: a ${tok.model.type} model; the GGUF writer handles byte-level BPE`);
   const tokens: string[] = new Array(vocabSize).fill('');
@@ -200,8 +255,12 @@ function tokenizerMetadata(dir: string, vocabSize: number): [string, GgufValue][
     tokens[t.id] = t.content;
     if (t.special) types[t.id] = TOKEN_CONTROL;
   }
-  const missing = tokens.findIndex((t) => t === '');
-  if (missing >= 0) throw new NotConvertibleError(`${dir}/tokenizer.json: no token for id ${missing}`);
+  // Ids the tokenizer does not name (embedding rows padded past it) as the converter writes them.
+  tokens.forEach((t, i) => {
+    if (t !== '') return;
+    tokens[i] = `[PAD${i}]`;
+    types[i] = TOKEN_UNUSED;
+  });
   const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')) as { chat_template?: string };
   const generation = readJsonOr(join(dir, 'generation_config.json'));
   const modelConfig = readJsonOr(join(dir, 'config.json'));
@@ -211,7 +270,7 @@ function tokenizerMetadata(dir: string, vocabSize: number): [string, GgufValue][
   };
   const out: [string, GgufValue][] = [
     ['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }],
-    ['tokenizer.ggml.pre', { type: 'string', value: 'default' }],
+    ['tokenizer.ggml.pre', { type: 'string', value: preTokenizerName(tok.pre_tokenizer) }],
     ['tokenizer.ggml.tokens', { type: 'array', of: 'string', value: tokens }],
     ['tokenizer.ggml.token_type', { type: 'array', of: 'i32', value: types }],
     ['tokenizer.ggml.merges', { type: 'array', of: 'string', value: (tok.model.merges ?? []).map((m) => (Array.isArray(m) ? m.join(' ') : m)) }],

@@ -34,6 +34,7 @@
  * not fed), for the caller to write into its buffers as after a pass.
  */
 import { DATA_TYPE, decodedGraph, onnx, type ModelProto, type NodeProto, type ValueInfoProto } from './graph-builder.js';
+import { DRAFT_SCATTER_PREFIX, DRAFT_SUBSET_IDS, DRAFT_SUBSET_LOGITS } from './draft-vocab-graph.js';
 import { KV_ROWS_PREFIX, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT, POSITION_IDS_INPUT } from './inplace-attention.js';
 
 /** Inputs and outputs of the draft-phase graph (module comment). */
@@ -124,7 +125,11 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
     if (src.output.find((o) => o.name === name)?.type?.tensorType?.elemType !== DATA_TYPE.float32) throw new NoDraftPhaseError(`${name} is not float32`);
   }
   const logitsInfo = src.output.find((o) => o.name === 'logits');
-  const vocab = Number(logitsInfo?.type?.tensorType?.shape?.dim?.at(-1)?.dimValue ?? 0);
+  // A draft restricted to a token map (draft-vocab-graph.ts): the candidate is chosen over the
+  // kept columns and mapped to its token id; the columns outside (q = 0) change neither the
+  // argmax nor q(y) nor the entropy, so the spread into the full row is left out of the step.
+  const subsetIds = src.initializer.find((t) => t.name === DRAFT_SUBSET_IDS);
+  const vocab = subsetIds ? Number(subsetIds.dims?.[0] ?? 0) : Number(logitsInfo?.type?.tensorType?.shape?.dim?.at(-1)?.dimValue ?? 0);
   if (!(vocab > 0)) throw new NoDraftPhaseError('the decoder graph has no fixed vocabulary size on logits');
   const hasHead = outputNames.includes(ACCEPT_LOGIT);
 
@@ -162,6 +167,7 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
     return node?.opType === 'Identity' ? node.input[0]! : name;
   });
   for (const node of src.node) {
+    if (subsetIds && (node.name ?? '').startsWith(DRAFT_SCATTER_PREFIX)) continue;
     const copy = onnx.NodeProto.decode(onnx.NodeProto.encode(node).finish());
     const layer = rowValues.indexOf(node.output[0] ?? '');
     if (layer >= 0) {
@@ -186,15 +192,16 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
     if (producer.get(mask)?.opType === 'Where') add.input[1] = lastOf(mask, 0);
   }
   // The candidate, its features and the stop rule, from the last row (module comment).
-  const row = b.op('Reshape', ['logits', i64('vocab', [vocab])]); // [V]
-  const token = b.op('ArgMax', [row], { axis: 0, keepdims: 1 }); // [1]
+  const row = b.op('Reshape', [subsetIds ? DRAFT_SUBSET_LOGITS : 'logits', i64('vocab', [vocab])]); // [V], or [K] kept columns
+  const column = b.op('ArgMax', [row], { axis: 0, keepdims: 1 }); // [1]
+  const token = subsetIds ? b.op('Gather', [DRAFT_SUBSET_IDS, column]) : column;
   const max = b.op('ReduceMax', [row], { keepdims: 1 });
   const d = b.op('Sub', [row, max]);
   const e = b.op('Exp', [d]);
   const z = b.op('ReduceSum', [e], { keepdims: 1 }); // [1]
   const s = b.op('ReduceSum', [b.op('Mul', [e, d])], { keepdims: 1 });
   const logZ = b.op('Log', [z]);
-  const logQ = b.op('Sub', [b.op('Gather', [d, token]), logZ]);
+  const logQ = b.op('Sub', [b.op('Gather', [d, column]), logZ]);
   const negLogZ = b.op('Neg', [logZ]);
   const entropy = b.op('Sub', [logZ, b.op('Div', [s, z])]);
   const base = b.op('Concat', [b.constant('one_f', 'float32', [1], [1]), logQ, negLogZ, entropy], { axis: 0 }); // [4]

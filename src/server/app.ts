@@ -22,7 +22,7 @@
  */
 import { availableParallelism } from 'node:os';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
-import type { PairOptions } from '../engine/pair.js';
+import type { PairOptions } from '../pair/model-pair.js';
 import { DEFAULT_FIXED_K, parsePolicy, type PolicySpec } from '../engine/stop-policy.js';
 import { apiKeyHook } from './auth.js';
 import { type CorsOptions, DEFAULT_CORS, registerCors } from './cors.js';

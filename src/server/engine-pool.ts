@@ -24,7 +24,7 @@
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import type { PairOptions } from '../engine/pair.js';
+import type { PairOptions } from '../pair/model-pair.js';
 import type { WorkerFaults } from './faults.js';
 import { type BatchingOptions, type ControlMessage, type EngineStatsMessage, type EngineWorkerData, type GenerationRequest, type GenerationTask, isEngineStatsMessage, isLoadMessage, type WorkerMessage } from './protocol.js';
 

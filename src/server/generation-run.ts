@@ -40,6 +40,7 @@ export class GenerationRun implements AsyncIterable<RunEvent> {
           this.usage.addRounds(message.rounds);
         } else if (message.type === 'done') {
           this.usage.addRounds(message.rounds);
+          this.usage.addCached(message.result.cached_tokens, plan.requests[index]!.promptIds.length);
         }
         this.queue.push({ index, message });
         if ((message.type === 'done' || message.type === 'error') && --this.open === 0) this.queue.close();

@@ -71,6 +71,8 @@ export class ServerMetrics implements EngineObserver {
   private readonly numAcceptedTokens: Counter;
   private readonly acceptedPerPos: Counter<'position'>;
   private readonly promptTokens: Counter;
+  private readonly prefixQueries: Counter;
+  private readonly prefixHits: Counter;
   private readonly generationTokens: Counter;
   private readonly requestSuccess: Counter<'finished_reason'>;
   private readonly requestErrors: Counter<'code'>;
@@ -114,6 +116,9 @@ export class ServerMetrics implements EngineObserver {
     this.acceptedPerPos = counter('spec_decode_num_accepted_tokens_per_pos_total', 'Accepted candidates by position in the draft (0-based).', ['position']);
     this.promptTokens = counter('prompt_tokens_total', 'Prompt tokens processed.');
     this.generationTokens = counter('generation_tokens_total', 'Tokens generated.');
+    // vLLM's prefix_cache_queries / prefix_cache_hits, in tokens: hit rate = rate(hits) / rate(queries).
+    this.prefixQueries = counter('prefix_cache_queries_total', 'Prompt tokens looked up in the prefix cache (every finished generation\'s prompt).');
+    this.prefixHits = counter('prefix_cache_hits_total', 'Prompt tokens whose KV rows came from the prefix cache (not computed).');
     this.requestSuccess = counter('request_success_total', 'Finished generations by finish reason (stop, length, abort).', ['finished_reason']);
     this.requestErrors = counter('request_errors_total', 'Generations that ended in an error, by code.', ['code']);
     this.workerStalls = counter('worker_stalls_total', 'Engine workers that made no progress for the stall timeout and were replaced.');
@@ -240,6 +245,8 @@ export class ServerMetrics implements EngineObserver {
         // vLLM's definition; the tokens of one round arrive together, so this is the mean per token.
         if (times.firstTokensAt !== undefined && message.result.token_ids.length > 1) this.tpot.observe((now - times.firstTokensAt) / 1000 / (message.result.token_ids.length - 1));
         this.requestSuccess.inc({ finished_reason: message.result.finish_reason });
+        this.prefixQueries.inc(handle.request.promptIds.length);
+        this.prefixHits.inc(message.result.cached_tokens);
         break;
       case 'error':
         this.requestErrors.inc({ code: message.code });

@@ -5,7 +5,7 @@
  */
 import { basename } from 'node:path';
 import { type ModelDir, readModelDir } from '../engine/model-dir.js';
-import type { PairOptions } from '../engine/pair.js';
+import type { PairOptions } from '../pair/model-pair.js';
 import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 

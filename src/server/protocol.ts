@@ -17,7 +17,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { LogitsAdjustments } from '../engine/logits-processors.js';
 import type { TokenLogprob } from '../engine/logprobs.js';
-import type { PairOptions } from '../engine/pair.js';
+import type { PairOptions } from '../pair/model-pair.js';
 import type { PassRecord } from '../engine/scheduler.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import type { RoundStats } from '../engine/stats.js';

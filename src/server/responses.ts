@@ -36,6 +36,8 @@ export interface SpeculativeUsage {
 
 export interface Usage {
   prompt_tokens: number;
+  /** OpenAI's: `cached_tokens`, prompt tokens whose KV rows came from the prefix cache. */
+  prompt_tokens_details: { cached_tokens: number };
   completion_tokens: number;
   total_tokens: number;
   speculative: SpeculativeUsage;
@@ -45,6 +47,9 @@ export interface Usage {
 export class UsageTally {
   private completionTokens = 0;
   private readonly stats = new StatsCollector();
+  /** Cached and prompt tokens summed over the finished choices (each choice feeds its prompt). */
+  private cachedTokens = 0;
+  private choicePromptTokens = 0;
 
   constructor(
     private readonly promptTokens: number,
@@ -59,10 +64,18 @@ export class UsageTally {
     for (const r of rounds) this.stats.observe(r);
   }
 
+  /** A choice ended: `cached` of its `prompt` tokens came from the prefix cache. */
+  addCached(cached: number, prompt: number): void {
+    this.cachedTokens += cached;
+    this.choicePromptTokens += prompt;
+  }
+
   toJSON(): Usage {
     const s = this.stats.summary(0, 0);
     return {
       prompt_tokens: this.promptTokens,
+      // Prompt tokens count once per prompt, not per choice: the choices' cached share of their prompts.
+      prompt_tokens_details: { cached_tokens: this.choicePromptTokens > 0 ? Math.round((this.cachedTokens * this.promptTokens) / this.choicePromptTokens) : 0 },
       completion_tokens: this.completionTokens,
       total_tokens: this.promptTokens + this.completionTokens,
       speculative: {

@@ -16,7 +16,7 @@
 import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
 import { KvBudget, kvBytesPerPosition } from '../engine/kv-budget.js';
 import type { TokenConstraint } from '../engine/logits-processors.js';
-import { ModelPair } from '../engine/pair.js';
+import { ModelPair } from '../pair/model-pair.js';
 import { BatchScheduler, type PassRecord } from '../engine/scheduler.js';
 import type { RoundStats } from '../engine/stats.js';
 import { generateText } from '../engine/text-generation.js';
@@ -27,8 +27,12 @@ import type { ControlMessage, EngineStatsMessage, EngineWorkerData, GenerationRe
 
 const { pair: pairOptions, batching, faults } = workerData as EngineWorkerData;
 
-const loading: Promise<ModelPair> = ModelPair.load(pairOptions);
+// The server caches prefixes unless told not to (--no-enable-prefix-caching); their rows count against the budget.
+const loading: Promise<ModelPair> = ModelPair.load({ ...pairOptions, prefixCaching: pairOptions.prefixCaching ?? true });
 const budget = new KvBudget(batching.kvCacheMemoryBytes);
+void loading.then((pair) => {
+  for (const model of new Set([pair.target, pair.draft, pair.headDraft])) if (model?.kvPool) budget.addReclaimable(model.kvPool);
+}, () => {});
 const passes: PassRecord[] = [];
 const scheduler = new BatchScheduler({
   maxBatchTokens: batching.maxBatchTokens,

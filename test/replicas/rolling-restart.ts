@@ -76,17 +76,27 @@ export interface RollingRestartReport {
   machine: unknown;
 }
 
-/** HAProxy's config with the frontend on `frontendPort` and one server line per replica port. */
+/** HAProxy's config with the frontend on `frontendPort` and, in each backend, one server line per replica port (checked, or tracking another backend's as the template's first line does). */
 export function haproxyConfig(template: string, frontendPort: number, ports: number[]): { text: string; servers: string[] } {
   const servers = ports.map((_, i) => `specd${i + 1}`);
   const lines = template.split('\n');
   const bind = lines.findIndex((l) => /^\s*bind 127\.0\.0\.1:\d+$/.test(l));
-  const serverLines = lines.map((l, i) => (/^\s*server /.test(l) ? i : -1)).filter((i) => i >= 0);
-  if (bind < 0 || serverLines.length === 0) throw new Error(`${HAPROXY_CONFIG}: no bind or server lines to fill in`);
+  if (bind < 0 || !lines.some((l) => /^\s*server /.test(l))) throw new Error(`${HAPROXY_CONFIG}: no bind or server lines to fill in`);
   lines[bind] = lines[bind]!.replace(/127\.0\.0\.1:\d+/, `127.0.0.1:${frontendPort}`);
-  const indent = /^\s*/.exec(lines[serverLines[0]!]!)![0];
-  lines.splice(serverLines[0]!, serverLines.length, ...ports.map((p, i) => `${indent}server ${servers[i]} 127.0.0.1:${p} check`));
-  return { text: lines.join('\n'), servers };
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!/^\s*server /.test(lines[i]!)) {
+      out.push(lines[i]!);
+      continue;
+    }
+    // A backend's run of server lines becomes one line per port.
+    const first = lines[i]!;
+    while (i + 1 < lines.length && /^\s*server /.test(lines[i + 1]!)) i++;
+    const indent = /^\s*/.exec(first)![0];
+    const track = /\btrack (\S+)\//.exec(first)?.[1];
+    out.push(...ports.map((p, k) => `${indent}server ${servers[k]} 127.0.0.1:${p} ${track ? `track ${track}/${servers[k]}` : 'check'}`));
+  }
+  return { text: out.join('\n'), servers };
 }
 
 const LOG_LINE = /^(\d+)\.(\d{3}) (\S+) (-?\d+) (\S\S) (\+?\d+) (-?\d+) \d+ "(.*)"$/;

@@ -3,9 +3,10 @@
  */
 import { join } from 'node:path';
 import type { TemperatureThreshold } from '../../src/engine/stop-policy.js';
-import { headArchitecture, HEAD_FORMAT, saveHead } from '../../src/heads/head-file.js';
-import { CANDIDATE_FEATURES, type HeadParams, initHeadParams } from '../../src/heads/head-graph.js';
-import { draftIdentity } from '../../src/heads/prepare-draft.js';
+import { headArchitecture, HEAD_FORMAT, saveHead } from '../../src/heads/runtime/head-file.js';
+import { CANDIDATE_FEATURES, type HeadParams } from '../../src/heads/runtime/head-graph.js';
+import { initHeadParams } from '../../src/heads/training/train.js';
+import { draftIdentity } from '../../src/heads/runtime/prepare-draft.js';
 
 /** Writes a head for the draft in `draftDir` (random parameters unless given); returns its .head.onnx path. */
 export function writeTestHead(dir: string, draftDir: string, width: number, options: { params?: HeadParams; seed?: number; threshold?: number; thresholds?: TemperatureThreshold[]; name?: string } = {}): string {

@@ -6,7 +6,7 @@
  * temporary directory. The draft is the target's first block (bench/llama-pair.ts).
  */
 import { LLAMA_PRESETS, tokenizerPackageDir, writeLlamaPair, type LlamaPair } from '../../src/bench/llama-pair.js';
-import type { LlamaShape } from '../../src/onnx/llama-random.js';
+import type { LlamaShape } from '../../src/synthetic/llama-random.js';
 
 const QWEN3 = LLAMA_PRESETS['qwen3-0.6b']!;
 
@@ -14,7 +14,7 @@ const QWEN3 = LLAMA_PRESETS['qwen3-0.6b']!;
 export const TINY_QWEN3_SHAPE: LlamaShape = { ...QWEN3.shape, hidden: 64, intermediate: 192, layers: 2, heads: 4, kvHeads: 2, headDim: 16 };
 
 /** Writes the pair under `dir/target` and `dir/draft` (`dir` new or empty). */
-export function writeTinyQwen3Pair(dir: string, options: { seed?: number; deepScale?: number } = {}): LlamaPair {
+export function writeTinyQwen3Pair(dir: string, options: { seed?: number; deepScale?: number; draftVocab?: number } = {}): LlamaPair {
   return writeLlamaPair(dir, {
     shape: TINY_QWEN3_SHAPE,
     tokenizerDir: tokenizerPackageDir(QWEN3.tokenizerPackage),
@@ -24,6 +24,7 @@ export function writeTinyQwen3Pair(dir: string, options: { seed?: number; deepSc
     draftLayers: 1,
     seed: options.seed ?? 1,
     ...(options.deepScale !== undefined ? { deepScale: options.deepScale } : {}),
+    ...(options.draftVocab !== undefined ? { draftVocab: options.draftVocab } : {}),
     name: 'specd-tiny-qwen3',
   });
 }

@@ -4,6 +4,7 @@
  * the reason where there is none, unless SPECD_REQUIRE_WEBGPU is set (CI), where that is a failure.
  */
 import * as ort from 'onnxruntime-node';
+import { providerFailure } from '../../src/engine/device.js';
 import { GraphBuilder } from '../../src/onnx/graph-builder.js';
 
 async function probe(): Promise<string | undefined> {
@@ -16,7 +17,7 @@ async function probe(): Promise<string | undefined> {
     const y = out.y!.data as Float32Array;
     return y[0] === 2 && y[1] === 3 ? undefined : `WebGPU computed ${Array.from(y).join(', ')} for 1 + [1, 2]`;
   } catch (err) {
-    return (err as Error).message.split('\n')[0];
+    return providerFailure('webgpu', (err as Error).message).split('\n')[0];
   }
 }
 
@@ -26,4 +27,4 @@ if (reason !== undefined && process.env.SPECD_REQUIRE_WEBGPU) {
 }
 
 /** `skip` option for suites that run on the WebGPU execution provider. */
-export const webgpuSkip: string | false = reason === undefined ? false : `no WebGPU adapter here (${reason}); install a Vulkan driver, e.g. Mesa's lavapipe`;
+export const webgpuSkip: string | false = reason === undefined ? false : `WebGPU cannot start here: ${reason}`;

@@ -52,7 +52,7 @@ interface Slot {
 }
 
 /** The served model's name, which also checks that the server answers and takes the key. */
-async function servedModel(target: Target): Promise<string> {
+export async function servedModel(target: Target): Promise<string> {
   const res = await requestJson(new URL('/v1/models', target.url), target.agent, { apiKey: target.apiKey }).catch((err: Error) => {
     throw new Error(`cannot reach ${target.url}: ${err.message}`);
   });

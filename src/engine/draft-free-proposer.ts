@@ -1,0 +1,73 @@
+/**
+ * The draft-free proposers (prompt lookup and suffix decoding, src/proposers/) as a round's
+ * proposer (proposer.ts): one per sequence, built from its prompt, asked for a proposal each
+ * round and told what the round appended. No forward pass: the candidates are copied from text
+ * the sequence has seen.
+ *
+ * Each candidate is verified as a point mass, q = one-hot(y), when sampling, so acceptance is
+ * min(1, p(y)) and the output stays the target's (acceptance.ts). Not under a grammar, whose
+ * masks follow drafted candidates only.
+ */
+import { RequestError } from '../errors.js';
+import { DraftFreeProposer, type RoundProposal } from '../proposers/draft-free.js';
+import { ProposerOptionError } from '../proposers/proposal.js';
+import { oneHot } from './draft-proposer.js';
+import type { ProposeContext, ProposeRequest, Proposer } from './proposer.js';
+import { noProposal, type Proposal, type Sequence, type VerifiedRound } from './sequence.js';
+import { type DraftFreePolicySpec, draftFreeOptions } from './stop-policy.js';
+
+/** The key of the one sequence a SequenceDraftFreeProposer tracks. */
+const KEY = 0;
+
+export class SequenceDraftFreeProposer implements Proposer {
+  private readonly proposer: DraftFreeProposer;
+  /** The proposal of the round in progress (what `observe` weighs by its match). */
+  private round: RoundProposal | undefined;
+
+  /**
+   * Track `sequence` from its prompt on; it is released when the sequence ends.
+   * @throws RequestError naming `speculative.<option>` for a knob out of range
+   */
+  constructor(
+    private readonly sequence: Sequence,
+    spec: DraftFreePolicySpec,
+  ) {
+    try {
+      this.proposer = new DraftFreeProposer(draftFreeOptions(spec, sequence.target.info.vocabSize));
+    } catch (err) {
+      if (err instanceof ProposerOptionError) throw new RequestError(err.message, `speculative.${err.option}`);
+      throw err;
+    }
+    this.proposer.add(KEY, sequence.tokens);
+    sequence.onEnd(() => this.proposer.remove(KEY, sequence.finishReason !== 'abort'));
+  }
+
+  async propose(requests: readonly ProposeRequest[], ctx: ProposeContext): Promise<Proposal[]> {
+    return requests.map(({ sequence: seq }) => {
+      if (seq !== this.sequence) throw new RangeError('a draft-free proposer proposes for its own sequence only');
+      this.round = undefined;
+      const cap = Math.min(seq.candidateRoom(), ctx.verifyBudget - seq.unverified);
+      if (cap <= 0 || seq.processor.constraint) return noProposal();
+      const round = this.proposer.propose([KEY], cap)[0]!;
+      if (round.tokens.length === 0) return noProposal();
+      this.round = round;
+      const vocab = seq.target.info.vocabSize;
+      return { tokens: [...round.tokens], draftProbs: seq.greedy ? [] : round.tokens.map((y) => oneHot(y, vocab)) };
+    });
+  }
+
+  /** E[accepted candidates] of the round's proposal (acceptance-by-match.ts); 0 when it proposed none. */
+  get expectedAccepted(): number {
+    return this.round?.expectedAccepted ?? 0;
+  }
+
+  /** The round verifies another proposer's candidates: `observe` then only appends what the round emitted. */
+  withdraw(): void {
+    this.round = undefined;
+  }
+
+  observe(_sequence: Sequence, _proposal: Proposal, round: VerifiedRound): void {
+    this.proposer.observe(KEY, this.round, round.accepted, round.emitted);
+    this.round = undefined;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * Draft-free proposers for a batch (src/proposers/draft-free.ts) and the hybrid's choice
+ * (src/proposers/hybrid.ts): per sequence the better of prompt lookup and suffix decoding by
+ * expected accepted length, a batch budget spent on the likeliest candidates, acceptance learned
+ * from observed rounds, a finished output cached for the next request; the draft skipped only
+ * where a draft-free proposal is expected to do at least as well; counters per method. No model.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { DraftFreeProposer } from '../../src/proposers/draft-free.js';
+import { chooseAfterDraft, DraftAcceptanceMean, skipDraft } from '../../src/proposers/hybrid.js';
+import { MethodStats } from '../../src/proposers/method-stats.js';
+import { ProposerOptionError } from '../../src/proposers/proposal.js';
+
+const passage = (n: number, base: number) => Array.from({ length: n }, (_, i) => base + ((i * 7919) % 5003));
+
+describe('draft-free proposer', () => {
+  test('one sequence: proposes, learns from what is accepted, extends with what is verified', () => {
+    const text = passage(200, 1000);
+    const proposer = new DraftFreeProposer<string>({ methods: ['ngram'], ngram: { numSpeculativeTokens: 6 } });
+    proposer.add('a', [...text, 7, 7]);
+    proposer.extend('a', text.slice(0, 5));
+    const [p] = proposer.propose(['a']);
+    assert.equal(p!.method, 'ngram');
+    assert.deepEqual(p!.tokens, text.slice(5, 11));
+    const before = p!.expectedAccepted;
+    // Every candidate accepted, plus the bonus token.
+    proposer.observe('a', p, 6, text.slice(5, 12));
+    const [q] = proposer.propose(['a']);
+    assert.deepEqual(q!.tokens, text.slice(12, 18));
+    assert.ok(q!.expectedAccepted > before, `${q!.expectedAccepted} after a fully accepted round, ${before} before`);
+    assert.throws(() => proposer.propose(['b']), /sequence b is not tracked/);
+    assert.throws(() => proposer.add('a', [1]), /already tracked/);
+  });
+
+  test('both methods: the larger expected accepted length wins per sequence', () => {
+    const text = passage(100, 1000);
+    const proposer = new DraftFreeProposer({ methods: ['ngram', 'suffix'], ngram: { promptLookupMin: 1, promptLookupMax: 1, numSpeculativeTokens: 4 } });
+    // Teach the trackers: ngram's 1-token matches are always rejected.
+    for (let i = 0; i < 30; i++) proposer.acceptance.ngram.observe(1, 4, 0);
+    proposer.add(0, text);
+    proposer.extend(0, text.slice(0, 8));
+    const [p] = proposer.propose([0]);
+    assert.equal(p!.method, 'suffix');
+    assert.deepEqual(p!.tokens, text.slice(8, 16));
+  });
+
+  test("a batch's budget goes to the likeliest candidates", () => {
+    const proposer = new DraftFreeProposer({ methods: ['ngram'], ngram: { promptLookupMin: 1, promptLookupMax: 4, numSpeculativeTokens: 5 } });
+    // 4-token matches are accepted often, 1-token matches seldom.
+    for (let i = 0; i < 50; i++) {
+      proposer.acceptance.ngram.observe(4, 5, 5);
+      proposer.acceptance.ngram.observe(1, 5, 0);
+    }
+    const a = passage(50, 1000);
+    const b = passage(50, 9000);
+    proposer.add(0, [...a, 1]);
+    proposer.add(1, [...b, 2]);
+    proposer.extend(0, a.slice(0, 4)); // a 4-token match
+    proposer.extend(1, [b[10]!]); // a 1-token match
+    const full = proposer.propose([0, 1]);
+    assert.deepEqual(full.map((p) => [p.matchLength, p.tokens.length]), [
+      [4, 5],
+      [1, 5],
+    ]);
+    const cut = proposer.propose([0, 1], 6);
+    assert.deepEqual(cut.map((p) => p.tokens.length), [5, 1]);
+    assert.deepEqual(cut[0]!.tokens, a.slice(4, 9));
+    assert.ok(cut[1]!.expectedAccepted < full[1]!.expectedAccepted);
+    assert.deepEqual(proposer.propose([0, 1], 0).map((p) => [p.tokens.length, p.method]), [
+      [0, undefined],
+      [0, undefined],
+    ]);
+  });
+
+  test("a finished sequence's output is proposed to the next (suffix); a cancelled one's is not", () => {
+    const answer = passage(60, 30_000);
+    for (const finished of [true, false]) {
+      const proposer = new DraftFreeProposer({ methods: ['suffix'] });
+      proposer.add(1, [1, 2, 3]);
+      proposer.extend(1, answer);
+      proposer.remove(1, finished);
+      assert.equal(proposer.size, 0);
+      proposer.add(2, [4, 5, 6]);
+      proposer.extend(2, answer.slice(0, 5));
+      assert.deepEqual(proposer.propose([2])[0]!.tokens, finished ? answer.slice(5, 10) : []);
+    }
+  });
+
+  test('a byte-level vocabulary gets longer matches and deeper trees; given knobs win', () => {
+    const text = passage(200, 10);
+    const byte = new DraftFreeProposer({ methods: ['suffix', 'ngram'], vocabSize: 259 });
+    const subword = new DraftFreeProposer({ methods: ['suffix', 'ngram'], vocabSize: 151_936 });
+    for (const p of [byte, subword]) {
+      p.add(0, text);
+      p.extend(0, text.slice(0, 40));
+    }
+    assert.equal(byte.maxTokens, 64);
+    assert.equal(subword.maxTokens, 24);
+    // A 40-token match: 24 deep leaves the best split at 12; 64 deep, 32.
+    assert.deepEqual(byte.propose([0])[0]!.tokens, text.slice(40, 72));
+    assert.deepEqual(subword.propose([0])[0]!.tokens, text.slice(40, 52));
+    const given = new DraftFreeProposer({ methods: ['ngram'], vocabSize: 259, ngram: { numSpeculativeTokens: 3 } });
+    assert.equal(given.maxTokens, 3);
+  });
+
+  test('bad methods are refused by name', () => {
+    assert.throws(() => new DraftFreeProposer({ methods: [] }), (e: unknown) => e instanceof ProposerOptionError && e.option === 'method');
+    assert.throws(() => new DraftFreeProposer({ methods: ['eagle' as 'ngram'] }), /unknown draft-free method 'eagle'/);
+    assert.throws(() => new DraftFreeProposer({ methods: ['suffix'], suffix: { minTokenProb: 2 } }), /suffix_decoding_min_token_prob/);
+  });
+});
+
+describe('hybrid choice', () => {
+  test('the draft is skipped only where the draft-free proposal is expected to do at least as well', () => {
+    const mean = new DraftAcceptanceMean();
+    assert.equal(skipDraft(5, mean.value), false, 'an unmeasured draft drafts');
+    mean.observe(3);
+    mean.observe(2);
+    assert.ok(Math.abs(mean.value! - 2.8) < 1e-12);
+    assert.equal(skipDraft(3.5, mean.value), true);
+    assert.equal(skipDraft(2.5, mean.value), false);
+    assert.equal(skipDraft(0, 0), false, 'nothing proposed: the draft drafts');
+    assert.equal(chooseAfterDraft(2.5, 2.4), 'draft-free');
+    assert.equal(chooseAfterDraft(2.4, 2.4), 'draft');
+    assert.throws(() => new DraftAcceptanceMean(0), /weight must be a number in/);
+  });
+});
+
+describe('per-method counters', () => {
+  test("drafts, draft tokens, accepted and per-position counts per method, merged as vLLM's", () => {
+    const request = new MethodStats();
+    request.observe('ngram', 4, 2);
+    request.observe('ngram', 2, 2);
+    request.observe('draft', 3, 0);
+    request.observe('suffix', 0, 0); // nothing proposed: not a draft
+    assert.deepEqual(request.snapshot(), {
+      draft: { numDrafts: 1, numDraftTokens: 3, numAcceptedTokens: 0, numAcceptedTokensPerPos: [0, 0, 0] },
+      ngram: { numDrafts: 2, numDraftTokens: 6, numAcceptedTokens: 4, numAcceptedTokensPerPos: [2, 2, 0, 0] },
+    });
+    const engine = new MethodStats();
+    engine.observe('ngram', 5, 5);
+    engine.merge(request);
+    assert.deepEqual(engine.snapshot().ngram, { numDrafts: 3, numDraftTokens: 11, numAcceptedTokens: 9, numAcceptedTokensPerPos: [3, 3, 1, 1, 1] });
+    assert.throws(() => engine.observe('suffix', 2, 3), /accepted \(3\) must be an integer in \[0, proposed = 2\]/);
+  });
+});
