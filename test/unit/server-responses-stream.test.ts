@@ -12,7 +12,7 @@ import type { ResponseEcho } from '../../src/server/responses-api.js';
 import { ResponseEventStream, responseFromText } from '../../src/server/responses-stream.js';
 
 const ECHO: ResponseEcho = { id: 'resp_test', itemId: 'msg_test', createdAt: 0, model: 'm', body: {} };
-const USAGE = { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } as Usage;
+const USAGE = { prompt_tokens: 1, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens: 1, total_tokens: 2 } as Usage;
 const call = (city: string) => `<tool_call>\n{"name": "get_weather", "arguments": {"city": "${city}"}}\n</tool_call>`;
 
 const OUTPUTS: { name: string; text: string; order: string[] }[] = [
