@@ -87,7 +87,7 @@ describe('NAME:VALUE forms', () => {
       ['fixed:0', /^k must be an integer in \[1, 32\], got 0$/],
       [`fixed:${MAX_DRAFT_LIMIT + 1}`, /^k must be an integer/],
       ['fixed:2.5', /^k must be an integer/],
-      ['fixed:x', /K must be a number/],
+      ['fixed:x', /bad policy "fixed:x": k must be an integer/],
       ['confidence:1.5', /^p_min must be a number in \[0, 1\]/],
       ['specdec++:-0.1', /^threshold must be a number in \[0, 1\]/],
       ['none:3', /none takes no value/],
