@@ -95,7 +95,7 @@ describe('NAME:VALUE forms', () => {
       ['eagle', /unknown policy "eagle".*none, fixed, confidence, specdec\+\+, ngram, suffix/],
     ];
     for (const [text, message] of refused) assert.throws(() => parsePolicy(text), (err: Error) => err instanceof PolicySpecError && message.test(err.message), text);
-    assert.throws(() => validatePolicySpec({ policy: 'specdec++', threshold: 0.5, kMin: 5, kMax: 4 }), /^PolicySpecError: k_min must be an integer in \[1, 4\], got 5$/);
+    assert.throws(() => validatePolicySpec({ policy: 'specdec++', threshold: 0.5, kMin: 5, kMax: 4 }), /^PolicySpecError: k_min must not exceed k_max \(4\), got 5$/);
   });
 });
 
