@@ -29,19 +29,20 @@ describe('multi-turn workload', () => {
   test('summary: TTFT per turn, turns 2+ median, hit rate in tokens, failures', () => {
     const rec = (conversation: number, turn: number, ttftMs: number, promptTokens: number, cachedTokens: number, ok = true): TurnRecord => ({ conversation, turn, ok, ttftMs, promptTokens, cachedTokens, outputTokens: 10, ...(ok ? {} : { error: 'HTTP 500' }) });
     const s = summarizeMultiTurn('x', [
-      { turns: [rec(0, 1, 100, 200, 0), rec(0, 2, 30, 260, 240), rec(1, 1, 120, 200, 16), rec(1, 2, 50, 260, 200), rec(1, 3, 0, 0, 0, false)], wallMs: 2000 },
+      { turns: [rec(0, 1, 100, 200, 0), rec(0, 2, 30, 260, 240), rec(1, 1, 120, 200, 16), rec(1, 2, 50, 260, 200), rec(1, 3, 0, 0, 0, false), rec(0, 3, NaN, 300, 0)], wallMs: 2000 },
     ]);
-    assert.deepEqual(s.perTurn.map((t) => t.turn), [1, 2]);
+    assert.deepEqual(s.perTurn.map((t) => t.turn), [1, 2, 3]);
+    assert.ok(Number.isNaN(s.perTurn[2]!.ttftMedianMs), 'a turn that streamed no text has no TTFT');
     assert.equal(s.perTurn[0]!.ttftMedianMs, 110);
     assert.equal(s.perTurn[1]!.ttftMedianMs, 40);
     assert.equal(s.perTurn[1]!.cachedShare, 440 / 520);
-    assert.equal(s.laterTurnsTtftMedianMs, 40);
-    assert.equal(s.hitRate, (240 + 16 + 200) / 920);
-    assert.equal(s.outputTokensPerS, 40 / 2);
+    assert.equal(s.laterTurnsTtftMedianMs, 40, 'turns without a TTFT left out');
+    assert.equal(s.hitRate, (240 + 16 + 200) / 1220);
+    assert.equal(s.outputTokensPerS, 50 / 2);
     assert.equal(s.failed, 1);
     assert.deepEqual(s.errors, ['HTTP 500']);
     const other: MultiTurnSummary = { ...s, label: 'y', laterTurnsTtftMedianMs: 80, outputTokensPerS: 10 };
-    assert.match(formatMultiTurn([s, other]), /y: TTFT median of turns 2\+ 80 ms \(2\.00x\), output 10\.0 tok\/s \(0\.50x\)/);
+    assert.match(formatMultiTurn([s, other]), /y: TTFT median of turns 2\+ 80 ms \(2\.00x\), output 10\.0 tok\/s \(0\.40x\)/);
   });
 
   test('end to end: two servers, prefix caching on and off; later turns hit the cache on the first only', async () => {

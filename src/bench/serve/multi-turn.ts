@@ -123,7 +123,8 @@ export function summarizeMultiTurn(label: string, runs: { turns: TurnRecord[]; w
   const perTurn = [...byTurn.entries()]
     .sort((a, b) => a[0] - b[0])
     .map(([turn, rs]) => {
-      const ttft = rs.map((r) => r.ttftMs).sort((a, b) => a - b);
+      // A turn that streamed no text (an answer ending at once) has no TTFT.
+      const ttft = rs.map((r) => r.ttftMs).filter(Number.isFinite).sort((a, b) => a - b);
       const prompt = rs.reduce((n, r) => n + r.promptTokens, 0);
       return { turn, ttftMedianMs: percentile(ttft, 50), ttftP90Ms: percentile(ttft, 90), promptTokens: prompt / rs.length, cachedShare: prompt ? rs.reduce((n, r) => n + r.cachedTokens, 0) / prompt : 0 };
     });
@@ -132,7 +133,7 @@ export function summarizeMultiTurn(label: string, runs: { turns: TurnRecord[]; w
   return {
     label,
     perTurn,
-    laterTurnsTtftMedianMs: median(ok.filter((r) => r.turn > 1).map((r) => r.ttftMs)),
+    laterTurnsTtftMedianMs: median(ok.filter((r) => r.turn > 1).map((r) => r.ttftMs).filter(Number.isFinite)),
     hitRate: prompt ? ok.reduce((n, r) => n + r.cachedTokens, 0) / prompt : 0,
     outputTokensPerS: wall > 0 ? ok.reduce((n, r) => n + r.outputTokens, 0) / (wall / 1000) : 0,
     failed: all.length - ok.length,
