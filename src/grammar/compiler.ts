@@ -22,7 +22,8 @@ import type { CompiledGrammar, GrammarCompiler as XGrammarCompiler, TokenizerInf
 import { ModelLoadError } from '../errors.js';
 import { GrammarConstraint } from './constraint.js';
 import { GrammarError } from './errors.js';
-import { type ToolCallMode, toolCallsStructuralTag } from './tool-call-format.js';
+import { toolCallsStructuralTag } from './hermes-format.js';
+import type { ToolCallMode } from './tool-call-common.js';
 import { loadXGrammar, type XGrammarInstance } from './xgrammar.js';
 
 export { GrammarError } from './errors.js';
@@ -37,7 +38,7 @@ export type GrammarSpec =
   | { type: 'ebnf'; grammar: string }
   /** An xgrammar structural tag (JSON text). */
   | { type: 'structural_tag'; tag: string }
-  /** Tool calls in a tool-call format (tool-call-format.ts), each function's arguments valid against its schema (JSON text). */
+  /** Tool calls in a tool-call format (hermes-format.ts), each function's arguments valid against its schema (JSON text). */
   | { type: 'tool_calls'; functions: { name: string; parameters: string }[]; mode: ToolCallMode; parallel: boolean };
 
 /** Compiled grammars kept per model (each holds its per-token tables; a JSON schema's are small). */

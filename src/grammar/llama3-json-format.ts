@@ -9,10 +9,10 @@
  * and every object in it is a call; otherwise it is content, whole.
  *
  * Constants for grammar-forced calls in this format (a structural tag per function, as
- * tool-call-format.ts does for Hermes) are `llama3JsonCallHead`, `LLAMA3_JSON_CALL_TAIL` and
+ * hermes-format.ts does for Hermes) are `llama3JsonCallHead`, `LLAMA3_JSON_CALL_TAIL` and
  * `LLAMA3_JSON_SEPARATOR`.
  */
-import { jsonValueEnd, type ToolCallMode, type ToolGrammarFunction } from './tool-call-format.js';
+import { jsonValueEnd, type ToolCallEvent, type ToolCallMode, type ToolGrammarFunction } from './tool-call-common.js';
 
 /** The marker Llama 3.1 may write before a call (its chat template writes it for built-in tools). */
 export const LLAMA3_PYTHON_TAG = '<|python_tag|>';
@@ -87,11 +87,8 @@ export function mayBeLlama3JsonCalls(text: string): boolean {
   return t.length === 0 || t.startsWith('{') || LLAMA3_PYTHON_TAG.startsWith(t) || t.startsWith(LLAMA3_PYTHON_TAG);
 }
 
-/** What the streamed output holds, as server/tool-calls.ts's ToolCallEvent. */
-export type Llama3JsonEvent =
-  | { type: 'content'; text: string }
-  | { type: 'call'; index: number; id: string; name: string }
-  | { type: 'arguments'; index: number; text: string };
+/** What the streamed output holds: the events every format's parser gives (tool-call-common.ts). */
+export type Llama3JsonEvent = ToolCallEvent;
 
 /**
  * Splits a streamed output in this format into content and calls. Content streams as it comes

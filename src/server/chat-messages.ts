@@ -6,7 +6,7 @@
  */
 import { apiErrors } from './errors.js';
 import type { MessageBody } from './requests.js';
-import type { ToolAwareMessage } from './tool-calls.js';
+import type { ToolAwareMessage } from './tool-prompt.js';
 import { given } from './unsupported.js';
 
 const ROLES: Record<string, string> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant', tool: 'tool' };

@@ -20,7 +20,7 @@ import type { CommonBody } from './requests.js';
 import type { RequestGrammar } from './response-format.js';
 import { choiceSeed, logitsAdjustments, samplingParams } from './sampling-plan.js';
 import { requestPolicy, type SpeculativeField } from './speculation.js';
-import type { ToolPlan } from './tool-calls.js';
+import type { ToolPlan } from './tool-plan.js';
 import { given } from './unsupported.js';
 
 export type { PlanContext } from './plan-context.js';

@@ -5,8 +5,8 @@
  * model or several fields at once, the prompt rendered and tokenized, the defaults.
  *
  * By job: fields specd cannot honour (unsupported.ts), messages (chat-messages.ts), tools
- * (tool-calls.ts `planTools`: the grammar and how outputs are read) apart from the prompt
- * (tool-calls.ts `toolConversation`, prompts.ts: rendering), output length (length-limits.ts),
+ * (tool-plan.ts `planTools`: the grammar and how outputs are read) apart from the prompt
+ * (tool-prompt.ts `toolConversation`, prompts.ts: rendering), output length (length-limits.ts),
  * sampling and logits adjustments (sampling-plan.ts), the draft policy (speculation.ts through
  * the policy registry), `response_format` (response-format.ts), and what every endpoint shares
  * (generation-plan.ts). The Responses API's own fields are read in responses-api.ts.
@@ -22,7 +22,8 @@ import type { ChatBody, CompletionBody } from './requests.js';
 import { responseFormatGrammar } from './response-format.js';
 import { planResponse, type ResponsesBody } from './responses-api.js';
 import { MAX_CHOICES } from './schemas.js';
-import { planTools, toolConversation } from './tool-calls.js';
+import { planTools } from './tool-plan.js';
+import { toolConversation } from './tool-prompt.js';
 import { CHAT_UNSUPPORTED, checkUnsupported, COMPLETION_UNSUPPORTED, given } from './unsupported.js';
 
 export type { GenerationPlan, PlanContext } from './generation-plan.js';

@@ -21,7 +21,8 @@ import type { CommonBody } from './requests.js';
 import { checkUnsupported, given, type Unsupported } from './unsupported.js';
 import { chatLogprobs, type Usage } from './responses.js';
 import { addToolItem, echoTools, functionCallItem, isToolItem, planResponseTools } from './responses-tools.js';
-import { type ToolAwareMessage, type ToolCall, toolConversation } from './tool-calls.js';
+import type { ToolCall } from './tool-output.js';
+import { type ToolAwareMessage, toolConversation } from './tool-prompt.js';
 import type { SpeculativeField } from './speculation.js';
 import type { TokenTexts } from './token-text.js';
 

@@ -13,7 +13,8 @@ import { parseReasoning, type ReasoningParserName, ReasoningParser } from '../te
 import type { ApiFinishReason, Usage } from './responses.js';
 import { outputMessage, outputText, reasoningItem, type ResponseEcho, type ResponseLogprob, responseObject, type ResponseState } from './responses-api.js';
 import { functionCallItem, functionCallItemId } from './responses-tools.js';
-import { parseToolCalls, type ToolCall, ToolCallParser } from './tool-calls.js';
+import { HermesParser } from '../grammar/hermes-format.js';
+import { parseToolCalls, type ToolCall, toolCallId } from './tool-output.js';
 
 /** Sends one event: its type and its fields (the caller adds `type` and `sequence_number`). */
 export type SendEvent = (type: string, data: object) => void;
@@ -50,7 +51,7 @@ export function responseFromText(echo: ResponseEcho, reasoningId: string, readin
 
 export class ResponseEventStream {
   private readonly parser: ReasoningParser | undefined;
-  private readonly toolParser: ToolCallParser | undefined;
+  private readonly toolParser: HermesParser | undefined;
   private reasoning: { id: string; text: string; status: 'in_progress' | 'completed' } | undefined;
   private readonly reasoningAt: { item_id: string; output_index: number; content_index: number };
   private readonly item: { item_id: string; output_index: number; content_index: number };
@@ -74,7 +75,7 @@ export class ResponseEventStream {
     private readonly send: SendEvent,
   ) {
     this.parser = options.reasoningParser ? new ReasoningParser(options.reasoningParser) : undefined;
-    this.toolParser = options.tools ? new ToolCallParser() : undefined;
+    this.toolParser = options.tools ? new HermesParser(toolCallId) : undefined;
     this.reasoningAt = { item_id: reasoningId, output_index: 0, content_index: 0 };
     this.item = { item_id: echo.itemId, output_index: 0, content_index: 0 };
   }

@@ -1,15 +1,17 @@
 /**
  * Function tools on the Responses API (`POST /v1/responses`), on chat's tool machinery
- * (tool-calls.ts): the Responses API's flat tool definitions (`{type: "function", name,
+ * (tool-plan.ts, tool-prompt.ts, tool-output.ts): the Responses API's flat tool definitions (`{type: "function", name,
  * description, parameters, strict}`) and `tool_choice` (`"none" | "auto" | "required" |
  * {type: "function", name}`) become chat's, planned by `planTools` (the same grammar for
  * `required` and a named function); `function_call` and `function_call_output` input items
  * become an assistant message's `tool_calls` and `tool` messages; the calls parsed from the
- * output (`parseToolCalls` / `ToolCallParser`) become `function_call` output items.
+ * output (`parseToolCalls` / `HermesParser`) become `function_call` output items.
  */
 import { randomUUID } from 'node:crypto';
 import { ApiError, apiErrors } from './errors.js';
-import { planTools, type ToolAwareMessage, type ToolCall, type ToolPlan } from './tool-calls.js';
+import type { ToolCall } from './tool-output.js';
+import { planTools, type ToolPlan } from './tool-plan.js';
+import type { ToolAwareMessage } from './tool-prompt.js';
 
 /**
  * The Responses API's `tools`, `tool_choice` and `parallel_tool_calls` planned as chat's.

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { TokenLogprob } from '../engine/logprobs.js';
 import { type RoundStats, StatsCollector } from '../engine/stats.js';
 import type { TokenTexts } from './token-text.js';
-import type { ToolCall } from './tool-calls.js';
+import type { ToolCall } from './tool-output.js';
 
 /** `system_fingerprint`: names the server build that produced a response. */
 export const SYSTEM_FINGERPRINT = 'specd';

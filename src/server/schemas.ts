@@ -99,7 +99,7 @@ export const chatCompletionBodySchema = {
     max_completion_tokens: int(1),
     logprobs: bool,
     top_logprobs: int(0, MAX_TOP_LOGPROBS),
-    /** Function tools; checked in tool-calls.ts. */
+    /** Function tools; checked in tool-plan.ts. */
     tools: { type: nullable('array'), items: { type: 'object' } },
     chat_template_kwargs: { type: nullable('object') },
     tool_choice: { description: "'none', 'auto', 'required' or an object naming a function", anyOf: [{ type: 'string' }, { type: 'object' }, { type: 'null' }] },

@@ -143,3 +143,17 @@ describe('refused keywords: a 400 names them', () => {
     assert.equal(refused({ enum: Array.from({ length: 50 }, (_, i) => i) }), undefined, 'non-negative integers are exact');
   });
 });
+
+describe('schema keywords constrained decoding would not enforce', () => {
+  test('found with their JSON pointer, not inside data or property names', () => {
+    assert.deepEqual(unenforcedKeyword({ type: 'object', properties: { n: { type: 'integer', multipleOf: 2 } } }), {
+      keyword: 'multipleOf',
+      path: '#/properties/n/multipleOf',
+      why: 'numbers that are multiples of a value; use an enum',
+    });
+    assert.equal(unenforcedKeyword({ type: 'object', properties: { not: { type: 'string' }, if: { const: { not: 1 } } } }), undefined);
+    assert.equal(unenforcedKeyword({ type: 'array', items: { anyOf: [{ type: 'integer', minimum: 0, maximum: 3 }] } }), undefined);
+    assert.equal(unenforcedKeyword({ type: 'array', items: { anyOf: [{ type: 'number', maximum: 3 }] } })?.path, '#/items/anyOf/0/maximum');
+    assert.equal(unenforcedKeyword({ $defs: { a: { uniqueItems: true } } })?.path, '#/$defs/a/uniqueItems');
+  });
+});

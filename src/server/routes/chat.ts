@@ -7,7 +7,9 @@ import { type ChoiceOutput, chatChunk, chatCompletion, chatLogprobs, chatUsageCh
 import { chatCompletionBodySchema } from '../schemas.js';
 import { type OutputPiece, type StreamFormat, streamRun } from '../streaming.js';
 import type { TokenTexts } from '../token-text.js';
-import { parseToolCalls, ToolCallParser, type ToolCallEvent } from '../tool-calls.js';
+import { HermesParser } from '../../grammar/hermes-format.js';
+import type { ToolCallEvent } from '../../grammar/tool-call-common.js';
+import { parseToolCalls, toolCallId } from '../tool-output.js';
 import { parseReasoning, ReasoningParser, type ReasoningDelta, type ReasoningParserName } from '../../text/reasoning-parser.js';
 
 export async function chatRoutes(app: FastifyInstance): Promise<void> {
@@ -72,7 +74,7 @@ function withToolCalls(choice: ChoiceOutput): ChoiceOutput {
  * Logprobs are not sent with tools.
  */
 function toolCallStreamFormat(common: { id: string; created: number; model: string }, choices: number): StreamFormat {
-  const parsers = Array.from({ length: choices }, () => new ToolCallParser());
+  const parsers = Array.from({ length: choices }, () => new HermesParser(toolCallId));
   const called = new Array<boolean>(choices).fill(false);
   const chunks = (index: number, events: ToolCallEvent[]) =>
     events.map((e) => {

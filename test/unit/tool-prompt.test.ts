@@ -1,112 +1,18 @@
 /**
- * Tool calls without a model: the output parser (whole text and streamed character by
- * character give the same content and calls; held-back tags; malformed calls), the schema
- * keyword check, and the conversation for templates with and without tool support.
+ * Tools in the prompt without a model (server/tool-prompt.ts, with plans from tool-plan.ts): the
+ * conversation for templates with and without tool support, and special-token text in tools and
+ * call arguments kept as text.
  */
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { unenforcedKeyword } from '../../src/grammar/schema-check.js';
 import { BUNDLED_TARGET } from '../../src/paths.js';
-import { assembleToolCalls, parseToolCalls, planTools, ToolCallParser, toolConversation, type ToolCallEvent } from '../../src/server/tool-calls.js';
+import { planTools } from '../../src/server/tool-plan.js';
+import { toolConversation } from '../../src/server/tool-prompt.js';
 import { TextTokenizer } from '../../src/text/tokenizer.js';
 import { tokenizerFilesOf } from '../support/real-tokenizers.js';
-
-const CALLS =
-  'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "nested": {"a": [1, {}]}}}\n</tool_call>\n' +
-  '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>';
-
-describe('ToolCallParser', () => {
-  test('content and calls from the whole text', () => {
-    const { content, toolCalls } = parseToolCalls(CALLS);
-    assert.equal(content, 'Let me check.');
-    assert.deepEqual(
-      toolCalls.map((c) => [c.function.name, c.function.arguments]),
-      [
-        ['get_weather', '{"city": "Paris", "nested": {"a": [1, {}]}}'],
-        ['add', '{"a": 1, "b": 2}'],
-      ],
-    );
-    for (const c of toolCalls) assert.match(c.id, /^call_[A-Za-z0-9_-]{24}$/);
-  });
-
-  test('streamed one character at a time: the same result, and no tag text ever sent as content or arguments', () => {
-    const parser = new ToolCallParser();
-    const events: ToolCallEvent[] = [];
-    for (const ch of CALLS) events.push(...parser.push(ch));
-    events.push(...parser.flush());
-    const streamed = assembleToolCalls(events);
-    const whole = parseToolCalls(CALLS);
-    assert.equal(streamed.content, whole.content);
-    assert.deepEqual(
-      streamed.toolCalls.map((c) => c.function),
-      whole.toolCalls.map((c) => c.function),
-    );
-    for (const e of events) if (e.type !== 'call') assert.doesNotMatch(e.text, /tool_call|<\//);
-    assert.ok(events.filter((e) => e.type === 'arguments').length > 10, 'arguments stream as deltas');
-  });
-
-  test('plain text is content; text that only looks like a tag start is released; a malformed call stays text', () => {
-    assert.deepEqual(parseToolCalls('Hello <tool'), { content: 'Hello <tool', toolCalls: [], contentAfterCalls: 0 });
-    assert.deepEqual(parseToolCalls('a < b'), { content: 'a < b', toolCalls: [], contentAfterCalls: 0 });
-    assert.deepEqual(parseToolCalls('<tool_call>not json</tool_call>'), { content: '<tool_call>not json</tool_call>', toolCalls: [], contentAfterCalls: 0 });
-    const reordered = parseToolCalls('<tool_call>{"arguments": {"x": 1}, "name": "f"}</tool_call>');
-    assert.deepEqual(reordered.toolCalls.map((c) => c.function), [{ name: 'f', arguments: '{"x":1}' }]);
-    // Cut off inside the arguments (max tokens): the call keeps what it has.
-    const cut = parseToolCalls('<tool_call>\n{"name": "f", "arguments": {"x": 1');
-    assert.deepEqual(cut.toolCalls.map((c) => c.function), [{ name: 'f', arguments: '{"x": 1' }]);
-  });
-});
-
-describe('tool calls cut by length', () => {
-  const complete = parseToolCalls(CALLS, 'stop').toolCalls.map((c) => c.function.arguments);
-  const streamed = (text: string, reason: string) => {
-    const parser = new ToolCallParser();
-    const events = [...text].flatMap((c) => parser.push(c));
-    return assembleToolCalls([...events, ...parser.flush(reason)]);
-  };
-
-  test('at every cut point: no markup in the content, arguments a prefix of the complete ones, streamed equal to whole', () => {
-    for (let cut = 0; cut <= CALLS.length; cut++) {
-      const text = CALLS.slice(0, cut);
-      const whole = parseToolCalls(text, 'length');
-      const withoutIds = (r: ReturnType<typeof parseToolCalls>) => ({ content: r.content, calls: r.toolCalls.map((c) => c.function) });
-      assert.deepEqual(withoutIds(streamed(text, 'length')), withoutIds(whole), `cut at ${cut}`);
-      const content = whole.content ?? '';
-      assert.ok(!content.includes('<') && !content.includes('{'), `markup in the content at cut ${cut}: ${JSON.stringify(content)}`);
-      assert.ok('Let me check.'.startsWith(content.trimEnd()), `cut ${cut}: ${JSON.stringify(content)}`);
-      whole.toolCalls.forEach((c, i) => assert.ok(complete[i]!.startsWith(c.function.arguments), `cut ${cut}: ${c.function.arguments} is not a prefix of ${complete[i]}`));
-    }
-  });
-
-  test('a cut inside the opening tag or the call head leaves no content and no call', () => {
-    assert.deepEqual(parseToolCalls('<tool', 'length'), { content: null, toolCalls: [], contentAfterCalls: 0 });
-    assert.deepEqual(parseToolCalls('<tool_call>\n{"name": "f", "argu', 'length'), { content: null, toolCalls: [], contentAfterCalls: 0 });
-    // Ended by EOS rather than cut, the same text is content.
-    assert.equal(parseToolCalls('<tool', 'stop').content, '<tool');
-  });
-
-  test('trailing whitespace of a text answer stays, streamed or not', () => {
-    assert.equal(parseToolCalls('Hello.\n\n', 'stop').content, 'Hello.\n\n');
-    assert.equal(streamed('Hello.\n\n', 'stop').content, 'Hello.\n\n');
-  });
-});
-
-describe('schema keywords constrained decoding would not enforce', () => {
-  test('found with their JSON pointer, not inside data or property names', () => {
-    assert.deepEqual(unenforcedKeyword({ type: 'object', properties: { n: { type: 'integer', multipleOf: 2 } } }), {
-      keyword: 'multipleOf',
-      path: '#/properties/n/multipleOf',
-      why: 'numbers that are multiples of a value; use an enum',
-    });
-    assert.equal(unenforcedKeyword({ type: 'object', properties: { not: { type: 'string' }, if: { const: { not: 1 } } } }), undefined);
-    assert.equal(unenforcedKeyword({ type: 'array', items: { anyOf: [{ type: 'integer', minimum: 0, maximum: 3 }] } }), undefined);
-    assert.equal(unenforcedKeyword({ type: 'array', items: { anyOf: [{ type: 'number', maximum: 3 }] } })?.path, '#/items/anyOf/0/maximum');
-    assert.equal(unenforcedKeyword({ $defs: { a: { uniqueItems: true } } })?.path, '#/$defs/a/uniqueItems');
-  });
-});
 
 describe('the conversation with tools', () => {
   const plan = planTools({ tools: [{ type: 'function', function: { name: 'get_weather', description: 'Weather.', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }] })!;

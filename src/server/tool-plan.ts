@@ -1,0 +1,98 @@
+/**
+ * The tools of a chat request and how they may be called: `tools`, `tool_choice` and
+ * `parallel_tool_calls` checked and turned into a plan, with the grammar that enforces the calls.
+ *
+ * `required` and a named function are enforced by a grammar (the output is one or more calls and
+ * nothing else); `auto` lets the model write text or calls, and the grammar only takes over
+ * inside a call, so every call it starts has valid arguments; `none` generates text. Calls are
+ * written in the Hermes format (grammar/hermes-format.ts).
+ */
+import type { ToolCallMode } from '../grammar/tool-call-common.js';
+import { grammarSchema } from '../grammar/schema-check.js';
+import { apiErrors } from './errors.js';
+import { checkSchema, type RequestGrammar } from './response-format.js';
+
+export interface FunctionTool {
+  name: string;
+  description?: string;
+  /** JSON schema of the arguments object. */
+  parameters: object | boolean;
+}
+
+export interface ToolPlan {
+  tools: FunctionTool[];
+  /** `none`: text only; otherwise outputs are parsed for calls. */
+  mode: ToolCallMode | 'none';
+  parallel: boolean;
+  grammar?: RequestGrammar;
+}
+
+/** OpenAI's rule for function names. */
+const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+/** Arguments schema of a function declared without one: no arguments, `{}` (OpenAI: omitting `parameters` defines an empty parameter list). */
+const NO_ARGUMENTS = { type: 'object', properties: {}, additionalProperties: false };
+
+/**
+ * The tools of a request and how they may be called; undefined without tools.
+ * @throws ApiError (400) naming the field at fault
+ */
+export function planTools(body: { tools?: unknown; tool_choice?: unknown; parallel_tool_calls?: unknown }): ToolPlan | undefined {
+  const { tools, tool_choice: choice } = body;
+  if (tools === undefined || tools === null || (Array.isArray(tools) && tools.length === 0)) {
+    // OpenAI's reference accepts "none" and "auto" without tools (nothing to call either way).
+    if (choice !== undefined && choice !== null && choice !== 'none' && choice !== 'auto') {
+      throw apiErrors.invalidValue('tool_choice', "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.");
+    }
+    return undefined;
+  }
+  if (!Array.isArray(tools)) throw apiErrors.invalidType('tools', 'an array');
+  const functions = tools.map(functionTool);
+  const names = new Set<string>();
+  functions.forEach((f, i) => {
+    if (names.has(f.name)) throw apiErrors.invalidValue(`tools[${i}].function.name`, `Invalid 'tools': the function name '${f.name}' is declared twice.`);
+    names.add(f.name);
+  });
+  const parallel = body.parallel_tool_calls !== false;
+  let mode: ToolPlan['mode'];
+  let called = functions;
+  if (choice === undefined || choice === null || choice === 'auto') mode = 'auto';
+  else if (choice === 'none' || choice === 'required') mode = choice;
+  else if (typeof choice === 'object' && (choice as { type?: unknown }).type === 'function') {
+    const name = (choice as { function?: { name?: unknown } }).function?.name;
+    if (typeof name !== 'string') throw apiErrors.missing('tool_choice.function.name');
+    const named = functions.find((f) => f.name === name);
+    if (!named) throw apiErrors.invalidValue('tool_choice.function.name', `Invalid 'tool_choice': no function named '${name}' is in 'tools'.`);
+    mode = 'named';
+    called = [named];
+  } else {
+    throw apiErrors.invalidValue('tool_choice', `Invalid value for 'tool_choice': ${JSON.stringify(choice)}. Supported values are: 'none', 'auto', 'required' and {"type": "function", "function": {"name": ...}}.`);
+  }
+  const plan: ToolPlan = { tools: functions, mode, parallel };
+  if (mode !== 'none') {
+    plan.grammar = {
+      spec: { type: 'tool_calls', functions: called.map((f) => ({ name: f.name, parameters: JSON.stringify(grammarSchema(f.parameters)) })), mode, parallel },
+      param: 'tools',
+    };
+  }
+  return plan;
+}
+
+/**
+ * One entry of `tools`, checked.
+ * @param i its index in `tools` (for the error's `param`)
+ * @throws ApiError (400) naming the field at fault
+ */
+export function functionTool(tool: unknown, i: number): FunctionTool {
+  const param = `tools[${i}]`;
+  if (!tool || typeof tool !== 'object') throw apiErrors.invalidType(param, 'an object');
+  const t = tool as { type?: unknown; function?: { name?: unknown; description?: unknown; parameters?: unknown } };
+  if (t.type !== 'function') {
+    throw t.type === undefined ? apiErrors.missing(`${param}.type`) : apiErrors.unsupported(`${param}.type`, `tools of type ${JSON.stringify(t.type)}; only 'function' tools are.`);
+  }
+  const f = t.function;
+  if (!f || typeof f !== 'object') throw apiErrors.missing(`${param}.function`);
+  if (typeof f.name !== 'string') throw apiErrors.missing(`${param}.function.name`);
+  if (!FUNCTION_NAME.test(f.name)) throw apiErrors.invalidValue(`${param}.function.name`, `Invalid '${param}.function.name': it must be 1 to 64 letters, digits, underscores or dashes.`);
+  const parameters = f.parameters === undefined || f.parameters === null ? NO_ARGUMENTS : checkSchema(f.parameters, `${param}.function.parameters`);
+  return { name: f.name, ...(typeof f.description === 'string' ? { description: f.description } : {}), parameters };
+}
