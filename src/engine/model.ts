@@ -167,7 +167,9 @@ export class DecoderModel {
         mapDraftVocab(model, opts.vocabMap);
       } catch (err) {
         if (!(err instanceof DraftVocabError)) throw err;
-        throw new ModelLoadError(`${modelDir.onnxPath}: cannot restrict the draft's vocabulary: ${err.message}`, modelDir.onnxPath);
+        // The map's draft width is config.json's vocab_size: a graph of another width disagrees with it.
+        const config = join(modelDir.dir, 'config.json');
+        throw new ModelLoadError(`${modelDir.onnxPath}: cannot lay the draft's logits onto the target's vocabulary: ${err.message}; the graph disagrees with ${config} (vocab_size ${opts.vocabMap.draftVocab})`, config);
       }
       bytes = onnx.ModelProto.encode(model).finish();
     }

@@ -103,7 +103,12 @@ describe('disconnects', () => {
     await dropMany(0, 50); // warm-up
     await until(idle, 10_000, 'no generation running or waiting');
     const warm = residentBytes(pid);
-    await dropMany(50, CLIENTS);
+    // The allocators settle over the first few hundred requests (tens of MB on this pair, with or
+    // without prefix caching); a leak keeps growing, so the second half is held to a fixed bound.
+    await dropMany(50, CLIENTS / 2);
+    await until(idle, 10_000, 'no generation running or waiting');
+    const mid = residentBytes(pid);
+    await dropMany(CLIENTS / 2, CLIENTS);
     await until(idle, 10_000, 'no generation running or waiting');
     const end = residentBytes(pid);
 
@@ -115,6 +120,8 @@ describe('disconnects', () => {
     assert.equal(res.status, 200, res.body);
     assert.equal(JSON.parse(res.body).choices[0].finish_reason, 'length');
     const mb = (b: number) => (b / 2 ** 20).toFixed(1);
-    assert.ok(end <= warm * 1.15 + 16 * 2 ** 20, `RSS ${mb(warm)} MB after warm-up, ${mb(end)} MB after ${CLIENTS} disconnects`);
+    const rss = `RSS ${mb(warm)} MB after warm-up, ${mb(mid)} MB after ${CLIENTS / 2} disconnects, ${mb(end)} MB after ${CLIENTS}`;
+    assert.ok(end <= mid + 32 * 2 ** 20, `the second ${CLIENTS / 2} disconnects grew memory (over 140 KB a request): ${rss}`);
+    assert.ok(end <= warm * 1.3 + 16 * 2 ** 20, rss);
   });
 });
