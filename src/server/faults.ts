@@ -47,9 +47,11 @@ export function triggerFault(kind: FaultKind): void {
     case 'throw':
       throw new InjectedFault('injected fault: the generation threw');
     case 'uncaught':
-      setImmediate(() => {
+      // Thrown a little later, so that the tokens just posted reach the client first: a worker's
+      // death and its port's last messages arrive on the main thread in no fixed order.
+      setTimeout(() => {
         throw new InjectedFault('injected fault: uncaught exception in the engine worker');
-      });
+      }, 20);
       return;
     case 'stall':
       for (;;);
