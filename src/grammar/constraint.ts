@@ -84,15 +84,11 @@ export class GrammarConstraint implements TokenConstraint {
 
   /** The mask after the verified output + `pending` (call after `prepare(pending)`). // [ceil(vocab / 32)] */
   maskAt(pending: readonly number[]): Int32Array {
-    const mask = this.masks[pending.length];
-    if (!mask || !this.onPath(pending)) throw new Error('grammar mask used before prepare() with the same pending tokens');
-    return mask;
+    return preparedMask(this.masks, this.path, pending);
   }
 
   private onPath(pending: readonly number[]): boolean {
-    if (pending.length > this.path.length) return false;
-    for (let i = 0; i < pending.length; i++) if (this.path[i] !== pending[i]) return false;
-    return true;
+    return isOnPath(this.path, pending);
   }
 
   /** Move the matcher to verified output + tokens[0..n-1]: roll back to the shared prefix, then advance. */
@@ -147,4 +143,22 @@ export function onlyAllowedToken(mask: Int32Array, stop: ReadonlySet<number>): n
     }
   }
   return found === undefined || stop.has(found) ? undefined : found;
+}
+
+/** Whether `pending` is a prefix of the tokens a constraint has been prepared along (`path`). */
+export function isOnPath(path: readonly number[], pending: readonly number[]): boolean {
+  if (pending.length > path.length) return false;
+  for (let i = 0; i < pending.length; i++) if (path[i] !== pending[i]) return false;
+  return true;
+}
+
+/**
+ * The mask prepared for the verified output + `pending`: `masks[k]` is the mask after the first k
+ * tokens of `path`. // [ceil(vocab / 32)]
+ * @throws Error when prepare() was not called with these pending tokens (an engine bug)
+ */
+export function preparedMask(masks: readonly (Int32Array | undefined)[], path: readonly number[], pending: readonly number[]): Int32Array {
+  const mask = masks[pending.length];
+  if (!mask || !isOnPath(path, pending)) throw new Error('grammar mask used before prepare() with the same pending tokens');
+  return mask;
 }

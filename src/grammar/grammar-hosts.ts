@@ -23,7 +23,7 @@
 import { Worker } from 'node:worker_threads';
 import type { TokenConstraint } from '../engine/logits-processors.js';
 import { type GrammarSpec, specKey } from './compiler.js';
-import { applyMask, onlyAllowedToken } from './constraint.js';
+import { applyMask, isOnPath, onlyAllowedToken, preparedMask } from './constraint.js';
 import { GrammarError } from './errors.js';
 import type { GrammarHostData, GrammarHostReply, GrammarHostRequest } from './grammar-host-protocol.js';
 
@@ -321,14 +321,10 @@ class RemoteConstraint implements TokenConstraint {
   }
 
   private maskAt(pending: readonly number[]): Int32Array {
-    const mask = this.masks[pending.length];
-    if (!mask || !this.onPath(pending)) throw new Error('grammar mask used before prepare() with the same pending tokens');
-    return mask;
+    return preparedMask(this.masks, this.path, pending);
   }
 
   private onPath(pending: readonly number[]): boolean {
-    if (pending.length > this.path.length) return false;
-    for (let i = 0; i < pending.length; i++) if (this.path[i] !== pending[i]) return false;
-    return true;
+    return isOnPath(this.path, pending);
   }
 }
