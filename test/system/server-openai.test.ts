@@ -35,6 +35,17 @@ type UsageWithSpec = OpenAI.CompletionUsage & { speculative: SpeculativeUsage };
 
 const messages = (content = QUESTION): OpenAI.Chat.ChatCompletionMessageParam[] => [{ role: 'user', content }];
 
+/**
+ * Two requests' logprobs: the same tokens, the same logprobs to 1e-6. Across requests a position
+ * can be scored in a verify pass of another width (the threshold follows measured pass costs) or
+ * after a cached prefix, and float32 matrix products of other shapes round differently in the last
+ * bits (differences of about 1e-9 seen); the tokens never differ.
+ */
+function assertSameLogprobs(actual: { token: string; logprob: number }[], expected: { token: string; logprob: number }[]): void {
+  assert.deepEqual(actual.map((t) => t.token), expected.map((t) => t.token));
+  actual.forEach((t, i) => assert.ok(Math.abs(t.logprob - expected[i]!.logprob) < 1e-6, `token ${i} (${JSON.stringify(t.token)}): logprob ${t.logprob}, expected ${expected[i]!.logprob}`));
+}
+
 async function chat(params: ChatParams = {}, content = QUESTION): Promise<OpenAI.Chat.ChatCompletion> {
   return client.chat.completions.create({ model: MODEL, messages: messages(content), max_tokens: 32, ...params } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
 }
@@ -129,17 +140,17 @@ describe('chat completions', () => {
     // The token holding the stop string's first character, and every token before it.
     let chars = 0;
     const kept = refTokens.findIndex((t) => (chars += t.token.length) > at) + 1;
-    const expected = refTokens.slice(0, kept).map((t) => [t.token, t.logprob]);
+    const expected = refTokens.slice(0, kept);
 
     const res = await chat({ ...base, stop });
     assert.equal(res.choices[0]!.message.content, refText.slice(0, at));
     assert.equal(res.usage!.completion_tokens, kept);
-    assert.deepEqual(res.choices[0]!.logprobs!.content!.map((t) => [t.token, t.logprob]), expected);
+    assertSameLogprobs(res.choices[0]!.logprobs!.content!, expected);
 
     const s = await chatStream({ ...base, stop, stream_options: { include_usage: true } });
     assert.equal(s.text, refText.slice(0, at));
     assert.equal(s.usage!.completion_tokens, kept);
-    assert.deepEqual(s.chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []).map((t) => [t.token, t.logprob]), expected);
+    assertSameLogprobs(s.chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []), expected);
 
     const text = await client.completions.create({ model: MODEL, prompt: 'Once upon a time', temperature: 0, max_tokens: 32, logit_bias: NO_EOS, logprobs: 0 });
     const textStop = text.choices[0]!.text.slice(10, 13);
@@ -210,7 +221,7 @@ describe('chat completions', () => {
     }
     const s = await chatStream({ temperature: 0, max_tokens: 16, logit_bias: NO_EOS, logprobs: true, top_logprobs: 3 });
     const streamed = s.chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []);
-    assert.deepEqual(streamed.map((t) => [t.token, t.logprob]), content.map((t) => [t.token, t.logprob]));
+    assertSameLogprobs(streamed, content);
   });
 
   test('speculative: a per-request policy; greedy output is the same under every policy', async () => {
