@@ -52,7 +52,7 @@ export class SequenceDraftFreeProposer implements Proposer {
       if (round.tokens.length === 0) return noProposal();
       this.round = round;
       const vocab = seq.target.info.vocabSize;
-      return { tokens: [...round.tokens], draftProbs: seq.greedy ? [] : round.tokens.map((y) => oneHot(y, vocab)) };
+      return { tokens: [...round.tokens], draftProbs: seq.greedy ? [] : round.tokens.map((y) => oneHot(y, vocab)), method: round.method };
     });
   }
 
