@@ -11,6 +11,7 @@
 import { RequestError } from '../errors.js';
 import { DraftFreeProposer, type RoundProposal } from '../proposers/draft-free.js';
 import { ProposerOptionError } from '../proposers/proposal.js';
+import type { SuffixCachePool } from '../proposers/suffix.js';
 import { oneHot } from './draft-proposer.js';
 import type { ProposeContext, ProposeRequest, Proposer } from './proposer.js';
 import { noProposal, type Proposal, type Sequence, type VerifiedRound } from './sequence.js';
@@ -25,15 +26,18 @@ export class SequenceDraftFreeProposer implements Proposer {
   private round: RoundProposal | undefined;
 
   /**
-   * Track `sequence` from its prompt on; it is released when the sequence ends.
+   * Track `sequence` from its prompt on; it is released when the sequence ends, its output
+   * going to suffix decoding's global tree unless it was aborted.
+   * @param suffixCaches the engine's global trees of earlier outputs (default: one of its own)
    * @throws RequestError naming `speculative.<option>` for a knob out of range
    */
   constructor(
     private readonly sequence: Sequence,
     spec: DraftFreePolicySpec,
+    suffixCaches?: SuffixCachePool,
   ) {
     try {
-      this.proposer = new DraftFreeProposer(draftFreeOptions(spec, sequence.target.info.vocabSize));
+      this.proposer = new DraftFreeProposer({ ...draftFreeOptions(spec, sequence.target.info.vocabSize), suffixCaches });
     } catch (err) {
       if (err instanceof ProposerOptionError) throw new RequestError(err.message, `speculative.${err.option}`);
       throw err;
