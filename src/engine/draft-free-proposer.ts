@@ -27,17 +27,20 @@ export class SequenceDraftFreeProposer implements Proposer {
 
   /**
    * Track `sequence` from its prompt on; it is released when the sequence ends, its output
-   * going to suffix decoding's global tree unless it was aborted.
+   * going to suffix decoding's global tree unless it was aborted. A seeded sampled sequence does
+   * not read that tree: its output must not depend on the requests before it.
    * @param suffixCaches the engine's global trees of earlier outputs (default: one of its own)
+   * @param seeded whether the sequence samples with a seed (it then does not read the global trees)
    * @throws RequestError naming `speculative.<option>` for a knob out of range
    */
   constructor(
     private readonly sequence: Sequence,
     spec: DraftFreePolicySpec,
     suffixCaches?: SuffixCachePool,
+    seeded = false,
   ) {
     try {
-      this.proposer = new DraftFreeProposer({ ...draftFreeOptions(spec, sequence.target.info.vocabSize), suffixCaches });
+      this.proposer = new DraftFreeProposer({ ...draftFreeOptions(spec, sequence.target.info.vocabSize), suffixCaches, readsGlobalCache: !seeded });
     } catch (err) {
       if (err instanceof ProposerOptionError) throw new RequestError(err.message, `speculative.${err.option}`);
       throw err;

@@ -128,7 +128,7 @@ export class SpeculativeDecoder {
     if (free) {
       let own: SequenceDraftFreeProposer;
       try {
-        own = new SequenceDraftFreeProposer(sequence, free, this.suffixCaches);
+        own = new SequenceDraftFreeProposer(sequence, free, this.suffixCaches, !sequence.greedy && opts.seed !== undefined);
       } catch (err) {
         sequence.discard();
         throw err;

@@ -31,6 +31,12 @@ export interface DraftFreeOptions {
   acceptance?: Partial<MatchAcceptanceOptions>;
   /** Where suffix decoding's global tree comes from (shared by an engine's requests); default: a tree of this proposer's own. */
   suffixCaches?: SuffixCachePool;
+  /**
+   * Whether suffix decoding's proposals consult the global tree (default true). False keeps a
+   * sequence's proposals, and so a seeded sampled output, independent of earlier requests; its
+   * output is cached all the same.
+   */
+  readsGlobalCache?: boolean;
 }
 
 /**
@@ -70,6 +76,7 @@ export class DraftFreeProposer<Key = number> {
   private readonly ngramOptions: PromptLookupOptions | undefined;
   private readonly suffixOptions: SuffixDecodingOptions | undefined;
   private readonly suffixCache: SuffixDecodingCache | undefined;
+  private readonly readsGlobalCache: boolean;
   /** Acceptance by match length, per method (their match lengths mean different things). */
   readonly acceptance: Record<DraftFreeMethod, AcceptanceByMatchLength>;
   private readonly sequences = new Map<Key, SequenceState>();
@@ -84,6 +91,7 @@ export class DraftFreeProposer<Key = number> {
     const defaults = knobDefaultsFor(options.vocabSize);
     this.ngramOptions = this.methods.includes('ngram') ? promptLookupOptions({ ...defaults.ngram, ...options.ngram }) : undefined;
     this.suffixOptions = this.methods.includes('suffix') ? suffixDecodingOptions({ ...defaults.suffix, ...options.suffix }) : undefined;
+    this.readsGlobalCache = options.readsGlobalCache ?? true;
     this.suffixCache = this.suffixOptions && (options.suffixCaches?.get(this.suffixOptions) ?? new SuffixDecodingCache(this.suffixOptions));
     this.acceptance = { ngram: new AcceptanceByMatchLength(options.acceptance), suffix: new AcceptanceByMatchLength(options.acceptance) };
   }
@@ -106,7 +114,7 @@ export class DraftFreeProposer<Key = number> {
     if (this.sequences.has(key)) throw new RangeError(`sequence ${String(key)} is already tracked`);
     this.sequences.set(key, {
       ngram: this.ngramOptions && new PromptLookup(prompt, this.ngramOptions),
-      suffix: this.suffixCache?.start(prompt, this.suffixOptions),
+      suffix: this.suffixCache?.start(prompt, this.suffixOptions, this.readsGlobalCache),
     });
   }
 

@@ -82,11 +82,13 @@ export class SuffixDecodingCache {
   /**
    * Begin a request whose prompt is `prompt` (token ids).
    * @param options its knobs (default: the cache's); the tree depth must be the cache's
+   * @param readsGlobal whether its proposals consult the global tree (false: its own tree only,
+   *   so that they do not depend on earlier requests; its output is cached all the same)
    * @throws RangeError for another tree depth
    */
-  start(prompt: readonly number[], options: SuffixDecodingOptions = this.options): SuffixRequest {
+  start(prompt: readonly number[], options: SuffixDecodingOptions = this.options, readsGlobal = true): SuffixRequest {
     if (options.maxTreeDepth !== this.options.maxTreeDepth) throw new RangeError(`a request of tree depth ${options.maxTreeDepth} in a cache of depth ${this.options.maxTreeDepth}`);
-    return new SuffixRequest(this, prompt, options);
+    return new SuffixRequest(this, prompt, options, readsGlobal);
   }
 
   /** Put a finished request's output in the global tree, evicting the oldest beyond maxCachedRequests. */
@@ -112,6 +114,7 @@ export class SuffixRequest {
     private readonly cache: SuffixDecodingCache,
     prompt: readonly number[],
     private readonly options: SuffixDecodingOptions = cache.options,
+    private readonly readsGlobal = true,
   ) {
     this.tree = new SuffixTree(options.maxTreeDepth);
     this.tree.extend(0, prompt);
@@ -143,7 +146,7 @@ export class SuffixRequest {
     };
     const context = this.tree.tokensOf(0);
     let best = this.tree.speculate(context, opts);
-    const global = this.cache.speculateGlobal(context, opts);
+    const global = this.readsGlobal ? this.cache.speculateGlobal(context, opts) : undefined;
     if (global && global.score > best.score) best = global;
     return { tokens: best.tokens, matchLength: best.tokens.length > 0 ? best.matchLength : 0, probs: best.probs, score: best.score };
   }

@@ -104,6 +104,13 @@ describe('suffix decoding', () => {
     next.add(0, [3, 4]);
     next.extend(0, answer.slice(0, 4));
     assert.deepEqual(next.propose([0])[0]!.tokens, answer.slice(4, 16), 'factor 3 x match 4: its own knob over the shared tree');
+    // A sequence that must not depend on earlier requests (seeded sampling) does not read the tree; its output is cached all the same.
+    const seeded = new DraftFreeProposer({ methods: ['suffix'], suffix: { maxCachedRequests: 2 }, suffixCaches: pool, readsGlobalCache: false });
+    seeded.add(0, [3, 4]);
+    seeded.extend(0, answer.slice(0, 4));
+    assert.deepEqual(seeded.propose([0])[0]!.tokens, []);
+    seeded.remove(0);
+    assert.equal(pool.cachedRequests, 2);
     // Another shape (no global tree, or another depth) does not see it.
     for (const suffix of [{ maxCachedRequests: 0 }, { maxCachedRequests: 2, maxTreeDepth: 12 }]) {
       const other = new DraftFreeProposer({ methods: ['suffix'], suffix, suffixCaches: pool });
