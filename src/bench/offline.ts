@@ -113,6 +113,8 @@ export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions
   let done = 0;
   for (const [i, prompt] of opts.prompts.entries()) {
     for (const [p, { grammar, policy }] of entries.entries()) {
+      // Each prompt on its own: suffix decoding's global tree would otherwise hold this prompt's answer from the entry before.
+      pair.decoder.suffixCaches.clear();
       const constraint: GrammarConstraint | undefined = await constraintFor(prompt, grammar);
       const t = totals[p]!;
       const onRound = (round: RoundStats) => {

@@ -150,8 +150,12 @@ const AUTO = 'auto';
 
 /** A knob flag's parser: the knob's type and range (policy-registry.ts); `auto` where the knob has no fixed default. */
 function knobArg(knob: PolicyKnob) {
-  return (text: string): number | typeof AUTO => {
+  return (text: string): number | string => {
     if (knob.default === undefined && text.trim() === AUTO) return AUTO;
+    if (knob.type === 'choice') {
+      if (!(knob.choices ?? []).includes(text.trim())) throw new InvalidArgumentError(`expected ${knobRange(knob)}`);
+      return text.trim();
+    }
     const v = Number(text);
     const auto = knob.default === undefined ? 'auto or ' : '';
     if (text.trim() === '' || !Number.isFinite(v) || (knob.type === 'integer' && !Number.isInteger(v)) || v < knob.min || v > knob.max) {
@@ -170,7 +174,7 @@ export function addPolicyOptions(cmd: Command): Command {
   for (const knob of allKnobs()) {
     const takes = policiesTaking(knob.api).join(', ');
     const fallback = knob.default !== undefined ? `; default ${knob.default}` : knob.auto ? `; default auto: ${knob.auto}` : '';
-    cmd.option(`${knobFlag(knob)} <${knob.type === 'integer' ? 'n' : 'x'}>`, `${knob.help} (--policy ${takes}${fallback})`, knobArg(knob));
+    cmd.option(`${knobFlag(knob)} <${knob.type === 'integer' ? 'n' : knob.type === 'choice' ? 'name' : 'x'}>`, `${knob.help} (--policy ${takes}${fallback})`, knobArg(knob));
   }
   return cmd;
 }

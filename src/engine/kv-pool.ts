@@ -108,14 +108,37 @@ export class KvSlotPool implements ReclaimableKv {
     return this.prefix?.parkedSlots().length ?? 0;
   }
 
-  /** Bytes of KV rows held by parked slots (positions x kvBytesPerPosition): what the budget may take back. */
+  /**
+   * Bytes of KV rows held by parked slots (positions x kvBytesPerPosition) that are not protected
+   * (`protect`): what the budget may take back. A protected slot's rows are a generation's own,
+   * inside its reservation.
+   */
   get reclaimableBytes(): number {
-    return (this.prefix?.parkedPositions ?? 0) * kvBytesPerPosition(this.layout);
+    return (this.prefix?.parkedPositions() ?? 0) * kvBytesPerPosition(this.layout);
   }
 
-  /** When the least recently used parked slot was last used (performance.now()); undefined when none is parked. */
+  /** When the least recently used unprotected parked slot was last used (performance.now()); undefined when none is. */
   get oldestUse(): number | undefined {
     return this.prefix?.oldestParkedAt;
+  }
+
+  /**
+   * Keep the parked slot a new cache for `prompt` would take over (`acquire`: the longest cached
+   * prefix, when the slot holds less than a block past it) from leaving, for the budget or for
+   * another sequence's slot, until the returned function is called (idempotent). The budget
+   * protects a generation's prefix this way while admitting it, so that making room for it never
+   * evicts the rows it starts from. A prefix it would copy rather than take over is not held.
+   */
+  protect(prompt: readonly number[]): () => void {
+    const match = this.prefix && prompt.length > 1 ? this.prefix.lookup(prompt.slice(0, -1)) : undefined;
+    if (!match || !takesOver(match)) return () => {};
+    const prefix = this.prefix!;
+    prefix.pin(match.slot);
+    let held = true;
+    return () => {
+      if (held) prefix.unpin(match.slot);
+      held = false;
+    };
   }
 
   /**
@@ -143,12 +166,12 @@ export class KvSlotPool implements ReclaimableKv {
 
   /**
    * A free slot: the lowest one; else, when MIN_PARKED_SLOTS or as many as the live ones are
-   * parked, the least recently used parked one's (not `keep`'s); else one of a pool twice as large.
+   * parked, the least recently used unprotected parked one's (not `keep`'s); else one of a pool twice as large.
    */
   private freeSlot(keep?: number): number {
     if (this.free.length === 0) {
       const parked = this.prefix?.parkedSlots() ?? [];
-      const lru = parked.find((s) => s !== keep);
+      const lru = this.prefix?.evictableSlots().find((s) => s !== keep);
       const live = this.slotCount - parked.length;
       if (lru !== undefined && parked.length >= Math.max(MIN_PARKED_SLOTS, live)) this.unpark(lru);
       else this.resize(Math.max(1, this.slotCount * 2), this.cap);
@@ -175,11 +198,11 @@ export class KvSlotPool implements ReclaimableKv {
   }
 
   /**
-   * Give the least recently used parked slot back (the KV budget needs its memory).
+   * Give the least recently used parked slot that is not protected back (the KV budget needs its memory).
    * @returns the bytes its rows held (0 when none is parked)
    */
   evictOldest(): number {
-    const lru = this.prefix?.parkedSlots()[0];
+    const lru = this.prefix?.evictableSlots()[0];
     if (lru === undefined) return 0;
     const bytes = this.prefix!.held(lru) * kvBytesPerPosition(this.layout);
     this.unpark(lru);
