@@ -32,7 +32,7 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '8' },
     duration: { type: 'string', default: '600' },
     warmup: { type: 'string', default: '60' },
-    'max-turns': { type: 'string', default: '10' },
+    'max-turns': { type: 'string', default: '6' },
     'max-tokens': { type: 'string', default: '24' },
     'system-prompts': { type: 'string', default: '4' },
     'max-growth': { type: 'string', default: '0.15' },
@@ -60,7 +60,7 @@ async function main(): Promise<number> {
   const url = server.url;
   process.stderr.write(`soak: ${clients} multi-turn clients for ${durationS} s against ${url} (pid ${pid}), specd serve ${serveArgs.join(' ')}\n`);
   const seedRng = new Rng(Number(values.seed));
-  const systems = Array.from({ length: Number(values['system-prompts']) }, () => words(seedRng, 40));
+  const systems = Array.from({ length: Number(values['system-prompts']) }, () => words(seedRng, 30));
 
   let turnsOk = 0;
   let conversations = 0;
