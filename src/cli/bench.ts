@@ -107,10 +107,10 @@ export function benchCommand(): Command {
     const pair = await ModelPair.load({ ...pairOptions(flags), headMode: flags.headMode });
     if (!pair.draft && flags.policies.some((p) => policyNeeds(p).draft)) throw new InvalidArgumentError(`${flags.policies.filter((p) => policyNeeds(p).draft).map(policyLabel).join(', ')} need a draft model`);
     if (!pair.head && flags.policies.some((p) => policyNeeds(p).head)) throw new InvalidArgumentError(`${flags.policies.filter((p) => policyNeeds(p).head).map(policyLabel).join(', ')} need an acceptance head (--head FILE)`);
-    // specdec++ entries: the shared K bounds, and the default threshold made explicit.
+    // specdec++ entries (and hybrid's draft side): the shared K bounds, and the default threshold made explicit.
     const defaultThreshold = flags.threshold ?? recommendedThresholdAt(pair.head, flags.temperature);
     const policies = flags.policies.map((p): PolicySpec =>
-      p.policy === 'specdec++' ? validatePolicySpec({ ...p, threshold: p.threshold ?? defaultThreshold, kMin: flags.kMin, kMax: flags.kMax }) : p,
+      p.policy === 'specdec++' || p.policy === 'hybrid' ? validatePolicySpec({ ...p, threshold: p.threshold ?? defaultThreshold, kMin: flags.kMin, kMax: flags.kMax }) : p,
     );
     const specdecDefault = defaultThreshold === undefined ? undefined : policyLabel({ policy: 'specdec++', threshold: defaultThreshold, kMin: flags.kMin, kMax: flags.kMax });
     const sampling = { temperature: flags.temperature, topP: flags.topP, topK: flags.topK };

@@ -39,6 +39,14 @@ export const CAPACITY_STEP = 64;
 /** A replaced store is this much larger than what it must hold (address space: its pages are touched only as they are written), so that later growth happens in place. */
 const STORE_GROWTH = 4;
 /**
+ * Stores of at most this many bytes in all (every layer's keys and values) are kept when the
+ * pool goes idle, their capacity re-strided in place: giving them back made every request of a
+ * sequence-at-a-time load allocate, zero and first-touch its stores again (bundled pair, 2-core
+ * CPU: 5 resizes of ~8 ms per sequence and model, 3% of decoding time). Larger ones (a burst of
+ * many slots, a large model) are given back.
+ */
+const IDLE_KEEP_BYTES = 64 * 1024 * 1024;
+/**
  * Parked slots (prefix caching) a pool keeps at least before a new sequence takes the least
  * recently used one's slot instead of the pool growing: max(this, live slots). 8: a few
  * conversations' turns apart on a lightly loaded server; under load, as many as are running.
@@ -302,9 +310,10 @@ export class KvSlotPool implements ReclaimableKv {
     // Runs of a live slot to move: keys one per (head, dim) of `keep` positions, values one per head of keep x headDim.
     const held = (slot: number) => this.caches[slot]?.length ?? (this.prefix?.isParked(slot) ? this.prefix.held(slot) : 0);
     const live = [...Array(this.slotCount).keys()].map((slot) => ({ slot, keep: Math.min(held(slot), cap) })).filter((s) => s.keep > 0);
-    // A new store when this one is too small, or (nothing live) much too large: the memory of a burst is given back.
+    // A new store when this one is too small, or (nothing live) much too large and not small enough to keep: the memory of a burst is given back.
     const current = this.stores[0]?.length ?? 0;
-    const fresh = size > current || (live.length === 0 && size * STORE_GROWTH < current);
+    const kept = current * layers * 2 * Float32Array.BYTES_PER_ELEMENT <= IDLE_KEEP_BYTES;
+    const fresh = size > current || (live.length === 0 && size * STORE_GROWTH < current && !kept);
     const stores = fresh ? Array.from({ length: layers * 2 }, () => new Float32Array(Math.ceil(size * STORE_GROWTH))) : this.stores;
     for (let b = 0; b < layers * 2; b++) {
       const from = this.stores[b];
