@@ -13,8 +13,9 @@
  *   token's `BASE + SPREAD x r_cur`, within SPREAD / BASE = 10% of BASE whatever the token;
  * - the final norm's gain on the channel is `strength x (lmax - lmin) / (BASE x SPREAD)`, so the
  *   channel adds `strength x (log(count_j + SMOOTHING) - lmin) / rms` to logit j, where rms is the
- *   final residual's root mean square, which divides the random part of the logits alike: the
- *   prior keeps its ratio to the random logits' spread (about 3, llama-random.ts) at any scale.
+ *   final residual's root mean square (about 1 after one block, growing with each full-size
+ *   block): so `strength` is per unit rms, and a pair with more draft blocks needs a larger one
+ *   for the same concentration (measured figures: docs/models.md).
  *
  * Draft and target share the embeddings, final norm and lm_head, so both carry the same prior;
  * how often they agree is still set by the target's later blocks (`deepScale`).
@@ -31,12 +32,12 @@ const SPREAD = 0.1;
 
 /**
  * Default `strength`: logit units per nat of count. Measured with the shipped prompts' counts on
- * a Qwen3-vocabulary pair of width 128 (4 gsm8k prompts x 48 greedy tokens): at 0.75, 130-143
- * distinct tokens in 384 and 91% of them among the 32,768 most counted; at 1.5, 24-29 distinct
- * and 100% (text that repeats a few tokens); real text through Qwen3's tokenizer puts 94-96% of its
- * tokens in such a map (docs/benchmarks.md).
+ * a Qwen3-vocabulary pair of width 256, 8 blocks, a 2-block draft (4 gsm8k prompts x 48 greedy
+ * tokens, 384 in all): at 1, 177 distinct tokens and 86.5% of them among the 32,768 most counted;
+ * at 1.5, 55 distinct and 99%; real text through Qwen3's tokenizer puts 94-96% of its tokens in
+ * such a map (docs/benchmarks.md), between the two.
  */
-export const DEFAULT_FREQUENCY_STRENGTH = 1;
+export const DEFAULT_FREQUENCY_STRENGTH = 1.25;
 
 export interface FrequencyPrior {
   /** Occurrences per token id (`counts[id]`); ids past its end count 0. // [<= vocab] */
