@@ -31,6 +31,7 @@ import type { Proposer } from './proposer.js';
 import { BatchScheduler } from './scheduler.js';
 import { ContextLengthError, type FinishReason, type GenerateOptions, Sequence } from './sequence.js';
 import type { GenerationStats } from './stats.js';
+import { SuffixCachePool } from '../proposers/suffix.js';
 import { hybridParts } from './policy-registry.js';
 import { type AcceptancePredictor, createPolicy, isDraftFree } from './stop-policy.js';
 import type { PassCostModel } from './cost-model.js';
@@ -50,6 +51,8 @@ export class SpeculativeDecoder {
   readonly draftProposer: DraftModelProposer;
   /** The draft model against a draft-free proposer, per round and sequence (`GenerateOptions.hybrid`). */
   readonly hybridProposer: HybridProposer;
+  /** Suffix decoding's global trees: the outputs of this engine's finished requests, for its later ones. */
+  readonly suffixCaches = new SuffixCachePool();
   private ownScheduler: BatchScheduler | undefined;
 
   constructor(
@@ -125,7 +128,7 @@ export class SpeculativeDecoder {
     if (free) {
       let own: SequenceDraftFreeProposer;
       try {
-        own = new SequenceDraftFreeProposer(sequence, free);
+        own = new SequenceDraftFreeProposer(sequence, free, this.suffixCaches, !sequence.greedy && opts.seed !== undefined);
       } catch (err) {
         sequence.discard();
         throw err;

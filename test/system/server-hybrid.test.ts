@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 import type { OfflineResult } from '../../src/bench/offline.js';
+import { parsePrometheusText, sumSamples } from '../../src/bench/serve/prometheus-text.js';
 import { SPECD_BIN, startServe, type ServeProcess } from '../support/serve-process.js';
 
 const MODEL = 'specd-pair-target';
@@ -20,10 +21,19 @@ const NO_EOS = { '256': -100, '258': -100 };
 const CODE = 'def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n';
 const PROMPT = `Repeat this code exactly.\n${CODE}\nRepeat this code exactly.\n${CODE}`;
 
+interface MethodUsage {
+  num_drafts: number;
+  num_draft_tokens: number;
+  num_accepted_tokens: number;
+  num_accepted_tokens_per_pos: number[];
+}
+
 interface SpeculativeUsage {
   policy: string;
+  rounds: number;
   draft_tokens: number;
   accepted_tokens: number;
+  methods: Partial<Record<'draft' | 'ngram' | 'suffix', MethodUsage>>;
 }
 
 describe('policy hybrid through the server (draft model, head and a draft-free proposer)', () => {
@@ -53,6 +63,32 @@ describe('policy hybrid through the server (draft model, head and a draft-free p
         assert.ok(spec.draft_tokens > 0 && spec.accepted_tokens > 0, `${JSON.stringify(speculative)}: ${spec.accepted_tokens} of ${spec.draft_tokens}`);
       }
     }
+  });
+
+  test('usage.speculative and /metrics count the draft\'s and the draft-free proposer\'s rounds apart', async () => {
+    const scrape = async () => parsePrometheusText(await (await fetch(`${server.url}/metrics`)).text());
+    for (const method of ['suffix', 'ngram'] as const) {
+      const before = await scrape();
+      const spec = usageOf(await complete({ policy: 'hybrid', method }));
+      const after = await scrape();
+      const delta = (name: string, match: Record<string, string>) => sumSamples(after, `specd_spec_decode_method_${name}`, match) - sumSamples(before, `specd_spec_decode_method_${name}`, match);
+      assert.deepEqual(Object.keys(spec.methods).sort(), ['draft', method], `${method}: both sides verified candidates`);
+      const all = Object.values(spec.methods);
+      assert.equal(all.reduce((n, m) => n + m.num_draft_tokens, 0), spec.draft_tokens);
+      assert.equal(all.reduce((n, m) => n + m.num_accepted_tokens, 0), spec.accepted_tokens);
+      assert.ok(all.reduce((n, m) => n + m.num_drafts, 0) <= spec.rounds);
+      for (const [name, m] of Object.entries(spec.methods)) {
+        assert.equal(m.num_accepted_tokens_per_pos.reduce((a, b) => a + b, 0), m.num_accepted_tokens, name);
+        assert.equal(m.num_accepted_tokens_per_pos[0] ?? 0, delta('num_accepted_tokens_per_pos_total', { method: name, position: '0' }), name);
+        assert.deepEqual(
+          [delta('num_drafts_total', { method: name }), delta('num_draft_tokens_total', { method: name }), delta('num_accepted_tokens_total', { method: name })],
+          [m.num_drafts, m.num_draft_tokens, m.num_accepted_tokens],
+          `${name}: /metrics moved as the usage says`,
+        );
+      }
+    }
+    const none = usageOf(await complete({ policy: 'none' }));
+    assert.deepEqual(none.methods, {});
   });
 
   test('bad knobs are 400s naming the field', async () => {
