@@ -14,6 +14,7 @@ import type { SamplingParams } from '../engine/sampling.js';
 import { isGreedy } from '../engine/sampling.js';
 import { type PolicySpec, policyLabel } from '../engine/stop-policy.js';
 import type { DraftPhaseMode } from '../engine/speculative.js';
+import type { RoundStats } from '../engine/stats.js';
 import { generateText } from '../engine/text-generation.js';
 import type { GrammarConstraint } from '../grammar/constraint.js';
 import type { BenchPrompt, DatasetName } from './datasets.js';
@@ -61,6 +62,8 @@ export interface OfflineResult {
   /** Time in the draft loop per drafted candidate, and in verification (target pass, acceptance, rollback) per round, ms. */
   draft_ms_per_step: number;
   target_ms_per_call: number;
+  /** specdec++: the mean threshold h its rounds ran with (the draft controller's choice with `--threshold auto`); null for other policies. */
+  mean_threshold: number | null;
   /** Share of wall time spent outside ONNX Runtime's run(): sampling, copies, rollback. */
   overhead_fraction: number;
   /** Greedy only: whether every output equals `none`'s (with the same grammar mode) token for token (null when not checked). */
@@ -82,13 +85,16 @@ interface Totals {
   accepted: number;
   outputs: string[];
   maskMs: number;
+  /** Sum of specdec++'s h over its rounds, and the rounds that had one. */
+  thresholdSum: number;
+  thresholdRounds: number;
 }
 
 export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions): Promise<OfflineResult[]> {
   const modes = opts.grammar ?? ['off'];
   /** Entry e: policy e % policies under grammar mode floor(e / policies). */
   const entries = modes.flatMap((grammar) => opts.policies.map((policy) => ({ grammar, policy })));
-  const totals: Totals[] = entries.map(() => ({ newTokens: 0, wallMs: 0, runMs: 0, draftMs: 0, targetMs: 0, rounds: 0, drafted: 0, accepted: 0, outputs: [], maskMs: 0 }));
+  const totals: Totals[] = entries.map(() => ({ newTokens: 0, wallMs: 0, runMs: 0, draftMs: 0, targetMs: 0, rounds: 0, drafted: 0, accepted: 0, outputs: [], maskMs: 0, thresholdSum: 0, thresholdRounds: 0 }));
   const total = opts.prompts.length * entries.length;
   const grammars = modes.some((m) => m !== 'off') ? await pair.grammars() : undefined;
   const constraintFor = async (prompt: BenchPrompt, mode: GrammarMode) => {
@@ -107,9 +113,16 @@ export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions
   let done = 0;
   for (const [i, prompt] of opts.prompts.entries()) {
     for (const [p, { grammar, policy }] of entries.entries()) {
+      // Each prompt on its own: suffix decoding's global tree would otherwise hold this prompt's answer from the entry before.
+      pair.decoder.suffixCaches.clear();
       const constraint: GrammarConstraint | undefined = await constraintFor(prompt, grammar);
-      const r = await generateText(pair, { messages: prompt.messages }, { maxTokens: opts.maxTokens, sampling: opts.sampling, seed: opts.seed + i, policy, constraint, jumpForward: grammar !== 'no-jump-forward', draftPhase: opts.draftPhase });
       const t = totals[p]!;
+      const onRound = (round: RoundStats) => {
+        if (round.threshold === undefined) return;
+        t.thresholdSum += round.threshold;
+        t.thresholdRounds++;
+      };
+      const r = await generateText(pair, { messages: prompt.messages }, { maxTokens: opts.maxTokens, sampling: opts.sampling, seed: opts.seed + i, policy, constraint, jumpForward: grammar !== 'no-jump-forward', draftPhase: opts.draftPhase, onRound });
       if (constraint) t.maskMs += (constraint.maskMicros + constraint.applyMicros) / 1000;
       t.newTokens += r.token_ids.length;
       t.wallMs += r.stats.wall_ms;
@@ -149,6 +162,7 @@ export async function runOfflineBench(pair: ModelPair, opts: OfflineBenchOptions
       verification_rate: t.newTokens ? t.rounds / t.newTokens : 0,
       draft_ms_per_step: t.drafted ? t.draftMs / t.drafted : 0,
       target_ms_per_call: t.rounds ? t.targetMs / t.rounds : 0,
+      mean_threshold: t.thresholdRounds > 0 ? t.thresholdSum / t.thresholdRounds : null,
       overhead_fraction: t.wallMs > 0 ? 1 - t.runMs / t.wallMs : 0,
       matches_none: reference ? t.outputs.every((o, i) => o === reference[i]) : null,
       mask_ms_per_token: grammar === 'off' ? null : t.newTokens ? t.maskMs / t.newTokens : 0,

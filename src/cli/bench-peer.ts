@@ -9,6 +9,7 @@ import { formatPeerTable, GGML_QUANT, peerChartSvg, type PeerQuant, runPeerBench
 import { machineInfo } from '../bench/serve/report.js';
 import { MAX_DRAFT_LIMIT, type PolicySpec, parsePolicy, policyLabel } from '../engine/stop-policy.js';
 import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../paths.js';
+import { peerTurns } from './bench-peer-turns.js';
 import { intIn, numberIn, policyListArg } from './options.js';
 
 interface PeerFlags {
@@ -32,6 +33,12 @@ interface PeerFlags {
   ggufDir?: string;
   json?: string;
   chart?: string;
+  multiTurn?: boolean;
+  turns: number;
+  systemPromptLen: number;
+  questionLen: number;
+  seed: number;
+  serveArgs?: string;
 }
 
 function quantListArg(text: string): PeerQuant[] {
@@ -70,12 +77,22 @@ export function benchPeerCommand(): Command {
     .option('--gguf-dir <dir>', 'keep the GGUF files written here (default: a temporary folder, removed)')
     .option('--json <file>', 'also write the rounds and the summary as JSON')
     .option('--chart <file>', 'also write median tokens/s per configuration, with ratios, as a bar chart (SVG)')
+    .option('--multi-turn', 'instead: one conversation turn by turn on specd serve and llama-server (float32, prompt caches on), TTFT per turn; --rounds conversations')
+    .option('--turns <n>', 'multi-turn: turns of the conversation', intIn(1, 1000), 6)
+    .option('--system-prompt-len <n>', 'multi-turn: characters of the system prompt', intIn(0, 10_000_000), 300)
+    .option('--question-len <n>', 'multi-turn: characters of each question', intIn(1, 10_000_000), 80)
+    .option('--seed <n>', 'multi-turn: seeds the conversations (round r: seed + r)', intIn(0, 2 ** 31 - 1), 1)
+    .option('--serve-args <args>', "multi-turn: further flags for specd's side, e.g. '--policy fixed --k 4'")
     .action(async (flags: PeerFlags) => {
       const target = flags.target ?? BUNDLED_TARGET;
       if (flags.draft === undefined && flags.target !== undefined) throw new InvalidArgumentError('--draft: a draft model directory is needed with --target (llama-server -md and specd speculation both use it)');
       const draft = flags.draft ?? BUNDLED_DRAFT;
       const bundled = target === BUNDLED_TARGET && draft === BUNDLED_DRAFT;
       const head = flags.head === false ? null : typeof flags.head === 'string' ? flags.head : bundled ? BUNDLED_HEAD : null;
+      if (flags.multiTurn) {
+        if (flags.policies) throw new InvalidArgumentError("--policies does not apply to --multi-turn (choose specd's policy with --serve-args '--policy NAME')");
+        return peerTurns({ ...flags, target, draft, head });
+      }
       const policies = flags.policies ?? [parsePolicy('none'), parsePolicy(`fixed:${flags.k}`), ...(head ? [parsePolicy('specdec++')] : [])];
       if (!head && policies.some((p) => p.policy === 'specdec++')) throw new InvalidArgumentError('--policies: specdec++ needs an acceptance head (--head FILE)');
       const draftFree = policies.find((p) => p.policy === 'ngram' || p.policy === 'suffix');

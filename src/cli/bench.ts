@@ -35,7 +35,7 @@ interface OfflineFlags extends ModelFlags {
   topP: number;
   topK: number;
   seed: number;
-  threshold?: number;
+  threshold?: number | 'auto';
   kMin: number;
   kMax: number;
   json?: string;
@@ -49,6 +49,14 @@ interface OfflineFlags extends ModelFlags {
 function draftPhaseArg(text: string): DraftPhaseMode {
   if (!(DRAFT_PHASE_MODES as readonly string[]).includes(text)) throw new InvalidArgumentError(`expected one of ${DRAFT_PHASE_MODES.join(', ')}`);
   return text as DraftPhaseMode;
+}
+
+/** `--threshold`: a number in [0, 1] or `auto`. */
+function thresholdArg(text: string): number | 'auto' {
+  if (text.trim() === 'auto') return 'auto';
+  const v = Number(text);
+  if (text.trim() === '' || !Number.isFinite(v) || v < 0 || v > 1) throw new InvalidArgumentError('expected auto or a number in [0, 1]');
+  return v;
 }
 
 function headModeArg(text: string): HeadMode {
@@ -93,7 +101,7 @@ export function benchCommand(): Command {
     .option('--top-p <p>', 'nucleus sampling mass', numberIn(0, 1), 1)
     .option('--top-k <k>', 'top-k sampling (0 = off)', intIn(0, 1_000_000), 0)
     .option('--seed <n>', 'seed of the first prompt (prompt i uses seed + i)', intIn(0, Number.MAX_SAFE_INTEGER), 0)
-    .option('--threshold <h>', "threshold of bare specdec++ entries (default: the head's recommended h)", numberIn(0, 1))
+    .option('--threshold <h>', "threshold of bare specdec++ entries, or auto: the engine's draft controller chooses h from the measured pass costs each round, as `specd serve` does for requests without one (default: the head's recommended h)", thresholdArg)
     .option('--k-min <n>', 'K_min of specdec++ entries', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MIN)
     .option('--k-max <n>', 'K_max of specdec++ entries', intIn(1, MAX_DRAFT_LIMIT), DEFAULT_SPECDEC_K_MAX)
     .option('--json <file>', 'also write the results as JSON')
@@ -107,10 +115,12 @@ export function benchCommand(): Command {
     const pair = await ModelPair.load({ ...pairOptions(flags), headMode: flags.headMode });
     if (!pair.draft && flags.policies.some((p) => policyNeeds(p).draft)) throw new InvalidArgumentError(`${flags.policies.filter((p) => policyNeeds(p).draft).map(policyLabel).join(', ')} need a draft model`);
     if (!pair.head && flags.policies.some((p) => policyNeeds(p).head)) throw new InvalidArgumentError(`${flags.policies.filter((p) => policyNeeds(p).head).map(policyLabel).join(', ')} need an acceptance head (--head FILE)`);
-    // specdec++ entries: the shared K bounds, and the default threshold made explicit.
-    const defaultThreshold = flags.threshold ?? recommendedThresholdAt(pair.head, flags.temperature);
+    // specdec++ entries (and hybrid's draft side): the shared K bounds, and the default threshold made explicit.
+    // With --threshold auto, bare entries keep no threshold: the draft controller chooses it (draft-controller.ts).
+    const auto = flags.threshold === 'auto';
+    const defaultThreshold = auto ? undefined : ((flags.threshold as number | undefined) ?? recommendedThresholdAt(pair.head, flags.temperature));
     const policies = flags.policies.map((p): PolicySpec =>
-      p.policy === 'specdec++' ? validatePolicySpec({ ...p, threshold: p.threshold ?? defaultThreshold, kMin: flags.kMin, kMax: flags.kMax }) : p,
+      p.policy === 'specdec++' || p.policy === 'hybrid' ? validatePolicySpec({ ...p, threshold: p.threshold ?? defaultThreshold, kMin: flags.kMin, kMax: flags.kMax }) : p,
     );
     const specdecDefault = defaultThreshold === undefined ? undefined : policyLabel({ policy: 'specdec++', threshold: defaultThreshold, kMin: flags.kMin, kMax: flags.kMax });
     const sampling = { temperature: flags.temperature, topP: flags.topP, topK: flags.topK };
@@ -145,7 +155,7 @@ export function benchCommand(): Command {
       head: pair.head?.onnxPath ?? null,
       head_mode: flags.headMode,
       draft_phase: flags.draftPhase,
-      specdec_default_threshold: defaultThreshold ?? null,
+      specdec_default_threshold: auto ? 'auto' : (defaultThreshold ?? null),
       k_min: flags.kMin,
       k_max: flags.kMax,
       grammar: flags.grammar,
@@ -270,7 +280,8 @@ function headTrainCommand(): Command {
 
 export function formatTable(results: OfflineResult[]): string {
   const grammar = results.some((r) => r.grammar !== 'off');
-  const head = ['policy', ...(grammar ? ['grammar'] : []), 'dataset', 'tokens', 'tok/s', 'speedup', 'accepted/round', 'tokens/call', 'acceptance', 'discard', 'verify', 'overhead', 'exact', ...(grammar ? ['mask ms/token', 'mask share'] : [])];
+  const threshold = results.some((r) => r.mean_threshold !== null);
+  const head = ['policy', ...(grammar ? ['grammar'] : []), 'dataset', 'tokens', 'tok/s', 'speedup', 'accepted/round', 'tokens/call', 'acceptance', 'discard', 'verify', 'overhead', 'exact', ...(threshold ? ['mean h'] : []), ...(grammar ? ['mask ms/token', 'mask share'] : [])];
   const rows = results.map((r) => [
     r.policy,
     ...(grammar ? [r.grammar] : []),
@@ -285,6 +296,7 @@ export function formatTable(results: OfflineResult[]): string {
     r.verification_rate.toFixed(3),
     `${(r.overhead_fraction * 100).toFixed(1)}%`,
     r.matches_none === null ? '-' : r.matches_none ? 'yes' : 'NO',
+    ...(threshold ? [r.mean_threshold === null ? '-' : r.mean_threshold.toFixed(3)] : []),
     ...(grammar ? [r.mask_ms_per_token === null ? '-' : r.mask_ms_per_token.toFixed(3), r.mask_share === null ? '-' : `${(r.mask_share * 100).toFixed(1)}%`] : []),
   ]);
   return textTable(head, rows, 2).join('\n') + '\n';

@@ -66,7 +66,7 @@ export function dtypeArg(text: string): string {
   return text;
 }
 
-/** --target, --draft, --no-draft, --device, --device-id, --graph, --threads, --draft-threads, --draft-device, --dtype, --draft-dtype, --head, --no-head, --speculative-token-map. */
+/** --target, --draft, --no-draft, --device, --device-id, --graph, --threads, --draft-threads, --intra-op-spinning, --draft-device, --dtype, --draft-dtype, --head, --no-head, --speculative-token-map. */
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('--target <dir>', 'target model directory (default: the bundled specd-pair target)')
@@ -77,6 +77,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('--graph <kind>', 'exported: run the models\' ONNX graphs as they are; fused: rebuild GPT-2 graphs with fused operators; inplace: GPT-2 and Llama-family (llama, mistral, qwen2, qwen3) graphs rebuilt with the KV cache written in place (CPU) (default: inplace on the CPU, fused on webgpu, exported on cuda)', graphArg)
     .option('--threads <n>', 'intra-op threads of the target (default: all cores)', intIn(1, 1024))
     .option('--draft-threads <n>', 'intra-op threads of the draft', intIn(1, 1024), 1)
+    .option('--intra-op-spinning', "let ONNX Runtime's intra-op threads spin-wait for work between passes (may help on a dedicated host with spare cores; on a busy one they take the cores the passes need)")
     .option('--draft-device <device>', 'execution provider of the draft and its head (default: --device)', deviceArg)
     .option('--dtype <dtype>', `weights: ${Object.keys(ONNX_VARIANTS).join(', ')} (the model's onnx/ file of that name, as transformers.js names them); q8 and q4 without such a file: model.onnx's linear layers quantized to 8 or 4 bits (MatMulNBits), once, into the cache (default: fp32)`, dtypeArg)
     .option('--draft-dtype <dtype>', 'weights of the draft (default: --dtype)', dtypeArg)
@@ -95,6 +96,7 @@ export interface ModelFlags {
   draftDevice?: Device;
   threads?: number;
   draftThreads: number;
+  intraOpSpinning?: boolean;
   head?: string | boolean;
   dtype?: string;
   draftDtype?: string;
@@ -111,6 +113,7 @@ export function pairOptions(flags: ModelFlags): PairOptions {
     draftDevice: flags.draftDevice,
     threads: flags.threads,
     draftThreads: flags.draftThreads,
+    ...(flags.intraOpSpinning ? { spinning: true } : {}),
     head: flags.head === false ? null : typeof flags.head === 'string' ? flags.head : undefined,
     ...(flags.dtype ? { dtype: flags.dtype } : {}),
     ...(flags.draftDtype ? { draftDtype: flags.draftDtype } : {}),
@@ -147,8 +150,12 @@ const AUTO = 'auto';
 
 /** A knob flag's parser: the knob's type and range (policy-registry.ts); `auto` where the knob has no fixed default. */
 function knobArg(knob: PolicyKnob) {
-  return (text: string): number | typeof AUTO => {
+  return (text: string): number | string => {
     if (knob.default === undefined && text.trim() === AUTO) return AUTO;
+    if (knob.type === 'choice') {
+      if (!(knob.choices ?? []).includes(text.trim())) throw new InvalidArgumentError(`expected ${knobRange(knob)}`);
+      return text.trim();
+    }
     const v = Number(text);
     const auto = knob.default === undefined ? 'auto or ' : '';
     if (text.trim() === '' || !Number.isFinite(v) || (knob.type === 'integer' && !Number.isInteger(v)) || v < knob.min || v > knob.max) {
@@ -167,7 +174,7 @@ export function addPolicyOptions(cmd: Command): Command {
   for (const knob of allKnobs()) {
     const takes = policiesTaking(knob.api).join(', ');
     const fallback = knob.default !== undefined ? `; default ${knob.default}` : knob.auto ? `; default auto: ${knob.auto}` : '';
-    cmd.option(`${knobFlag(knob)} <${knob.type === 'integer' ? 'n' : 'x'}>`, `${knob.help} (--policy ${takes}${fallback})`, knobArg(knob));
+    cmd.option(`${knobFlag(knob)} <${knob.type === 'integer' ? 'n' : knob.type === 'choice' ? 'name' : 'x'}>`, `${knob.help} (--policy ${takes}${fallback})`, knobArg(knob));
   }
   return cmd;
 }

@@ -11,6 +11,7 @@ import { buildApp } from '../server/app.js';
 import { DEFAULT_CORS } from '../server/cors.js';
 import { DEFAULT_QUEUE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_STALL_TIMEOUT_MS } from '../server/engine-pool.js';
 import { DEFAULT_GRACE_S, DEFAULT_HOST, DEFAULT_KV_MEMORY_SHARE, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_QUEUE, DEFAULT_PORT, defaultWorkers, threadsPerWorker } from '../server/defaults.js';
+import { DEFAULT_RESPONSE_STORE_BYTES, DEFAULT_RESPONSE_STORE_TTL_S } from '../server/response-store.js';
 import { shutdown } from '../server/shutdown.js';
 import { REASONING_PARSERS, type ReasoningParserName } from '../text/reasoning-parser.js';
 import { policyNeeds } from '../engine/policy-registry.js';
@@ -37,6 +38,8 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
   allowedHeaders: string[];
   reasoningParser?: ReasoningParserName;
   enablePrefixCaching: boolean;
+  responsesStoreSize: number;
+  responsesStoreTtl: number;
 }
 
 /** A comma-separated list; empty entries dropped ('' is the empty list). */
@@ -110,6 +113,8 @@ export function serveCommand(): Command {
     .option('--allowed-headers <list>', 'CORS: request headers a preflight allows (default: those it asks for)', listArg, DEFAULT_CORS.allowedHeaders)
     .option('--enable-prefix-caching', "keep finished requests' KV rows and start a prompt from the longest cached prefix (vLLM's automatic prefix caching; default)", true)
     .option('--no-enable-prefix-caching', 'compute every prompt from its first token')
+    .option('--responses-store-size <size>', 'memory for stored /v1/responses (store: true; previous_response_id continues one), e.g. 64M; the least recently used leave first', byteSize, DEFAULT_RESPONSE_STORE_BYTES)
+    .option('--responses-store-ttl <seconds>', 'how long a stored response stays', numberIn(1, 365 * 86_400), DEFAULT_RESPONSE_STORE_TTL_S)
     .addOption(new Option('--reasoning-parser <name>', "split reasoning models' <think> blocks into reasoning_content (chat) and reasoning items (responses)").choices(REASONING_PARSERS));
   // The server's default draft policy; a request may choose another with its `speculative` field.
   addPolicyOptions(cmd);
@@ -139,6 +144,7 @@ export function serveCommand(): Command {
       stallTimeoutMs: flags.stallTimeout * 1000,
       policy: policy ?? ((hasHead) => policySpec(flags, defaultPolicyName({ draft: pair.draft !== null, head: hasHead }))),
       ...(flags.reasoningParser ? { reasoningParser: flags.reasoningParser } : {}),
+      responseStore: { maxBytes: flags.responsesStoreSize, ttlMs: flags.responsesStoreTtl * 1000 },
       cors: { allowedOrigins: flags.allowedOrigins, allowedMethods: flags.allowedMethods, allowedHeaders: flags.allowedHeaders },
       // Warnings and server errors (a 5xx is a bug) as JSON lines on stderr; stdout stays for the URL.
       logger: { level: flags.logLevel, stream: process.stderr },

@@ -11,6 +11,7 @@
 import { RequestError } from '../errors.js';
 import { DraftFreeProposer, type RoundProposal } from '../proposers/draft-free.js';
 import { ProposerOptionError } from '../proposers/proposal.js';
+import type { SuffixCachePool } from '../proposers/suffix.js';
 import { oneHot } from './draft-proposer.js';
 import type { ProposeContext, ProposeRequest, Proposer } from './proposer.js';
 import { noProposal, type Proposal, type Sequence, type VerifiedRound } from './sequence.js';
@@ -25,15 +26,21 @@ export class SequenceDraftFreeProposer implements Proposer {
   private round: RoundProposal | undefined;
 
   /**
-   * Track `sequence` from its prompt on; it is released when the sequence ends.
+   * Track `sequence` from its prompt on; it is released when the sequence ends, its output
+   * going to suffix decoding's global tree unless it was aborted. A seeded sampled sequence does
+   * not read that tree: its output must not depend on the requests before it.
+   * @param suffixCaches the engine's global trees of earlier outputs (default: one of its own)
+   * @param seeded whether the sequence samples with a seed (it then does not read the global trees)
    * @throws RequestError naming `speculative.<option>` for a knob out of range
    */
   constructor(
     private readonly sequence: Sequence,
     spec: DraftFreePolicySpec,
+    suffixCaches?: SuffixCachePool,
+    seeded = false,
   ) {
     try {
-      this.proposer = new DraftFreeProposer(draftFreeOptions(spec, sequence.target.info.vocabSize));
+      this.proposer = new DraftFreeProposer({ ...draftFreeOptions(spec, sequence.target.info.vocabSize), suffixCaches, readsGlobalCache: !seeded });
     } catch (err) {
       if (err instanceof ProposerOptionError) throw new RequestError(err.message, `speculative.${err.option}`);
       throw err;
@@ -52,7 +59,7 @@ export class SequenceDraftFreeProposer implements Proposer {
       if (round.tokens.length === 0) return noProposal();
       this.round = round;
       const vocab = seq.target.info.vocabSize;
-      return { tokens: [...round.tokens], draftProbs: seq.greedy ? [] : round.tokens.map((y) => oneHot(y, vocab)) };
+      return { tokens: [...round.tokens], draftProbs: seq.greedy ? [] : round.tokens.map((y) => oneHot(y, vocab)), method: round.method };
     });
   }
 

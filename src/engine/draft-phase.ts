@@ -31,6 +31,7 @@ import { BASE_FEATURES, knotWeights } from './candidate-features.js';
 import type { KVCache } from './kv-cache.js';
 import { PooledKVCache } from './kv-pool.js';
 import type { DecoderModel } from './model.js';
+import { spinningConfig } from './session-threads.js';
 import type { GraphStopRule } from './stop-policy.js';
 
 /** The stop rule of a round, as the draft-phase graph evaluates it (stop-policy.ts `graphRule`). */
@@ -69,8 +70,9 @@ export class DraftPhase {
    * The draft phase of `draft`, or undefined when its graph cannot run one (not an in-place
    * graph on the CPU, grouped-query attention, float16 KV rows, or loaded without `keepGraph`).
    * @param threads intra-op threads of the phase's session (the draft's own: 1 by default)
+   * @param spinning whether its intra-op threads spin-wait between runs (session-threads.ts SPIN_BY_DEFAULT)
    */
-  static async create(draft: DecoderModel, threads = 1): Promise<DraftPhase | undefined> {
+  static async create(draft: DecoderModel, threads = 1, spinning?: boolean): Promise<DraftPhase | undefined> {
     if (!draft.graphProto || !draft.kvInPlace || draft.device !== 'cpu') return undefined;
     let bytes: Uint8Array;
     try {
@@ -84,6 +86,7 @@ export class DraftPhase {
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
       intraOpNumThreads: threads,
+      extra: spinningConfig(spinning),
       logSeverityLevel: 3,
     });
     return new DraftPhase(session, draft);

@@ -7,10 +7,11 @@
  *    draft's running mean of accepted candidates per round for this sequence: when
  *    E_free >= that mean, the sequence skips the draft's passes this round (its draft catches
  *    up the next time it drafts);
- * 2. after drafting, E_free against the draft's own expectation: with the acceptance head
- *    sum_j prod_{i<=j} P_accept,i, else its running mean; the larger is verified, the draft's
- *    on a tie. When the draft-free proposal wins, the draft's cache is cut back to x (it holds
- *    candidates that will not be verified).
+ * 2. after drafting, greedy decoding only, E_free against the draft's own expectation: with the
+ *    acceptance head sum_j prod_{i<=j} P_accept,i, else its running mean; the larger is
+ *    verified, the draft's on a tie. When the draft-free proposal wins, the draft's cache is cut
+ *    back to x (it holds candidates that will not be verified). When sampling, a round that
+ *    drafted verifies the draft's candidates: choosing by the values drawn would bias the output.
  *
  * Either proposal is verified by the one acceptance rule (q rows for the draft's, point masses
  * for copied tokens), so the output stays the target's whatever is chosen.
@@ -71,7 +72,7 @@ export class HybridProposer implements Proposer {
       }
       const d = drafted[j++]!;
       const draftExpected = d.acceptProbs ? expectedAcceptedFromHead(d.acceptProbs) : (s.draftMean.value ?? Infinity);
-      if (free[i]!.tokens.length > 0 && chooseAfterDraft(freeExpected[i]!, draftExpected) === 'draft-free') {
+      if (free[i]!.tokens.length > 0 && chooseAfterDraft(freeExpected[i]!, draftExpected, r.sequence.greedy) === 'draft-free') {
         const seq = r.sequence;
         if (seq.draftCache && seq.draftCache.length > seq.tokens.length) await seq.draftCache.crop(seq.tokens.length);
         s.verified = 'draft-free';

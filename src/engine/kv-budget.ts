@@ -13,7 +13,10 @@
  * Prefix caching (prefix-cache.ts) keeps finished sequences' rows in the pools; they count
  * against the budget beside the reservations, and leave least recently used first (across every
  * pool added with `addReclaimable`) whenever a generation waiting in line would not fit otherwise,
- * so cached rows never keep a generation waiting.
+ * so cached rows never keep a generation waiting. A generation admitted with its prompt looks its
+ * prefix up first (`ReclaimableKv.protect`): the rows it will start from are held for it, outside
+ * what may be evicted to make its room, until its caches have taken them (`KvReservation.unprotect`).
+ * Held rows count inside its reservation (it takes them over; they leave the reclaimable bytes).
  */
 import type { KvLayout } from './kv-cache.js';
 
@@ -30,6 +33,18 @@ export interface ReclaimableKv {
   readonly oldestUse: number | undefined;
   /** Give the least recently used entry back; returns the bytes freed (0 when nothing was held). */
   evictOldest(): number;
+  /** Hold the entry a generation with this prompt will start from, so that it does not leave until the returned function is called. */
+  protect?(prompt: readonly number[]): () => void;
+}
+
+/**
+ * An admitted generation's reservation: call it to give the reservation back (idempotent; it
+ * unprotects too). `unprotect()` once the generation's caches exist (they have taken their
+ * cached prefix): the rows held for it may leave again.
+ */
+export interface KvReservation {
+  (): void;
+  unprotect(): void;
 }
 
 export class KvBudgetError extends RangeError {
@@ -38,7 +53,8 @@ export class KvBudgetError extends RangeError {
 
 interface Waiter {
   bytes: number;
-  resolve: (release: () => void) => void;
+  prompt?: readonly number[];
+  resolve: (reservation: KvReservation) => void;
 }
 
 export class KvBudget {
@@ -77,15 +93,17 @@ export class KvBudget {
 
   /**
    * Wait until `bytes` fit beside the reservations before it, then reserve them.
-   * @returns a function that gives the reservation back (idempotent)
+   * @param prompt the generation's prompt tokens: when it is admitted, the cached rows it will
+   *   start from are held for it (looked up before room is made), until `unprotect()`
+   * @returns the reservation: call it to give it back (idempotent)
    * @throws KvBudgetError at once when `bytes` exceed the whole budget (it could never run)
    */
-  async reserve(bytes: number): Promise<() => void> {
+  async reserve(bytes: number, prompt?: readonly number[]): Promise<KvReservation> {
     if (bytes > this.budgetBytes) {
       throw new KvBudgetError(`the request needs ${formatBytes(bytes)} of KV cache (prompt + max_tokens), more than the server's budget of ${formatBytes(this.budgetBytes)} (--kv-cache-memory-bytes)`);
     }
     return new Promise((resolve) => {
-      this.queue.push({ bytes, resolve });
+      this.queue.push({ bytes, resolve, ...(prompt ? { prompt } : {}) });
       this.admit();
     });
   }
@@ -110,16 +128,30 @@ export class KvBudget {
   private admit(): void {
     this.trim();
     while (this.queue.length > 0 && this.reserved + this.queue[0]!.bytes <= this.budgetBytes) {
-      this.reclaim(this.queue[0]!.bytes);
-      const { bytes, resolve } = this.queue.shift()!;
+      const { bytes, prompt, resolve } = this.queue.shift()!;
+      // Lookup before admission: the rows this generation starts from are not the room made for it.
+      const held = prompt ? this.reclaimables.map((r) => r.protect?.(prompt)) : [];
+      this.reclaim(bytes);
       this.reserved += bytes;
+      let protecting = held.length > 0;
+      const unprotect = () => {
+        if (!protecting) return;
+        protecting = false;
+        for (const release of held) release?.();
+        this.trim(); // a prefix copied rather than taken over is reclaimable again
+      };
       let given = false;
-      resolve(() => {
-        if (given) return;
-        given = true;
-        this.reserved -= bytes;
-        this.admit();
-      });
+      const reservation: KvReservation = Object.assign(
+        () => {
+          if (given) return;
+          given = true;
+          unprotect();
+          this.reserved -= bytes;
+          this.admit();
+        },
+        { unprotect },
+      );
+      resolve(reservation);
     }
   }
 }

@@ -39,6 +39,14 @@ export const CAPACITY_STEP = 64;
 /** A replaced store is this much larger than what it must hold (address space: its pages are touched only as they are written), so that later growth happens in place. */
 const STORE_GROWTH = 4;
 /**
+ * Stores of at most this many bytes in all (every layer's keys and values) are kept when the
+ * pool goes idle, their capacity re-strided in place: giving them back made every request of a
+ * sequence-at-a-time load allocate, zero and first-touch its stores again (bundled pair, 2-core
+ * CPU: 5 resizes of ~8 ms per sequence and model, 3% of decoding time). Larger ones (a burst of
+ * many slots, a large model) are given back.
+ */
+const IDLE_KEEP_BYTES = 64 * 1024 * 1024;
+/**
  * Parked slots (prefix caching) a pool keeps at least before a new sequence takes the least
  * recently used one's slot instead of the pool growing: max(this, live slots). 8: a few
  * conversations' turns apart on a lightly loaded server; under load, as many as are running.
@@ -100,14 +108,37 @@ export class KvSlotPool implements ReclaimableKv {
     return this.prefix?.parkedSlots().length ?? 0;
   }
 
-  /** Bytes of KV rows held by parked slots (positions x kvBytesPerPosition): what the budget may take back. */
+  /**
+   * Bytes of KV rows held by parked slots (positions x kvBytesPerPosition) that are not protected
+   * (`protect`): what the budget may take back. A protected slot's rows are a generation's own,
+   * inside its reservation.
+   */
   get reclaimableBytes(): number {
-    return (this.prefix?.parkedPositions ?? 0) * kvBytesPerPosition(this.layout);
+    return (this.prefix?.parkedPositions() ?? 0) * kvBytesPerPosition(this.layout);
   }
 
-  /** When the least recently used parked slot was last used (performance.now()); undefined when none is parked. */
+  /** When the least recently used unprotected parked slot was last used (performance.now()); undefined when none is. */
   get oldestUse(): number | undefined {
     return this.prefix?.oldestParkedAt;
+  }
+
+  /**
+   * Keep the parked slot a new cache for `prompt` would take over (`acquire`: the longest cached
+   * prefix, when the slot holds less than a block past it) from leaving, for the budget or for
+   * another sequence's slot, until the returned function is called (idempotent). The budget
+   * protects a generation's prefix this way while admitting it, so that making room for it never
+   * evicts the rows it starts from. A prefix it would copy rather than take over is not held.
+   */
+  protect(prompt: readonly number[]): () => void {
+    const match = this.prefix && prompt.length > 1 ? this.prefix.lookup(prompt.slice(0, -1)) : undefined;
+    if (!match || !takesOver(match)) return () => {};
+    const prefix = this.prefix!;
+    prefix.pin(match.slot);
+    let held = true;
+    return () => {
+      if (held) prefix.unpin(match.slot);
+      held = false;
+    };
   }
 
   /**
@@ -135,12 +166,12 @@ export class KvSlotPool implements ReclaimableKv {
 
   /**
    * A free slot: the lowest one; else, when MIN_PARKED_SLOTS or as many as the live ones are
-   * parked, the least recently used parked one's (not `keep`'s); else one of a pool twice as large.
+   * parked, the least recently used unprotected parked one's (not `keep`'s); else one of a pool twice as large.
    */
   private freeSlot(keep?: number): number {
     if (this.free.length === 0) {
       const parked = this.prefix?.parkedSlots() ?? [];
-      const lru = parked.find((s) => s !== keep);
+      const lru = this.prefix?.evictableSlots().find((s) => s !== keep);
       const live = this.slotCount - parked.length;
       if (lru !== undefined && parked.length >= Math.max(MIN_PARKED_SLOTS, live)) this.unpark(lru);
       else this.resize(Math.max(1, this.slotCount * 2), this.cap);
@@ -167,11 +198,11 @@ export class KvSlotPool implements ReclaimableKv {
   }
 
   /**
-   * Give the least recently used parked slot back (the KV budget needs its memory).
+   * Give the least recently used parked slot that is not protected back (the KV budget needs its memory).
    * @returns the bytes its rows held (0 when none is parked)
    */
   evictOldest(): number {
-    const lru = this.prefix?.parkedSlots()[0];
+    const lru = this.prefix?.evictableSlots()[0];
     if (lru === undefined) return 0;
     const bytes = this.prefix!.held(lru) * kvBytesPerPosition(this.layout);
     this.unpark(lru);
@@ -226,12 +257,16 @@ export class KvSlotPool implements ReclaimableKv {
     );
   }
 
-  /** Zero-capacity tensors in layer order (keys [1, kvHeads, headDim, 0], values [1, kvHeads, 0, headDim]): the past of an empty sequence. */
+  /**
+   * One-position tensors of zeros in layer order (keys [1, kvHeads, headDim, 1], values [1,
+   * kvHeads, 1, headDim]): the past of an empty sequence, its one position masked by its length 0
+   * (one, not none: the row-independent attention gathers its window from the buffer by index).
+   */
   get emptyTensors(): ort.Tensor[] {
     if (!this.empty) {
       const { kvHeads, headDim, layers, dtype } = this.layout;
-      const none = new Float32Array(0);
-      this.empty = Array.from({ length: layers * 2 }, (_, b) => new ort.Tensor(dtype, none, b % 2 === 0 ? [1, kvHeads, headDim, 0] : [1, kvHeads, 0, headDim]));
+      const zeros = new Float32Array(kvHeads * headDim);
+      this.empty = Array.from({ length: layers * 2 }, (_, b) => new ort.Tensor(dtype, zeros, b % 2 === 0 ? [1, kvHeads, headDim, 1] : [1, kvHeads, 1, headDim]));
     }
     return this.empty;
   }
@@ -279,9 +314,10 @@ export class KvSlotPool implements ReclaimableKv {
     // Runs of a live slot to move: keys one per (head, dim) of `keep` positions, values one per head of keep x headDim.
     const held = (slot: number) => this.caches[slot]?.length ?? (this.prefix?.isParked(slot) ? this.prefix.held(slot) : 0);
     const live = [...Array(this.slotCount).keys()].map((slot) => ({ slot, keep: Math.min(held(slot), cap) })).filter((s) => s.keep > 0);
-    // A new store when this one is too small, or (nothing live) much too large: the memory of a burst is given back.
+    // A new store when this one is too small, or (nothing live) much too large and not small enough to keep: the memory of a burst is given back.
     const current = this.stores[0]?.length ?? 0;
-    const fresh = size > current || (live.length === 0 && size * STORE_GROWTH < current);
+    const kept = current * layers * 2 * Float32Array.BYTES_PER_ELEMENT <= IDLE_KEEP_BYTES;
+    const fresh = size > current || (live.length === 0 && size * STORE_GROWTH < current && !kept);
     const stores = fresh ? Array.from({ length: layers * 2 }, () => new Float32Array(Math.ceil(size * STORE_GROWTH))) : this.stores;
     for (let b = 0; b < layers * 2; b++) {
       const from = this.stores[b];

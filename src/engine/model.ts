@@ -18,6 +18,7 @@ import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
 import { addKvFeeds, HostKVCache, type KVCache, type KvDtype, type KvLayout } from './kv-cache.js';
 import { KvSlotPool, PooledKVCache } from './kv-pool.js';
+import { spinningConfig } from './session-threads.js';
 import { type ModelDir, readModelDir } from './model-dir.js';
 
 export interface LoadOptions {
@@ -25,6 +26,11 @@ export interface LoadOptions {
   deviceId?: number;
   /** Intra-op threads for this session (CPU); default: all cores. */
   threads?: number;
+  /**
+   * Whether the session's intra-op threads spin-wait for work between runs (ONNX Runtime's
+   * `session.intra_op.allow_spinning`); default false (session-threads.ts SPIN_BY_DEFAULT).
+   */
+  spinning?: boolean;
   /** ONNX variant (fp32, fp16, q4, ...). */
   dtype?: string;
   /** ONNX bytes to load instead of the directory's graph file (e.g. a draft prepared in memory). */
@@ -148,6 +154,7 @@ export class DecoderModel {
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
       intraOpNumThreads: opts.threads ?? availableParallelism(),
+      extra: spinningConfig(opts.spinning),
       // Errors only: on GPU providers ONNX Runtime warns at every load that shape arithmetic runs on the CPU, as intended.
       logSeverityLevel: 3,
     };

@@ -12,7 +12,7 @@
  * Adding a policy: its variant in `PolicySpec`, its entry in `POLICIES`, and its class in
  * stop-policy.ts `createPolicy` (docs/architecture.md, "Adding a stop policy").
  */
-import { type DraftFreeOptions, DraftFreeProposer } from '../proposers/draft-free.js';
+import { DRAFT_FREE_METHODS, type DraftFreeMethod, type DraftFreeOptions, DraftFreeProposer } from '../proposers/draft-free.js';
 import { MAX_PROMPT_LOOKUP } from '../proposers/ngram.js';
 import { ProposerOptionError } from '../proposers/proposal.js';
 import { MAX_SUFFIX_TREE_DEPTH } from '../proposers/suffix.js';
@@ -31,17 +31,32 @@ export type PolicySpec =
    * Prompt lookup (proposers/ngram.ts), no draft model: knobs left undefined take the
    * proposer's defaults for the target's vocabulary (proposers/draft-free.ts knobDefaultsFor).
    */
-  | { policy: 'ngram'; promptLookupMin?: number; promptLookupMax?: number; numSpeculativeTokens?: number }
+  | ({ policy: 'ngram' } & NgramKnobs)
   /** Suffix decoding (proposers/suffix.ts), no draft model; knobs as for `ngram`, named as vLLM's. */
-  | {
-      policy: 'suffix';
-      suffixDecodingMaxTreeDepth?: number;
-      suffixDecodingMaxCachedRequests?: number;
-      suffixDecodingMaxSpecFactor?: number;
-      suffixDecodingMaxSpecOffset?: number;
-      suffixDecodingMinTokenProb?: number;
-      numSpeculativeTokens?: number;
-    };
+  | ({ policy: 'suffix' } & SuffixKnobs)
+  /**
+   * The draft model under specdec++ (its knobs) against a draft-free proposer, `method`, per
+   * round and sequence (engine/hybrid-proposer.ts); the knobs of the method not chosen stay
+   * undefined.
+   */
+  | ({ policy: 'hybrid'; method: DraftFreeMethod; threshold?: number; kMin: number; kMax: number } & NgramKnobs & SuffixKnobs);
+
+/** Prompt lookup's knobs (vLLM's names in camelCase); undefined: the proposer's default for the vocabulary. */
+export interface NgramKnobs {
+  promptLookupMin?: number;
+  promptLookupMax?: number;
+  numSpeculativeTokens?: number;
+}
+
+/** Suffix decoding's knobs (vLLM's names in camelCase); undefined: the proposer's default. */
+export interface SuffixKnobs {
+  suffixDecodingMaxTreeDepth?: number;
+  suffixDecodingMaxCachedRequests?: number;
+  suffixDecodingMaxSpecFactor?: number;
+  suffixDecodingMaxSpecOffset?: number;
+  suffixDecodingMinTokenProb?: number;
+  numSpeculativeTokens?: number;
+}
 
 export type PolicyName = PolicySpec['policy'];
 
@@ -75,16 +90,19 @@ export interface PolicyKnob {
   readonly field: string;
   /** The name in the API's `speculative` field, snake_case (`p_min`); the CLI flag is `--p-min`. */
   readonly api: string;
-  readonly type: 'integer' | 'number';
-  /** Inclusive bounds. */
+  /** `choice`: one of `choices` (a string); the others a number within [min, max]. */
+  readonly type: 'integer' | 'number' | 'choice';
+  /** Inclusive bounds (a choice knob: unused, 0). */
   readonly min: number;
   readonly max: number;
+  /** A choice knob's values. */
+  readonly choices?: readonly string[];
   /**
    * Value when not given. Undefined: chosen later from what is loaded (specdec++'s threshold from
    * the head, a draft-free knob from the vocabulary); such a knob also takes `auto` in
    * `NAME:VALUE` and `--flag auto`, and null in the API.
    */
-  readonly default?: number;
+  readonly default?: number | string;
   /** What an undefined default stands for, for --help. */
   readonly auto?: string;
   /** One line for --help and the docs. */
@@ -118,8 +136,42 @@ const numTokensKnob: PolicyKnob = {
   help: 'most candidates per round',
 };
 
+/** The draft-free proposer `hybrid` runs beside the draft when none is named: suffix decoding, whose trees also hold earlier outputs. */
+export const DEFAULT_HYBRID_METHOD: DraftFreeMethod = 'suffix';
+
+const SPECDEC_KNOBS: readonly PolicyKnob[] = [
+  { field: 'threshold', api: 'threshold', type: 'number', min: 0, max: 1, auto: "the head's recommended h, adapted to the measured costs", help: "stop once the head's P(some candidate is rejected) exceeds h" },
+  { field: 'kMin', api: 'k_min', type: 'integer', min: 1, max: MAX_DRAFT_LIMIT, default: DEFAULT_SPECDEC_K_MIN, help: 'shortest draft' },
+  kMaxKnob(DEFAULT_SPECDEC_K_MAX, 'longest draft'),
+];
+const NGRAM_KNOBS: readonly PolicyKnob[] = [
+  { field: 'promptLookupMin', api: 'prompt_lookup_min', type: 'integer', min: 1, max: MAX_PROMPT_LOOKUP, auto: "the proposer's for the vocabulary, docs/proposers.md", help: 'shortest n-gram matched' },
+  { field: 'promptLookupMax', api: 'prompt_lookup_max', type: 'integer', min: 1, max: MAX_PROMPT_LOOKUP, auto: "the proposer's for the vocabulary", help: 'longest n-gram matched' },
+];
+const SUFFIX_KNOBS: readonly PolicyKnob[] = [
+  { field: 'suffixDecodingMaxTreeDepth', api: 'suffix_decoding_max_tree_depth', type: 'integer', min: 1, max: MAX_SUFFIX_TREE_DEPTH, auto: "the proposer's, docs/proposers.md", help: 'deepest suffix matched and copied' },
+  { field: 'suffixDecodingMaxCachedRequests', api: 'suffix_decoding_max_cached_requests', type: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER, auto: "the proposer's, docs/proposers.md", help: 'earlier outputs kept in the tree' },
+  { field: 'suffixDecodingMaxSpecFactor', api: 'suffix_decoding_max_spec_factor', type: 'number', min: 0, max: MAX_SUFFIX_TREE_DEPTH, auto: "the proposer's, docs/proposers.md", help: 'candidates at most this many times the match length (up to the tree depth)' },
+  { field: 'suffixDecodingMaxSpecOffset', api: 'suffix_decoding_max_spec_offset', type: 'number', min: -MAX_SUFFIX_TREE_DEPTH, max: MAX_SUFFIX_TREE_DEPTH, auto: "the proposer's, docs/proposers.md", help: 'plus this many candidates' },
+  { field: 'suffixDecodingMinTokenProb', api: 'suffix_decoding_min_token_prob', type: 'number', min: 0, max: 1, auto: "the proposer's, docs/proposers.md", help: 'stop copying below this estimated probability' },
+];
+
+/** specdec++'s rule across knobs: k_min <= k_max. */
+function checkKRange(spec: Record<string, unknown>): void {
+  if ((spec['kMin'] as number) > (spec['kMax'] as number)) throw new PolicySpecError(`k_min must not exceed k_max (${String(spec['kMax'])}), got ${String(spec['kMin'])}`, 'k_min');
+}
+
+/** `hybrid`'s rules: specdec++'s, no knob of the draft-free method not chosen, the chosen method's. */
+function checkHybrid(spec: Record<string, unknown>): void {
+  checkKRange(spec);
+  const other = spec['method'] === 'ngram' ? SUFFIX_KNOBS : NGRAM_KNOBS;
+  const given = other.find((k) => spec[k.field] !== undefined);
+  if (given) throw new PolicySpecError(`${given.api} does not apply to policy hybrid with method ${String(spec['method'])}`, given.api);
+  checkDraftFree(hybridParts(spec as unknown as HybridPolicySpec).free);
+}
+
 /** The draft-free proposers' checks across knobs (prompt_lookup_min <= prompt_lookup_max, spec factor within the tree depth). */
-function checkDraftFree(spec: Record<string, unknown>): void {
+function checkDraftFree(spec: object): void {
   try {
     new DraftFreeProposer(draftFreeOptions(spec as DraftFreePolicySpec));
   } catch (err) {
@@ -155,26 +207,16 @@ export const POLICIES: readonly PolicyEntry[] = [
     help: "draft while the acceptance head's P(some candidate is rejected) stays at or below h (SpecDec++, arXiv 2405.19715)",
     needsDraft: true,
     needsHead: true,
-    knobs: [
-      { field: 'threshold', api: 'threshold', type: 'number', min: 0, max: 1, auto: "the head's recommended h, adapted to the measured costs", help: "stop once the head's P(some candidate is rejected) exceeds h" },
-      { field: 'kMin', api: 'k_min', type: 'integer', min: 1, max: MAX_DRAFT_LIMIT, default: DEFAULT_SPECDEC_K_MIN, help: 'shortest draft' },
-      kMaxKnob(DEFAULT_SPECDEC_K_MAX, 'longest draft'),
-    ],
+    knobs: SPECDEC_KNOBS,
     shorthand: 'threshold',
-    check: (spec) => {
-      if ((spec['kMin'] as number) > (spec['kMax'] as number)) throw new PolicySpecError(`k_min must not exceed k_max (${String(spec['kMax'])}), got ${String(spec['kMin'])}`, 'k_min');
-    },
+    check: checkKRange,
   },
   {
     name: 'ngram',
     help: 'prompt lookup: candidates copied from where the last n-gram occurred before (no draft model)',
     needsDraft: false,
     needsHead: false,
-    knobs: [
-      { field: 'promptLookupMin', api: 'prompt_lookup_min', type: 'integer', min: 1, max: MAX_PROMPT_LOOKUP, auto: "the proposer's for the vocabulary, docs/proposers.md", help: 'shortest n-gram matched' },
-      { field: 'promptLookupMax', api: 'prompt_lookup_max', type: 'integer', min: 1, max: MAX_PROMPT_LOOKUP, auto: "the proposer's for the vocabulary", help: 'longest n-gram matched' },
-      numTokensKnob,
-    ],
+    knobs: [...NGRAM_KNOBS, numTokensKnob],
     shorthand: 'num_speculative_tokens',
     check: checkDraftFree,
   },
@@ -183,16 +225,33 @@ export const POLICIES: readonly PolicyEntry[] = [
     help: 'suffix decoding: candidates from a suffix tree of this and earlier outputs (no draft model)',
     needsDraft: false,
     needsHead: false,
-    knobs: [
-      { field: 'suffixDecodingMaxTreeDepth', api: 'suffix_decoding_max_tree_depth', type: 'integer', min: 1, max: MAX_SUFFIX_TREE_DEPTH, auto: "the proposer's, docs/proposers.md", help: 'deepest suffix matched and copied' },
-      { field: 'suffixDecodingMaxCachedRequests', api: 'suffix_decoding_max_cached_requests', type: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER, auto: "the proposer's, docs/proposers.md", help: 'earlier outputs kept in the tree' },
-      { field: 'suffixDecodingMaxSpecFactor', api: 'suffix_decoding_max_spec_factor', type: 'number', min: 0, max: MAX_SUFFIX_TREE_DEPTH, auto: "the proposer's, docs/proposers.md", help: 'candidates at most this many times the match length (up to the tree depth)' },
-      { field: 'suffixDecodingMaxSpecOffset', api: 'suffix_decoding_max_spec_offset', type: 'number', min: -MAX_SUFFIX_TREE_DEPTH, max: MAX_SUFFIX_TREE_DEPTH, auto: "the proposer's, docs/proposers.md", help: 'plus this many candidates' },
-      { field: 'suffixDecodingMinTokenProb', api: 'suffix_decoding_min_token_prob', type: 'number', min: 0, max: 1, auto: "the proposer's, docs/proposers.md", help: "stop copying below this estimated probability" },
-      numTokensKnob,
-    ],
+    knobs: [...SUFFIX_KNOBS, numTokensKnob],
     shorthand: 'num_speculative_tokens',
     check: checkDraftFree,
+  },
+  {
+    name: 'hybrid',
+    help: 'the draft model under specdec++ against a draft-free proposer (method), per round and sequence: the proposal expected to deliver more is verified',
+    needsDraft: true,
+    needsHead: true,
+    knobs: [
+      {
+        field: 'method',
+        api: 'method',
+        type: 'choice',
+        min: 0,
+        max: 0,
+        choices: DRAFT_FREE_METHODS,
+        default: DEFAULT_HYBRID_METHOD,
+        help: 'the draft-free proposer beside the draft (vLLM\'s method names)',
+      },
+      ...SPECDEC_KNOBS,
+      ...NGRAM_KNOBS,
+      ...SUFFIX_KNOBS,
+      numTokensKnob,
+    ],
+    shorthand: 'method',
+    check: checkHybrid,
   },
 ];
 
@@ -202,9 +261,7 @@ export const POLICY_NAMES: readonly PolicyName[] = POLICIES.map((p) => p.name);
  * Names kept for policies still to come, with why they are refused: a request or flag naming one
  * gets that reason, not "unknown policy".
  */
-export const RESERVED_POLICY_NAMES: Readonly<Record<string, string>> = {
-  hybrid: 'policy hybrid (draft model or draft-free proposer, per round) is not available yet',
-};
+export const RESERVED_POLICY_NAMES: Readonly<Record<string, string>> = {};
 
 /** The entry of a policy name; throws PolicySpecError (knob undefined) for a name the registry does not have. */
 export function policyEntry(name: string): PolicyEntry {
@@ -237,17 +294,21 @@ export function policiesTaking(api: string): PolicyName[] {
   return POLICIES.filter((p) => p.knobs.some((k) => k.api === api)).map((p) => p.name);
 }
 
-/** `[lo, hi]` as a knob's error message writes it. */
+/** `[lo, hi]` (or a choice knob's values) as a knob's error message writes it. */
 export function knobRange(knob: PolicyKnob): string {
+  if (knob.type === 'choice') return `one of ${(knob.choices ?? []).join(', ')}`;
   const kind = knob.type === 'integer' ? 'an integer' : 'a number';
   return knob.max === Number.MAX_SAFE_INTEGER ? `${kind} >= ${knob.min}` : `${kind} in [${knob.min}, ${knob.max}]`;
 }
 
 /** Throws PolicySpecError naming the knob unless `value` is within its type and range. */
-export function checkKnob(knob: PolicyKnob, value: unknown): number {
-  const ok = typeof value === 'number' && (knob.type === 'integer' ? Number.isInteger(value) : Number.isFinite(value)) && value >= knob.min && value <= knob.max;
+export function checkKnob(knob: PolicyKnob, value: unknown): number | string {
+  const ok =
+    knob.type === 'choice'
+      ? typeof value === 'string' && (knob.choices ?? []).includes(value)
+      : typeof value === 'number' && (knob.type === 'integer' ? Number.isInteger(value) : Number.isFinite(value)) && value >= knob.min && value <= knob.max;
   if (!ok) throw new PolicySpecError(`${knob.api} must be ${knobRange(knob)}, got ${JSON.stringify(value) ?? String(value)}`, knob.api);
-  return value;
+  return value as number | string;
 }
 
 /**
@@ -296,7 +357,7 @@ export function validatePolicySpec(spec: PolicySpec): PolicySpec {
 /**
  * Parse `NAME` or `NAME:VALUE`, VALUE setting the policy's shorthand knob: `none`, `fixed:4`
  * (k), `confidence:0.6` (p_min), `specdec++:0.7` or `specdec++:auto` (threshold), `ngram:8`,
- * `suffix:16` (num_speculative_tokens). A bare name has the default knobs: bare `specdec++` is
+ * `suffix:16` (num_speculative_tokens), `hybrid:ngram` (method). A bare name has the default knobs: bare `specdec++` is
  * `specdec++:auto`, its threshold from the head and the measured costs.
  * @throws PolicySpecError naming the policy or the knob
  */
@@ -307,6 +368,7 @@ export function parsePolicy(text: string): PolicySpec {
   const knob = shorthandKnob(name);
   if (!knob) throw new PolicySpecError(`bad policy "${text}": ${name} takes no value`);
   if (value === 'auto' && knob.default === undefined) return policyFromKnobs(name);
+  if (knob.type === 'choice') return policyFromKnobs(name, { [knob.api]: value });
   const v = Number(value);
   if (!Number.isFinite(v)) throw new PolicySpecError(`bad policy "${text}": ${knob.api} must be ${knobRange(knob)}`, knob.api);
   return policyFromKnobs(name, { [knob.api]: v });
@@ -344,4 +406,28 @@ export function draftFreeOptions(spec: DraftFreePolicySpec, vocabSize?: number):
       numSpeculativeTokens: spec.numSpeculativeTokens,
     }),
   };
+}
+
+/** A `hybrid` spec. */
+export type HybridPolicySpec = Extract<PolicySpec, { policy: 'hybrid' }>;
+
+/**
+ * A `hybrid` spec's two sides: the draft model's policy (specdec++ with its knobs) and the
+ * draft-free proposer's (the method with its knobs) that competes with it each round.
+ */
+export function hybridParts(spec: HybridPolicySpec): { draft: Extract<PolicySpec, { policy: 'specdec++' }>; free: DraftFreePolicySpec } {
+  const { threshold, kMin, kMax, numSpeculativeTokens } = spec;
+  const free: DraftFreePolicySpec =
+    spec.method === 'ngram'
+      ? { policy: 'ngram', promptLookupMin: spec.promptLookupMin, promptLookupMax: spec.promptLookupMax, numSpeculativeTokens }
+      : {
+          policy: 'suffix',
+          suffixDecodingMaxTreeDepth: spec.suffixDecodingMaxTreeDepth,
+          suffixDecodingMaxCachedRequests: spec.suffixDecodingMaxCachedRequests,
+          suffixDecodingMaxSpecFactor: spec.suffixDecodingMaxSpecFactor,
+          suffixDecodingMaxSpecOffset: spec.suffixDecodingMaxSpecOffset,
+          suffixDecodingMinTokenProb: spec.suffixDecodingMinTokenProb,
+          numSpeculativeTokens,
+        };
+  return { draft: { policy: 'specdec++', threshold, kMin, kMax }, free };
 }

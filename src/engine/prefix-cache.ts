@@ -13,7 +13,8 @@
  *
  * Slots are live (a running sequence writes them) or parked (the sequence ended and its rows stay
  * for later prompts). Parked slots leave least recently used first: when the pool needs a slot
- * and none is free, or when the KV budget (kv-budget.ts) needs their memory.
+ * and none is free, or when the KV budget (kv-budget.ts) needs their memory. A pinned slot
+ * (`pin`: a generation being admitted will take it over) does not leave until it is unpinned.
  */
 import { createHash } from 'node:crypto';
 
@@ -45,6 +46,8 @@ export class PrefixCache {
   /** Block hash -> slots holding that prefix. */
   private readonly index = new Map<string, Set<number>>();
   private readonly root: string;
+  /** Slot -> how many pins hold it (`pin`). */
+  private readonly pins = new Map<number, number>();
 
   /** @param identity what the rows depend on besides the tokens: the model file, its graph and dtype (never served across them) */
   constructor(readonly identity: string) {
@@ -105,6 +108,17 @@ export class PrefixCache {
     this.records.delete(slot);
   }
 
+  /** Keep a slot from leaving (`evictableSlots` leaves it out) until as many `unpin` calls. */
+  pin(slot: number): void {
+    this.pins.set(slot, (this.pins.get(slot) ?? 0) + 1);
+  }
+
+  unpin(slot: number): void {
+    const n = this.pins.get(slot) ?? 0;
+    if (n <= 1) this.pins.delete(slot);
+    else this.pins.set(slot, n - 1);
+  }
+
   /** Parked slots, least recently used first. */
   parkedSlots(): number[] {
     return [...this.records.entries()]
@@ -113,17 +127,22 @@ export class PrefixCache {
       .map(([slot]) => slot);
   }
 
-  /** When the least recently used parked slot was last used (performance.now()), or undefined when none is parked. */
+  /** Parked slots that are not pinned, least recently used first: those that may leave. */
+  evictableSlots(): number[] {
+    return this.parkedSlots().filter((slot) => !this.pins.has(slot));
+  }
+
+  /** When the least recently used evictable slot was last used (performance.now()), or undefined when none is. */
   get oldestParkedAt(): number | undefined {
     let oldest: number | undefined;
-    for (const r of this.records.values()) if (r.parkedAt !== undefined && (oldest === undefined || r.parkedAt < oldest)) oldest = r.parkedAt;
+    for (const [slot, r] of this.records) if (r.parkedAt !== undefined && !this.pins.has(slot) && (oldest === undefined || r.parkedAt < oldest)) oldest = r.parkedAt;
     return oldest;
   }
 
-  /** Positions held by parked slots. */
-  get parkedPositions(): number {
+  /** Positions held by parked slots (`pinned`: by pinned ones only; else by the others only). */
+  parkedPositions(pinned = false): number {
     let n = 0;
-    for (const r of this.records.values()) if (r.parkedAt !== undefined) n += r.tokens.length;
+    for (const [slot, r] of this.records) if (r.parkedAt !== undefined && this.pins.has(slot) === pinned) n += r.tokens.length;
     return n;
   }
 

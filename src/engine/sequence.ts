@@ -8,6 +8,7 @@
  * of both caches to the accepted prefix, output decisions and logprobs. It runs no forward
  * pass itself: the scheduler (scheduler.ts) runs every pass.
  */
+import type { ProposalMethod } from '../proposers/method-stats.js';
 import { acceptGreedy, acceptSampled, type AcceptanceResult } from './acceptance.js';
 import type { KVCache } from './kv-cache.js';
 import { type LogitsAdjustments, LogitsProcessor, type TokenConstraint } from './logits-processors.js';
@@ -93,6 +94,8 @@ export interface Proposal {
   draftProbs: Float64Array[];
   /** With the acceptance head: its P(accept) of each candidate // [k] */
   acceptProbs?: number[];
+  /** Who proposed the candidates; absent: the draft model. */
+  method?: ProposalMethod;
 }
 
 /** A proposal with no candidates. */
@@ -290,6 +293,7 @@ export class Sequence {
     }
 
     const round: RoundStats = { drafted: k, accepted: result.accepted, emitted: emitted.length, draftMs: timing.draftMs, targetMs };
+    if (k > 0) round.method = proposal.method ?? 'draft';
     if (threshold !== undefined) round.threshold = threshold;
     if (acceptProbs) round.acceptProbs = acceptProbs;
     this.collector.observe(round);

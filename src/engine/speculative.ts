@@ -31,6 +31,8 @@ import type { Proposer } from './proposer.js';
 import { BatchScheduler } from './scheduler.js';
 import { ContextLengthError, type FinishReason, type GenerateOptions, Sequence } from './sequence.js';
 import type { GenerationStats } from './stats.js';
+import { SuffixCachePool } from '../proposers/suffix.js';
+import { hybridParts } from './policy-registry.js';
 import { type AcceptancePredictor, createPolicy, isDraftFree } from './stop-policy.js';
 import type { PassCostModel } from './cost-model.js';
 
@@ -49,6 +51,8 @@ export class SpeculativeDecoder {
   readonly draftProposer: DraftModelProposer;
   /** The draft model against a draft-free proposer, per round and sequence (`GenerateOptions.hybrid`). */
   readonly hybridProposer: HybridProposer;
+  /** Suffix decoding's global trees: the outputs of this engine's finished requests, for its later ones. */
+  readonly suffixCaches = new SuffixCachePool();
   private ownScheduler: BatchScheduler | undefined;
 
   constructor(
@@ -92,9 +96,15 @@ export class SpeculativeDecoder {
   /**
    * Begin a generation; drive it with `step()` (or a scheduler's `step(generation)`) until `done`.
    * @throws RequestError for an empty prompt, a policy needing a draft or head the engine lacks,
-   *   a draft-free knob out of range, `hybrid` without a policy that runs the draft; ContextLengthError for a prompt that fills the context
+   *   a draft-free knob out of range, `hybrid` without a policy that runs the draft (policy `hybrid`
+   *   is specdec++ with `GenerateOptions.hybrid`, policy-registry.ts hybridParts); ContextLengthError for a prompt that fills the context
    */
   start(prompt: readonly number[], opts: GenerateOptions): Generation {
+    // Policy `hybrid`: the draft's specdec++ with the draft-free proposer beside it.
+    if (opts.policy.policy === 'hybrid') {
+      const { draft, free } = hybridParts(opts.policy);
+      opts = { ...opts, policy: draft, hybrid: free };
+    }
     if (prompt.length === 0) throw new RequestError('the prompt has no tokens');
     if (prompt.length >= this.contextLength) {
       throw new ContextLengthError(`the prompt has ${prompt.length} tokens; the model's context is ${this.contextLength}`);
@@ -118,7 +128,7 @@ export class SpeculativeDecoder {
     if (free) {
       let own: SequenceDraftFreeProposer;
       try {
-        own = new SequenceDraftFreeProposer(sequence, free);
+        own = new SequenceDraftFreeProposer(sequence, free, this.suffixCaches, !sequence.greedy && opts.seed !== undefined);
       } catch (err) {
         sequence.discard();
         throw err;

@@ -1,8 +1,11 @@
 /** Per-round and per-generation statistics of speculative decoding, as plain data. */
+import type { ProposalMethod } from '../proposers/method-stats.js';
 
 export interface RoundStats {
   /** Candidates the draft proposed (k). */
   drafted: number;
+  /** Who proposed the candidates (absent when the round verified none): the draft model, prompt lookup or suffix decoding. */
+  method?: ProposalMethod;
   /** Candidates the target accepted (n <= k). */
   accepted: number;
   /** Tokens the round added to the output (n + 1, fewer when EOS or the length limit cut it). */

@@ -15,7 +15,7 @@
  * The policies' plain-data specs, their knobs, ranges and parsing are in policy-registry.ts.
  */
 
-import { type PolicySpec, PolicySpecError } from './policy-registry.js';
+import { DEFAULT_HYBRID_METHOD, hybridParts, type PolicySpec, PolicySpecError } from './policy-registry.js';
 
 /** What a policy sees after draft step s. */
 export interface DraftStep {
@@ -247,11 +247,15 @@ export function createPolicy(spec: PolicySpec): StopPolicy {
         throw new PolicySpecError('specdec++ needs a threshold h: give one (specdec++:0.7, --threshold) or load a head whose metadata recommends one');
       }
       return new SpecDecPlusPlusPolicy(spec.threshold, spec.kMin, spec.kMax);
+    case 'hybrid':
+      // The draft side's rule; the draft-free side competes with it in the engine (hybrid-proposer.ts).
+      return createPolicy(hybridParts(spec).draft);
   }
 }
 
 /** The canonical spec string, e.g. `fixed:4`. */
 export function policyLabel(spec: PolicySpec): string {
+  if (spec.policy === 'hybrid') return spec.method === DEFAULT_HYBRID_METHOD ? 'hybrid' : `hybrid:${spec.method}`;
   if (spec.policy === 'specdec++' && spec.threshold === undefined) return 'specdec++';
   return createPolicy(spec).name;
 }

@@ -34,6 +34,8 @@ export interface PairOptions {
   graph?: GraphChoice;
   /** Intra-op threads of the target session; default: all cores. */
   threads?: number;
+  /** Whether the sessions' intra-op threads spin-wait between runs (session-threads.ts SPIN_BY_DEFAULT); default false. */
+  spinning?: boolean;
   /** Intra-op threads of the draft session; default: 1 (a small model loses more to thread hand-offs than it gains). */
   draftThreads?: number;
   /**
@@ -82,7 +84,7 @@ export class ModelPair {
   static async load(opts: PairOptions = {}): Promise<ModelPair> {
     const targetDir = opts.target ?? BUNDLED_TARGET;
     const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
-    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching };
+    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching, spinning: opts.spinning };
     const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
 
     const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });
@@ -103,7 +105,7 @@ export class ModelPair {
     // One-run draft phases (draft-phase.ts) of the drafts that can run one; the graphs are not needed after.
     const phases: DraftPhase[] = [];
     for (const model of new Set([draft, loaded?.headDraft])) {
-      const phase = model && (await DraftPhase.create(model, opts.draftThreads ?? 1));
+      const phase = model && (await DraftPhase.create(model, opts.draftThreads ?? 1, opts.spinning));
       if (phase) phases.push(phase);
       model?.dropGraph();
     }

@@ -16,7 +16,7 @@
 import { AcceptanceByMatchLength, type MatchAcceptanceOptions } from './acceptance-by-match.js';
 import { PromptLookup, type PromptLookupOptions, promptLookupOptions } from './ngram.js';
 import { type DraftFreeProposal, emptyProposal, ProposerOptionError } from './proposal.js';
-import { SuffixDecodingCache, type SuffixDecodingOptions, type SuffixRequest } from './suffix.js';
+import { type SuffixCachePool, SuffixDecodingCache, type SuffixDecodingOptions, suffixDecodingOptions, type SuffixRequest } from './suffix.js';
 
 export const DRAFT_FREE_METHODS = ['ngram', 'suffix'] as const;
 export type DraftFreeMethod = (typeof DRAFT_FREE_METHODS)[number];
@@ -29,6 +29,14 @@ export interface DraftFreeOptions {
   ngram?: Partial<PromptLookupOptions>;
   suffix?: Partial<SuffixDecodingOptions>;
   acceptance?: Partial<MatchAcceptanceOptions>;
+  /** Where suffix decoding's global tree comes from (shared by an engine's requests); default: a tree of this proposer's own. */
+  suffixCaches?: SuffixCachePool;
+  /**
+   * Whether suffix decoding's proposals consult the global tree (default true). False keeps a
+   * sequence's proposals, and so a seeded sampled output, independent of earlier requests; its
+   * output is cached all the same.
+   */
+  readsGlobalCache?: boolean;
 }
 
 /**
@@ -66,7 +74,9 @@ interface SequenceState {
 export class DraftFreeProposer<Key = number> {
   readonly methods: readonly DraftFreeMethod[];
   private readonly ngramOptions: PromptLookupOptions | undefined;
+  private readonly suffixOptions: SuffixDecodingOptions | undefined;
   private readonly suffixCache: SuffixDecodingCache | undefined;
+  private readonly readsGlobalCache: boolean;
   /** Acceptance by match length, per method (their match lengths mean different things). */
   readonly acceptance: Record<DraftFreeMethod, AcceptanceByMatchLength>;
   private readonly sequences = new Map<Key, SequenceState>();
@@ -80,13 +90,15 @@ export class DraftFreeProposer<Key = number> {
     this.methods = [...new Set(options.methods)];
     const defaults = knobDefaultsFor(options.vocabSize);
     this.ngramOptions = this.methods.includes('ngram') ? promptLookupOptions({ ...defaults.ngram, ...options.ngram }) : undefined;
-    this.suffixCache = this.methods.includes('suffix') ? new SuffixDecodingCache({ ...defaults.suffix, ...options.suffix }) : undefined;
+    this.suffixOptions = this.methods.includes('suffix') ? suffixDecodingOptions({ ...defaults.suffix, ...options.suffix }) : undefined;
+    this.readsGlobalCache = options.readsGlobalCache ?? true;
+    this.suffixCache = this.suffixOptions && (options.suffixCaches?.get(this.suffixOptions) ?? new SuffixDecodingCache(this.suffixOptions));
     this.acceptance = { ngram: new AcceptanceByMatchLength(options.acceptance), suffix: new AcceptanceByMatchLength(options.acceptance) };
   }
 
   /** Most candidates a proposal of this proposer holds (num_speculative_tokens, the largest of its methods). */
   get maxTokens(): number {
-    return Math.max(this.ngramOptions?.numSpeculativeTokens ?? 0, this.suffixCache?.options.numSpeculativeTokens ?? 0);
+    return Math.max(this.ngramOptions?.numSpeculativeTokens ?? 0, this.suffixOptions?.numSpeculativeTokens ?? 0);
   }
 
   /** Sequences tracked. */
@@ -102,7 +114,7 @@ export class DraftFreeProposer<Key = number> {
     if (this.sequences.has(key)) throw new RangeError(`sequence ${String(key)} is already tracked`);
     this.sequences.set(key, {
       ngram: this.ngramOptions && new PromptLookup(prompt, this.ngramOptions),
-      suffix: this.suffixCache?.start(prompt),
+      suffix: this.suffixCache?.start(prompt, this.suffixOptions, this.readsGlobalCache),
     });
   }
 

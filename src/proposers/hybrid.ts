@@ -8,10 +8,15 @@
  *    sequence, E_draft (a running mean of its accepted candidates per round). When
  *    E_free >= E_draft, the round skips the draft's passes altogether; the draft catches up
  *    with the verified tokens in one pass the next time it drafts.
- * 2. After drafting (the draft ran): the draft's own proposal's expected accepted length from
- *    its acceptance head, sum_j prod_{i<=j} P_accept,i (acceptance-by-match.ts
- *    `expectedAcceptedFromHead`), against E_free; the larger wins, the draft's on a tie (its
- *    passes are paid for).
+ * 2. After drafting (the draft ran), greedy decoding only: the draft's own proposal's expected
+ *    accepted length from its acceptance head, sum_j prod_{i<=j} P_accept,i
+ *    (acceptance-by-match.ts `expectedAcceptedFromHead`), against E_free; the larger wins, the
+ *    draft's on a tie (its passes are paid for). When sampling, a round that drafted verifies the
+ *    draft's candidates: the head's probabilities depend on the candidates drawn, and keeping a
+ *    draw y ~ q only for some values of y leaves the kept y distributed otherwise than q, which
+ *    speculative sampling's exactness rests on (with p = (0.5, 0.5), q = (0.9, 0.1), keeping
+ *    y = 0 and copying token 1 otherwise emits token 0 with probability 0.55). Greedy output is
+ *    the target's argmax whatever is proposed.
  *
  * Until the draft has been measured for a sequence, it drafts (E_draft unknown), so that a
  * repeating sequence cannot lock the draft out before anything is known about it.
@@ -46,7 +51,11 @@ export function skipDraft(freeExpected: number, draftMean: number | undefined): 
   return draftMean !== undefined && freeExpected > 0 && freeExpected >= draftMean;
 }
 
-/** Step 2: which proposal a round that drafted verifies. */
-export function chooseAfterDraft(freeExpected: number, draftExpected: number): 'draft' | 'draft-free' {
-  return freeExpected > draftExpected ? 'draft-free' : 'draft';
+/**
+ * Step 2: which proposal a round that drafted verifies.
+ * @param draftExpected the draft proposal's expected accepted length (the head's, computed from the candidates drawn)
+ * @param greedy whether the sequence decodes greedily; when sampling the draft's is verified (see above)
+ */
+export function chooseAfterDraft(freeExpected: number, draftExpected: number, greedy: boolean): 'draft' | 'draft-free' {
+  return greedy && freeExpected > draftExpected ? 'draft-free' : 'draft';
 }

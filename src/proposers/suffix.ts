@@ -58,7 +58,11 @@ export function suffixDecodingOptions(given: Partial<SuffixDecodingOptions> = {}
   };
 }
 
-/** The global tree of earlier outputs, shared by the requests of one engine; `start` begins a request. */
+/**
+ * The global tree of earlier outputs, shared by the requests of one engine; `start` begins a
+ * request. The tree's shape (max_tree_depth, max_cached_requests) is the cache's; each request
+ * may bring its own proposal knobs (spec factor and offset, min token prob, tokens per round).
+ */
 export class SuffixDecodingCache {
   readonly options: SuffixDecodingOptions;
   private readonly global: SuffixTree | undefined;
@@ -75,9 +79,16 @@ export class SuffixDecodingCache {
     return this.global?.sequenceCount ?? 0;
   }
 
-  /** Begin a request whose prompt is `prompt` (token ids). */
-  start(prompt: readonly number[]): SuffixRequest {
-    return new SuffixRequest(this, prompt);
+  /**
+   * Begin a request whose prompt is `prompt` (token ids).
+   * @param options its knobs (default: the cache's); the tree depth must be the cache's
+   * @param readsGlobal whether its proposals consult the global tree (false: its own tree only,
+   *   so that they do not depend on earlier requests; its output is cached all the same)
+   * @throws RangeError for another tree depth
+   */
+  start(prompt: readonly number[], options: SuffixDecodingOptions = this.options, readsGlobal = true): SuffixRequest {
+    if (options.maxTreeDepth !== this.options.maxTreeDepth) throw new RangeError(`a request of tree depth ${options.maxTreeDepth} in a cache of depth ${this.options.maxTreeDepth}`);
+    return new SuffixRequest(this, prompt, options, readsGlobal);
   }
 
   /** Put a finished request's output in the global tree, evicting the oldest beyond maxCachedRequests. */
@@ -102,8 +113,10 @@ export class SuffixRequest {
   constructor(
     private readonly cache: SuffixDecodingCache,
     prompt: readonly number[],
+    private readonly options: SuffixDecodingOptions = cache.options,
+    private readonly readsGlobal = true,
   ) {
-    this.tree = new SuffixTree(cache.options.maxTreeDepth);
+    this.tree = new SuffixTree(options.maxTreeDepth);
     this.tree.extend(0, prompt);
     this.promptLength = prompt.length;
   }
@@ -123,8 +136,8 @@ export class SuffixRequest {
    * The better of the request's own tree's and the global tree's proposals for what follows.
    * @param maxTokens most tokens to propose (default and cap: num_speculative_tokens)
    */
-  propose(maxTokens = this.cache.options.numSpeculativeTokens): DraftFreeProposal {
-    const o = this.cache.options;
+  propose(maxTokens = this.options.numSpeculativeTokens): DraftFreeProposal {
+    const o = this.options;
     const opts: SpeculateOptions = {
       maxSpecTokens: Math.min(maxTokens, o.numSpeculativeTokens),
       maxSpecFactor: o.maxSpecFactor,
@@ -133,7 +146,7 @@ export class SuffixRequest {
     };
     const context = this.tree.tokensOf(0);
     let best = this.tree.speculate(context, opts);
-    const global = this.cache.speculateGlobal(context, opts);
+    const global = this.readsGlobal ? this.cache.speculateGlobal(context, opts) : undefined;
     if (global && global.score > best.score) best = global;
     return { tokens: best.tokens, matchLength: best.tokens.length > 0 ? best.matchLength : 0, probs: best.probs, score: best.score };
   }
@@ -143,5 +156,41 @@ export class SuffixRequest {
     if (this.finished) return;
     this.finished = true;
     this.cache.cacheOutput(this.tree.tokensOf(0).slice(this.promptLength));
+  }
+}
+
+/** Most tree shapes one engine keeps a global tree for (requests may ask for their own depth and size). */
+export const MAX_SHARED_SUFFIX_CACHES = 4;
+
+/**
+ * The global trees of one engine's requests, one per tree shape (max_tree_depth,
+ * max_cached_requests) asked for, so that a finished output helps every later request of the
+ * same shape (vLLM keeps one per server). Beyond MAX_SHARED_SUFFIX_CACHES shapes, the least
+ * recently used tree is dropped.
+ */
+export class SuffixCachePool {
+  private readonly caches = new Map<string, SuffixDecodingCache>();
+
+  /** The cache for `options`' tree shape, created on first use. */
+  get(options: SuffixDecodingOptions): SuffixDecodingCache {
+    const key = `${options.maxTreeDepth}/${options.maxCachedRequests}`;
+    let cache = this.caches.get(key);
+    if (cache) this.caches.delete(key);
+    else cache = new SuffixDecodingCache(options);
+    this.caches.set(key, cache);
+    while (this.caches.size > MAX_SHARED_SUFFIX_CACHES) this.caches.delete(this.caches.keys().next().value!);
+    return cache;
+  }
+
+  /** Outputs cached across every tree shape. */
+  get cachedRequests(): number {
+    let n = 0;
+    for (const c of this.caches.values()) n += c.cachedRequests;
+    return n;
+  }
+
+  /** Forget every earlier output (requests running keep their own trees). */
+  clear(): void {
+    this.caches.clear();
   }
 }

@@ -45,6 +45,7 @@ import { responsesRoutes } from './routes/responses.js';
 import { tokenizeRoutes } from './routes/tokenize.js';
 import { requestId, requestIdHook } from './request-id.js';
 import { AJV_OPTIONS, formatSchemaErrors } from './schema-errors.js';
+import { DEFAULT_RESPONSE_STORE_BYTES, DEFAULT_RESPONSE_STORE_TTL_S, ResponseStore, type ResponseStoreOptions } from './response-store.js';
 import { ResponseTracker } from './shutdown.js';
 import { TokenTexts } from './token-text.js';
 import type { ReasoningParserName } from '../text/reasoning-parser.js';
@@ -87,6 +88,8 @@ export interface ServerOptions {
   bodyTimeoutMs?: number;
   /** Open connections at most (default DEFAULT_MAX_CONNECTIONS); more are closed as they arrive. */
   maxConnections?: number;
+  /** Bounds of the Responses API's stored responses (response-store.ts: DEFAULT_RESPONSE_STORE_BYTES, DEFAULT_RESPONSE_STORE_TTL_S). */
+  responseStore?: Partial<ResponseStoreOptions>;
   /** Tests only: engine generations that fail on purpose (faults.ts). Never set from a flag or a request. */
   faults?: FaultOptions;
 }
@@ -105,6 +108,8 @@ export interface ServerContext {
   readonly reasoningParser?: ReasoningParserName;
   /** Responses in flight (shutdown waits for them). */
   responses: ResponseTracker;
+  /** The Responses API's stored responses (`store`, `previous_response_id`). */
+  responseStore: ResponseStore;
   /** Whether the engine has an acceptance head; undefined while its models load. */
   readonly hasHead: boolean | undefined;
 }
@@ -183,6 +188,10 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
     texts: new TokenTexts(facts.tokenizer),
     ...(opts.reasoningParser ? { reasoningParser: opts.reasoningParser } : {}),
     responses: new ResponseTracker(app.server),
+    responseStore: new ResponseStore({
+      maxBytes: opts.responseStore?.maxBytes ?? DEFAULT_RESPONSE_STORE_BYTES,
+      ttlMs: opts.responseStore?.ttlMs ?? DEFAULT_RESPONSE_STORE_TTL_S * 1000,
+    }),
     get hasHead() {
       return engine.hasHead;
     },

@@ -85,8 +85,6 @@ export const apiErrors = {
   modelNotFound: (model: string) =>
     new ApiError(404, 'invalid_request_error', `The model \`${model}\` does not exist or you do not have access to it.`, 'model', 'model_not_found'),
   /** GET /v1/responses/:id: responses are never stored. */
-  responseNotStored: (id: string) =>
-    new ApiError(404, 'invalid_request_error', `No response with id '${id}': specd does not store responses (every response is store: false).`, 'response_id', 'not_found'),
   routeNotFound: (method: string, url: string) => new ApiError(404, 'invalid_request_error', `Invalid URL (${method} ${url})`, null, 'not_found'),
   bodyTooLarge: (limit: number) => new ApiError(413, 'invalid_request_error', `The request body exceeds the limit of ${limit} bytes.`, null, 'request_too_large'),
   queueFull: () =>

@@ -15,6 +15,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { preferredBuckets } from './buckets.js';
 import type { RoundStats } from '../engine/stats.js';
+import { PROPOSAL_METHODS } from '../proposers/method-stats.js';
 import { registerDefaultMetrics } from './default-metrics.js';
 import type { EngineObserver, GenerationHandle } from './engine-pool.js';
 import type { EventLoopDelay, EventLoopMonitor } from './event-loop.js';
@@ -70,6 +71,10 @@ export class ServerMetrics implements EngineObserver {
   private readonly numDraftTokens: Counter;
   private readonly numAcceptedTokens: Counter;
   private readonly acceptedPerPos: Counter<'position'>;
+  private readonly methodDrafts: Counter<'method'>;
+  private readonly methodDraftTokens: Counter<'method'>;
+  private readonly methodAcceptedTokens: Counter<'method'>;
+  private readonly methodAcceptedPerPos: Counter<'method' | 'position'>;
   private readonly promptTokens: Counter;
   private readonly prefixQueries: Counter;
   private readonly prefixHits: Counter;
@@ -114,6 +119,14 @@ export class ServerMetrics implements EngineObserver {
     this.numDraftTokens = counter('spec_decode_num_draft_tokens_total', 'Candidates proposed by the draft model.');
     this.numAcceptedTokens = counter('spec_decode_num_accepted_tokens_total', 'Candidates accepted by the target model.');
     this.acceptedPerPos = counter('spec_decode_num_accepted_tokens_per_pos_total', 'Accepted candidates by position in the draft (0-based).', ['position']);
+    // The same four per proposal method (draft model, prompt lookup, suffix decoding); the totals above are their sums.
+    this.methodDrafts = counter('spec_decode_method_num_drafts_total', 'Speculative rounds that verified at least one candidate, by the method that proposed them.', ['method']);
+    this.methodDraftTokens = counter('spec_decode_method_num_draft_tokens_total', 'Candidates proposed, by method.', ['method']);
+    this.methodAcceptedTokens = counter('spec_decode_method_num_accepted_tokens_total', 'Candidates accepted by the target model, by the method that proposed them.', ['method']);
+    this.methodAcceptedPerPos = counter('spec_decode_method_num_accepted_tokens_per_pos_total', 'Accepted candidates by method and position in the proposal (0-based).', ['method', 'position']);
+    for (const method of PROPOSAL_METHODS) {
+      for (const c of [this.methodDrafts, this.methodDraftTokens, this.methodAcceptedTokens]) c.inc({ method }, 0);
+    }
     this.promptTokens = counter('prompt_tokens_total', 'Prompt tokens processed.');
     this.generationTokens = counter('generation_tokens_total', 'Tokens generated.');
     // vLLM's prefix_cache_queries / prefix_cache_hits, in tokens: hit rate = rate(hits) / rate(queries).
@@ -273,6 +286,11 @@ export class ServerMetrics implements EngineObserver {
         this.numDraftTokens.inc(r.drafted);
         this.numAcceptedTokens.inc(r.accepted);
         for (let i = 0; i < r.accepted; i++) this.acceptedPerPos.inc({ position: String(i) });
+        const method = r.method ?? 'draft';
+        this.methodDrafts.inc({ method });
+        this.methodDraftTokens.inc({ method }, r.drafted);
+        this.methodAcceptedTokens.inc({ method }, r.accepted);
+        for (let i = 0; i < r.accepted; i++) this.methodAcceptedPerPos.inc({ method, position: String(i) });
       }
       this.candidateLength.observe({ policy }, r.drafted);
       this.acceptedLength.observe({ policy }, r.accepted);

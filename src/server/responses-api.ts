@@ -4,9 +4,10 @@
  * /v1/chat/completions (generation-plan.ts `planMessages`), and the output is one assistant message
  * with one `output_text` part.
  *
- * specd keeps nothing: every response behaves as `store: false` (the response object says so),
- * so `previous_response_id` and `conversation`, which continue a stored response, are refused
- * with a 400 saying to send the whole conversation in `input`; `background` needs storage too.
+ * Responses are stored unless `store: false` (response-store.ts, bounded in memory); the route
+ * resolves `previous_response_id` against the store before planning (the stored conversation
+ * goes before `input`), so planning refuses one it is handed unresolved. `conversation`
+ * objects and `background` responses are refused.
  * Function tools (`tools`, `tool_choice`, `parallel_tool_calls`, `function_call` and
  * `function_call_output` input items, `function_call` output items) work as in chat
  * (responses-tools.ts). Responses API fields specd cannot honour (hosted tools, reasoning
@@ -67,12 +68,10 @@ export interface ResponsesBody {
   [field: string]: unknown;
 }
 
-const STATELESS = 'specd does not store responses (every response is store: false); send the whole conversation in `input` instead.';
-
 const RESPONSES_UNSUPPORTED: Unsupported[] = [
-  ['previous_response_id', given, STATELESS],
-  ['conversation', given, STATELESS],
-  ['background', (v) => v === true, 'background responses need stored responses, and specd stores none.'],
+  ['previous_response_id', given, 'a continued response is read from the server\'s response store, which this planning was not given.'],
+  ['conversation', given, 'conversation objects are not available; continue a stored response with previous_response_id, or send the whole conversation in `input`.'],
+  ['background', (v) => v === true, 'background responses are not available; stream the response instead.'],
   ['prompt', given, 'stored prompt templates are not available; send the text in `input`.'],
   ['reasoning', (v) => given(v) && ((given((v as { effort?: unknown }).effort) && (v as { effort: unknown }).effort !== 'none') || given((v as { summary?: unknown }).summary)), 'the served model has no reasoning mode (only effort "none" applies).'],
   ['truncation', (v) => v === 'auto', 'a conversation longer than the context is refused (context_length_exceeded), not truncated.'],
@@ -142,7 +141,7 @@ function inputMessages(body: ResponsesBody): ToolAwareMessage[] {
     if (item.type === 'reasoning') return;
     if (given(item.type) && item.type !== 'message') {
       const why = item.type === 'item_reference'
-        ? 'item references need stored responses, and specd stores none; send the items themselves (the AI SDK: providerOptions.openai.store = false).'
+        ? 'item references are not available; send the items themselves or continue a stored response with previous_response_id (the AI SDK: providerOptions.openai.store = false).'
         : `input items of type "${item.type}" are not supported; specd takes messages, function_call and function_call_output items.`;
       throw apiErrors.unsupported(`${at}.type`, why);
     }
@@ -271,9 +270,9 @@ export function responseObject(echo: ResponseEcho, state: ResponseState) {
     model: echo.model,
     output: outputItems(echo, state),
     parallel_tool_calls: body.parallel_tool_calls ?? true,
-    previous_response_id: null,
+    previous_response_id: body.previous_response_id ?? null,
     reasoning: { effort: null, summary: null },
-    store: false,
+    store: body.store !== false,
     temperature: body.temperature ?? null,
     text: { format: (body.text as { format?: unknown } | undefined)?.format ?? { type: 'text' as const } },
     tool_choice: body.tool_choice ?? 'auto',

@@ -98,8 +98,8 @@ export class ResponseEventStream {
     this.write(part.content, part.reasoning && !part.content ? [] : piece);
   }
 
-  /** The end: the open items close, then response.completed or response.incomplete with the final object. */
-  finish(finishReason: ApiFinishReason, usage: Usage): void {
+  /** The end: the open items close, then response.completed or response.incomplete with the final object (returned). */
+  finish(finishReason: ApiFinishReason, usage: Usage): ReturnType<typeof responseObject> {
     if (this.parser) {
       const part = this.parser.flush();
       this.reason(part.reasoning);
@@ -125,7 +125,9 @@ export class ResponseEventStream {
       ...(withMessage ? { message: { text, logprobs, status }, messageAfterCalls: this.messageAfterCalls } : {}),
       ...(this.reasoning ? { reasoning: this.reasoning } : {}),
     };
-    this.send(`response.${status}`, { response: responseObject(this.echo, state) });
+    const response = responseObject(this.echo, state);
+    this.send(`response.${status}`, { response });
+    return response;
   }
 
   private reason(delta: string): void {

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { TokenLogprob } from '../engine/logprobs.js';
 import { type RoundStats, StatsCollector } from '../engine/stats.js';
+import { type MethodCounters, MethodStats, type ProposalMethod } from '../proposers/method-stats.js';
 import type { TokenTexts } from './token-text.js';
 import type { ToolCall } from './tool-output.js';
 
@@ -32,6 +33,22 @@ export interface SpeculativeUsage {
   acceptance_rate: number;
   /** Accepted draft tokens per round. */
   mean_accepted_per_round: number;
+  /**
+   * The counters of each method that proposed candidates (`draft`, `ngram`, `suffix`: under
+   * `hybrid` the draft's and the draft-free proposer's rounds apart), vLLM's per-method counters
+   * in snake_case; a method that proposed nothing is absent.
+   */
+  methods: Partial<Record<ProposalMethod, MethodUsage>>;
+}
+
+/** One proposal method's counters (proposers/method-stats.ts, vLLM's SpecDecodingStats). */
+export interface MethodUsage {
+  /** Rounds that verified a proposal of the method. */
+  num_drafts: number;
+  num_draft_tokens: number;
+  num_accepted_tokens: number;
+  /** [i]: rounds whose candidate at position i (0-based) was accepted. */
+  num_accepted_tokens_per_pos: number[];
 }
 
 export interface Usage {
@@ -47,6 +64,7 @@ export interface Usage {
 export class UsageTally {
   private completionTokens = 0;
   private readonly stats = new StatsCollector();
+  private readonly methods = new MethodStats();
   /** Cached and prompt tokens summed over the finished choices (each choice feeds its prompt). */
   private cachedTokens = 0;
   private choicePromptTokens = 0;
@@ -61,7 +79,10 @@ export class UsageTally {
   }
 
   addRounds(rounds: readonly RoundStats[]): void {
-    for (const r of rounds) this.stats.observe(r);
+    for (const r of rounds) {
+      this.stats.observe(r);
+      if (r.method) this.methods.observe(r.method, r.drafted, r.accepted);
+    }
   }
 
   /** A choice ended: `cached` of its `prompt` tokens came from the prefix cache. */
@@ -85,9 +106,19 @@ export class UsageTally {
         accepted_tokens: s.accepted_tokens,
         acceptance_rate: s.acceptance_rate,
         mean_accepted_per_round: s.mean_accepted_per_round,
+        methods: methodUsage(this.methods),
       },
     };
   }
+}
+
+/** The per-method counters as `usage.speculative.methods` writes them. */
+export function methodUsage(stats: MethodStats): Partial<Record<ProposalMethod, MethodUsage>> {
+  const out: Partial<Record<ProposalMethod, MethodUsage>> = {};
+  for (const [method, c] of Object.entries(stats.snapshot()) as [ProposalMethod, MethodCounters][]) {
+    out[method] = { num_drafts: c.numDrafts, num_draft_tokens: c.numDraftTokens, num_accepted_tokens: c.numAcceptedTokens, num_accepted_tokens_per_pos: c.numAcceptedTokensPerPos };
+  }
+  return out;
 }
 
 /** A finished choice. */

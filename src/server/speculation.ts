@@ -4,6 +4,7 @@
  *   "speculative": {"policy": "fixed", "k": 6}
  *   "speculative": {"policy": "confidence", "p_min": 0.4, "k_max": 12}
  *   "speculative": {"policy": "specdec++", "threshold": 0.7, "k_min": 2, "k_max": 16}
+ *   "speculative": {"policy": "hybrid", "method": "ngram", "prompt_lookup_max": 8}
  *   "speculative": {"k": 2}                 (the server's policy, another knob value)
  *   "speculative": {"policy": "none"}       (target-only decoding)
  *
@@ -51,6 +52,6 @@ export function speculativeField(spec: PolicySpec): Record<string, unknown> {
 /** The `speculative` field's JSON schema properties: `policy` and every knob of the registry, typed. */
 export function speculativeSchemaProperties(): Record<string, { type: string }> {
   const properties: Record<string, { type: string }> = { policy: { type: 'string' } };
-  for (const p of POLICIES) for (const k of p.knobs) properties[k.api] = { type: k.type };
+  for (const p of POLICIES) for (const k of p.knobs) properties[k.api] = { type: k.type === 'choice' ? 'string' : k.type };
   return properties;
 }

@@ -14,7 +14,7 @@
  * next round: generateText checks the abort signal between rounds.
  */
 import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
-import { KvBudget, kvBytesPerPosition } from '../engine/kv-budget.js';
+import { KvBudget, kvBytesPerPosition, type KvReservation } from '../engine/kv-budget.js';
 import type { TokenConstraint } from '../engine/logits-processors.js';
 import { ModelPair } from '../pair/model-pair.js';
 import { policyNeeds } from '../engine/policy-registry.js';
@@ -89,16 +89,17 @@ export default async function generate({ port, request }: GenerationTask): Promi
   // Tests only (faults.ts): this generation fails after its first tokens.
   let fault = nextFault(faults);
   let constraint: TokenConstraint | undefined;
-  let release: (() => void) | undefined;
+  let release: KvReservation | undefined;
   try {
     const pair = await loading;
-    release = await budget.reserve(kvBytesFor(pair, request));
+    // With its prompt: the cached prefix it starts from is held for it while it is admitted.
+    release = await budget.reserve(kvBytesFor(pair, request), request.promptIds);
     reportStats();
     post({ type: 'start', threadId });
     constraint = request.grammar ? await grammars(pair).constraint(request.grammar) : undefined;
     const rounds: RoundStats[] = [];
     const { input, options } = engineArguments(request, { constraint, signal: controller.signal, scheduler, onRound: (round) => rounds.push(round) });
-    const result = await generateText(
+    const generating = generateText(
       pair,
       input,
       options,
@@ -111,6 +112,9 @@ export default async function generate({ port, request }: GenerationTask): Promi
         }
       },
     );
+    // generateText made the generation's caches before it first waited: they hold their prefix now.
+    release.unprotect();
+    const result = await generating;
     post({ type: 'done', result, rounds: rounds.splice(0) });
   } catch (err) {
     post(errorReply(err, request));

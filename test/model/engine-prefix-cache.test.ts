@@ -4,7 +4,8 @@
  * cache, token for token (greedy, every stop policy, rollbacks included) and draw for draw
  * (seeded sampling), alone and batched; a prefix held by a running sequence is copied to a new
  * one; parked slots leave least recently used first, for a slot or for the KV budget, whose
- * bound holds under a long random multi-turn workload.
+ * bound holds under a long random multi-turn workload; making room for a turn never evicts its own
+ * prefix (lookup before admission).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -342,6 +343,44 @@ describe('prefix caching under a KV budget: a long random multi-turn workload', 
     assert.ok(hits >= 20, `${hits} of 60 turns started from cached rows`);
     assert.ok(cached.target.kvPool!.slots <= 16, `the pool has ${cached.target.kvPool!.slots} slots for 4 concurrent sequences`);
     for (const [i, r] of runs.entries()) assert.deepEqual(r.tokens, await plain.decoder.start(r.prompt, r.opts).run(), `run ${i}`);
+  });
+
+  test('lookup before admission: making room for a turn under a tight budget never evicts the prefix it starts from', async () => {
+    const pools = [cached.target.kvPool!, cached.draft!.kvPool!];
+    const perPosition = kvBytesPerPosition(cached.target.info) + kvBytesPerPosition(cached.draft!.info);
+    const opts: GenerateOptions = { maxTokens: 8, sampling: GREEDY, policy: { policy: 'fixed', k: 3 }, eosTokenIds: [] };
+    const conversationA = Array.from({ length: 100 }, (_, i) => (i * 11 + 3) % 40);
+    const conversationB = Array.from({ length: 100 }, (_, i) => (i * 7 + 5) % 40);
+    /** Conversation A's second turn after A's and B's first (A's rows the least recently used), on a budget of 300 positions. */
+    const secondTurn = async (withPrompt: boolean) => {
+      for (const pool of pools) while (pool.evictOldest() > 0);
+      const budget = new KvBudget(300 * perPosition);
+      for (const pool of pools) budget.addReclaimable(pool);
+      const run = async (prompt: number[]) => {
+        const reservation = await budget.reserve((prompt.length + opts.maxTokens!) * perPosition, withPrompt ? prompt : undefined);
+        const used = budget.usage * budget.budgetBytes + budget.reclaimableBytes;
+        assert.ok(used <= budget.budgetBytes, `admitted: ${used} bytes of ${budget.budgetBytes}`);
+        const g = cached.decoder.start(prompt, opts);
+        reservation.unprotect();
+        while (!g.done) await g.step();
+        reservation();
+        return { tokens: [...g.tokenIds], cached: g.sequence.cachedPromptTokens };
+      };
+      const a1 = await run(conversationA);
+      await run(conversationB);
+      // A's next turn needs 136 positions beside the 2 x ~107 parked: one conversation's rows must leave.
+      const prompt = [...conversationA, ...a1.tokens, ...Array.from({ length: 20 }, (_, i) => (i * 3 + 1) % 40)];
+      const a2 = await run(prompt);
+      assert.deepEqual(a2.tokens, await plain.decoder.start(prompt, opts).run(), 'the output equals the pair without the cache');
+      return { a1, a2, prompt };
+    };
+    // Admitted blind (no prompt), the least recently used rows leave: A's own.
+    const blind = await secondTurn(false);
+    assert.equal(blind.a2.cached, 0, 'without the lookup, the turn lost its prefix to its own admission');
+    // Admitted with its prompt, A's rows are held for it and B's leave instead.
+    const looked = await secondTurn(true);
+    assert.ok(looked.a2.cached >= conversationA.length, `${looked.a2.cached} of ${looked.prompt.length} prompt tokens cached`);
+    assert.deepEqual(looked.a2.tokens, blind.a2.tokens);
   });
 });
 

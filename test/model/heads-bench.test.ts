@@ -17,6 +17,7 @@ import { summarize } from '../../src/bench/policy-summary.js';
 import { loadPrompts } from '../../src/bench/datasets.js';
 import { CANDIDATE_FEATURES } from '../../src/engine/candidate-features.js';
 import { writeFixturePair } from '../../src/testing/decoder-fixture.js';
+import { ALONE_H_MAX, ALONE_H_MIN } from '../../src/engine/cost-model.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 import { writeTestHead } from '../support/heads.js';
 
@@ -43,6 +44,7 @@ function result(policy: string, dataset: 'gsm8k' | 'alpaca', tps: number, discar
     verification_rate: verify,
     draft_ms_per_step: 0.3,
     target_ms_per_call: 4,
+    mean_threshold: null,
     overhead_fraction: 0.1,
     matches_none: null,
     mask_ms_per_token: null,
@@ -107,7 +109,33 @@ describe('specd bench offline with a head (fixture pair)', () => {
       if (r.draft_tokens) assert.ok(Math.abs(r.discard_rate - (r.draft_tokens - r.accepted_tokens) / r.draft_tokens) < 1e-12);
     }
     assert.equal(report.results.find((r) => r.policy === 'none')!.verification_rate, 1);
+    for (const r of report.results) {
+      const h = r.policy.startsWith('specdec++:') ? Number(r.policy.split(':')[1]) : null;
+      if (h === null) assert.equal(r.mean_threshold, null, `${r.policy} runs no threshold`);
+      else assert.ok(Math.abs(r.mean_threshold! - h) < 1e-9, `${r.policy}: its rounds ran with h ${h}, got ${r.mean_threshold}`);
+    }
     assert.match(readFileSync(chart, 'utf8'), /SpecDec\+\+/);
+  });
+
+  test('--threshold auto: bare specdec++ runs with the draft controller\'s h, reported per entry; a bad value is one line and exit 1', () => {
+    const p = writeFixturePair(join(root, 'auto'), { style: 'gpt2', target: { maxPositions: 1024 }, draft: { maxPositions: 1024 } });
+    const head = writeTestHead(join(root, 'auto'), p.draftDir, p.draft.hidden, { threshold: 0.6 });
+    const cli = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+    const json = join(root, 'auto.json');
+    const base = [cli, 'bench', 'offline', '--target', p.targetDir, '--draft', p.draftDir, '--head', head, '--dataset', 'gsm8k', '--prompts', '2', '--max-tokens', '40', '--threads', '1'];
+    const out = execFileSync(process.execPath, [...base, '--policies', 'none,specdec++,specdec++:0.3', '--threshold', 'auto', '--json', json], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    assert.match(out, /mean h/);
+    const report = JSON.parse(readFileSync(json, 'utf8')) as { settings: { specdec_default_threshold: unknown }; results: OfflineResult[] };
+    assert.equal(report.settings.specdec_default_threshold, 'auto');
+    assert.deepEqual(report.results.map((r) => r.policy), ['none', 'specdec++', 'specdec++:0.3']);
+    const [none, auto, fixed] = report.results;
+    assert.equal(none!.mean_threshold, null);
+    assert.ok(Math.abs(fixed!.mean_threshold! - 0.3) < 1e-9, `specdec++:0.3 ran with ${fixed!.mean_threshold}`);
+    assert.ok(auto!.mean_threshold !== null && auto!.mean_threshold >= ALONE_H_MIN && auto!.mean_threshold <= ALONE_H_MAX, `auto h ${auto!.mean_threshold} within the controller's bounds`);
+    assert.equal(auto!.matches_none, true, 'greedy output equals none\'s with the chosen h');
+    const bad = spawnSync(process.execPath, [...base, '--policies', 'specdec++', '--threshold', 'sometimes'], { encoding: 'utf8' });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /--threshold.*expected auto or a number in \[0, 1\]/);
   });
 
   test('prompts too long for the context are passed over; none fitting is one line and exit 1', () => {

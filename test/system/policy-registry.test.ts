@@ -12,6 +12,8 @@ import { parseCompareList } from '../../src/bench/serve/configs.js';
 import {
   allKnobs,
   DEFAULT_FIXED_K,
+  type HybridPolicySpec,
+  hybridParts,
   MAX_DRAFT_LIMIT,
   parsePolicy,
   POLICIES,
@@ -57,24 +59,49 @@ describe('NAME:VALUE strings', () => {
     assert.throws(() => parsePolicy('magic'), (e: unknown) => e instanceof PolicySpecError && e.knob === undefined && /unknown policy "magic"; expected one of none, fixed/.test(e.message));
   });
 
-  test('hybrid is reserved: refused as not available yet, not as unknown', () => {
-    assert.throws(() => parsePolicy('hybrid'), (e: unknown) => e instanceof PolicySpecError && /hybrid .*not available yet/.test(e.message) && !/unknown/.test(e.message));
-    assert.ok(!POLICY_NAMES.includes('hybrid' as never));
+  test('hybrid: its draft-free method by value, specdec++ and the method\'s knobs beside it', () => {
+    const bare = parsePolicy('hybrid');
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(bare).filter(([, v]) => v !== undefined)),
+      { policy: 'hybrid', method: 'suffix', kMin: 1, kMax: 16 },
+    );
+    assert.equal((parsePolicy('hybrid:ngram') as { method: string }).method, 'ngram');
+    assert.deepEqual(hybridParts(policyFromKnobs('hybrid', { method: 'ngram', threshold: 0.6, k_max: 8, prompt_lookup_max: 9 }) as HybridPolicySpec), {
+      draft: { policy: 'specdec++', threshold: 0.6, kMin: 1, kMax: 8 },
+      free: { policy: 'ngram', promptLookupMin: undefined, promptLookupMax: 9, numSpeculativeTokens: undefined },
+    });
+    for (const text of ['hybrid', 'hybrid:ngram']) assert.equal(policyLabel(parsePolicy(text)), text);
+    assert.ok(POLICY_NAMES.includes('hybrid'));
+    assert.deepEqual(policyNeeds({ policy: 'hybrid' }), { draft: true, head: true });
+  });
+
+  test('hybrid\'s errors name the knob', () => {
+    assert.throws(() => parsePolicy('hybrid:eagle'), knobError('method', /method must be one of ngram, suffix, got "eagle"/));
+    assert.throws(() => policyFromKnobs('hybrid', { method: 'suffix', prompt_lookup_min: 3 }), knobError('prompt_lookup_min', /prompt_lookup_min does not apply to policy hybrid with method suffix/));
+    assert.throws(() => policyFromKnobs('hybrid', { method: 'ngram', suffix_decoding_min_token_prob: 0.2 }), knobError('suffix_decoding_min_token_prob', /with method ngram/));
+    assert.throws(() => policyFromKnobs('hybrid', { k_min: 5, k_max: 3 }), knobError('k_min', /k_min must not exceed k_max/));
+    assert.throws(() => policyFromKnobs('hybrid', { method: 'ngram', prompt_lookup_min: 6, prompt_lookup_max: 3 }), knobError('prompt_lookup_min', /must not exceed/));
+    assert.throws(() => policyFromKnobs('hybrid', { threshold: 1.5 }), knobError('threshold', /\[0, 1\]/));
+    assert.throws(() => policyFromKnobs('hybrid', { method: 3 }), knobError('method', /one of ngram, suffix, got 3/));
   });
 
   test('--policies lists and bench serve --compare entries parse the same way', () => {
     assert.deepEqual(policyListArg('none, fixed:4,specdec++'), [parsePolicy('none'), parsePolicy('fixed:4'), parsePolicy('specdec++')]);
     assert.throws(() => policyListArg('none,fixed:40'), /k must be an integer in \[1, 32\]/);
-    const compare = parseCompareList('ngram:8,specdec++:auto,confidence:0.5');
+    const compare = parseCompareList('ngram:8,specdec++:auto,confidence:0.5,hybrid:ngram,hybrid');
     assert.deepEqual(compare.map((c) => c.serverFlags), [
       ['--policy', 'ngram', '--num-speculative-tokens', '8'],
       ['--policy', 'specdec++', '--threshold', 'auto'],
       ['--policy', 'confidence', '--p-min', '0.5'],
+      ['--policy', 'hybrid', '--method', 'ngram'],
+      ['--policy', 'hybrid'],
     ]);
     assert.deepEqual(compare.map((c) => c.speculative), [
       { policy: 'ngram', num_speculative_tokens: 8 },
       { policy: 'specdec++', threshold: null },
       { policy: 'confidence', p_min: 0.5 },
+      { policy: 'hybrid', method: 'ngram' },
+      { policy: 'hybrid' },
     ]);
   });
 });
@@ -110,7 +137,8 @@ describe('the table', () => {
   test('the request schema admits exactly the registry\'s knobs, typed', () => {
     const properties = speculativeSchemaProperties();
     assert.deepEqual(Object.keys(properties).sort(), ['policy', ...allKnobs().map((k) => k.api)].sort());
-    for (const p of POLICIES) for (const k of p.knobs) assert.equal(properties[k.api]!.type, k.type, k.api);
+    for (const p of POLICIES) for (const k of p.knobs) assert.equal(properties[k.api]!.type, k.type === 'choice' ? 'string' : k.type, k.api);
+    assert.equal(properties['method']!.type, 'string');
   });
 });
 
@@ -122,12 +150,14 @@ describe('the speculative request field', () => {
     assert.deepEqual(requestPolicy({ k: 2 }, server), { policy: 'fixed', k: 2 });
     assert.deepEqual(requestPolicy({ policy: 'suffix', num_speculative_tokens: 9 }, server), { ...parsePolicy('suffix'), numSpeculativeTokens: 9 });
     assert.deepEqual(requestPolicy({ policy: 'specdec++', threshold: null }, server), parsePolicy('specdec++'));
+    assert.deepEqual(requestPolicy({ policy: 'hybrid', method: 'ngram', k_max: 6 }, server), policyFromKnobs('hybrid', { method: 'ngram', k_max: 6 }));
   });
 
   test('errors give the param of the knob and its range', () => {
     assert.throws(() => requestPolicy({ policy: 'fixed', k: 99 }, server), refusal('speculative.k', /Invalid 'speculative.k': k must be an integer in \[1, 32\], got 99\./));
     assert.throws(() => requestPolicy({ policy: 'magic' }, server), refusal('speculative.policy', /unknown policy "magic"/));
-    assert.throws(() => requestPolicy({ policy: 'hybrid' }, server), refusal('speculative.policy', /not available yet/));
+    assert.throws(() => requestPolicy({ policy: 'hybrid', method: 'eagle' }, server), refusal('speculative.method', /method must be one of ngram, suffix/));
+    assert.throws(() => requestPolicy({ policy: 'hybrid', prompt_lookup_max: 4 }, server), refusal('speculative.prompt_lookup_max', /does not apply to policy hybrid with method suffix/));
     assert.throws(() => requestPolicy({ policy: 'fixed', p_min: 0.5 }, server), refusal('speculative.p_min', /does not apply to policy fixed/));
     assert.throws(() => requestPolicy({ policy: 'ngram', prompt_lookup_min: 65 }, server), refusal('speculative.prompt_lookup_min', /\[1, 64\]/));
     // The server's k_min does not fit the request's k_max: the field as a whole.
@@ -153,6 +183,7 @@ describe('CLI flags', () => {
     assert.deepEqual(policySpec(flags(['--policy', 'fixed', '--k', '6'])), { policy: 'fixed', k: 6 });
     assert.deepEqual(policySpec(flags(['--policy', 'specdec++', '--threshold', 'auto', '--k-max', '8'])), { policy: 'specdec++', threshold: undefined, kMin: 1, kMax: 8 });
     assert.equal((policySpec(flags(['--policy', 'suffix', '--suffix-decoding-max-tree-depth', '24'])) as { suffixDecodingMaxTreeDepth?: number }).suffixDecodingMaxTreeDepth, 24);
+    assert.deepEqual(policySpec(flags(['--policy', 'hybrid', '--method', 'ngram', '--threshold', '0.5', '--prompt-lookup-max', '7'])), policyFromKnobs('hybrid', { method: 'ngram', threshold: 0.5, prompt_lookup_max: 7 }));
   });
 
   test('without --policy, knob flags of other policies are left for the default to ignore', () => {
@@ -165,12 +196,21 @@ describe('CLI flags', () => {
     assert.throws(() => policySpec(flags(['--policy', 'fixed', '--p-min', '0.3'])), /--p-min does not apply to --policy fixed \(it takes --k\)/);
     assert.throws(() => policySpec(flags(['--policy', 'specdec++', '--k-min', '5', '--k-max', '3'])), /^InvalidArgumentError: --k-min: k_min must not exceed k_max/);
     assert.throws(() => policySpec(flags(['--policy', 'turbo'])), /--policy: unknown policy "turbo"/);
+    assert.throws(() => flags(['--method', 'eagle']), (e: unknown) => e instanceof CommanderError && /--method <name>.*expected one of ngram, suffix/.test(e.message));
+    assert.throws(() => policySpec(flags(['--policy', 'hybrid', '--suffix-decoding-min-token-prob', '0.2', '--method', 'ngram'])), /^InvalidArgumentError: --suffix-decoding-min-token-prob: suffix_decoding_min_token_prob does not apply to policy hybrid with method ngram/);
+    assert.throws(() => policySpec(flags(['--policy', 'fixed', '--method', 'ngram'])), /--method does not apply to --policy fixed/);
   });
 
   test('specd generate refuses a bad knob in one line and exit 1, before loading models', () => {
-    const run = spawnSync(process.execPath, [SPECD_BIN, 'generate', '--prompt', 'x', '--policy', 'none', '--k', '3'], { encoding: 'utf8', timeout: 60_000 });
-    assert.equal(run.status, 1, run.stderr);
-    assert.equal(run.stderr.trim().split('\n').length, 1, run.stderr);
-    assert.match(run.stderr, /--k does not apply to --policy none \(it takes no knobs\)/);
+    for (const [args, text] of [
+      [['--policy', 'none', '--k', '3'], /--k does not apply to --policy none \(it takes no knobs\)/],
+      [['--policy', 'hybrid', '--method', 'ngram', '--suffix-decoding-max-tree-depth', '8'], /--suffix-decoding-max-tree-depth: suffix_decoding_max_tree_depth does not apply to policy hybrid with method ngram/],
+      [['--policy', 'hybrid', '--method', 'eagle'], /--method <name>.*expected one of ngram, suffix/],
+    ] as const) {
+      const run = spawnSync(process.execPath, [SPECD_BIN, 'generate', '--prompt', 'x', ...args], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(run.status, 1, run.stderr);
+      assert.equal(run.stderr.trim().split('\n').length, 1, run.stderr);
+      assert.match(run.stderr, text);
+    }
   });
 });

@@ -3,7 +3,8 @@
  * later turns report `usage.prompt_tokens_details.cached_tokens` (chat, completions) and
  * `usage.input_tokens_details.cached_tokens` (responses), streamed and not; the text equals a
  * server started with prefix caching off (which reports 0); /metrics counts the queried and
- * the hit tokens as the responses reported them.
+ * the hit tokens as the responses reported them. A response continued with `previous_response_id`
+ * finds its conversation's prefix cached and writes what the whole conversation sent explicitly does.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -126,6 +127,42 @@ describe('prefix caching through the API', () => {
     tally(cached, completed!.usage!.input_tokens, completed!.usage!.input_tokens_details.cached_tokens);
     assert.equal(completed!.usage!.input_tokens_details.cached_tokens, completed!.usage!.input_tokens - 1);
     assert.equal(completed!.output_text ?? again.output_text, again.output_text);
+  });
+
+  test('responses: previous_response_id continues a stored response from the cache; the text equals the whole conversation sent explicitly', async () => {
+    const instructions = 'Answer in one line.';
+    const questions = ['Which trains stop at the harbour?', 'And at the airport?', 'Which one is faster?'];
+    const turns: OpenAI.Responses.Response[] = [];
+    const explicit: OpenAI.Responses.ResponseInputItem[] = [];
+    for (const [t, question] of questions.entries()) {
+      const previous = turns.at(-1);
+      const params = { model: MODEL, input: question, instructions, max_output_tokens: 16, temperature: 0, ...(previous ? { previous_response_id: previous.id } : {}) };
+      let res: OpenAI.Responses.Response;
+      if (t === 2) {
+        // The last turn streamed: its final event's object (which has no output_text helper: read the message).
+        let last: OpenAI.Responses.Response | undefined;
+        for await (const event of await cached.responses.create({ ...params, stream: true })) {
+          if (event.type === 'response.completed' || event.type === 'response.incomplete') last = event.response;
+        }
+        const message = last!.output.find((item) => item.type === 'message') as OpenAI.Responses.ResponseOutputMessage;
+        res = { ...last!, output_text: (message.content[0] as OpenAI.Responses.ResponseOutputText).text };
+      } else {
+        res = await cached.responses.create(params);
+      }
+      tally(cached, res.usage!.input_tokens, res.usage!.input_tokens_details.cached_tokens);
+      assert.equal(res.previous_response_id, previous?.id ?? null);
+      // The same conversation, every turn sent explicitly, to the server without the cache.
+      explicit.push({ role: 'user', content: question });
+      const whole = await plain.responses.create({ model: MODEL, input: explicit, instructions, max_output_tokens: 16, temperature: 0, store: false });
+      explicit.push({ role: 'assistant', content: whole.output_text });
+      assert.equal(res.output_text, whole.output_text, `turn ${t + 1}`);
+      assert.equal(res.usage!.input_tokens, whole.usage!.input_tokens, `turn ${t + 1}: the continued prompt is the explicit one`);
+      if (previous) {
+        const cachedTokens = res.usage!.input_tokens_details.cached_tokens;
+        assert.ok(cachedTokens >= previous.usage!.input_tokens && cachedTokens < res.usage!.input_tokens, `turn ${t + 1}: ${cachedTokens} cached of ${res.usage!.input_tokens}, the previous prompt had ${previous.usage!.input_tokens}`);
+      }
+      turns.push(res);
+    }
   });
 
   test('/metrics: specd_prefix_cache_queries_total and _hits_total count the tokens the responses reported', async () => {

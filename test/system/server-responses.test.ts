@@ -2,8 +2,9 @@
  * OpenAI's Responses API (POST /v1/responses) through the real `openai` client on a real port:
  * string and message input with instructions, max_output_tokens (status incomplete), greedy
  * output equal to chat's, usage with `usage.speculative` and per-request speculation, logprobs,
- * streamed typed events in OpenAI's order adding up to the non-streamed response, store: false
- * and the refusal of previous_response_id, errors and the API key, and /metrics counting it.
+ * streamed typed events in OpenAI's order adding up to the non-streamed response, stored
+ * responses (GET, DELETE, store: false, previous_response_id, the 404 for an unknown one),
+ * errors and the API key, and /metrics counting it.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -51,7 +52,7 @@ describe('POST /v1/responses', () => {
     assert.match(res.id, /^resp_/);
     assert.equal(res.model, MODEL);
     assert.equal(res.status, 'completed');
-    assert.equal((res as unknown as { store: boolean }).store, false);
+    assert.equal((res as unknown as { store: boolean }).store, true);
     assert.equal(res.output.length, 1);
     const message = res.output[0] as OpenAI.Responses.ResponseOutputMessage;
     assert.deepEqual([message.type, message.role, message.status], ['message', 'assistant', 'completed']);
@@ -139,16 +140,38 @@ describe('POST /v1/responses', () => {
     assert.ok(speculativeOf(final).rounds > 0);
   });
 
-  test('nothing is stored: previous_response_id is refused, a response cannot be retrieved', async () => {
-    await assert.rejects(create({ input: QUESTION, previous_response_id: 'resp_123' }), (err: APIError) => {
-      assert.equal(err.status, 400);
+  test('stored responses: GET and DELETE /v1/responses/{id}, store: false, and an unknown previous_response_id is a 404 naming it', async () => {
+    const stored = await create({ input: QUESTION, max_output_tokens: 4, temperature: 0 });
+    assert.equal((stored as unknown as { store: boolean }).store, true, 'store defaults to true');
+    const again = await client.responses.retrieve(stored.id);
+    assert.deepEqual(again, stored);
+    // Continued, streamed: the final object names the previous response and is stored too.
+    const events = await createStreamed({ input: 'And 4 spiders?', previous_response_id: stored.id, max_output_tokens: 4, temperature: 0 });
+    const final = (events.at(-1) as OpenAI.Responses.ResponseCompletedEvent).response;
+    assert.equal(final.previous_response_id, stored.id);
+    // (The client adds output_text to what it retrieves, not to streamed objects.)
+    const { output_text: _, ...retrieved } = await client.responses.retrieve(final.id);
+    assert.deepEqual(retrieved, final);
+
+    const unstored = await create({ input: QUESTION, max_output_tokens: 2, store: false });
+    assert.equal((unstored as unknown as { store: boolean }).store, false);
+    await assert.rejects(client.responses.retrieve(unstored.id), (err: APIError) => err.status === 404 && err.message.includes(unstored.id));
+    await assert.rejects(create({ input: QUESTION, previous_response_id: unstored.id }), (err: APIError) => {
+      assert.equal(err.status, 404);
       assert.equal(err.param, 'previous_response_id');
-      assert.match(err.message, /store: false.*whole conversation/);
+      assert.equal(err.type, 'invalid_request_error');
+      assert.match(err.message, new RegExp(`'${unstored.id}' not found.*store: false`));
       return true;
     });
-    const res = await create({ input: QUESTION, max_output_tokens: 2, store: true });
-    assert.equal((res as unknown as { store: boolean }).store, false);
-    await assert.rejects(client.responses.retrieve(res.id), (err: APIError) => err.status === 404 && /does not store/.test(err.message));
+    await assert.rejects(createStreamed({ input: QUESTION, previous_response_id: 'resp_unknown' }), (err: APIError) => err.status === 404 && err.param === 'previous_response_id');
+
+    await client.responses.delete(stored.id);
+    await assert.rejects(client.responses.retrieve(stored.id), (err: APIError) => err.status === 404);
+    await assert.rejects(client.responses.delete(stored.id), (err: APIError) => err.status === 404);
+    await assert.rejects(create({ input: QUESTION, previous_response_id: stored.id }), (err: APIError) => err.status === 404 && err.param === 'previous_response_id');
+    // A response continued from a deleted one's successor still holds the whole conversation.
+    const third = await create({ input: 'And 5?', previous_response_id: final.id, max_output_tokens: 2, temperature: 0 });
+    assert.equal(third.previous_response_id, final.id);
   });
 
   test('errors: what the server cannot honour and bad values name the parameter', async () => {

@@ -121,8 +121,9 @@ describe('hybrid choice', () => {
     assert.equal(skipDraft(3.5, mean.value), true);
     assert.equal(skipDraft(2.5, mean.value), false);
     assert.equal(skipDraft(0, 0), false, 'nothing proposed: the draft drafts');
-    assert.equal(chooseAfterDraft(2.5, 2.4), 'draft-free');
-    assert.equal(chooseAfterDraft(2.4, 2.4), 'draft');
+    assert.equal(chooseAfterDraft(2.5, 2.4, true), 'draft-free');
+    assert.equal(chooseAfterDraft(2.4, 2.4, true), 'draft');
+    assert.equal(chooseAfterDraft(2.5, 2.4, false), 'draft', 'sampling: a round that drafted verifies the draft');
     assert.throws(() => new DraftAcceptanceMean(0), /weight must be a number in/);
   });
 });

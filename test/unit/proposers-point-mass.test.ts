@@ -15,33 +15,15 @@ import { Rng } from '../../src/engine/rng.js';
 import { sample } from '../../src/engine/sampling.js';
 import { PromptLookup } from '../../src/proposers/ngram.js';
 import { chiSquare } from '../support/statistics.js';
+import { TOY_PROMPT, TOY_V, toyOneHot, toyTargetAt, toyTargetJoint } from '../support/toy-bigram.js';
 
-const V = 6;
+const V = TOY_V;
 const ALPHA = 1e-4;
-const normalise = (w: number[]) => {
-  const s = w.reduce((a, b) => a + b, 0);
-  return Float64Array.from(w, (x) => x / s);
-};
-
-/** The toy target: p(next | text) depends on the last token (a bigram model with a zero). */
-const BIGRAM = [
-  [30, 25, 20, 15, 10, 0],
-  [5, 40, 5, 30, 20, 0],
-  [10, 10, 10, 10, 10, 50],
-  [0, 20, 20, 20, 20, 20],
-  [60, 5, 5, 5, 5, 20],
-  [15, 15, 15, 15, 15, 25],
-].map(normalise);
-const targetAt = (text: readonly number[]) => BIGRAM[text[text.length - 1]!]!;
-/** A prompt that repeats itself, so that prompt lookup matches often. */
-const PROMPT = [0, 1, 3, 4, 0, 1, 3, 2, 5, 0, 1];
+const PROMPT = TOY_PROMPT;
+const targetAt = toyTargetAt;
 
 type Rule = (candidates: readonly number[], q: readonly Float64Array[], p: readonly Float64Array[], rng: Rng) => AcceptanceResult;
-const oneHot = (y: number) => {
-  const q = new Float64Array(V);
-  q[y] = 1;
-  return q;
-};
+const oneHot = toyOneHot;
 
 /** Generate `want` tokens: prompt lookup proposes, `rule` verifies against the toy target. */
 function generate(rule: Rule, want: number, rng: Rng, stats = { proposed: 0, accepted: 0 }): number[] {
@@ -61,16 +43,7 @@ function generate(rule: Rule, want: number, rng: Rng, stats = { proposed: 0, acc
   return text.slice(PROMPT.length, PROMPT.length + want);
 }
 
-/** The target's own joint distribution of the first three tokens: index (a V + b) V + c. */
-function targetJoint(): Float64Array {
-  const out = new Float64Array(V ** 3);
-  const p1 = targetAt(PROMPT);
-  for (let a = 0; a < V; a++) {
-    const p2 = BIGRAM[a]!;
-    for (let b = 0; b < V; b++) for (let c = 0; c < V; c++) out[(a * V + b) * V + c] = p1[a]! * p2[b]! * BIGRAM[b]![c]!;
-  }
-  return out;
-}
+const targetJoint = toyTargetJoint;
 
 function counts(rule: Rule, trials: number, seed: number, stats?: { proposed: number; accepted: number }): Float64Array {
   const rng = new Rng(seed);

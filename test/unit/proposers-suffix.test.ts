@@ -2,7 +2,7 @@
  * Suffix decoding (src/proposers/suffix.ts) and the online acceptance by match length
  * (src/proposers/acceptance-by-match.ts): a request that repeats its prompt is proposed the
  * rest of the passage, earlier outputs are proposed through the bounded global cache (FIFO
- * eviction, off at 0), the better-scoring tree wins, options are refused by name; acceptance
+ * eviction, off at 0) and shared by an engine's requests per tree shape, the better-scoring tree wins, options are refused by name; acceptance
  * rates converge to the observed ones and expected lengths follow the chain rule. No model.
  */
 import assert from 'node:assert/strict';
@@ -10,7 +10,8 @@ import { describe, test } from 'node:test';
 import { Rng } from '../../src/engine/rng.js';
 import { AcceptanceByMatchLength, expectedAcceptedFromHead } from '../../src/proposers/acceptance-by-match.js';
 import { ProposerOptionError } from '../../src/proposers/proposal.js';
-import { SUFFIX_DECODING_DEFAULTS, SuffixDecodingCache, suffixDecodingOptions } from '../../src/proposers/suffix.js';
+import { DraftFreeProposer } from '../../src/proposers/draft-free.js';
+import { MAX_SHARED_SUFFIX_CACHES, SUFFIX_DECODING_DEFAULTS, SuffixCachePool, SuffixDecodingCache, suffixDecodingOptions } from '../../src/proposers/suffix.js';
 
 /** Distinct tokens (a passage with no internal repeats). */
 const passage = (n: number, base: number) => Array.from({ length: n }, (_, i) => base + ((i * 7919) % 5003));
@@ -86,6 +87,45 @@ describe('suffix decoding', () => {
       return r.propose().tokens;
     });
     assert.deepEqual(proposed, [[], outputs[1]!.slice(4, 8), outputs[2]!.slice(4, 8)]);
+  });
+
+  test("an engine's pool shares a global tree per tree shape between proposers; requests keep their own proposal knobs", () => {
+    const pool = new SuffixCachePool();
+    const answer = passage(80, 60_000);
+    const finish = (p: DraftFreeProposer) => {
+      p.add(0, [1, 2]);
+      p.extend(0, answer);
+      p.remove(0);
+    };
+    // One proposer per request, as the engine builds them; the first request's output reaches the second.
+    finish(new DraftFreeProposer({ methods: ['suffix'], suffix: { maxCachedRequests: 2 }, suffixCaches: pool }));
+    assert.equal(pool.cachedRequests, 1);
+    const next = new DraftFreeProposer({ methods: ['suffix'], suffix: { maxCachedRequests: 2, maxSpecFactor: 3 }, suffixCaches: pool });
+    next.add(0, [3, 4]);
+    next.extend(0, answer.slice(0, 4));
+    assert.deepEqual(next.propose([0])[0]!.tokens, answer.slice(4, 16), 'factor 3 x match 4: its own knob over the shared tree');
+    // A sequence that must not depend on earlier requests (seeded sampling) does not read the tree; its output is cached all the same.
+    const seeded = new DraftFreeProposer({ methods: ['suffix'], suffix: { maxCachedRequests: 2 }, suffixCaches: pool, readsGlobalCache: false });
+    seeded.add(0, [3, 4]);
+    seeded.extend(0, answer.slice(0, 4));
+    assert.deepEqual(seeded.propose([0])[0]!.tokens, []);
+    seeded.remove(0);
+    assert.equal(pool.cachedRequests, 2);
+    // Another shape (no global tree, or another depth) does not see it.
+    for (const suffix of [{ maxCachedRequests: 0 }, { maxCachedRequests: 2, maxTreeDepth: 12 }]) {
+      const other = new DraftFreeProposer({ methods: ['suffix'], suffix, suffixCaches: pool });
+      other.add(0, [3, 4]);
+      other.extend(0, answer.slice(0, 4));
+      assert.deepEqual(other.propose([0])[0]!.tokens, [], JSON.stringify(suffix));
+    }
+    // Bounded: beyond MAX_SHARED_SUFFIX_CACHES shapes the least recently used goes.
+    for (let depth = 30; depth < 30 + MAX_SHARED_SUFFIX_CACHES; depth++) pool.get(suffixDecodingOptions({ maxTreeDepth: depth }));
+    assert.equal(pool.cachedRequests, 0);
+    finish(new DraftFreeProposer({ methods: ['suffix'], suffixCaches: pool }));
+    assert.equal(pool.cachedRequests, 1);
+    pool.clear();
+    assert.equal(pool.cachedRequests, 0);
+    assert.throws(() => new SuffixDecodingCache({ maxTreeDepth: 8 }).start([1], suffixDecodingOptions({ maxTreeDepth: 9 })), /tree depth 9 in a cache of depth 8/);
   });
 
   test("the better score wins: the global tree's frequent continuation over the request's rare one", () => {

@@ -1,7 +1,8 @@
 /**
  * ServerMetrics fed synthetic worker messages: the acceptance head's live calibration counts
  * each drafted candidate the target actually judged (the accepted ones and the first rejection),
- * never the candidates after the first rejection.
+ * never the candidates after the first rejection; the speculation counters per proposal method
+ * (draft, ngram, suffix) count each round under the method that proposed it and sum to the totals.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -62,6 +63,41 @@ describe('head calibration metrics', () => {
       const brier = 0.05 ** 2 + 0.85 ** 2 + 0.45 ** 2 + 0.35 ** 2 + 0.05 ** 2;
       assert.ok(Math.abs(s.get('specd_head_calibration_squared_error_total')! - brier) < 1e-12, String(s.get('specd_head_calibration_squared_error_total')));
       assert.equal(s.get('specd_spec_decode_num_draft_tokens_total'), 8, 'the drafting counters still count every candidate');
+    } finally {
+      eventLoop.stop();
+    }
+  });
+});
+
+describe('speculation counters per method', () => {
+  test('each round counts under its method; the totals are their sums; every method starts at 0', async () => {
+    const eventLoop = new EventLoopMonitor();
+    const metrics = new ServerMetrics('test-model', () => ({ running: 0, waiting: 0, kvCacheUsage: 0, loadedWorkers: 1, options: { workers: 1 } }), eventLoop);
+    try {
+      const at = (method: RoundStats['method'] | undefined, drafted: number, accepted: number): RoundStats => ({ drafted, accepted, emitted: accepted + 1, draftMs: 0, targetMs: 1, ...(method ? { method } : {}) });
+      const s0 = await samples(metrics);
+      for (const method of ['draft', 'ngram', 'suffix']) assert.equal(s0.get(`specd_spec_decode_method_num_drafts_total{method="${method}"}`), 0, method);
+      metrics.submitted(handle);
+      metrics.event(handle, { type: 'start', threadId: 1 });
+      metrics.event(handle, {
+        type: 'tokens',
+        text: 'abcdefghijkl',
+        tokenIds: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+        textOffsets: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+        rounds: [at('draft', 4, 2), at('suffix', 9, 6), at('suffix', 3, 0), at(undefined, 0, 0), at('ngram', 2, 1)],
+      });
+      const s = await samples(metrics);
+      const m = (name: string, labels: string) => s.get(`specd_spec_decode_method_${name}{${labels}}`) ?? 0;
+      assert.deepEqual(['draft', 'ngram', 'suffix'].map((method) => [m('num_drafts_total', `method="${method}"`), m('num_draft_tokens_total', `method="${method}"`), m('num_accepted_tokens_total', `method="${method}"`)]), [
+        [1, 4, 2],
+        [1, 2, 1],
+        [2, 12, 6],
+      ]);
+      assert.deepEqual([0, 1, 2, 3, 4, 5, 6].map((i) => m('num_accepted_tokens_per_pos_total', `method="suffix",position="${i}"`)), [1, 1, 1, 1, 1, 1, 0]);
+      assert.equal(m('num_accepted_tokens_per_pos_total', 'method="draft",position="1"'), 1);
+      assert.equal(s.get('specd_spec_decode_num_drafts_total'), 4);
+      assert.equal(s.get('specd_spec_decode_num_draft_tokens_total'), 18);
+      assert.equal(s.get('specd_spec_decode_num_accepted_tokens_total'), 9);
     } finally {
       eventLoop.stop();
     }

@@ -28,7 +28,7 @@ export function parseCompareList(text: string): BenchConfig[] {
     if (knob && value !== undefined && value !== '') {
       // `auto` (a knob decided from what is loaded): the flag takes it; the request field says null.
       serverFlags.push(knobFlag(knob), value);
-      speculative[knob.api] = value === 'auto' ? null : Number(value);
+      speculative[knob.api] = value === 'auto' ? null : knob.type === 'choice' ? value : Number(value);
     }
     return { label: policyLabel(spec), serverFlags, speculative };
   });

@@ -1,6 +1,8 @@
 /**
  * POST /v1/responses (OpenAI's Responses API; see responses-api.ts), streamed or not, and
- * GET /v1/responses/:id, which finds nothing: responses are never stored.
+ * GET and DELETE /v1/responses/:id on the stored responses (response-store.ts). A response is
+ * stored when it ends (completed or incomplete) unless the request says `store: false`; a
+ * `previous_response_id` puts the stored conversation before the request's `input`.
  *
  * Streaming sends typed server-sent events (`event: TYPE` and `data: {type, sequence_number,
  * ...}`), in OpenAI's order: response.created, response.in_progress,
@@ -16,19 +18,27 @@
  * `error` event, which ends the stream.
  */
 import type { FastifyInstance } from 'fastify';
-import { ApiError, apiErrors } from '../errors.js';
+import type { ApiError } from '../errors.js';
 import { abortedError, collectRun, GenerationRun, workerError } from '../generation-run.js';
 import type { ApiFinishReason } from '../responses.js';
 import { planResponse, type ResponseEcho, responseIds, responseLogprobs, type ResponsesBody } from '../responses-api.js';
 import { ResponseEventStream, responseFromText } from '../responses-stream.js';
 import { echoTools } from '../responses-tools.js';
+import { responseNotFound, type StorableResponse } from '../response-store.js';
 import { responsesBodySchema } from '../schemas.js';
 import { openEventStream } from '../streaming.js';
 
 export async function responsesRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Body: ResponsesBody }>('/v1/responses', { schema: { body: responsesBodySchema } }, async (request, reply) => {
     const ctx = app.specd;
-    const plan = planResponse(request.body, ctx);
+    const store = ctx.responseStore;
+    // The request as planned: with a previous response, its conversation first.
+    const body = store.continued(request.body);
+    const plan = planResponse(body, ctx);
+    const keep = (response: StorableResponse) => {
+      if (request.body.store !== false) store.put(body, response);
+      return response;
+    };
     const run = new GenerationRun(ctx.engine, plan, request.arrivedAt);
     run.cancelOnDisconnect(reply.raw);
     const { id, itemId, reasoningId } = responseIds();
@@ -44,7 +54,7 @@ export async function responsesRoutes(app: FastifyInstance): Promise<void> {
     const reading = { ...(ctx.reasoningParser ? { reasoningParser: ctx.reasoningParser } : {}), tools: plan.tools !== undefined, ...(plan.tools ? { toolFormat: plan.tools.format } : {}) };
     if (!plan.stream) {
       const [choice] = await collectRun(run, 'input');
-      return responseFromText(echo, reasoningId, reading, choice!.text, choice!.finishReason, run.usage.toJSON(), responseLogprobs(choice!.logprobs, ctx.texts));
+      return keep(responseFromText(echo, reasoningId, reading, choice!.text, choice!.finishReason, run.usage.toJSON(), responseLogprobs(choice!.logprobs, ctx.texts)));
     }
 
     const res = reply.raw;
@@ -72,13 +82,24 @@ export async function responsesRoutes(app: FastifyInstance): Promise<void> {
         events.start();
       }
       if (message.type === 'tokens') events.tokens(message.text, responseLogprobs(message.logprobs, ctx.texts));
-      else events.finish(message.result.finish_reason as ApiFinishReason, run.usage.toJSON());
+      else keep(events.finish(message.result.finish_reason as ApiFinishReason, run.usage.toJSON()));
     }
     res.end();
     return reply;
   });
 
   app.get<{ Params: { id: string } }>('/v1/responses/:id', async (request) => {
-    throw apiErrors.responseNotStored(request.params.id);
+    const { responseStore } = app.specd;
+    const response = responseStore.get(request.params.id);
+    if (!response) throw responseNotFound(request.params.id, null, responseStore.options);
+    return response;
+  });
+
+  // OpenAI's answer to a deletion: the id, the object type and `deleted: true`.
+  app.delete<{ Params: { id: string } }>('/v1/responses/:id', async (request) => {
+    const { responseStore } = app.specd;
+    const { id } = request.params;
+    if (!responseStore.delete(id)) throw responseNotFound(id, null, responseStore.options);
+    return { id, object: 'response', deleted: true };
   });
 }

@@ -1,0 +1,126 @@
+/**
+ * Two builds of specd against each other, in one process: this build (B) and another one's
+ * compiled `dist` directory (A, e.g. a second git worktree at an older commit, built with
+ * `npx tsc -p tsconfig.json`), each loading its own pair, alternated prompt by prompt and policy
+ * by policy (A first on even prompts, B first on odd ones), so that a shared machine's slow
+ * spells hit both alike. Per data set and policy: tokens/s of each build, its speedup over its
+ * own `none`, whether its greedy output equals its `none`'s, and B / A.
+ *
+ *   node dist/bench/builds-ab.js --base ../old/dist [--dataset gsm8k,alpaca,humaneval] [--prompts 16]
+ *     [--policies none,fixed:3,fixed:4,specdec++] [--temperature 0] [--target DIR --draft DIR] [--json FILE]
+ *
+ * The other build is imported as it is: its `src/pair/model-pair.js`, `src/engine/text-generation.js`
+ * and `src/engine/policy-registry.js` must have the interfaces this build's have (they do from
+ * the policy registry on).
+ */
+import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { DATASETS, isDataset, loadPrompts } from '../src/bench/datasets.js';
+import { parsePolicy } from '../src/engine/policy-registry.js';
+import { generateText } from '../src/engine/text-generation.js';
+import { ModelPair, type PairOptions } from '../src/pair/model-pair.js';
+
+const { values } = parseArgs({
+  options: {
+    base: { type: 'string' },
+    dataset: { type: 'string', default: DATASETS.join(',') },
+    prompts: { type: 'string', default: '16' },
+    'max-tokens': { type: 'string', default: '128' },
+    policies: { type: 'string', default: 'none,fixed:3,fixed:4,specdec++' },
+    temperature: { type: 'string', default: '0' },
+    target: { type: 'string' },
+    draft: { type: 'string' },
+    json: { type: 'string' },
+  },
+});
+
+function fail(message: string): never {
+  process.stderr.write(`builds-ab: ${message}\n`);
+  process.exit(1);
+}
+
+if (!values.base) fail('--base DIR (the other build\'s dist directory) is required');
+const datasets = values.dataset.split(',');
+for (const d of datasets) if (!isDataset(d)) fail(`unknown data set ${d}`);
+const prompts = Number(values.prompts);
+const maxTokens = Number(values['max-tokens']);
+const temperature = Number(values.temperature);
+if (!Number.isInteger(prompts) || prompts < 1) fail(`--prompts must be a positive integer, got ${values.prompts}`);
+if (!Number.isInteger(maxTokens) || maxTokens < 1) fail(`--max-tokens must be a positive integer, got ${values['max-tokens']}`);
+if (!(temperature >= 0)) fail(`--temperature must be >= 0, got ${values.temperature}`);
+const policyNames = values.policies.split(',');
+if (!policyNames.includes('none')) fail('--policies must include none (the speedups are over it)');
+const pairOptions: PairOptions = values.target ? { target: values.target, draft: values.draft ?? null } : {};
+
+/** What a build offers this benchmark: its pair, its generateText and its policy parser. */
+interface Build {
+  label: 'A' | 'B';
+  pair: { release(): Promise<void> };
+  generate: typeof generateText;
+  parse: typeof parsePolicy;
+}
+
+async function baseBuild(dir: string): Promise<Build> {
+  const from = (path: string) => import(pathToFileURL(resolve(dir, path)).href);
+  const [{ ModelPair: BasePair }, { generateText: baseGenerate }, { parsePolicy: baseParse }] = await Promise.all([
+    from('src/pair/model-pair.js'),
+    from('src/engine/text-generation.js'),
+    from('src/engine/policy-registry.js'),
+  ]);
+  return { label: 'A', pair: await BasePair.load(pairOptions), generate: baseGenerate, parse: baseParse };
+}
+
+const builds: Build[] = [await baseBuild(values.base), { label: 'B', pair: await ModelPair.load(pairOptions), generate: generateText, parse: parsePolicy }];
+const sampling = { temperature, topP: 1, topK: 0 };
+const run = (b: Build, messages: Parameters<typeof generateText>[1], policy: string, seed: number, tokens: number) =>
+  b.generate(b.pair as ModelPair, messages, { maxTokens: tokens, sampling, seed, policy: b.parse(policy) });
+
+// Warm-up: every build and policy once, so first-run allocation counts for neither.
+const warm = loadPrompts('gsm8k', 1)[0]!;
+for (const b of builds) for (const p of policyNames) await run(b, { messages: warm.messages }, p, 0, 8);
+
+interface Cell {
+  tokens: number;
+  wallMs: number;
+  outputs: string[];
+}
+const rows: Record<string, unknown>[] = [];
+for (const dataset of datasets) {
+  const set = loadPrompts(dataset as (typeof DATASETS)[number], prompts);
+  const cells = builds.map(() => new Map(policyNames.map((p): [string, Cell] => [p, { tokens: 0, wallMs: 0, outputs: [] }])));
+  for (const [i, prompt] of set.entries()) {
+    for (const policy of policyNames) {
+      for (const b of i % 2 === 0 ? [0, 1] : [1, 0]) {
+        const r = await run(builds[b]!, { messages: prompt.messages }, policy, i, maxTokens);
+        const c = cells[b]!.get(policy)!;
+        c.tokens += r.token_ids.length;
+        c.wallMs += r.stats.wall_ms;
+        c.outputs.push(r.token_ids.join(','));
+      }
+    }
+  }
+  for (const policy of policyNames) {
+    const row: Record<string, unknown> = { dataset, policy };
+    const line = [dataset.padEnd(9), policy.padEnd(14)];
+    builds.forEach((b, j) => {
+      const c = cells[j]!.get(policy)!;
+      const none = cells[j]!.get('none')!;
+      const tps = (c.tokens / c.wallMs) * 1000;
+      const speedup = tps / ((none.tokens / none.wallMs) * 1000);
+      const exact = temperature === 0 ? c.outputs.every((o, k) => o === none.outputs[k]) : null;
+      Object.assign(row, { [`${b.label}_tokens_per_s`]: tps, [`${b.label}_speedup_vs_none`]: speedup, [`${b.label}_matches_none`]: exact });
+      line.push(`${b.label} ${tps.toFixed(1).padStart(6)} tok/s ${speedup.toFixed(2)}x none${exact === null ? '' : exact ? ' exact' : ' NOT EXACT'}`);
+    });
+    row.B_over_A = (row.B_tokens_per_s as number) / (row.A_tokens_per_s as number);
+    line.push(`B/A ${(row.B_over_A as number).toFixed(2)}x`);
+    rows.push(row);
+    process.stdout.write(`${line.join(' | ')}\n`);
+  }
+}
+if (values.json) {
+  const settings = { base: values.base, datasets, prompts, max_tokens: maxTokens, temperature, policies: policyNames, command: `node ${process.argv.slice(1).join(' ')}` };
+  writeFileSync(values.json, `${JSON.stringify({ settings, results: rows }, null, 2)}\n`);
+}
+for (const b of builds) await b.pair.release();
