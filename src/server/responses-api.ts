@@ -106,7 +106,7 @@ export function planResponse(body: ResponsesBody, ctx: PlanContext): GenerationP
     throw apiErrors.unsupported('max_tool_calls', `a cap of ${maxToolCalls} tool calls is not enforced by this server; use max_tool_calls 1 or parallel_tool_calls false (at most one call), or leave it out.`);
   }
   const parallel = maxToolCalls === 1 ? false : body.parallel_tool_calls;
-  const tools = planResponseTools({ tools: body.tools, tool_choice: body.tool_choice, parallel_tool_calls: parallel });
+  const tools = planResponseTools({ tools: body.tools, tool_choice: body.tool_choice, parallel_tool_calls: parallel }, ctx.facts.toolCallFormat);
   if (format && tools && tools.mode !== 'none') {
     throw apiErrors.unsupported('text.format', "a text format together with tools the model may call; set 'tool_choice' to 'none' or leave out one of them.");
   }
