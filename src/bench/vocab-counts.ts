@@ -3,6 +3,7 @@
  * shipped benchmark sets through a model's tokenizer, and optionally on the model's own outputs
  * for those prompts (FR-Spec counts a corpus; a model's outputs are what its draft must propose).
  */
+import { readFileSync } from 'node:fs';
 import { DATASETS, type DatasetName, loadPrompts } from './datasets.js';
 import { TokenCounts } from '../onnx/token-map.js';
 import { TextTokenizer } from '../text/tokenizer.js';
@@ -34,19 +35,27 @@ export interface CountResult {
 }
 
 /**
+ * Counts every message of every prompt of `sets` through `tokenizer` into `counts`.
+ * @returns the first `chatsPerSet` prompts of each set as chat-template token ids (to generate from)
+ */
+export function countPrompts(tokenizer: TextTokenizer, counts: TokenCounts, sets: readonly DatasetName[], chatsPerSet = 0): number[][] {
+  const chats: number[][] = [];
+  for (const set of sets) {
+    const prompts = loadPrompts(set, Number.MAX_SAFE_INTEGER);
+    for (const p of prompts) for (const m of p.messages) counts.add(tokenizer.encode(typeof m.content === 'string' ? m.content : JSON.stringify(m.content)));
+    for (const p of prompts.slice(0, chatsPerSet)) chats.push(tokenizer.encodeChat(p.messages));
+  }
+  return chats;
+}
+
+/**
  * Token frequencies for the model in `dir` (module comment).
  * @throws ModelLoadError for an unreadable model directory or tokenizer
  */
 export async function countTokens(dir: string, vocabSize: number, options: CountOptions = {}): Promise<CountResult> {
   const tokenizer = await TextTokenizer.fromDir(dir);
   const counts = new TokenCounts(vocabSize);
-  const sets = options.datasets ?? DATASETS;
-  const chats: number[][] = [];
-  for (const set of sets) {
-    const prompts = loadPrompts(set, Number.MAX_SAFE_INTEGER);
-    for (const p of prompts) for (const m of p.messages) counts.add(tokenizer.encode(typeof m.content === 'string' ? m.content : JSON.stringify(m.content)));
-    for (const p of prompts.slice(0, options.prompts ?? 16)) chats.push(tokenizer.encodeChat(p.messages));
-  }
+  const chats = countPrompts(tokenizer, counts, options.datasets ?? DATASETS, options.prompts ?? 16);
   const promptTokens = counts.total;
   let outputCounts: TokenCounts | undefined;
   const always = new Set<number>([...tokenizer.specialTokenIds, ...readModelDir(dir).eosTokenIds]);
@@ -66,4 +75,36 @@ export async function countTokens(dir: string, vocabSize: number, options: Count
     }
   }
   return { counts, always: [...always], promptTokens, outputTokens: counts.total - promptTokens, ...(outputCounts ? { outputCounts } : {}) };
+}
+
+/** What `specd models synth --token-frequencies` counts: shipped benchmark sets' prompts, or a UTF-8 text file. */
+export type FrequencySource = { datasets: readonly DatasetName[] } | { file: string };
+
+export interface CorpusCounts {
+  counts: TokenCounts;
+  /** The tokenizer's special tokens, which a token map always keeps. */
+  always: number[];
+  /** What was counted, in words (for a token map's `source` and the models' metadata). */
+  description: string;
+}
+
+/**
+ * Token frequencies of `source` through the tokenizer in `tokenizerDir` (tokenizer.json and
+ * tokenizer_config.json), over a vocabulary of `vocabSize` ids.
+ * @throws ModelLoadError for an unreadable tokenizer; Error naming a file that cannot be read or holds no text
+ */
+export async function countCorpus(tokenizerDir: string, vocabSize: number, source: FrequencySource): Promise<CorpusCounts> {
+  const tokenizer = await TextTokenizer.fromDir(tokenizerDir);
+  const counts = new TokenCounts(vocabSize);
+  let what: string;
+  if ('file' in source) {
+    const text = readFileSync(source.file, 'utf8');
+    if (text.trim() === '') throw new Error(`${source.file} holds no text to count tokens on`);
+    counts.add(tokenizer.encode(text));
+    what = source.file;
+  } else {
+    countPrompts(tokenizer, counts, source.datasets);
+    what = `${source.datasets.join(',')} prompts`;
+  }
+  return { counts, always: [...tokenizer.specialTokenIds], description: `${what} (${counts.total} tokens)` };
 }

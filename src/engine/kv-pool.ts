@@ -257,12 +257,16 @@ export class KvSlotPool implements ReclaimableKv {
     );
   }
 
-  /** Zero-capacity tensors in layer order (keys [1, kvHeads, headDim, 0], values [1, kvHeads, 0, headDim]): the past of an empty sequence. */
+  /**
+   * One-position tensors of zeros in layer order (keys [1, kvHeads, headDim, 1], values [1,
+   * kvHeads, 1, headDim]): the past of an empty sequence, its one position masked by its length 0
+   * (one, not none: the row-independent attention gathers its window from the buffer by index).
+   */
   get emptyTensors(): ort.Tensor[] {
     if (!this.empty) {
       const { kvHeads, headDim, layers, dtype } = this.layout;
-      const none = new Float32Array(0);
-      this.empty = Array.from({ length: layers * 2 }, (_, b) => new ort.Tensor(dtype, none, b % 2 === 0 ? [1, kvHeads, headDim, 0] : [1, kvHeads, 0, headDim]));
+      const zeros = new Float32Array(kvHeads * headDim);
+      this.empty = Array.from({ length: layers * 2 }, (_, b) => new ort.Tensor(dtype, zeros, b % 2 === 0 ? [1, kvHeads, headDim, 1] : [1, kvHeads, 1, headDim]));
     }
     return this.empty;
   }

@@ -20,6 +20,21 @@
  * keys as they are cached, i.e. after any rotary embedding), which the caller writes into its
  * buffers. A pass costs the same at any length up to C (the buffer is read whole).
  *
+ * Row-independent variant (`window`, for graphs whose linear layers compute in int8, where a
+ * 1e-7 difference in an activation can move its quantized value and grow through the layers): a
+ * row's output is then bitwise the same whatever else its pass carries, so that a verification
+ * pass gives each row exactly what one-token passes give it (bench/attention-rows.ts measured the
+ * split attention's rows differing by up to 1.1e-6). Each row at slot p sees three parts that
+ * share one softmax: the buffer below its anchor p - W + 1 (W = {@link ROW_WINDOW}), its last W
+ * slots through a window gathered per row from the buffer or the pass's new rows (whichever holds
+ * them), and the pass's new rows below the anchor (empty unless the row is the W-th or later new
+ * row of its sequence: prompt pieces). A row's scores then sit in the same columns with the same
+ * values in any pass; the buffer MatMuls get a copy of the first row appended (ONNX Runtime's
+ * MatMul computes a lone left row by another kernel than two or more); and rows whose third part
+ * is empty take their probabilities from a softmax over the first two parts alone, whose row
+ * length does not depend on the pass (the softmax kernel's summation order depends on the row's
+ * length).
+ *
  * Grouped-query attention (kv_heads < heads, G = heads / kv_heads query heads per KV head, query
  * head h reading KV head floor(h / G) as in transformers' `repeat_kv`): the G query heads of a KV
  * head are stacked along the query axis, [B, kv_heads, G S, head_dim], so that each KV head is
@@ -52,6 +67,38 @@ export interface InplaceMasks {
   past: string;
   causal: string;
   split: string;
+  /** Present in a `window` attention's masks (module comment). */
+  window?: WindowMasks;
+}
+
+/**
+ * New rows a row-independent (`window`) attention reads through its window: a verification pass
+ * carries the last verified token(s) (up to 2, after a round that accepted every candidate) and
+ * up to 32 candidates (engine/policy-registry.ts MAX_DRAFT_LIMIT), so every decoding pass's rows
+ * are bitwise the same as in one-token passes; longer passes (prompt pieces) are exact in value.
+ */
+export const ROW_WINDOW = 34;
+
+/** What a `window` attention's layers share per pass (shapes with G = heads / kv_heads, GS = G S rows). */
+interface WindowMasks {
+  /** [B, 1, GS, C]: 0 where a buffer slot is below both the row's anchor and the sequence's length. */
+  buffer: string;
+  /** [B, 1, GS, W]: 0 where a window slot is a position (>= 0). */
+  window: string;
+  /** [GS, S]: 0 where the pass's new row u lies below the row's anchor. */
+  third: string;
+  /** [GS, 1] bool: the row has a third part (it is the W-th or later new row of its sequence). */
+  hasThird: string;
+  /** [B, 1, S W, 1] bool: the window slot is in the buffer (else among the pass's new rows). */
+  inBuffer: string;
+  /** GatherElements indices: [B, KV, D, S W] into the key buffer's slots, [B, KV, S W, D] into the value buffer's and the new rows'. */
+  keyIndex: string;
+  valueIndex: string;
+  newIndex: string;
+  /** [2] int64: C, W (the softmax's first two parts). */
+  twoParts: string;
+  /** [2] int64: C + W, S. */
+  threeParts: string;
 }
 
 /** Declares the in-place inputs (packed tokens, lengths, layouts and the KV buffers of `layers` layers) on `g`. */
@@ -77,7 +124,7 @@ export function shapeDim(g: GraphBuilder, x: string, axis: number): string {
  * [G S, S] (new query j sees new keys 0..j; the G query heads of a KV head stacked), and `split`
  * [C, S] (the softmax's two parts).
  */
-export function inplaceMasks(g: GraphBuilder, groups: number): InplaceMasks {
+export function inplaceMasks(g: GraphBuilder, groups: number, window?: { kvHeads: number; headDim: number }): InplaceMasks {
   const scalar = (v: number) => g.constant('int64', [v], []);
   const capacity = shapeDim(g, 'past_key_values.0.value', 2);
   const fed = shapeDim(g, PADDED_SOURCE_INPUT, 1);
@@ -91,6 +138,50 @@ export function inplaceMasks(g: GraphBuilder, groups: number): InplaceMasks {
     past,
     causal: groups === 1 ? causal : g.op('Tile', [causal, g.constant('int64', [groups, 1])]),
     split: g.op('Concat', [capacity, fed], { attrs: { axis: 0 } }),
+    ...(window ? { window: windowMasks(g, groups, window.kvHeads, window.headDim, capacity, fed, steps) } : {}),
+  };
+}
+
+/** The per-pass part of the `window` attention (module comment; {@link WindowMasks}). */
+function windowMasks(g: GraphBuilder, groups: number, kvHeads: number, headDim: number, capacity: string, fed: string, steps: string): WindowMasks {
+  const W = ROW_WINDOW;
+  const i64 = (v: number[], dims?: number[]) => g.constant('int64', v, dims);
+  const zero = g.constant('float32', [0], []);
+  const masked = g.constant('float32', [MASKED], []);
+  const additive = (allowed: string) => g.op('Where', [allowed, zero, masked]);
+  /** [B, S, X] -> [B, 1, G S, X]. */
+  const byRow = (t: string) => {
+    const one = g.op('Unsqueeze', [t, i64([1])]);
+    return groups === 1 ? one : g.op('Tile', [one, i64([1, 1, groups, 1])]);
+  };
+  const past = g.op('Unsqueeze', [PAST_LENGTH_INPUT, i64([1])]); // [B, 1]
+  const slot = g.op('Add', [past, g.op('Unsqueeze', [steps, i64([0])])]); // [B, S]: p
+  const windowSlot = g.op('Add', [g.op('Unsqueeze', [slot, i64([2])]), i64(Array.from({ length: W }, (_, i) => i - (W - 1)))]); // [B, S, W]
+  const past3 = g.op('Unsqueeze', [past, i64([2])]); // [B, 1, 1]
+  const lastSlot = g.op('Sub', [capacity, i64([1])]);
+  const lastNew = g.op('Sub', [fed, i64([1])]);
+  const flat = (t: string) => g.op('Reshape', [t, i64([0, 1, -1, 1])]); // [B, S, W] -> [B, 1, S W, 1]
+  const rowIndex = flat(g.op('Clip', [windowSlot, i64([0], []), g.op('Squeeze', [lastSlot, i64([0])])]));
+  const newRow = flat(g.op('Clip', [g.op('Sub', [windowSlot, past3]), i64([0], []), g.op('Squeeze', [lastNew, i64([0])])]));
+  const acrossValue = i64([1, kvHeads, 1, headDim]);
+  // Buffer slots below min(length, anchor), anchor = p - W + 1.
+  const limit = g.op('Min', [past, g.op('Add', [slot, i64([-(W - 1)], [])])]); // [B, S]
+  const slots = g.op('Range', [i64([0], []), g.op('Squeeze', [capacity, i64([0])]), i64([1], [])]);
+  const below = g.op('Less', [slots, g.op('Unsqueeze', [limit, i64([2])])]); // [B, S, C]
+  // The pass's new row u is below row j's anchor when u < j - W + 1.
+  const thirdAllowed = g.op('Less', [g.op('Unsqueeze', [steps, i64([0])]), g.op('Unsqueeze', [g.op('Add', [steps, i64([-(W - 1)], [])]), i64([1])])]); // [S, S]
+  const tileRows = (t: string) => (groups === 1 ? t : g.op('Tile', [t, i64([groups, 1])]));
+  return {
+    buffer: byRow(additive(below)),
+    window: byRow(additive(g.op('GreaterOrEqual', [windowSlot, i64([0], [])]))),
+    third: tileRows(additive(thirdAllowed)),
+    hasThird: tileRows(g.op('Unsqueeze', [g.op('GreaterOrEqual', [steps, i64([W], [])]), i64([1])])),
+    inBuffer: flat(g.op('Less', [windowSlot, past3])),
+    keyIndex: g.op('Expand', [g.op('Reshape', [rowIndex, i64([0, 1, 1, -1])]), i64([1, kvHeads, headDim, 1])]),
+    valueIndex: g.op('Expand', [rowIndex, acrossValue]),
+    newIndex: g.op('Expand', [newRow, acrossValue]),
+    twoParts: g.op('Concat', [capacity, i64([W])], { attrs: { axis: 0 } }),
+    threeParts: g.op('Concat', [g.op('Add', [capacity, i64([W])]), fed], { attrs: { axis: 0 } }),
   };
 }
 
@@ -119,11 +210,20 @@ export function inplaceAttention(g: GraphBuilder, layer: number, qkv: string, sh
           g.op('Transpose', [g.op('Reshape', [q!, g.constant('int64', [0, 0, kvHeads, groups, headDim])])], { attrs: { perm: [0, 2, 3, 1, 4] } }),
           g.constant('int64', [0, kvHeads, -1, headDim]),
         ]);
+  if (masks.window) return packedRows(g, windowContext(g, layer, query, split(k!, kvHeads), split(v!, kvHeads), shape, masks.window), shape);
   const pastScores = g.op('Add', [g.op('MatMul', [query, `past_key_values.${layer}.key`]), masks.past]); // [B, KV, G S, C]
   const newScores = g.op('Add', [g.op('MatMul', [query, split(k!, kvHeads, [0, 2, 3, 1])]), masks.causal]); // [B, KV, G S, S]
   const probs = g.op('Softmax', [g.op('Concat', [pastScores, newScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
   const [pastProbs, newProbs] = g.opN('Split', [probs, masks.split], 2, { attrs: { axis: -1 } });
   const context = g.op('Add', [g.op('MatMul', [pastProbs!, `past_key_values.${layer}.value`]), g.op('MatMul', [newProbs!, split(v!, kvHeads)])]); // [B, KV, G S, D]
+  return packedRows(g, context, shape);
+}
+
+/** An attention's output [B, KV, G S, D] back to the packed rows [1, T, heads D]. */
+function packedRows(g: GraphBuilder, context: string, shape: AttentionShape): string {
+  const { heads, kvHeads, headDim } = shape;
+  const groups = heads / kvHeads;
+  const qWidth = heads * headDim;
   // Back to the packed rows: [B, KV, G S, D] -> [B, S, heads D] -> [B S, heads D] -> [1, T, heads D].
   const bySequence =
     groups === 1
@@ -131,4 +231,41 @@ export function inplaceAttention(g: GraphBuilder, layer: number, qkv: string, sh
       : g.op('Transpose', [g.op('Reshape', [context, g.constant('int64', [0, kvHeads, groups, -1, headDim])])], { attrs: { perm: [0, 3, 1, 2, 4] } });
   const flat = g.op('Reshape', [bySequence, g.constant('int64', [-1, qWidth])]);
   return g.op('Unsqueeze', [g.op('Gather', [flat, PACKED_INDEX_INPUT], { attrs: { axis: 0 } }), g.constant('int64', [0])]);
+}
+
+/**
+ * The `window` attention's context (module comment) of queries [B, KV, G S, D] (stacked as
+ * inplaceAttention stacks them) over layer `layer`'s buffers and the pass's new keys and values
+ * [B, KV, S, D]: [B, KV, G S, D].
+ */
+function windowContext(g: GraphBuilder, layer: number, query: string, newKeys: string, newValues: string, shape: AttentionShape, m: WindowMasks): string {
+  const { heads, kvHeads, headDim: D } = shape;
+  const G = heads / kvHeads;
+  const W = ROW_WINDOW;
+  const i64 = (v: number[]) => g.constant('int64', v);
+  const keyBuffer = `past_key_values.${layer}.key`; // [B, KV, D, C]
+  const valueBuffer = `past_key_values.${layer}.value`; // [B, KV, C, D]
+  // The buffer MatMuls with the first row appended (a lone row takes another kernel), dropped after.
+  const rows = g.op('Slice', [g.op('Shape', [query]), i64([2]), i64([3])]);
+  const padRow = (t: string) => g.op('Concat', [t, g.op('Slice', [t, i64([0]), i64([1]), i64([2])])], { attrs: { axis: 2 } });
+  const unpad = (t: string) => g.op('Slice', [t, i64([0]), rows, i64([2])]);
+  // Window keys and values per row [B, KV, S W, D], from the buffer or the new rows.
+  const gather = (data: string, index: string, axis: number) => g.op('GatherElements', [data, index], { attrs: { axis } });
+  const bufferKeys = g.op('Transpose', [gather(keyBuffer, m.keyIndex, 3)], { attrs: { perm: [0, 1, 3, 2] } });
+  const windowKeys = g.op('Where', [m.inBuffer, bufferKeys, gather(newKeys, m.newIndex, 2)]);
+  const windowValues = g.op('Where', [m.inBuffer, gather(valueBuffer, m.valueIndex, 2), gather(newValues, m.newIndex, 2)]);
+  // One query row against its own W keys: [B, KV, G, S, 1, D] x [B, KV, 1, S, D, W].
+  const perRow = g.op('Reshape', [query, i64([0, 0, G, -1, 1, D])]);
+  const keysPerRow = g.op('Unsqueeze', [g.op('Transpose', [g.op('Reshape', [windowKeys, i64([0, 0, -1, W, D])])], { attrs: { perm: [0, 1, 2, 4, 3] } }), i64([2])]);
+  const windowScores = g.op('Add', [g.op('Reshape', [g.op('MatMul', [perRow, keysPerRow]), i64([0, 0, -1, W])]), m.window]); // [B, KV, G S, W]
+  const bufferScores = g.op('Add', [unpad(g.op('MatMul', [padRow(query), keyBuffer])), m.buffer]); // [B, KV, G S, C]
+  const thirdScores = g.op('Add', [g.op('MatMul', [query, g.op('Transpose', [newKeys], { attrs: { perm: [0, 1, 3, 2] } })]), m.third]); // [B, KV, G S, S]
+  const two = g.op('Softmax', [g.op('Concat', [bufferScores, windowScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
+  const three = g.op('Softmax', [g.op('Concat', [bufferScores, windowScores, thirdScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
+  const [threeFirst, thirdProbs] = g.opN('Split', [three, m.threeParts], 2, { attrs: { axis: -1 } });
+  const [bufferProbs, windowProbs] = g.opN('Split', [g.op('Where', [m.hasThird, threeFirst!, two]), m.twoParts], 2, { attrs: { axis: -1 } });
+  const valuesPerRow = g.op('Unsqueeze', [g.op('Reshape', [windowValues, i64([0, 0, -1, W, D])]), i64([2])]); // [B, KV, 1, S, W, D]
+  const windowContext = g.op('Reshape', [g.op('MatMul', [g.op('Reshape', [windowProbs!, i64([0, 0, G, -1, 1, W])]), valuesPerRow]), i64([0, 0, -1, D])]);
+  const bufferContext = unpad(g.op('MatMul', [padRow(bufferProbs!), valueBuffer]));
+  return g.op('Add', [g.op('Add', [bufferContext, windowContext]), g.op('MatMul', [thirdProbs!, newValues])]);
 }

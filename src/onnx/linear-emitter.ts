@@ -4,23 +4,21 @@
  * over from a quantized export.
  *
  * The settings chosen (bench/matmul-kernels.ts, bench/results/matmul-kernels.json, 2-core AMD
- * EPYC with AVX-512 VNNI, onnxruntime-node 1.30): symmetric blocks of 32 along K, computed in
- * float32 (`accuracy_level` 1). The choice is speculation's exactness before speed:
+ * EPYC with AVX-512 VNNI, onnxruntime-node 1.30): symmetric blocks of 32 along K.
  *
- * - At accuracy_level 4 (int8 compute, the activations quantized per block of each row) the
- *   kernels are fastest and a row's result is bitwise the same however many rows a pass carries
- *   (blocks of 16 and 32; not 64 or 128). But the in-place attention (inplace-attention.ts: the
- *   pass's own keys in a second softmax part) gives a verification's rows float-rounding
- *   differences (about 1e-5 on the bundled target's logits) from the one-token passes that decode
- *   without a draft, and int8 activations turn those into different roundings that grow through
- *   the layers (0.1 on the logits, measured): greedy speculation then leaves the target's own
- *   greedy output.
- * - At accuracy_level 1 a row differs from its one-row pass by float rounding only (2e-7 per
- *   product, 1e-5 on the logits, as float32 MatMul does), and speculation stays exact as it is in
- *   float32. The 4-bit kernel computes there from prepacked weights (faster than float32 MatMul
- *   for a decode pass); ONNX Runtime 1.30's 8-bit kernel has no float32 path and dequantizes
- *   its whole weight on every pass (tens of times slower than float32 MatMul): q8 is exact but
- *   slow on the CPU, q4 is the quantization to run.
+ * - In the in-place graphs, int8 compute (`accuracy_level` 4, {@link INPLACE_ACCURACY_LEVEL}: the
+ *   activations quantized per block of 32 of each row, as llama.cpp quantizes them for its Q8_0 /
+ *   Q4_0 dot products): the fastest kernels, 8 bits as fast as 4, and a row's result is bitwise
+ *   the same however many rows a pass carries. The attention there is the row-independent
+ *   `window` one (inplace-attention.ts), so a verification pass gives each row bitwise what the
+ *   one-token passes of decoding without a draft give it: greedy speculation stays exact. (With
+ *   the split attention a row differed by float rounding, ~1e-5 on the logits, and int8
+ *   activations grew that to 0.1 and changed greedy tokens.)
+ * - In a quantized file written for the exported path ({@link QUANT_ACCURACY_LEVEL}), float32
+ *   compute (`accuracy_level` 1): the exported attention is not row-independent, and there a row
+ *   differs from its one-row pass by float rounding only. ONNX Runtime 1.30's 8-bit kernel has no
+ *   float32 path (it dequantizes its whole weight on every pass), so q8 on the exported path is
+ *   exact but slow.
  */
 import type { GraphBuilder } from './graph-builder.js';
 import { quantizedFormOf } from './quantized-reading.js';
@@ -38,6 +36,15 @@ export interface LinearQuantization {
 /** Block size and compute type chosen for this CPU (module comment). */
 export const QUANT_BLOCK_SIZE = 32;
 export const QUANT_ACCURACY_LEVEL: AccuracyLevel = 1;
+/** Compute type of the in-place graphs' MatMulNBits, whose attention is row-independent (module comment). */
+export const INPLACE_ACCURACY_LEVEL: AccuracyLevel = 4;
+
+/** Whether a rebuilt graph computes its linear layers in int8: quantized (asked, or its weights' own form) at accuracy_level 4. */
+export function computesInInt8(w: { weight: Float32Array; quantized?: QuantizedLinear }, quantization: LinearQuantization | 'fp32' | undefined, accuracyLevel: AccuracyLevel): boolean {
+  if (quantization === 'fp32') return false;
+  if (quantization !== undefined) return quantization.accuracyLevel === 4;
+  return accuracyLevel === 4 && (w.quantized ?? quantizedFormOf(w.weight)) !== undefined;
+}
 
 /**
  * The quantization a weight dtype asks for: `fp32` = float32 MatMul even for a quantized export
@@ -67,14 +74,14 @@ export interface ColumnFold {
 export type EmitLinear = (input: string, name: string, w: LinearWeight, fold?: ColumnFold) => string;
 
 /** A function that emits `input x W` as the quantization asks (module comment); it returns the product's name. */
-export function linearEmitter(g: GraphBuilder, quantization?: LinearQuantization | 'fp32'): EmitLinear {
+export function linearEmitter(g: GraphBuilder, quantization?: LinearQuantization | 'fp32', accuracyLevel: AccuracyLevel = QUANT_ACCURACY_LEVEL): EmitLinear {
   return (input, name, w, fold) => {
     const asked = quantization === 'fp32' ? undefined : quantization;
     const source = quantization === 'fp32' ? undefined : (w.quantized ?? quantizedFormOf(w.weight));
     if (source && (asked === undefined || asked.bits === source.bits)) {
       const reblocked = splitBlocks(source, Math.min(source.blockSize, asked?.blockSize ?? QUANT_BLOCK_SIZE));
       const folded = fold ? scaleColumns(reblocked, 0, fold.columns, fold.factor) : reblocked;
-      return matMulNBits(g, input, name, folded, asked?.accuracyLevel ?? QUANT_ACCURACY_LEVEL);
+      return matMulNBits(g, input, name, folded, asked?.accuracyLevel ?? accuracyLevel);
     }
     let weight = w.weight;
     if (fold) {

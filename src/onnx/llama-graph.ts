@@ -28,7 +28,8 @@ import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from './gpt2-graph.js';
 import { inplaceAttention, inplaceInputs, inplaceMasks, kvRowsOutput, POSITION_IDS_INPUT } from './inplace-attention.js';
 import type { LlamaWeights } from './llama-weights.js';
 import { ropeInverseFrequencies } from './rope.js';
-import { joinColumns, type LinearQuantization, linearEmitter } from './linear-emitter.js';
+import { computesInInt8, joinColumns, type LinearQuantization, linearEmitter, QUANT_ACCURACY_LEVEL } from './linear-emitter.js';
+import type { AccuracyLevel } from './matmul-nbits.js';
 
 const MS = 'com.microsoft';
 
@@ -43,6 +44,8 @@ export interface LlamaGraphOptions {
   maxPositions?: number;
   /** Linear layers and the lm_head as MatMulNBits (linear-emitter.ts); default: as the weights come (float32, or a quantized export's own bits). */
   quantization?: LinearQuantization | 'fp32';
+  /** accuracy_level of MatMulNBits whose settings come from the weights (default QUANT_ACCURACY_LEVEL); with 4 the attention is the row-independent `window` one (inplace-attention.ts). */
+  accuracyLevel?: AccuracyLevel;
 }
 
 /**
@@ -62,9 +65,11 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
   const shape = { heads: w.heads, kvHeads: w.kvHeads, headDim: D };
   const ids = g.input('input_ids', 'int64', ['batch_size', 'sequence_length']);
   inplaceInputs(g, layers, shape);
-  g.setMetadata(GRAPH_KIND_KEY, `llama attention=inplace rotary=${rotary}${w.kvFloat16 ? ' kv=float16-rounded' : ''}`);
+  const accuracyLevel = options.accuracyLevel ?? QUANT_ACCURACY_LEVEL;
+  const rowIndependent = computesInInt8(w.blocks[0]!.q, options.quantization, accuracyLevel);
+  g.setMetadata(GRAPH_KIND_KEY, `llama attention=inplace${rowIndependent ? '-window' : ''} rotary=${rotary}${w.kvFloat16 ? ' kv=float16-rounded' : ''}`);
   const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
-  const linear = linearEmitter(g, options.quantization);
+  const linear = linearEmitter(g, options.quantization, accuracyLevel);
   const epsilon = { type: 'float' as const, value: w.epsilon };
 
   /** residual + input, normalized: [normalized, new residual]. */
@@ -110,7 +115,7 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
   }
   const toKvType = (x: string) => (w.kvFloat16 ? g.op('Cast', [g.op('Cast', [x], { attrs: { to: DATA_TYPE.float16 } })], { attrs: { to: DATA_TYPE.float32 } }) : x);
 
-  const masks = inplaceMasks(g, w.heads / w.kvHeads);
+  const masks = inplaceMasks(g, w.heads / w.kvHeads, rowIndependent ? shape : undefined);
   let x = g.op('Gather', [param('embed_tokens', w.embed, [w.vocab, E]), ids]);
   let a = g.op('SimplifiedLayerNormalization', [x, param('l0.input_norm', w.blocks[0]!.inputNorm, [E])], { attrs: { axis: -1, epsilon } });
   /** RMSNorm of each head of x [1, T, heads D] with gain [D] (Qwen3's q/k norms). */

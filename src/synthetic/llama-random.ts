@@ -16,6 +16,7 @@
  * token (the GPT-2 fixtures of decoder-fixture.ts do the same).
  */
 import { uniformArrays } from './gpt2-random.js';
+import { PRIOR_CHANNEL, priorChannel, type FrequencyPrior } from './frequency-prior.js';
 import type { LlamaBlock, LlamaWeights } from '../onnx/llama-weights.js';
 import type { Llama3RopeScaling } from '../onnx/rope.js';
 
@@ -46,6 +47,8 @@ export interface RandomLlamaOptions {
   draftLayers?: number;
   /** Scale of o_proj and down_proj of the blocks beyond the draft's (default {@link DEFAULT_LLAMA_DEEP_SCALE}). */
   deepScale?: number;
+  /** Token frequencies the logits of both models follow (frequency-prior.ts); none: the logits are random alone. */
+  frequencyPrior?: FrequencyPrior;
 }
 
 /**
@@ -98,7 +101,9 @@ export function randomLlamaPair(shape: LlamaShape, options: RandomLlamaOptions =
     });
   }
   const norm = tied ? uniform(E, 1) : gain(E);
-  const lmHead = tied ? transpose(embed, vocab, E) : uniform(E * vocab, LOGIT_STD / Math.sqrt(E));
+  const untiedHead = tied ? null : uniform(E * vocab, LOGIT_STD / Math.sqrt(E));
+  if (options.frequencyPrior) addFrequencyPrior(options.frequencyPrior, { vocab, hidden: E, embed, blocks, norm, lmHead: untiedHead });
+  const lmHead = untiedHead ?? transpose(embed, vocab, E);
   const target: LlamaWeights = {
     vocab,
     hidden: E,
@@ -116,6 +121,29 @@ export function randomLlamaPair(shape: LlamaShape, options: RandomLlamaOptions =
     lmHead,
   };
   return { target, draft: { ...target, blocks: blocks.slice(0, draftLayers) } };
+}
+
+/**
+ * Writes `prior` onto {@link PRIOR_CHANNEL} (frequency-prior.ts): the embeddings' and an untied
+ * lm_head's channel values, the final norm's gain there, and every block's norm gains and output
+ * columns of the channel set to 0 so that no block reads or writes it.
+ */
+function addFrequencyPrior(
+  prior: FrequencyPrior,
+  w: { vocab: number; hidden: number; embed: Float32Array; blocks: LlamaBlock[]; norm: Float32Array; lmHead: Float32Array | null },
+): void {
+  const c = PRIOR_CHANNEL;
+  const E = w.hidden;
+  const { values, gain } = priorChannel(prior, w.vocab);
+  for (let j = 0; j < w.vocab; j++) w.embed[j * E + c] = values[j]!;
+  if (w.lmHead) w.lmHead.set(values, c * w.vocab); // [hidden, vocab]: the channel's row
+  w.norm[c] = gain;
+  for (const b of w.blocks) {
+    b.inputNorm[c] = 0;
+    b.postNorm[c] = 0;
+    for (let r = 0; r < b.o.length / E; r++) b.o[r * E + c] = 0; // [heads head_dim, hidden]
+    for (let r = 0; r < b.down.length / E; r++) b.down[r * E + c] = 0; // [intermediate, hidden]
+  }
 }
 
 /** [rows, cols] -> [cols, rows], row-major. */

@@ -25,6 +25,7 @@ import { ropeInverseFrequencies } from '../../src/onnx/rope.js';
 import { maxAbsDiff, speculationPasses } from '../support/tensors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-families-'));
+process.env.SPECD_CACHE_DIR = join(root, 'cache');
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const VOCAB = 4096;
@@ -127,4 +128,38 @@ describe('Qwen3 and Llama 3.x rebuilt in place', () => {
     writeFileSync(configPath, JSON.stringify({ ...config, rope_scaling: { rope_type: 'llama3', factor: 8 } }));
     assert.throws(() => readModelDir(dir), /rope_scaling.low_freq_factor must be a positive number, got undefined/);
   });
+});
+
+describe('Qwen3 and Llama 3.x quantized, in place', () => {
+  for (const preset of ['qwen3-0.6b', 'llama-3.2-1b']) {
+    test(`${preset}'s shape at q8 and q4: int8 compute, a verification pass's rows bitwise its one-token passes, close to float32`, async () => {
+      const dir = join(root, `quantized-${preset}`);
+      writeFamilyFixture(dir, LLAMA_PRESETS[preset]!.shape);
+      const fed = [11, 12, 13, 14, 15, 16];
+      const logits = async (dtype: string) => {
+        const m = await DecoderModel.load(dir, { dtype, threads: 2 });
+        try {
+          assert.ok(m.kvInPlace, `${dtype} in place`);
+          const a = m.newCache();
+          await m.forward(a, prompt, 1);
+          const together = await m.forward(a, fed);
+          const b = m.newCache();
+          await m.forward(b, prompt, 1);
+          const alone: number[] = [];
+          for (const t of fed) alone.push(...(await m.forward(b, [t], 1)));
+          return { together, alone };
+        } finally {
+          await m.release();
+        }
+      };
+      const fp32 = (await logits('fp32')).together;
+      const largest = maxAbsDiff(fp32, new Float32Array(fp32.length));
+      for (const dtype of ['q8', 'q4']) {
+        const { together, alone } = await logits(dtype);
+        assert.equal(maxAbsDiff(together, alone), 0, `${dtype}: a verification row differs from its one-token pass`);
+        const apart = maxAbsDiff(together, fp32) / largest;
+        assert.ok(apart > 0 && apart < (dtype === 'q8' ? 0.05 : 0.5), `${dtype}: ${apart} of the largest logit from float32`);
+      }
+    });
+  }
 });

@@ -131,7 +131,7 @@ describe('MatMulNBits weights', () => {
     }
   });
 
-  test('a verification pass of the quantized bundled target differs from one-token passes by float rounding, as float32 does', async () => {
+  test('a verification pass of the quantized bundled target gives each row bitwise what one-token passes give (int8 compute, row-independent attention)', async () => {
     const prompt = Array.from({ length: 40 }, (_, i) => 60 + ((i * 7) % 50));
     const fed = [72, 101, 108, 108, 111];
     const gap = async (dtype: string) => {
@@ -149,12 +149,7 @@ describe('MatMulNBits weights', () => {
         await m.release();
       }
     };
-    const fp32 = await gap('fp32');
-    for (const dtype of ['q8', 'q4']) {
-      const q = await gap(dtype);
-      // int8 compute (accuracy_level 4) makes this 0.1 (linear-emitter.ts).
-      assert.ok(q < Math.max(10 * fp32, 1e-4), `${dtype}: rows differ by ${q} (float32: ${fp32})`);
-    }
+    for (const dtype of ['q8', 'q4']) assert.equal(await gap(dtype), 0, `${dtype}: a verification row differs from its one-token pass`);
   });
 });
 
@@ -199,8 +194,9 @@ describe('quantized weight files', () => {
     for (const dtype of ['q8', 'q4']) {
       const inplace = await logits(dtype, 'inplace');
       const exported = await logits(dtype, 'exported');
-      // The same quantized function: differences are float rounding.
-      assert.ok(maxAbsDiff(inplace.subarray(-exported.length), exported) < 1e-4, `${dtype}: in place against exported ${maxAbsDiff(inplace, exported)}`);
+      // The same weights; in place the activations are quantized to int8 per block (accuracy_level 4), exported they stay float32 (accuracy_level 1).
+      const apart = maxAbsDiff(inplace.subarray(-exported.length), exported) / maxAbs(exported);
+      assert.ok(apart > 0 && apart < 0.03, `${dtype}: in place against exported ${apart} of the largest logit`);
       assert.ok(maxAbsDiff(inplace, fp32) > 0, `${dtype}: the weights are quantized`);
       const relative = maxAbsDiff(inplace, fp32) / maxAbs(fp32);
       // Random fixture weights (uniform, no outliers) lose much at 4 bits; q8 must be far closer.
@@ -265,9 +261,10 @@ describe('quantized weight files', () => {
           const prompt = [1, 6, 3, 11, 8];
           const a = await exported.forward(exported.newCache(), prompt);
           const b = await inplace.forward(inplace.newCache(), prompt);
-          // MatMulInteger quantizes the activations to int8 per tensor, the rebuild computes in float32: close, not equal.
+          // The rebuild quantizes the activations to int8 per block of 32 (accuracy_level 4); the export computes in float32
+          // (MatMulNBits at accuracy_level 0) or quantizes them per tensor (MatMulInteger): close, not equal.
           const relative = maxAbsDiff(a.subarray(-b.length), b) / maxAbs(b);
-          assert.ok(relative < (e.dtype === 'q4' ? 1e-5 : 0.05), `logits differ by ${relative} of the largest logit`);
+          assert.ok(relative < 0.05, `logits differ by ${relative} of the largest logit`);
         } finally {
           await exported.release();
           await inplace.release();
