@@ -6,7 +6,7 @@
  * they run now), each fed a one-token pass and a `--rows`-row verification pass after `--past`
  * cached positions. The variants are timed in alternation, rep by rep, so that a shared machine's
  * bursts hit all alike; the table gives each variant's median ms per pass and, from the
- * profile, the share of its kernel time per operator type (MatMulNBits of the lm_head apart).
+ * profile, the share of its kernel time per operator type.
  *
  *   npm run build && node dist/bench/pass-profile.js [--model DIR] [--dtypes fp32,q8,q4]
  *     [--past 300] [--rows 5] [--threads 2] [--reps 40] [--json FILE]
@@ -123,7 +123,7 @@ for (const v of variants) {
   if (file) {
     for (const e of JSON.parse(readFileSync(join(work, file), 'utf8')) as { cat: string; name: string; dur: number; args?: { op_name?: string } }[]) {
       if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
-      const op = e.args?.op_name === 'MatMulNBits' && e.name.includes('lm_head') ? 'MatMulNBits (lm_head)' : (e.args?.op_name ?? '?');
+      const op = e.args?.op_name ?? '?';
       byOp.set(op, (byOp.get(op) ?? 0) + e.dur);
       total += e.dur;
     }

@@ -141,7 +141,7 @@ function inputMessages(body: ResponsesBody): ToolAwareMessage[] {
     if (item.type === 'reasoning') return;
     if (given(item.type) && item.type !== 'message') {
       const why = item.type === 'item_reference'
-        ? 'item references are not available; send the items themselves or continue a stored response with previous_response_id (the AI SDK: providerOptions.openai.store = false).'
+        ? 'item references name stored output items, and the response store did not resolve this one; send the item itself.'
         : `input items of type "${item.type}" are not supported; specd takes messages, function_call and function_call_output items.`;
       throw apiErrors.unsupported(`${at}.type`, why);
     }
