@@ -7,6 +7,8 @@
  *
  * 1. llama-server with the target alone;
  * 2. llama-server with the draft (`-md`, `--spec-draft-n-max`, `--spec-draft-p-min`);
+ * 2b. llama-server with each `--spec-type` list asked for (`llamaSpecTypes`: its draft-free
+ *    n-gram proposers alone, or beside the draft with `draft-simple`);
  * 3. specd in-process (`dtype` q8 / q4 for both models) under each policy.
  *
  * Rounds repeat the whole sequence, so that a shared machine's bursts hit every configuration
@@ -52,6 +54,8 @@ export interface PeerBenchOptions {
   /** llama-server's --spec-draft-n-max and --spec-draft-p-min. */
   draftMax: number;
   pMin: number;
+  /** llama-server `--spec-type` lists to run as well, e.g. `ngram-mod` or `draft-simple,ngram-mod` (LLAMA_SPEC_TYPES); none by default. */
+  llamaSpecTypes?: string[];
   /** Slot context of llama-server (tokens). */
   context: number;
   llamaServer: string[];
@@ -148,6 +152,11 @@ export async function runPeerBench(o: PeerBenchOptions): Promise<PeerResult> {
         record(round, q, 'llama-server', PEER_BASELINE, await viaLlamaServer(o, ['-m', gguf.target![t]!], prompts));
         const speculative = ['-m', gguf.target![t]!, '-md', gguf.draft![t]!, '--spec-draft-n-max', String(o.draftMax), '--spec-draft-p-min', String(o.pMin)];
         record(round, q, 'llama-server', llamaCppDraft, await viaLlamaServer(o, speculative, prompts), PEER_BASELINE);
+        for (const types of o.llamaSpecTypes ?? []) {
+          const withDraft = types.split(',').includes('draft-simple');
+          const args = [...(withDraft ? speculative : ['-m', gguf.target![t]!]), '--spec-type', types];
+          record(round, q, 'llama-server', `llama-server --spec-type ${types}${withDraft ? ` (n-max ${o.draftMax}, p-min ${o.pMin})` : ''}`, await viaLlamaServer(o, args, prompts), PEER_BASELINE);
+        }
         const noneLabel = specdLabel(q, { policy: 'none' });
         for (const p of o.policies) record(round, q, 'specd', specdLabel(q, p), await viaSpecd(pairs.get(q)!, p, prompts, o.maxTokens), p.policy === 'none' ? undefined : noneLabel);
       }
@@ -175,6 +184,8 @@ async function viaLlamaServer(o: PeerBenchOptions, args: string[], prompts: numb
 }
 
 async function viaSpecd(pair: ModelPair, policy: PolicySpec, prompts: number[][], maxTokens: number): Promise<{ outputs: number[][]; seconds: number }> {
+  // Suffix decoding's global tree starts empty, as a llama-server started for the run does.
+  pair.decoder.suffixCaches.clear();
   const outputs: number[][] = [];
   const t0 = performance.now();
   for (const prompt of prompts) outputs.push(await pair.decoder.start(prompt, { maxTokens, sampling: GREEDY, eosTokenIds: [], policy }).run());
@@ -209,10 +220,13 @@ export function formatPeerTable(summary: PeerSummary[]): string {
   return `${textTable(head, rows, 2).join('\n')}\n`;
 }
 
-/** A configuration's name short enough for a bar: `llama.cpp alone`, `llama.cpp -md`, `specd fixed:4`. */
+/** A configuration's name short enough for a bar: `llama.cpp alone`, `llama.cpp -md`, `llama.cpp ngram-mod`, `specd fixed:4`. */
 function shortConfig(config: string): string {
   if (config === PEER_BASELINE) return 'llama.cpp alone';
-  return config.replace(/^llama-server -md .*/, 'llama.cpp -md').replace(/^specd --dtype \w+ /, 'specd ');
+  return config
+    .replace(/^llama-server -md .*/, 'llama.cpp -md')
+    .replace(/^llama-server --spec-type (\S+).*/, 'llama.cpp $1')
+    .replace(/^specd --dtype \w+ /, 'specd ');
 }
 
 /** A bar chart (SVG) of median tokens/s per configuration, one panel per quantization, each bar labelled with its ratio. */
@@ -234,4 +248,21 @@ export function peerChartSvg(summary: PeerSummary[], title: string): string {
     panelWidth: Math.max(360, 90 * Math.max(...quants.map((q) => summary.filter((s) => s.quant === q).length))),
   };
   return barChartSvg(chart);
+}
+
+/** llama-server's `--spec-type` values this comparison runs (its n-gram proposers, and its draft model as `draft-simple`). */
+export const LLAMA_SPEC_TYPES = ['draft-simple', 'ngram-simple', 'ngram-map-k', 'ngram-map-k4v', 'ngram-mod', 'ngram-cache'] as const;
+
+/**
+ * Check a `--spec-type` list (comma-separated LLAMA_SPEC_TYPES, each once).
+ * @returns the list as given, trimmed
+ * @throws Error naming the first unknown or repeated type
+ */
+export function checkLlamaSpecTypes(text: string): string {
+  const types = text.split(',').map((s) => s.trim());
+  for (const [i, type] of types.entries()) {
+    if (!(LLAMA_SPEC_TYPES as readonly string[]).includes(type)) throw new Error(`unknown llama-server --spec-type ${JSON.stringify(type)}; expected a comma-separated list of ${LLAMA_SPEC_TYPES.join(', ')}`);
+    if (types.indexOf(type) !== i) throw new Error(`${type} is listed twice`);
+  }
+  return types.join(',');
 }

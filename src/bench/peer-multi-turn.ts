@@ -27,7 +27,7 @@ import { lineChartSvg } from './line-chart.js';
 import { LlamaServer } from './llama-server.js';
 import { percentile } from './serve/latency-stats.js';
 import { startServer } from './serve/server-process.js';
-import { streamRequest } from './serve/stream-request.js';
+import { requestJson, streamRequest } from './serve/stream-request.js';
 import { servedModel } from './serve/sweep-runner.js';
 import { randomText } from './serve/workload.js';
 
@@ -116,6 +116,10 @@ export async function runPeerTurns(o: PeerTurnsOptions): Promise<PeerTurnsResult
     // A new connection per request on both (llama-server's HTTP library closes idle keep-alive connections after a few seconds).
     for (const engine of PEER_ENGINES) agents.push((agentOf[engine] = new http.Agent({ keepAlive: false })));
     const model = await servedModel({ url: specd.url, agent: agentOf.specd });
+    // The room a turn has: llama-server's slot and specd's model (/info max_model_len), the smaller.
+    const info = await requestJson(new URL('/info', specd.url), agentOf.specd);
+    const maxModelLen = (JSON.parse(info.body) as { max_model_len?: number | null }).max_model_len ?? Infinity;
+    const room = Math.min(o.context, maxModelLen);
     const turn = async (engine: PeerEngine, prompt: number[], where: string) => {
       const r = await streamRequest(new URL('/v1/completions', urls[engine]), agentOf[engine], { model, prompt, max_tokens: o.maxTokens, temperature: 0 });
       if (!r.ok) throw new Error(`${engine}, ${where}: ${r.error}`);
@@ -133,7 +137,7 @@ export async function runPeerTurns(o: PeerTurnsOptions): Promise<PeerTurnsResult
       for (let t = 0; t < o.turns; t++) {
         messages.push({ role: 'user', content: questions[t]! });
         const prompt = o.tokenizer.encodeChat(messages);
-        if (prompt.length + o.maxTokens > o.context) throw new Error(`round ${round + 1}, turn ${t + 1}: the conversation (${prompt.length} tokens + ${o.maxTokens}) outgrows the context of ${o.context}; use fewer --turns or shorter texts`);
+        if (prompt.length + o.maxTokens > room) throw new Error(`round ${round + 1}, turn ${t + 1}: the conversation (${prompt.length} prompt tokens + ${o.maxTokens}) outgrows the context of ${room} tokens; use fewer --turns or shorter texts`);
         const order = t % 2 === 0 ? PEER_ENGINES : [...PEER_ENGINES].reverse();
         const got = {} as Record<PeerEngine, Awaited<ReturnType<typeof turn>>>;
         for (const engine of order) got[engine] = await turn(engine, prompt, `round ${round + 1}, turn ${t + 1}`);

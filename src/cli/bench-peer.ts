@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { DATASETS, type DatasetName, isDataset, loadPrompts } from '../bench/datasets.js';
 import { LLAMA_QUANTIZE, LLAMA_SERVER, requireTool } from '../bench/llama-server.js';
-import { formatPeerTable, GGML_QUANT, peerChartSvg, type PeerQuant, runPeerBench } from '../bench/peer-llamacpp.js';
+import { checkLlamaSpecTypes, formatPeerTable, GGML_QUANT, LLAMA_SPEC_TYPES, peerChartSvg, type PeerQuant, runPeerBench } from '../bench/peer-llamacpp.js';
 import { machineInfo } from '../bench/serve/report.js';
 import { MAX_DRAFT_LIMIT, type PolicySpec, parsePolicy, policyLabel } from '../engine/stop-policy.js';
 import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../paths.js';
@@ -27,6 +27,7 @@ interface PeerFlags {
   k: number;
   specDraftNMax: number;
   specDraftPMin: number;
+  llamaSpecType: string[];
   context: number;
   llamaServer?: string;
   llamaQuantize?: string;
@@ -46,6 +47,15 @@ function quantListArg(text: string): PeerQuant[] {
   const bad = items.filter((q) => !(q in GGML_QUANT));
   if (items.length === 0 || bad.length) throw new InvalidArgumentError(`expected a comma-separated list of ${Object.keys(GGML_QUANT).join(', ')}${bad.length ? `, got ${bad.join(', ')}` : ''}`);
   return [...new Set(items)] as PeerQuant[];
+}
+
+/** --llama-spec-type, repeatable: each value one configuration. */
+function llamaSpecTypeArg(text: string, previous: string[]): string[] {
+  try {
+    return [...previous, checkLlamaSpecTypes(text)];
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
 }
 
 function datasetArg(text: string): DatasetName {
@@ -71,6 +81,12 @@ export function benchPeerCommand(): Command {
     .option('--k <n>', 'K of the default fixed policy', intIn(1, MAX_DRAFT_LIMIT), 4)
     .option('--spec-draft-n-max <n>', "llama-server's --spec-draft-n-max with its draft", intIn(1, MAX_DRAFT_LIMIT), 4)
     .option('--spec-draft-p-min <p>', "llama-server's --spec-draft-p-min with its draft", numberIn(0, 1), 0.6)
+    .option(
+      '--llama-spec-type <types>',
+      `also run llama-server with --spec-type TYPES (comma-separated: ${LLAMA_SPEC_TYPES.join(', ')}; draft-simple adds its draft), e.g. ngram-mod or draft-simple,ngram-mod; repeat for more configurations`,
+      llamaSpecTypeArg,
+      [] as string[],
+    )
     .option('--context <n>', "llama-server's slot context (-c, tokens)", intIn(64, 1 << 20), 2048)
     .option('--llama-server <command>', 'llama-server command line (default: $LLAMA_SERVER, else llama-server on PATH)')
     .option('--llama-quantize <command>', 'llama-quantize command line (default: $LLAMA_QUANTIZE, else llama-quantize on PATH)')
@@ -96,7 +112,7 @@ export function benchPeerCommand(): Command {
       const policies = flags.policies ?? [parsePolicy('none'), parsePolicy(`fixed:${flags.k}`), ...(head ? [parsePolicy('specdec++')] : [])];
       if (!head && policies.some((p) => p.policy === 'specdec++')) throw new InvalidArgumentError('--policies: specdec++ needs an acceptance head (--head FILE)');
       const draftFree = policies.find((p) => p.policy === 'ngram' || p.policy === 'suffix');
-      if (draftFree) throw new InvalidArgumentError(`--policies: ${policyLabel(draftFree)} is not compared here (llama-server runs with the draft model)`);
+      if (draftFree && flags.llamaSpecType.length === 0) throw new InvalidArgumentError(`--policies: ${policyLabel(draftFree)} is not compared here without --llama-spec-type (llama-server runs with the draft model)`);
       const llamaServer = requireTool(LLAMA_SERVER, flags.llamaServer);
       const llamaQuantize = requireTool(LLAMA_QUANTIZE, flags.llamaQuantize);
       const ggufDir = flags.ggufDir ? resolve(flags.ggufDir) : mkdtempSync(join(tmpdir(), 'specd-peer-'));
@@ -119,6 +135,7 @@ export function benchPeerCommand(): Command {
           policies,
           draftMax: flags.specDraftNMax,
           pMin: flags.specDraftPMin,
+          llamaSpecTypes: flags.llamaSpecType,
           context: flags.context,
           llamaServer,
           llamaQuantize,
@@ -141,6 +158,7 @@ export function benchPeerCommand(): Command {
           policies: policies.map(policyLabel),
           spec_draft_n_max: flags.specDraftNMax,
           spec_draft_p_min: flags.specDraftPMin,
+          llama_spec_types: flags.llamaSpecType,
           llama_server: llamaServer.join(' '),
           llama_quantize: llamaQuantize.join(' '),
           command: `specd ${process.argv.slice(2).join(' ')}`,

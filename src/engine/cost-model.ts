@@ -438,6 +438,16 @@ export class PassCostModel {
     return Number.isFinite(h) ? Math.min(ALONE_H_MAX, Math.max(ALONE_H_MIN, h)) : anchor;
   }
 
+  /** A verification pass feeding `tokens` tokens, ms, as measured; undefined until enough is measured. */
+  verifyMs(tokens: number): number | undefined {
+    return this.ready ? this.verify.at(tokens) : undefined;
+  }
+
+  /** A draft step of one sequence, ms, as measured; undefined until enough is measured. */
+  get draftStepMs(): number | undefined {
+    return this.ready ? this.draftStep.at(1) : undefined;
+  }
+
   /** The measured quantities, for reports. */
   snapshot(): {
     verifyMsPerPass: number;

@@ -4,9 +4,10 @@
  * src/proposers/hybrid.ts:
  *
  * 1. before drafting, the draft-free proposal's E_free (acceptance by match length) against the
- *    draft's running mean of accepted candidates per round for this sequence: when
- *    E_free >= that mean, the sequence skips the draft's passes this round (its draft catches
- *    up the next time it drafts);
+ *    draft's running mean of accepted candidates per round for this sequence, weighed by the
+ *    engine's measured pass costs (tokens per ms of either kind of round): when copying is
+ *    expected to deliver at least as much, the sequence skips the draft's passes this round
+ *    (its draft catches up the next time it drafts);
  * 2. after drafting, greedy decoding only, E_free against the draft's own expectation: with the
  *    acceptance head sum_j prod_{i<=j} P_accept,i, else its running mean; the larger is
  *    verified, the draft's on a tie. When the draft-free proposal wins, the draft's cache is cut
@@ -16,7 +17,7 @@
  * Either proposal is verified by the one acceptance rule (q rows for the draft's, point masses
  * for copied tokens), so the output stays the target's whatever is chosen.
  */
-import { DraftAcceptanceMean, chooseAfterDraft, skipDraft } from '../proposers/hybrid.js';
+import { DraftAcceptanceMean, chooseAfterDraft, type RoundCosts, skipDraft } from '../proposers/hybrid.js';
 import { expectedAcceptedFromHead } from '../proposers/acceptance-by-match.js';
 import type { SequenceDraftFreeProposer } from './draft-free-proposer.js';
 import type { ProposeContext, ProposeRequest, Proposer } from './proposer.js';
@@ -37,8 +38,14 @@ export class HybridProposer implements Proposer {
   /** Rounds by what they verified: the draft's proposal, the draft-free one after drafting, or the draft-free one without drafting. */
   readonly choices: Record<HybridChoice, number> = { draft: 0, 'draft-free': 0, 'skipped-draft': 0 };
 
-  /** @param draft the draft model's proposer (draft-proposer.ts) */
-  constructor(private readonly draft: Proposer) {}
+  /**
+   * @param draft the draft model's proposer (draft-proposer.ts)
+   * @param costs the engine's measured pass costs, once measured (cost-model.ts); undefined: compare expected accepted lengths alone
+   */
+  constructor(
+    private readonly draft: Proposer,
+    private readonly costs: () => RoundCosts | undefined = () => undefined,
+  ) {}
 
   /** Let `free` compete with the draft for `sequence`'s rounds, until it ends. */
   add(sequence: Sequence, free: SequenceDraftFreeProposer): void {
@@ -55,7 +62,13 @@ export class HybridProposer implements Proposer {
       free.push(r.plan.draft ? (await states[i]!.free.propose([r], ctx))[0]! : noProposal());
       freeExpected.push(states[i]!.free.expectedAccepted);
     }
-    const drafting = requests.map((r, i) => r.plan.draft && !skipDraft(freeExpected[i]!, states[i]!.draftMean.value));
+    const costs = this.costs();
+    const drafting = requests.map((r, i) => {
+      const mean = states[i]!.draftMean;
+      // A seeded sampled sequence decides without the measured costs: its output must not depend on the load.
+      const seeded = !r.sequence.greedy && r.sequence.opts.seed !== undefined;
+      return r.plan.draft && !skipDraft(freeExpected[i]!, mean.value, free[i]!.tokens.length, mean.drafted, seeded ? undefined : costs);
+    });
     const drafted = await this.draft.propose(
       requests.filter((_, i) => drafting[i]),
       ctx,
@@ -90,7 +103,7 @@ export class HybridProposer implements Proposer {
 
   observe(sequence: Sequence, proposal: Proposal, round: VerifiedRound): void {
     const s = this.state(sequence);
-    if (s.verified === 'draft') s.draftMean.observe(round.accepted);
+    if (s.verified === 'draft') s.draftMean.observe(round.accepted, proposal.tokens.length);
     s.free.observe(sequence, proposal, round);
     s.verified = undefined;
   }

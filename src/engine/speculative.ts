@@ -74,7 +74,10 @@ export class SpeculativeDecoder {
     }
     this.controller = new DraftController(head);
     this.draftProposer = new DraftModelProposer(head, phases);
-    this.hybridProposer = new HybridProposer(this.draftProposer);
+    this.hybridProposer = new HybridProposer(this.draftProposer, () => {
+      const draftStepMs = this.controller.costs.draftStepMs;
+      return draftStepMs === undefined ? undefined : { verifyMs: (tokens) => this.controller.costs.verifyMs(tokens)!, draftStepMs };
+    });
   }
 
   /** Pass costs at the current load, measured on this engine's passes (the auto threshold of specdec++). */

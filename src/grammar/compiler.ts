@@ -23,7 +23,8 @@ import { ModelLoadError } from '../errors.js';
 import { GrammarConstraint } from './constraint.js';
 import { GrammarError } from './errors.js';
 import { toolCallsStructuralTag } from './hermes-format.js';
-import type { ToolCallMode } from './tool-call-common.js';
+import { llama3JsonStructuralTag } from './llama3-json-format.js';
+import type { ToolCallFormat, ToolCallMode } from './tool-call-common.js';
 import { loadXGrammar, type XGrammarInstance } from './xgrammar.js';
 
 export { GrammarError } from './errors.js';
@@ -39,7 +40,7 @@ export type GrammarSpec =
   /** An xgrammar structural tag (JSON text). */
   | { type: 'structural_tag'; tag: string }
   /** Tool calls in a tool-call format (hermes-format.ts), each function's arguments valid against its schema (JSON text). */
-  | { type: 'tool_calls'; functions: { name: string; parameters: string }[]; mode: ToolCallMode; parallel: boolean };
+  | { type: 'tool_calls'; functions: { name: string; parameters: string }[]; mode: ToolCallMode; parallel: boolean; format?: ToolCallFormat };
 
 /** Compiled grammars kept per model (each holds its per-token tables; a JSON schema's are small). */
 export const GRAMMAR_CACHE_SIZE = 64;
@@ -312,7 +313,7 @@ async function toolCallsTag(xg: XGrammarInstance, spec: Extract<GrammarSpec, { t
       throw new GrammarError(`function ${f.name}: ${abortReason(xg, err)}`);
     }
   }
-  return toolCallsStructuralTag(functions, spec.mode, spec.parallel);
+  return spec.format === 'llama3_json' ? llama3JsonStructuralTag(functions, spec.mode, spec.parallel) : toolCallsStructuralTag(functions, spec.mode, spec.parallel);
 }
 
 /** xgrammar's reason for an abort, from what it printed ("[FATAL] file.cc:902: Unsupported type ..."). */

@@ -5,6 +5,15 @@
  * structural tag, parser): hermes-format.ts, llama3-json-format.ts.
  */
 
+/** The formats a model writes calls in: Hermes' `<tool_call>` (Qwen, Hermes, the fallback) and Llama 3.1's JSON (vLLM's `llama3_json`). */
+export type ToolCallFormat = 'hermes' | 'llama3_json';
+
+/** A format's streamed parser: `push` each piece of text, `flush` at the end (`length`: the output was cut). */
+export interface ToolCallParser {
+  push(text: string): ToolCallEvent[];
+  flush(finishReason?: string): ToolCallEvent[];
+}
+
 /** `auto`: text, or calls where the model starts one; `required`: one or more calls only; `named`: one call of the one function. */
 export type ToolCallMode = 'auto' | 'required' | 'named';
 

@@ -3,11 +3,14 @@
  * the best draft-free one (draft-free.ts): the proposal with the larger expected accepted
  * length is verified.
  *
- * 1. Before drafting: the draft-free proposal's expected accepted length E_free
- *    (acceptance-by-match.ts) against what the draft's rounds have delivered for this
- *    sequence, E_draft (a running mean of its accepted candidates per round). When
- *    E_free >= E_draft, the round skips the draft's passes altogether; the draft catches up
- *    with the verified tokens in one pass the next time it drafts.
+ * 1. Before drafting: the draft-free proposal (k_free candidates, E_free expected accepted,
+ *    acceptance-by-match.ts) against what the draft's rounds have delivered for this sequence
+ *    (running means of its candidates k_draft and accepted E_draft per round). With the
+ *    engine's measured pass costs (cost-model.ts: a verification of n tokens T(n), a draft step
+ *    D), the round skips the draft's passes when copying delivers at least as many tokens per ms:
+ *    (1 + E_free) / T(1 + k_free) >= (1 + E_draft) / (T(1 + k_draft) + k_draft D); before the
+ *    costs are measured, when E_free >= E_draft. The draft catches up with the verified tokens
+ *    in one pass the next time it drafts.
  * 2. After drafting (the draft ran), greedy decoding only: the draft's own proposal's expected
  *    accepted length from its acceptance head, sum_j prod_{i<=j} P_accept,i
  *    (acceptance-by-match.ts `expectedAcceptedFromHead`), against E_free; the larger wins, the
@@ -26,9 +29,10 @@ import { checkNumber } from './proposal.js';
 /** Weight of the latest round in the running mean of the draft's accepted candidates. */
 export const DRAFT_MEAN_WEIGHT = 0.2;
 
-/** A running mean (exponentially weighted) of the draft's accepted candidates per round, for one sequence. */
+/** Running means (exponentially weighted) of the draft's accepted and proposed candidates per round, for one sequence. */
 export class DraftAcceptanceMean {
   private mean: number | undefined;
+  private draftedMean: number | undefined;
 
   /** @param weight the latest round's weight, in (0, 1] (default DRAFT_MEAN_WEIGHT) */
   constructor(private readonly weight = DRAFT_MEAN_WEIGHT) {
@@ -40,15 +44,40 @@ export class DraftAcceptanceMean {
     return this.mean;
   }
 
-  /** Record a round in which the draft's proposal was verified and `accepted` of its candidates accepted. */
-  observe(accepted: number): void {
+  /** Candidates per draft round; undefined before the first. */
+  get drafted(): number | undefined {
+    return this.draftedMean;
+  }
+
+  /** Record a round in which the draft's proposal of `drafted` candidates (default: as many as accepted) was verified and `accepted` of them accepted. */
+  observe(accepted: number, drafted = accepted): void {
     this.mean = this.mean === undefined ? accepted : this.mean + this.weight * (accepted - this.mean);
+    this.draftedMean = this.draftedMean === undefined ? drafted : this.draftedMean + this.weight * (drafted - this.draftedMean);
   }
 }
 
-/** Step 1: whether this round skips the draft, given E_free and the draft's running mean (undefined: unmeasured). */
-export function skipDraft(freeExpected: number, draftMean: number | undefined): boolean {
-  return draftMean !== undefined && freeExpected > 0 && freeExpected >= draftMean;
+/** The engine's measured pass costs, ms (cost-model.ts). */
+export interface RoundCosts {
+  /** A verification pass feeding `tokens` tokens. */
+  verifyMs(tokens: number): number;
+  /** One draft step. */
+  draftStepMs: number;
+}
+
+/**
+ * Step 1: whether this round skips the draft.
+ * @param freeExpected E_free of the draft-free proposal
+ * @param draftMean the draft's running mean of accepted candidates per round (undefined: unmeasured)
+ * @param freeTokens k_free, the draft-free proposal's candidates (with `costs`)
+ * @param draftTokens k_draft, the draft's running mean of candidates per round (with `costs`)
+ * @param costs the measured pass costs; absent: E_free against E_draft alone
+ */
+export function skipDraft(freeExpected: number, draftMean: number | undefined, freeTokens = 0, draftTokens = 0, costs?: RoundCosts): boolean {
+  if (draftMean === undefined || !(freeExpected > 0)) return false;
+  if (!costs) return freeExpected >= draftMean;
+  const free = (1 + freeExpected) / costs.verifyMs(1 + freeTokens);
+  const draft = (1 + draftMean) / (costs.verifyMs(1 + draftTokens) + draftTokens * costs.draftStepMs);
+  return free >= draft;
 }
 
 /**

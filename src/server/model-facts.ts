@@ -8,6 +8,8 @@ import { type ModelDir, readModelDir } from '../engine/model-dir.js';
 import type { PairOptions } from '../pair/model-pair.js';
 import { BUNDLED_DRAFT, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
+import type { ToolCallFormat } from '../grammar/tool-call-common.js';
+import { toolCallFormatOf } from './tool-plan.js';
 
 /** max_tokens when neither the request nor the model's context bounds it. */
 export const MAX_TOKENS_WITHOUT_CONTEXT = 4096;
@@ -27,6 +29,8 @@ export interface ModelFacts {
   vocabSize: number;
   eosTokenIds: number[];
   generationDefaults: ModelDir['generationDefaults'];
+  /** How the model writes tool calls, from its chat template and vocabulary (tool-plan.ts `toolCallFormatOf`). */
+  toolCallFormat: ToolCallFormat;
   /** Whether a draft model is loaded (policies other than `none` need one). */
   hasDraft: boolean;
   /** Seconds since the epoch when the server loaded the model (`created` in /v1/models). */
@@ -64,6 +68,7 @@ export async function loadModelFacts(pair: PairOptions, modelName?: string): Pro
     vocabSize: dir.config.vocabSize,
     eosTokenIds: dir.eosTokenIds,
     generationDefaults: dir.generationDefaults,
+    toolCallFormat: toolCallFormatOf(tokenizer),
     hasDraft: draftDir(pair) !== null,
     created: Math.floor(Date.now() / 1000),
   };

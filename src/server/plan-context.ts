@@ -6,6 +6,7 @@
 import type { PolicySpec } from '../engine/policy-registry.js';
 import type { TextTokenizer } from '../text/tokenizer.js';
 import type { ModelFacts } from './model-facts.js';
+import type { ToolCallFormat } from '../grammar/tool-call-common.js';
 
 /** The tokenizer as planning uses it: to render and count prompts. */
 export type PlanTokenizer = Pick<TextTokenizer, 'encode' | 'encodeChat' | 'hasChatTemplate' | 'templateUsesTools'>;
@@ -13,6 +14,8 @@ export type PlanTokenizer = Pick<TextTokenizer, 'encode' | 'encodeChat' | 'hasCh
 /** The model facts planning reads (ModelFacts is one). */
 export type PlanFacts = Pick<ModelFacts, 'name' | 'contextLength' | 'maxTokenChars' | 'vocabSize' | 'generationDefaults' | 'hasDraft'> & {
   tokenizer: PlanTokenizer;
+  /** How the model writes tool calls (tool-plan.ts `toolCallFormatOf`); default Hermes. */
+  toolCallFormat?: ToolCallFormat;
 };
 
 export interface PlanContext {

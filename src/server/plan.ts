@@ -57,7 +57,7 @@ export function planChat(body: ChatBody, ctx: PlanContext): GenerationPlan {
     throw apiErrors.invalidValue('top_logprobs', "Invalid 'top_logprobs': it requires 'logprobs' to be true.");
   }
   // Tools: the grammar of the calls and how outputs are read.
-  const tools = planTools(body);
+  const tools = planTools(body, ctx.facts.toolCallFormat);
   const format = responseFormatGrammar(body.response_format);
   if (format && tools && tools.mode !== 'none') {
     throw apiErrors.unsupported('response_format', "a response format together with tools the model may call; set 'tool_choice' to 'none' or leave out one of them.");

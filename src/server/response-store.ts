@@ -3,6 +3,9 @@
  * a bounded in-memory store per server, so that a request can continue a stored response with
  * `previous_response_id` and `GET` / `DELETE /v1/responses/{id}` find it.
  *
+ * `item_reference` input items (what the AI SDK sends for earlier outputs when it stores) are
+ * replaced by the stored output items they name.
+ *
  * Each entry keeps the response object and the conversation up to and including its output as
  * input items (the previous response's items, the request's `input`, the output's message and
  * `function_call` items). Continuing a response puts those items before the new request's
@@ -41,6 +44,17 @@ interface Entry {
   items: InputItem[];
 }
 
+/** An input item that names a stored output item by its id (`msg_...`, `fc_...`, `rs_...`). */
+interface ItemReference {
+  type: 'item_reference';
+  id?: unknown;
+}
+
+/** The 404 for an `item_reference` naming no stored output item. */
+function itemNotFound(id: string, param: string): ApiError {
+  return new ApiError(404, 'invalid_request_error', `Item with id '${id}' not found: it is not an output item of a stored response (store: false, deleted, or left the store).`, param, 'not_found');
+}
+
 /** The 404 for a `previous_response_id` (or a path id) that names nothing stored. */
 export function responseNotFound(id: string, param: string | null, options: ResponseStoreOptions): ApiError {
   const bounds = `the server keeps ${Math.round(options.maxBytes / 2 ** 20)} MiB of responses for ${Math.round(options.ttlMs / 1000)} s`;
@@ -65,6 +79,8 @@ function outputAsInput(item: StorableResponse['output'][number]): InputItem[] {
 
 export class ResponseStore {
   private readonly cache: LRUCache<string, Entry>;
+  /** Output item id -> the id of the stored response holding it (for `item_reference` input items). */
+  private readonly itemOwners = new Map<string, string>();
 
   constructor(readonly options: ResponseStoreOptions) {
     if (!(options.maxBytes >= 1) || !(options.ttlMs >= 1)) throw new RangeError(`response store bounds must be positive: maxBytes ${options.maxBytes}, ttlMs ${options.ttlMs}`);
@@ -72,6 +88,9 @@ export class ResponseStore {
       maxSize: options.maxBytes,
       sizeCalculation: (entry) => Math.max(1, Buffer.byteLength(JSON.stringify(entry))),
       ttl: options.ttlMs,
+      dispose: (entry) => {
+        for (const item of entry.response.output) if (typeof item.id === 'string') this.itemOwners.delete(item.id);
+      },
     });
   }
 
@@ -81,17 +100,32 @@ export class ResponseStore {
   }
 
   /**
-   * The request with a `previous_response_id` resolved: the stored conversation before its
-   * `input`, and `previous_response_id` taken out (the body as planning takes it).
-   * @throws ApiError 404 naming `previous_response_id` when nothing is stored under it
+   * The request as planning takes it: `item_reference` input items replaced by the stored output
+   * items they name (a reasoning item by nothing, as prompts leave reasoning out), and with a
+   * `previous_response_id`, the stored conversation before its `input` (the id taken out).
+   * @throws ApiError 404 naming `previous_response_id` when nothing is stored under it, or
+   *   `input[i].id` for an item reference to no stored item
    */
   continued(body: ResponsesBody): ResponsesBody {
+    let resolved = body;
+    if (Array.isArray(body.input) && body.input.some((item) => item?.type === 'item_reference')) {
+      resolved = { ...body, input: body.input.flatMap((item, i) => (item?.type === 'item_reference' ? this.referenced(item as ItemReference, `input[${i}].id`) : [item])) };
+    }
     const previous = body.previous_response_id;
-    if (previous === undefined || previous === null) return body;
+    if (previous === undefined || previous === null) return resolved;
     const entry = this.cache.get(String(previous));
     if (!entry) throw responseNotFound(String(previous), 'previous_response_id', this.options);
-    const { previous_response_id: _, ...rest } = body;
-    return { ...rest, input: [...entry.items, ...inputItems(body.input)] };
+    const { previous_response_id: _, ...rest } = resolved;
+    return { ...rest, input: [...entry.items, ...inputItems(resolved.input)] };
+  }
+
+  /** The input items an `item_reference` stands for. */
+  private referenced(reference: ItemReference, param: string): InputItem[] {
+    const id = String(reference.id ?? '');
+    const owner = this.itemOwners.get(id);
+    const item = owner === undefined ? undefined : this.cache.get(owner)?.response.output.find((o) => o.id === id);
+    if (!item) throw itemNotFound(id, param);
+    return outputAsInput(item);
   }
 
   /**
@@ -102,6 +136,8 @@ export class ResponseStore {
   put(planned: ResponsesBody, response: StorableResponse): void {
     const items = [...inputItems(planned.input), ...response.output.flatMap(outputAsInput)];
     this.cache.set(response.id, { response, items });
+    if (!this.cache.has(response.id)) return; // larger than the whole store
+    for (const item of response.output) if (typeof item.id === 'string') this.itemOwners.set(item.id, response.id);
   }
 
   /** The stored response object, or undefined (never stored, deleted, or evicted). */

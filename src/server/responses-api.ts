@@ -106,7 +106,7 @@ export function planResponse(body: ResponsesBody, ctx: PlanContext): GenerationP
     throw apiErrors.unsupported('max_tool_calls', `a cap of ${maxToolCalls} tool calls is not enforced by this server; use max_tool_calls 1 or parallel_tool_calls false (at most one call), or leave it out.`);
   }
   const parallel = maxToolCalls === 1 ? false : body.parallel_tool_calls;
-  const tools = planResponseTools({ tools: body.tools, tool_choice: body.tool_choice, parallel_tool_calls: parallel });
+  const tools = planResponseTools({ tools: body.tools, tool_choice: body.tool_choice, parallel_tool_calls: parallel }, ctx.facts.toolCallFormat);
   if (format && tools && tools.mode !== 'none') {
     throw apiErrors.unsupported('text.format', "a text format together with tools the model may call; set 'tool_choice' to 'none' or leave out one of them.");
   }
@@ -141,7 +141,7 @@ function inputMessages(body: ResponsesBody): ToolAwareMessage[] {
     if (item.type === 'reasoning') return;
     if (given(item.type) && item.type !== 'message') {
       const why = item.type === 'item_reference'
-        ? 'item references are not available; send the items themselves or continue a stored response with previous_response_id (the AI SDK: providerOptions.openai.store = false).'
+        ? 'item references name stored output items, and the response store did not resolve this one; send the item itself.'
         : `input items of type "${item.type}" are not supported; specd takes messages, function_call and function_call_output items.`;
       throw apiErrors.unsupported(`${at}.type`, why);
     }

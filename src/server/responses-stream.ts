@@ -13,8 +13,8 @@ import { parseReasoning, type ReasoningParserName, ReasoningParser } from '../te
 import type { ApiFinishReason, Usage } from './responses.js';
 import { outputMessage, outputText, reasoningItem, type ResponseEcho, type ResponseLogprob, responseObject, type ResponseState } from './responses-api.js';
 import { functionCallItem, functionCallItemId } from './responses-tools.js';
-import { HermesParser } from '../grammar/hermes-format.js';
-import { parseToolCalls, type ToolCall, toolCallId } from './tool-output.js';
+import type { ToolCallFormat, ToolCallParser } from '../grammar/tool-call-common.js';
+import { parseToolCalls, type ToolCall, toolCallParser } from './tool-output.js';
 
 /** Sends one event: its type and its fields (the caller adds `type` and `sequence_number`). */
 export type SendEvent = (type: string, data: object) => void;
@@ -28,6 +28,8 @@ export function finalStatus(reason: ApiFinishReason): 'completed' | 'incomplete'
 export interface OutputReading {
   reasoningParser?: ReasoningParserName;
   tools: boolean;
+  /** The format the calls are written in (default Hermes). */
+  toolFormat?: ToolCallFormat;
 }
 
 /**
@@ -40,7 +42,7 @@ export function responseFromText(echo: ResponseEcho, reasoningId: string, readin
   const split = reading.reasoningParser ? parseReasoning(reading.reasoningParser, text) : { reasoning: null, content: text };
   const reasoning = split.reasoning !== null ? { id: reasoningId, text: split.reasoning, status: 'completed' as const } : undefined;
   if (reading.tools) {
-    const { content, toolCalls, contentAfterCalls } = parseToolCalls(split.content, finishReason);
+    const { content, toolCalls, contentAfterCalls } = parseToolCalls(split.content, finishReason, reading.toolFormat);
     // A cut (max_output_tokens) leaves only the last call incomplete.
     const calls = toolCalls.map((call, i) => ({ id: functionCallItemId(), call, status: i === toolCalls.length - 1 ? status : ('completed' as const) }));
     const message = content !== null || calls.length === 0 ? { text: content ?? '', logprobs: [], status } : undefined;
@@ -51,7 +53,7 @@ export function responseFromText(echo: ResponseEcho, reasoningId: string, readin
 
 export class ResponseEventStream {
   private readonly parser: ReasoningParser | undefined;
-  private readonly toolParser: HermesParser | undefined;
+  private readonly toolParser: ToolCallParser | undefined;
   private reasoning: { id: string; text: string; status: 'in_progress' | 'completed' } | undefined;
   private readonly reasoningAt: { item_id: string; output_index: number; content_index: number };
   private readonly item: { item_id: string; output_index: number; content_index: number };
@@ -75,7 +77,7 @@ export class ResponseEventStream {
     private readonly send: SendEvent,
   ) {
     this.parser = options.reasoningParser ? new ReasoningParser(options.reasoningParser) : undefined;
-    this.toolParser = options.tools ? new HermesParser(toolCallId) : undefined;
+    this.toolParser = options.tools ? toolCallParser(options.toolFormat) : undefined;
     this.reasoningAt = { item_id: reasoningId, output_index: 0, content_index: 0 };
     this.item = { item_id: echo.itemId, output_index: 0, content_index: 0 };
   }

@@ -11,14 +11,16 @@ import { randomUUID } from 'node:crypto';
 import { ApiError, apiErrors } from './errors.js';
 import type { ToolCall } from './tool-output.js';
 import { planTools, type ToolPlan } from './tool-plan.js';
+import type { ToolCallFormat } from '../grammar/tool-call-common.js';
 import type { ToolAwareMessage } from './tool-prompt.js';
 
 /**
  * The Responses API's `tools`, `tool_choice` and `parallel_tool_calls` planned as chat's.
  * @returns undefined without tools (or with `tool_choice` "none" or "auto" and no tools)
+ * @param format how the model writes calls (tool-plan.ts `toolCallFormatOf`; default Hermes)
  * @throws ApiError (400) naming the field at fault (`tools[i].name`, `tool_choice.name`, ...)
  */
-export function planResponseTools(body: { tools?: unknown; tool_choice?: unknown; parallel_tool_calls?: unknown }): ToolPlan | undefined {
+export function planResponseTools(body: { tools?: unknown; tool_choice?: unknown; parallel_tool_calls?: unknown }, format?: ToolCallFormat): ToolPlan | undefined {
   const { tools, tool_choice: choice } = body;
   let chatTools: unknown = tools;
   if (Array.isArray(tools)) {
@@ -43,7 +45,7 @@ export function planResponseTools(body: { tools?: unknown; tool_choice?: unknown
     chatChoice = { type: 'function', function: { name: c.name } };
   }
   try {
-    return planTools({ tools: chatTools, tool_choice: chatChoice, parallel_tool_calls: body.parallel_tool_calls });
+    return planTools({ tools: chatTools, tool_choice: chatChoice, parallel_tool_calls: body.parallel_tool_calls }, format);
   } catch (err) {
     // Chat's parameter names (`tools[i].function.name`) as the Responses API names them.
     if (err instanceof ApiError && err.param) {

@@ -1,12 +1,13 @@
 /**
- * Tool calls in a response: the model's output (Hermes format, read by grammar/hermes-format.ts's
- * parser) as `message.tool_calls`, each call with an OpenAI-style id. Streamed, the routes push
- * the text through a `HermesParser` made with `toolCallId`; whole, `parseToolCalls` gives the
- * same content and calls.
+ * Tool calls in a response: the model's output (in its format: Hermes, grammar/hermes-format.ts,
+ * or Llama 3.1's JSON, grammar/llama3-json-format.ts) as `message.tool_calls`, each call with an
+ * OpenAI-style id. Streamed, the routes push the text through `toolCallParser(format)`; whole,
+ * `parseToolCalls` gives the same content and calls.
  */
 import { randomBytes } from 'node:crypto';
 import { HermesParser } from '../grammar/hermes-format.js';
-import type { ToolCallEvent } from '../grammar/tool-call-common.js';
+import { Llama3JsonParser } from '../grammar/llama3-json-format.js';
+import type { ToolCallEvent, ToolCallFormat, ToolCallParser } from '../grammar/tool-call-common.js';
 
 /** A call in a response (`message.tool_calls[i]`). */
 export interface ToolCall {
@@ -15,9 +16,14 @@ export interface ToolCall {
   function: { name: string; arguments: string };
 }
 
+/** A streamed parser of `format`'s calls, giving them OpenAI-style ids. */
+export function toolCallParser(format: ToolCallFormat = 'hermes'): ToolCallParser {
+  return format === 'llama3_json' ? new Llama3JsonParser(toolCallId) : new HermesParser(toolCallId);
+}
+
 /** A whole choice's text as content and calls. */
-export function parseToolCalls(text: string, finishReason?: string): ParsedToolCalls {
-  const parser = new HermesParser(toolCallId);
+export function parseToolCalls(text: string, finishReason?: string, format: ToolCallFormat = 'hermes'): ParsedToolCalls {
+  const parser = toolCallParser(format);
   return assembleToolCalls([...parser.push(text), ...parser.flush(finishReason)]);
 }
 

@@ -5,9 +5,11 @@
  * `required` and a named function are enforced by a grammar (the output is one or more calls and
  * nothing else); `auto` lets the model write text or calls, and the grammar only takes over
  * inside a call, so every call it starts has valid arguments; `none` generates text. Calls are
- * written in the Hermes format (grammar/hermes-format.ts).
+ * written in the model's own format (`toolCallFormatOf`): Llama 3.1's JSON where its chat template
+ * or vocabulary says so (grammar/llama3-json-format.ts), Hermes otherwise (grammar/hermes-format.ts).
  */
-import type { ToolCallMode } from '../grammar/tool-call-common.js';
+import { usesLlama3Json } from '../grammar/llama3-json-format.js';
+import type { ToolCallFormat, ToolCallMode } from '../grammar/tool-call-common.js';
 import { grammarSchema } from '../grammar/schema-check.js';
 import { apiErrors } from './errors.js';
 import { checkSchema, type RequestGrammar } from './response-format.js';
@@ -24,6 +26,8 @@ export interface ToolPlan {
   /** `none`: text only; otherwise outputs are parsed for calls. */
   mode: ToolCallMode | 'none';
   parallel: boolean;
+  /** How the model writes calls: the grammar's and the parser's format. */
+  format: ToolCallFormat;
   grammar?: RequestGrammar;
 }
 
@@ -33,10 +37,21 @@ const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 const NO_ARGUMENTS = { type: 'object', properties: {}, additionalProperties: false };
 
 /**
+ * The format a model writes tool calls in, as vLLM's `--tool-call-parser` would be chosen for it:
+ * `llama3_json` when its chat template asks for Llama 3.1's JSON calls or, with a template that
+ * says nothing of calls, its vocabulary has `<|python_tag|>` (llama3-json-format.ts
+ * `usesLlama3Json`); `hermes` otherwise (Qwen2.5 / Qwen3, Hermes, and templates without tools).
+ */
+export function toolCallFormatOf(tokenizer: { chatTemplate?: string; idOf(token: string): number | undefined }): ToolCallFormat {
+  return usesLlama3Json(tokenizer.chatTemplate, (text) => tokenizer.idOf(text) !== undefined) ? 'llama3_json' : 'hermes';
+}
+
+/**
  * The tools of a request and how they may be called; undefined without tools.
+ * @param format how the model writes calls (`toolCallFormatOf`)
  * @throws ApiError (400) naming the field at fault
  */
-export function planTools(body: { tools?: unknown; tool_choice?: unknown; parallel_tool_calls?: unknown }): ToolPlan | undefined {
+export function planTools(body: { tools?: unknown; tool_choice?: unknown; parallel_tool_calls?: unknown }, format: ToolCallFormat = 'hermes'): ToolPlan | undefined {
   const { tools, tool_choice: choice } = body;
   if (tools === undefined || tools === null || (Array.isArray(tools) && tools.length === 0)) {
     // OpenAI's reference accepts "none" and "auto" without tools (nothing to call either way).
@@ -67,10 +82,10 @@ export function planTools(body: { tools?: unknown; tool_choice?: unknown; parall
   } else {
     throw apiErrors.invalidValue('tool_choice', `Invalid value for 'tool_choice': ${JSON.stringify(choice)}. Supported values are: 'none', 'auto', 'required' and {"type": "function", "function": {"name": ...}}.`);
   }
-  const plan: ToolPlan = { tools: functions, mode, parallel };
+  const plan: ToolPlan = { tools: functions, mode, parallel, format };
   if (mode !== 'none') {
     plan.grammar = {
-      spec: { type: 'tool_calls', functions: called.map((f) => ({ name: f.name, parameters: JSON.stringify(grammarSchema(f.parameters)) })), mode, parallel },
+      spec: { type: 'tool_calls', functions: called.map((f) => ({ name: f.name, parameters: JSON.stringify(grammarSchema(f.parameters)) })), mode, parallel, format },
       param: 'tools',
     };
   }

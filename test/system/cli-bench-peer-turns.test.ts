@@ -3,7 +3,8 @@
  * or on PATH; CI sets it through scripts/llama-server-debian.sh) and a real `specd serve`: one
  * small conversation on the bundled pair, turn by turn, interleaved; the table, JSON rows (the
  * same prompt ids for both, each turn's earlier conversation taken from both caches) and the
- * chart. Flags that do not apply: one line on stderr and exit 1.
+ * chart; a conversation longer than the model's context is one line naming the turn. Flags that
+ * do not apply: one line on stderr and exit 1.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -69,6 +70,10 @@ describe('specd bench peer --multi-turn', () => {
     }
     assert.deepEqual(out.summary.map((s) => s.turn), [1, 2, 3]);
     for (const s of out.summary) assert.ok(Math.abs(s.ratio - s.ttft_ms.specd / s.ttft_ms['llama-server']) < 1e-2, JSON.stringify(s));
+    // A conversation outgrowing the bundled pair's 1,024 positions (not llama-server's 2,048): one line naming the turn.
+    const long = specd(['--turns', '2', '--max-tokens', '100', '--rounds', '1', '--system-prompt-len', '900', '--question-len', '30']);
+    assert.equal(long.status, 1, long.stderr);
+    assert.match(long.stderr.trim().split('\n').at(-1)!, /^specd: error: round 1, turn 1: the conversation \(\d+ prompt tokens \+ 100\) outgrows the context of 1024 tokens; use fewer --turns or shorter texts$/);
     const svg = readFileSync(chart, 'utf8');
     assert.match(svg, /^<svg /);
     for (const label of ['llama-server', 'specd', 'time to first token', 'prompt tokens from the cache']) assert.ok(svg.includes(label), label);

@@ -4,7 +4,8 @@
  * scripts/llama-server-debian.sh), a tiny run on the bundled pair at q4 writes Q4_0 GGUF files,
  * runs both engines in interleaved rounds, prints the table, and writes JSON whose ratios are each
  * round's tokens/s over llama-server's target alone, with every specd policy's output equal to
- * specd none's; and a chart. Without the tools, or with bad flags: one line on stderr and exit 1.
+ * specd none's (llama-server's --spec-type draft-simple,ngram-mod among its configurations, its
+ * output equal to its target's alone); and a chart. Without the tools, or with bad flags: one line on stderr and exit 1.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -41,7 +42,9 @@ describe('specd bench peer', () => {
     oneLineError(specd(['--quant', 'q8,q5']), /--quant <list>' argument 'q8,q5' is invalid. expected a comma-separated list of q8, q4, got q5/);
     oneLineError(specd(['--target', root]), /--draft: a draft model directory is needed with --target/);
     oneLineError(specd(['--no-head', '--policies', 'none,specdec++']), /specdec\+\+ needs an acceptance head/);
-    oneLineError(specd(['--policies', 'ngram']), /ngram is not compared here/);
+    oneLineError(specd(['--policies', 'ngram']), /ngram is not compared here without --llama-spec-type/);
+    oneLineError(specd(['--llama-spec-type', 'ngram-mod,ngram-magic']), /--llama-spec-type <types>' argument 'ngram-mod,ngram-magic' is invalid. unknown llama-server --spec-type "ngram-magic"; expected a comma-separated list of draft-simple, ngram-simple/);
+    oneLineError(specd(['--llama-spec-type', 'ngram-mod,ngram-mod']), /ngram-mod is listed twice/);
   });
 
   test('bundled pair at q4 against the real llama-server: table, JSON with per-round ratios and exact specd outputs, chart, Q4_0 files', async (t) => {
@@ -56,23 +59,24 @@ describe('specd bench peer', () => {
     const json = join(root, 'peer.json');
     const chart = join(root, 'peer.svg');
     const ggufDir = join(root, 'gguf');
-    const run = specd(['--quant', 'q4', '--prompts', '2', '--max-tokens', '12', '--rounds', '2', '--k', '3', '--spec-draft-n-max', '3', '--gguf-dir', ggufDir, '--json', json, '--chart', chart]);
+    const run = specd(['--quant', 'q4', '--prompts', '2', '--max-tokens', '12', '--rounds', '2', '--k', '3', '--spec-draft-n-max', '3', '--llama-spec-type', 'draft-simple,ngram-mod', '--gguf-dir', ggufDir, '--json', json, '--chart', chart]);
     assert.equal(run.status, 0, run.stderr);
-    const configs = ['llama-server target only', 'llama-server -md (n-max 3, p-min 0.6)', 'specd --dtype q4 none', 'specd --dtype q4 fixed:3', 'specd --dtype q4 specdec++'];
+    const configs = ['llama-server target only', 'llama-server -md (n-max 3, p-min 0.6)', 'llama-server --spec-type draft-simple,ngram-mod (n-max 3, p-min 0.6)', 'specd --dtype q4 none', 'specd --dtype q4 fixed:3', 'specd --dtype q4 specdec++'];
     for (const c of configs) assert.match(run.stdout, new RegExp(`Q4_0\\s+${c.replace(/[()+.]/g, '\\$&')}\\s+\\d+\\.\\d\\s+\\d+\\.\\d\\dx`), run.stdout);
     // Rounds are interleaved: every configuration of round 1 before any of round 2.
     const order = run.stderr.split('\n').filter((l) => l.startsWith('round ')).map((l) => l.slice(0, 'round 1/2'.length));
-    assert.deepEqual(order, [...Array(5).fill('round 1/2'), ...Array(5).fill('round 2/2')]);
+    assert.deepEqual(order, [...Array(6).fill('round 1/2'), ...Array(6).fill('round 2/2')]);
 
     const out = JSON.parse(readFileSync(json, 'utf8')) as { schema: string; settings: { llama_server: string; prompt_tokens: number[] }; rows: PeerRow[]; summary: PeerSummary[] };
     assert.equal(out.schema, 'specd-bench-peer/1');
     assert.equal(out.settings.llama_server, llamaServer.join(' '));
     assert.equal(out.settings.prompt_tokens.length, 2);
-    assert.equal(out.rows.length, 10);
+    assert.equal(out.rows.length, 12);
     for (const r of out.rows) {
       assert.equal(r.tokens, 2 * 12, `${r.config}: every prompt decodes 12 tokens`);
       assert.ok(Math.abs(r.tokens_per_s - r.tokens / r.seconds) < 0.1 + 0.01 * r.tokens_per_s, `${r.config}: ${r.tokens_per_s} tok/s from ${r.tokens} / ${r.seconds} s`);
       if (r.engine === 'specd' && !r.config.endsWith(' none')) assert.equal(r.matches_reference, true, `${r.config}: greedy speculation equals specd none`);
+      if (r.config.includes('--spec-type')) assert.equal(r.matches_reference, true, `${r.config}: llama-server's n-gram speculation equals its target alone`);
     }
     assert.deepEqual(out.summary.map((s) => s.config), configs);
     for (const s of out.summary) {
@@ -88,7 +92,7 @@ describe('specd bench peer', () => {
 
     const svg = readFileSync(chart, 'utf8');
     assert.match(svg, /^<svg /);
-    for (const label of ['Q4_0', 'llama.cpp alone', 'llama.cpp -md', 'specd none', 'specd fixed:3', 'specd specdec++']) assert.ok(svg.includes(label), label);
+    for (const label of ['Q4_0', 'llama.cpp alone', 'llama.cpp -md', 'llama.cpp draft-simple,ngram-mod', 'specd none', 'specd fixed:3', 'specd specdec++']) assert.ok(svg.includes(label), label);
 
     for (const role of ['target', 'draft']) {
       const file = readGguf(join(ggufDir, `${role}-Q4_0.gguf`));

@@ -1,7 +1,8 @@
 /**
  * Agent frameworks in their Responses API modes against specd on a real port, each running an
  * agent with a function tool: the OpenAI Agents SDK's default (Responses) provider, the AI SDK's
- * `openai(model)` with `tool()`, and LangChain's ChatOpenAI with `useResponsesApi: true`. The
+ * `openai(model)` with `tool()` (and a next turn referring to its stored answer by item reference),
+ * and LangChain's ChatOpenAI with `useResponsesApi: true`. The
  * bundled model's text is noise, so the first turn forces the call (tool_choice); the tool runs
  * with arguments that satisfy its zod schema, its output goes back as a `function_call_output`
  * item, and the run ends with a text answer.
@@ -120,6 +121,20 @@ describe('agent frameworks on /v1/responses', () => {
     assert.ok(sentToolOutput(from));
     assert.equal(typeof result.text, 'string');
     assert.ok(result.text.length > 0);
+  });
+
+  test("AI SDK, openai(model) with its default store: the next turn refers to the stored answer by item reference and writes what the answer sent whole gives", async () => {
+    const from = bodies.length;
+    const openai = createOpenAI({ baseURL, apiKey: 'unused' });
+    const settings = { model: openai(MODEL), temperature: 0, maxOutputTokens: 12, maxRetries: 0 } as const;
+    const first = await generateText({ ...settings, prompt: 'Name a city by the sea.' });
+    const next = [...first.response.messages, { role: 'user' as const, content: 'And one in the mountains?' }];
+    const stored = await generateText({ ...settings, messages: next });
+    const sent = bodies.slice(from + 1).find((b) => Array.isArray(b.input))!.input as { type?: string; id?: string }[];
+    assert.ok(sent.some((i) => i.type === 'item_reference' && i.id?.startsWith('msg_')), JSON.stringify(sent));
+    const whole = await generateText({ ...settings, messages: next, providerOptions: { openai: { store: false } } });
+    assert.ok(!(bodies.at(-1)!.input as { type?: string }[]).some((i) => i.type === 'item_reference'));
+    assert.equal(stored.text, whole.text);
   });
 
   test('LangChain ChatOpenAI with useResponsesApi: bound tool called, ToolMessage sent back, then an answer', async () => {

@@ -179,7 +179,7 @@ describe('POST /v1/responses', () => {
       [{ input: QUESTION, tools: [{ type: 'web_search' }] } as unknown as Params, 'tools[0].type', 400],
       [{ input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'http://x/y.png', detail: 'auto' }] }] }, 'input[0].content[0].type', 400],
       [{ input: [{ type: 'function_call_output', output: 'x' }] } as unknown as Params, 'input[0].call_id', 400],
-      [{ input: [{ type: 'item_reference', id: 'msg_1' }] }, 'input[0].type', 400],
+      [{ input: [{ type: 'item_reference', id: 'msg_1' }] }, 'input[0].id', 404],
       [{ input: QUESTION, temperature: 3 }, 'temperature', 400],
       [{ input: QUESTION, max_output_tokens: 100_000 }, 'input', 400],
       [{ input: QUESTION, text: { format: { type: 'grammar' } } } as unknown as Params, 'text.format.type', 400],

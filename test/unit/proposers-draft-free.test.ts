@@ -121,6 +121,13 @@ describe('hybrid choice', () => {
     assert.equal(skipDraft(3.5, mean.value), true);
     assert.equal(skipDraft(2.5, mean.value), false);
     assert.equal(skipDraft(0, 0), false, 'nothing proposed: the draft drafts');
+    // With measured costs: tokens per ms. A draft round of 4 candidates, 2 accepted, costs T(5) + 4 D = 14 + 4 x 4 = 30 ms for 3 tokens;
+    // copying 8 candidates costs T(9) = 18 ms, so it pays from 1 + E_free >= 1.8.
+    const costs = { verifyMs: (n: number) => 10 + n, draftStepMs: 4 };
+    assert.equal(skipDraft(0.8, 2, 8, 4, { verifyMs: (n) => (n === 5 ? 14 : 18), draftStepMs: 4 }), true);
+    assert.equal(skipDraft(0.7, 2, 8, 4, { verifyMs: (n) => (n === 5 ? 14 : 18), draftStepMs: 4 }), false);
+    assert.equal(skipDraft(0.8, 2, 8, 4), false, 'without costs: E_free against E_draft');
+    assert.equal(skipDraft(0, 2, 0, 4, costs), false, 'nothing proposed: the draft drafts');
     assert.equal(chooseAfterDraft(2.5, 2.4, true), 'draft-free');
     assert.equal(chooseAfterDraft(2.4, 2.4, true), 'draft');
     assert.equal(chooseAfterDraft(2.5, 2.4, false), 'draft', 'sampling: a round that drafted verifies the draft');

@@ -1,7 +1,7 @@
 /**
  * The Responses API's store without a model: a continued request's input is the stored
  * conversation (earlier input, the output's message and function calls; reasoning left out)
- * before its own; the size bound evicts the least recently used; the time-to-live expires
+ * before its own; item references become the stored items they name; the size bound evicts the least recently used; the time-to-live expires
  * entries; an unknown id is a 404 naming previous_response_id.
  */
 import assert from 'node:assert/strict';
@@ -45,6 +45,35 @@ describe('ResponseStore', () => {
       { type: 'function_call_output', call_id: 'call_1', output: 'rain' },
     ]);
     assert.deepEqual(store.continued({ input: 'x' }), { input: 'x' }, 'without previous_response_id the body is unchanged');
+  });
+
+  test('item references: a stored output item in its place (a reasoning item: nothing); an unknown or evicted one is a 404 naming it', () => {
+    const store = new ResponseStore({ maxBytes: 2 ** 20, ttlMs: HOUR_MS });
+    const call = { type: 'function_call', id: 'fc_1', status: 'completed', call_id: 'call_1', name: 'weather', arguments: '{}' };
+    store.put({ input: 'Hi' }, response('resp_1', 'Hello.', [call]));
+    const body = store.continued({
+      input: [
+        { role: 'user', content: 'Hi' },
+        { type: 'item_reference', id: 'rs_resp_1' },
+        { type: 'item_reference', id: 'msg_resp_1' },
+        { type: 'item_reference', id: 'fc_1' },
+        { type: 'function_call_output', call_id: 'call_1', output: 'rain' },
+      ],
+    });
+    assert.deepEqual(body.input, [
+      { role: 'user', content: 'Hi' },
+      { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'Hello.' }] },
+      { type: 'function_call', call_id: 'call_1', name: 'weather', arguments: '{}' },
+      { type: 'function_call_output', call_id: 'call_1', output: 'rain' },
+    ]);
+    assert.throws(() => store.continued({ input: [{ role: 'user', content: 'x' }, { type: 'item_reference', id: 'msg_nowhere' }] }), (err: ApiError) => {
+      assert.equal(err.status, 404);
+      assert.equal(err.param, 'input[1].id');
+      assert.match(err.message, /'msg_nowhere' not found/);
+      return true;
+    });
+    store.delete('resp_1');
+    assert.throws(() => store.continued({ input: [{ type: 'item_reference', id: 'msg_resp_1' }] }), (err: ApiError) => err.status === 404 && err.param === 'input[0].id');
   });
 
   test('an unknown id is a 404 naming previous_response_id; delete removes an entry', () => {

@@ -7,9 +7,8 @@ import { type ChoiceOutput, chatChunk, chatCompletion, chatLogprobs, chatUsageCh
 import { chatCompletionBodySchema } from '../schemas.js';
 import { type OutputPiece, type StreamFormat, streamRun } from '../streaming.js';
 import type { TokenTexts } from '../token-text.js';
-import { HermesParser } from '../../grammar/hermes-format.js';
-import type { ToolCallEvent } from '../../grammar/tool-call-common.js';
-import { parseToolCalls, toolCallId } from '../tool-output.js';
+import type { ToolCallEvent, ToolCallFormat } from '../../grammar/tool-call-common.js';
+import { parseToolCalls, toolCallParser } from '../tool-output.js';
 import { parseReasoning, ReasoningParser, type ReasoningDelta, type ReasoningParserName } from '../../text/reasoning-parser.js';
 
 export async function chatRoutes(app: FastifyInstance): Promise<void> {
@@ -21,13 +20,14 @@ export async function chatRoutes(app: FastifyInstance): Promise<void> {
     const common = { id: completionId('chatcmpl'), created: nowSeconds(), model: plan.model };
     const reasoning = ctx.reasoningParser;
     if (plan.stream) {
-      const format = plan.tools ? toolCallStreamFormat(common, plan.requests.length) : chatStreamFormat(common, ctx.texts);
+      const format = plan.tools ? toolCallStreamFormat(common, plan.requests.length, plan.tools.format) : chatStreamFormat(common, ctx.texts);
       await streamRun(reply, run, reasoning ? withReasoningStream(format, common, reasoning, plan.requests.length) : format, 'messages');
       return reply;
     }
     let choices = await collectRun(run, 'messages');
     if (reasoning) choices = choices.map((choice) => withReasoning(choice, reasoning));
-    return chatCompletion(common, plan.tools ? choices.map(withToolCalls) : choices, run.usage.toJSON(), ctx.texts);
+    const tools = plan.tools;
+    return chatCompletion(common, tools ? choices.map((c) => withToolCalls(c, tools.format)) : choices, run.usage.toJSON(), ctx.texts);
   });
 }
 
@@ -62,8 +62,8 @@ function asList(chunks: object | object[] | undefined): object[] {
 }
 
 /** A choice's output read for tool calls: content and calls; `tool_calls` finishes a choice that called. */
-function withToolCalls(choice: ChoiceOutput): ChoiceOutput {
-  const { content, toolCalls } = parseToolCalls(choice.text, choice.finishReason);
+function withToolCalls(choice: ChoiceOutput, format: ToolCallFormat): ChoiceOutput {
+  const { content, toolCalls } = parseToolCalls(choice.text, choice.finishReason, format);
   if (toolCalls.length === 0) return { ...choice, text: content ?? '' };
   return { ...choice, text: content ?? '', toolCalls, finishReason: choice.finishReason === 'stop' ? 'tool_calls' : choice.finishReason };
 }
@@ -73,8 +73,8 @@ function withToolCalls(choice: ChoiceOutput): ChoiceOutput {
  * index, id, type and name (and empty arguments), then chunks with more of its arguments.
  * Logprobs are not sent with tools.
  */
-function toolCallStreamFormat(common: { id: string; created: number; model: string }, choices: number): StreamFormat {
-  const parsers = Array.from({ length: choices }, () => new HermesParser(toolCallId));
+function toolCallStreamFormat(common: { id: string; created: number; model: string }, choices: number, toolFormat: ToolCallFormat): StreamFormat {
+  const parsers = Array.from({ length: choices }, () => toolCallParser(toolFormat));
   const called = new Array<boolean>(choices).fill(false);
   const chunks = (index: number, events: ToolCallEvent[]) =>
     events.map((e) => {

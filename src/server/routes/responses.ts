@@ -51,7 +51,7 @@ export async function responsesRoutes(app: FastifyInstance): Promise<void> {
       body: { ...request.body, temperature: sampling.temperature, top_p: sampling.topP },
       tools: echoTools(plan.tools, { tools: request.body.tools }),
     };
-    const reading = { ...(ctx.reasoningParser ? { reasoningParser: ctx.reasoningParser } : {}), tools: plan.tools !== undefined };
+    const reading = { ...(ctx.reasoningParser ? { reasoningParser: ctx.reasoningParser } : {}), tools: plan.tools !== undefined, ...(plan.tools ? { toolFormat: plan.tools.format } : {}) };
     if (!plan.stream) {
       const [choice] = await collectRun(run, 'input');
       return keep(responseFromText(echo, reasoningId, reading, choice!.text, choice!.finishReason, run.usage.toJSON(), responseLogprobs(choice!.logprobs, ctx.texts)));
