@@ -24,7 +24,8 @@ import { buildGpt2Graph, GRAPH_KIND_KEY, KV_ROWS_PREFIX } from '../onnx/gpt2-gra
 import { NotGpt2Error, readGpt2Weights } from '../onnx/gpt2-weights.js';
 import { NotRebuildableError } from '../onnx/graph-reading.js';
 import { buildLlamaGraph } from '../onnx/llama-graph.js';
-import { INPLACE_ACCURACY_LEVEL } from '../onnx/linear-emitter.js';
+import { inplaceAccuracyLevel } from '../onnx/linear-emitter.js';
+import { quantizedFormOf } from '../onnx/quantized-reading.js';
 import { LLAMA_FAMILY, NotLlamaError, readLlamaWeights, type LlamaConfig } from '../onnx/llama-weights.js';
 import type { Device } from './device.js';
 
@@ -79,14 +80,14 @@ export function fusedDecoderModel(model: ModelProto, config: RebuildConfig, choi
   if (LLAMA_FAMILY.includes(config.modelType)) {
     if (choice !== 'inplace') throw new NotLlamaError(`--graph ${choice} is built for GPT-2 decoders only; ${config.modelType} decoders are rebuilt with --graph inplace`);
     const weights = readLlamaWeights(model, config);
-    rebuilt = buildLlamaGraph(weights, { rotary: Number.isFinite(config.maxPositions ?? Infinity) ? 'fused' : 'ops', maxPositions: config.maxPositions, hiddenOutput, accuracyLevel: INPLACE_ACCURACY_LEVEL }).toModel();
+    rebuilt = buildLlamaGraph(weights, { rotary: Number.isFinite(config.maxPositions ?? Infinity) ? 'fused' : 'ops', maxPositions: config.maxPositions, hiddenOutput, accuracyLevel: inplaceAccuracyLevel(quantizedFormOf(weights.blocks[0]!.q.weight)?.bits) }).toModel();
   } else {
     if (config.heads === undefined) throw new NotGpt2Error('config.json does not give the number of attention heads');
     const weights = readGpt2Weights(model, config.heads);
     if (choice === 'inplace' && (weights.hidden / weights.heads) % 8 !== 0) {
       throw new NotGpt2Error(`in-place attention (GroupQueryAttention) needs a head size that is a multiple of 8, not ${weights.hidden / weights.heads}`);
     }
-    rebuilt = buildGpt2Graph(weights, { attention: choice === 'inplace' ? 'inplace' : 'fused', norms: 'fused', gelu: 'fused', hiddenOutput, ...(choice === 'inplace' ? { accuracyLevel: INPLACE_ACCURACY_LEVEL } : {}) }).toModel();
+    rebuilt = buildGpt2Graph(weights, { attention: choice === 'inplace' ? 'inplace' : 'fused', norms: 'fused', gelu: 'fused', hiddenOutput, ...(choice === 'inplace' ? { accuracyLevel: inplaceAccuracyLevel((weights.blocks[0]!.qkv.quantized ?? quantizedFormOf(weights.blocks[0]!.qkv.weight))?.bits) } : {}) }).toModel();
   }
   if (extra.length === 0) return rebuilt;
   carryOver(model, rebuilt, extra.map((o) => o.name ?? ''));

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
+import { MAX_DRAFT_LIMIT } from '../../src/engine/policy-registry.js';
 import { GraphBuilder } from '../../src/onnx/graph-builder.js';
 import { inplaceAttention, inplaceInputs, inplaceMasks, ROW_WINDOW, type AttentionShape } from '../../src/onnx/inplace-attention.js';
 import { maxAbsDiff } from '../support/tensors.js';
@@ -103,6 +104,10 @@ const SHAPES: [string, AttentionShape][] = [
 ];
 
 describe('row-independent in-place attention', () => {
+  test('the window holds the longest verification pass: the last verified tokens (up to 2) and the most candidates a policy may draft', () => {
+    assert.ok(ROW_WINDOW >= MAX_DRAFT_LIMIT + 2, `ROW_WINDOW ${ROW_WINDOW} < MAX_DRAFT_LIMIT ${MAX_DRAFT_LIMIT} + 2`);
+  });
+
   for (const [label, shape] of SHAPES) {
     test(`${label}: the same attention as the split one, batched, with prompt pieces longer than the window`, async () => {
       const [split, window] = [await attentionSession(shape, false), await attentionSession(shape, true)];
