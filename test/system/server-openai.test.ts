@@ -315,9 +315,6 @@ describe('concurrency', () => {
       assert.equal(s.text, alone[i], `stream ${i}`);
     });
     assert.ok(new Set(alone).size > 1, 'different seeds, different texts');
-    // The main thread never ran a forward pass: its event loop stayed responsive throughout.
-    const delay = (await metrics()).get('specd_event_loop_delay_p99_seconds')!;
-    assert.ok(delay < 0.02, `event-loop delay p99 ${(delay * 1000).toFixed(1)} ms`);
   });
 });
 
