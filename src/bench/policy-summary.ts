@@ -41,7 +41,7 @@ export function summarize(results: readonly OfflineResult[], specdecDefault?: st
 
 export function formatSummary(summaries: readonly DatasetSummary[]): string {
   const pct = (x: number) => `${x >= 1 ? '+' : ''}${((x - 1) * 100).toFixed(1)}%`;
-  const show = (label: string, r: PolicyRef | null) => (r ? `${label} ${r.policy} ${r.tokens_per_s.toFixed(1)} tok/s (${pct(r.vs_best_fixed)})` : '');
+  const show = (label: string, r: PolicyRef | null) => (r ? `${label} ${r.policy} ${r.tokens_per_s.toFixed(1)} tok/s${Number.isFinite(r.vs_best_fixed) ? ` (${pct(r.vs_best_fixed)})` : ''}` : '');
   return (
     summaries
       .map((s) =>
