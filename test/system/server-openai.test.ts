@@ -227,7 +227,7 @@ describe('chat completions', () => {
   test('speculative: a per-request policy; greedy output is the same under every policy', async () => {
     const base = { temperature: 0, max_tokens: 32, logit_bias: NO_EOS };
     const none = await chat({ ...base, speculative: { policy: 'none' } });
-    assert.deepEqual(speculativeUsage(none.usage), { policy: 'none', rounds: 32, draft_tokens: 0, accepted_tokens: 0, acceptance_rate: 0, mean_accepted_per_round: 0 });
+    assert.deepEqual(speculativeUsage(none.usage), { policy: 'none', rounds: 32, draft_tokens: 0, accepted_tokens: 0, acceptance_rate: 0, mean_accepted_per_round: 0, methods: {} });
     for (const speculative of [{ policy: 'fixed', k: 2 }, { policy: 'confidence', p_min: 0.3, k_max: 8 }, { threshold: 0.5 }]) {
       const res = await chat({ ...base, speculative });
       assert.equal(res.choices[0]!.message.content, none.choices[0]!.message.content, JSON.stringify(speculative));
