@@ -36,14 +36,15 @@ type UsageWithSpec = OpenAI.CompletionUsage & { speculative: SpeculativeUsage };
 const messages = (content = QUESTION): OpenAI.Chat.ChatCompletionMessageParam[] => [{ role: 'user', content }];
 
 /**
- * Two requests' logprobs: the same tokens, the same logprobs to 1e-6. Across requests a position
+ * Two requests' logprobs: the same tokens, the same logprobs to 1e-4. Across requests a position
  * can be scored in a verify pass of another width (the threshold follows measured pass costs) or
  * after a cached prefix, and float32 matrix products of other shapes round differently in the last
- * bits (differences of about 1e-9 seen); the tokens never differ.
+ * bits (differences from 1e-9 to 1e-6 seen); the tokens never differ. A logprob of the wrong
+ * position or distribution is off by far more.
  */
 function assertSameLogprobs(actual: { token: string; logprob: number }[], expected: { token: string; logprob: number }[]): void {
   assert.deepEqual(actual.map((t) => t.token), expected.map((t) => t.token));
-  actual.forEach((t, i) => assert.ok(Math.abs(t.logprob - expected[i]!.logprob) < 1e-6, `token ${i} (${JSON.stringify(t.token)}): logprob ${t.logprob}, expected ${expected[i]!.logprob}`));
+  actual.forEach((t, i) => assert.ok(Math.abs(t.logprob - expected[i]!.logprob) < 1e-4, `token ${i} (${JSON.stringify(t.token)}): logprob ${t.logprob}, expected ${expected[i]!.logprob}`));
 }
 
 async function chat(params: ChatParams = {}, content = QUESTION): Promise<OpenAI.Chat.ChatCompletion> {
