@@ -19,6 +19,7 @@ import { sample, toProbs, type SamplingParams } from '../../src/engine/sampling.
 import { policyLabel, type PolicySpec } from '../../src/engine/stop-policy.js';
 import { writeFixturePair } from '../../src/testing/decoder-fixture.js';
 import { type ChiSquare, chiSquare, chiSquareSf } from '../support/statistics.js';
+import { normalise } from '../support/toy-bigram.js';
 
 /** Accept the chi-square test when its p-value exceeds this (a strict level: a false alarm is 1 in 10,000). */
 const ALPHA = 1e-4;
@@ -41,11 +42,6 @@ function assertRejected(counts: ArrayLike<number>, probs: ArrayLike<number>, lab
   assert.ok(r.pValue < ALPHA, `${label}: the test failed to notice a wrong rule (${describeFit(r)})`);
   return r;
 }
-
-const normalise = (w: number[]) => {
-  const s = w.reduce((a, b) => a + b, 0);
-  return Float64Array.from(w, (x) => x / s);
-};
 
 describe('chi-square machinery', () => {
   test('survival function matches tabulated critical values', () => {
