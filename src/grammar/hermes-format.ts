@@ -12,7 +12,7 @@
  * function is a tag whose begin is the call up to its arguments, whose content is the
  * arguments' JSON schema and whose end closes the object and the tag.
  */
-import { jsonValueEnd, type ToolCallEvent, type ToolCallMode, type ToolGrammarFunction } from './tool-call-common.js';
+import { jsonValueEnd, structuralTagFor, type ToolCallEvent, type ToolCallMode, type ToolGrammarFunction } from './tool-call-common.js';
 
 export const TOOL_CALL_OPEN = '<tool_call>';
 export const TOOL_CALL_CLOSE = '</tool_call>';
@@ -32,15 +32,7 @@ export const TOOL_CALL_TAIL = `}\n${TOOL_CALL_CLOSE}`;
  * @param parallel whether several calls may follow each other (`parallel_tool_calls`)
  */
 export function toolCallsStructuralTag(functions: readonly ToolGrammarFunction[], mode: ToolCallMode, parallel: boolean): object {
-  const tags = functions.map((f) => ({ type: 'tag', begin: toolCallHead(f.name), content: { type: 'grammar', grammar: f.argumentsEbnf }, end: TOOL_CALL_TAIL }));
-  switch (mode) {
-    case 'named':
-      return { type: 'structural_tag', format: tags[0] };
-    case 'required':
-      return { type: 'structural_tag', format: { type: 'tags_with_separator', tags, separator: TOOL_CALL_SEPARATOR, at_least_one: true, stop_after_first: !parallel } };
-    case 'auto':
-      return { type: 'structural_tag', format: { type: 'triggered_tags', triggers: [TOOL_CALL_OPEN], tags, at_least_one: false, stop_after_first: !parallel } };
-  }
+  return structuralTagFor({ head: toolCallHead, tail: TOOL_CALL_TAIL, separator: TOOL_CALL_SEPARATOR, trigger: TOOL_CALL_OPEN }, functions, mode, parallel);
 }
 
 /** The head of a call up to its arguments, as the grammar writes it (whitespace tolerated). */

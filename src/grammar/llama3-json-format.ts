@@ -12,7 +12,7 @@
  * hermes-format.ts does for Hermes) are `llama3JsonCallHead`, `LLAMA3_JSON_CALL_TAIL` and
  * `LLAMA3_JSON_SEPARATOR`.
  */
-import { jsonValueEnd, type ToolCallEvent, type ToolCallMode, type ToolGrammarFunction } from './tool-call-common.js';
+import { jsonValueEnd, structuralTagFor, type ToolCallEvent, type ToolCallMode, type ToolGrammarFunction } from './tool-call-common.js';
 
 /** The marker Llama 3.1 may write before a call (its chat template writes it for built-in tools). */
 export const LLAMA3_PYTHON_TAG = '<|python_tag|>';
@@ -32,15 +32,7 @@ export const LLAMA3_JSON_CALL_TAIL = '}';
  * @param parallel whether several calls may follow each other (`parallel_tool_calls`)
  */
 export function llama3JsonStructuralTag(functions: readonly ToolGrammarFunction[], mode: ToolCallMode, parallel: boolean): object {
-  const tags = functions.map((f) => ({ type: 'tag', begin: llama3JsonCallHead(f.name), content: { type: 'grammar', grammar: f.argumentsEbnf }, end: LLAMA3_JSON_CALL_TAIL }));
-  switch (mode) {
-    case 'named':
-      return { type: 'structural_tag', format: tags[0] };
-    case 'required':
-      return { type: 'structural_tag', format: { type: 'tags_with_separator', tags, separator: LLAMA3_JSON_SEPARATOR, at_least_one: true, stop_after_first: !parallel } };
-    case 'auto':
-      return { type: 'structural_tag', format: { type: 'triggered_tags', triggers: ['{"name": '], tags, at_least_one: false, stop_after_first: !parallel } };
-  }
+  return structuralTagFor({ head: llama3JsonCallHead, tail: LLAMA3_JSON_CALL_TAIL, separator: LLAMA3_JSON_SEPARATOR, trigger: '{"name": ' }, functions, mode, parallel);
 }
 
 /** A call read from the output: the function's name and its arguments as JSON text. */

@@ -55,3 +55,33 @@ export function jsonValueEnd(text: string): number {
   }
   return -1;
 }
+
+/** How a format writes one call around its arguments, for the structural tag. */
+export interface ToolCallMarkup {
+  /** The text before a function's arguments. */
+  head(name: string): string;
+  /** The text after the arguments. */
+  tail: string;
+  /** The text between parallel calls. */
+  separator: string;
+  /** The text that starts a call when the model may also answer in text (`auto`). */
+  trigger: string;
+}
+
+/**
+ * The structural tag (xgrammar's JSON format) for tool calls written in `markup`: one call of the
+ * named function, at least one call (`required`), or calls triggered by `markup.trigger` among text
+ * (`auto`).
+ * @param parallel whether several calls may follow each other (`parallel_tool_calls`)
+ */
+export function structuralTagFor(markup: ToolCallMarkup, functions: readonly ToolGrammarFunction[], mode: ToolCallMode, parallel: boolean): object {
+  const tags = functions.map((f) => ({ type: 'tag', begin: markup.head(f.name), content: { type: 'grammar', grammar: f.argumentsEbnf }, end: markup.tail }));
+  switch (mode) {
+    case 'named':
+      return { type: 'structural_tag', format: tags[0] };
+    case 'required':
+      return { type: 'structural_tag', format: { type: 'tags_with_separator', tags, separator: markup.separator, at_least_one: true, stop_after_first: !parallel } };
+    case 'auto':
+      return { type: 'structural_tag', format: { type: 'triggered_tags', triggers: [markup.trigger], tags, at_least_one: false, stop_after_first: !parallel } };
+  }
+}
