@@ -9,7 +9,7 @@
  * profile, the share of its kernel time per operator type.
  *
  *   npm run build && node dist/bench/pass-profile.js [--model DIR] [--dtypes fp32,q8,q4]
- *     [--past 300] [--rows 5] [--threads 2] [--reps 40] [--json FILE]
+ *     [--past 300] [--rows 5] [--threads 2] [--reps 40] [--levels 1,4] [--json FILE]
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,12 +34,18 @@ const { values: a } = parseArgs({
     rows: { type: 'string', default: '5' },
     threads: { type: 'string', default: '2' },
     reps: { type: 'string', default: '40' },
+    levels: { type: 'string', default: '1,4' },
     json: { type: 'string' },
   },
 });
 const PAST = Number(a.past);
 const ROWS = Number(a.rows);
 const REPS = Number(a.reps);
+/** accuracy_level variants of the quantized dtypes (1: float32 compute, split attention; 4: int8, window). */
+const levels = a.levels!.split(',').map((l) => {
+  if (l !== '1' && l !== '4') throw new Error(`--levels takes 1 and/or 4, got ${l}`);
+  return Number(l) as AccuracyLevel;
+});
 /** Buffer capacity: the past plus the pass, rounded up to engine/kv-pool.ts's step of 64. */
 const CAPACITY = Math.ceil((PAST + ROWS) / 64) * 64;
 
@@ -91,7 +97,7 @@ const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.len
 const work = mkdtempSync(join(tmpdir(), 'specd-pass-profile-'));
 const variants: Variant[] = [];
 for (const dtype of a.dtypes!.split(',')) {
-  for (const level of dtype === 'fp32' ? ([1] as const) : ([1, 4] as const)) {
+  for (const level of dtype === 'fp32' ? [1] : levels) {
     const label = dtype === 'fp32' ? 'fp32 split' : `${dtype} acc ${level} ${level === 4 ? 'window' : 'split'}`;
     const built = graphBytes(a.model!, dtype, level);
     const profile = join(work, label.replace(/ /g, '-'));
