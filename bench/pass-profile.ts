@@ -97,7 +97,7 @@ const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.len
 const work = mkdtempSync(join(tmpdir(), 'specd-pass-profile-'));
 const variants: Variant[] = [];
 for (const dtype of a.dtypes!.split(',')) {
-  for (const level of dtype === 'fp32' ? [1] : levels) {
+  for (const level of dtype === 'fp32' ? ([1] as AccuracyLevel[]) : levels) {
     const label = dtype === 'fp32' ? 'fp32 split' : `${dtype} acc ${level} ${level === 4 ? 'window' : 'split'}`;
     const built = graphBytes(a.model!, dtype, level);
     const profile = join(work, label.replace(/ /g, '-'));
