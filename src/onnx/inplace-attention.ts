@@ -32,8 +32,9 @@
  * W-th or later new row of its sequence: prompt pieces). The window's scores are not computed
  * from gathered keys: they are picked per row from the two products every pass computes anyway,
  * the queries against the buffer and against the pass's new keys; a query-key dot product comes
- * out bitwise the same from either (both MatMuls get a copy of their first left row appended, as
- * ONNX Runtime's MatMul computes a lone left row by another kernel than two or more, and the new
+ * out bitwise the same from either (where a KV head has one query head, both MatMuls get a copy of
+ * their first left row appended, as ONNX Runtime's MatMul computes a lone left row by another
+ * kernel than two or more; with G >= 2 every product has two rows or more already; and the new
  * keys' product a copy of its first column, a lone right column likewise; measured with
  * test/model/onnx-window-attention.test.ts at head sizes 16, 64 and 128). A row's scores then
  * sit in the same columns with the same values in any pass, and rows whose third part is empty
@@ -263,17 +264,19 @@ function windowContext(g: GraphBuilder, layer: number, query: string, newKeys: s
   const i64 = (v: number[]) => g.constant('int64', v);
   const keyBuffer = `past_key_values.${layer}.key`; // [B, KV, D, C]
   const valueBuffer = `past_key_values.${layer}.value`; // [B, KV, C, D]
-  // The MatMuls with the first left row appended (a lone row takes another kernel), dropped after.
-  const rows = g.op('Slice', [g.op('Shape', [query]), i64([2]), i64([3])]);
-  const padRow = (t: string) => g.op('Concat', [t, g.op('Slice', [t, i64([0]), i64([1]), i64([2])])], { attrs: { axis: 2 } });
-  const unpad = (t: string) => g.op('Slice', [t, i64([0]), rows, i64([2])]);
+  // One query head per KV head: the MatMuls with the first left row appended (a lone row takes another kernel), dropped after.
+  // With G >= 2 query heads per KV head every product has G S >= 2 left rows already.
+  const rows = G === 1 ? g.op('Slice', [g.op('Shape', [query]), i64([2]), i64([3])]) : '';
+  const padRow = (t: string) => (G === 1 ? g.op('Concat', [t, g.op('Slice', [t, i64([0]), i64([1]), i64([2])])], { attrs: { axis: 2 } }) : t);
+  const unpad = (t: string) => (G === 1 ? g.op('Slice', [t, i64([0]), rows, i64([2])]) : t);
+  const paddedQuery = padRow(query);
   const gather = (data: string, index: string, axis: number) => g.op('GatherElements', [data, index], { attrs: { axis } });
   // Scores against the buffer [B, KV, G S, C] and against the pass's new keys [B, KV, G S, S], unmasked.
-  const rawBuffer = unpad(g.op('MatMul', [padRow(query), keyBuffer]));
+  const rawBuffer = unpad(g.op('MatMul', [paddedQuery, keyBuffer]));
   const newKeysT = g.op('Transpose', [newKeys], { attrs: { perm: [0, 1, 3, 2] } }); // [B, KV, D, S]
   // And the new keys with their first column appended (a lone right column likewise), dropped after.
   const padColumn = g.op('Concat', [newKeysT, g.op('Slice', [newKeysT, i64([0]), i64([1]), i64([3])])], { attrs: { axis: 3 } });
-  const rawNew = unpad(g.op('Slice', [g.op('MatMul', [padRow(query), padColumn]), i64([0]), g.op('Shape', [newKeys], { attrs: { start: 2, end: 3 } }), i64([3])]));
+  const rawNew = unpad(g.op('Slice', [g.op('MatMul', [paddedQuery, padColumn]), i64([0]), g.op('Shape', [newKeys], { attrs: { start: 2, end: 3 } }), i64([3])]));
   // Each row's window scores [B, KV, G S, W], picked from whichever product holds the slot's key.
   const windowScores = g.op('Add', [g.op('Where', [m.scoreInBuffer, gather(rawBuffer, m.scoreSlot, 3), gather(rawNew, m.scoreNew, 3)]), m.window]);
   // Window values [B, KV, S W, D]: whole rows of D taken from the buffer or the new values (a Gather over rows, not per element).
