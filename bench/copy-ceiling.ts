@@ -222,6 +222,10 @@ const VARIANTS: Record<string, DraftFreeOptions> = {
   'ngram 2-8 K 8': { methods: ['ngram'], vocabSize, ngram: { promptLookupMin: 2, promptLookupMax: 8, numSpeculativeTokens: 8 } },
   'ngram 2-12 K 16': { methods: ['ngram'], vocabSize, ngram: { promptLookupMin: 2, promptLookupMax: 12, numSpeculativeTokens: 16 } },
   'ngram+suffix': { methods: ['ngram', 'suffix'], vocabSize },
+  'suffix est 4x4 prior .6': { methods: ['suffix'], vocabSize, acceptance: { maxMatchLength: 4, maxPosition: 4, priorRate: 0.6 } },
+  'suffix est 4x4 prior .7': { methods: ['suffix'], vocabSize, acceptance: { maxMatchLength: 4, maxPosition: 4, priorRate: 0.7 } },
+  'suffix est 4x8 prior .6': { methods: ['suffix'], vocabSize, acceptance: { maxMatchLength: 4, maxPosition: 8, priorRate: 0.6 } },
+  'suffix est 4x4 prior .6 w4': { methods: ['suffix'], vocabSize, acceptance: { maxMatchLength: 4, maxPosition: 4, priorRate: 0.6, priorWeight: 4 } },
 };
 const sweep: Record<string, unknown>[] = [];
 for (const [name, options, cut] of [...Object.entries(VARIANTS).map(([n, o]) => [n, o, 0] as const), ...[0.1, 0.2].flatMap((c) => [[`suffix cut ${c}`, VARIANTS['suffix (default)']!, c] as const, [`ngram 2-12 K 16 cut ${c}`, VARIANTS['ngram 2-12 K 16']!, c] as const, [`ngram+suffix cut ${c}`, VARIANTS['ngram+suffix']!, c] as const])]) {
