@@ -61,14 +61,14 @@ export class DraftController {
     const batch = policies.length;
     const adaptive = policies.some((p) => p.anchor !== undefined);
     const arm = adaptive ? this.costs.roundArm(batch) : undefined;
+    // In a batch, no deeper than the measured costs say pays; alone, the head's rule decides.
+    const depth = adaptive && batch > 1 && arm !== 'plain' ? this.costs.draftDepth(batch) : undefined;
     const plans = policies.map(({ spec, anchor }): RoundPlan => {
       if (anchor === undefined || spec.policy !== 'specdec++') {
         return { draft: true, policy: createPolicy(spec), threshold: spec.policy === 'specdec++' ? spec.threshold : undefined };
       }
       const threshold = batch <= 1 ? this.costs.aloneThreshold(anchor) : arm === 'model' ? this.costs.threshold(anchor, batch) : anchor;
-      // In a batch, no deeper than the measured costs say pays (draftDepth); alone, the head's rule decides.
-      const depth = batch > 1 ? this.costs.draftDepth(batch, spec.kMax) : undefined;
-      const kMax = depth === undefined ? spec.kMax : Math.max(spec.kMin, depth);
+      const kMax = depth === undefined ? spec.kMax : Math.max(spec.kMin, Math.min(spec.kMax, depth));
       return { draft: arm !== 'plain', policy: createPolicy({ ...spec, threshold, kMax }), threshold };
     });
     return { plans, arm };
