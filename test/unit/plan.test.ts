@@ -116,7 +116,7 @@ describe('chat completions', () => {
     assert.throws(() => plan(chat({ tools, response_format: { type: 'json_object' } }), ctx), refused('response_format', 'unsupported_parameter'));
   });
 
-  test('a response format carries only the fields OpenAI defines, and vLLM\'s structured-output fields are refused: nothing is dropped unconstrained', () => {
+  test('a response format carries only the fields OpenAI defines, vLLM\'s structured-output fields and malformed tools are refused: nothing is dropped unconstrained', () => {
     const schema = { type: 'string' };
     assert.throws(() => plan(chat({ response_format: { type: 'json_schema', json_schema: { name: 'a', schema }, grammar: 'root ::= "a"' } }), context()), refused('response_format.grammar', 'unsupported_parameter'));
     assert.throws(() => plan(chat({ response_format: { type: 'json_object', schema } }), context()), refused('response_format.schema', 'unsupported_parameter'));
@@ -126,6 +126,10 @@ describe('chat completions', () => {
       assert.throws(() => plan(completion({ [field]: 'a' }), context()), refused(field, 'unsupported_parameter'));
     }
     assert.throws(() => plan(responses({ text: { format: { type: 'json_schema', name: 'a', schema, grammar: 'root ::= "a"' } } }), context()), refused('text.format.grammar', 'unsupported_parameter'));
+    // A tool's arguments are an object; its strict flag a boolean (not dropped when it is not one).
+    assert.throws(() => plan(chat({ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'string' } } }] }), context()), refused('tools[0].function.parameters', 'invalid_function_parameters'));
+    assert.throws(() => plan(responses({ tools: [{ type: 'function', name: 'f', parameters: { type: 'array' } }] }), context()), refused('tools[0].parameters', 'invalid_function_parameters'));
+    assert.throws(() => plan(responses({ tools: [{ type: 'function', name: 'f', strict: 'yes' }] }), context()), refused('tools[0].strict', 'invalid_type'));
     // What OpenAI defines still plans.
     const full = plan(chat({ response_format: { type: 'json_schema', json_schema: { name: 'a', description: 'd', strict: true, schema } } }), context());
     assert.equal(full.requests[0]!.grammarParam, 'response_format.json_schema.schema');
