@@ -131,7 +131,7 @@ export function nucleus(row: Float32Array, temperature: number, topP: number): N
     bucketScratch = new Uint16Array(vocab);
     idScratch = new Int32Array(vocab);
   }
-  const w = weightScratch;
+  const w = weightScratch; // written only for the tokens ranked or kept
   const bucketOf = bucketScratch;
   let max = -Infinity;
   for (let i = 0; i < vocab; i++) if (row[i]! > max) max = row[i]!;
@@ -145,15 +145,11 @@ export function nucleus(row: Float32Array, temperature: number, topP: number): N
   for (let i = 0; i < vocab; i++) {
     const z = (max - row[i]!) * invT; // >= 0; NaN for NaN logits
     if (!(z < NEGLIGIBLE_NATS)) {
-      w[i] = 0;
       bucketOf[i] = LOG_BUCKETS - 1;
       continue;
     }
-    // exp(-z) = exp(-bucket / 32) * exp(-d), d in [0, 1/32): Taylor's series of exp(-d) in Horner form.
     const bucket = (z * BUCKETS_PER_NAT) | 0;
-    const d = z - bucket * BUCKET_NATS;
-    const wi = BUCKET_WEIGHT[bucket]! * (1 - d * (1 - d * HALF * (1 - d * THIRD * (1 - d * QUARTER * (1 - d * FIFTH * (1 - d * SIXTH))))));
-    w[i] = wi;
+    const wi = expNeg(z, bucket);
     total += wi;
     bucketOf[i] = bucket;
     histogram[bucket] = histogram[bucket]! + wi;
@@ -169,7 +165,10 @@ export function nucleus(row: Float32Array, temperature: number, topP: number): N
   for (let i = 0; i < vocab; i++) {
     const b = bucketOf[i]!;
     if (b < crossing) ids[n++] = i;
-    else if (b === crossing && w[i]! > 0) members.push(i);
+    else if (b === crossing) {
+      members.push(i);
+      w[i] = expNeg((max - row[i]!) * invT, b);
+    }
   }
   const [lastWeight, lastId] = boundary([...members], w, before, target);
 
@@ -188,19 +187,32 @@ export function nucleus(row: Float32Array, temperature: number, topP: number): N
   const weights = new Float64Array(k);
   let mass = 0;
   for (let m = 0; m < k; m++) {
-    const wi = w[kept[m]!]!;
+    const z = (max - row[kept[m]!]!) * invT;
+    const wi = expNeg(z, (z * BUCKETS_PER_NAT) | 0);
     weights[m] = wi;
     mass += wi;
   }
   return { ids: kept.subarray(0, k), weights, mass };
 }
 
-/** Coefficients of the Taylor polynomial of exp(-d) (nucleus). */
+/** Coefficients of the Taylor polynomial of exp(-d) (expNeg). */
 const HALF = 1 / 2;
 const THIRD = 1 / 3;
 const QUARTER = 1 / 4;
 const FIFTH = 1 / 5;
 const SIXTH = 1 / 6;
+
+/**
+ * exp(-z) for 0 <= z < NEGLIGIBLE_NATS as exp(-bucket / 32) * exp(-d), d = z - bucket / 32 in
+ * [0, 1/32): the bucket's table entry times Taylor's series of exp(-d) to degree 6 in Horner form
+ * (relative error below d^7 / 7! < 7e-15). Every weight of a row comes from here, so ranking and
+ * mass agree wherever a token's weight is computed.
+ * @param bucket floor(z * BUCKETS_PER_NAT)
+ */
+function expNeg(z: number, bucket: number): number {
+  const d = z - bucket * BUCKET_NATS;
+  return BUCKET_WEIGHT[bucket]! * (1 - d * (1 - d * HALF * (1 - d * THIRD * (1 - d * QUARTER * (1 - d * FIFTH * (1 - d * SIXTH))))));
+}
 
 /**
  * The last kept token among `members` (ascending ids, all in one bucket): walking them in rank
