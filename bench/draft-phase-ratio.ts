@@ -15,6 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { isDataset, loadPrompts } from '../src/bench/datasets.js';
 import { machineInfo } from '../src/bench/serve/report.js';
+import type { PassKind } from '../src/engine/passes.js';
 import { parsePolicy } from '../src/engine/policy-registry.js';
 import { encodePrompt, generateText } from '../src/engine/text-generation.js';
 import { ModelPair } from '../src/pair/model-pair.js';
@@ -52,9 +53,15 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 let phaseMs = 0;
 let drafted = 0;
+/** Milliseconds of the decodes' passes by kind (the draft phase's: `catch-up` and `draft`). */
+const passMs: Partial<Record<PassKind, number>> = {};
+pair.decoder.reportPasses((pass) => {
+  passMs[pass.kind] = (passMs[pass.kind] ?? 0) + pass.ms;
+});
 const aloneMs: number[] = [];
 // Warm-up: one short decode and a few passes alone.
 await generateText(pair, { messages: set[0]!.messages }, { maxTokens: 8, sampling: greedy, policy });
+for (const kind of Object.keys(passMs) as PassKind[]) passMs[kind] = 0;
 for (const prompt of set) {
   const r = await generateText(pair, { messages: prompt.messages }, { maxTokens, sampling: greedy, policy });
   phaseMs += r.stats.draft_ms;
@@ -75,6 +82,12 @@ await pair.release();
 
 const perCandidate = phaseMs / drafted;
 const alone = median(aloneMs);
+// The draft phase split: the draft's passes (its steps, or its one-run phases), its catching up, and the rest (ours: sampling, the head, bookkeeping).
+const split = {
+  draftPassesMsPerCandidate: (passMs.draft ?? 0) / drafted,
+  catchUpMsPerCandidate: (passMs['catch-up'] ?? 0) / drafted,
+  restMsPerCandidate: (phaseMs - (passMs.draft ?? 0) - (passMs['catch-up'] ?? 0)) / drafted,
+};
 const result = {
   machine: machineInfo(),
   dataset: values.dataset,
@@ -85,9 +98,11 @@ const result = {
   phaseMsPerCandidate: perCandidate,
   draftPassAloneMedianMs: alone,
   ratio: perCandidate / alone,
+  ...split,
 };
 process.stdout.write(
   `${values.policy}, ${values.dataset} x ${prompts}: draft phase ${perCandidate.toFixed(3)} ms per candidate (${drafted} candidates), ` +
-    `one draft pass alone ${alone.toFixed(3)} ms (median of ${aloneMs.length}): ${result.ratio.toFixed(2)}x\n`,
+    `one draft pass alone ${alone.toFixed(3)} ms (median of ${aloneMs.length}): ${result.ratio.toFixed(2)}x; per candidate: ` +
+    `draft passes ${split.draftPassesMsPerCandidate.toFixed(3)} ms, catching up ${split.catchUpMsPerCandidate.toFixed(3)} ms, the rest ${split.restMsPerCandidate.toFixed(3)} ms\n`,
 );
 if (values.json) writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);

@@ -28,6 +28,7 @@ import type { TokenLogprob } from './logprobs.js';
 import type { DecoderModel } from './model.js';
 import type { OutputDecider } from './output-decider.js';
 import type { Proposer } from './proposer.js';
+import type { PassRecord } from './passes.js';
 import { BatchScheduler } from './scheduler.js';
 import { ContextLengthError, type FinishReason, type GenerateOptions, Sequence } from './sequence.js';
 import type { GenerationStats } from './stats.js';
@@ -89,6 +90,14 @@ export class SpeculativeDecoder {
   get scheduler(): BatchScheduler {
     this.ownScheduler ??= new BatchScheduler({ maxBatchTokens: ALONE_MAX_BATCH_TOKENS });
     return this.ownScheduler;
+  }
+
+  /**
+   * Tell `onPass` about every pass of the rounds of generations stepped alone that start after
+   * this call (a benchmark's split of a round's time by pass kind, passes.ts `PassRecord`).
+   */
+  reportPasses(onPass: (pass: PassRecord) => void): void {
+    this.ownScheduler = new BatchScheduler({ maxBatchTokens: ALONE_MAX_BATCH_TOKENS, onPass });
   }
 
   /** Longest sequence both models accept. */
