@@ -9,12 +9,14 @@ import { ModelLoadError } from '../errors.js';
 import { GrammarCompiler } from '../grammar/compiler.js';
 import { type HeadMode, loadHeadForDraft } from '../heads/runtime/head-loader.js';
 import type { AcceptanceHead } from '../heads/runtime/head-runner.js';
+import { defaultDraftThreads } from './draft-threads.js';
 import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import type { Device } from '../engine/device.js';
 import type { GraphChoice } from '../engine/graph-choice.js';
 import { DraftPhase } from '../engine/draft-phase.js';
 import { DecoderModel } from '../engine/model.js';
+import { resolveSpinning, type SpinningMode } from '../engine/session-threads.js';
 import { SpeculativeDecoder } from '../engine/speculative.js';
 import { type DraftVocabPlan, planDraftVocab } from '../engine/vocab-map.js';
 
@@ -34,9 +36,9 @@ export interface PairOptions {
   graph?: GraphChoice;
   /** Intra-op threads of the target session; default: all cores. */
   threads?: number;
-  /** Whether the sessions' intra-op threads spin-wait between runs (session-threads.ts SPIN_BY_DEFAULT); default false. */
-  spinning?: boolean;
-  /** Intra-op threads of the draft session; default: 1 (a small model loses more to thread hand-offs than it gains). */
+  /** Whether the sessions' intra-op threads spin-wait between runs (session-threads.ts); default `auto`: only while no other process is busy as they are created. */
+  spinning?: boolean | SpinningMode;
+  /** Intra-op threads of the draft session; default: 1 for a small draft (it loses more to thread hand-offs than it gains), the target's for a large one (draft-threads.ts). */
   draftThreads?: number;
   /**
    * Weights of the target (and of the draft unless `draftDtype` is given): an ONNX variant as
@@ -84,28 +86,32 @@ export class ModelPair {
   static async load(opts: PairOptions = {}): Promise<ModelPair> {
     const targetDir = opts.target ?? BUNDLED_TARGET;
     const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
-    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching, spinning: opts.spinning };
+    const spinning = await resolveSpinning(opts.spinning);
+    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching, spinning };
     const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
 
-    const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });
+    const threads = opts.threads ?? availableParallelism();
+    const target = await DecoderModel.load(targetDir, { ...common, threads });
     const tokenizer = await TextTokenizer.fromDir(targetDir);
     let draft: DecoderModel | undefined;
     let vocab: DraftVocabPlan = {};
+    let draftThreads = opts.draftThreads ?? 1;
     if (draftDir !== null) {
       vocab = await planDraftVocab(targetDir, draftDir, tokenizer, opts.speculativeTokenMap);
-      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: opts.draftThreads ?? 1, keepGraph: true, vocabMap: vocab.map });
+      draftThreads = opts.draftThreads ?? defaultDraftThreads(draftDir, threads, vocab.map?.ids.length);
+      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: draftThreads, keepGraph: true, vocabMap: vocab.map });
     }
     const bundled = opts.target === undefined && opts.draft === undefined;
     const headPath = opts.head === undefined ? (bundled && existsSync(BUNDLED_HEAD) ? BUNDLED_HEAD : null) : opts.head;
     if (headPath !== null && !draft) throw new ModelLoadError('an acceptance head needs a draft model', headPath);
     const loaded =
       headPath !== null && draft
-        ? await loadHeadForDraft(headPath, draft, { ...draftCommon, threads: opts.draftThreads ?? 1, mode: opts.headMode, vocabMap: vocab.map })
+        ? await loadHeadForDraft(headPath, draft, { ...draftCommon, threads: draftThreads, mode: opts.headMode, vocabMap: vocab.map })
         : undefined;
     // One-run draft phases (draft-phase.ts) of the drafts that can run one; the graphs are not needed after.
     const phases: DraftPhase[] = [];
     for (const model of new Set([draft, loaded?.headDraft])) {
-      const phase = model && (await DraftPhase.create(model, opts.draftThreads ?? 1, opts.spinning));
+      const phase = model && (await DraftPhase.create(model, draftThreads, spinning));
       if (phase) phases.push(phase);
       model?.dropGraph();
     }
