@@ -83,7 +83,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('--device-id <n>', 'GPU index', intIn(0, 64), 0)
     .option('--graph <kind>', 'exported: run the models\' ONNX graphs as they are; fused: rebuild GPT-2 graphs with fused operators; inplace: GPT-2 and Llama-family (llama, mistral, qwen2, qwen3) graphs rebuilt with the KV cache written in place (CPU) (default: inplace on the CPU, fused on webgpu, exported on cuda)', graphArg)
     .option('--threads <n>', 'intra-op threads of the target (default: all cores)', intIn(1, 1024))
-    .option('--draft-threads <n>', 'intra-op threads of the draft', intIn(1, 1024), 1)
+    .option('--draft-threads <n>', "intra-op threads of the draft (default: 1, the target's for a draft of 32M multiply-adds per token or more)", intIn(1, 1024))
     .option('--intra-op-spinning [mode]', "whether ONNX Runtime's intra-op threads spin-wait for work between passes: auto (default: only when no other process is busy as the models load; on a busy host spinning threads take the cores the passes need), on (also the bare flag), off", spinningArg)
     .option('--draft-device <device>', 'execution provider of the draft and its head (default: --device)', deviceArg)
     .option('--dtype <dtype>', `weights: ${Object.keys(ONNX_VARIANTS).join(', ')} (the model's onnx/ file of that name, as transformers.js names them); q8 and q4 without such a file: model.onnx's linear layers quantized to 8 or 4 bits (MatMulNBits), once, into the cache (default: fp32)`, dtypeArg)
@@ -102,7 +102,7 @@ export interface ModelFlags {
   graph?: GraphChoice;
   draftDevice?: Device;
   threads?: number;
-  draftThreads: number;
+  draftThreads?: number;
   intraOpSpinning?: SpinningMode | true;
   head?: string | boolean;
   dtype?: string;

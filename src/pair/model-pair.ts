@@ -9,6 +9,7 @@ import { ModelLoadError } from '../errors.js';
 import { GrammarCompiler } from '../grammar/compiler.js';
 import { type HeadMode, loadHeadForDraft } from '../heads/runtime/head-loader.js';
 import type { AcceptanceHead } from '../heads/runtime/head-runner.js';
+import { defaultDraftThreads } from './draft-threads.js';
 import { BUNDLED_DRAFT, BUNDLED_HEAD, BUNDLED_TARGET } from '../paths.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import type { Device } from '../engine/device.js';
@@ -37,7 +38,7 @@ export interface PairOptions {
   threads?: number;
   /** Whether the sessions' intra-op threads spin-wait between runs (session-threads.ts); default `auto`: only while no other process is busy as they are created. */
   spinning?: boolean | SpinningMode;
-  /** Intra-op threads of the draft session; default: 1 (a small model loses more to thread hand-offs than it gains). */
+  /** Intra-op threads of the draft session; default: 1 for a small draft (it loses more to thread hand-offs than it gains), the target's for a large one (draft-threads.ts). */
   draftThreads?: number;
   /**
    * Weights of the target (and of the draft unless `draftDtype` is given): an ONNX variant as
@@ -89,25 +90,28 @@ export class ModelPair {
     const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching, spinning };
     const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
 
-    const target = await DecoderModel.load(targetDir, { ...common, threads: opts.threads ?? availableParallelism() });
+    const threads = opts.threads ?? availableParallelism();
+    const target = await DecoderModel.load(targetDir, { ...common, threads });
     const tokenizer = await TextTokenizer.fromDir(targetDir);
     let draft: DecoderModel | undefined;
     let vocab: DraftVocabPlan = {};
+    let draftThreads = opts.draftThreads ?? 1;
     if (draftDir !== null) {
       vocab = await planDraftVocab(targetDir, draftDir, tokenizer, opts.speculativeTokenMap);
-      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: opts.draftThreads ?? 1, keepGraph: true, vocabMap: vocab.map });
+      draftThreads = opts.draftThreads ?? defaultDraftThreads(draftDir, threads, vocab.map?.ids.length);
+      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: draftThreads, keepGraph: true, vocabMap: vocab.map });
     }
     const bundled = opts.target === undefined && opts.draft === undefined;
     const headPath = opts.head === undefined ? (bundled && existsSync(BUNDLED_HEAD) ? BUNDLED_HEAD : null) : opts.head;
     if (headPath !== null && !draft) throw new ModelLoadError('an acceptance head needs a draft model', headPath);
     const loaded =
       headPath !== null && draft
-        ? await loadHeadForDraft(headPath, draft, { ...draftCommon, threads: opts.draftThreads ?? 1, mode: opts.headMode, vocabMap: vocab.map })
+        ? await loadHeadForDraft(headPath, draft, { ...draftCommon, threads: draftThreads, mode: opts.headMode, vocabMap: vocab.map })
         : undefined;
     // One-run draft phases (draft-phase.ts) of the drafts that can run one; the graphs are not needed after.
     const phases: DraftPhase[] = [];
     for (const model of new Set([draft, loaded?.headDraft])) {
-      const phase = model && (await DraftPhase.create(model, opts.draftThreads ?? 1, spinning));
+      const phase = model && (await DraftPhase.create(model, draftThreads, spinning));
       if (phase) phases.push(phase);
       model?.dropGraph();
     }

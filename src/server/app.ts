@@ -137,7 +137,7 @@ export async function buildApp(opts: ServerOptions = {}): Promise<FastifyInstanc
       workers,
       maxQueue: opts.maxQueue ?? DEFAULT_MAX_QUEUE,
       batching: batchingOptions(opts.batching ?? {}, workers),
-      pair: { ...pairOptions, threads: pairOptions.threads ?? threadsPerWorker(cores, workers), draftThreads: pairOptions.draftThreads ?? 1 },
+      pair: { ...pairOptions, threads: pairOptions.threads ?? threadsPerWorker(cores, workers) },
       faults: opts.faults && workerFaults(opts.faults),
       onWorkerLost: () => app.log.warn('an engine worker stopped; a new one is loading the models'),
       queueTimeoutMs: opts.queueTimeoutMs,
