@@ -7,7 +7,7 @@
  * own `none`, whether its greedy output equals its `none`'s, and B / A.
  *
  *   node dist/bench/builds-ab.js --base ../old/dist [--dataset gsm8k,alpaca,humaneval] [--prompts 16]
- *     [--policies none,fixed:3,fixed:4,specdec++] [--temperature 0] [--target DIR --draft DIR] [--json FILE]
+ *     [--policies none,fixed:3,fixed:4,specdec++] [--temperature 0] [--target DIR --draft DIR] [--dtype q8|q4] [--json FILE]
  *
  * The other build is imported as it is: its `src/pair/model-pair.js`, `src/engine/text-generation.js`
  * and `src/engine/policy-registry.js` must have the interfaces this build's have (they do from
@@ -32,6 +32,7 @@ const { values } = parseArgs({
     temperature: { type: 'string', default: '0' },
     target: { type: 'string' },
     draft: { type: 'string' },
+    dtype: { type: 'string' },
     json: { type: 'string' },
   },
 });
@@ -52,7 +53,10 @@ if (!Number.isInteger(maxTokens) || maxTokens < 1) fail(`--max-tokens must be a 
 if (!(temperature >= 0)) fail(`--temperature must be >= 0, got ${values.temperature}`);
 const policyNames = values.policies.split(',');
 if (!policyNames.includes('none')) fail('--policies must include none (the speedups are over it)');
-const pairOptions: PairOptions = values.target ? { target: values.target, draft: values.draft ?? null } : {};
+const pairOptions: PairOptions = {
+  ...(values.target ? { target: values.target, draft: values.draft ?? null } : {}),
+  ...(values.dtype ? { dtype: values.dtype } : {}),
+};
 
 /** What a build offers this benchmark: its pair, its generateText and its policy parser. */
 interface Build {
@@ -120,7 +124,7 @@ for (const dataset of datasets) {
   }
 }
 if (values.json) {
-  const settings = { base: values.base, datasets, prompts, max_tokens: maxTokens, temperature, policies: policyNames, command: `node ${process.argv.slice(1).join(' ')}` };
+  const settings = { base: values.base, dtype: values.dtype ?? 'fp32', datasets, prompts, max_tokens: maxTokens, temperature, policies: policyNames, command: `node ${process.argv.slice(1).join(' ')}` };
   writeFileSync(values.json, `${JSON.stringify({ settings, results: rows }, null, 2)}\n`);
 }
 for (const b of builds) await b.pair.release();

@@ -9,11 +9,16 @@
  * profile, the share of its kernel time per operator type.
  *
  *   npm run build && node dist/bench/pass-profile.js [--model DIR] [--dtypes fp32,q8,q4]
- *     [--past 300] [--rows 5] [--threads 2] [--reps 40] [--json FILE]
+ *     [--past 300] [--rows 5] [--threads 2] [--reps 40] [--levels 1,4] [--base DIR] [--json FILE]
+ *
+ * `--base DIR` (another build's compiled `dist`, e.g. main's) adds that build's graphs at
+ * accuracy_level 4 as variants of their own (`(base)`), in the same alternation: a before/after
+ * of the graph builders per operator type on the same weights.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { machineInfo } from '../src/bench/serve/report.js';
@@ -34,12 +39,19 @@ const { values: a } = parseArgs({
     rows: { type: 'string', default: '5' },
     threads: { type: 'string', default: '2' },
     reps: { type: 'string', default: '40' },
+    levels: { type: 'string', default: '1,4' },
+    base: { type: 'string' },
     json: { type: 'string' },
   },
 });
 const PAST = Number(a.past);
 const ROWS = Number(a.rows);
 const REPS = Number(a.reps);
+/** accuracy_level variants of the quantized dtypes (1: float32 compute, split attention; 4: int8, window). */
+const levels = a.levels!.split(',').map((l) => {
+  if (l !== '1' && l !== '4') throw new Error(`--levels takes 1 and/or 4, got ${l}`);
+  return Number(l) as AccuracyLevel;
+});
 /** Buffer capacity: the past plus the pass, rounded up to engine/kv-pool.ts's step of 64. */
 const CAPACITY = Math.ceil((PAST + ROWS) / 64) * 64;
 
@@ -52,18 +64,30 @@ interface Variant {
   layers: number;
 }
 
+/** The graph builders of a build: this one's, or another's (`--base`). */
+interface Builders {
+  buildGpt2Graph: typeof buildGpt2Graph;
+  buildLlamaGraph: typeof buildLlamaGraph;
+}
+const ours: Builders = { buildGpt2Graph, buildLlamaGraph };
+async function baseBuilders(dir: string): Promise<Builders> {
+  const from = (path: string) => import(pathToFileURL(resolve(dir, path)).href);
+  const [{ buildGpt2Graph: gpt2 }, { buildLlamaGraph: llama }] = await Promise.all([from('src/onnx/gpt2-graph.js'), from('src/onnx/llama-graph.js')]);
+  return { buildGpt2Graph: gpt2, buildLlamaGraph: llama };
+}
+
 /** The in-place graph of `dir` at `dtype`, its MatMulNBits at `accuracyLevel` (4: the window attention). */
-function graphBytes(dir: string, dtype: string, accuracyLevel: AccuracyLevel): { bytes: Uint8Array; kvHeads: number; headDim: number; layers: number } {
+function graphBytes(dir: string, dtype: string, accuracyLevel: AccuracyLevel, b: Builders = ours): { bytes: Uint8Array; kvHeads: number; headDim: number; layers: number } {
   const modelDir = readModelDir(dir, dtype);
   const model = readModelFile(modelDir.onnxPath);
   const c = modelDir.config;
   if (LLAMA_FAMILY.includes(c.modelType)) {
     const w = readLlamaWeights(model, c);
-    const g = buildLlamaGraph(w, { rotary: 'fused', maxPositions: c.maxPositions ?? 4096, accuracyLevel });
+    const g = b.buildLlamaGraph(w, { rotary: 'fused', maxPositions: c.maxPositions ?? 4096, accuracyLevel });
     return { bytes: g.toBytes(), kvHeads: w.kvHeads, headDim: w.headDim, layers: w.blocks.length };
   }
   const w = readGpt2Weights(model, c.heads!);
-  const g = buildGpt2Graph(w, { attention: 'inplace', norms: 'fused', gelu: 'fused', accuracyLevel });
+  const g = b.buildGpt2Graph(w, { attention: 'inplace', norms: 'fused', gelu: 'fused', accuracyLevel });
   return { bytes: g.toBytes(), kvHeads: w.heads, headDim: w.hidden / w.heads, layers: w.blocks.length };
 }
 
@@ -91,10 +115,11 @@ const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.len
 const work = mkdtempSync(join(tmpdir(), 'specd-pass-profile-'));
 const variants: Variant[] = [];
 for (const dtype of a.dtypes!.split(',')) {
-  for (const level of dtype === 'fp32' ? ([1] as const) : ([1, 4] as const)) {
-    const label = dtype === 'fp32' ? 'fp32 split' : `${dtype} acc ${level} ${level === 4 ? 'window' : 'split'}`;
-    const built = graphBytes(a.model!, dtype, level);
-    const profile = join(work, label.replace(/ /g, '-'));
+  const base = a.base && dtype !== 'fp32' ? [{ level: 4 as AccuracyLevel, builders: await baseBuilders(a.base), suffix: ' (base)' }] : [];
+  for (const { level, builders, suffix } of [...(dtype === 'fp32' ? ([1] as AccuracyLevel[]) : levels).map((level) => ({ level, builders: ours, suffix: '' })), ...base]) {
+    const label = `${dtype === 'fp32' ? 'fp32 split' : `${dtype} acc ${level} ${level === 4 ? 'window' : 'split'}`}${suffix}`;
+    const built = graphBytes(a.model!, dtype, level, builders);
+    const profile = join(work, label.replace(/[^A-Za-z0-9]+/g, '-'));
     const session = await ort.InferenceSession.create(built.bytes, { intraOpNumThreads: Number(a.threads), graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: profile });
     variants.push({ label, session, profile, ...built });
   }
@@ -117,7 +142,7 @@ for (const v of variants) {
   v.session.endProfiling();
   await v.session.release();
   const base = v.profile.split('/').pop()!;
-  const file = readdirSync(work).find((f) => f.startsWith(base) && f.endsWith('.json'));
+  const file = readdirSync(work).find((f) => f.startsWith(`${base}_`) && f.endsWith('.json'));
   const byOp = new Map<string, number>();
   let total = 0;
   if (file) {
@@ -138,9 +163,9 @@ for (const r of results) {
     .slice(0, 6)
     .map(([op, s]) => `${op} ${(s * 100).toFixed(0)}%`)
     .join(', ');
-  console.log(`${r.variant.padEnd(20)} 1 row ${r.one_row_ms.toFixed(2)} ms, ${ROWS} rows ${r.verify_ms.toFixed(2)} ms | ${top}`);
+  console.log(`${r.variant.padEnd(27)} 1 row ${r.one_row_ms.toFixed(2)} ms, ${ROWS} rows ${r.verify_ms.toFixed(2)} ms | ${top}`);
 }
 if (a.json) {
-  const settings = { model: a.model, past: PAST, rows: ROWS, capacity: CAPACITY, reps: REPS, threads: Number(a.threads), ort: ort.env.versions };
+  const settings = { base: a.base ?? null, model: a.model, past: PAST, rows: ROWS, capacity: CAPACITY, reps: REPS, threads: Number(a.threads), ort: ort.env.versions };
   writeFileSync(a.json, `${JSON.stringify({ schema: 'specd-pass-profile/1', created: new Date().toISOString(), machine: machineInfo(), settings, results }, null, 2)}\n`);
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { DATASETS, type DatasetName, isDataset, loadPrompts } from '../bench/datasets.js';
+import { DATASETS, type DatasetName, isDataset, loadPrompts, REPETITION_DATASETS } from '../bench/datasets.js';
 import { LLAMA_QUANTIZE, LLAMA_SERVER, requireTool } from '../bench/llama-server.js';
 import { checkLlamaSpecTypes, formatPeerTable, GGML_QUANT, LLAMA_SPEC_TYPES, peerChartSvg, type PeerQuant, runPeerBench } from '../bench/peer-llamacpp.js';
 import { machineInfo } from '../bench/serve/report.js';
@@ -58,8 +58,11 @@ function llamaSpecTypeArg(text: string, previous: string[]): string[] {
   }
 }
 
+/** The prompt sets offered here: the plain ones and the repetitive one where llama-server's n-gram proposers and specd's draft-free ones pay. */
+const PEER_DATASETS = [...DATASETS, ...REPETITION_DATASETS];
+
 function datasetArg(text: string): DatasetName {
-  if (!isDataset(text)) throw new InvalidArgumentError(`expected one of ${DATASETS.join(', ')}`);
+  if (!isDataset(text)) throw new InvalidArgumentError(`expected one of ${PEER_DATASETS.join(', ')}`);
   return text;
 }
 
@@ -71,7 +74,7 @@ export function benchPeerCommand(): Command {
     .option('--head <file>', 'acceptance head for specdec++ (default: the bundled head with the bundled pair)')
     .option('--no-head', 'load no acceptance head (no specdec++ run)')
     .option('--quant <list>', `quantizations, comma-separated: ${Object.entries(GGML_QUANT).map(([k, v]) => `${k} (specd --dtype ${k}, llama.cpp ${v})`).join(', ')}`, quantListArg, ['q8', 'q4'] as PeerQuant[])
-    .option('--dataset <name>', `prompt set (${DATASETS.join(', ')})`, datasetArg, 'gsm8k' as DatasetName)
+    .option('--dataset <name>', `prompt set (${PEER_DATASETS.join(', ')})`, datasetArg, 'gsm8k' as DatasetName)
     .option('--prompts <n>', 'number of prompts', intIn(1, 100_000), 10)
     .option('--max-tokens <n>', 'new tokens per prompt (end of text ignored)', intIn(1, 100_000), 128)
     .option('--rounds <n>', 'interleaved rounds of every configuration', intIn(1, 1000), 3)

@@ -3,6 +3,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { type Device, parseDevice } from '../engine/device.js';
 import { GRAPH_CHOICES, type GraphChoice } from '../engine/graph-choice.js';
 import { ONNX_VARIANTS } from '../engine/model-dir.js';
+import { SPINNING_MODES, type SpinningMode } from '../engine/session-threads.js';
 import type { PairOptions } from '../pair/model-pair.js';
 import type { SamplingParams } from '../engine/sampling.js';
 import {
@@ -60,6 +61,12 @@ export function graphArg(text: string): GraphChoice {
   return text as GraphChoice;
 }
 
+/** --intra-op-spinning's value: auto, on or off (session-threads.ts). */
+export function spinningArg(text: string): SpinningMode {
+  if (!(SPINNING_MODES as readonly string[]).includes(text)) throw new InvalidArgumentError(`expected one of ${SPINNING_MODES.join(', ')}`);
+  return text as SpinningMode;
+}
+
 /** A weight dtype: one of the ONNX variants (model-dir.ts). */
 export function dtypeArg(text: string): string {
   if (!(text in ONNX_VARIANTS)) throw new InvalidArgumentError(`expected one of ${Object.keys(ONNX_VARIANTS).join(', ')}`);
@@ -77,7 +84,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('--graph <kind>', 'exported: run the models\' ONNX graphs as they are; fused: rebuild GPT-2 graphs with fused operators; inplace: GPT-2 and Llama-family (llama, mistral, qwen2, qwen3) graphs rebuilt with the KV cache written in place (CPU) (default: inplace on the CPU, fused on webgpu, exported on cuda)', graphArg)
     .option('--threads <n>', 'intra-op threads of the target (default: all cores)', intIn(1, 1024))
     .option('--draft-threads <n>', "intra-op threads of the draft (default: 1, the target's for a draft of 32M multiply-adds per token or more)", intIn(1, 1024))
-    .option('--intra-op-spinning', "let ONNX Runtime's intra-op threads spin-wait for work between passes (may help on a dedicated host with spare cores; on a busy one they take the cores the passes need)")
+    .option('--intra-op-spinning [mode]', "whether ONNX Runtime's intra-op threads spin-wait for work between passes: auto (default: only when no other process is busy as the models load; on a busy host spinning threads take the cores the passes need), on (also the bare flag), off", spinningArg)
     .option('--draft-device <device>', 'execution provider of the draft and its head (default: --device)', deviceArg)
     .option('--dtype <dtype>', `weights: ${Object.keys(ONNX_VARIANTS).join(', ')} (the model's onnx/ file of that name, as transformers.js names them); q8 and q4 without such a file: model.onnx's linear layers quantized to 8 or 4 bits (MatMulNBits), once, into the cache (default: fp32)`, dtypeArg)
     .option('--draft-dtype <dtype>', 'weights of the draft (default: --dtype)', dtypeArg)
@@ -96,7 +103,7 @@ export interface ModelFlags {
   draftDevice?: Device;
   threads?: number;
   draftThreads?: number;
-  intraOpSpinning?: boolean;
+  intraOpSpinning?: SpinningMode | true;
   head?: string | boolean;
   dtype?: string;
   draftDtype?: string;
@@ -113,7 +120,7 @@ export function pairOptions(flags: ModelFlags): PairOptions {
     draftDevice: flags.draftDevice,
     threads: flags.threads,
     draftThreads: flags.draftThreads,
-    ...(flags.intraOpSpinning ? { spinning: true } : {}),
+    ...(flags.intraOpSpinning !== undefined ? { spinning: flags.intraOpSpinning === true ? 'on' : flags.intraOpSpinning } : {}),
     head: flags.head === false ? null : typeof flags.head === 'string' ? flags.head : undefined,
     ...(flags.dtype ? { dtype: flags.dtype } : {}),
     ...(flags.draftDtype ? { draftDtype: flags.draftDtype } : {}),

@@ -132,6 +132,11 @@ class RecentLine {
   get slope(): number {
     return this.at(1) - this.at(0);
   }
+
+  /** The recency-weighted mean x (NaN before any observation). */
+  get meanX(): number {
+    return this.sx / this.w;
+  }
 }
 
 /** A recency-weighted mean. */
@@ -144,6 +149,10 @@ class RecentMean {
   }
   get value(): number {
     return this.w > 0 ? this.s / this.w : NaN;
+  }
+  /** Recency-weighted observations. */
+  get weight(): number {
+    return this.w;
   }
 }
 
@@ -344,14 +353,22 @@ class Arm {
 
 export class PassCostModel {
   private readonly verify = new RecentLine();
+  /** Verifications alone (no prompt pieces): a pass's time over the rows it feeds. */
+  private readonly verifyRows = new RecentLine();
   private readonly draftStep = new RecentLine();
   private readonly acceptance = new RecentMean();
+  /** Per draft position i (0-based): how often candidate i + 1 was accepted when the target judged it. */
+  private readonly positions = Array.from({ length: MAX_MODELLED_DRAFT }, () => new RecentMean());
   private readonly arms = new RoundArms();
   private rounds = 0;
 
-  /** A verification (or a prompt piece's target pass) over `sequences` sequences feeding `tokens` tokens took `ms` (the sequence count is not modelled). */
-  observeVerify(_sequences: number, tokens: number, ms: number): void {
+  /**
+   * A verification (or, with `promptPiece`, a prompt piece's target pass) over `sequences`
+   * sequences feeding `tokens` tokens took `ms` (the sequence count is not modelled).
+   */
+  observeVerify(_sequences: number, tokens: number, ms: number, promptPiece = false): void {
     this.verify.observe(tokens, ms);
+    if (!promptPiece) this.verifyRows.observe(tokens, ms);
   }
 
   /** A draft step over `sequences` sequences took `ms`. */
@@ -365,6 +382,7 @@ export class PassCostModel {
     // Candidates the target judged: the accepted ones and the first rejected one.
     const judged = Math.min(drafted, accepted + 1);
     if (judged > 0) this.acceptance.observe(accepted / judged, judged);
+    for (let i = 0; i < Math.min(judged, MAX_MODELLED_DRAFT); i++) this.positions[i]!.observe(i < accepted ? 1 : 0);
   }
 
   /**
@@ -400,11 +418,54 @@ export class PassCostModel {
   /**
    * How a round of `batch` sequences under the auto threshold drafts (once per round; RoundArms'
    * comment): alone always with the anchor, which the head's build found to pay for this pair
-   * alone.
+   * alone (a plain round alone would leave no draft step to measure whether drafting pays again);
+   * in a batch, plain where the measured costs say no draft pays (`draftDepth` 0), else as the
+   * rounds of that batch size delivered.
    * @param batch sequences in the round (>= 1)
    */
   roundArm(batch: number): RoundArm {
-    return batch <= 1 ? 'anchor' : this.arms.choose(batch);
+    if (batch <= 1) return 'anchor';
+    return this.draftDepth(batch) === 0 ? 'plain' : this.arms.choose(batch);
+  }
+
+  /**
+   * How many candidates per sequence a round of `batch` sequences should draft at most: the k
+   * in [0, kMax] with the most tokens per millisecond predicted from what was measured,
+   *
+   *   rate(k) = B (1 + S_1 + ... + S_k) / (V(B (k + 1)) + k D(B)),
+   *
+   * where S_i is the live probability that the first i candidates all survive (the product of
+   * each position's measured acceptance, the overall rate where a position has too little
+   * history), V(n) a verification over n rows and D(B) a draft step over B sequences (module
+   * comment; the expected-tokens form is Leviathan et al. 2023, arXiv 2211.17192, eq. 1, with
+   * per-position rates). V is fitted to verifications alone, whose rows read every sequence's
+   * cache; its slope is at least the prompt pieces' (a prompt token reads less than a verified
+   * row), which pins it while the rows of the verifications hardly vary. 0 means drafting does
+   * not pay at this batch size (`roundArm` then plays plain rounds); ties go to the shorter draft.
+   * @param batch sequences in the round (>= 1)
+   * @param kMax the longest draft considered (at most 16)
+   * @returns k, or undefined until enough is measured
+   */
+  draftDepth(batch: number, kMax = MAX_MODELLED_DRAFT): number | undefined {
+    const a = this.acceptance.value;
+    if (!this.ready || this.verifyRows.count < MIN_OBSERVATIONS || !(a >= 0)) return undefined;
+    const rows = this.verifyRows.meanX;
+    const atRows = this.verifyRows.at(rows);
+    const slope = Math.max(this.verifyRows.slope, this.verify.slope);
+    const verifyMs = (n: number) => (atRows - slope * rows >= 0 ? atRows + slope * (n - rows) : (atRows * n) / rows);
+    const draftMs = this.draftStep.at(batch);
+    let best = 0;
+    let bestRate = batch / verifyMs(batch);
+    let tokens = 1;
+    let survive = 1;
+    for (let k = 1; k <= Math.min(kMax, MAX_MODELLED_DRAFT); k++) {
+      const position = this.positions[k - 1]!;
+      survive *= position.weight >= MIN_OBSERVATIONS ? position.value : Math.min(a, 0.999);
+      tokens += survive;
+      const rate = (batch * tokens) / (verifyMs(batch * (k + 1)) + k * draftMs);
+      if (rate > bestRate) [best, bestRate] = [k, rate];
+    }
+    return best;
   }
 
   /**

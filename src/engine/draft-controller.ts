@@ -51,20 +51,25 @@ export class DraftController {
 
   /**
    * How each sequence of a round of `policies.length` sequences drafts. Where some sequence
-   * follows the load, the round's arm is the cost model's call, once per round (`roundArm`):
-   * those sequences then draft with h = `aloneThreshold` when alone, with h(B) under `model`,
-   * h_1 under `anchor`, and not at all under `plain`. Other sequences run their spec as it is.
+   * follows the load, the round's arm is the cost model's call, once per round (`roundArm`:
+   * plain wherever the measured costs say drafting does not pay, `draftDepth` 0): those
+   * sequences then draft with h = `aloneThreshold` when alone, with h(B) under `model`, h_1
+   * under `anchor`, and not at all under `plain`; in a batch, at most `draftDepth` candidates
+   * (at least K_min). Other sequences run their spec as it is.
    */
   planRound(policies: readonly SequencePolicy[]): BatchPlan {
     const batch = policies.length;
     const adaptive = policies.some((p) => p.anchor !== undefined);
     const arm = adaptive ? this.costs.roundArm(batch) : undefined;
+    // In a batch, no deeper than the measured costs say pays; alone, the head's rule decides.
+    const depth = adaptive && batch > 1 && arm !== 'plain' ? this.costs.draftDepth(batch) : undefined;
     const plans = policies.map(({ spec, anchor }): RoundPlan => {
       if (anchor === undefined || spec.policy !== 'specdec++') {
         return { draft: true, policy: createPolicy(spec), threshold: spec.policy === 'specdec++' ? spec.threshold : undefined };
       }
       const threshold = batch <= 1 ? this.costs.aloneThreshold(anchor) : arm === 'model' ? this.costs.threshold(anchor, batch) : anchor;
-      return { draft: arm !== 'plain', policy: createPolicy({ ...spec, threshold }), threshold };
+      const kMax = depth === undefined ? spec.kMax : Math.max(spec.kMin, Math.min(spec.kMax, depth));
+      return { draft: arm !== 'plain', policy: createPolicy({ ...spec, threshold, kMax }), threshold };
     });
     return { plans, arm };
   }

@@ -24,6 +24,8 @@ export class SequenceDraftFreeProposer implements Proposer {
   private readonly proposer: DraftFreeProposer;
   /** The proposal of the round in progress (what `observe` weighs by its match). */
   private round: RoundProposal | undefined;
+  /** A greedy round's proposal that another proposer's candidates displaced (`withdraw`). */
+  private unverified: RoundProposal | undefined;
 
   /**
    * Track `sequence` from its prompt on; it is released when the sequence ends, its output
@@ -53,6 +55,7 @@ export class SequenceDraftFreeProposer implements Proposer {
     return requests.map(({ sequence: seq }) => {
       if (seq !== this.sequence) throw new RangeError('a draft-free proposer proposes for its own sequence only');
       this.round = undefined;
+      this.unverified = undefined;
       const cap = Math.min(seq.candidateRoom(), ctx.verifyBudget - seq.unverified);
       if (cap <= 0 || seq.processor.constraint) return noProposal();
       const round = this.proposer.propose([KEY], cap)[0]!;
@@ -68,13 +71,21 @@ export class SequenceDraftFreeProposer implements Proposer {
     return this.round?.expectedAccepted ?? 0;
   }
 
-  /** The round verifies another proposer's candidates: `observe` then only appends what the round emitted. */
+  /**
+   * The round verifies another proposer's candidates. When the sequence decodes greedily,
+   * `observe` still weighs this round's proposal against what the round emitted (the target's
+   * argmax tokens: draft-free.ts `observeUnverified`), so that its acceptance is learnt in rounds
+   * the draft wins too; when sampling it only appends what the round emitted.
+   */
   withdraw(): void {
+    this.unverified = this.sequence.greedy ? this.round : undefined;
     this.round = undefined;
   }
 
   observe(_sequence: Sequence, _proposal: Proposal, round: VerifiedRound): void {
-    this.proposer.observe(KEY, this.round, round.accepted, round.emitted);
+    if (this.unverified) this.proposer.observeUnverified(KEY, this.unverified, round.emitted);
+    else this.proposer.observe(KEY, this.round, round.accepted, round.emitted);
     this.round = undefined;
+    this.unverified = undefined;
   }
 }

@@ -70,7 +70,7 @@ export class DraftPhase {
    * The draft phase of `draft`, or undefined when its graph cannot run one (not an in-place
    * graph on the CPU, grouped-query attention, float16 KV rows, or loaded without `keepGraph`).
    * @param threads intra-op threads of the phase's session (the draft's own: 1 by default)
-   * @param spinning whether its intra-op threads spin-wait between runs (session-threads.ts SPIN_BY_DEFAULT)
+   * @param spinning whether its intra-op threads spin-wait between runs (session-threads.ts)
    */
   static async create(draft: DecoderModel, threads = 1, spinning?: boolean): Promise<DraftPhase | undefined> {
     if (!draft.graphProto || !draft.kvInPlace || draft.device !== 'cpu') return undefined;

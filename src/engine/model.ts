@@ -28,7 +28,7 @@ export interface LoadOptions {
   threads?: number;
   /**
    * Whether the session's intra-op threads spin-wait for work between runs (ONNX Runtime's
-   * `session.intra_op.allow_spinning`); default false (session-threads.ts SPIN_BY_DEFAULT).
+   * `session.intra_op.allow_spinning`); default false (session-threads.ts).
    */
   spinning?: boolean;
   /** ONNX variant (fp32, fp16, q4, ...). */

@@ -123,7 +123,7 @@ export class BatchScheduler {
           await passes.forward(seq.target, 'prefill', [seq.targetCache], [piece], 0);
           pieces++;
           // A target pass of many tokens for one sequence: what pins the cost model's cost of a token.
-          costs.observeVerify(1, piece.length, passes.lastMs);
+          costs.observeVerify(1, piece.length, passes.lastMs, true);
           seq.prefillMs += passes.lastMs;
         } catch (err) {
           this.fail(g, err);

@@ -6,7 +6,8 @@
  *   engine worker                        grammar thread
  *    |<-------------------------- ready ---|  compiler built (vocabulary tables)
  *    |-- open {req, id, spec, compile} --->|  a matcher `id` for spec; compile only when allowed
- *    |<------------ opened | miss | error -|  miss: not cached and compile was false
+ *    |<------------ opened | miss | error -|  miss: not cached and compile was false; opened and
+ *                                          |  error say whether this open compiled the spec
  *    |-- mask {req, id, pending} --------->|  the mask after the verified output + pending
  *    |<-------------------- mask | error --|  the mask's buffer is transferred
  *    |-- accept {id, tokens} ------------->|  tokens appended to the verified output
@@ -32,7 +33,7 @@ export type GrammarHostRequest =
 export type GrammarHostReply =
   | { op: 'ready'; vocabSize: number }
   | { op: 'load-failed'; message: string }
-  | { op: 'opened'; req: number }
+  | { op: 'opened'; req: number; /** The spec was compiled for this open (false: from the thread's cache). */ compiled: boolean }
   | { op: 'miss'; req: number }
   | { op: 'mask'; req: number; mask: Int32Array }
-  | { op: 'error'; req: number; message: string };
+  | { op: 'error'; req: number; message: string; /** On `open`: a compile was tried and failed (false: a remembered failure, or not a compile). */ compiled?: boolean };

@@ -39,11 +39,12 @@ async function handle(request: GrammarHostRequest): Promise<void> {
     case 'open': {
       const grammars = await compiler;
       if (!request.compile && !grammars.isKnown(request.spec)) return post({ op: 'miss', req: request.req });
+      const compiled = !grammars.isKnown(request.spec);
       try {
         matchers.set(request.id, { constraint: await grammars.constraint(request.spec) });
-        return post({ op: 'opened', req: request.req });
+        return post({ op: 'opened', req: request.req, compiled });
       } catch (err) {
-        return post({ op: 'error', req: request.req, message: messageOf(err) });
+        return post({ op: 'error', req: request.req, message: messageOf(err), compiled });
       }
     }
     case 'mask': {

@@ -18,7 +18,12 @@
  *   no thread might ever free up, and a new schema must not wait for ever);
  * - a compile that takes longer than `compileTimeoutMs` is abandoned: its thread (which holds
  *   no matchers) is terminated, the spec is remembered as failed, and the request gets a
- *   GrammarError saying so. A spec that failed gets the same error again without compiling.
+ *   GrammarError saying so. A spec that failed gets the same error again without compiling;
+ * - a spec that is compiling already is not compiled a second time: the requests that ask for
+ *   it meanwhile wait for that compile and then open their matchers in its thread (vLLM's
+ *   structured-output manager shares an in-flight compile the same way).
+ * A request that is cancelled (its AbortSignal) stops waiting at once; a compile it started
+ * goes on and its grammar stays in the thread's cache for the next request with the spec.
  */
 import { Worker } from 'node:worker_threads';
 import type { TokenConstraint } from '../engine/logits-processors.js';
@@ -44,6 +49,18 @@ const SPECS_KEPT_PER_THREAD = 256;
 
 const HOST_FILE = new URL('./grammar-host.js', import.meta.url);
 
+/**
+ * One grammar placed for a request (metrics): `compiled` and `failed` ran a compile in a grammar
+ * thread (`seconds`: from the request to the thread's answer, or to the compile's abandonment
+ * when it ran over the time limit); `cache_hit` opened a grammar the thread had compiled before
+ * (`seconds` 0). A spec
+ * refused again from the list of failed specs compiles nothing and reports nothing.
+ */
+export interface GrammarPlacement {
+  outcome: 'compiled' | 'failed' | 'cache_hit';
+  seconds: number;
+}
+
 export interface GrammarHostsOptions extends GrammarHostData {
   /** See DEFAULT_GRAMMAR_COMPILE_TIMEOUT_MS. */
   compileTimeoutMs?: number;
@@ -51,6 +68,8 @@ export interface GrammarHostsOptions extends GrammarHostData {
   maxThreads?: number;
   /** See DEFAULT_GRAMMAR_PLACEMENT_WAIT_MS. */
   placementWaitMs?: number;
+  /** Called once per grammar placed (compiled, failed to compile, or found compiled). */
+  onPlacement?: (placement: GrammarPlacement) => void;
 }
 
 /** A request without its number (distributes over the union). */
@@ -121,6 +140,8 @@ class GrammarHost {
 export class GrammarHosts {
   private readonly hosts: GrammarHost[] = [];
   private readonly failures = new Map<string, string>();
+  /** Specs compiling now, each settled (never rejected) when its compile has answered. */
+  private readonly inFlight = new Map<string, Promise<unknown>>();
   /** Resolved whenever a matcher is released or a thread stops (a waiting compile looks again). */
   private freed: { promise: Promise<void>; resolve: () => void } = GrammarHosts.signal();
   private nextId = 0;
@@ -143,23 +164,63 @@ export class GrammarHosts {
 
   /**
    * A matcher for one sequence, in the thread that holds the spec's grammar.
+   * @param signal when it aborts, the returned promise rejects with its reason at once; the
+   *   compile this request started (if any) goes on into the thread's cache, and a matcher that
+   *   opens after the abort is released
    * @throws GrammarError when the spec does not compile, admits no output, or takes longer than
    *   the compile time limit to compile (the same error for the same spec every time)
    */
-  async constraint(spec: GrammarSpec): Promise<TokenConstraint> {
+  constraint(spec: GrammarSpec, signal?: AbortSignal): Promise<TokenConstraint> {
+    if (!signal) return this.place(spec);
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const placing = this.place(spec, signal);
+    return new Promise<TokenConstraint>((resolve, reject) => {
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      placing.then(
+        (constraint) => {
+          signal.removeEventListener('abort', onAbort);
+          if (signal.aborted) constraint.release(); // nobody is waiting for it any more
+          else resolve(constraint);
+        },
+        (err: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  private async place(spec: GrammarSpec, signal?: AbortSignal): Promise<TokenConstraint> {
     const key = specKey(spec);
     const waitUntil = Date.now() + this.placementWaitMs;
     for (;;) {
+      signal?.throwIfAborted();
       const failed = this.failures.get(key);
       if (failed !== undefined) throw new GrammarError(failed);
       for (const host of this.hosts.filter((h) => !h.compiling && h.specs.has(key))) {
         const opened = await this.open(host, spec, key, false);
         if (opened) return opened;
       }
+      const compiling = this.inFlight.get(key);
+      if (compiling) {
+        await compiling; // then its thread has the grammar (or the spec is a known failure)
+        continue;
+      }
       const host = this.idleHost() ?? (Date.now() >= waitUntil ? this.leastBusyHost() : undefined);
       if (host) {
-        const opened = await this.open(host, spec, key, true);
-        if (opened) return opened;
+        const opening = this.open(host, spec, key, true);
+        const settled = opening.then(
+          () => {},
+          () => {},
+        );
+        this.inFlight.set(key, settled);
+        try {
+          const opened = await opening;
+          if (opened) return opened;
+        } finally {
+          if (this.inFlight.get(key) === settled) this.inFlight.delete(key);
+        }
         continue; // the thread stopped under it: look again
       }
       let timer: NodeJS.Timeout | undefined;
@@ -193,6 +254,9 @@ export class GrammarHosts {
   private async open(host: GrammarHost, spec: GrammarSpec, key: string, compile: boolean): Promise<RemoteConstraint | undefined> {
     const vocabSize = await host.ready;
     const id = this.nextId++;
+    const start = performance.now();
+    const placed = (outcome: GrammarPlacement['outcome']) =>
+      this.options.onPlacement?.({ outcome, seconds: outcome === 'cache_hit' ? 0 : (performance.now() - start) / 1000 });
     host.open++; // counted before the reply: no compile is placed on this thread meanwhile
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -205,17 +269,20 @@ export class GrammarHosts {
       if (answer === 'timeout') {
         reply.catch(() => {}); // rejected by the termination below
         await host.worker.terminate();
+        placed('failed');
         throw this.fail(key, `compiling it took longer than ${this.compileTimeoutMs} ms (the limit), so it was abandoned; use a smaller schema`);
       }
       switch (answer.op) {
         case 'opened':
           host.remember(key);
+          placed(answer.compiled ? 'compiled' : 'cache_hit');
           return new RemoteConstraint(host, id, vocabSize, this.options.stopTokenIds, () => this.released(host));
         case 'miss':
           host.specs.delete(key);
           this.released(host);
           return undefined;
         case 'error':
+          if (answer.compiled) placed('failed');
           throw this.fail(key, answer.message);
         default:
           throw new GrammarError(`unexpected reply ${answer.op} from the grammar thread`);

@@ -26,14 +26,20 @@
  * pass gives each row exactly what one-token passes give it (bench/attention-rows.ts measured the
  * split attention's rows differing by up to 1.1e-6). Each row at slot p sees three parts that
  * share one softmax: the buffer below its anchor p - W + 1 (W = {@link ROW_WINDOW}), its last W
- * slots through a window gathered per row from the buffer or the pass's new rows (whichever holds
- * them), and the pass's new rows below the anchor (empty unless the row is the W-th or later new
- * row of its sequence: prompt pieces). A row's scores then sit in the same columns with the same
- * values in any pass; the buffer MatMuls get a copy of the first row appended (ONNX Runtime's
- * MatMul computes a lone left row by another kernel than two or more); and rows whose third part
- * is empty take their probabilities from a softmax over the first two parts alone, whose row
- * length does not depend on the pass (the softmax kernel's summation order depends on the row's
- * length).
+ * slots through a window (values gathered per row from the buffer or the pass's new rows,
+ * whichever holds them, whole rows of head_dim by one Gather over the rows of the buffer and of
+ * the new values), and the pass's new rows below the anchor (empty unless the row is the
+ * W-th or later new row of its sequence: prompt pieces). The window's scores are not computed
+ * from gathered keys: they are picked per row from the two products every pass computes anyway,
+ * the queries against the buffer and against the pass's new keys; a query-key dot product comes
+ * out bitwise the same from either (where a KV head has one query head, both MatMuls get a copy of
+ * their first left row appended, as ONNX Runtime's MatMul computes a lone left row by another
+ * kernel than two or more; with G >= 2 every product has two rows or more already; and the new
+ * keys' product a copy of its first column, a lone right column likewise; measured with
+ * test/model/onnx-window-attention.test.ts at head sizes 16, 64 and 128). A row's scores then
+ * sit in the same columns with the same values in any pass, and rows whose third part is empty
+ * take their probabilities from a softmax over the first two parts alone, whose row length does
+ * not depend on the pass (the softmax kernel's summation order depends on the row's length).
  *
  * Grouped-query attention (kv_heads < heads, G = heads / kv_heads query heads per KV head, query
  * head h reading KV head floor(h / G) as in transformers' `repeat_kv`): the G query heads of a KV
@@ -91,10 +97,14 @@ interface WindowMasks {
   hasThird: string;
   /** [B, 1, S W, 1] bool: the window slot is in the buffer (else among the pass's new rows). */
   inBuffer: string;
-  /** GatherElements indices: [B, KV, D, S W] into the key buffer's slots, [B, KV, S W, D] into the value buffer's and the new rows'. */
-  keyIndex: string;
-  valueIndex: string;
-  newIndex: string;
+  /** GatherElements indices [B, KV, G S, W] of each row's window slots among the buffer's score columns, and among the new rows' (clipped). */
+  scoreSlot: string;
+  scoreNew: string;
+  /** [B, 1, G S, W] bool: the window slot is in the buffer (else among the pass's new rows). */
+  scoreInBuffer: string;
+  /** Gather indices [B, KV, S W] of each row's window slots among the value buffer's rows [B KV C, D] and the new values' [B KV S, D]. */
+  valueRows: string;
+  newRows: string;
   /** [2] int64: C, W (the softmax's first two parts). */
   twoParts: string;
   /** [2] int64: C + W, S. */
@@ -138,12 +148,12 @@ export function inplaceMasks(g: GraphBuilder, groups: number, window?: { kvHeads
     past,
     causal: groups === 1 ? causal : g.op('Tile', [causal, g.constant('int64', [groups, 1])]),
     split: g.op('Concat', [capacity, fed], { attrs: { axis: 0 } }),
-    ...(window ? { window: windowMasks(g, groups, window.kvHeads, window.headDim, capacity, fed, steps) } : {}),
+    ...(window ? { window: windowMasks(g, groups, window.kvHeads, capacity, fed, steps) } : {}),
   };
 }
 
 /** The per-pass part of the `window` attention (module comment; {@link WindowMasks}). */
-function windowMasks(g: GraphBuilder, groups: number, kvHeads: number, headDim: number, capacity: string, fed: string, steps: string): WindowMasks {
+function windowMasks(g: GraphBuilder, groups: number, kvHeads: number, capacity: string, fed: string, steps: string): WindowMasks {
   const W = ROW_WINDOW;
   const i64 = (v: number[], dims?: number[]) => g.constant('int64', v, dims);
   const zero = g.constant('float32', [0], []);
@@ -161,9 +171,16 @@ function windowMasks(g: GraphBuilder, groups: number, kvHeads: number, headDim: 
   const lastSlot = g.op('Sub', [capacity, i64([1])]);
   const lastNew = g.op('Sub', [fed, i64([1])]);
   const flat = (t: string) => g.op('Reshape', [t, i64([0, 1, -1, 1])]); // [B, S, W] -> [B, 1, S W, 1]
-  const rowIndex = flat(g.op('Clip', [windowSlot, i64([0], []), g.op('Squeeze', [lastSlot, i64([0])])]));
-  const newRow = flat(g.op('Clip', [g.op('Sub', [windowSlot, past3]), i64([0], []), g.op('Squeeze', [lastNew, i64([0])])]));
-  const acrossValue = i64([1, kvHeads, 1, headDim]);
+  const slotClipped = g.op('Clip', [windowSlot, i64([0], []), g.op('Squeeze', [lastSlot, i64([0])])]); // [B, S, W]
+  const newClipped = g.op('Clip', [g.op('Sub', [windowSlot, past3]), i64([0], []), g.op('Squeeze', [lastNew, i64([0])])]);
+  const inBuffer = g.op('Less', [windowSlot, past3]);
+  // Flat row indices: the value rows of entry b, KV head h start at (b KV + h) C in the buffer and (b KV + h) S in the new values.
+  const bySlot = (t: string) => g.op('Reshape', [t, i64([0, 1, -1])]); // [B, S, W] -> [B, 1, S W]
+  const rowIndex = bySlot(slotClipped);
+  const newRow = bySlot(newClipped);
+  const heads = g.op('Mul', [shapeDim(g, PAST_LENGTH_INPUT, 0), i64([kvHeads])]);
+  const headRows = g.op('Reshape', [g.op('Range', [i64([0], []), g.op('Squeeze', [heads, i64([0])]), i64([1], [])]), i64([-1, kvHeads, 1])]); // [B, KV, 1]
+  const acrossScores = i64([1, kvHeads, 1, 1]);
   // Buffer slots below min(length, anchor), anchor = p - W + 1.
   const limit = g.op('Min', [past, g.op('Add', [slot, i64([-(W - 1)], [])])]); // [B, S]
   const slots = g.op('Range', [i64([0], []), g.op('Squeeze', [capacity, i64([0])]), i64([1], [])]);
@@ -176,10 +193,12 @@ function windowMasks(g: GraphBuilder, groups: number, kvHeads: number, headDim: 
     window: byRow(additive(g.op('GreaterOrEqual', [windowSlot, i64([0], [])]))),
     third: tileRows(additive(thirdAllowed)),
     hasThird: tileRows(g.op('Unsqueeze', [g.op('GreaterOrEqual', [steps, i64([W], [])]), i64([1])])),
-    inBuffer: flat(g.op('Less', [windowSlot, past3])),
-    keyIndex: g.op('Expand', [g.op('Reshape', [rowIndex, i64([0, 1, 1, -1])]), i64([1, kvHeads, headDim, 1])]),
-    valueIndex: g.op('Expand', [rowIndex, acrossValue]),
-    newIndex: g.op('Expand', [newRow, acrossValue]),
+    inBuffer: flat(inBuffer),
+    scoreSlot: g.op('Expand', [byRow(slotClipped), acrossScores]),
+    scoreNew: g.op('Expand', [byRow(newClipped), acrossScores]),
+    scoreInBuffer: byRow(inBuffer),
+    valueRows: g.op('Add', [g.op('Mul', [headRows, capacity]), rowIndex]),
+    newRows: g.op('Add', [g.op('Mul', [headRows, fed]), newRow]),
     twoParts: g.op('Concat', [capacity, i64([W])], { attrs: { axis: 0 } }),
     threeParts: g.op('Concat', [g.op('Add', [capacity, i64([W])]), fed], { attrs: { axis: 0 } }),
   };
@@ -245,21 +264,26 @@ function windowContext(g: GraphBuilder, layer: number, query: string, newKeys: s
   const i64 = (v: number[]) => g.constant('int64', v);
   const keyBuffer = `past_key_values.${layer}.key`; // [B, KV, D, C]
   const valueBuffer = `past_key_values.${layer}.value`; // [B, KV, C, D]
-  // The buffer MatMuls with the first row appended (a lone row takes another kernel), dropped after.
-  const rows = g.op('Slice', [g.op('Shape', [query]), i64([2]), i64([3])]);
-  const padRow = (t: string) => g.op('Concat', [t, g.op('Slice', [t, i64([0]), i64([1]), i64([2])])], { attrs: { axis: 2 } });
-  const unpad = (t: string) => g.op('Slice', [t, i64([0]), rows, i64([2])]);
-  // Window keys and values per row [B, KV, S W, D], from the buffer or the new rows.
+  // One query head per KV head: the MatMuls with the first left row appended (a lone row takes another kernel), dropped after.
+  // With G >= 2 query heads per KV head every product has G S >= 2 left rows already.
+  const rows = G === 1 ? g.op('Slice', [g.op('Shape', [query]), i64([2]), i64([3])]) : '';
+  const padRow = (t: string) => (G === 1 ? g.op('Concat', [t, g.op('Slice', [t, i64([0]), i64([1]), i64([2])])], { attrs: { axis: 2 } }) : t);
+  const unpad = (t: string) => (G === 1 ? g.op('Slice', [t, i64([0]), rows, i64([2])]) : t);
+  const paddedQuery = padRow(query);
   const gather = (data: string, index: string, axis: number) => g.op('GatherElements', [data, index], { attrs: { axis } });
-  const bufferKeys = g.op('Transpose', [gather(keyBuffer, m.keyIndex, 3)], { attrs: { perm: [0, 1, 3, 2] } });
-  const windowKeys = g.op('Where', [m.inBuffer, bufferKeys, gather(newKeys, m.newIndex, 2)]);
-  const windowValues = g.op('Where', [m.inBuffer, gather(valueBuffer, m.valueIndex, 2), gather(newValues, m.newIndex, 2)]);
-  // One query row against its own W keys: [B, KV, G, S, 1, D] x [B, KV, 1, S, D, W].
-  const perRow = g.op('Reshape', [query, i64([0, 0, G, -1, 1, D])]);
-  const keysPerRow = g.op('Unsqueeze', [g.op('Transpose', [g.op('Reshape', [windowKeys, i64([0, 0, -1, W, D])])], { attrs: { perm: [0, 1, 2, 4, 3] } }), i64([2])]);
-  const windowScores = g.op('Add', [g.op('Reshape', [g.op('MatMul', [perRow, keysPerRow]), i64([0, 0, -1, W])]), m.window]); // [B, KV, G S, W]
-  const bufferScores = g.op('Add', [unpad(g.op('MatMul', [padRow(query), keyBuffer])), m.buffer]); // [B, KV, G S, C]
-  const thirdScores = g.op('Add', [g.op('MatMul', [query, g.op('Transpose', [newKeys], { attrs: { perm: [0, 1, 3, 2] } })]), m.third]); // [B, KV, G S, S]
+  // Scores against the buffer [B, KV, G S, C] and against the pass's new keys [B, KV, G S, S], unmasked.
+  const rawBuffer = unpad(g.op('MatMul', [paddedQuery, keyBuffer]));
+  const newKeysT = g.op('Transpose', [newKeys], { attrs: { perm: [0, 1, 3, 2] } }); // [B, KV, D, S]
+  // And the new keys with their first column appended (a lone right column likewise), dropped after.
+  const padColumn = g.op('Concat', [newKeysT, g.op('Slice', [newKeysT, i64([0]), i64([1]), i64([3])])], { attrs: { axis: 3 } });
+  const rawNew = unpad(g.op('Slice', [g.op('MatMul', [paddedQuery, padColumn]), i64([0]), g.op('Shape', [newKeys], { attrs: { start: 2, end: 3 } }), i64([3])]));
+  // Each row's window scores [B, KV, G S, W], picked from whichever product holds the slot's key.
+  const windowScores = g.op('Add', [g.op('Where', [m.scoreInBuffer, gather(rawBuffer, m.scoreSlot, 3), gather(rawNew, m.scoreNew, 3)]), m.window]);
+  // Window values [B, KV, S W, D]: whole rows of D taken from the buffer or the new values (a Gather over rows, not per element).
+  const rowsOf = (t: string, index: string) => g.op('Gather', [g.op('Reshape', [t, i64([-1, D])]), index], { attrs: { axis: 0 } });
+  const windowValues = g.op('Where', [m.inBuffer, rowsOf(valueBuffer, m.valueRows), rowsOf(newValues, m.newRows)]);
+  const bufferScores = g.op('Add', [rawBuffer, m.buffer]); // [B, KV, G S, C]
+  const thirdScores = g.op('Add', [rawNew, m.third]); // [B, KV, G S, S]
   const two = g.op('Softmax', [g.op('Concat', [bufferScores, windowScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
   const three = g.op('Softmax', [g.op('Concat', [bufferScores, windowScores, thirdScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
   const [threeFirst, thirdProbs] = g.opN('Split', [three, m.threeParts], 2, { attrs: { axis: -1 } });

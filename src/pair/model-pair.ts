@@ -16,6 +16,7 @@ import type { Device } from '../engine/device.js';
 import type { GraphChoice } from '../engine/graph-choice.js';
 import { DraftPhase } from '../engine/draft-phase.js';
 import { DecoderModel } from '../engine/model.js';
+import { resolveSpinning, type SpinningMode } from '../engine/session-threads.js';
 import { SpeculativeDecoder } from '../engine/speculative.js';
 import { type DraftVocabPlan, planDraftVocab } from '../engine/vocab-map.js';
 
@@ -35,8 +36,8 @@ export interface PairOptions {
   graph?: GraphChoice;
   /** Intra-op threads of the target session; default: all cores. */
   threads?: number;
-  /** Whether the sessions' intra-op threads spin-wait between runs (session-threads.ts SPIN_BY_DEFAULT); default false. */
-  spinning?: boolean;
+  /** Whether the sessions' intra-op threads spin-wait between runs (session-threads.ts); default `auto`: only while no other process is busy as they are created. */
+  spinning?: boolean | SpinningMode;
   /** Intra-op threads of the draft session; default: 1 for a small draft (it loses more to thread hand-offs than it gains), the target's for a large one (draft-threads.ts). */
   draftThreads?: number;
   /**
@@ -85,7 +86,8 @@ export class ModelPair {
   static async load(opts: PairOptions = {}): Promise<ModelPair> {
     const targetDir = opts.target ?? BUNDLED_TARGET;
     const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
-    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching, spinning: opts.spinning };
+    const spinning = await resolveSpinning(opts.spinning);
+    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching, spinning };
     const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
 
     const threads = opts.threads ?? availableParallelism();
@@ -109,7 +111,7 @@ export class ModelPair {
     // One-run draft phases (draft-phase.ts) of the drafts that can run one; the graphs are not needed after.
     const phases: DraftPhase[] = [];
     for (const model of new Set([draft, loaded?.headDraft])) {
-      const phase = model && (await DraftPhase.create(model, draftThreads, opts.spinning));
+      const phase = model && (await DraftPhase.create(model, draftThreads, spinning));
       if (phase) phases.push(phase);
       model?.dropGraph();
     }

@@ -35,11 +35,15 @@ export interface MatchAcceptanceOptions {
 }
 
 /**
- * Defaults: 16 buckets (suffix decoding's matches reach its depth, 24, but acceptance flattens
- * well before); 32 positions (vLLM's MAX_SPEC_LEN); an uninformed prior of 0.5 weighing 2
- * rounds; decay 0.98, a memory of about 50 rounds per bucket.
+ * Defaults: 4 buckets of match length and 4 positions (the 4th and later share a rate), a
+ * prior of 0.6 weighing 2 rounds, decay 0.98 (a memory of about 50 rounds per bucket). A
+ * request has a few dozen rounds, so an estimate with more cells stays at its prior: with 16
+ * buckets x 32 positions and a prior of 0.5, E[accepted] of suffix decoding's proposals was
+ * 0.51 / 0.63 / 0.85 of what the bundled target accepted on its greedy outputs of edit / gsm8k /
+ * alpaca (12 x 96 each); with these defaults 0.82 / 0.89 / 1.03 (bench/copy-ceiling.ts,
+ * bench/results/copy-ceiling-*.json). Hybrid weighs this estimate against the acceptance head's.
  */
-export const MATCH_ACCEPTANCE_DEFAULTS: Readonly<MatchAcceptanceOptions> = { maxMatchLength: 16, maxPosition: 32, priorRate: 0.5, priorWeight: 2, decay: 0.98 };
+export const MATCH_ACCEPTANCE_DEFAULTS: Readonly<MatchAcceptanceOptions> = { maxMatchLength: 4, maxPosition: 4, priorRate: 0.6, priorWeight: 2, decay: 0.98 };
 
 export class AcceptanceByMatchLength {
   readonly options: MatchAcceptanceOptions;

@@ -141,6 +141,23 @@ export class DraftFreeProposer<Key = number> {
     this.append(s, verified);
   }
 
+  /**
+   * Record, for a greedy round that verified another proposer's candidates, how `proposal`
+   * would have fared, and append `verified`: a greedy target accepts candidate j exactly when it
+   * equals the j-th verified token, so the proposal's first min(k, |verified|) candidates are
+   * judged (accepted up to the first that differs) and later ones are not. Sampled rounds must
+   * not use this (a point mass y is accepted with probability min(1, p(y)), not when y is drawn).
+   */
+  observeUnverified(key: Key, proposal: Pick<RoundProposal, 'method' | 'matchLength' | 'tokens'> | undefined, verified: readonly number[]): void {
+    const judged = Math.min(proposal?.tokens.length ?? 0, verified.length);
+    if (proposal?.method && judged > 0) {
+      let accepted = 0;
+      while (accepted < judged && proposal.tokens[accepted] === verified[accepted]) accepted++;
+      this.acceptance[proposal.method].observe(proposal.matchLength, judged, accepted);
+    }
+    this.extend(key, verified);
+  }
+
   /** Append tokens verified outside a draft-free round (a draft's round, a prompt piece). */
   extend(key: Key, tokens: readonly number[]): void {
     this.append(this.state(key), tokens);

@@ -26,7 +26,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { PairOptions } from '../pair/model-pair.js';
 import type { WorkerFaults } from './faults.js';
-import { type BatchingOptions, type ControlMessage, type EngineStatsMessage, type EngineWorkerData, type GenerationRequest, type GenerationTask, isEngineStatsMessage, isLoadMessage, type WorkerMessage } from './protocol.js';
+import { type BatchingOptions, type ControlMessage, type EngineStatsMessage, type EngineWorkerData, type GenerationRequest, type GenerationTask, type GrammarStatsMessage, isEngineStatsMessage, isGrammarStatsMessage, isLoadMessage, type WorkerMessage } from './protocol.js';
 
 function seconds(ms: number): string {
   return `${Number((ms / 1000).toFixed(3))} s`;
@@ -91,6 +91,8 @@ export interface EngineObserver {
   engineStats?(message: EngineStatsMessage): void;
   /** A worker was found stalled and is being replaced. */
   workerStalled?(): void;
+  /** A worker placed a grammar for a generation (compiled it, failed to, or found it compiled). */
+  grammarPlaced?(message: GrammarStatsMessage): void;
 }
 
 /** One generation on the pool. Timestamps are performance.now() milliseconds. */
@@ -192,6 +194,10 @@ export class EnginePool {
         if (isEngineStatsMessage(message)) {
           this.kvUsage.set(message.threadId, message.kvCacheUsage);
           this.observer?.engineStats?.(message);
+          return;
+        }
+        if (isGrammarStatsMessage(message)) {
+          this.observer?.grammarPlaced?.(message);
           return;
         }
         if (!isLoadMessage(message)) return;

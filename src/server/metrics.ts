@@ -20,7 +20,7 @@ import { registerDefaultMetrics } from './default-metrics.js';
 import type { EngineObserver, GenerationHandle } from './engine-pool.js';
 import type { EventLoopDelay, EventLoopMonitor } from './event-loop.js';
 import type { FinishReason } from '../engine/speculative.js';
-import { type EngineStatsMessage, WORKER_ERROR_CODES, type WorkerMessage } from './protocol.js';
+import { type EngineStatsMessage, type GrammarStatsMessage, WORKER_ERROR_CODES, type WorkerMessage } from './protocol.js';
 
 export const PREFIX = 'specd_';
 
@@ -82,6 +82,10 @@ export class ServerMetrics implements EngineObserver {
   private readonly requestSuccess: Counter<'finished_reason'>;
   private readonly requestErrors: Counter<'code'>;
   private readonly workerStalls: Counter;
+  private readonly grammarCompileSeconds: Histogram;
+  private readonly grammarCompiles: Counter;
+  private readonly grammarCompileFailures: Counter;
+  private readonly grammarCacheHits: Counter;
   private readonly ttft: Histogram;
   private readonly itl: Histogram;
   private readonly e2e: Histogram;
@@ -135,6 +139,15 @@ export class ServerMetrics implements EngineObserver {
     this.requestSuccess = counter('request_success_total', 'Finished generations by finish reason (stop, length, abort).', ['finished_reason']);
     this.requestErrors = counter('request_errors_total', 'Generations that ended in an error, by code.', ['code']);
     this.workerStalls = counter('worker_stalls_total', 'Engine workers that made no progress for the stall timeout and were replaced.');
+    // Grammars (response_format, tools) compile in the workers' grammar threads (grammar/grammar-hosts.ts).
+    this.grammarCompileSeconds = histogram(
+      'grammar_compile_seconds',
+      "Time to compile a request's grammar in a grammar thread, failed compiles included (from the request to the thread's answer).",
+      LATENCY_BUCKETS,
+    );
+    this.grammarCompiles = counter('grammar_compiles_total', 'Grammars compiled for requests, failed compiles included (a spec compiling already is shared, not compiled again).');
+    this.grammarCompileFailures = counter('grammar_compile_failures_total', 'Grammar compiles that failed or ran past the compile time limit (a 400 invalid_grammar).');
+    this.grammarCacheHits = counter('grammar_cache_hits_total', 'Requests whose grammar a grammar thread had compiled before (no compile).');
     this.ttft = histogram('time_to_first_token_seconds', "Time from the request's arrival (templating, tokenizing and queueing included) to the first generated tokens.", LATENCY_BUCKETS);
     this.itl = histogram('inter_token_latency_seconds', 'Time between successive token deliveries of a generation (one per speculative round).', ITL_BUCKETS);
     this.tpot = histogram(
@@ -270,6 +283,13 @@ export class ServerMetrics implements EngineObserver {
 
   workerStalled(): void {
     this.workerStalls.inc();
+  }
+
+  grammarPlaced(message: GrammarStatsMessage): void {
+    if (message.outcome === 'cache_hit') return this.grammarCacheHits.inc();
+    this.grammarCompiles.inc();
+    this.grammarCompileSeconds.observe(message.seconds);
+    if (message.outcome === 'failed') this.grammarCompileFailures.inc();
   }
 
   engineStats(message: EngineStatsMessage): void {

@@ -24,6 +24,7 @@ import type { RoundStats } from '../engine/stats.js';
 import type { PolicySpec } from '../engine/stop-policy.js';
 import type { TextGenerationResult } from '../engine/text-generation.js';
 import type { GrammarSpec } from '../grammar/compiler.js';
+import type { GrammarPlacement } from '../grammar/grammar-hosts.js';
 import type { WorkerFaults } from './faults.js';
 
 /** `workerData` of every engine worker: how to load its models, how to batch (and, in tests, faults to suffer). */
@@ -123,10 +124,20 @@ export interface EngineStatsMessage {
   kvCacheUsage: number;
 }
 
+/** Worker -> pool: a grammar placed for a generation (grammar/grammar-hosts.ts), for the metrics. */
+export interface GrammarStatsMessage extends GrammarPlacement {
+  specd: 'grammar-stats';
+  threadId: number;
+}
+
 export function isLoadMessage(value: unknown): value is LoadMessage {
   return typeof value === 'object' && value !== null && 'specd' in value && (value.specd === 'loaded' || value.specd === 'load-failed');
 }
 
 export function isEngineStatsMessage(value: unknown): value is EngineStatsMessage {
   return typeof value === 'object' && value !== null && 'specd' in value && value.specd === 'engine-stats';
+}
+
+export function isGrammarStatsMessage(value: unknown): value is GrammarStatsMessage {
+  return typeof value === 'object' && value !== null && 'specd' in value && value.specd === 'grammar-stats';
 }

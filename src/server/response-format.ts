@@ -19,15 +19,29 @@ export interface RequestGrammar {
 
 /** OpenAI's rule for `json_schema.name`. */
 const SCHEMA_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+/** The fields of OpenAI's `response_format`, of its `json_schema`, and of the Responses API's `text.format` (the two flattened). */
+const FORMAT_FIELDS = ['type', 'json_schema'];
+const JSON_SCHEMA_FIELDS = ['name', 'schema', 'strict', 'description'];
+const TEXT_FORMAT_FIELDS = ['type', ...JSON_SCHEMA_FIELDS];
+
+/**
+ * @throws ApiError (400 unsupported_parameter) naming the first field of `value` outside `fields`
+ *   (e.g. a `grammar` beside a schema), which would otherwise be dropped without a word
+ */
+function onlyFields(value: object, fields: readonly string[], param: string): void {
+  const extra = Object.keys(value).find((key) => !fields.includes(key));
+  if (extra !== undefined) throw apiErrors.unsupported(`${param}.${extra}`, `'${param}' has the fields ${fields.map((f) => `'${f}'`).join(', ')}; a grammar of your own is not accepted (describe the output with a JSON schema).`);
+}
 
 /**
  * The grammar of a `response_format` value; undefined for none or `text`.
  * @throws ApiError (400) naming the part of `response_format` at fault
  */
-export function responseFormatGrammar(value: unknown, param = 'response_format'): RequestGrammar | undefined {
+export function responseFormatGrammar(value: unknown, param = 'response_format', fields: readonly string[] = FORMAT_FIELDS): RequestGrammar | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'object' || Array.isArray(value)) throw apiErrors.invalidType(param, 'an object');
   const format = value as { type?: unknown; json_schema?: unknown };
+  onlyFields(format, fields, param);
   switch (format.type) {
     case 'text':
       return undefined;
@@ -56,8 +70,8 @@ export function textFormatGrammar(text: unknown, param = 'text'): RequestGrammar
   if (format === undefined || format === null) return undefined;
   if (typeof format !== 'object' || Array.isArray(format)) throw apiErrors.invalidType(at, 'an object');
   const type = (format as { type?: unknown }).type;
-  if (type === 'json_schema') return { spec: { type: 'json_schema', schema: JSON.stringify(grammarSchema(checkJsonSchema(format, at))) }, param: `${at}.schema` };
-  return responseFormatGrammar(format, at);
+  if (type === 'json_schema') return { spec: { type: 'json_schema', schema: JSON.stringify(grammarSchema(checkJsonSchema(format, at, TEXT_FORMAT_FIELDS))) }, param: `${at}.schema` };
+  return responseFormatGrammar(format, at, TEXT_FORMAT_FIELDS);
 }
 
 /**
@@ -81,10 +95,12 @@ export function checkSchema(schema: unknown, param: string): object | boolean {
   return schema;
 }
 
-function checkJsonSchema(value: unknown, param: string): object | boolean {
+/** `json_schema` of a `response_format` (or a whole `text.format`, with its fields). */
+function checkJsonSchema(value: unknown, param: string, fields: readonly string[] = JSON_SCHEMA_FIELDS): object | boolean {
   if (value === undefined || value === null) throw apiErrors.missing(param);
   if (typeof value !== 'object' || Array.isArray(value)) throw apiErrors.invalidType(param, 'an object');
   const js = value as { name?: unknown; schema?: unknown; strict?: unknown };
+  onlyFields(js, fields, param);
   if (typeof js.name !== 'string' || !SCHEMA_NAME.test(js.name)) {
     throw js.name === undefined
       ? apiErrors.missing(`${param}.name`)

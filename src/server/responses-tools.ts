@@ -26,13 +26,13 @@ export function planResponseTools(body: { tools?: unknown; tool_choice?: unknown
   if (Array.isArray(tools)) {
     chatTools = tools.map((tool, i) => {
       if (!tool || typeof tool !== 'object') throw apiErrors.invalidType(`tools[${i}]`, 'an object');
-      const t = tool as { type?: unknown; name?: unknown; description?: unknown; parameters?: unknown };
+      const t = tool as { type?: unknown; name?: unknown; description?: unknown; parameters?: unknown; strict?: unknown };
       if (t.type === undefined) throw apiErrors.missing(`tools[${i}].type`);
       if (t.type !== 'function') {
         throw apiErrors.unsupported(`tools[${i}].type`, `tools of type ${JSON.stringify(t.type)} (hosted tools) are not available; only 'function' tools are.`);
       }
       if (typeof t.name !== 'string') throw apiErrors.missing(`tools[${i}].name`);
-      return { type: 'function', function: { name: t.name, description: t.description, parameters: t.parameters } };
+      return { type: 'function', function: { name: t.name, description: t.description, parameters: t.parameters, strict: t.strict } };
     });
   }
   let chatChoice: unknown = choice;

@@ -56,14 +56,16 @@ export function formatSchemaErrors(errors: FastifySchemaValidationError[]): ApiE
 
 /**
  * The error that says most: the deepest place in the body (a missing or unknown property counts
- * one level below its object); at equal depth an `anyOf` (whose description says what is
- * expected) over the failures of its branches.
+ * one level below its object); at equal depth a branch of an `anyOf` whose type matched and
+ * whose value did not (17 stop strings: the array branch's `maxItems`), then the `anyOf` itself
+ * (whose description says what is expected), then the branches' type mismatches.
  */
 function pickError(errors: VerboseError[]): VerboseError | undefined {
   const depth = (e: VerboseError) => pointerSegments(e.instancePath).length + (e.keyword === 'required' || e.keyword === 'additionalProperties' ? 1 : 0);
+  const says = (e: VerboseError) => (e.keyword === 'type' ? 0 : e.keyword === 'anyOf' || e.keyword === 'oneOf' ? 1 : 2);
   let best: VerboseError | undefined;
   for (const e of errors) {
-    if (!best || depth(e) > depth(best) || (depth(e) === depth(best) && (e.keyword === 'anyOf' || e.keyword === 'oneOf'))) best = e;
+    if (!best || depth(e) > depth(best) || (depth(e) === depth(best) && says(e) > says(best))) best = e;
   }
   return best;
 }

@@ -100,7 +100,7 @@ export function planTools(body: { tools?: unknown; tool_choice?: unknown; parall
 export function functionTool(tool: unknown, i: number): FunctionTool {
   const param = `tools[${i}]`;
   if (!tool || typeof tool !== 'object') throw apiErrors.invalidType(param, 'an object');
-  const t = tool as { type?: unknown; function?: { name?: unknown; description?: unknown; parameters?: unknown } };
+  const t = tool as { type?: unknown; function?: { name?: unknown; description?: unknown; parameters?: unknown; strict?: unknown } };
   if (t.type !== 'function') {
     throw t.type === undefined ? apiErrors.missing(`${param}.type`) : apiErrors.unsupported(`${param}.type`, `tools of type ${JSON.stringify(t.type)}; only 'function' tools are.`);
   }
@@ -108,6 +108,17 @@ export function functionTool(tool: unknown, i: number): FunctionTool {
   if (!f || typeof f !== 'object') throw apiErrors.missing(`${param}.function`);
   if (typeof f.name !== 'string') throw apiErrors.missing(`${param}.function.name`);
   if (!FUNCTION_NAME.test(f.name)) throw apiErrors.invalidValue(`${param}.function.name`, `Invalid '${param}.function.name': it must be 1 to 64 letters, digits, underscores or dashes.`);
+  if (f.description !== undefined && f.description !== null && typeof f.description !== 'string') throw apiErrors.invalidType(`${param}.function.description`, 'a string');
+  if (f.strict !== undefined && f.strict !== null && typeof f.strict !== 'boolean') throw apiErrors.invalidType(`${param}.function.strict`, 'a boolean');
   const parameters = f.parameters === undefined || f.parameters === null ? NO_ARGUMENTS : checkSchema(f.parameters, `${param}.function.parameters`);
+  // Arguments are a JSON object (OpenAI refuses other parameter types the same way).
+  const type = typeof parameters === 'object' ? (parameters as { type?: unknown }).type : undefined;
+  if (type !== undefined && type !== 'object') {
+    throw apiErrors.invalidValue(
+      `${param}.function.parameters`,
+      `Invalid schema for function '${f.name}': parameters must be a JSON Schema of type "object", got type ${JSON.stringify(type)}; put the value in a property (e.g. {"type": "object", "properties": {"value": ...}}).`,
+      'invalid_function_parameters',
+    );
+  }
   return { name: f.name, ...(typeof f.description === 'string' ? { description: f.description } : {}), parameters };
 }

@@ -11,8 +11,24 @@ export type Unsupported = [string, (v: unknown) => boolean, string];
 /** Whether a field is present (null counts as absent, as in OpenAI's specification). */
 export const given = (v: unknown) => v !== undefined && v !== null;
 
+/**
+ * vLLM's extra fields for constrained decoding (its `guided_*` fields and their successor
+ * `structured_outputs`): refused, so that a client relying on one is told instead of getting
+ * unconstrained output; `response_format` and `tools` are how specd constrains an output.
+ */
+export const VLLM_STRUCTURED_OUTPUTS: Unsupported[] = [
+  'guided_json',
+  'guided_regex',
+  'guided_choice',
+  'guided_grammar',
+  'guided_decoding_backend',
+  'guided_whitespace_pattern',
+  'structured_outputs',
+].map((field): Unsupported => [field, given, "vLLM's structured-output fields are not; use 'response_format' ({\"type\": \"json_schema\"}) or 'tools'."]);
+
 /** /v1/chat/completions. */
 export const CHAT_UNSUPPORTED: Unsupported[] = [
+  ...VLLM_STRUCTURED_OUTPUTS,
   ['functions', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), "the deprecated function calling fields are not; use 'tools'."],
   ['function_call', (v) => given(v) && v !== 'none' && v !== 'auto', "the deprecated function calling fields are not; use 'tool_choice'."],
   ['audio', given, 'specd generates text only.'],
@@ -27,6 +43,7 @@ export const CHAT_UNSUPPORTED: Unsupported[] = [
 
 /** /v1/completions. */
 export const COMPLETION_UNSUPPORTED: Unsupported[] = [
+  ...VLLM_STRUCTURED_OUTPUTS,
   ['echo', (v) => v === true, 'the prompt is not echoed; prepend it yourself.'],
   ['suffix', (v) => given(v) && v !== '', 'specd has no fill-in-the-middle mode.'],
   ['best_of', (v) => given(v) && v !== 1, 'use n for several choices.'],

@@ -25,7 +25,7 @@ import { GrammarHosts } from '../grammar/grammar-hosts.js';
 import { nextFault, triggerFault } from './faults.js';
 import { engineArguments } from './generate-options.js';
 import { errorReply } from './worker-errors.js';
-import type { ControlMessage, EngineStatsMessage, EngineWorkerData, GenerationRequest, GenerationTask, LoadMessage, WorkerMessage } from './protocol.js';
+import type { ControlMessage, EngineStatsMessage, EngineWorkerData, GenerationRequest, GenerationTask, GrammarStatsMessage, LoadMessage, WorkerMessage } from './protocol.js';
 
 const { pair: pairOptions, batching, faults } = workerData as EngineWorkerData;
 
@@ -48,7 +48,12 @@ const scheduler = new BatchScheduler({
 let grammarHosts: GrammarHosts | undefined;
 function grammars(pair: ModelPair): GrammarHosts {
   if (!pair.targetDir) throw new Error('the pair has no target directory to read a grammar vocabulary from');
-  grammarHosts ??= new GrammarHosts({ modelDir: pair.targetDir, vocabSize: pair.target.info.vocabSize, stopTokenIds: [...pair.target.info.eosTokenIds] });
+  grammarHosts ??= new GrammarHosts({
+    modelDir: pair.targetDir,
+    vocabSize: pair.target.info.vocabSize,
+    stopTokenIds: [...pair.target.info.eosTokenIds],
+    onPlacement: (placement) => parentPort?.postMessage({ specd: 'grammar-stats', threadId, ...placement } satisfies GrammarStatsMessage),
+  });
   return grammarHosts;
 }
 
@@ -96,7 +101,16 @@ export default async function generate({ port, request }: GenerationTask): Promi
     release = await budget.reserve(kvBytesFor(pair, request), request.promptIds);
     reportStats();
     post({ type: 'start', threadId });
-    constraint = request.grammar ? await grammars(pair).constraint(request.grammar) : undefined;
+    // A cancel while the grammar compiles ends the wait (the compile goes on into the cache), and
+    // the generation then ends at once with finish reason `abort`, before its first round.
+    constraint = request.grammar
+      ? await grammars(pair)
+          .constraint(request.grammar, controller.signal)
+          .catch((err: unknown) => {
+            if (controller.signal.aborted) return undefined;
+            throw err;
+          })
+      : undefined;
     const rounds: RoundStats[] = [];
     const { input, options } = engineArguments(request, { constraint, signal: controller.signal, scheduler, onRound: (round) => rounds.push(round) });
     const generating = generateText(

@@ -101,6 +101,10 @@ async function pass(session: ort.InferenceSession, shape: AttentionShape, s: Ret
 const SHAPES: [string, AttentionShape][] = [
   ['multi-head', { heads: 4, kvHeads: 4, headDim: HEAD_DIM }],
   ['grouped-query', { heads: 6, kvHeads: 2, headDim: HEAD_DIM }],
+  // The head sizes of the bundled target (64) and of Qwen3 / Llama 3.2 (128): a window score is
+  // picked from the product against the buffer or against the new keys, which must agree bitwise.
+  ['multi-head, head_dim 64', { heads: 6, kvHeads: 6, headDim: 64 }],
+  ['grouped-query, head_dim 128', { heads: 4, kvHeads: 2, headDim: 128 }],
 ];
 
 describe('row-independent in-place attention', () => {

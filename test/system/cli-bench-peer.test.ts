@@ -45,6 +45,7 @@ describe('specd bench peer', () => {
     oneLineError(specd(['--policies', 'ngram']), /ngram is not compared here without --llama-spec-type/);
     oneLineError(specd(['--llama-spec-type', 'ngram-mod,ngram-magic']), /--llama-spec-type <types>' argument 'ngram-mod,ngram-magic' is invalid. unknown llama-server --spec-type "ngram-magic"; expected a comma-separated list of draft-simple, ngram-simple/);
     oneLineError(specd(['--llama-spec-type', 'ngram-mod,ngram-mod']), /ngram-mod is listed twice/);
+    oneLineError(specd(['--dataset', 'edits']), /--dataset <name>' argument 'edits' is invalid. expected one of gsm8k, humaneval, alpaca, edit$/);
   });
 
   test('bundled pair at q4 against the real llama-server: table, JSON with per-round ratios and exact specd outputs, chart, Q4_0 files', async (t) => {

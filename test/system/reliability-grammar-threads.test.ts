@@ -2,13 +2,15 @@
  * Schemas compile off the engine's round (grammar/grammar-hosts.ts): a schema at the size
  * limits compiles in a grammar thread while a running stream keeps its pace, a matcher in one
  * grammar thread keeps answering while another thread compiles, a compile past the time limit
- * is abandoned with a GrammarError (the same one every time, without compiling again), and the
- * masks that cross the thread boundary are the in-thread matcher's masks.
+ * is abandoned with a GrammarError (the same one every time, without compiling again), the
+ * masks that cross the thread boundary are the in-thread matcher's masks, two requests with
+ * the same new schema share one compile, a client that leaves during a compile stops waiting
+ * for it, and the grammar metrics count compiles, failures and cache hits.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import OpenAI from 'openai';
+import OpenAI, { APIError } from 'openai';
 import { ModelPair } from '../../src/pair/model-pair.js';
 import { GrammarCompiler, GrammarError, type GrammarSpec } from '../../src/grammar/compiler.js';
 import { GrammarHosts } from '../../src/grammar/grammar-hosts.js';
@@ -205,5 +207,76 @@ describe('a schema compiling on a one-worker server', () => {
     const took = window!.end - window!.start;
     await idle(); // the stream left early: its generation ends before the server closes
     assert.ok(longest < gapBound(took), `the stream waited ${longest.toFixed(0)} ms between chunks while the schema compiled (${took.toFixed(0)} ms)`);
+  });
+
+  const base = () => client.baseURL.replace(/\/v1$/, '');
+  /** The grammar counters of /metrics, and the compile histogram's count. */
+  async function grammarCounts(): Promise<{ compiles: number; failures: number; hits: number; timed: number }> {
+    const [compiles, failures, hits, timed] = await Promise.all(
+      ['specd_grammar_compiles_total', 'specd_grammar_compile_failures_total', 'specd_grammar_cache_hits_total', 'specd_grammar_compile_seconds_count'].map((name) => metricValue(base(), name)),
+    );
+    return { compiles: compiles!, failures: failures!, hits: hits!, timed: timed! };
+  }
+  const structured = (schema: Record<string, unknown>, signal?: AbortSignal) =>
+    client.chat.completions.create(
+      { model: MODEL, messages: [{ role: 'user', content: 'x' }], max_tokens: 4, response_format: { type: 'json_schema', json_schema: { name: 's', schema } } },
+      { signal },
+    );
+
+  test('two simultaneous requests with the same new schema compile it once (the second waits for that compile); metrics count the compile and the cache hit', async () => {
+    // Grammar threads already running (a thread still starting would take both compiles in turn anyway).
+    await structured({ type: 'boolean' });
+    const before = await grammarCounts();
+    const schema = largeSchema('twin');
+    const answers = await Promise.all([structured(schema), structured(schema)]);
+    for (const answer of answers) assert.ok(answer.choices[0]!.message.content!.startsWith('{'), 'answered under the schema');
+    const after = await grammarCounts();
+    assert.equal(after.compiles - before.compiles, 1, 'one compile for both');
+    assert.equal(after.hits - before.hits, 1, 'the second request opened the grammar the first compiled');
+    assert.equal(after.timed - before.timed, 1, 'the compile is in specd_grammar_compile_seconds');
+    assert.equal(after.failures, before.failures);
+    await structured(schema);
+    assert.equal((await grammarCounts()).hits - after.hits, 1, 'a later request is a cache hit too');
+  });
+
+  test('a schema that fails counts one compile and one failure; the same schema again is refused without compiling', async () => {
+    const before = await grammarCounts();
+    const loop = { $defs: { metricsLoop: { $ref: '#/$defs/metricsLoop' } }, $ref: '#/$defs/metricsLoop' };
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(structured(loop), (err: Error) => err instanceof APIError && err.status === 400 && err.code === 'invalid_schema' && err.param === 'response_format.json_schema.schema');
+    }
+    const after = await grammarCounts();
+    assert.deepEqual(
+      { compiles: after.compiles - before.compiles, failures: after.failures - before.failures, hits: after.hits - before.hits },
+      { compiles: 1, failures: 1, hits: 0 },
+    );
+  });
+
+  test('a client that disconnects while its schema compiles stops waiting at once; the compile finishes into the cache', async () => {
+    const before = await grammarCounts();
+    const schema = largeSchema('left');
+    const controller = new AbortController();
+    const sent = structured(schema, controller.signal).catch((err: unknown) => err);
+    // Its generation has started on the worker (it waits for the compile there): then the client leaves.
+    const start = Date.now();
+    while ((await metricValue(base(), 'specd_num_requests_running')) !== 1) {
+      assert.ok(Date.now() - start < 10_000, 'the request never started');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    controller.abort();
+    assert.ok((await sent) instanceof Error, 'the client gave up');
+    while ((await metricValue(base(), 'specd_num_requests_running')) !== 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await grammarCounts()).compiles, before.compiles, 'the generation ended before the compile did');
+    while ((await grammarCounts()).compiles === before.compiles) {
+      assert.ok(Date.now() - start < 60_000, 'the compile never finished');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const compiled = await grammarCounts();
+    assert.equal(compiled.compiles - before.compiles, 1);
+    const answer = await structured(schema);
+    assert.ok(answer.choices[0]!.message.content!.startsWith('{'));
+    const after = await grammarCounts();
+    assert.equal(after.compiles, compiled.compiles, 'the next request with the schema compiled nothing');
+    assert.equal(after.hits - compiled.hits, 1);
   });
 });

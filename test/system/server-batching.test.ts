@@ -118,10 +118,10 @@ describe('admission against the KV-cache budget', () => {
     await until(async () => (await metricValue(url, 'specd_kv_cache_usage_perc')) === 0, 20_000, 'the reservations to be given back');
   });
 
-  test('a request that could never fit is refused with a 400 naming the budget; the server stays up', async () => {
+  test('a request that could never fit is refused with a 400 naming the budget and max_tokens (the engine\'s KvBudgetError, its param as data); the server stays up', async () => {
     await assert.rejects(
       client.completions.create({ model: MODEL, prompt: SHORT, max_tokens: 500 }),
-      (err: unknown) => err instanceof OpenAI.BadRequestError && /KV cache/.test(err.message) && /--kv-cache-memory-bytes/.test(err.message),
+      (err: unknown) => err instanceof OpenAI.BadRequestError && err.param === 'max_tokens' && /KV cache/.test(err.message) && /--kv-cache-memory-bytes/.test(err.message),
     );
     const ok = await client.completions.create({ model: MODEL, prompt: SHORT, max_tokens: 4 });
     assert.equal(ok.choices.length, 1);

@@ -116,6 +116,28 @@ describe('chat completions', () => {
     assert.throws(() => plan(chat({ tools, response_format: { type: 'json_object' } }), ctx), refused('response_format', 'unsupported_parameter'));
   });
 
+  test('a response format carries only the fields OpenAI defines, vLLM\'s structured-output fields and malformed tools are refused: nothing is dropped unconstrained', () => {
+    const schema = { type: 'string' };
+    assert.throws(() => plan(chat({ response_format: { type: 'json_schema', json_schema: { name: 'a', schema }, grammar: 'root ::= "a"' } }), context()), refused('response_format.grammar', 'unsupported_parameter'));
+    assert.throws(() => plan(chat({ response_format: { type: 'json_object', schema } }), context()), refused('response_format.schema', 'unsupported_parameter'));
+    assert.throws(() => plan(chat({ response_format: { type: 'json_schema', json_schema: { name: 'a', schema, regex: 'a' } } }), context()), refused('response_format.json_schema.regex', 'unsupported_parameter'));
+    for (const field of ['guided_json', 'guided_regex', 'guided_choice', 'guided_grammar', 'structured_outputs']) {
+      assert.throws(() => plan(chat({ [field]: { type: 'string' } }), context()), refused(field, 'unsupported_parameter'));
+      assert.throws(() => plan(completion({ [field]: 'a' }), context()), refused(field, 'unsupported_parameter'));
+    }
+    assert.throws(() => plan(responses({ text: { format: { type: 'json_schema', name: 'a', schema, grammar: 'root ::= "a"' } } }), context()), refused('text.format.grammar', 'unsupported_parameter'));
+    // A tool's arguments are an object; its strict flag a boolean (not dropped when it is not one).
+    assert.throws(() => plan(chat({ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'string' } } }] }), context()), refused('tools[0].function.parameters', 'invalid_function_parameters'));
+    assert.throws(() => plan(responses({ tools: [{ type: 'function', name: 'f', parameters: { type: 'array' } }] }), context()), refused('tools[0].parameters', 'invalid_function_parameters'));
+    assert.throws(() => plan(responses({ tools: [{ type: 'function', name: 'f', strict: 'yes' }] }), context()), refused('tools[0].strict', 'invalid_type'));
+    // What OpenAI defines still plans.
+    const full = plan(chat({ response_format: { type: 'json_schema', json_schema: { name: 'a', description: 'd', strict: true, schema } } }), context());
+    assert.equal(full.requests[0]!.grammarParam, 'response_format.json_schema.schema');
+    const text = plan(responses({ text: { format: { type: 'json_schema', name: 'a', description: 'd', strict: true, schema } } }), context());
+    assert.equal(text.requests[0]!.grammarParam, 'text.format.schema');
+    assert.equal(plan(responses({ text: { format: { type: 'json_object' } } }), context()).requests[0]!.grammarParam, 'text.format');
+  });
+
   test('refusals name the field', () => {
     assert.throws(() => plan(chat({ model: 'other' }), context()), refused('model', 'model_not_found', 404));
     assert.throws(() => plan(chat({ audio: { voice: 'x' } }), context()), refused('audio', 'unsupported_parameter'));

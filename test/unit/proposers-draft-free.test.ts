@@ -33,6 +33,32 @@ describe('draft-free proposer', () => {
     assert.throws(() => proposer.add('a', [1]), /already tracked/);
   });
 
+  test("a greedy round the draft won still teaches the displaced proposal's acceptance, judged up to what was emitted", () => {
+    const text = passage(200, 1000);
+    const proposer = new DraftFreeProposer({ methods: ['ngram'], ngram: { numSpeculativeTokens: 6 } });
+    proposer.add(0, [...text, 7, 7]);
+    proposer.extend(0, text.slice(0, 5));
+    const [p] = proposer.propose([0]);
+    const rate = (j: number) => proposer.acceptance.ngram.rate(p!.matchLength, j);
+    const before = [1, 2, 3].map(rate);
+    // The round emitted 3 tokens, the first 2 equal to the proposal's: candidates 1-2 accepted,
+    // 3 rejected, 4-6 never judged.
+    proposer.observeUnverified(0, p, [...text.slice(5, 7), 9999]);
+    assert.ok(rate(1) > before[0]! && rate(2) > before[1]! && rate(3) < before[2]!, `${[1, 2, 3].map(rate)} after, ${before} before`);
+    // The emitted tokens extend the sequence: the next proposal continues after them.
+    const [q] = proposer.propose([0]);
+    assert.notDeepEqual(q!.tokens, text.slice(8, 14), 'the text went on with 9999');
+    // Emitted tokens that all agree: every judged candidate accepted, none rejected.
+    const fresh = new DraftFreeProposer({ methods: ['ngram'], ngram: { numSpeculativeTokens: 6 } });
+    fresh.add(0, [...text, 7, 7]);
+    fresh.extend(0, text.slice(0, 5));
+    const [r] = fresh.propose([0]);
+    const first = fresh.acceptance.ngram.rate(r!.matchLength, 3);
+    fresh.observeUnverified(0, r, text.slice(5, 7));
+    assert.equal(fresh.acceptance.ngram.rate(r!.matchLength, 3), first, 'candidate 3 was not judged');
+    assert.ok(fresh.acceptance.ngram.rate(r!.matchLength, 2) > first);
+  });
+
   test('both methods: the larger expected accepted length wins per sequence', () => {
     const text = passage(100, 1000);
     const proposer = new DraftFreeProposer({ methods: ['ngram', 'suffix'], ngram: { promptLookupMin: 1, promptLookupMax: 1, numSpeculativeTokens: 4 } });

@@ -179,7 +179,7 @@ describe('suffix decoding', () => {
 describe('acceptance by match length', () => {
   test('rates converge to what is observed, per bucket and position', () => {
     const rng = new Rng(3);
-    const tracker = new AcceptanceByMatchLength({ decay: 1 });
+    const tracker = new AcceptanceByMatchLength({ decay: 1, maxMatchLength: 16, maxPosition: 32, priorRate: 0.5 });
     // Match length 2: each position accepted with 0.3; match length 8: with 0.9.
     for (let i = 0; i < 4000; i++) {
       for (const [m, rate] of [
@@ -212,8 +212,18 @@ describe('acceptance by match length', () => {
     assert.equal(tracker.rate(40, 1), tracker.rate(16, 1));
   });
 
+  test('the defaults: matches of 4 and more share a bucket, positions 4 and later a rate, an unseen cell is at 0.6', () => {
+    const tracker = new AcceptanceByMatchLength();
+    assert.ok(Math.abs(tracker.expectedAccepted(9, 2) - (0.6 + 0.36)) < 1e-12);
+    for (let i = 0; i < 50; i++) tracker.observe(6, 8, 8);
+    assert.equal(tracker.rate(4, 1), tracker.rate(30, 1));
+    assert.notEqual(tracker.rate(3, 1), tracker.rate(4, 1));
+    assert.equal(tracker.rate(6, 4), tracker.rate(6, 20));
+    assert.notEqual(tracker.rate(6, 3), tracker.rate(6, 4));
+  });
+
   test('decay follows a change; observations out of range are refused', () => {
-    const tracker = new AcceptanceByMatchLength({ decay: 0.9 });
+    const tracker = new AcceptanceByMatchLength({ decay: 0.9, priorRate: 0.5 });
     for (let i = 0; i < 100; i++) tracker.observe(3, 4, 4);
     assert.ok(tracker.rate(3, 1) > 0.9, String(tracker.rate(3, 1)));
     for (let i = 0; i < 60; i++) tracker.observe(3, 4, 0);
