@@ -207,8 +207,8 @@ class RoundArms {
 
   /** The arm a round of `batch` sequences plays: `plain` for the first MIN_ARM_ROUNDS, then each arm MIN_TRIES times (where tried), then the best, the others explored (class comment). */
   choose(batch: number): RoundArm {
-    const { arms, tries, explored } = this.bucket(batch);
-    if (arms[PLAIN]!.count < MIN_ARM_ROUNDS) return 'plain';
+    const { arms, tries, explored, warmup } = this.bucket(batch);
+    if (warmup) return 'plain';
     // An arm played fewer than MIN_TRIES times is played before anything is weighed against it.
     const untried = arms.findIndex((x) => x.count < MIN_TRIES);
     if (tries && untried >= 0) return ROUND_ARMS[untried]!;
@@ -239,13 +239,17 @@ class RoundArms {
     if (!bucket.warmup) return;
     bucket.warmup.push(round);
     if (bucket.arms[PLAIN]!.count < MIN_ARM_ROUNDS) return;
-    // The first rounds decide nothing by their rates; now that plain rounds have them,
-    // replay them, a stall (over OUTLIER_FACTOR times its arm's median time per sequence)
-    // counted at the median.
+    // The first rounds decide nothing by their rates. Where the drafting arms are tried next,
+    // plain is measured again after them (MIN_TRIES rounds, like theirs) and the warm-up's plain
+    // rounds are dropped: a new bucket's first rounds can stall (a new batch shape's buffers, the
+    // caches growing), and a stalled plain arm that loses is seldom explored again. Else (plain
+    // plays on) they are replayed, a stall (over OUTLIER_FACTOR times the median time per
+    // sequence of its arm) counted at the median; so are rounds of other arms played meanwhile.
     const warmup = bucket.warmup;
     const perSequence = ROUND_ARMS.map((_, i) => median(warmup.filter((r) => r.arm === i).map((r) => r.ms / r.batch)));
     Object.assign(bucket, { arms: ROUND_ARMS.map(() => new Arm()), warmup: undefined });
     for (const r of warmup) {
+      if (bucket.tries && r.arm === PLAIN) continue;
       const expected = r.batch * perSequence[r.arm]!;
       record(bucket, { ...r, ms: r.ms > OUTLIER_FACTOR * expected ? expected : r.ms });
     }
@@ -364,11 +368,16 @@ export class PassCostModel {
 
   /**
    * A verification (or, with `promptPiece`, a prompt piece's target pass) over `sequences`
-   * sequences feeding `tokens` tokens took `ms` (the sequence count is not modelled).
+   * sequences feeding `tokens` tokens took `ms` (the sequence count is not modelled). Both
+   * lines are fitted over the padded rows: the batch's attention computes `sequences` x its
+   * longest input (model.ts `forwardBatch`), which the time follows where drafts differ in
+   * length, and a batch drafting k candidates each, as the model predicts, feeds B (k + 1) of both.
+   * @param paddedRows `sequences` x the longest input; `tokens` when not given (one sequence, or
+   *   inputs of one length)
    */
-  observeVerify(_sequences: number, tokens: number, ms: number, promptPiece = false): void {
-    this.verify.observe(tokens, ms);
-    if (!promptPiece) this.verifyRows.observe(tokens, ms);
+  observeVerify(_sequences: number, tokens: number, ms: number, promptPiece = false, paddedRows = tokens): void {
+    this.verify.observe(paddedRows, ms);
+    if (!promptPiece) this.verifyRows.observe(paddedRows, ms);
   }
 
   /** A draft step over `sequences` sequences took `ms`. */
@@ -438,8 +447,10 @@ export class PassCostModel {
    * each position's measured acceptance, the overall rate where a position has too little
    * history), V(n) a verification over n rows and D(B) a draft step over B sequences (module
    * comment; the expected-tokens form is Leviathan et al. 2023, arXiv 2211.17192, eq. 1, with
-   * per-position rates). V is fitted to verifications alone, whose rows read every sequence's
-   * cache; its slope is at least the prompt pieces' (a prompt token reads less than a verified
+   * per-position rates). V is fitted to verifications alone over their padded rows (sequences x
+   * the longest input: a batch's attention is padded to it, so drafts of unequal lengths cost
+   * what the longest costs for every sequence, and k candidates each are B (k + 1) rows), whose
+   * rows read every sequence's cache; its slope is at least the prompt pieces' (a prompt token reads less than a verified
    * row), which pins it while the rows of the verifications hardly vary. 0 means drafting does
    * not pay at this batch size (`roundArm` then plays plain rounds); ties go to the shorter draft.
    * @param batch sequences in the round (>= 1)

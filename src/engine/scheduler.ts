@@ -193,7 +193,8 @@ export class BatchScheduler {
     const tokens = inputs.reduce((n, x) => n + x.length, 0);
     // Verification as the cost model sees it: the pass and every sequence's acceptance and rollback.
     const end = performance.now();
-    controller.costs.observeVerify(gens.length, tokens, end - targetStart);
+    const padded = gens.length * Math.max(...inputs.map((x) => x.length));
+    controller.costs.observeVerify(gens.length, tokens, end - targetStart, false, padded);
     if (arm !== undefined) {
       // Catching up is the price of switching to drafting; a drafting round carries its share
       // of its sequences' prompt feeds, spread over what they emit (the cost of drafting all along).

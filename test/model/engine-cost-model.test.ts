@@ -154,6 +154,8 @@ describe('how a batch drafts', () => {
       for (const arm of ['anchor', 'model'] as const) model.observeBatchRound(15 + (i % 2), arm, ...outcome[arm](15 + (i % 2)));
       model.observeBatchRound(9 + (i % 2), 'plain', ...outcome.plain(9 + (i % 2)));
     }
+    // Plain measured again after the drafting arms' tries (the warm-up's plain rounds decide nothing).
+    for (let i = 0; i < MIN_TRIES; i++) model.observeBatchRound(9 + (i % 2), 'plain', ...outcome.plain(9 + (i % 2)));
     assert.equal(model.roundArm(16), 'plain');
     assert.equal(model.roundArm(9), 'plain');
   });

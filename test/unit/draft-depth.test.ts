@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MIN_ARM_ROUNDS, MIN_OBSERVATIONS, PassCostModel, type RoundArm } from '../../src/engine/cost-model.js';
+import { EXPLORE_SHARE, MIN_ARM_ROUNDS, MIN_OBSERVATIONS, PassCostModel, type RoundArm } from '../../src/engine/cost-model.js';
 import { DraftController, type SequencePolicy } from '../../src/engine/draft-controller.js';
 
 /** A verification of n rows, ms. */
@@ -117,6 +117,65 @@ describe('draft depth from measured costs', () => {
     for (let i = 0; i < 50; i++) withPieces.observeVerify(1, 256, 1 + 1.2 * 256, true);
     assert.ok(flat.draftDepth(16)! > 0, 'rows that look free: drafting pays');
     assert.equal(withPieces.draftDepth(16), 0, 'a row costs at least a prompt token');
+  });
+});
+
+describe('a batch whose drafts differ in length', () => {
+  // The attention pads every sequence to the batch's longest input: a pass costs by its padded rows.
+  const verify: Verify = (padded) => 1 + 0.3 * padded;
+  const draft = 0.2;
+  /** Rounds of 4 sequences, one drafting 4-6 candidates and the others 0-1; 2 or 3 accepted of 4. */
+  function feedUnequal(model: PassCostModel, padded: boolean): void {
+    for (let i = 0; i < 300; i++) {
+      const lengths = [5 + (i % 3), 1 + (i % 2), 1, 2];
+      const rows = lengths.reduce((n, x) => n + x, 0);
+      const paddedRows = 4 * Math.max(...lengths);
+      model.observeVerify(4, rows, verify(paddedRows), false, padded ? paddedRows : undefined);
+      model.observeDraft(4, draft);
+      model.observeRound(4, 2 + (i % 2));
+    }
+  }
+
+  test('the depth follows the padded rows a pass computes, not the tokens it packs', () => {
+    // Per position the rates fed are 1, 1, 0.5 and 0: 1, 2, 3, 3.5 and 3.5 tokens at k = 0..4.
+    const tokens = [1, 2, 3, 3.5, 3.5];
+    const rates = tokens.map((t, k) => (4 * t) / (verify(4 * (k + 1)) + k * draft));
+    const best = rates.indexOf(Math.max(...rates));
+    assert.equal(best, 2, `rates ${rates.map((r) => r.toFixed(3)).join(' ')}`);
+    const model = new PassCostModel();
+    feedUnequal(model, true);
+    assert.equal(model.draftDepth(4), best);
+    // The control: the same passes fitted over the tokens they pack misread a row's cost.
+    const packed = new PassCostModel();
+    feedUnequal(packed, false);
+    assert.notEqual(packed.draftDepth(4), best);
+  });
+});
+
+describe("a new bucket's stalled first rounds", () => {
+  /** Play `count` rounds of 4 sequences: plain emits 4 tokens in `plainMs(i)` ms, a drafting arm 6 in 20 ms. */
+  function play(model: PassCostModel, count: number, plainMs: (i: number) => number): RoundArm[] {
+    return Array.from({ length: count }, (_, i) => {
+      const arm = model.roundArm(4);
+      if (arm === 'plain') model.observeBatchRound(4, arm, 4, plainMs(i));
+      else model.observeBatchRound(4, arm, 6, 20);
+      return arm;
+    });
+  }
+  const share = (arms: RoundArm[], arm: RoundArm) => arms.filter((a) => a === arm).length / arms.length;
+
+  test('do not decide: plain is measured again after the drafting arms, and plays where it delivers most', () => {
+    const model = new PassCostModel();
+    feed(model, memoryBound, cheapDraftStep, [1, 4], 4, acceptedOf);
+    assert.ok(model.draftDepth(4)! > 0, 'the pass costs say drafting may pay, so the rounds decide');
+    // Every warm-up plain round stalls (75 ms against 11 ms later): 0.05 tokens/ms, drafting 0.3, plain 0.36.
+    const arms = play(model, 400, (i) => (i < MIN_ARM_ROUNDS ? 75 : 11));
+    assert.ok(arms.slice(0, MIN_ARM_ROUNDS).every((a) => a === 'plain'));
+    assert.ok(share(arms.slice(-200), 'plain') > 1 - 2 * EXPLORE_SHARE, `plain in ${share(arms.slice(-200), 'plain')} of the last rounds`);
+    // The control: where plain rounds stay that slow, drafting plays.
+    const slow = new PassCostModel();
+    feed(slow, memoryBound, cheapDraftStep, [1, 4], 4, acceptedOf);
+    assert.ok(share(play(slow, 400, () => 75).slice(-200), 'plain') < 2 * EXPLORE_SHARE);
   });
 });
 
