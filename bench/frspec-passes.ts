@@ -15,6 +15,7 @@
  *     [--reps 20] [--draft-threads 1[,2]] [--no-token-map] [--json FILE]
  */
 import { writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { type DatasetName, loadPrompts } from '../src/bench/datasets.js';
 import { machineInfo } from '../src/bench/serve/report.js';
@@ -149,7 +150,7 @@ const results = configs.map((c, i) => {
 
 if (values.json) {
   const pass = Object.fromEntries([...passTimes].map(([k, v]) => [k, { median_ms: quantile(v, 50), p10_ms: quantile(v, 10) }]));
-  writeFileSync(values.json, `${JSON.stringify({ date: new Date().toISOString(), machine: machineInfo(), args: values, passes: pass, generation: results }, null, 2)}\n`);
+  writeFileSync(values.json, `${JSON.stringify({ date: new Date().toISOString(), machine: machineInfo(), load_average: loadavg(), args: values, passes: pass, generation: results }, null, 2)}\n`);
 }
 await pair.release();
 for (const model of otherDrafts) await model.release();

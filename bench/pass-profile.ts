@@ -64,16 +64,21 @@ interface Variant {
   layers: number;
 }
 
-/** The graph builders of a build: this one's, or another's (`--base`). */
+/**
+ * The weight readers and graph builders of a build: this one's, or another's (`--base`; its own
+ * readers too, since a build recognises quantized weights only as its own readers registered them).
+ */
 interface Builders {
+  readGpt2Weights: typeof readGpt2Weights;
+  readLlamaWeights: typeof readLlamaWeights;
   buildGpt2Graph: typeof buildGpt2Graph;
   buildLlamaGraph: typeof buildLlamaGraph;
 }
-const ours: Builders = { buildGpt2Graph, buildLlamaGraph };
+const ours: Builders = { readGpt2Weights, readLlamaWeights, buildGpt2Graph, buildLlamaGraph };
 async function baseBuilders(dir: string): Promise<Builders> {
   const from = (path: string) => import(pathToFileURL(resolve(dir, path)).href);
-  const [{ buildGpt2Graph: gpt2 }, { buildLlamaGraph: llama }] = await Promise.all([from('src/onnx/gpt2-graph.js'), from('src/onnx/llama-graph.js')]);
-  return { buildGpt2Graph: gpt2, buildLlamaGraph: llama };
+  const modules = await Promise.all(['src/onnx/gpt2-weights.js', 'src/onnx/llama-weights.js', 'src/onnx/gpt2-graph.js', 'src/onnx/llama-graph.js'].map(from));
+  return Object.assign({}, ...modules) as Builders;
 }
 
 /** The in-place graph of `dir` at `dtype`, its MatMulNBits at `accuracyLevel` (4: the window attention). */
@@ -82,11 +87,11 @@ function graphBytes(dir: string, dtype: string, accuracyLevel: AccuracyLevel, b:
   const model = readModelFile(modelDir.onnxPath);
   const c = modelDir.config;
   if (LLAMA_FAMILY.includes(c.modelType)) {
-    const w = readLlamaWeights(model, c);
+    const w = b.readLlamaWeights(model, c);
     const g = b.buildLlamaGraph(w, { rotary: 'fused', maxPositions: c.maxPositions ?? 4096, accuracyLevel });
     return { bytes: g.toBytes(), kvHeads: w.kvHeads, headDim: w.headDim, layers: w.blocks.length };
   }
-  const w = readGpt2Weights(model, c.heads!);
+  const w = b.readGpt2Weights(model, c.heads!);
   const g = b.buildGpt2Graph(w, { attention: 'inplace', norms: 'fused', gelu: 'fused', accuracyLevel });
   return { bytes: g.toBytes(), kvHeads: w.heads, headDim: w.hidden / w.heads, layers: w.blocks.length };
 }

@@ -10,10 +10,11 @@
  * rows, interleaved stage by stage; the median per row is printed. `--onnx` also times ONNX
  * Runtime's TopK inside a graph that ends at the logits (a one-MatMul stand-in for an lm_head),
  * against the same graph returning the whole row and selecting in JavaScript.
- * On a shared machine the figures move with the neighbours' load: compare within one run.
+ * On a shared machine the figures move with the neighbours' load: compare within one run, and
+ * read the CPU-time medians (printed second), which leave out the time other processes held the core.
  */
 import { writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { residual } from '../src/engine/acceptance.js';
@@ -127,22 +128,32 @@ const rng = new Rng(2026);
 for (const vocab of VOCABS) results[vocab] = {};
 // Interleave: every stage once per vocabulary per repetition.
 const samples = new Map<string, number[]>();
+/** The same runs' CPU time (user + system, microsecond resolution): on a loaded machine it leaves out the time other processes held the core. */
+const cpuSamples = new Map<string, number[]>();
+const cpuResults: Record<string, Record<string, number>> = {};
+for (const vocab of VOCABS) cpuResults[vocab] = {};
 for (let rep = 0; rep < REPS; rep++) {
   for (const stage of STAGES) {
     if (stage.slow && rep % 10 !== 0) continue;
     for (const vocab of VOCABS) {
       const run = stage.prepare(vocab, rng);
+      const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       run();
       const ms = performance.now() - t0;
+      const cpu = process.cpuUsage(cpu0);
       const key = `${stage.name}|${vocab}`;
-      if (rep >= 2 || stage.slow) (samples.get(key) ?? samples.set(key, []).get(key)!).push(ms);
+      if (rep >= 2 || stage.slow) {
+        (samples.get(key) ?? samples.set(key, []).get(key)!).push(ms);
+        (cpuSamples.get(key) ?? cpuSamples.set(key, []).get(key)!).push((cpu.user + cpu.system) / 1000);
+      }
     }
   }
 }
 for (const [key, ms] of samples) {
   const [stage, vocab] = key.split('|') as [string, string];
   results[vocab]![stage] = median(ms);
+  cpuResults[vocab]![stage] = median(cpuSamples.get(key)!);
 }
 
 const width = Math.max(...STAGES.map((s) => s.name.length));
@@ -150,6 +161,10 @@ console.log(`ms per row (median of ${REPS} fresh rows; sort-based: ${Math.ceil(R
 console.log(`${'stage'.padEnd(width)}  ${VOCABS.map((v) => `V = ${v.toLocaleString('en')}`.padStart(14)).join('')}`);
 for (const stage of STAGES) {
   console.log(`${stage.name.padEnd(width)}  ${VOCABS.map((v) => results[v]![stage.name]!.toFixed(3).padStart(14)).join('')}`);
+}
+console.log(`\nCPU ms per row (median), the same runs`);
+for (const stage of STAGES) {
+  console.log(`${stage.name.padEnd(width)}  ${VOCABS.map((v) => cpuResults[v]![stage.name]!.toFixed(3).padStart(14)).join('')}`);
 }
 
 /** ONNX Runtime's TopK in the graph against the whole row out and JavaScript's selection. */
@@ -202,4 +217,4 @@ if (values.onnx) {
     for (const [k, v] of Object.entries(onnx[vocab]!)) console.log(`  V = ${vocab.toLocaleString('en')}: ${k.padEnd(44)} ${v.toFixed(3)}`);
   }
 }
-if (values.json) writeFileSync(values.json, JSON.stringify({ reps: REPS, cpu: cpus()[0]?.model, cores: cpus().length, ms_per_row: results, onnx }, null, 2));
+if (values.json) writeFileSync(values.json, JSON.stringify({ reps: REPS, cpu: cpus()[0]?.model, cores: cpus().length, load_average: loadavg(), ms_per_row: results, cpu_ms_per_row: cpuResults, onnx }, null, 2));

@@ -66,6 +66,11 @@ export class SequenceDraftFreeProposer implements Proposer {
     });
   }
 
+  /** The sequence's acceptance of copied candidates by match length, per method (what `expectedAccepted` weighs by). */
+  get acceptance(): DraftFreeProposer['acceptance'] {
+    return this.proposer.acceptance;
+  }
+
   /** E[accepted candidates] of the round's proposal (acceptance-by-match.ts); 0 when it proposed none. */
   get expectedAccepted(): number {
     return this.round?.expectedAccepted ?? 0;
