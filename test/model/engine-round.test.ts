@@ -138,6 +138,21 @@ describe('one structure for a round (fixture pair)', () => {
     }
     assert.ok(crowded > 0, "an iteration that caught a draft up also fed a prompt piece (the case the budget rules)");
   });
+
+  test('reportPasses: every pass of a generation stepped alone is reported, by kind', async () => {
+    const opts: GenerateOptions = { maxTokens: 24, sampling: GREEDY, policy: { policy: 'fixed', k: 3 }, eosTokenIds: [] };
+    const reference = await pair.decoder.start(prompt(30, 5), opts).run();
+    const passes: PassRecord[] = [];
+    pair.decoder.reportPasses((p) => passes.push(p));
+    try {
+      const runsBefore = pair.target.runs + pair.draft!.runs;
+      assert.deepEqual(await pair.decoder.start(prompt(30, 5), opts).run(), reference);
+      assert.equal(passes.length, pair.target.runs + pair.draft!.runs - runsBefore, 'one record per session run');
+      for (const kind of ['prefill', 'catch-up', 'draft', 'verify'] as const) assert.ok(passes.some((p) => p.kind === kind && p.ms > 0), `a ${kind} pass`);
+    } finally {
+      pair.decoder.reportPasses(() => {});
+    }
+  });
 });
 
 describe('the draft controller', () => {
