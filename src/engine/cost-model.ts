@@ -3,8 +3,8 @@
  * follows from it (`specdec++` without a threshold: `--threshold auto`).
  *
  * Measured, with exponential forgetting (the last ~HALF_LIFE observations weigh half):
- * - T(n): a verification over n tokens (the pass and every sequence's acceptance and rollback),
- *   a line a + b n (b: a token's cost) fitted to the verifications and the prompt pieces' target
+ * - T(n): a verification over n rows (the pass and every sequence's acceptance and rollback; a
+ *   batch's rows padded to its longest input, `observeVerify`), a line a + b n (b: a row's cost) fitted to the verifications and the prompt pieces' target
  *   passes (these pin b: under one policy the tokens per sequence hardly vary; why a line and
  *   not a plane over tokens and sequences: docs/decisions/2026-11-30-auto-threshold-measured-arms.md);
  * - D(B): a draft step over B sequences (the pass and every sequence's sampling and head), a
@@ -178,8 +178,8 @@ const PLAIN = ROUND_ARMS.indexOf('plain');
  * while what exploring cost stays within EXPLORE_COST of the bucket's time, each in at most
  * EXPLORE_SHARE of its rounds: a close call is checked more often than a clear one, and an
  * expensive switch less often. A new bucket plays `plain` for its first MIN_ARM_ROUNDS rounds
- * (a first drafting round feeds every sequence's prompt to the draft), then each drafting arm
- * MIN_TRIES times, unless `plain` is best in the nearest smaller settled bucket (then they are
+ * (a first drafting round feeds every sequence's prompt to the draft), then each arm MIN_TRIES
+ * times (plain measured again, its warm-up dropped), unless `plain` is best in the nearest smaller settled bucket (then they are
  * only explored). A drafting round's time carries its sequences' prompt feeds spread over the
  * tokens they may emit, not the burst of the first round.
  *
