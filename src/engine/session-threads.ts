@@ -84,3 +84,14 @@ export async function resolveSpinning(mode: SpinningMode | boolean | undefined =
   const own = process.cpuUsage(ownBefore);
   return spinWhen(mode, othersBusyCoresBetween(before, cpuTimes(), (own.user + own.system) / 1000, cpus().length));
 }
+
+/**
+ * The spinning mode for a pair whose draft runs on `draftThreads` intra-op threads: `auto` becomes
+ * off beside a draft on several threads (two thread pools spinning on the same cores took them from
+ * each other: on the quiet 2-core host a Qwen3-0.6B-shaped pair with a 2-thread draft ran fixed:2 at
+ * 0.81x `none` with spinning and 1.33x without, docs/benchmarks.md 2026-12-08); explicit modes stay.
+ */
+export function spinningBesideDraft(mode: SpinningMode | boolean | undefined, draftThreads: number): SpinningMode | boolean {
+  const chosen = mode ?? DEFAULT_SPINNING;
+  return chosen === 'auto' && draftThreads > 1 ? false : chosen;
+}

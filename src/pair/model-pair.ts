@@ -16,7 +16,8 @@ import type { Device } from '../engine/device.js';
 import type { GraphChoice } from '../engine/graph-choice.js';
 import { DraftPhase } from '../engine/draft-phase.js';
 import { DecoderModel } from '../engine/model.js';
-import { resolveSpinning, type SpinningMode } from '../engine/session-threads.js';
+import { readModelDir } from '../engine/model-dir.js';
+import { resolveSpinning, type SpinningMode, spinningBesideDraft } from '../engine/session-threads.js';
 import { SpeculativeDecoder } from '../engine/speculative.js';
 import { type DraftVocabPlan, planDraftVocab } from '../engine/vocab-map.js';
 
@@ -86,19 +87,22 @@ export class ModelPair {
   static async load(opts: PairOptions = {}): Promise<ModelPair> {
     const targetDir = opts.target ?? BUNDLED_TARGET;
     const draftDir = opts.draft === undefined ? (opts.target === undefined ? BUNDLED_DRAFT : null) : opts.draft;
-    const spinning = await resolveSpinning(opts.spinning);
-    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching, spinning };
-    const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
-
+    readModelDir(targetDir, opts.dtype); // a missing or invalid target is reported before anything else loads
     const threads = opts.threads ?? availableParallelism();
-    const target = await DecoderModel.load(targetDir, { ...common, threads });
     const tokenizer = await TextTokenizer.fromDir(targetDir);
-    let draft: DecoderModel | undefined;
     let vocab: DraftVocabPlan = {};
     let draftThreads = opts.draftThreads ?? 1;
     if (draftDir !== null) {
       vocab = await planDraftVocab(targetDir, draftDir, tokenizer, opts.speculativeTokenMap);
       draftThreads = opts.draftThreads ?? defaultDraftThreads(draftDir, threads, vocab.map?.ids.length);
+    }
+    const spinning = await resolveSpinning(spinningBesideDraft(opts.spinning, draftThreads));
+    const common = { device: opts.device, deviceId: opts.deviceId, dtype: opts.dtype, graph: opts.graph, prefixCaching: opts.prefixCaching, spinning };
+    const draftCommon = { ...common, device: opts.draftDevice ?? opts.device, dtype: opts.draftDtype ?? opts.dtype };
+
+    const target = await DecoderModel.load(targetDir, { ...common, threads });
+    let draft: DecoderModel | undefined;
+    if (draftDir !== null) {
       draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: draftThreads, keepGraph: true, vocabMap: vocab.map });
     }
     const bundled = opts.target === undefined && opts.draft === undefined;

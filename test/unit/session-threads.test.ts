@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Command, CommanderError } from 'commander';
 import { addModelOptions, type ModelFlags, pairOptions } from '../../src/cli/options.js';
-import { ALONE_MAX_BUSY_CORES, DEFAULT_SPINNING, othersBusyCoresBetween, resolveSpinning, spinningConfig, spinWhen } from '../../src/engine/session-threads.js';
+import { ALONE_MAX_BUSY_CORES, DEFAULT_SPINNING, othersBusyCoresBetween, resolveSpinning, spinningBesideDraft, spinningConfig, spinWhen } from '../../src/engine/session-threads.js';
 
 const parse = (argv: string[]) => pairOptions(addModelOptions(new Command()).exitOverride().configureOutput({ writeErr: () => {} }).parse(argv, { from: 'user' }).opts<ModelFlags>());
 
@@ -57,4 +57,14 @@ test('resolveSpinning: booleans and on/off as given, without watching the CPU; a
   assert.equal(await resolveSpinning('on'), true);
   assert.equal(await resolveSpinning('off'), false);
   assert.equal(typeof (await resolveSpinning('auto')), 'boolean');
+});
+
+test('beside a draft on several threads auto does not spin; a one-thread draft keeps auto; explicit modes stay', () => {
+  assert.equal(spinningBesideDraft(undefined, 2), false);
+  assert.equal(spinningBesideDraft('auto', 2), false);
+  assert.equal(spinningBesideDraft('auto', 1), 'auto');
+  assert.equal(spinningBesideDraft(undefined, 1), DEFAULT_SPINNING);
+  assert.equal(spinningBesideDraft('on', 2), 'on');
+  assert.equal(spinningBesideDraft(true, 2), true);
+  assert.equal(spinningBesideDraft('off', 1), 'off');
 });
