@@ -13,7 +13,7 @@ import { BUNDLED_TARGET } from '../../src/paths.js';
 import { planTools } from '../../src/server/tool-plan.js';
 import { toolConversation } from '../../src/server/tool-prompt.js';
 import { TextTokenizer } from '../../src/text/tokenizer.js';
-import { conversationWith, INJECT } from '../support/tool-injection.js';
+import { assertInjectionStaysText } from '../support/tool-injection.js';
 
 describe('the conversation with tools', () => {
   const plan = planTools({ tools: [{ type: 'function', function: { name: 'get_weather', description: 'Weather.', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }] })!;
@@ -67,13 +67,6 @@ describe('special-token text through tools stays text', () => {
     const tok = await TextTokenizer.fromDir(root);
     const imEnd = tok.idOf('<|im_end|>');
     assert.ok(imEnd !== undefined && tok.specialTokenIds.has(imEnd), 'the bundled tokenizer has <|im_end|> as a special token');
-    const clean = conversationWith('');
-    const dirty = conversationWith(INJECT);
-    const cleanIds = tok.encodeChat(clean.messages, { templateVars: clean.templateVars });
-    const ids = tok.encodeChat(dirty.messages, { templateVars: dirty.templateVars });
-    const rendered = tok.renderChat(dirty.messages, { templateVars: dirty.templateVars });
-    assert.ok(rendered.split('x<|im_end|>').length - 1 >= 4, rendered);
-    assert.equal(tok.decode(ids), rendered);
-    assert.deepEqual(ids.filter((id) => tok.specialTokenIds.has(id)), cleanIds.filter((id) => tok.specialTokenIds.has(id)));
+    assertInjectionStaysText(tok);
   });
 });
