@@ -4,7 +4,9 @@
  * `npx tsc -p tsconfig.json`), each loading its own pair, alternated prompt by prompt and policy
  * by policy (A first on even prompts, B first on odd ones), so that a shared machine's slow
  * spells hit both alike. Per data set and policy: tokens/s of each build, its speedup over its
- * own `none`, whether its greedy output equals its `none`'s, and B / A.
+ * own `none`, tokens per round (target passes), whether its greedy output equals its `none`'s,
+ * and B / A. Suffix decoding's global tree is emptied before each generation, as `bench offline`
+ * does.
  *
  *   node dist/bench/builds-ab.js --base ../old/dist [--dataset gsm8k,alpaca,humaneval] [--prompts 16]
  *     [--policies none,fixed:3,fixed:4,specdec++] [--temperature 0] [--target DIR --draft DIR] [--dtype q8|q4] [--json FILE]
@@ -61,7 +63,7 @@ const pairOptions: PairOptions = {
 /** What a build offers this benchmark: its pair, its generateText and its policy parser. */
 interface Build {
   label: 'A' | 'B';
-  pair: { release(): Promise<void> };
+  pair: { release(): Promise<void>; decoder?: { suffixCaches?: { clear(): void } } };
   generate: typeof generateText;
   parse: typeof parsePolicy;
 }
@@ -78,8 +80,12 @@ async function baseBuild(dir: string): Promise<Build> {
 
 const builds: Build[] = [await baseBuild(values.base), { label: 'B', pair: await ModelPair.load(pairOptions), generate: generateText, parse: parsePolicy }];
 const sampling = { temperature, topP: 1, topK: 0 };
-const run = (b: Build, messages: Parameters<typeof generateText>[1], policy: string, seed: number, tokens: number) =>
-  b.generate(b.pair as ModelPair, messages, { maxTokens: tokens, sampling, seed, policy: b.parse(policy) });
+const run = (b: Build, messages: Parameters<typeof generateText>[1], policy: string, seed: number, tokens: number) => {
+  // Suffix decoding's global tree starts empty for every generation, as in `bench offline`: else
+  // a policy would copy the answer another policy's run of the same prompt left there.
+  b.pair.decoder?.suffixCaches?.clear();
+  return b.generate(b.pair as ModelPair, messages, { maxTokens: tokens, sampling, seed, policy: b.parse(policy) });
+};
 
 // Warm-up: every build and policy once, so first-run allocation counts for neither.
 const warm = loadPrompts('gsm8k', 1)[0]!;
@@ -87,19 +93,22 @@ for (const b of builds) for (const p of policyNames) await run(b, { messages: wa
 
 interface Cell {
   tokens: number;
+  /** Target passes (rounds) of the generations: tokens per round does not move with the load. */
+  rounds: number;
   wallMs: number;
   outputs: string[];
 }
 const rows: Record<string, unknown>[] = [];
 for (const dataset of datasets) {
   const set = loadPrompts(dataset as (typeof DATASETS)[number], prompts);
-  const cells = builds.map(() => new Map(policyNames.map((p): [string, Cell] => [p, { tokens: 0, wallMs: 0, outputs: [] }])));
+  const cells = builds.map(() => new Map(policyNames.map((p): [string, Cell] => [p, { tokens: 0, rounds: 0, wallMs: 0, outputs: [] }])));
   for (const [i, prompt] of set.entries()) {
     for (const policy of policyNames) {
       for (const b of i % 2 === 0 ? [0, 1] : [1, 0]) {
         const r = await run(builds[b]!, { messages: prompt.messages }, policy, i, maxTokens);
         const c = cells[b]!.get(policy)!;
         c.tokens += r.token_ids.length;
+        c.rounds += r.stats.rounds;
         c.wallMs += r.stats.wall_ms;
         c.outputs.push(r.token_ids.join(','));
       }
@@ -114,8 +123,9 @@ for (const dataset of datasets) {
       const tps = (c.tokens / c.wallMs) * 1000;
       const speedup = tps / ((none.tokens / none.wallMs) * 1000);
       const exact = temperature === 0 ? c.outputs.every((o, k) => o === none.outputs[k]) : null;
-      Object.assign(row, { [`${b.label}_tokens_per_s`]: tps, [`${b.label}_speedup_vs_none`]: speedup, [`${b.label}_matches_none`]: exact });
-      line.push(`${b.label} ${tps.toFixed(1).padStart(6)} tok/s ${speedup.toFixed(2)}x none${exact === null ? '' : exact ? ' exact' : ' NOT EXACT'}`);
+      const perRound = c.tokens / c.rounds;
+      Object.assign(row, { [`${b.label}_tokens_per_s`]: tps, [`${b.label}_speedup_vs_none`]: speedup, [`${b.label}_tokens_per_round`]: perRound, [`${b.label}_matches_none`]: exact });
+      line.push(`${b.label} ${tps.toFixed(1).padStart(6)} tok/s ${speedup.toFixed(2)}x none ${perRound.toFixed(2)} tok/round${exact === null ? '' : exact ? ' exact' : ' NOT EXACT'}`);
     });
     row.B_over_A = (row.B_tokens_per_s as number) / (row.A_tokens_per_s as number);
     line.push(`B/A ${(row.B_over_A as number).toFixed(2)}x`);
