@@ -17,12 +17,13 @@
  *
  * Then a knob sweep, simulated against the recorded greedy outputs (a greedy target accepts the
  * common prefix of proposal and output, plus one token): tokens and candidates per round, the
- * speed over `none` that a verification costing a + b x width implies (a, b fitted to the real
- * suffix run's rounds, the first one, which also takes in the prompt, left out; on a shared
- * machine the fit moves with the load), and the calibration of the two estimates of a proposal's
+ * speed over `none` that a verification costing a + b x width implies (a, b the line through the
+ * widths measured directly, below; the fit to the real suffix run's rounds, the first one left
+ * out, is printed too, but on a shared machine it moves with the load), and the calibration of the two estimates of a proposal's
  * accepted length: the acceptance by match length (acceptance-by-match.ts) and the suffix tree's
  * own score (the sum of its path probabilities), each over what was accepted. `cut c` keeps a
- * proposal's candidates while the acceptance-by-match chain stays >= c.
+ * proposal's candidates while the acceptance-by-match chain stays >= c; `cut by cost` keeps the
+ * prefix with the most predicted tokens per ms (hybrid.ts copiedLengthByCost).
  *
  * Last, the verification's cost measured directly (the target's pass of n = 1..33 tokens, the
  * minimum CPU time of `--reps` each), the oracle's speed over `none` under that line, and the largest
@@ -38,6 +39,7 @@ import { parsePolicy } from '../src/engine/policy-registry.js';
 import type { RoundStats } from '../src/engine/stats.js';
 import { generateText } from '../src/engine/text-generation.js';
 import { ModelPair } from '../src/pair/model-pair.js';
+import { copiedLengthByCost } from '../src/proposers/hybrid.js';
 import { type DraftFreeOptions, DraftFreeProposer } from '../src/proposers/draft-free.js';
 import { DATASETS_DIR } from '../src/paths.js';
 
@@ -240,6 +242,9 @@ process.stdout.write(
 );
 
 /** Simulated greedy rounds of a draft-free proposer against the target's recorded output: tokens per round, candidates per round, modelled speed over none. */
+/** `simulate`'s cut by the most predicted tokens per ms (hybrid.ts copiedLengthByCost) under the measured line. */
+const BY_COST = -1;
+
 function simulate(options: DraftFreeOptions, cut = 0): { tokensPerRound: number; candidatesPerRound: number; modelledSpeedup: number; predictedOverAccepted: number; scoreOverAccepted: number } {
   let rounds = 0;
   let candidates = 0;
@@ -254,7 +259,12 @@ function simulate(options: DraftFreeOptions, cut = 0): { tokensPerRound: number;
     let at = 0;
     while (at < output.length) {
       let [p] = proposer.propose([0]);
-      if (cut > 0 && p!.method) {
+      if (cut === BY_COST && p!.method) {
+        const tracker = proposer.acceptance[p!.method];
+        const rates = p!.tokens.map((_, j) => tracker.rate(p!.matchLength, j + 1));
+        const keep = copiedLengthByCost(rates, (n) => directCost.a + directCost.b * n).length;
+        p = { ...p!, tokens: p!.tokens.slice(0, keep), method: keep ? p!.method : undefined };
+      } else if (cut > 0 && p!.method) {
         let chain = 1;
         let keep = 0;
         while (keep < p!.tokens.length && (chain *= proposer.acceptance[p!.method].rate(p!.matchLength, keep + 1)) >= cut) keep++;
@@ -271,12 +281,12 @@ function simulate(options: DraftFreeOptions, cut = 0): { tokensPerRound: number;
       proposer.observe(0, p, Math.min(a, verified.length), verified);
       rounds++;
       candidates += p!.tokens.length;
-      ms += cost.a + cost.b * (1 + p!.tokens.length);
+      ms += directCost.a + directCost.b * (1 + p!.tokens.length);
       at += verified.length;
     }
     tokens += output.length;
   }
-  return { tokensPerRound: tokens / rounds, candidatesPerRound: candidates / rounds, modelledSpeedup: ((cost.a + cost.b) * tokens) / ms, predictedOverAccepted: predicted / acceptedSum, scoreOverAccepted: scoreSum / acceptedSum };
+  return { tokensPerRound: tokens / rounds, candidatesPerRound: candidates / rounds, modelledSpeedup: ((directCost.a + directCost.b) * tokens) / ms, predictedOverAccepted: predicted / acceptedSum, scoreOverAccepted: scoreSum / acceptedSum };
 }
 const vocabSize = pair.target.info.vocabSize;
 const VARIANTS: Record<string, DraftFreeOptions> = {
@@ -298,7 +308,7 @@ const VARIANTS: Record<string, DraftFreeOptions> = {
   'suffix est 4x4 prior .6 w4': { methods: ['suffix'], vocabSize, acceptance: { maxMatchLength: 4, maxPosition: 4, priorRate: 0.6, priorWeight: 4 } },
 };
 const sweep: Record<string, unknown>[] = [];
-for (const [name, options, cut] of [...Object.entries(VARIANTS).map(([n, o]) => [n, o, 0] as const), ...[0.1, 0.2].flatMap((c) => [[`suffix cut ${c}`, VARIANTS['suffix (default)']!, c] as const, [`ngram 2-12 K 16 cut ${c}`, VARIANTS['ngram 2-12 K 16']!, c] as const, [`ngram+suffix cut ${c}`, VARIANTS['ngram+suffix']!, c] as const])]) {
+for (const [name, options, cut] of [...Object.entries(VARIANTS).map(([n, o]) => [n, o, 0] as const), [`suffix cut by cost`, VARIANTS['suffix (default)']!, BY_COST] as const, [`ngram+suffix cut by cost`, VARIANTS['ngram+suffix']!, BY_COST] as const, ...[0.1, 0.2].flatMap((c) => [[`suffix cut ${c}`, VARIANTS['suffix (default)']!, c] as const, [`ngram 2-12 K 16 cut ${c}`, VARIANTS['ngram 2-12 K 16']!, c] as const, [`ngram+suffix cut ${c}`, VARIANTS['ngram+suffix']!, c] as const])]) {
   const r = simulate(options, cut);
   sweep.push({ variant: name, tokens_per_round: r.tokensPerRound, candidates_per_round: r.candidatesPerRound, modelled_speedup_vs_none: r.modelledSpeedup, predicted_over_accepted: r.predictedOverAccepted });
   process.stdout.write(`${name.padEnd(24)} tok/round ${r.tokensPerRound.toFixed(2)}  candidates/round ${r.candidatesPerRound.toFixed(2)}  modelled x none ${r.modelledSpeedup.toFixed(2)}  E[accepted] / accepted ${r.predictedOverAccepted.toFixed(2)} tree score / accepted ${r.scoreOverAccepted.toFixed(2)}\n`);
