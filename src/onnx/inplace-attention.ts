@@ -71,13 +71,15 @@ export interface AttentionShape {
   headDim: number;
 }
 
-/** The masks of one pass, built once and shared by every layer (see {@link inplaceMasks}). */
-export interface InplaceMasks {
+/** The masks of one pass, built once and shared by every layer (see {@link inplaceMasks}): the split attention's or the row-independent one's. */
+export type InplaceMasks = { split: SplitMasks; rows?: undefined } | { rows: RowMasks; split?: undefined };
+
+/** What the split attention's layers share per pass. */
+interface SplitMasks {
   past: string;
   causal: string;
-  split: string;
-  /** Present in a row-independent attention's masks (module comment). */
-  rows?: RowMasks;
+  /** [2] int64: C, S (the softmax's two parts). */
+  parts: string;
 }
 
 /** What a row-independent attention's layers share per pass (S' = S + 1: each sequence's padded layout with a copy of its first position). */
@@ -122,6 +124,7 @@ export function inplaceMasks(g: GraphBuilder, groups: number, rowIndependent?: {
   const scalar = (v: number) => g.constant('int64', [v], []);
   const capacity = shapeDim(g, 'past_key_values.0.value', 2);
   const fed = shapeDim(g, PADDED_SOURCE_INPUT, 1);
+  if (rowIndependent) return { rows: rowMasks(g, groups, rowIndependent.kvHeads, rowIndependent.headDim, capacity, fed) };
   const slots = g.op('Range', [scalar(0), g.op('Squeeze', [capacity, g.constant('int64', [0])]), scalar(1)]);
   const seen = g.op('Less', [g.op('Unsqueeze', [slots, g.constant('int64', [0])]), g.op('Unsqueeze', [PAST_LENGTH_INPUT, g.constant('int64', [1])])]); // [B, C]
   const past = g.op('Unsqueeze', [g.op('Where', [seen, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]), g.constant('int64', [1, 2])]);
@@ -129,10 +132,11 @@ export function inplaceMasks(g: GraphBuilder, groups: number, rowIndependent?: {
   const allowed = g.op('LessOrEqual', [g.op('Unsqueeze', [steps, g.constant('int64', [0])]), g.op('Unsqueeze', [steps, g.constant('int64', [1])])]);
   const causal = g.op('Where', [allowed, g.constant('float32', [0], []), g.constant('float32', [MASKED], [])]);
   return {
-    past,
-    causal: groups === 1 ? causal : g.op('Tile', [causal, g.constant('int64', [groups, 1])]),
-    split: g.op('Concat', [capacity, fed], { attrs: { axis: 0 } }),
-    ...(rowIndependent ? { rows: rowMasks(g, groups, rowIndependent.kvHeads, rowIndependent.headDim, capacity, fed) } : {}),
+    split: {
+      past,
+      causal: groups === 1 ? causal : g.op('Tile', [causal, g.constant('int64', [groups, 1])]),
+      parts: g.op('Concat', [capacity, fed], { attrs: { axis: 0 } }),
+    },
   };
 }
 
@@ -186,10 +190,11 @@ export function inplaceAttention(g: GraphBuilder, layer: number, qkv: string, sh
           g.constant('int64', [0, kvHeads, -1, headDim]),
         ]);
   if (masks.rows) return packedRows(g, rowContext(g, layer, query, split(k!, kvHeads, [0, 2, 3, 1]), split(v!, kvHeads), masks.rows), shape, masks.rows.packed);
-  const pastScores = g.op('Add', [g.op('MatMul', [query, `past_key_values.${layer}.key`]), masks.past]); // [B, KV, G S, C]
-  const newScores = g.op('Add', [g.op('MatMul', [query, split(k!, kvHeads, [0, 2, 3, 1])]), masks.causal]); // [B, KV, G S, S]
+  const m = masks.split;
+  const pastScores = g.op('Add', [g.op('MatMul', [query, `past_key_values.${layer}.key`]), m.past]); // [B, KV, G S, C]
+  const newScores = g.op('Add', [g.op('MatMul', [query, split(k!, kvHeads, [0, 2, 3, 1])]), m.causal]); // [B, KV, G S, S]
   const probs = g.op('Softmax', [g.op('Concat', [pastScores, newScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
-  const [pastProbs, newProbs] = g.opN('Split', [probs, masks.split], 2, { attrs: { axis: -1 } });
+  const [pastProbs, newProbs] = g.opN('Split', [probs, m.parts], 2, { attrs: { axis: -1 } });
   const context = g.op('Add', [g.op('MatMul', [pastProbs!, `past_key_values.${layer}.value`]), g.op('MatMul', [newProbs!, split(v!, kvHeads)])]); // [B, KV, G S, D]
   return packedRows(g, context, shape);
 }
