@@ -16,6 +16,7 @@ import type { DecoderModel, ForwardOutputs } from './model.js';
 import type { ProposeContext, ProposeRequest, Proposer } from './proposer.js';
 import { argmax, decodingTemperature, sample, softmaxAt, toProbs } from './sampling.js';
 import { pieceEnd, type Proposal, type Sequence } from './sequence.js';
+import { probsOverVocabulary, rowOverVocabulary } from './vocab-map.js';
 import type { AcceptancePredictor, StopPolicy } from './stop-policy.js';
 import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
 
@@ -180,7 +181,15 @@ export class DraftModelProposer implements Proposer {
     d.steps++;
     const head = d.policy.needsHead ? this.head : undefined;
     const logits = out.logits;
-    const row = seq.processor.apply(logits.subarray(logits.length - vocab), d.candidates);
+    // A draft returning its token map's columns alone (model.ts logitIds): column c is token ids[c];
+    // processing indexes rows by token id, so it gets the row laid out over the vocabulary.
+    let ids = d.model!.logitIds;
+    let row = logits.subarray(logits.length - (ids ? ids.length : vocab));
+    if (ids && seq.processor.active) {
+      row = rowOverVocabulary(row, ids, vocab);
+      ids = undefined;
+    }
+    row = seq.processor.apply(row, d.candidates);
     // The head's logit from the hidden state that produced this row: fused into the draft, or its own session.
     let headLogit: number | undefined;
     if (head) {
@@ -190,15 +199,18 @@ export class DraftModelProposer implements Proposer {
     let token: number;
     let prob: number;
     let q: Float64Array | undefined;
+    let column: number;
     if (seq.greedy) {
-      token = argmax(row);
-      prob = d.policy.needsDraftProb ? softmaxAt(row, token) : 1;
+      column = argmax(row);
+      prob = d.policy.needsDraftProb ? softmaxAt(row, column) : 1;
     } else {
       q = toProbs(row, seq.opts.sampling);
-      token = sample(q, seq.rng);
-      prob = q[token]!;
+      column = sample(q, seq.rng);
+      prob = q[column]!;
+      if (ids) q = probsOverVocabulary(q, ids, vocab);
     }
-    const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, token, decodingTemperature(seq.opts.sampling))) : undefined;
+    token = ids ? ids[column]! : column;
+    const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, column, decodingTemperature(seq.opts.sampling))) : undefined;
     const verdict = d.policy.decide({ index: d.steps, token, prob, acceptProb });
     // Dropping y_s because of its own value is exact only when greedy. When sampling, the
     // token that replaces it would come from p_s instead of the y_s-then-accept/recover
