@@ -126,7 +126,7 @@ const variants: Variant[] = [];
 for (const dtype of a.dtypes!.split(',')) {
   const base = a.base && dtype !== 'fp32' ? [{ level: 4 as AccuracyLevel, builders: await baseBuilders(a.base), suffix: ' (base)' }] : [];
   for (const { level, builders, suffix } of [...(dtype === 'fp32' ? ([1] as AccuracyLevel[]) : levels).map((level) => ({ level, builders: ours, suffix: '' })), ...base]) {
-    const label = `${dtype === 'fp32' ? 'fp32 split' : `${dtype} acc ${level} ${level === 4 ? 'window' : 'split'}`}${suffix}`;
+    const label = `${dtype === 'fp32' ? 'fp32 split' : `${dtype} acc ${level} ${level === 4 ? 'rows' : 'split'}`}${suffix}`;
     const built = graphBytes(a.model!, dtype, level, builders);
     const profile = join(work, label.replace(/[^A-Za-z0-9]+/g, '-'));
     const session = await ort.InferenceSession.create(built.bytes, { intraOpNumThreads: Number(a.threads), graphOptimizationLevel: 'all', ...(a['no-profile'] ? {} : { enableProfiling: true, profileFilePrefix: profile }) });
