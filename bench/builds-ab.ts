@@ -4,10 +4,16 @@
  * `npx tsc -p tsconfig.json`), each loading its own pair, alternated prompt by prompt and policy
  * by policy (A first on even prompts, B first on odd ones), so that a shared machine's slow
  * spells hit both alike. Per data set and policy: tokens/s of each build, its speedup over its
- * own `none`, whether its greedy output equals its `none`'s, and B / A.
+ * own `none`, tokens per round (target passes), whether its greedy output equals its `none`'s,
+ * and B / A. Suffix decoding's global tree is emptied before each generation, as `bench offline`
+ * does.
  *
  *   node dist/bench/builds-ab.js --base ../old/dist [--dataset gsm8k,alpaca,humaneval] [--prompts 16]
- *     [--policies none,fixed:3,fixed:4,specdec++] [--temperature 0] [--target DIR --draft DIR] [--dtype q8|q4] [--json FILE]
+ *     [--policies none,fixed:3,fixed:4,specdec++] [--temperature 0] [--target DIR --draft DIR] [--dtype q8|q4] [--threads N] [--json FILE]
+ *
+ * `--threads N` runs both models of both builds on N intra-op threads that do not spin; with 1,
+ * the process's CPU time (also reported, ms per token) counts the generations' own work only,
+ * which a loaded machine moves far less than their wall time.
  *
  * The other build is imported as it is: its `src/pair/model-pair.js`, `src/engine/text-generation.js`
  * and `src/engine/policy-registry.js` must have the interfaces this build's have (they do from
@@ -33,6 +39,7 @@ const { values } = parseArgs({
     target: { type: 'string' },
     draft: { type: 'string' },
     dtype: { type: 'string' },
+    threads: { type: 'string' },
     json: { type: 'string' },
   },
 });
@@ -51,17 +58,19 @@ const temperature = Number(values.temperature);
 if (!Number.isInteger(prompts) || prompts < 1) fail(`--prompts must be a positive integer, got ${values.prompts}`);
 if (!Number.isInteger(maxTokens) || maxTokens < 1) fail(`--max-tokens must be a positive integer, got ${values['max-tokens']}`);
 if (!(temperature >= 0)) fail(`--temperature must be >= 0, got ${values.temperature}`);
+if (values.threads !== undefined && !(Number.isInteger(Number(values.threads)) && Number(values.threads) >= 1)) fail(`--threads must be a positive integer, got ${values.threads}`);
 const policyNames = values.policies.split(',');
 if (!policyNames.includes('none')) fail('--policies must include none (the speedups are over it)');
 const pairOptions: PairOptions = {
   ...(values.target ? { target: values.target, draft: values.draft ?? null } : {}),
   ...(values.dtype ? { dtype: values.dtype } : {}),
+  ...(values.threads ? { threads: Number(values.threads), draftThreads: Number(values.threads), spinning: false } : {}),
 };
 
 /** What a build offers this benchmark: its pair, its generateText and its policy parser. */
 interface Build {
   label: 'A' | 'B';
-  pair: { release(): Promise<void> };
+  pair: { release(): Promise<void>; decoder?: { suffixCaches?: { clear(): void } } };
   generate: typeof generateText;
   parse: typeof parsePolicy;
 }
@@ -78,8 +87,12 @@ async function baseBuild(dir: string): Promise<Build> {
 
 const builds: Build[] = [await baseBuild(values.base), { label: 'B', pair: await ModelPair.load(pairOptions), generate: generateText, parse: parsePolicy }];
 const sampling = { temperature, topP: 1, topK: 0 };
-const run = (b: Build, messages: Parameters<typeof generateText>[1], policy: string, seed: number, tokens: number) =>
-  b.generate(b.pair as ModelPair, messages, { maxTokens: tokens, sampling, seed, policy: b.parse(policy) });
+const run = (b: Build, messages: Parameters<typeof generateText>[1], policy: string, seed: number, tokens: number) => {
+  // Suffix decoding's global tree starts empty for every generation, as in `bench offline`: else
+  // a policy would copy the answer another policy's run of the same prompt left there.
+  b.pair.decoder?.suffixCaches?.clear();
+  return b.generate(b.pair as ModelPair, messages, { maxTokens: tokens, sampling, seed, policy: b.parse(policy) });
+};
 
 // Warm-up: every build and policy once, so first-run allocation counts for neither.
 const warm = loadPrompts('gsm8k', 1)[0]!;
@@ -87,19 +100,27 @@ for (const b of builds) for (const p of policyNames) await run(b, { messages: wa
 
 interface Cell {
   tokens: number;
+  /** Target passes (rounds) of the generations: tokens per round does not move with the load. */
+  rounds: number;
   wallMs: number;
+  /** The process's CPU time (user and system) over the generations. */
+  cpuMs: number;
   outputs: string[];
 }
 const rows: Record<string, unknown>[] = [];
 for (const dataset of datasets) {
   const set = loadPrompts(dataset as (typeof DATASETS)[number], prompts);
-  const cells = builds.map(() => new Map(policyNames.map((p): [string, Cell] => [p, { tokens: 0, wallMs: 0, outputs: [] }])));
+  const cells = builds.map(() => new Map(policyNames.map((p): [string, Cell] => [p, { tokens: 0, rounds: 0, wallMs: 0, cpuMs: 0, outputs: [] }])));
   for (const [i, prompt] of set.entries()) {
     for (const policy of policyNames) {
       for (const b of i % 2 === 0 ? [0, 1] : [1, 0]) {
+        const cpu = process.cpuUsage();
         const r = await run(builds[b]!, { messages: prompt.messages }, policy, i, maxTokens);
+        const used = process.cpuUsage(cpu);
         const c = cells[b]!.get(policy)!;
+        c.cpuMs += (used.user + used.system) / 1000;
         c.tokens += r.token_ids.length;
+        c.rounds += r.stats.rounds;
         c.wallMs += r.stats.wall_ms;
         c.outputs.push(r.token_ids.join(','));
       }
@@ -114,17 +135,30 @@ for (const dataset of datasets) {
       const tps = (c.tokens / c.wallMs) * 1000;
       const speedup = tps / ((none.tokens / none.wallMs) * 1000);
       const exact = temperature === 0 ? c.outputs.every((o, k) => o === none.outputs[k]) : null;
-      Object.assign(row, { [`${b.label}_tokens_per_s`]: tps, [`${b.label}_speedup_vs_none`]: speedup, [`${b.label}_matches_none`]: exact });
-      line.push(`${b.label} ${tps.toFixed(1).padStart(6)} tok/s ${speedup.toFixed(2)}x none${exact === null ? '' : exact ? ' exact' : ' NOT EXACT'}`);
+      const perRound = c.tokens / c.rounds;
+      const cpuPerToken = c.cpuMs / c.tokens;
+      const cpuSpeedup = none.cpuMs / none.tokens / cpuPerToken;
+      Object.assign(row, {
+        [`${b.label}_tokens_per_s`]: tps,
+        [`${b.label}_speedup_vs_none`]: speedup,
+        [`${b.label}_tokens_per_round`]: perRound,
+        [`${b.label}_cpu_ms_per_token`]: cpuPerToken,
+        [`${b.label}_cpu_speedup_vs_none`]: cpuSpeedup,
+        [`${b.label}_matches_none`]: exact,
+      });
+      line.push(
+        `${b.label} ${tps.toFixed(1).padStart(6)} tok/s ${speedup.toFixed(2)}x none, cpu ${cpuPerToken.toFixed(2)} ms/tok ${cpuSpeedup.toFixed(2)}x, ${perRound.toFixed(2)} tok/round${exact === null ? '' : exact ? ' exact' : ' NOT EXACT'}`,
+      );
     });
     row.B_over_A = (row.B_tokens_per_s as number) / (row.A_tokens_per_s as number);
-    line.push(`B/A ${(row.B_over_A as number).toFixed(2)}x`);
+    row.B_over_A_cpu = (row.A_cpu_ms_per_token as number) / (row.B_cpu_ms_per_token as number);
+    line.push(`B/A ${(row.B_over_A as number).toFixed(2)}x, cpu ${(row.B_over_A_cpu as number).toFixed(2)}x`);
     rows.push(row);
     process.stdout.write(`${line.join(' | ')}\n`);
   }
 }
 if (values.json) {
-  const settings = { base: values.base, dtype: values.dtype ?? 'fp32', datasets, prompts, max_tokens: maxTokens, temperature, policies: policyNames, command: `node ${process.argv.slice(1).join(' ')}` };
+  const settings = { base: values.base, dtype: values.dtype ?? 'fp32', threads: values.threads ?? 'default', datasets, prompts, max_tokens: maxTokens, temperature, policies: policyNames, command: `node ${process.argv.slice(1).join(' ')}` };
   writeFileSync(values.json, `${JSON.stringify({ settings, results: rows }, null, 2)}\n`);
 }
 for (const b of builds) await b.pair.release();

@@ -76,6 +76,31 @@ export class SequenceDraftFreeProposer implements Proposer {
     return this.round?.expectedAccepted ?? 0;
   }
 
+  /** alpha_1..alpha_k of the round's proposal: P(candidate j accepted | the ones before accepted), by its match (acceptance-by-match.ts); [] when it proposed none. */
+  rates(): number[] {
+    const r = this.round;
+    if (!r?.method) return [];
+    const tracker = this.proposer.acceptance[r.method];
+    return r.tokens.map((_, j) => tracker.rate(r.matchLength, j + 1));
+  }
+
+  /**
+   * Keep the round's proposal's first `length` candidates (what the round will verify of it),
+   * so that `observe` weighs what was verified.
+   * @returns the proposal cut to them (`proposal` as `propose` returned it)
+   */
+  cut(proposal: Proposal, length: number): Proposal {
+    const r = this.round;
+    if (!r || length >= r.tokens.length) return proposal;
+    if (length <= 0) {
+      this.round = undefined;
+      return noProposal();
+    }
+    const tokens = r.tokens.slice(0, length);
+    this.round = { ...r, tokens, probs: r.probs?.slice(0, length), expectedAccepted: this.proposer.acceptance[r.method!].expectedAccepted(r.matchLength, length) };
+    return { ...proposal, tokens: proposal.tokens.slice(0, length), draftProbs: proposal.draftProbs.slice(0, length) };
+  }
+
   /**
    * The round verifies another proposer's candidates. When the sequence decodes greedily,
    * `observe` still weighs this round's proposal against what the round emitted (the target's

@@ -16,8 +16,17 @@ import type { DecoderModel, ForwardOutputs } from './model.js';
 import type { ProposeContext, ProposeRequest, Proposer } from './proposer.js';
 import { argmax, decodingTemperature, sample, softmaxAt, toProbs } from './sampling.js';
 import { pieceEnd, type Proposal, type Sequence } from './sequence.js';
+import { probsOverVocabulary, rowOverVocabulary } from './vocab-map.js';
 import type { AcceptancePredictor, StopPolicy } from './stop-policy.js';
 import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
+
+/**
+ * Catch-up pieces (PREFILL_CHUNK positions each) a sequence's draft is fed in one round at most:
+ * 4, what one scheduler iteration feeds of prompts by default (--max-batch-tokens 512). A fixed
+ * count, so that which rounds draft depends on the sequence alone, never on its batch (with
+ * sampling, the candidates decide which random draws make the output).
+ */
+export const CATCH_UP_PIECES_PER_ROUND = 4;
 
 /** One sequence's drafting in the round in progress. */
 interface Drafting {
@@ -110,7 +119,10 @@ export class DraftModelProposer implements Proposer {
     if (d.cap <= 0) return undefined;
     if (!d.caughtUp) {
       d.caughtUp = true;
-      await this.catchUp(d, ctx);
+      if (!(await this.catchUp(d, ctx))) {
+        d.cap = 0; // still behind: no candidates this round
+        return undefined;
+      }
       d.unfed = seq.tokens.slice(seq.draftCache!.length);
     }
     const constraint = seq.processor.constraint;
@@ -138,15 +150,19 @@ export class DraftModelProposer implements Proposer {
   /**
    * Bring the draft's cache to all but the last token of x when it lags by more than a round
    * leaves it (the prompt, or the tokens of rounds that did not draft), in pieces ending at
-   * multiples of PREFILL_CHUNK positions, one `catch-up` pass each. A sequence that never
+   * multiples of PREFILL_CHUNK positions, one `catch-up` pass each, at most
+   * CATCH_UP_PIECES_PER_ROUND of them: a long prompt's draft catches up over several rounds,
+   * which verify no candidates, rather than stalling its batch for one. A sequence that never
    * drafts (the auto threshold at a large batch) never feeds its draft.
+   * @returns whether the draft has caught up (the round may draft)
    */
-  private async catchUp(d: Drafting, ctx: ProposeContext): Promise<void> {
+  private async catchUp(d: Drafting, ctx: ProposeContext): Promise<boolean> {
     const seq = d.seq;
     const cache = seq.draftCache!;
     const end = seq.tokens.length - 1;
-    if (end - cache.length < 2) return;
-    while (cache.length < end) {
+    if (end - cache.length < 2) return true;
+    for (let pieces = 0; cache.length < end; pieces++) {
+      if (pieces === CATCH_UP_PIECES_PER_ROUND) return false;
       const from = cache.length;
       await ctx.passes.forward(d.model!, 'catch-up', [cache], [seq.tokens.slice(from, pieceEnd(from, end))], 0);
       // The prompt's share, by tokens, is what drafting costs this sequence anyway.
@@ -154,6 +170,7 @@ export class DraftModelProposer implements Proposer {
       seq.catchUpRoundMs += ms;
       seq.promptFeedMs += (ms * Math.max(0, Math.min(cache.length, seq.promptLength) - from)) / (cache.length - from);
     }
+    return true;
   }
 
   /** Take the outputs of the draft step fed `draftInput()`: sample its candidate and ask the policy whether to go on. */
@@ -164,7 +181,15 @@ export class DraftModelProposer implements Proposer {
     d.steps++;
     const head = d.policy.needsHead ? this.head : undefined;
     const logits = out.logits;
-    const row = seq.processor.apply(logits.subarray(logits.length - vocab), d.candidates);
+    // A draft returning its token map's columns alone (model.ts logitIds): column c is token ids[c];
+    // processing indexes rows by token id, so it gets the row laid out over the vocabulary.
+    let ids = d.model!.logitIds;
+    let row = logits.subarray(logits.length - (ids ? ids.length : vocab));
+    if (ids && seq.processor.active) {
+      row = rowOverVocabulary(row, ids, vocab);
+      ids = undefined;
+    }
+    row = seq.processor.apply(row, d.candidates);
     // The head's logit from the hidden state that produced this row: fused into the draft, or its own session.
     let headLogit: number | undefined;
     if (head) {
@@ -174,15 +199,18 @@ export class DraftModelProposer implements Proposer {
     let token: number;
     let prob: number;
     let q: Float64Array | undefined;
+    let column: number;
     if (seq.greedy) {
-      token = argmax(row);
-      prob = d.policy.needsDraftProb ? softmaxAt(row, token) : 1;
+      column = argmax(row);
+      prob = d.policy.needsDraftProb ? softmaxAt(row, column) : 1;
     } else {
       q = toProbs(row, seq.opts.sampling);
-      token = sample(q, seq.rng);
-      prob = q[token]!;
+      column = sample(q, seq.rng);
+      prob = q[column]!;
+      if (ids) q = probsOverVocabulary(q, ids, vocab);
     }
-    const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, token, decodingTemperature(seq.opts.sampling))) : undefined;
+    token = ids ? ids[column]! : column;
+    const acceptProb = head ? acceptProbability(headLogit!, head.candidateWeights, candidateFeatures(row, column, decodingTemperature(seq.opts.sampling))) : undefined;
     const verdict = d.policy.decide({ index: d.steps, token, prob, acceptProb });
     // Dropping y_s because of its own value is exact only when greedy. When sampling, the
     // token that replaces it would come from p_s instead of the y_s-then-accept/recover

@@ -12,7 +12,7 @@ import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from '../onnx/gpt2-graph.js';
 import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT, ROW_INDEPENDENT_KIND } from '../onnx/inplace-attention.js';
 import { decoderGraphView, embeddingTables, NotRebuildableError } from '../onnx/graph-reading.js';
 import { onnx, readModel, type ModelProto } from '../onnx/graph-builder.js';
-import { changesLogits, DraftVocabError, type DraftVocabMap, mapDraftVocab } from '../onnx/draft-vocab-graph.js';
+import { changesLogits, DraftVocabError, type DraftVocabMap, type LogitColumns, mapDraftVocab } from '../onnx/draft-vocab-graph.js';
 import { type Device, executionProviders, providerFailure } from './device.js';
 import { GpuKVCache, KvCropper } from './gpu-kv-cache.js';
 import { defaultGraph, fusedDecoder, fusedGraphError, type GraphChoice } from './graph-choice.js';
@@ -45,6 +45,11 @@ export interface LoadOptions {
    */
   vocabMap?: DraftVocabMap;
   /**
+   * With `vocabMap`: 'kept' returns rows of the map's columns alone ([n, vocabMap.ids.length],
+   * column c is token `logitIds[c]`), 'vocabulary' (default) rows of `info.vocabSize`.
+   */
+  logitColumns?: LogitColumns;
+  /**
    * Automatic prefix caching (prefix-cache.ts) for a cache written in place: finished sequences'
    * rows stay in the pool and new caches start from the longest prefix of their prompt they
    * hold. Default false (each cache starts empty).
@@ -62,7 +67,10 @@ export interface ModelInfo extends KvLayout {
   generationDefaults: ModelDir['generationDefaults'];
 }
 
-/** What a forward pass returns: logits [n, vocab], hidden [n, width], acceptLogit [n], row-major. */
+/**
+ * What a forward pass returns: logits [n, vocab], hidden [n, width], acceptLogit [n], row-major;
+ * vocab is `logitIds.length` for a model that returns kept columns only (`DecoderModel.logitIds`).
+ */
 export interface ForwardOutputs {
   logits: Float32Array;
   hidden?: Float32Array;
@@ -99,6 +107,12 @@ export class DecoderModel {
   /** Milliseconds spent inside session.run() and how many runs, since load. */
   runMs = 0;
   runs = 0;
+  /**
+   * The token id of each logits column when a row holds a draft's kept columns only
+   * (`LoadOptions.logitColumns` 'kept'), ascending // [columns]; undefined when a row has
+   * `info.vocabSize` columns, column j being token j.
+   */
+  logitIds?: Int32Array;
   private readonly hasPositionIds: boolean;
   private readonly hasAttentionMask: boolean;
   /** Whether the graph computes logits only for the rows asked for (built graphs, gpt2-graph.ts and llama-graph.ts). */
@@ -173,7 +187,7 @@ export class DecoderModel {
         throw new ModelLoadError(`${modelDir.onnxPath}: a draft vocabulary map (--speculative-token-map, or a vocab_size other than the target's) needs a rebuilt graph (--graph inplace or fused), not the exported one`, modelDir.onnxPath);
       }
       try {
-        mapDraftVocab(model, opts.vocabMap);
+        mapDraftVocab(model, opts.vocabMap, opts.logitColumns);
       } catch (err) {
         if (!(err instanceof DraftVocabError)) throw err;
         // The map's draft width is config.json's vocab_size: a graph of another width disagrees with it.
@@ -204,7 +218,9 @@ export class DecoderModel {
     const kept = opts.keepGraph ? (model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath))) : undefined;
     const kind = model?.metadataProps.find((p) => p.key === GRAPH_KIND_KEY)?.value ?? 'exported';
     const identity = opts.prefixCaching ? JSON.stringify({ model: modelDir.onnxPath, bytes: opts.model?.length, graph: kind, dtype: info.dtype }) : undefined;
-    return new DecoderModel(session, info, device, cropper, maxSpan, kept, identity, kind.includes(ROW_INDEPENDENT_KIND));
+    const loaded = new DecoderModel(session, info, device, cropper, maxSpan, kept, identity, kind.includes(ROW_INDEPENDENT_KIND));
+    if (opts.vocabMap && changesLogits(opts.vocabMap) && opts.logitColumns === 'kept') loaded.logitIds = opts.vocabMap.ids;
+    return loaded;
   }
 
   /**

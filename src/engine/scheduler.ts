@@ -16,14 +16,15 @@
  *    conditions and logprobs stay per sequence (sequence.ts), so each output is what it would
  *    be alone;
  * 2. feeds pieces of new prompts (`Sequence.promptPiece`, whole PREFILL_CHUNK pieces) within what
- *    is left of `maxBatchTokens` after the round, at least one piece per iteration, oldest
- *    first, so that a long prompt does not stall the others' decoding.
+ *    is left of `maxBatchTokens` after the round, at least one piece per iteration, each to the
+ *    prompt with the fewest positions in so far, so that a long prompt stalls neither the
+ *    others' decoding nor a short prompt's start.
  *
  * Every pass goes through the iteration's `IterationPasses` (passes.ts), which times it, reports
  * it (`onPass`) and counts its tokens in the budget: prompt pieces, the drafts' catching up,
- * draft steps and verification. A draft's catching up always runs in full (a sequence's
- * candidates must not depend on its batch: with sampling they decide which random draws make
- * the output), so it takes its tokens from what prompt pieces get.
+ * draft steps and verification. A draft's catching up runs a fixed number of pieces per round
+ * whatever the batch (a sequence's candidates must not depend on its batch: with sampling they
+ * decide which random draws make the output), so it takes its tokens from what prompt pieces get.
  *
  * Generations join between iterations (the first `step` after their prompt is in) and leave
  * when they stop asking (done, cancelled, or their consumer is slow: a round is never waited on).
@@ -112,25 +113,31 @@ export class BatchScheduler {
         for (const g of ready) this.fail(g, err); // a failed pass: every generation in it
       }
     }
-    // Prompt pieces, one pass each, oldest generation first; at least one per iteration.
+    // Prompt pieces, one pass each, while the budget lasts (at least one per iteration), each to
+    // the generation with the fewest prompt positions in so far (oldest first among equals): a
+    // short prompt goes in beside a long one instead of waiting for its whole prefill, and long
+    // prompts share the budget (vLLM caps a long prompt's share of a step for the same reason,
+    // `long_prefill_token_threshold`).
     const costs = this.engine!.controller.costs;
+    const pending = [...filling];
     let pieces = 0;
-    for (const g of filling) {
+    while (pending.length > 0 && (pieces === 0 || passes.left > 0)) {
+      let i = 0;
+      for (let j = 1; j < pending.length; j++) if (pending[j]!.sequence.targetCache.length < pending[i]!.sequence.targetCache.length) i = j;
+      const g = pending[i]!;
       const seq = g.sequence;
-      while (seq.prefillPending > 0 && (pieces === 0 || passes.left > 0)) {
-        try {
-          const piece = seq.promptPiece();
-          await passes.forward(seq.target, 'prefill', [seq.targetCache], [piece], 0);
-          pieces++;
-          // A target pass of many tokens for one sequence: what pins the cost model's cost of a token.
-          costs.observeVerify(1, piece.length, passes.lastMs, true);
-          seq.prefillMs += passes.lastMs;
-        } catch (err) {
-          this.fail(g, err);
-          break;
-        }
+      try {
+        const piece = seq.promptPiece();
+        await passes.forward(seq.target, 'prefill', [seq.targetCache], [piece], 0);
+        pieces++;
+        // A target pass of many tokens for one sequence: what pins the cost model's cost of a token.
+        costs.observeVerify(1, piece.length, passes.lastMs, true);
+        seq.prefillMs += passes.lastMs;
+        if (seq.prefillPending === 0) pending.splice(i, 1);
+      } catch (err) {
+        this.fail(g, err);
+        pending.splice(i, 1);
       }
-      if (passes.left <= 0) break;
     }
   }
 

@@ -70,6 +70,7 @@ export class SpeculativeDecoder {
     /** One-run draft phases of `draft` and `headDraft` (draft-phase.ts), used where a round can run one. */
     readonly phases: readonly DraftPhase[] = [],
   ) {
+    if (target.logitIds) throw new RangeError("the target's logits hold a token map's columns only; a target's rows must cover the vocabulary");
     if (draft && draft.info.vocabSize !== target.info.vocabSize) {
       throw new RangeError(`draft vocabulary (${draft.info.vocabSize}) differs from the target's (${target.info.vocabSize})`);
     }

@@ -13,6 +13,7 @@ import { changesLogits, draftVocabMap, type DraftVocabMap } from '../onnx/draft-
 import { readTokenMap, type TokenMap } from '../onnx/token-map.js';
 import { TextTokenizer } from '../text/tokenizer.js';
 import { normaliseConfig } from './model-dir.js';
+import { supportOf, TokenProbs } from './token-probs.js';
 
 /** A token map in a draft's directory under this name is used when none is named (`--speculative-token-map`). */
 export const DRAFT_TOKEN_MAP_FILE = 'token_map.json';
@@ -62,4 +63,45 @@ export async function planDraftVocab(targetDir: string, draftDir: string, target
   const tokenMap = file === undefined ? undefined : { ...readTokenMap(file, draftVocab), file };
   const map = draftVocabMap(draftVocab, targetVocab, tokenMap?.ids);
   return { map: changesLogits(map) ? map : undefined, ...(tokenMap ? { tokenMap } : {}) };
+}
+
+/**
+ * A row of kept columns laid out over the vocabulary: column c at id ids[c], -Infinity (q = 0)
+ * everywhere else, as the draft graph's full row holds it (onnx/draft-vocab-graph.ts). For logits
+ * processing that indexes rows by token id (penalties, logit bias, grammar masks).
+ * @param row logits of the kept columns // [ids.length]
+ * @param ids token id of each column, ascending // [ids.length]
+ * @param vocab width of the result, above every id
+ * @returns // [vocab]
+ */
+export function rowOverVocabulary(row: Float32Array, ids: Int32Array, vocab: number): Float32Array {
+  const out = new Float32Array(vocab).fill(-Infinity);
+  for (let c = 0; c < ids.length; c++) out[ids[c]!] = row[c]!;
+  return out;
+}
+
+/**
+ * Probabilities over kept columns laid out over the vocabulary (0 outside them), listing their
+ * support. Because `ids` ascends, the support is in ascending id order as over a full row, so
+ * sampling and the acceptance residual add the same numbers in the same order.
+ * @param probs a distribution over the columns (a TokenProbs or dense) // [ids.length]
+ * @param ids token id of each column, ascending // [ids.length]
+ * @param vocab width of the result, above every id
+ * @returns // [vocab]
+ */
+export function probsOverVocabulary(probs: Float64Array, ids: Int32Array, vocab: number): TokenProbs {
+  let columns = supportOf(probs);
+  if (!columns) {
+    const all = new Int32Array(probs.length);
+    let n = 0;
+    for (let c = 0; c < probs.length; c++) if (probs[c]! > 0) all[n++] = c;
+    columns = all.subarray(0, n);
+  }
+  const tokenIds = new Int32Array(columns.length);
+  const values = new Float64Array(columns.length);
+  for (let j = 0; j < columns.length; j++) {
+    tokenIds[j] = ids[columns[j]!]!;
+    values[j] = probs[columns[j]!]!;
+  }
+  return TokenProbs.fromSparse(vocab, tokenIds, values);
 }

@@ -33,7 +33,7 @@
  * [1, n + steps - 1, width]: the new KV rows of every token the phase fed (the last candidate is
  * not fed), for the caller to write into its buffers as after a pass.
  */
-import { DATA_TYPE, decodedGraph, onnx, type ModelProto, type NodeProto, type ValueInfoProto } from './graph-builder.js';
+import { DATA_TYPE, decodedGraph, onnx, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './graph-builder.js';
 import { DRAFT_SCATTER_PREFIX, DRAFT_SUBSET_IDS, DRAFT_SUBSET_LOGITS } from './draft-vocab-graph.js';
 import { KV_ROWS_PREFIX, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT, POSITION_IDS_INPUT } from './inplace-attention.js';
 
@@ -59,6 +59,8 @@ export class NoDraftPhaseError extends Error {
 /** Decoder inputs the body computes itself (the decoder's other inputs come from the outer graph). */
 const BODY_COMPUTED = ['input_ids', POSITION_IDS_INPUT, PADDED_SOURCE_INPUT, PACKED_INDEX_INPUT, 'logits_from'];
 const ACCEPT_LOGIT = 'accept_logit';
+/** k_min - 1, computed once per run: step s = iteration + 1 applies the rule once iteration >= k_min - 1. */
+const K_MIN_LESS_ONE = 'phase/k_min_less_one';
 
 /** A tiny node factory over raw protos (the body is a GraphProto of its own). */
 class Nodes {
@@ -136,22 +138,22 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
   // The body: one draft step. It feeds `ids` (x's unseen tokens on the first step, the last
   // candidate after), whose rows come after the `rows_in` of the phase's earlier tokens.
   const b = new Nodes('step/');
-  const [iter, condIn, ids, prod] = ['step/iteration', 'step/cond_in', 'step/ids', 'step/prod'];
+  // The decoder's own inputs the loop carries keep their names (`input_ids`, `packed_index`, `logits_from`).
+  const [iter, condIn, ids, prod] = ['step/iteration', 'step/cond_in', 'input_ids', 'step/prod'];
   const rowsIn = kvRows.map((_, i) => `step/rows_in.${i}`);
+  // What depends only on how many tokens a step feeds (n on the first, 1 after) is carried by
+  // the loop rather than computed at every step: each node of the body costs about a
+  // microsecond per step on the CPU, whatever its size.
+  const [fed, before, packedIndex, logitsFrom, lastRows] = ['step/fed', 'step/before', PACKED_INDEX_INPUT, 'logits_from', 'step/last_rows'];
   const i64 = (name: string, v: number[], dims: number[] = [v.length]) => b.constant(name, 'int64', v, dims);
   const zero = i64('zero', [0], []);
   const one = i64('one', [1], []);
   const axis0 = i64('axis0', [0]);
-  const dim1 = (x: string) => b.op('Squeeze', [b.op('Slice', [b.op('Shape', [x]), i64(`${x}_ax1`.replace(/\W/g, '_'), [1]), i64(`${x}_ax2`.replace(/\W/g, '_'), [2])]), axis0]);
-  const fed = dim1(ids); // n
-  const before = dim1(rowsIn[0]!); // the phase's earlier tokens
-  const seen = b.op('Add', [fed, before]); // t
-  b.op('Identity', [ids], {}, ['input_ids']);
+  const seen = b.op('Add', [fed, before], {}, ['step/seen']); // t
   b.op('Unsqueeze', [b.op('Add', [b.op('Range', [before, seen, one]), PAST_LENGTH_INPUT]), axis0], {}, [POSITION_IDS_INPUT]);
   b.op('Unsqueeze', [b.op('Range', [zero, seen, one]), axis0], {}, [PADDED_SOURCE_INPUT]);
-  b.op('Range', [zero, fed, one], {}, [PACKED_INDEX_INPUT]);
-  b.op('Unsqueeze', [b.op('Sub', [fed, one]), axis0], {}, ['logits_from']);
-  const lastRows = b.op('Unsqueeze', [b.op('Neg', [fed]), axis0]); // [-n]: slices keep the fed tokens' rows
+  // After the first step every step feeds one token: n = 1, rows [0], logits from row 0, the last row.
+  const carriedAfter = { fed: i64('fed_next', [1], []), packed: i64('packed_next', [0]), logitsFrom: i64('logits_from_next', [0]), lastRows: i64('last_rows_next', [-1]) };
   const end = i64('end', [Number.MAX_SAFE_INTEGER]);
   const producer = new Map<string, NodeProto>();
   for (const node of src.node) for (const out of node.output) producer.set(out, node);
@@ -168,6 +170,8 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
   });
   for (const node of src.node) {
     if (subsetIds && (node.name ?? '').startsWith(DRAFT_SCATTER_PREFIX)) continue;
+    // A layer's rows leave the body as the value the attention reads (no Identity per step).
+    if (node.opType === 'Identity' && kvRows.includes(node.output[0] ?? '')) continue;
     const copy = onnx.NodeProto.decode(onnx.NodeProto.encode(node).finish());
     const layer = rowValues.indexOf(node.output[0] ?? '');
     if (layer >= 0) {
@@ -211,41 +215,71 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
   const acceptP = b.op('Sigmoid', [b.op('Add', [g, b.op('ReduceSum', [b.op('Mul', [base, PHASE_WEIGHTS_INPUT])], { keepdims: 1 })])]); // [1]
   const prob = b.op('Exp', [logQ]); // [1]
   const prodOut = b.op('Mul', [prod, acceptP], {}, ['step/prod_out']);
-  const stepNo = b.op('Add', [iter, one]);
-  const ruleOn = b.op('GreaterOrEqual', [stepNo, PHASE_K_MIN_INPUT]);
+  const ruleOn = b.op('GreaterOrEqual', [iter, K_MIN_LESS_ONE]); // step iter + 1 >= k_min
   const unlikely = b.op('Greater', [b.op('Sub', [b.constant('one_f2', 'float32', [1], [1]), prodOut]), PHASE_THRESHOLD_INPUT]);
   const unsure = b.op('Less', [prob, PHASE_P_MIN_INPUT]);
   const stop = b.op('Or', [b.op('And', [ruleOn, unlikely]), unsure]); // [1]
   b.op('Squeeze', [b.op('Not', [stop]), i64('ax0e', [0])], {}, ['step/cond_out']);
   b.op('Unsqueeze', [token, i64('ax0f', [0])], {}, ['step/ids_out']); // [1, 1]: the next step feeds the candidate
-  b.op('Identity', [token], {}, ['step/token']);
-  b.op('Identity', [acceptP], {}, ['step/accept']);
-  b.op('Identity', [prob], {}, ['step/prob']);
 
+  const carriedIn = [fed, before, packedIndex, logitsFrom, lastRows];
+  const carriedOut = [carriedAfter.fed, seen, carriedAfter.packed, carriedAfter.logitsFrom, carriedAfter.lastRows];
+  const o = new Nodes('phase/');
+  const hoisted = hoistInvariants(b.list, src.initializer, new Set([iter, condIn, ids, prod, ...rowsIn, ...carriedIn]));
   const body = onnx.GraphProto.create({
     name: 'draft_step',
-    node: topologicalOrder(b.list),
+    node: topologicalOrder(hoisted.body),
     // The weights live in the body, as its own constants: ONNX Runtime pre-packs a MatMul's
     // constant weights and folds constants only within a graph (read from the outer scope they
     // are fed to every iteration as plain inputs).
     initializer: src.initializer,
-    input: [valueInfo(iter, 'int64', []), valueInfo(condIn, 'bool', []), valueInfo(ids, 'int64'), valueInfo(prod, 'float32'), ...rowsIn.map((n) => valueInfo(n, 'float32'))],
+    input: [
+      valueInfo(iter, 'int64', []),
+      valueInfo(condIn, 'bool', []),
+      valueInfo(ids, 'int64'),
+      valueInfo(prod, 'float32'),
+      ...rowsIn.map((n) => valueInfo(n, 'float32')),
+      valueInfo(fed, 'int64', []),
+      valueInfo(before, 'int64', []),
+      valueInfo(packedIndex, 'int64', ['fed']),
+      ...[logitsFrom, lastRows].map((n) => valueInfo(n, 'int64', [1])),
+    ],
     output: [
       valueInfo('step/cond_out', 'bool', []),
       valueInfo('step/ids_out', 'int64'),
       valueInfo('step/prod_out', 'float32'),
-      ...kvRows.map((n) => valueInfo(n, 'float32')),
-      valueInfo('step/token', 'int64'),
-      valueInfo('step/accept', 'float32'),
-      valueInfo('step/prob', 'float32'),
+      ...rowValues.map((n) => valueInfo(n, 'float32')),
+      ...carriedOut.map((n, i) => valueInfo(n, 'int64', i < 2 ? [] : i === 2 ? ['fed_next'] : [1])),
+      valueInfo(token, 'int64'),
+      valueInfo(acceptP, 'float32'),
+      valueInfo(prob, 'float32'),
     ],
   });
 
-  // The outer graph: the decoder's weights and KV inputs, the policy's knobs, one Loop.
-  const o = new Nodes('phase/');
-  const emptyRows = kvRows.map((n, i) => o.constant(`rows_init.${i}`, 'float32', [], [1, 0, widthOf(n)]));
-  const loopInputs = [PHASE_MAX_STEPS_INPUT, o.constant('cond_init', 'bool', [1], []), PHASE_IDS_INPUT, o.constant('prod_init', 'float32', [1], [1]), ...emptyRows];
-  const loopOutputs = ['phase/ids_final', 'phase/prod_final', ...kvRows.map((_, i) => phaseKvRowsOutput(i)), PHASE_TOKENS_OUTPUT, PHASE_ACCEPT_OUTPUT, PHASE_PROBS_OUTPUT];
+  // The outer graph: the decoder's weights and KV inputs, the policy's knobs, what the body
+  // computes once per run (hoisted), one Loop.
+  o.list.push(...hoisted.outer);
+  o.op('Sub', [PHASE_K_MIN_INPUT, o.constant('one', 'int64', [1], [])], {}, [K_MIN_LESS_ONE]);
+  const axis = o.constant('axis0', 'int64', [0], [1]);
+  const n = o.op('Squeeze', [o.op('Slice', [o.op('Shape', [PHASE_IDS_INPUT]), o.constant('ax1', 'int64', [1], [1]), o.constant('ax2', 'int64', [2], [1])]), axis]);
+  const firstCarried = [
+    n,
+    o.constant('before_init', 'int64', [0], []),
+    o.op('Range', [o.constant('zero', 'int64', [0], []), n, o.constant('one_r', 'int64', [1], [])]),
+    o.op('Unsqueeze', [o.op('Sub', [n, o.constant('one_s', 'int64', [1], [])]), axis]),
+    o.op('Unsqueeze', [o.op('Neg', [n]), axis]),
+  ];
+  const emptyRows = kvRows.map((name, i) => o.constant(`rows_init.${i}`, 'float32', [], [1, 0, widthOf(name)]));
+  const loopInputs = [PHASE_MAX_STEPS_INPUT, o.constant('cond_init', 'bool', [1], []), PHASE_IDS_INPUT, o.constant('prod_init', 'float32', [1], [1]), ...emptyRows, ...firstCarried];
+  const loopOutputs = [
+    'phase/ids_final',
+    'phase/prod_final',
+    ...kvRows.map((_, i) => phaseKvRowsOutput(i)),
+    ...carriedIn.map((_, i) => `phase/carried_final.${i}`),
+    PHASE_TOKENS_OUTPUT,
+    PHASE_ACCEPT_OUTPUT,
+    PHASE_PROBS_OUTPUT,
+  ];
   o.list.push(
     onnx.NodeProto.create({
       opType: 'Loop',
@@ -259,6 +293,7 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
   const graph = onnx.GraphProto.create({
     name: 'draft_phase',
     node: o.list,
+    initializer: hoisted.initializers,
     input: [
       valueInfo(PHASE_IDS_INPUT, 'int64', [1, 'fed']),
       ...kept.map((i) => onnx.ValueInfoProto.create(i)),
@@ -276,6 +311,71 @@ export function buildDraftLoopGraph(decoder: ModelProto): ModelProto {
     ],
   });
   return onnx.ModelProto.create({ irVersion: decoder.irVersion, opsetImport: decoder.opsetImport, producerName: 'specd', graph, metadataProps: decoder.metadataProps });
+}
+
+/**
+ * The nodes of a loop body that compute the same value at every step (loop-invariant code
+ * motion): a node is moved to the outer graph when each of its inputs comes from the outer
+ * graph (not a loop-carried input, not a weight of the body) or from a moved node, and at
+ * least one is a value of the outer graph's (a constant alone is folded by ONNX Runtime
+ * anyway). On the in-place decoder this moves the attention's mask over the cached past (its
+ * positions at or past the sequence's length), which depends on the KV buffers' shape and the
+ * past length only. Constant nodes and small initializers a moved node reads are copied out
+ * under new names; the moved nodes keep their outputs' names, which the body then reads from
+ * the outer scope.
+ * @param nodes the body's nodes
+ * @param initializers the body's initializers (they stay in the body)
+ * @param bodyInputs the body's inputs (iteration, condition, loop-carried values)
+ * @returns the nodes that stay, the nodes for the outer graph and the initializers they read
+ */
+export function hoistInvariants(nodes: readonly NodeProto[], initializers: readonly TensorProto[], bodyInputs: ReadonlySet<string>): { body: NodeProto[]; outer: NodeProto[]; initializers: TensorProto[] } {
+  const produced = new Set(nodes.flatMap((n) => n.output));
+  const inits = new Map(initializers.map((t) => [t.name ?? '', t]));
+  const constants = new Map(nodes.filter((n) => n.opType === 'Constant').map((n) => [n.output[0]!, n]));
+  const outerScope = (v: string) => !produced.has(v) && !bodyInputs.has(v) && !inits.has(v);
+  const moved = new Set<NodeProto>();
+  const movedValues = new Set<string>();
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const node of nodes) {
+      if (moved.has(node) || node.opType === 'Constant' || node.attribute.some((a) => a.g || a.graphs?.length)) continue;
+      const inputs = node.input.filter((i) => i !== '');
+      const invariant = inputs.every((i) => outerScope(i) || movedValues.has(i) || constants.has(i) || (inits.has(i) && smallTensor(inits.get(i)!)));
+      if (!invariant || !inputs.some((i) => outerScope(i) || movedValues.has(i))) continue;
+      moved.add(node);
+      for (const out of node.output) movedValues.add(out);
+      changed = true;
+    }
+  }
+  const outer: NodeProto[] = [];
+  const copied: TensorProto[] = [];
+  const renamed = new Map<string, string>();
+  const outerName = (v: string): string => {
+    if (!constants.has(v) && !inits.has(v)) return v;
+    if (!renamed.has(v)) {
+      const name = `phase/hoisted/${v}`;
+      renamed.set(v, name);
+      if (constants.has(v)) {
+        const copy = onnx.NodeProto.decode(onnx.NodeProto.encode(constants.get(v)!).finish());
+        copy.output = [name];
+        copy.name = `${name}/node`;
+        outer.push(copy);
+      } else copied.push(onnx.TensorProto.create({ ...inits.get(v)!, name }));
+    }
+    return renamed.get(v)!;
+  };
+  for (const node of nodes) {
+    if (!moved.has(node)) continue;
+    const copy = onnx.NodeProto.decode(onnx.NodeProto.encode(node).finish());
+    copy.input = copy.input.map((i) => (i === '' ? i : outerName(i)));
+    outer.push(copy);
+  }
+  return { body: nodes.filter((n) => !moved.has(n)), outer: topologicalOrder(outer), initializers: copied };
+}
+
+/** Whether an initializer is a small constant (a shape, an axis), not a weight. */
+function smallTensor(t: TensorProto): boolean {
+  return (t.dims ?? []).reduce((n, d) => n * Number(d), 1) <= 16;
 }
 
 /** `nodes` ordered so that every value is produced before it is read (values no node produces come from outside). */

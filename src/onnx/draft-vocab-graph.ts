@@ -21,6 +21,11 @@
  * kept. The kept ids are an initializer (DRAFT_SUBSET_IDS, int64 [K]) so that a consumer that
  * only needs the argmax (draft-loop-graph.ts) can take it over K columns and map it back.
  *
+ * With `columns: 'kept'` the graph leaves the spread out: `logits` is [B, T, K], the kept
+ * columns in ascending id order, and the engine maps a chosen column c back to ids[c]
+ * (engine/vocab-map.ts). At K = 32,768 of V = 151,936 that saves writing, copying out and
+ * scanning 119,168 columns of -Infinity per row (600 KB a row at V = 151,936, float32).
+ *
  * Why this is exact (speculative decoding stays distributed as the target): q is the draft's
  * softmax over the kept columns and 0 elsewhere; candidates are drawn from that q, acceptance
  * compares p(y) / q(y) for a kept y, and the residual norm(max(0, p - q)) puts mass on every
@@ -72,15 +77,19 @@ export function changesLogits(map: DraftVocabMap): boolean {
   return map.ids.length !== map.draftVocab || map.outVocab !== map.draftVocab;
 }
 
+/** What a rewritten draft's `logits` hold: a row of the target's width, or the kept columns alone. */
+export type LogitColumns = 'vocabulary' | 'kept';
+
 /**
  * Rewrites `model` in place (module comment): the lm_head producing `logits` keeps the columns
- * `map.ids`, the output `logits` becomes [B, T, map.outVocab], and `input_ids` at or above
- * `map.draftVocab` are read as `map.draftVocab - 1`.
+ * `map.ids`, the output `logits` becomes [B, T, map.outVocab] (`columns` 'vocabulary') or
+ * [B, T, map.ids.length] (`columns` 'kept': column c is token map.ids[c]), and `input_ids` at or
+ * above `map.draftVocab` are read as `map.draftVocab - 1`.
  * @param model a decoder graph with its weights inline (a rebuilt graph: gpt2-graph.ts, llama-graph.ts)
  * @throws DraftVocabError when `logits` does not come from a MatMul or MatMulNBits over a
  *   constant weight of map.draftVocab columns, or the graph was rewritten already
  */
-export function mapDraftVocab(model: ModelProto, map: DraftVocabMap): void {
+export function mapDraftVocab(model: ModelProto, map: DraftVocabMap, columns: LogitColumns = 'vocabulary'): void {
   const graph = decodedGraph(model);
   if (model.metadataProps.some((p) => p.key === DRAFT_VOCAB_KEY)) throw new DraftVocabError('the draft graph was already restricted to a vocabulary');
   const producer = new Map<string, NodeProto>();
@@ -112,7 +121,8 @@ export function mapDraftVocab(model: ModelProto, map: DraftVocabMap): void {
     tensor(`${DRAFT_SCATTER_PREFIX}/minus_inf`, 'float32', new Uint8Array(Float32Array.of(-Infinity).buffer), []),
   ];
   const padded = `${DRAFT_SCATTER_PREFIX}/padded`;
-  const scatter = [
+  const kept = onnx.NodeProto.create({ opType: 'Identity', name: `${DRAFT_SCATTER_PREFIX}/kept`, input: [DRAFT_SUBSET_LOGITS], output: ['logits'] });
+  const scatter = columns === 'kept' ? [kept] : [
     onnx.NodeProto.create({ opType: 'Pad', name: `${DRAFT_SCATTER_PREFIX}/pad`, input: [DRAFT_SUBSET_LOGITS, `${DRAFT_SCATTER_PREFIX}/pads`, `${DRAFT_SCATTER_PREFIX}/minus_inf`], output: [padded] }),
     onnx.NodeProto.create({
       opType: 'Gather',
@@ -138,11 +148,11 @@ export function mapDraftVocab(model: ModelProto, map: DraftVocabMap): void {
   graph.node = [...clamp, ...nodes, ...scatter];
   // The full-vocabulary weights go unless another node reads them (an lm_head tied in the graph itself).
   const read = new Set(graph.node.flatMap((n) => n.input));
-  graph.initializer = [...graph.initializer.filter((t) => !replaced.includes(t.name ?? '') || read.has(t.name ?? '')), ...gathered, ...added];
+  graph.initializer = [...graph.initializer.filter((t) => !replaced.includes(t.name ?? '') || read.has(t.name ?? '')), ...gathered, ...added.filter((t) => read.has(t.name ?? '') || t.name === DRAFT_SUBSET_IDS)];
   const out = graph.output.find((o) => o.name === 'logits');
   const dims = out?.type?.tensorType?.shape?.dim;
-  if (dims && dims.length > 0) dims[dims.length - 1] = onnx.TensorShapeProto.Dimension.create({ dimValue: map.outVocab });
-  model.metadataProps.push(onnx.StringStringEntryProto.create({ key: DRAFT_VOCAB_KEY, value: `kept=${K} draft_vocab=${map.draftVocab} out_vocab=${map.outVocab}` }));
+  if (dims && dims.length > 0) dims[dims.length - 1] = onnx.TensorShapeProto.Dimension.create({ dimValue: columns === 'kept' ? K : map.outVocab });
+  model.metadataProps.push(onnx.StringStringEntryProto.create({ key: DRAFT_VOCAB_KEY, value: `kept=${K} draft_vocab=${map.draftVocab} out_vocab=${map.outVocab} columns=${columns}` }));
 }
 
 function tensor(name: string, dtype: 'int64' | 'float32', rawData: Uint8Array, dims: number[]): TensorProto {

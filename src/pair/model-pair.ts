@@ -103,7 +103,8 @@ export class ModelPair {
     const target = await DecoderModel.load(targetDir, { ...common, threads });
     let draft: DecoderModel | undefined;
     if (draftDir !== null) {
-      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: draftThreads, keepGraph: true, vocabMap: vocab.map });
+      // Its rows hold the token map's columns alone (model.ts logitIds), mapped to ids in the round.
+      draft = await DecoderModel.load(draftDir, { ...draftCommon, threads: draftThreads, keepGraph: true, vocabMap: vocab.map, logitColumns: 'kept' });
     }
     const bundled = opts.target === undefined && opts.draft === undefined;
     const headPath = opts.head === undefined ? (bundled && existsSync(BUNDLED_HEAD) ? BUNDLED_HEAD : null) : opts.head;

@@ -21,6 +21,16 @@
  *    y = 0 and copying token 1 otherwise emits token 0 with probability 0.55). Greedy output is
  *    the target's argmax whatever is proposed.
  *
+ * 3. Both in one verification: when the copied proposal continues the draft's candidates (its
+ *    first k_draft candidates are the draft's), the copied candidates after them are appended to
+ *    the draft's (`copiedTail`), greedy or sampling: candidate k_draft + j is then a point mass
+ *    chosen from the candidates before it, which speculative sampling allows at any position
+ *    (the draft's draws are all kept, so none is selected by its value).
+ * With the measured costs (and not for seeded sampling), a copied proposal is cut to the length
+ * with the most tokens per ms (`copiedLengthByCost`), step 2 compares tokens per ms of the two
+ * verifications (the draft's steps are paid by then), and step 3 appends the tail's best prefix
+ * by tokens per ms.
+ *
  * Until the draft has been measured for a sequence, it drafts (E_draft unknown), so that a
  * repeating sequence cannot lock the draft out before anything is known about it.
  */
@@ -84,7 +94,83 @@ export function skipDraft(freeExpected: number, draftMean: number | undefined, f
  * Step 2: which proposal a round that drafted verifies.
  * @param draftExpected the draft proposal's expected accepted length (the head's, computed from the candidates drawn)
  * @param greedy whether the sequence decodes greedily; when sampling the draft's is verified (see above)
+ * @param lengths with `costs`: k_free and k_draft, the two proposals' candidates
+ * @param costs the measured pass costs: tokens per ms of the two verifications,
+ *   (1 + E_free) / T(1 + k_free) against (1 + E_draft) / T(1 + k_draft) (the draft's steps are
+ *   paid whichever is verified); absent: E_free against E_draft
  */
-export function chooseAfterDraft(freeExpected: number, draftExpected: number, greedy: boolean): 'draft' | 'draft-free' {
-  return greedy && freeExpected > draftExpected ? 'draft-free' : 'draft';
+export function chooseAfterDraft(
+  freeExpected: number,
+  draftExpected: number,
+  greedy: boolean,
+  lengths?: { free: number; draft: number },
+  costs?: Pick<RoundCosts, 'verifyMs'>,
+): 'draft' | 'draft-free' {
+  if (!greedy) return 'draft';
+  if (!costs || !lengths) return freeExpected > draftExpected ? 'draft-free' : 'draft';
+  return (1 + freeExpected) / costs.verifyMs(1 + lengths.free) > (1 + draftExpected) / costs.verifyMs(1 + lengths.draft) ? 'draft-free' : 'draft';
+}
+
+/**
+ * The length of a copied proposal with the most predicted tokens per ms of its verification:
+ * the k in [0, K] maximizing (1 + E(k)) / T(1 + k), E(k) = sum_{j<=k} prod_{i<=j} alpha_i (the
+ * expected accepted length of its first k candidates, acceptance-by-match.ts; a round emits one
+ * token besides), T(n) the measured verification of n tokens. A row costs what the line's slope
+ * says whether its candidate is accepted or not, so candidates whose chance of being reached is
+ * small cost more than they deliver. Ties go to the shorter proposal.
+ * @param rates alpha_1..alpha_K of the proposal's candidates, each in [0, 1]
+ * @param verifyMs T(n), ms, for n >= 1 tokens
+ * @returns k and E(k)
+ */
+export function copiedLengthByCost(rates: readonly number[], verifyMs: (tokens: number) => number): { length: number; expected: number } {
+  let best = { length: 0, expected: 0 };
+  let bestRate = 1 / verifyMs(1);
+  let chain = 1;
+  let expected = 0;
+  for (let k = 1; k <= rates.length; k++) {
+    chain *= rates[k - 1]!;
+    expected += chain;
+    const rate = (1 + expected) / verifyMs(1 + k);
+    if (rate > bestRate) [best, bestRate] = [{ length: k, expected }, rate];
+  }
+  return best;
+}
+
+/**
+ * Step 3: how many copied candidates to append to the draft's, verified in the same pass. The
+ * copied proposal must continue the draft's candidates (its first k_draft equal them, and it is
+ * longer); then its candidates k_draft + 1.. are appended, at most `room`. With `value`, only
+ * the prefix of that tail with the most predicted tokens per ms: a tail of t candidates delivers
+ * S E_tail(t) more tokens (S the chance that every drafted candidate is accepted, E_tail(t) =
+ * sum_{j<=t} prod_{i<=j} alpha_i over the tail's rates) for T(1 + k_draft + t) instead of
+ * T(1 + k_draft).
+ * @param drafted the draft's candidates y_1..y_k
+ * @param copied the copied proposal's candidates c_1..c_m
+ * @param room most candidates the sequence may still add to the round
+ * @param value with the measured costs: `expected`, the draft's expected accepted length;
+ *   `survive`, S; `rates`, alpha of c_{k+1}..c_m; `verifyMs`, T(n)
+ * @returns t, the copied candidates to append (0: they do not continue the draft, or do not pay)
+ */
+export function copiedTail(
+  drafted: readonly number[],
+  copied: readonly number[],
+  room: number,
+  value?: { expected: number; survive: number; rates: readonly number[]; verifyMs: (tokens: number) => number },
+): number {
+  const k = drafted.length;
+  if (copied.length <= k || room <= 0) return 0;
+  for (let i = 0; i < k; i++) if (copied[i] !== drafted[i]) return 0;
+  const most = Math.min(copied.length - k, Math.floor(room));
+  if (!value) return most;
+  let best = 0;
+  let bestRate = (1 + value.expected) / value.verifyMs(1 + k);
+  let chain = value.survive;
+  let expected = value.expected;
+  for (let t = 1; t <= most; t++) {
+    chain *= value.rates[t - 1] ?? 0;
+    expected += chain;
+    const rate = (1 + expected) / value.verifyMs(1 + k + t);
+    if (rate > bestRate) [best, bestRate] = [t, rate];
+  }
+  return best;
 }

@@ -21,6 +21,9 @@ import type { RoundStats } from '../../src/engine/stats.js';
 import { parsePolicy, RULE_OFF, type PolicySpec } from '../../src/engine/stop-policy.js';
 import { writeFixturePair } from '../../src/testing/decoder-fixture.js';
 import { BUNDLED_DRAFT } from '../../src/paths.js';
+import { buildDraftLoopGraph, hoistInvariants } from '../../src/onnx/draft-loop-graph.js';
+import { decodedGraph, onnx } from '../../src/onnx/graph-builder.js';
+import { PAST_LENGTH_INPUT } from '../../src/onnx/inplace-attention.js';
 
 const root = mkdtempSync(join(tmpdir(), 'specd-phase-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -204,6 +207,36 @@ describe('one-run draft phase: the draft cache it leaves', () => {
     // K_min holds the rule off: with h = 0.1 it would stop at s = 1.
     const held = await run({ kMin: 3, threshold: 0.1, pMin: 0 }, [bias, 0, 0, 0]);
     assert.equal(held.tokens.length, 3);
+  });
+});
+
+describe('one-run draft phase: the graph', () => {
+  test('the loop body computes per step only what changes between steps', async () => {
+    const draft = await DecoderModel.load(BUNDLED_DRAFT, { threads: 1, keepGraph: true });
+    try {
+      const graph = decodedGraph(buildDraftLoopGraph(draft.graphProto!));
+      const loop = graph.node.find((n) => n.opType === 'Loop')!;
+      const body = decodedGraph(onnx.ModelProto.create({ graph: loop.attribute.find((a) => a.name === 'body')!.g! }));
+      // The attention's mask over the cached past reads only the past length and the buffers' shape: computed once per run.
+      const outerReads = new Set(graph.node.flatMap((n) => n.input));
+      assert.ok(outerReads.has(PAST_LENGTH_INPUT), 'the mask over the past is computed outside the loop');
+      const bodyInputs = new Set(body.input.map((i) => i.name ?? ''));
+      assert.deepEqual(hoistInvariants(body.node, body.initializer, bodyInputs).outer, [], 'nothing left in the body that every step computes alike');
+      // What depends on how many tokens a step feeds is carried, not recomputed from shapes.
+      assert.equal(body.node.filter((n) => n.opType === 'Shape' && bodyInputs.has(n.input[0]!)).length, 0, 'no Shape of a loop-carried value');
+      // The control: the same analysis finds the invariant nodes in a body that still has them.
+      const ones = hoistInvariants(
+        [onnx.NodeProto.create({ opType: 'Unsqueeze', input: [PAST_LENGTH_INPUT, 'axes'], output: ['u'] }), onnx.NodeProto.create({ opType: 'Add', input: ['u', 'step'], output: ['v'] })],
+        [onnx.TensorProto.create({ name: 'axes', dims: [1], dataType: 7 })],
+        new Set(['step']),
+      );
+      assert.deepEqual(ones.outer.map((n) => n.output[0]), ['u']);
+      assert.deepEqual(ones.body.map((n) => n.output[0]), ['v']);
+      assert.deepEqual(ones.outer[0]!.input, [PAST_LENGTH_INPUT, 'phase/hoisted/axes']);
+      assert.deepEqual(ones.initializers.map((t) => t.name), ['phase/hoisted/axes']);
+    } finally {
+      await draft.release();
+    }
   });
 });
 

@@ -22,7 +22,8 @@ import { ModelPair } from '../../src/pair/model-pair.js';
 import { Rng } from '../../src/engine/rng.js';
 import { argmax, GREEDY, sample, softmax, toProbs, type SamplingParams } from '../../src/engine/sampling.js';
 import type { PolicySpec } from '../../src/engine/stop-policy.js';
-import { planDraftVocab } from '../../src/engine/vocab-map.js';
+import { planDraftVocab, rowOverVocabulary } from '../../src/engine/vocab-map.js';
+import { SpeculativeDecoder } from '../../src/engine/speculative.js';
 import { writeFixturePair } from '../../src/testing/decoder-fixture.js';
 import { DRAFT_VOCAB_KEY, draftVocabMap } from '../../src/onnx/draft-vocab-graph.js';
 import { readTokenMap, TokenCounts, writeTokenMap } from '../../src/onnx/token-map.js';
@@ -94,6 +95,18 @@ describe('a restricted draft at V = 151,936 (Qwen3 tokenizer)', () => {
         else assert.equal(b[i], -Infinity, `id ${i % V} is not kept`);
       }
       assert.ok(worst < 1e-4, `kept logits differ by ${worst}`);
+      // Kept columns alone: the same numbers without the spread.
+      const columns = await DecoderModel.load(pair.draftDir, { threads: 1, vocabMap: draftVocabMap(V, V, keep), logitColumns: 'kept' });
+      try {
+        assert.deepEqual(columns.logitIds, keep);
+        assert.equal(columns.info.vocabSize, V);
+        const c = await columns.forward(columns.newCache(), prompt, 2);
+        assert.equal(c.length, 2 * keep.length);
+        for (let r = 0; r < 2; r++) assert.deepEqual(rowOverVocabulary(c.subarray(r * keep.length, (r + 1) * keep.length), keep, V), b.subarray(r * V, (r + 1) * V));
+        assert.throws(() => new SpeculativeDecoder(columns), /token map's columns only/);
+      } finally {
+        await columns.release();
+      }
     } finally {
       await full.release();
       await restricted.release();
@@ -127,6 +140,34 @@ describe('a restricted draft at V = 151,936 (Qwen3 tokenizer)', () => {
   });
 });
 
+describe("a restricted draft's kept columns at V = 151,936 (Qwen3 tokenizer)", () => {
+  test("sampling with Qwen3's defaults drafts what the full rows draft, seed by seed", async () => {
+    const pair = writeTinyQwen3Pair(join(root, 'qwen3-columns'));
+    const tokenizer = await TextTokenizer.fromDir(pair.targetDir);
+    const prompt = tokenizer.encodeChat([{ role: 'user', content: 'Write a haiku.' }], { templateVars: { enable_thinking: false } });
+    const file = join(root, 'qwen3-columns-map.json');
+    const keep = Int32Array.from({ length: 32_768 }, (_, i) => i * 4);
+    writeTokenMap(file, { ids: keep });
+    const models = await ModelPair.load({ target: pair.targetDir, draft: pair.draftDir, head: null, threads: 1, draftThreads: 1, speculativeTokenMap: file });
+    const full = await DecoderModel.load(pair.draftDir, { threads: 1, vocabMap: draftVocabMap(151_936, 151_936, keep) });
+    try {
+      assert.equal(models.draft!.logitIds!.length, 32_768);
+      const fullRows = new SpeculativeDecoder(models.target, full);
+      let drafted = 0;
+      for (let seed = 0; seed < 6; seed++) {
+        const opts = { maxTokens: 16, seed, eosTokenIds: [] as number[], sampling: { temperature: 0.6, topK: 20, topP: 0.95 }, policy: { policy: 'fixed', k: 3 } as PolicySpec };
+        const kept = models.decoder.start(prompt, opts);
+        assert.deepEqual(await kept.run(), await fullRows.start(prompt, opts).run(), `seed ${seed}`);
+        drafted += kept.stats.draft_tokens;
+      }
+      assert.ok(drafted > 0);
+    } finally {
+      await full.release();
+      await models.release();
+    }
+  });
+});
+
 describe('draft and target of different vocab_size, one tokenizer', () => {
   for (const draftVocab of [151_808, 152_064]) {
     test(`a draft of ${draftVocab} ids against a target of 151,936: greedy output equals target-only, candidates accepted`, async () => {
@@ -148,7 +189,9 @@ describe('draft and target of different vocab_size, one tokenizer', () => {
           const beyond = await models.draft!.forward(models.draft!.newCache(), [...prompt, 151_900], 1);
           const last = await models.draft!.forward(models.draft!.newCache(), [...prompt, draftVocab - 1], 1);
           assert.deepEqual(beyond, last);
-          assert.equal(beyond[151_900], -Infinity, 'the draft gives its missing ids q = 0');
+          // Its rows are its own ids' columns: the target's ids past them have q = 0.
+          assert.equal(beyond.length, draftVocab);
+          assert.deepEqual([models.draft!.logitIds!.length, models.draft!.logitIds!.at(-1)], [draftVocab, draftVocab - 1]);
         }
       } finally {
         await models.release();
@@ -271,17 +314,49 @@ describe('sampled speculation with a restricted draft is distributed as the targ
     });
   }
 
+  test("a draft returning the map's columns alone drafts what its full rows draft: same outputs, seed by seed", async () => {
+    const full = await DecoderModel.load(pair.draft!.info.dir, { threads: 1, vocabMap: draftVocabMap(VOCAB, VOCAB, Int32Array.from(KEPT)) });
+    try {
+      assert.equal(full.logitIds, undefined);
+      assert.deepEqual([...pair.draft!.logitIds!], KEPT);
+      const fullRows = new SpeculativeDecoder(pair.target, full);
+      const cases = [
+        { sampling: GREEDY, policy: { policy: 'fixed', k: 3 } },
+        { sampling: { temperature: 1, topK: 0, topP: 1 }, policy: { policy: 'fixed', k: 2 } },
+        { sampling: { temperature: 0.8, topK: 5, topP: 0.9 }, policy: { policy: 'fixed', k: 3 } },
+        { sampling: { temperature: 1.1, topK: 0, topP: 0.8 }, policy: { policy: 'confidence', pMin: 0.05, kMax: 4 } },
+        // Logits processing indexes rows by token id: the kept columns are laid over the vocabulary first.
+        { sampling: { temperature: 1, topK: 0, topP: 1 }, policy: { policy: 'fixed', k: 2 }, adjustments: { presencePenalty: 1.5, logitBias: { 4: 3, 3: 2 } } },
+      ] as { sampling: SamplingParams; policy: PolicySpec; adjustments?: object }[];
+      for (const c of cases) {
+        let drafted = 0;
+        for (let seed = 0; seed < 40; seed++) {
+          const opts = { maxTokens: 12, seed, eosTokenIds: [] as number[], draftPhase: 'per-step' as const, ...c };
+          const kept = pair.decoder.start(PROMPT, opts);
+          const a = await kept.run();
+          const b = await fullRows.start(PROMPT, opts).run();
+          assert.deepEqual(a, b, `${JSON.stringify(c)} seed ${seed}`);
+          drafted += kept.stats.draft_tokens;
+        }
+        assert.ok(drafted > 0, JSON.stringify(c));
+      }
+    } finally {
+      await full.release();
+    }
+  });
+
   test('the statistic rejects a wrong rule: candidates accepted whenever drafted (q alone)', async () => {
     const params = { temperature: 1, topK: 0, topP: 1 };
     const counts = new Float64Array(VOCAB * VOCAB);
     const d = pair.draft!;
     // What the output would be if every candidate were accepted: two tokens drawn from the restricted q.
     const rng = new Rng(3);
-    const q1 = toProbs((await d.forward(d.newCache(), PROMPT)).slice(-VOCAB), params);
+    const row = async (tokens: number[]) => rowOverVocabulary(await d.forward(d.newCache(), tokens, 1), d.logitIds!, VOCAB);
+    const q1 = toProbs(await row(PROMPT), params);
     const q2 = new Map<number, Float64Array>();
     for (let n = 0; n < GENERATIONS; n++) {
       const a = sample(q1, rng);
-      if (!q2.has(a)) q2.set(a, toProbs((await d.forward(d.newCache(), [...PROMPT, a])).slice(-VOCAB), params));
+      if (!q2.has(a)) q2.set(a, toProbs(await row([...PROMPT, a]), params));
       counts[a * VOCAB + sample(q2.get(a)!, rng)]!++;
     }
     const fit = chiSquare(counts, await targetJoint(params));

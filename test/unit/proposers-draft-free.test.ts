@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DraftFreeProposer } from '../../src/proposers/draft-free.js';
-import { chooseAfterDraft, DraftAcceptanceMean, skipDraft } from '../../src/proposers/hybrid.js';
+import { chooseAfterDraft, copiedLengthByCost, copiedTail, DraftAcceptanceMean, skipDraft } from '../../src/proposers/hybrid.js';
 import { MethodStats } from '../../src/proposers/method-stats.js';
 import { ProposerOptionError } from '../../src/proposers/proposal.js';
 
@@ -158,6 +158,42 @@ describe('hybrid choice', () => {
     assert.equal(chooseAfterDraft(2.4, 2.4, true), 'draft');
     assert.equal(chooseAfterDraft(2.5, 2.4, false), 'draft', 'sampling: a round that drafted verifies the draft');
     assert.throws(() => new DraftAcceptanceMean(0), /weight must be a number in/);
+  });
+
+  test('after drafting, with measured costs: tokens per ms of the two verifications', () => {
+    // T(n) = 10 + 2 n. Copying 8 with E 2.5: 3.5 / 28 = 0.125 per ms; the draft's 2 with E 1.5: 2.5 / 16 = 0.156.
+    const costs = { verifyMs: (n: number) => 10 + 2 * n };
+    assert.equal(chooseAfterDraft(2.5, 1.5, true, { free: 8, draft: 2 }, costs), 'draft', 'more expected, but slower per ms');
+    assert.equal(chooseAfterDraft(2.5, 1.5, true, { free: 8, draft: 2 }), 'draft-free', 'lengths without costs: expected lengths alone');
+    assert.equal(chooseAfterDraft(2.5, 1.5, true), 'draft-free');
+    // Copying 3 with E 2.5: 3.5 / 18 = 0.194 per ms beats 0.156.
+    assert.equal(chooseAfterDraft(2.5, 1.5, true, { free: 3, draft: 2 }, costs), 'draft-free');
+    assert.equal(chooseAfterDraft(2.5, 1.5, false, { free: 3, draft: 2 }, costs), 'draft', 'sampling: the draft');
+  });
+
+  test('a copied proposal is cut to the length with the most tokens per ms', () => {
+    // T(n) = 10 + 2 n; rates 0.9, 0.9, 0.3, 0.3: E = 0.9, 1.71, 1.953, 2.026; rate(k) = (1 + E) / (12 + 2 k):
+    // k = 0: 0.083, 1: 0.136, 2: 0.169, 3: 0.164, 4: 0.151, so 2.
+    const verifyMs = (n: number) => 10 + 2 * n;
+    const cut = copiedLengthByCost([0.9, 0.9, 0.3, 0.3], verifyMs);
+    assert.equal(cut.length, 2);
+    assert.ok(Math.abs(cut.expected - 1.71) < 1e-12);
+    assert.equal(copiedLengthByCost([0.9, 0.9, 0.3, 0.3], () => 10).length, 4, 'rows that cost nothing: every candidate');
+    assert.equal(copiedLengthByCost([0.01, 0.9], verifyMs).length, 0, 'a first candidate unlikely to pass its row: none');
+    assert.deepEqual(copiedLengthByCost([], verifyMs), { length: 0, expected: 0 });
+  });
+
+  test("copied candidates that continue the draft's are appended to them", () => {
+    assert.equal(copiedTail([4, 5], [4, 5, 6, 7, 8], 10), 3);
+    assert.equal(copiedTail([4, 5], [4, 5, 6, 7, 8], 2), 2, 'within the room');
+    assert.equal(copiedTail([4, 9], [4, 5, 6, 7, 8], 10), 0, 'the copy leaves the draft: nothing appended');
+    assert.equal(copiedTail([4, 5], [4, 5], 10), 0, 'nothing after the draft');
+    assert.equal(copiedTail([], [4, 5], 10), 2, 'an empty draft is continued by any copy');
+    // T(n) = 10 + 2 n; the draft's 2 with E 1.5 and S 0.6: 2.5 / 16 = 0.156 per ms. Tail rates 0.9, 0.2:
+    // t = 1: (2.5 + 0.54) / 18 = 0.169; t = 2: (3.04 + 0.108) / 20 = 0.157, so 1.
+    const value = { expected: 1.5, survive: 0.6, rates: [0.9, 0.2, 0.9], verifyMs: (n: number) => 10 + 2 * n };
+    assert.equal(copiedTail([4, 5], [4, 5, 6, 7], 10, value), 1);
+    assert.equal(copiedTail([4, 5], [4, 5, 6, 7], 10, { ...value, survive: 0.05 }), 0, 'a draft unlikely to survive: no tail');
   });
 });
 
