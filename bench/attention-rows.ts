@@ -85,11 +85,11 @@ function splitPaddedGraph(): GraphBuilder {
   const rowsOf = (t: string) => g.op('Slice', [g.op('Shape', [t]), i64([2]), i64([3])]);
   const padRow = (t: string) => g.op('Concat', [t, g.op('Slice', [t, i64([0]), i64([1]), i64([2])])], { attrs: { axis: 2 } });
   const unpad = (t: string) => g.op('Slice', [t, i64([0]), rowsOf(query), i64([2])]);
-  const masks = inplaceMasks(g, 1);
+  const masks = inplaceMasks(g, 1).split!;
   const pastScores = g.op('Add', [unpad(g.op('MatMul', [padRow(query), 'past_key_values.0.key'])), masks.past]);
   const newScores = g.op('Add', [g.op('MatMul', [query, heads(k!, [0, 2, 3, 1])]), masks.causal]);
   const probs = g.op('Softmax', [g.op('Concat', [pastScores, newScores], { attrs: { axis: -1 } })], { attrs: { axis: -1 } });
-  const [pastProbs, newProbs] = g.opN('Split', [probs, masks.split], 2, { attrs: { axis: -1 } });
+  const [pastProbs, newProbs] = g.opN('Split', [probs, masks.parts], 2, { attrs: { axis: -1 } });
   const context = g.op('Add', [unpad(g.op('MatMul', [padRow(pastProbs!), 'past_key_values.0.value'])), g.op('MatMul', [newProbs!, heads(v!)])]);
   g.output(g.op('Reshape', [g.op('Transpose', [context], { attrs: { perm: [0, 2, 1, 3] } }), i64([1, -1, H * D])]), 'out', 'float32', [1, 'sequence_length', H * D]);
   return g;

@@ -9,7 +9,11 @@
  * does.
  *
  *   node dist/bench/builds-ab.js --base ../old/dist [--dataset gsm8k,alpaca,humaneval] [--prompts 16]
- *     [--policies none,fixed:3,fixed:4,specdec++] [--temperature 0] [--target DIR --draft DIR] [--dtype q8|q4] [--json FILE]
+ *     [--policies none,fixed:3,fixed:4,specdec++] [--temperature 0] [--target DIR --draft DIR] [--dtype q8|q4] [--threads N] [--json FILE]
+ *
+ * `--threads N` runs both models of both builds on N intra-op threads that do not spin; with 1,
+ * the process's CPU time (also reported, ms per token) counts the generations' own work only,
+ * which a loaded machine moves far less than their wall time.
  *
  * The other build is imported as it is: its `src/pair/model-pair.js`, `src/engine/text-generation.js`
  * and `src/engine/policy-registry.js` must have the interfaces this build's have (they do from
@@ -35,6 +39,7 @@ const { values } = parseArgs({
     target: { type: 'string' },
     draft: { type: 'string' },
     dtype: { type: 'string' },
+    threads: { type: 'string' },
     json: { type: 'string' },
   },
 });
@@ -53,11 +58,13 @@ const temperature = Number(values.temperature);
 if (!Number.isInteger(prompts) || prompts < 1) fail(`--prompts must be a positive integer, got ${values.prompts}`);
 if (!Number.isInteger(maxTokens) || maxTokens < 1) fail(`--max-tokens must be a positive integer, got ${values['max-tokens']}`);
 if (!(temperature >= 0)) fail(`--temperature must be >= 0, got ${values.temperature}`);
+if (values.threads !== undefined && !(Number.isInteger(Number(values.threads)) && Number(values.threads) >= 1)) fail(`--threads must be a positive integer, got ${values.threads}`);
 const policyNames = values.policies.split(',');
 if (!policyNames.includes('none')) fail('--policies must include none (the speedups are over it)');
 const pairOptions: PairOptions = {
   ...(values.target ? { target: values.target, draft: values.draft ?? null } : {}),
   ...(values.dtype ? { dtype: values.dtype } : {}),
+  ...(values.threads ? { threads: Number(values.threads), draftThreads: Number(values.threads), spinning: false } : {}),
 };
 
 /** What a build offers this benchmark: its pair, its generateText and its policy parser. */
@@ -96,17 +103,22 @@ interface Cell {
   /** Target passes (rounds) of the generations: tokens per round does not move with the load. */
   rounds: number;
   wallMs: number;
+  /** The process's CPU time (user and system) over the generations. */
+  cpuMs: number;
   outputs: string[];
 }
 const rows: Record<string, unknown>[] = [];
 for (const dataset of datasets) {
   const set = loadPrompts(dataset as (typeof DATASETS)[number], prompts);
-  const cells = builds.map(() => new Map(policyNames.map((p): [string, Cell] => [p, { tokens: 0, rounds: 0, wallMs: 0, outputs: [] }])));
+  const cells = builds.map(() => new Map(policyNames.map((p): [string, Cell] => [p, { tokens: 0, rounds: 0, wallMs: 0, cpuMs: 0, outputs: [] }])));
   for (const [i, prompt] of set.entries()) {
     for (const policy of policyNames) {
       for (const b of i % 2 === 0 ? [0, 1] : [1, 0]) {
+        const cpu = process.cpuUsage();
         const r = await run(builds[b]!, { messages: prompt.messages }, policy, i, maxTokens);
+        const used = process.cpuUsage(cpu);
         const c = cells[b]!.get(policy)!;
+        c.cpuMs += (used.user + used.system) / 1000;
         c.tokens += r.token_ids.length;
         c.rounds += r.stats.rounds;
         c.wallMs += r.stats.wall_ms;
@@ -124,17 +136,29 @@ for (const dataset of datasets) {
       const speedup = tps / ((none.tokens / none.wallMs) * 1000);
       const exact = temperature === 0 ? c.outputs.every((o, k) => o === none.outputs[k]) : null;
       const perRound = c.tokens / c.rounds;
-      Object.assign(row, { [`${b.label}_tokens_per_s`]: tps, [`${b.label}_speedup_vs_none`]: speedup, [`${b.label}_tokens_per_round`]: perRound, [`${b.label}_matches_none`]: exact });
-      line.push(`${b.label} ${tps.toFixed(1).padStart(6)} tok/s ${speedup.toFixed(2)}x none ${perRound.toFixed(2)} tok/round${exact === null ? '' : exact ? ' exact' : ' NOT EXACT'}`);
+      const cpuPerToken = c.cpuMs / c.tokens;
+      const cpuSpeedup = none.cpuMs / none.tokens / cpuPerToken;
+      Object.assign(row, {
+        [`${b.label}_tokens_per_s`]: tps,
+        [`${b.label}_speedup_vs_none`]: speedup,
+        [`${b.label}_tokens_per_round`]: perRound,
+        [`${b.label}_cpu_ms_per_token`]: cpuPerToken,
+        [`${b.label}_cpu_speedup_vs_none`]: cpuSpeedup,
+        [`${b.label}_matches_none`]: exact,
+      });
+      line.push(
+        `${b.label} ${tps.toFixed(1).padStart(6)} tok/s ${speedup.toFixed(2)}x none, cpu ${cpuPerToken.toFixed(2)} ms/tok ${cpuSpeedup.toFixed(2)}x, ${perRound.toFixed(2)} tok/round${exact === null ? '' : exact ? ' exact' : ' NOT EXACT'}`,
+      );
     });
     row.B_over_A = (row.B_tokens_per_s as number) / (row.A_tokens_per_s as number);
-    line.push(`B/A ${(row.B_over_A as number).toFixed(2)}x`);
+    row.B_over_A_cpu = (row.A_cpu_ms_per_token as number) / (row.B_cpu_ms_per_token as number);
+    line.push(`B/A ${(row.B_over_A as number).toFixed(2)}x, cpu ${(row.B_over_A_cpu as number).toFixed(2)}x`);
     rows.push(row);
     process.stdout.write(`${line.join(' | ')}\n`);
   }
 }
 if (values.json) {
-  const settings = { base: values.base, dtype: values.dtype ?? 'fp32', datasets, prompts, max_tokens: maxTokens, temperature, policies: policyNames, command: `node ${process.argv.slice(1).join(' ')}` };
+  const settings = { base: values.base, dtype: values.dtype ?? 'fp32', threads: values.threads ?? 'default', datasets, prompts, max_tokens: maxTokens, temperature, policies: policyNames, command: `node ${process.argv.slice(1).join(' ')}` };
   writeFileSync(values.json, `${JSON.stringify({ settings, results: rows }, null, 2)}\n`);
 }
 for (const b of builds) await b.pair.release();

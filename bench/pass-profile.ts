@@ -9,11 +9,14 @@
  * profile, the share of its kernel time per operator type.
  *
  *   npm run build && node dist/bench/pass-profile.js [--model DIR] [--dtypes fp32,q8,q4]
- *     [--past 300] [--rows 5] [--threads 2] [--reps 40] [--levels 1,4] [--base DIR] [--json FILE]
+ *     [--past 300] [--rows 5] [--threads 2] [--reps 40] [--levels 1,4] [--base DIR] [--json FILE] [--no-profile]
  *
  * `--base DIR` (another build's compiled `dist`, e.g. main's) adds that build's graphs at
  * accuracy_level 4 as variants of their own (`(base)`), in the same alternation: a before/after
  * of the graph builders per operator type on the same weights.
+ *
+ * The profiler itself costs every node a few microseconds, which on a small model is a large part
+ * of a pass: `--no-profile` times the passes with it off (no per-operator shares then).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -42,6 +45,7 @@ const { values: a } = parseArgs({
     levels: { type: 'string', default: '1,4' },
     base: { type: 'string' },
     json: { type: 'string' },
+    'no-profile': { type: 'boolean', default: false },
   },
 });
 const PAST = Number(a.past);
@@ -125,7 +129,7 @@ for (const dtype of a.dtypes!.split(',')) {
     const label = `${dtype === 'fp32' ? 'fp32 split' : `${dtype} acc ${level} ${level === 4 ? 'window' : 'split'}`}${suffix}`;
     const built = graphBytes(a.model!, dtype, level, builders);
     const profile = join(work, label.replace(/[^A-Za-z0-9]+/g, '-'));
-    const session = await ort.InferenceSession.create(built.bytes, { intraOpNumThreads: Number(a.threads), graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: profile });
+    const session = await ort.InferenceSession.create(built.bytes, { intraOpNumThreads: Number(a.threads), graphOptimizationLevel: 'all', ...(a['no-profile'] ? {} : { enableProfiling: true, profileFilePrefix: profile }) });
     variants.push({ label, session, profile, ...built });
   }
 }
@@ -144,7 +148,7 @@ for (let rep = 0; rep < REPS; rep++) {
 }
 const results = [];
 for (const v of variants) {
-  v.session.endProfiling();
+  if (!a['no-profile']) v.session.endProfiling();
   await v.session.release();
   const base = v.profile.split('/').pop()!;
   const file = readdirSync(work).find((f) => f.startsWith(`${base}_`) && f.endsWith('.json'));

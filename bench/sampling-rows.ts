@@ -2,14 +2,16 @@
  * Per-row logits processing, stage by stage, at the vocabulary sizes of the bundled pair (259),
  * Llama 2 (32,000) and Qwen3 (151,936).
  *
- *   npm run build && node dist/bench/sampling-rows.js [--reps 200] [--json FILE] [--onnx]
+ *   npm run build && node dist/bench/sampling-rows.js [--reps 200] [--json FILE] [--onnx] [--base DIST]
  *
  * Rows are seeded synthetic logits shaped like a language model's: most tokens N(0, 2) and a few
  * dozen lifted by 6-12, so top-p 0.95 keeps tens to hundreds of tokens (a flat row, where the
  * nucleus holds most of the vocabulary, is timed too). Every stage runs `--reps` times on fresh
  * rows, interleaved stage by stage; the median per row is printed. `--onnx` also times ONNX
  * Runtime's TopK inside a graph that ends at the logits (a one-MatMul stand-in for an lm_head),
- * against the same graph returning the whole row and selecting in JavaScript.
+ * against the same graph returning the whole row and selecting in JavaScript. `--base DIST` also
+ * times another build's `toProbs` (its compiled `dist` directory) on the top-p and Qwen3 stages,
+ * interleaved with this build's, for a before/after in one process.
  * On a shared machine the figures move with the neighbours' load: compare within one run, and
  * read the CPU-time medians (printed second), which leave out the time other processes held the core.
  */
@@ -22,12 +24,15 @@ import { LogitsProcessor } from '../src/engine/logits-processors.js';
 import { Rng } from '../src/engine/rng.js';
 import { argmax, sample, softmax, toProbs, type SamplingParams } from '../src/engine/sampling.js';
 import { GraphBuilder, attr } from '../src/onnx/graph-builder.js';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 const { values } = parseArgs({
   options: {
     reps: { type: 'string', default: '200' },
     json: { type: 'string' },
     onnx: { type: 'boolean', default: false },
+    base: { type: 'string' },
   },
 });
 const REPS = Number(values.reps);
@@ -122,6 +127,15 @@ const STAGES: Stage[] = [
   },
   { name: 'before: sort-based top-k 20 + top-p 0.95', prepare: (v, rng) => { const row = lmRow(v, rng); return () => toProbsBySort(row, QWEN3); }, slow: true },
 ];
+if (values.base) {
+  // The other build's toProbs on the same kinds of rows, interleaved stage by stage with this build's.
+  const base = (await import(pathToFileURL(resolve(values.base, 'src/engine/sampling.js')).href)) as { toProbs: typeof toProbs };
+  STAGES.push(
+    { name: 'base build: T 0.6, top-k 20, top-p 0.95', prepare: (v, rng) => { const row = lmRow(v, rng); return () => base.toProbs(row, QWEN3); } },
+    { name: 'base build: top-p 0.95', prepare: (v, rng) => { const row = lmRow(v, rng); return () => base.toProbs(row, TOP_P); } },
+    { name: 'base build: top-p 0.95, flat row', prepare: (v, rng) => { const row = flatRow(v, rng); return () => base.toProbs(row, TOP_P); } },
+  );
+}
 
 const results: Record<string, Record<string, number>> = {};
 const rng = new Rng(2026);
@@ -217,4 +231,4 @@ if (values.onnx) {
     for (const [k, v] of Object.entries(onnx[vocab]!)) console.log(`  V = ${vocab.toLocaleString('en')}: ${k.padEnd(44)} ${v.toFixed(3)}`);
   }
 }
-if (values.json) writeFileSync(values.json, JSON.stringify({ reps: REPS, cpu: cpus()[0]?.model, cores: cpus().length, load_average: loadavg(), ms_per_row: results, cpu_ms_per_row: cpuResults, onnx }, null, 2));
+if (values.json) writeFileSync(values.json, JSON.stringify({ reps: REPS, cpu: cpus()[0]?.model, cores: cpus().length, load_average: loadavg(), base: values.base, ms_per_row: results, cpu_ms_per_row: cpuResults, onnx }, null, 2));

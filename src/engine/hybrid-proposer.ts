@@ -29,6 +29,11 @@ import type { SequenceDraftFreeProposer } from './draft-free-proposer.js';
 import type { ProposeContext, ProposeRequest, Proposer } from './proposer.js';
 import { noProposal, type Proposal, type Sequence, type VerifiedRound } from './sequence.js';
 
+/** The measured costs a sequence's choices weigh: none for seeded sampling, whose output must not depend on the load. */
+function costsFor(seq: Sequence, measured: RoundCosts | undefined): RoundCosts | undefined {
+  return !seq.greedy && seq.opts.seed !== undefined ? undefined : measured;
+}
+
 /** Which proposal a round verified. */
 export type HybridChoice = 'draft' | 'draft-free' | 'skipped-draft' | 'draft+copied';
 
@@ -68,8 +73,7 @@ export class HybridProposer implements Proposer {
   async propose(requests: readonly ProposeRequest[], ctx: ProposeContext): Promise<Proposal[]> {
     const states = requests.map((r) => this.state(r.sequence));
     const measured = this.costs();
-    // A seeded sampled sequence decides without the measured costs: its output must not depend on the load.
-    const costsOf = (seq: Sequence) => (!seq.greedy && seq.opts.seed !== undefined ? undefined : measured);
+    const costsOf = (seq: Sequence) => costsFor(seq, measured);
     const free: Proposal[] = [];
     /** alpha_j of each copied proposal's candidates, read before a withdrawal forgets them. */
     const rates: number[][] = [];
@@ -137,7 +141,7 @@ export class HybridProposer implements Proposer {
       if (s.verified !== 'draft' || d.tokens.length === 0 || left <= 0) continue;
       const seq = r.sequence;
       const room = Math.min(left, seq.candidateRoom() - d.tokens.length);
-      const costs = !seq.greedy && seq.opts.seed !== undefined ? undefined : measured;
+      const costs = costsFor(seq, measured);
       const copied = free[i]!.tokens;
       const value = costs && {
         expected: d.acceptProbs ? expectedAcceptedFromHead(d.acceptProbs) : (s.draftMean.value ?? 0),

@@ -81,6 +81,8 @@ export class KvSlotPool implements ReclaimableKv {
     readonly layout: KvLayout,
     readonly maxCapacity: number,
     prefixIdentity?: string,
+    /** The graph's attention is the row-independent one (inplace-attention.ts), which needs a slot for every row of a pass: a prompt gets its slot's buffers, not the one-slot empty ones. */
+    readonly rowIndependent = false,
   ) {
     if (layout.dtype !== 'float32') throw new RangeError(`an in-place KV cache is float32, not ${layout.dtype}`);
     this.cap = Math.min(CAPACITY_STEP, maxCapacity);
@@ -260,7 +262,7 @@ export class KvSlotPool implements ReclaimableKv {
   /**
    * One-position tensors of zeros in layer order (keys [1, kvHeads, headDim, 1], values [1,
    * kvHeads, 1, headDim]): the past of an empty sequence, its one position masked by its length 0
-   * (one, not none: the row-independent attention gathers its window from the buffer by index).
+   * (one, not none: a buffer of no slots is not worth a special case in the graphs).
    */
   get emptyTensors(): ort.Tensor[] {
     if (!this.empty) {
@@ -364,7 +366,7 @@ export class PooledKVCache implements KVCache {
     if (this.released) throw new Error('the KV cache was released');
     this.pool.reserve(total);
     // Nothing to attend to yet (a prompt): empty buffers, so that the pass does not read a whole capacity of masked positions.
-    addKvFeeds(feeds, this.len === 0 ? this.pool.emptyTensors : this.pool.slotTensors(this.slot));
+    addKvFeeds(feeds, this.len === 0 && !this.pool.rowIndependent ? this.pool.emptyTensors : this.pool.slotTensors(this.slot));
   }
 
   /** Write the pass's new rows (`kv_rows.{i}` [1, n, q_width + 2 * kv_width]) of `tokens` at positions length..length+n-1. */

@@ -9,7 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { ModelLoadError } from '../errors.js';
 import { checkExternalData } from '../onnx/external-data.js';
 import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from '../onnx/gpt2-graph.js';
-import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT } from '../onnx/inplace-attention.js';
+import { kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT, ROW_INDEPENDENT_KIND } from '../onnx/inplace-attention.js';
 import { decoderGraphView, embeddingTables, NotRebuildableError } from '../onnx/graph-reading.js';
 import { onnx, readModel, type ModelProto } from '../onnx/graph-builder.js';
 import { changesLogits, DraftVocabError, type DraftVocabMap, type LogitColumns, mapDraftVocab } from '../onnx/draft-vocab-graph.js';
@@ -132,11 +132,13 @@ export class DecoderModel {
     private graph?: ModelProto,
     /** With prefix caching: what the cached rows depend on besides the tokens (model file, graph, dtype). */
     prefixIdentity?: string,
+    /** The graph's attention is the row-independent one (KvSlotPool's option). */
+    rowIndependent = false,
   ) {
     this.hasPositionIds = session.inputNames.includes('position_ids');
     this.hasAttentionMask = session.inputNames.includes('attention_mask');
     this.hasLogitsFrom = session.inputNames.includes(LOGITS_FROM_INPUT);
-    if (session.inputNames.includes(PAST_LENGTH_INPUT)) this.pool = new KvSlotPool(info, info.maxPositions, prefixIdentity);
+    if (session.inputNames.includes(PAST_LENGTH_INPUT)) this.pool = new KvSlotPool(info, info.maxPositions, prefixIdentity, rowIndependent);
   }
 
   /** The decoded graph the session runs, when loaded with `keepGraph` and not dropped since. */
@@ -216,7 +218,7 @@ export class DecoderModel {
     const kept = opts.keepGraph ? (model ?? readModel(bytes ?? readFileSync(modelDir.onnxPath))) : undefined;
     const kind = model?.metadataProps.find((p) => p.key === GRAPH_KIND_KEY)?.value ?? 'exported';
     const identity = opts.prefixCaching ? JSON.stringify({ model: modelDir.onnxPath, bytes: opts.model?.length, graph: kind, dtype: info.dtype }) : undefined;
-    const loaded = new DecoderModel(session, info, device, cropper, maxSpan, kept, identity);
+    const loaded = new DecoderModel(session, info, device, cropper, maxSpan, kept, identity, kind.includes(ROW_INDEPENDENT_KIND));
     if (opts.vocabMap && changesLogits(opts.vocabMap) && opts.logitColumns === 'kept') loaded.logitIds = opts.vocabMap.ids;
     return loaded;
   }

@@ -105,6 +105,7 @@ export function topKIds(row: Float32Array, k: number): Int32Array {
 let weightScratch = new Float64Array(0);
 let bucketScratch = new Uint16Array(0);
 let idScratch = new Int32Array(0);
+let memberScratch = new Int32Array(0);
 
 /** The result of `nucleus`: the kept tokens and their unnormalised weights. */
 export interface Nucleus {
@@ -130,18 +131,20 @@ export function nucleus(row: Float32Array, temperature: number, topP: number): N
     weightScratch = new Float64Array(vocab);
     bucketScratch = new Uint16Array(vocab);
     idScratch = new Int32Array(vocab);
+    memberScratch = new Int32Array(vocab);
   }
-  const w = weightScratch; // written only for the tokens ranked or kept
+  const w = weightScratch; // written only for the tokens ranked
   const bucketOf = bucketScratch;
   let max = -Infinity;
   for (let i = 0; i < vocab; i++) if (row[i]! > max) max = row[i]!;
   if (!(max > -Infinity)) return { ids: new Int32Array(0), weights: new Float64Array(0), mass: 0 }; // every token masked
   if (max === Infinity) return keepInfinite(row, topP);
 
-  // One pass: weights, their total, and the log-spaced histogram of mass.
+  // One pass: weights and the log-spaced histogram of mass. The total is the histogram's sum:
+  // a running total would chain every token's addition on the one before (a floating-point add's
+  // latency per token), where the histogram's additions land in different buckets and overlap.
   const histogram = new Float64Array(LOG_BUCKETS);
   const invT = 1 / temperature;
-  let total = 0;
   for (let i = 0; i < vocab; i++) {
     const z = (max - row[i]!) * invT; // >= 0; NaN for NaN logits
     if (!(z < NEGLIGIBLE_NATS)) {
@@ -149,48 +152,53 @@ export function nucleus(row: Float32Array, temperature: number, topP: number): N
       continue;
     }
     const bucket = (z * BUCKETS_PER_NAT) | 0;
-    const wi = expNeg(z, bucket);
-    total += wi;
     bucketOf[i] = bucket;
-    histogram[bucket] = histogram[bucket]! + wi;
+    histogram[bucket] = histogram[bucket]! + expNeg(z, bucket);
   }
+  let total = 0;
+  for (let b = 0; b < LOG_BUCKETS - 1; b++) total += histogram[b]!;
   const target = topP * total;
 
   // Whole buckets while the mass stays below the target; the crossing bucket is ranked. One
-  // pass collects both: tokens of earlier buckets are kept, the crossing bucket's are members.
+  // pass over the buckets collects both: tokens of earlier buckets are kept (appended without a
+  // branch: every id is written, the count advances for the kept ones), the crossing bucket's
+  // are members.
   const [crossing, before] = crossingBucket(histogram, 0, target);
   const ids = idScratch;
+  const memberIds = memberScratch;
   let n = 0;
-  const members: number[] = [];
+  let memberCount = 0;
   for (let i = 0; i < vocab; i++) {
     const b = bucketOf[i]!;
-    if (b < crossing) ids[n++] = i;
-    else if (b === crossing) {
-      members.push(i);
+    ids[n] = i;
+    n += (b - crossing) >>> 31; // 1 when b < crossing
+    if (b === crossing) {
+      memberIds[memberCount++] = i;
       w[i] = expNeg((max - row[i]!) * invT, b);
     }
   }
+  const members = Array.from(memberIds.subarray(0, memberCount));
   const [lastWeight, lastId] = boundary([...members], w, before, target);
 
   // Kept: the earlier buckets' tokens and the members ranked at or before the boundary token
-  // (lastWeight, lastId), merged in ascending id order.
+  // (lastWeight, lastId), merged in ascending id order. The mass is the earlier buckets' (from
+  // the histogram) and the kept members'.
   const kept = new Int32Array(n + members.length);
+  let mass = before;
   let k = 0;
   let j = 0;
   for (const i of members) {
     const wi = w[i]!;
     if (!(wi > lastWeight || (wi === lastWeight && i <= lastId))) continue;
     while (j < n && ids[j]! < i) kept[k++] = ids[j++]!;
+    mass += wi;
     kept[k++] = i;
   }
   while (j < n) kept[k++] = ids[j++]!;
   const weights = new Float64Array(k);
-  let mass = 0;
   for (let m = 0; m < k; m++) {
     const z = (max - row[kept[m]!]!) * invT;
-    const wi = expNeg(z, (z * BUCKETS_PER_NAT) | 0);
-    weights[m] = wi;
-    mass += wi;
+    weights[m] = expNeg(z, (z * BUCKETS_PER_NAT) | 0);
   }
   return { ids: kept.subarray(0, k), weights, mass };
 }

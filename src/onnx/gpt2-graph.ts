@@ -37,7 +37,7 @@ import { GraphBuilder } from './graph-builder.js';
 import type { Gpt2Block, Gpt2Weights } from './gpt2-weights.js';
 import { computesInInt8, type LinearQuantization, linearEmitter, QUANT_ACCURACY_LEVEL } from './linear-emitter.js';
 import type { AccuracyLevel } from './matmul-nbits.js';
-import { inplaceAttention, inplaceInputs, inplaceMasks, kvRowsOutput, MASKED, POSITION_IDS_INPUT, shapeDim } from './inplace-attention.js';
+import { inplaceAttention, inplaceInputs, inplaceMasks, kvRowsOutput, MASKED, POSITION_IDS_INPUT, ROW_INDEPENDENT_KIND, shapeDim } from './inplace-attention.js';
 
 export { KV_ROWS_PREFIX, kvRowsOutput, PACKED_INDEX_INPUT, PADDED_SOURCE_INPUT, PAST_LENGTH_INPUT, POSITION_IDS_INPUT } from './inplace-attention.js';
 
@@ -62,7 +62,7 @@ export interface Gpt2GraphOptions {
   hiddenOutput?: boolean;
   /** Linear layers and the lm_head as MatMulNBits (linear-emitter.ts); default: as the weights come (float32 MatMul, or their own quantization). */
   quantization?: LinearQuantization | 'fp32';
-  /** accuracy_level of MatMulNBits whose settings come from the weights (default QUANT_ACCURACY_LEVEL); with 4 the in-place attention is the row-independent `window` one (inplace-attention.ts). */
+  /** accuracy_level of MatMulNBits whose settings come from the weights (default QUANT_ACCURACY_LEVEL); with 4 the in-place attention is the row-independent one (inplace-attention.ts). */
   accuracyLevel?: AccuracyLevel;
 }
 
@@ -83,7 +83,7 @@ export function buildGpt2Graph(w: Gpt2Weights, options: Gpt2GraphOptions = {}): 
   }
   const accuracyLevel = options.accuracyLevel ?? QUANT_ACCURACY_LEVEL;
   const rowIndependent = inplace && computesInInt8(w.blocks[0]!.qkv, options.quantization, accuracyLevel);
-  g.setMetadata(GRAPH_KIND_KEY, `gpt2 attention=${parts.attention}${rowIndependent ? '-window' : ''} norms=${parts.norms} gelu=${parts.gelu}`);
+  g.setMetadata(GRAPH_KIND_KEY, `gpt2 ${rowIndependent ? ROW_INDEPENDENT_KIND : `attention=${parts.attention}`} norms=${parts.norms} gelu=${parts.gelu}`);
   const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
   const vector = (name: string, data: Float32Array) => param(name, data, [data.length]);
   const linear = linearEmitter(g, options.quantization, accuracyLevel);

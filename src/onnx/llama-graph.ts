@@ -25,7 +25,7 @@
  */
 import { DATA_TYPE, GraphBuilder } from './graph-builder.js';
 import { GRAPH_KIND_KEY, LOGITS_FROM_INPUT } from './gpt2-graph.js';
-import { inplaceAttention, inplaceInputs, inplaceMasks, kvRowsOutput, POSITION_IDS_INPUT } from './inplace-attention.js';
+import { inplaceAttention, inplaceInputs, inplaceMasks, kvRowsOutput, POSITION_IDS_INPUT, ROW_INDEPENDENT_KIND } from './inplace-attention.js';
 import type { LlamaWeights } from './llama-weights.js';
 import { ropeInverseFrequencies } from './rope.js';
 import { computesInInt8, joinColumns, type LinearQuantization, linearEmitter, QUANT_ACCURACY_LEVEL } from './linear-emitter.js';
@@ -44,7 +44,7 @@ export interface LlamaGraphOptions {
   maxPositions?: number;
   /** Linear layers and the lm_head as MatMulNBits (linear-emitter.ts); default: as the weights come (float32, or a quantized export's own bits). */
   quantization?: LinearQuantization | 'fp32';
-  /** accuracy_level of MatMulNBits whose settings come from the weights (default QUANT_ACCURACY_LEVEL); with 4 the attention is the row-independent `window` one (inplace-attention.ts). */
+  /** accuracy_level of MatMulNBits whose settings come from the weights (default QUANT_ACCURACY_LEVEL); with 4 the attention is the row-independent one (inplace-attention.ts). */
   accuracyLevel?: AccuracyLevel;
 }
 
@@ -67,7 +67,7 @@ export function buildLlamaGraph(w: LlamaWeights, options: LlamaGraphOptions = {}
   inplaceInputs(g, layers, shape);
   const accuracyLevel = options.accuracyLevel ?? QUANT_ACCURACY_LEVEL;
   const rowIndependent = computesInInt8(w.blocks[0]!.q, options.quantization, accuracyLevel);
-  g.setMetadata(GRAPH_KIND_KEY, `llama attention=inplace${rowIndependent ? '-window' : ''} rotary=${rotary}${w.kvFloat16 ? ' kv=float16-rounded' : ''}`);
+  g.setMetadata(GRAPH_KIND_KEY, `llama ${rowIndependent ? ROW_INDEPENDENT_KIND : 'attention=inplace'} rotary=${rotary}${w.kvFloat16 ? ' kv=float16-rounded' : ''}`);
   const param = (name: string, data: Float32Array, dims: number[]) => g.initializer(name, data, dims);
   const linear = linearEmitter(g, options.quantization, accuracyLevel);
   const epsilon = { type: 'float' as const, value: w.epsilon };

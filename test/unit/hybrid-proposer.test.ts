@@ -11,6 +11,7 @@ import { SequenceDraftFreeProposer } from '../../src/engine/draft-free-proposer.
 import { HybridProposer } from '../../src/engine/hybrid-proposer.js';
 import type { ProposeContext, ProposeRequest, Proposer } from '../../src/engine/proposer.js';
 import type { Proposal, Sequence } from '../../src/engine/sequence.js';
+import type { RoundCosts } from '../../src/proposers/hybrid.js';
 
 const VOCAB = 64;
 /** A prompt whose second half repeats its first, so prompt lookup proposes passage[6..12). */
@@ -45,9 +46,9 @@ function standInDraft(tokens: number[]): Proposer {
   };
 }
 
-async function round(greedy: boolean, drafted: number[], verifyBudget = 64): Promise<{ proposal: Proposal; hybrid: HybridProposer }> {
+async function round(greedy: boolean, drafted: number[], verifyBudget = 64, costs?: RoundCosts): Promise<{ proposal: Proposal; hybrid: HybridProposer }> {
   const sequence = standIn(greedy);
-  const hybrid = new HybridProposer(standInDraft(drafted));
+  const hybrid = new HybridProposer(standInDraft(drafted), () => costs);
   hybrid.add(sequence, new SequenceDraftFreeProposer(sequence, { policy: 'ngram', promptLookupMin: 2, promptLookupMax: 4, numSpeculativeTokens: 6 }));
   const ctx = { verifyBudget } as unknown as ProposeContext;
   const [proposal] = await hybrid.propose([{ sequence, plan: { draft: true } as never }], ctx);
@@ -79,6 +80,17 @@ describe("hybrid: the draft's candidates continued by copied ones", () => {
     const { proposal, hybrid } = await round(true, [passage[6]!, (passage[7]! + 1) % VOCAB]);
     assert.deepEqual(proposal.tokens, [passage[6]!, (passage[7]! + 1) % VOCAB]);
     assert.equal(hybrid.choices['draft+copied'], 0);
+  });
+
+  test('with measured costs, the copied candidates go as far as they pay', async () => {
+    // The copy's rates are the prior's, 0.6 each. Rows nearly free: all 4 after the draft's 2 pay.
+    const cheap = await round(true, passage.slice(6, 8), 64, { verifyMs: (n) => 10 + 0.01 * n, draftStepMs: 1 });
+    assert.deepEqual(cheap.proposal.tokens, passage.slice(6, 12));
+    // A row costing half a pass: (1 + 0.6) / T(2) = 0.08 per ms beats (1 + 0.96) / T(3) = 0.078, so the
+    // copy is cut to 1 candidate, which does not run past the draft's 2: nothing appended.
+    const dear = await round(true, passage.slice(6, 8), 64, { verifyMs: (n) => 10 + 5 * n, draftStepMs: 1 });
+    assert.deepEqual(dear.proposal.tokens, passage.slice(6, 8));
+    assert.equal(dear.hybrid.choices['draft+copied'], 0);
   });
 
   test("the round's budget bounds the copied candidates appended", async () => {

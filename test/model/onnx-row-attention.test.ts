@@ -1,27 +1,27 @@
 /**
- * The row-independent (`window`) in-place attention (src/onnx/inplace-attention.ts), run alone on
- * ONNX Runtime over hand-filled KV buffers: it computes what the split attention computes (batched,
- * grouped-query, prompt pieces longer than the window), and a row of a verification pass comes out
- * bitwise as the one-token pass at its position gives it, alone or beside another sequence's
- * prompt piece (what int8 linear layers need for speculation to stay exact).
+ * The row-independent in-place attention (src/onnx/inplace-attention.ts), run alone on ONNX
+ * Runtime over hand-filled KV buffers: it computes what the split attention computes (batched,
+ * grouped-query, long prompt pieces; buffers too small for a pass refused), and a row of any pass
+ * comes out bitwise as the one-token pass at its position gives it, alone or beside another
+ * sequence's prompt piece, whatever the buffers hold at and after the pass's slots (what int8
+ * linear layers need for speculation to stay exact).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { MAX_DRAFT_LIMIT } from '../../src/engine/policy-registry.js';
 import { GraphBuilder } from '../../src/onnx/graph-builder.js';
-import { inplaceAttention, inplaceInputs, inplaceMasks, ROW_WINDOW, type AttentionShape } from '../../src/onnx/inplace-attention.js';
+import { inplaceAttention, inplaceInputs, inplaceMasks, type AttentionShape } from '../../src/onnx/inplace-attention.js';
 import { maxAbsDiff } from '../support/tensors.js';
 
 const HEAD_DIM = 16;
 const CAPACITY = 128;
 
-async function attentionSession(shape: AttentionShape, window: boolean): Promise<ort.InferenceSession> {
-  const g = new GraphBuilder({ name: window ? 'window' : 'split' });
+async function attentionSession(shape: AttentionShape, rowIndependent: boolean): Promise<ort.InferenceSession> {
+  const g = new GraphBuilder({ name: rowIndependent ? 'rows' : 'split' });
   inplaceInputs(g, 1, shape);
   const width = (shape.heads + 2 * shape.kvHeads) * shape.headDim;
   const qkv = g.input('qkv', 'float32', [1, 'sequence_length', width]);
-  const out = inplaceAttention(g, 0, qkv, shape, inplaceMasks(g, shape.heads / shape.kvHeads, window ? shape : undefined));
+  const out = inplaceAttention(g, 0, qkv, shape, inplaceMasks(g, shape.heads / shape.kvHeads, rowIndependent ? shape : undefined));
   g.output(out, 'out', 'float32', [1, 'sequence_length', shape.heads * shape.headDim]);
   return ort.InferenceSession.create(g.toBytes(), { intraOpNumThreads: 2 });
 }
@@ -58,8 +58,21 @@ function sequences(shape: AttentionShape, lengths: number[], seed: number) {
   return { rows, keys, values };
 }
 
-/** One pass: sequence b feeds its rows past[b] .. past[b] + fed[b] - 1 (packed and padded as engine/model.ts lays them out). */
-async function pass(session: ort.InferenceSession, shape: AttentionShape, s: ReturnType<typeof sequences>, pick: number[], past: number[], fed: number[]): Promise<Float32Array[]> {
+/**
+ * One pass: sequence b feeds its rows past[b] .. past[b] + fed[b] - 1 (packed and padded as
+ * engine/model.ts lays them out). With `stale`, the buffers' slots from past[b] on hold that value
+ * instead of the rows' keys and values (as slots past a sequence's length do in the engine); with
+ * `capacity`, the buffers have that many slots (the first ones of each sequence's).
+ */
+async function pass(
+  session: ort.InferenceSession,
+  shape: AttentionShape,
+  s: ReturnType<typeof sequences>,
+  pick: number[],
+  past: number[],
+  fed: number[],
+  options: { stale?: number; capacity?: number } = {},
+): Promise<Float32Array[]> {
   const width = (shape.heads + 2 * shape.kvHeads) * shape.headDim;
   const S = Math.max(...fed);
   const T = fed.reduce((a, b) => a + b, 0);
@@ -77,10 +90,22 @@ async function pass(session: ort.InferenceSession, shape: AttentionShape, s: Ret
     for (let j = 0; j < S; j++) padded.push(at + Math.min(j, fed[e]! - 1));
     at += fed[e]!;
   });
-  const per = shape.kvHeads * shape.headDim * CAPACITY;
-  const slice = (buffer: Float32Array) => {
-    const out = new Float32Array(pick.length * per);
-    pick.forEach((b, e) => out.set(buffer.subarray(b * per, (b + 1) * per), e * per));
+  const cap = options.capacity ?? CAPACITY;
+  const lines = shape.kvHeads * shape.headDim; // rows of a key buffer, columns of a value buffer
+  /** Sequence b's buffer as the pass feeds it: [kv_heads, D, cap] keys (slot axis last) or [kv_heads, cap, D] values. */
+  const slice = (buffer: Float32Array, slotLast: boolean) => {
+    const out = new Float32Array(pick.length * lines * cap);
+    pick.forEach((b, e) => {
+      for (let h = 0; h < shape.kvHeads; h++) {
+        for (let x = 0; x < shape.headDim; x++) {
+          for (let t = 0; t < cap; t++) {
+            const from = slotLast ? ((b * shape.kvHeads + h) * shape.headDim + x) * CAPACITY + t : ((b * shape.kvHeads + h) * CAPACITY + t) * shape.headDim + x;
+            const to = slotLast ? ((e * shape.kvHeads + h) * shape.headDim + x) * cap + t : ((e * shape.kvHeads + h) * cap + t) * shape.headDim + x;
+            out[to] = options.stale !== undefined && t >= past[e]! ? options.stale : buffer[from]!;
+          }
+        }
+      }
+    });
     return out;
   };
   const i64 = (v: number[], dims: number[]) => new ort.Tensor('int64', BigInt64Array.from(v.map(BigInt)), dims);
@@ -89,8 +114,8 @@ async function pass(session: ort.InferenceSession, shape: AttentionShape, s: Ret
     past_sequence_length: i64(past, [pick.length]),
     padded_source: i64(padded, [pick.length, S]),
     packed_index: i64(packed, [T]),
-    'past_key_values.0.key': new ort.Tensor('float32', slice(s.keys), [pick.length, shape.kvHeads, shape.headDim, CAPACITY]),
-    'past_key_values.0.value': new ort.Tensor('float32', slice(s.values), [pick.length, shape.kvHeads, CAPACITY, shape.headDim]),
+    'past_key_values.0.key': new ort.Tensor('float32', slice(s.keys, true), [pick.length, shape.kvHeads, shape.headDim, cap]),
+    'past_key_values.0.value': new ort.Tensor('float32', slice(s.values, false), [pick.length, shape.kvHeads, cap, shape.headDim]),
     qkv: new ort.Tensor('float32', qkv, [1, T, width]),
   });
   const data = out.out!.data as Float32Array;
@@ -107,41 +132,43 @@ const SHAPES: [string, AttentionShape][] = [
   ['grouped-query, head_dim 128', { heads: 4, kvHeads: 2, headDim: 128 }],
 ];
 
-describe('row-independent in-place attention', () => {
-  test('the window holds the longest verification pass: the last verified tokens (up to 2) and the most candidates a policy may draft', () => {
-    assert.ok(ROW_WINDOW >= MAX_DRAFT_LIMIT + 2, `ROW_WINDOW ${ROW_WINDOW} < MAX_DRAFT_LIMIT ${MAX_DRAFT_LIMIT} + 2`);
-  });
+/** Rows a verification pass may carry and more: a prompt piece. */
+const LONG = 50;
 
+describe('row-independent in-place attention', () => {
   for (const [label, shape] of SHAPES) {
-    test(`${label}: the same attention as the split one, batched, with prompt pieces longer than the window`, async () => {
-      const [split, window] = [await attentionSession(shape, false), await attentionSession(shape, true)];
+    test(`${label}: the same attention as the split one, batched, with long prompt pieces; buffers too small for a pass are refused`, async () => {
+      const [split, rows] = [await attentionSession(shape, false), await attentionSession(shape, true)];
       const lengths = [100, 60, 90];
       const s = sequences(shape, lengths, 3);
       for (const [past, fed] of [
-        [[0, 20, 40], [ROW_WINDOW + 30, 1, 5]],
-        [[50, 0, 3], [2, 60, ROW_WINDOW]],
+        [[0, 20, 40], [LONG + 30, 1, 5]],
+        [[50, 0, 3], [2, 60, LONG]],
         [[7, 59, 80], [1, 1, 1]],
       ] as const) {
         const a = await pass(split, shape, s, [0, 1, 2], [...past], [...fed]);
-        const b = await pass(window, shape, s, [0, 1, 2], [...past], [...fed]);
+        const b = await pass(rows, shape, s, [0, 1, 2], [...past], [...fed], { stale: 3 });
         a.forEach((row, r) => assert.ok(maxAbsDiff(row, b[r]!) < 1e-5, `past ${past}, fed ${fed}, packed row ${r}: ${maxAbsDiff(row, b[r]!)}`));
       }
-      await Promise.all([split.release(), window.release()]);
+      // Buffers without a slot for every new row: an error, not rows attended wrongly.
+      await assert.rejects(pass(rows, shape, s, [0], [0], [40], { capacity: 1 }), /out of|bound|range/i);
+      await Promise.all([split.release(), rows.release()]);
     });
 
-    test(`${label}: a verification pass's rows are bitwise those of one-token passes, alone or beside a prompt piece`, async () => {
+    test(`${label}: every row of a pass is bitwise that of the one-token pass at its position, alone or beside a prompt piece, whatever the buffers hold from the pass's slots on`, async () => {
       const session = await attentionSession(shape, true);
       const s = sequences(shape, [120, 120], 5);
       for (const [past, fed] of [
         [40, 5],
-        [3, ROW_WINDOW],
+        [3, 34],
         [90, 17],
+        [10, LONG],
       ]) {
         const alone: Float32Array[] = [];
         for (let j = 0; j < fed; j++) alone.push((await pass(session, shape, s, [0], [past + j], [1]))[0]!);
-        const together = await pass(session, shape, s, [0], [past], [fed]);
-        // Beside another sequence's prompt piece longer than the window (its rows packed after these).
-        const beside = (await pass(session, shape, s, [0, 1], [past, 0], [fed, ROW_WINDOW + 20])).slice(0, fed);
+        const together = await pass(session, shape, s, [0], [past], [fed], { stale: -2 });
+        // Beside another sequence's long prompt piece (its rows packed after these).
+        const beside = (await pass(session, shape, s, [0, 1], [past, 0], [fed, LONG + 20], { stale: 5 })).slice(0, fed);
         for (let j = 0; j < fed; j++) {
           assert.equal(maxAbsDiff(together[j]!, alone[j]!), 0, `past ${past}, row ${j} of ${fed}`);
           assert.equal(maxAbsDiff(beside[j]!, alone[j]!), 0, `past ${past}, row ${j} of ${fed}, beside a prompt piece`);
