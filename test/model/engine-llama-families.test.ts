@@ -132,7 +132,7 @@ describe('Qwen3 and Llama 3.x rebuilt in place', () => {
 
 describe('Qwen3 and Llama 3.x quantized, in place', () => {
   for (const preset of ['qwen3-0.6b', 'llama-3.2-1b']) {
-    test(`${preset}'s shape at q8 (int8 compute: a verification pass's rows bitwise its one-token passes) and q4 (within float rounding), close to float32`, async () => {
+    test(`${preset}'s shape at q8 and q4 (int8 compute: a verification pass's rows bitwise its one-token passes), close to float32`, async () => {
       const dir = join(root, `quantized-${preset}`);
       writeFamilyFixture(dir, LLAMA_PRESETS[preset]!.shape);
       const fed = [11, 12, 13, 14, 15, 16];
@@ -156,8 +156,7 @@ describe('Qwen3 and Llama 3.x quantized, in place', () => {
       const largest = maxAbsDiff(fp32, new Float32Array(fp32.length));
       for (const dtype of ['q8', 'q4']) {
         const { together, alone } = await logits(dtype);
-        if (dtype === 'q8') assert.equal(maxAbsDiff(together, alone), 0, 'q8: a verification row differs from its one-token pass');
-        else assert.ok(maxAbsDiff(together, alone) / largest < 1e-5, `q4: a verification row differs from its one-token pass by ${maxAbsDiff(together, alone)}`);
+        assert.equal(maxAbsDiff(together, alone), 0, `${dtype}: a verification row differs from its one-token pass`);
         const apart = maxAbsDiff(together, fp32) / largest;
         assert.ok(apart > 0 && apart < (dtype === 'q8' ? 0.05 : 0.5), `${dtype}: ${apart} of the largest logit from float32`);
       }
