@@ -98,3 +98,44 @@ describe("hybrid: the draft's candidates continued by copied ones", () => {
     assert.deepEqual(proposal.tokens, passage.slice(6, 11), 'a budget of 5: the draft\'s 2 and 3 copied');
   });
 });
+
+describe('hybrid: a round whose draft is still catching up', () => {
+  for (const greedy of [true, false]) {
+    test(`${greedy ? 'greedy' : 'sampled'}: verifies the copy, and the draft, measured by no round, drafts the next`, async () => {
+      const sequence = standIn(greedy);
+      // The draft's cache holds none of the prompt: the first round catches it up, drafting nothing.
+      const cache = { length: 0 };
+      (sequence as unknown as { draftCache: typeof cache }).draftCache = cache;
+      let calls = 0;
+      const draft: Proposer = {
+        propose: async (requests: readonly ProposeRequest[]) =>
+          requests.map(({ sequence: seq }): Proposal => {
+            calls++;
+            if (calls === 1) return { tokens: [], draftProbs: [], acceptProbs: [] };
+            cache.length = seq.tokens.length;
+            const tokens = [(seq.tokens.at(-1)! + 1) % VOCAB];
+            return { tokens, draftProbs: seq.greedy ? [] : [new Float64Array(VOCAB).fill(1 / VOCAB)], acceptProbs: [0.9] };
+          }),
+      };
+      const hybrid = new HybridProposer(draft, () => undefined);
+      hybrid.add(sequence, new SequenceDraftFreeProposer(sequence, { policy: 'ngram', promptLookupMin: 2, promptLookupMax: 4, numSpeculativeTokens: 6 }));
+      const ctx = { verifyBudget: 64 } as unknown as ProposeContext;
+      const plan = { draft: true } as never;
+
+      const [first] = await hybrid.propose([{ sequence, plan }], ctx);
+      assert.deepEqual(first!.tokens, passage.slice(6, 12), 'the copy verified while the draft catches up');
+      assert.deepEqual(hybrid.choices, { draft: 0, 'draft-free': 1, 'skipped-draft': 0, 'draft+copied': 0 });
+      // The target accepts none of the copy and emits another token.
+      const emitted = [(passage[6]! + 3) % VOCAB];
+      hybrid.observe(sequence, first!, { accepted: 0, emitted });
+      sequence.tokens.push(...emitted);
+
+      // The copy still matches somewhere (the passage's last 2 tokens), yet the draft is not locked out
+      // by a mean of 0 accepted from a round it did not draft: with nothing measured it drafts.
+      const [second] = await hybrid.propose([{ sequence, plan }], ctx);
+      assert.equal(calls, 2, 'the draft ran in the second round');
+      assert.equal(hybrid.choices['skipped-draft'], 0);
+      assert.equal(second!.tokens[0], (emitted[0]! + 1) % VOCAB);
+    });
+  }
+});
