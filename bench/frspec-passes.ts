@@ -12,14 +12,19 @@
  *
  *   npm run build && node dist/bench/frspec-passes.js --target T --draft D
  *     [--policies none,fixed:2,fixed:4] [--dataset gsm8k] [--prompts 4] [--max-tokens 48]
- *     [--reps 20] [--draft-threads 1[,2]] [--no-token-map] [--json FILE]
+ *     [--reps 20] [--draft-threads 1[,2]] [--no-token-map] [--full-rows] [--json FILE]
+ *
+ * `--full-rows` adds the same draft returning rows of the target's width (the kept columns spread
+ * over the vocabulary with -Infinity elsewhere, as before `DecoderModel.logitIds`) beside the one
+ * returning the token map's columns alone: its passes alone (each with the argmax of its row) and
+ * its rounds.
  */
 import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { type DatasetName, loadPrompts } from '../src/bench/datasets.js';
 import { machineInfo } from '../src/bench/serve/report.js';
-import { GREEDY } from '../src/engine/sampling.js';
+import { argmax, GREEDY } from '../src/engine/sampling.js';
 import { BatchScheduler, type PassKind } from '../src/engine/scheduler.js';
 import { ALONE_MAX_BATCH_TOKENS, SpeculativeDecoder } from '../src/engine/speculative.js';
 import type { PolicySpec } from '../src/engine/stop-policy.js';
@@ -38,6 +43,7 @@ const { values } = parseArgs({
     reps: { type: 'string', default: '20' },
     'draft-threads': { type: 'string', default: '1' },
     'no-token-map': { type: 'boolean', default: false },
+    'full-rows': { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
@@ -58,7 +64,12 @@ const { target, draft, decoder, tokenizer } = pair;
 if (!draft) throw new Error('no draft loaded');
 // The same draft on the other thread counts, for the passes alone.
 const vocab = await planDraftVocab(values.target, values.draft, tokenizer, values['no-token-map'] ? null : undefined);
-const otherDrafts = await Promise.all(draftThreads.slice(1).map((threads) => DecoderModel.load(values.draft!, { threads, vocabMap: vocab.map })));
+const otherDrafts = await Promise.all(draftThreads.slice(1).map((threads) => DecoderModel.load(values.draft!, { threads, vocabMap: vocab.map, logitColumns: 'kept' })));
+const draftNames = draftThreads.map((t) => `${t} thread(s)`);
+if (values['full-rows'] && vocab.map) {
+  otherDrafts.push(await DecoderModel.load(values.draft, { threads: draftThreads[0], vocabMap: vocab.map, logitColumns: 'vocabulary' }));
+  draftNames.push(`${draftThreads[0]} thread(s), full rows`);
+}
 const prompts = loadPrompts(values.dataset as DatasetName, Number(values.prompts)).map((p) => tokenizer.encodeChat(p.messages, { templateVars: { enable_thinking: false } }));
 
 // 1. Passes alone.
@@ -72,19 +83,20 @@ const timed = async (name: string, model: DecoderModel, fed: number) => {
   passTimes.set(name, times);
   return async () => {
     const t0 = performance.now();
-    await model.forward(cache, context.slice(1, 1 + fed), fed);
+    const row = await model.forward(cache, context.slice(1, 1 + fed), fed);
+    argmax(row.subarray(row.length - (model.logitIds?.length ?? model.info.vocabSize)));
     times.push(performance.now() - t0);
     await cache.crop(context.length);
   };
 };
 const passes = [
-  ...(await Promise.all([draft, ...otherDrafts].map((model, i) => timed(`draft, ${draftThreads[i]} thread(s)`, model, 1)))),
+  ...(await Promise.all([draft, ...otherDrafts].map((model, i) => timed(`draft, ${draftNames[i]}`, model, 1)))),
   await timed('target, 1 token', target, 1),
   await timed(`target, ${maxK + 1} tokens`, target, maxK + 1),
 ];
 for (let r = 0; r < Number(values.reps); r++) for (const run of r % 2 ? passes : [...passes].reverse()) await run();
 console.log(`one pass after ${context.length} positions (ms; median, p10), ${values.reps} interleaved reps`);
-for (const [name, times] of passTimes) console.log(`  ${name.padEnd(24)} ${quantile(times, 50).toFixed(2).padStart(8)} ${quantile(times, 10).toFixed(2).padStart(8)}`);
+for (const [name, times] of passTimes) console.log(`  ${name.padEnd(36)} ${quantile(times, 50).toFixed(2).padStart(8)} ${quantile(times, 10).toFixed(2).padStart(8)}`);
 
 // 2. Generation, pass by pass.
 const KINDS: PassKind[] = ['prefill', 'catch-up', 'draft', 'verify'];
@@ -93,7 +105,7 @@ const drafts = [draft, ...otherDrafts];
 const configs = policies.flatMap((policy): { name: string; policy: PolicySpec; decoder: SpeculativeDecoder }[] =>
   policy.policy === 'none'
     ? [{ name: 'none', policy, decoder }]
-    : drafts.map((model, t) => ({ name: drafts.length > 1 ? `${policyName(policy)} draft x${draftThreads[t]}` : policyName(policy), policy, decoder: t === 0 ? decoder : new SpeculativeDecoder(target, model) })),
+    : drafts.map((model, t) => ({ name: drafts.length > 1 ? `${policyName(policy)} draft ${draftNames[t]}` : policyName(policy), policy, decoder: t === 0 ? decoder : new SpeculativeDecoder(target, model) })),
 );
 const acc = configs.map(() => ({ ms: 0, passMs: 0, tokens: 0, drafted: 0, accepted: 0, same: true, kinds: new Map<PassKind, { n: number; ms: number }>() }));
 for (let p = 0; p < prompts.length; p++) {
@@ -128,7 +140,7 @@ for (let p = 0; p < prompts.length; p++) {
 const noneIndex = Math.max(0, configs.findIndex((x) => x.policy.policy === 'none'));
 const base = acc[noneIndex]!.tokens / acc[noneIndex]!.ms;
 console.log(`\ngreedy, ${prompts.length} ${values.dataset} prompts x ${values['max-tokens']} tokens, policies interleaved per prompt`);
-console.log(`  ${'policy'.padEnd(20)} ${'tok/s'.padStart(7)} ${'x none'.padStart(7)} ${'accepted'.padStart(9)} ${KINDS.map((k) => `${k} n / ms`.padStart(18)).join('')} ${'other ms/token'.padStart(15)}  = none`);
+console.log(`  ${'policy'.padEnd(34)} ${'tok/s'.padStart(7)} ${'x none'.padStart(7)} ${'accepted'.padStart(9)} ${KINDS.map((k) => `${k} n / ms`.padStart(18)).join('')} ${'other ms/token'.padStart(15)}  = none`);
 const results = configs.map((c, i) => {
   const a = acc[i]!;
   const kinds = Object.fromEntries(KINDS.map((k) => [k, a.kinds.get(k) ?? { n: 0, ms: 0 }]));
@@ -143,7 +155,7 @@ const results = configs.map((c, i) => {
   };
   const cell = (k: PassKind) => `${row.passes[k]!.count} / ${row.passes[k]!.mean_ms.toFixed(2)}`.padStart(18);
   console.log(
-    `  ${row.policy.padEnd(20)} ${row.tokens_per_s.toFixed(2).padStart(7)} ${row.ratio_to_none.toFixed(2).padStart(7)} ${(row.acceptance === null ? '-' : row.acceptance.toFixed(3)).padStart(9)} ${KINDS.map(cell).join('')} ${row.other_ms_per_token.toFixed(2).padStart(15)}  ${a.same}`,
+    `  ${row.policy.padEnd(34)} ${row.tokens_per_s.toFixed(2).padStart(7)} ${row.ratio_to_none.toFixed(2).padStart(7)} ${(row.acceptance === null ? '-' : row.acceptance.toFixed(3)).padStart(9)} ${KINDS.map(cell).join('')} ${row.other_ms_per_token.toFixed(2).padStart(15)}  ${a.same}`,
   );
   return row;
 });

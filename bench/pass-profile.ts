@@ -2,7 +2,7 @@
  * Where one in-place decoder pass spends its time, per operator type, from ONNX Runtime's own
  * profiler: a model directory's in-place graph at each dtype and attention (`fp32` with the split
  * attention; `q8` / `q4` at accuracy_level 1 with the split attention, as the in-place graphs ran
- * before int8 compute, and at accuracy_level 4 with the row-independent `window` attention, as
+ * before int8 compute, and at accuracy_level 4 with the row-independent attention, as
  * they run now), each fed a one-token pass and a `--rows`-row verification pass after `--past`
  * cached positions. The variants are timed in alternation, rep by rep, so that a shared machine's
  * bursts hit all alike; the table gives each variant's median ms per pass and, from the
@@ -51,7 +51,7 @@ const { values: a } = parseArgs({
 const PAST = Number(a.past);
 const ROWS = Number(a.rows);
 const REPS = Number(a.reps);
-/** accuracy_level variants of the quantized dtypes (1: float32 compute, split attention; 4: int8, window). */
+/** accuracy_level variants of the quantized dtypes (1: float32 compute, split attention; 4: int8, row-independent attention). */
 const levels = a.levels!.split(',').map((l) => {
   if (l !== '1' && l !== '4') throw new Error(`--levels takes 1 and/or 4, got ${l}`);
   return Number(l) as AccuracyLevel;
@@ -126,7 +126,7 @@ const variants: Variant[] = [];
 for (const dtype of a.dtypes!.split(',')) {
   const base = a.base && dtype !== 'fp32' ? [{ level: 4 as AccuracyLevel, builders: await baseBuilders(a.base), suffix: ' (base)' }] : [];
   for (const { level, builders, suffix } of [...(dtype === 'fp32' ? ([1] as AccuracyLevel[]) : levels).map((level) => ({ level, builders: ours, suffix: '' })), ...base]) {
-    const label = `${dtype === 'fp32' ? 'fp32 split' : `${dtype} acc ${level} ${level === 4 ? 'window' : 'split'}`}${suffix}`;
+    const label = `${dtype === 'fp32' ? 'fp32 split' : `${dtype} acc ${level} ${level === 4 ? 'rows' : 'split'}`}${suffix}`;
     const built = graphBytes(a.model!, dtype, level, builders);
     const profile = join(work, label.replace(/[^A-Za-z0-9]+/g, '-'));
     const session = await ort.InferenceSession.create(built.bytes, { intraOpNumThreads: Number(a.threads), graphOptimizationLevel: 'all', ...(a['no-profile'] ? {} : { enableProfiling: true, profileFilePrefix: profile }) });

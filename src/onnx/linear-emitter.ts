@@ -6,18 +6,16 @@
  * The settings chosen (bench/matmul-kernels.ts, bench/results/matmul-kernels.json, 2-core AMD
  * EPYC with AVX-512 VNNI, onnxruntime-node 1.30): symmetric blocks of 32 along K.
  *
- * - 8-bit weights in the in-place graphs: int8 compute (`accuracy_level` 4, {@link inplaceAccuracyLevel}:
- *   the activations quantized per block of 32 of each row, as llama.cpp quantizes them for its
- *   Q8_0 dot products): the fastest 8-bit kernel by far, and a row's result is bitwise
- *   the same however many rows a pass carries. The attention there is the row-independent
- *   `window` one (inplace-attention.ts), so a verification pass gives each row bitwise what the
- *   one-token passes of decoding without a draft give it: greedy speculation stays exact. (With
- *   the split attention a row differed by float rounding, ~1e-5 on the logits, and int8
- *   activations grew that to 0.1 and changed greedy tokens.)
- * - 4-bit weights in the in-place graphs: float32 compute (`accuracy_level` 1) from prepacked
- *   weights, with the split attention: a row differs from its one-row pass by float rounding only
- *   (2e-7 per product, 1e-5 on the logits, as float32 MatMul does), and the pass is faster than
- *   int8 compute with the window attention's extra operators ({@link inplaceAccuracyLevel}).
+ * - 8-bit and 4-bit weights in the in-place graphs: int8 compute (`accuracy_level` 4,
+ *   {@link inplaceAccuracyLevel}: the activations quantized per block of 32 of each row, as
+ *   llama.cpp quantizes them for its Q8_0 / Q4_0 dot products): the fastest 8-bit kernel by far,
+ *   at one row about as fast as 4 bits in float32 compute, and a row's result is bitwise the same
+ *   however many rows a pass carries (4 bits in float32 compute dequantizes its weight for a
+ *   product of more than one row, so a 5-row verification cost 1.4 one-row passes). The attention
+ *   there is the row-independent one (inplace-attention.ts), so a verification pass gives each row
+ *   bitwise what the one-token passes of decoding without a draft give it: greedy speculation
+ *   stays exact. (With the split attention a row differed by float rounding, ~1e-5 on the logits,
+ *   and int8 activations grew that to 0.1 and changed greedy tokens.)
  * - In a quantized file written for the exported path ({@link QUANT_ACCURACY_LEVEL}), float32
  *   compute (`accuracy_level` 1): the exported attention is not row-independent, and there a row
  *   differs from its one-row pass by float rounding only. ONNX Runtime 1.30's 8-bit kernel has no
@@ -42,15 +40,15 @@ export const QUANT_BLOCK_SIZE = 32;
 export const QUANT_ACCURACY_LEVEL: AccuracyLevel = 1;
 /**
  * Compute type of an in-place graph's MatMulNBits by the bit width of its first block's QKV
- * weights (module comment): 8 bits in int8 (`accuracy_level` 4, with the row-independent
- * attention), 4 bits in float32 (1). Measured with bench/pass-profile.ts (bundled target, 300
- * positions, variants in alternation on the loaded 2-core machine): q8 int8 + window 117 ms
- * against 601 at float32 compute for one row; q4 float32 + split 43 ms against 112 in int8 + window
- * (bench/results/pass-profile-loaded.json): the window attention's extra operators cost a q4 pass
- * more than int8 kernels save it.
+ * weights (module comment): quantized weights in int8 (`accuracy_level` 4, with the
+ * row-independent attention), float32 (1) otherwise. Measured with bench/pass-profile.ts (bundled
+ * target, 300 positions, variants in alternation on the loaded 2-core machine, one thread): q8
+ * int8 5.6-8.0 ms for one row against 44-48 at float32 compute; q4 int8 6.0 / 7.6-9.1 ms for
+ * 1 / 5 rows against 5.1-5.8 / 12-14 at float32 compute with the split attention
+ * (bench/results/pass-profile-q4-rows*-loaded.json for 2, 5 and 8 rows on two threads).
  */
 export function inplaceAccuracyLevel(bits: QuantBits | undefined): AccuracyLevel {
-  return bits === 8 ? 4 : QUANT_ACCURACY_LEVEL;
+  return bits === undefined ? QUANT_ACCURACY_LEVEL : 4;
 }
 
 /** Whether a rebuilt graph computes its linear layers in int8: quantized (asked, or its weights' own form) at accuracy_level 4. */

@@ -26,9 +26,32 @@ export const VLLM_STRUCTURED_OUTPUTS: Unsupported[] = [
   'structured_outputs',
 ].map((field): Unsupported => [field, given, "vLLM's structured-output fields are not; use 'response_format' ({\"type\": \"json_schema\"}) or 'tools'."]);
 
+const nonEmpty = (v: unknown) => (Array.isArray(v) ? v.length > 0 : given(v));
+
+/**
+ * vLLM's extra sampling fields that specd does not implement, refused when their value would
+ * change the output (a neutral value, such as `min_p: 0` or `repetition_penalty: 1`, is
+ * accepted): a client sending one would otherwise get output sampled without it, unaware.
+ */
+export const VLLM_SAMPLING_EXTRAS: Unsupported[] = [
+  ['min_p', (v) => given(v) && v !== 0, "use 'top_p' or 'top_k'."],
+  ['repetition_penalty', (v) => given(v) && v !== 1, "use 'presence_penalty' or 'frequency_penalty' (OpenAI's additive penalties)."],
+  ['min_tokens', (v) => given(v) && v !== 0, "use 'ignore_eos' to generate 'max_tokens' tokens."],
+  ['stop_token_ids', nonEmpty, "use 'stop' strings."],
+  ['include_stop_str_in_output', (v) => v === true, 'the stop string is never part of the output.'],
+  ['allowed_token_ids', nonEmpty, "use 'logit_bias' or 'response_format'."],
+  ['bad_words', nonEmpty, "use 'logit_bias' with -100 for their tokens."],
+  ['use_beam_search', (v) => v === true, 'specd samples or decodes greedily; it has no beam search.'],
+  ['length_penalty', (v) => given(v) && v !== 1, 'it applies to beam search, which specd does not have.'],
+  ['prompt_logprobs', (v) => given(v) && v !== 0, "specd returns the output's logprobs only."],
+  ['truncate_prompt_tokens', given, 'prompts are never truncated; a prompt beyond the context is refused.'],
+  ['logits_processors', nonEmpty, 'specd runs no client logits processors.'],
+];
+
 /** /v1/chat/completions. */
 export const CHAT_UNSUPPORTED: Unsupported[] = [
   ...VLLM_STRUCTURED_OUTPUTS,
+  ...VLLM_SAMPLING_EXTRAS,
   ['functions', (v) => (Array.isArray(v) ? v.length > 0 : given(v)), "the deprecated function calling fields are not; use 'tools'."],
   ['function_call', (v) => given(v) && v !== 'none' && v !== 'auto', "the deprecated function calling fields are not; use 'tool_choice'."],
   ['audio', given, 'specd generates text only.'],
@@ -44,6 +67,7 @@ export const CHAT_UNSUPPORTED: Unsupported[] = [
 /** /v1/completions. */
 export const COMPLETION_UNSUPPORTED: Unsupported[] = [
   ...VLLM_STRUCTURED_OUTPUTS,
+  ...VLLM_SAMPLING_EXTRAS,
   ['echo', (v) => v === true, 'the prompt is not echoed; prepend it yourself.'],
   ['suffix', (v) => given(v) && v !== '', 'specd has no fill-in-the-middle mode.'],
   ['best_of', (v) => given(v) && v !== 1, 'use n for several choices.'],

@@ -307,4 +307,31 @@ describe('the engine runs each round with the auto threshold', () => {
     assert.ok(seeded.every((r) => r.threshold === seededH), `seeded thresholds ${[...new Set(seeded.map((r) => r.threshold))].join(', ')}`);
     assert.ok(seeded.some((r) => r.drafted > 0));
   });
+
+  test('a sequence alone switching between plain and drafting rounds emits what `none` emits', async () => {
+    const prompts = loadPrompts('humaneval', 2).map((p) => pair.tokenizer.encodeChat(p.messages));
+    const greedy = { temperature: 0, topK: 0, topP: 1 };
+    const costs = pair.decoder.costs;
+    const roundArm = costs.roundArm.bind(costs);
+    for (const prompt of prompts) {
+      const none = await pair.decoder.start(prompt, { maxTokens: 40, sampling: greedy, policy: { policy: 'none' } }).run();
+      // Runs of plain rounds of growing length between drafting rounds: the draft catches up with 1, 2, 3, ... tokens.
+      const arms: RoundArm[] = [];
+      let n = 0;
+      costs.roundArm = () => {
+        const arm: RoundArm = ++n % 4 === 0 || n % 7 === 0 ? 'anchor' : 'plain';
+        arms.push(arm);
+        return arm;
+      };
+      const rounds: RoundStats[] = [];
+      try {
+        const g = pair.decoder.start(prompt, { maxTokens: 40, sampling: greedy, policy: { policy: 'specdec++', kMin: 1, kMax: 16 }, onRound: (r) => rounds.push(r) });
+        assert.deepEqual(await g.run(), none);
+      } finally {
+        costs.roundArm = roundArm;
+      }
+      assert.ok(arms.includes('plain') && arms.includes('anchor'));
+      assert.ok(rounds.some((r) => r.drafted > 0) && rounds.some((r) => r.drafted === 0), 'both kinds of rounds ran');
+    }
+  });
 });

@@ -131,7 +131,7 @@ describe('MatMulNBits weights', () => {
     }
   });
 
-  test('a verification pass of the quantized bundled target: q8 (int8 compute, row-independent attention) rows bitwise its one-token passes, q4 (float32 compute) within float rounding', async () => {
+  test('a verification pass of the quantized bundled target: q8 and q4 (int8 compute, row-independent attention) rows bitwise its one-token passes', async () => {
     const prompt = Array.from({ length: 40 }, (_, i) => 60 + ((i * 7) % 50));
     const fed = [72, 101, 108, 108, 111];
     const gap = async (dtype: string) => {
@@ -150,9 +150,7 @@ describe('MatMulNBits weights', () => {
       }
     };
     assert.equal(await gap('q8'), 0, 'q8: a verification row differs from its one-token pass');
-    const fp32 = await gap('fp32');
-    const q4 = await gap('q4');
-    assert.ok(q4 < Math.max(10 * fp32, 1e-4), `q4: rows differ by ${q4} (float32: ${fp32})`);
+    assert.equal(await gap('q4'), 0, 'q4: a verification row differs from its one-token pass');
   });
 });
 

@@ -182,6 +182,18 @@ describe('request validation: 400 naming the parameter', () => {
     ['json_schema with an unenforced keyword', { messages: user('x'), response_format: { type: 'json_schema', json_schema: { name: 'a', schema: { type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } } } } }, 'response_format.json_schema.schema', 'unsupported_schema'],
     ['json_schema xgrammar cannot compile', { messages: user('x'), response_format: { type: 'json_schema', json_schema: { name: 'a', schema: { type: 'foo' } } } }, 'response_format.json_schema.schema', 'invalid_schema'],
     ['json_schema with a dangling $ref', { messages: user('x'), response_format: { type: 'json_schema', json_schema: { name: 'a', schema: { $ref: '#/$defs/missing' } } } }, 'response_format.json_schema.schema', 'invalid_schema'],
+    ["vLLM's min_p", { messages: user('x'), min_p: 0.1 }, 'min_p', 'unsupported_parameter'],
+    ["vLLM's repetition_penalty", { messages: user('x'), repetition_penalty: 1.2 }, 'repetition_penalty', 'unsupported_parameter'],
+    ["vLLM's min_tokens", { messages: user('x'), min_tokens: 4 }, 'min_tokens', 'unsupported_parameter'],
+    ["vLLM's stop_token_ids", { messages: user('x'), stop_token_ids: [7] }, 'stop_token_ids', 'unsupported_parameter'],
+    ["vLLM's include_stop_str_in_output", { messages: user('x'), include_stop_str_in_output: true }, 'include_stop_str_in_output', 'unsupported_parameter'],
+    ["vLLM's allowed_token_ids", { messages: user('x'), allowed_token_ids: [1, 2] }, 'allowed_token_ids', 'unsupported_parameter'],
+    ["vLLM's bad_words", { messages: user('x'), bad_words: ['x'] }, 'bad_words', 'unsupported_parameter'],
+    ["vLLM's use_beam_search", { messages: user('x'), use_beam_search: true }, 'use_beam_search', 'unsupported_parameter'],
+    ["vLLM's length_penalty", { messages: user('x'), length_penalty: 0.5 }, 'length_penalty', 'unsupported_parameter'],
+    ["vLLM's prompt_logprobs", { messages: user('x'), prompt_logprobs: 1 }, 'prompt_logprobs', 'unsupported_parameter'],
+    ["vLLM's truncate_prompt_tokens", { messages: user('x'), truncate_prompt_tokens: 8 }, 'truncate_prompt_tokens', 'unsupported_parameter'],
+    ["vLLM's logits_processors", { messages: user('x'), logits_processors: ['a.b'] }, 'logits_processors', 'unsupported_parameter'],
     ['audio', { messages: user('x'), audio: { voice: 'alloy', format: 'mp3' } }, 'audio', 'unsupported_parameter'],
     ['modalities audio', { messages: user('x'), modalities: ['text', 'audio'] }, 'modalities', 'unsupported_parameter'],
     ['speculative not an object', { messages: user('x'), speculative: 'fast' }, 'speculative', 'invalid_type'],
@@ -219,6 +231,7 @@ describe('request validation: 400 naming the parameter', () => {
     ['suffix', { prompt: 'a', suffix: 'b' }, 'suffix', 'unsupported_parameter'],
     ["vLLM's guided_regex", { prompt: 'a', guided_regex: 'a+' }, 'guided_regex', 'unsupported_parameter'],
     ['best_of', { prompt: 'a', best_of: 3 }, 'best_of', 'unsupported_parameter'],
+    ["vLLM's repetition_penalty", { prompt: 'a', repetition_penalty: 1.1 }, 'repetition_penalty', 'unsupported_parameter'],
     ['too many choices', { prompt: ['a', 'b', 'c'], n: 6 }, 'prompt'],
     ['max_tokens beyond the context', { prompt: 'a', max_tokens: 1024 }, 'prompt', 'context_length_exceeded'],
   ];
@@ -260,6 +273,13 @@ describe('request validation: 400 naming the parameter', () => {
       assert.equal(predicted.json().choices[0].message.content, greedy.json().choices[0].message.content);
     }
     expectError(await chat({ messages: user('Hi'), prediction: { type: 'image' } }), 400, 'prediction', 'unsupported_parameter');
+  });
+
+  test("vLLM's sampling extras at their neutral values are accepted, with the same output", async () => {
+    const greedy = await chat({ messages: user('Hi'), max_tokens: 8, temperature: 0 });
+    const neutral = await chat({ messages: user('Hi'), max_tokens: 8, temperature: 0, min_p: 0, repetition_penalty: 1, min_tokens: 0, stop_token_ids: [], include_stop_str_in_output: false, allowed_token_ids: null, bad_words: [], use_beam_search: false, length_penalty: 1, prompt_logprobs: null, logits_processors: [] });
+    assert.equal(neutral.statusCode, 200, neutral.body);
+    assert.equal(neutral.json().choices[0].message.content, greedy.json().choices[0].message.content);
   });
 
   test('unknown extra fields are ignored, as OpenAI does', async () => {
