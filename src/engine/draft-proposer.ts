@@ -20,14 +20,6 @@ import { probsOverVocabulary, rowOverVocabulary } from './vocab-map.js';
 import type { AcceptancePredictor, StopPolicy } from './stop-policy.js';
 import { PHASE_WEIGHTS } from '../onnx/draft-loop-graph.js';
 
-/**
- * Catch-up pieces (PREFILL_CHUNK positions each) a sequence's draft is fed in one round at most:
- * 4, what one scheduler iteration feeds of prompts by default (--max-batch-tokens 512). A fixed
- * count, so that which rounds draft depends on the sequence alone, never on its batch (with
- * sampling, the candidates decide which random draws make the output).
- */
-export const CATCH_UP_PIECES_PER_ROUND = 4;
-
 /** One sequence's drafting in the round in progress. */
 interface Drafting {
   seq: Sequence;
@@ -119,10 +111,7 @@ export class DraftModelProposer implements Proposer {
     if (d.cap <= 0) return undefined;
     if (!d.caughtUp) {
       d.caughtUp = true;
-      if (!(await this.catchUp(d, ctx))) {
-        d.cap = 0; // still behind: no candidates this round
-        return undefined;
-      }
+      await this.catchUp(d, ctx);
       d.unfed = seq.tokens.slice(seq.draftCache!.length);
     }
     const constraint = seq.processor.constraint;
@@ -150,19 +139,15 @@ export class DraftModelProposer implements Proposer {
   /**
    * Bring the draft's cache to all but the last token of x when it lags by more than a round
    * leaves it (the prompt, or the tokens of rounds that did not draft), in pieces ending at
-   * multiples of PREFILL_CHUNK positions, one `catch-up` pass each, at most
-   * CATCH_UP_PIECES_PER_ROUND of them: a long prompt's draft catches up over several rounds,
-   * which verify no candidates, rather than stalling its batch for one. A sequence that never
+   * multiples of PREFILL_CHUNK positions, one `catch-up` pass each. A sequence that never
    * drafts (the auto threshold at a large batch) never feeds its draft.
-   * @returns whether the draft has caught up (the round may draft)
    */
-  private async catchUp(d: Drafting, ctx: ProposeContext): Promise<boolean> {
+  private async catchUp(d: Drafting, ctx: ProposeContext): Promise<void> {
     const seq = d.seq;
     const cache = seq.draftCache!;
     const end = seq.tokens.length - 1;
-    if (end - cache.length < 2) return true;
-    for (let pieces = 0; cache.length < end; pieces++) {
-      if (pieces === CATCH_UP_PIECES_PER_ROUND) return false;
+    if (end - cache.length < 2) return;
+    while (cache.length < end) {
       const from = cache.length;
       await ctx.passes.forward(d.model!, 'catch-up', [cache], [seq.tokens.slice(from, pieceEnd(from, end))], 0);
       // The prompt's share, by tokens, is what drafting costs this sequence anyway.
@@ -170,7 +155,6 @@ export class DraftModelProposer implements Proposer {
       seq.catchUpRoundMs += ms;
       seq.promptFeedMs += (ms * Math.max(0, Math.min(cache.length, seq.promptLength) - from)) / (cache.length - from);
     }
-    return true;
   }
 
   /** Take the outputs of the draft step fed `draftInput()`: sample its candidate and ask the policy whether to go on. */

@@ -22,9 +22,9 @@
  *
  * Every pass goes through the iteration's `IterationPasses` (passes.ts), which times it, reports
  * it (`onPass`) and counts its tokens in the budget: prompt pieces, the drafts' catching up,
- * draft steps and verification. A draft's catching up runs a fixed number of pieces per round
- * whatever the batch (a sequence's candidates must not depend on its batch: with sampling they
- * decide which random draws make the output), so it takes its tokens from what prompt pieces get.
+ * draft steps and verification. A draft's catching up always runs in full (a sequence's
+ * candidates must not depend on its batch: with sampling they decide which random draws make
+ * the output), so it takes its tokens from what prompt pieces get.
  *
  * Generations join between iterations (the first `step` after their prompt is in) and leave
  * when they stop asking (done, cancelled, or their consumer is slow: a round is never waited on).
