@@ -34,11 +34,6 @@ function costsFor(seq: Sequence, measured: RoundCosts | undefined): RoundCosts |
   return !seq.greedy && seq.opts.seed !== undefined ? undefined : measured;
 }
 
-/** Whether `seq`'s draft cache lags x by more than its last token: its draft has not caught up and drafted nothing. */
-function draftBehind(seq: Sequence): boolean {
-  return seq.draftCache !== undefined && seq.draftCache.length < seq.tokens.length - 1;
-}
-
 /** Which proposal a round verified. */
 export type HybridChoice = 'draft' | 'draft-free' | 'skipped-draft' | 'draft+copied';
 
@@ -114,15 +109,11 @@ export class HybridProposer implements Proposer {
       const draftExpected = d.acceptProbs ? expectedAcceptedFromHead(d.acceptProbs) : (s.draftMean.value ?? Infinity);
       const costs = costsOf(r.sequence);
       const lengths = { free: free[i]!.tokens.length, draft: d.tokens.length };
-      // A draft still catching up with a long prompt drew nothing (draft-proposer.ts): the round
-      // verifies the copy, sampling too (the draft drew no value to choose by), and the draft's
-      // running means learn nothing from a round it did not draft.
-      const caughtUp = d.tokens.length > 0 || !draftBehind(r.sequence);
-      if (!caughtUp || (lengths.free > 0 && chooseAfterDraft(s.free.expectedAccepted, draftExpected, r.sequence.greedy, lengths, costs) === 'draft-free')) {
+      if (lengths.free > 0 && chooseAfterDraft(s.free.expectedAccepted, draftExpected, r.sequence.greedy, lengths, costs) === 'draft-free') {
         const seq = r.sequence;
         if (seq.draftCache && seq.draftCache.length > seq.tokens.length) await seq.draftCache.crop(seq.tokens.length);
         s.verified = 'draft-free';
-        if (lengths.free > 0) this.choices['draft-free']++;
+        this.choices['draft-free']++;
         out.push(free[i]!);
       } else {
         s.free.withdraw();
