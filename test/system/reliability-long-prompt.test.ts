@@ -8,43 +8,28 @@
  * start once the long prompt was in.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import OpenAI from 'openai';
 import { PREFILL_CHUNK } from '../../src/engine/sequence.js';
-import { buildApp } from '../../src/server/app.js';
 import { TextTokenizer } from '../../src/text/tokenizer.js';
-import { writeTinyQwen3Pair } from '../support/real-vocab-pair.js';
+import { serveTinyQwen3, TINY_QWEN3_MODEL, type RealVocabServer } from '../support/real-vocab-server.js';
 
-const MODEL = 'qwen3-tiny';
+const MODEL = TINY_QWEN3_MODEL;
 /** Prompt pieces of the long request: its prefill spans this many scheduler iterations. */
 const LONG_PIECES = 24;
-const root = mkdtempSync(join(tmpdir(), 'specd-long-prompt-'));
 let app: FastifyInstance;
 let client: OpenAI;
 let tokenizer: TextTokenizer;
+let server: RealVocabServer;
 
 before(async () => {
-  const pair = writeTinyQwen3Pair(join(root, 'pair'));
-  tokenizer = await TextTokenizer.fromDir(pair.targetDir);
-  app = await buildApp({
-    workers: 1,
-    modelName: MODEL,
-    pair: { target: pair.targetDir, draft: pair.draftDir, head: null, threads: 1 },
-    policy: { policy: 'none' },
-    batching: { maxBatchTokens: PREFILL_CHUNK },
-  });
-  await app.specd.engine.ready;
-  const url = await app.listen({ host: '127.0.0.1', port: 0 });
-  client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
+  server = await serveTinyQwen3('specd-long-prompt-', { policy: { policy: 'none' }, batching: { maxBatchTokens: PREFILL_CHUNK } });
+  ({ app, client, tokenizer } = server);
 });
 after(async () => {
-  await app?.close();
-  rmSync(root, { recursive: true, force: true });
+  await server?.close();
 });
 
 test('a short request sent during a long prefill finishes before the long one starts answering', async () => {

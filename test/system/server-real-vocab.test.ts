@@ -8,33 +8,22 @@
  * content.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { FastifyInstance } from 'fastify';
 import OpenAI from 'openai';
-import { buildApp } from '../../src/server/app.js';
 import { TextTokenizer } from '../../src/text/tokenizer.js';
-import { writeTinyQwen3Pair } from '../support/real-vocab-pair.js';
+import { serveTinyQwen3, TINY_QWEN3_MODEL, type RealVocabServer } from '../support/real-vocab-server.js';
 
-const MODEL = 'qwen3-tiny';
-const root = mkdtempSync(join(tmpdir(), 'specd-real-vocab-server-'));
-let app: FastifyInstance;
+const MODEL = TINY_QWEN3_MODEL;
 let client: OpenAI;
 let tokenizer: TextTokenizer;
+let server: RealVocabServer;
 
 before(async () => {
-  const pair = writeTinyQwen3Pair(join(root, 'pair'));
-  tokenizer = await TextTokenizer.fromDir(pair.targetDir);
-  app = await buildApp({ workers: 1, modelName: MODEL, pair: { target: pair.targetDir, draft: pair.draftDir, head: null, threads: 1 }, policy: { policy: 'fixed', k: 3 }, reasoningParser: 'qwen3' });
-  await app.specd.engine.ready;
-  const url = await app.listen({ host: '127.0.0.1', port: 0 });
-  client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
+  server = await serveTinyQwen3('specd-real-vocab-server-');
+  ({ client, tokenizer } = server);
 });
 after(async () => {
-  await app?.close();
-  rmSync(root, { recursive: true, force: true });
+  await server?.close();
 });
 
 type Params = OpenAI.Chat.ChatCompletionCreateParamsNonStreaming & { chat_template_kwargs?: Record<string, unknown> };
