@@ -31,9 +31,8 @@
  * Whether a round of B > 1 sequences drafts at all, and with h(B) or h_1, is measured rather than
  * modelled (RoundArms below): on a compute-bound batch a verified token costs what a decoded one
  * does and rejected candidates are pure loss, and the rounds themselves show it. Alone, a
- * sequence drafts or not by the same measured rounds, and drafts with h = 1 - c(1) / (a v(1))
- * once enough is measured (h_1 before): the rule above with its bound on P_s taken as it stands
- * (`aloneThreshold`).
+ * sequence always drafts, with h = 1 - c(1) / (a v(1)) once enough is measured (h_1 before):
+ * the rule above with its bound on P_s taken as it stands (`aloneThreshold`).
  */
 
 /**
@@ -169,8 +168,7 @@ const PLAIN = ROUND_ARMS.indexOf('plain');
 
 /**
  * Which arm rounds of a batch size play, decided by what such rounds delivered: per batch-size
- * bucket (1, 2, 3-4, 5-8, ...: powers of two; alone, `model` is the same arm as `anchor`, both
- * drafting with `aloneThreshold`, and only `anchor` and `plain` play), the tokens each sequence emitted and the time
+ * bucket (1, 2, 3-4, 5-8, ...: powers of two), the tokens each sequence emitted and the time
  * taken by each arm's rounds, as a line over the batch size, with exponential forgetting. The
  * arm with the most tokens per millisecond at the round's batch size plays, and the others now
  * and then, so that a change in the load is seen. Exploring an arm costs the
@@ -180,9 +178,8 @@ const PLAIN = ROUND_ARMS.indexOf('plain');
  * while what exploring cost stays within EXPLORE_COST of the bucket's time, each in at most
  * EXPLORE_SHARE of its rounds: a close call is checked more often than a clear one, and an
  * expensive switch less often. A new bucket plays `plain` for its first MIN_ARM_ROUNDS rounds
- * (a first drafting round feeds every sequence's prompt to the draft; alone it drafts them,
- * with `anchor`), then each arm MIN_TRIES times (that first arm measured again, its warm-up
- * dropped), unless `plain` is best in the nearest smaller settled bucket (then they are
+ * (a first drafting round feeds every sequence's prompt to the draft), then each arm MIN_TRIES
+ * times (plain measured again, its warm-up dropped), unless `plain` is best in the nearest smaller settled bucket (then they are
  * only explored). A drafting round's time carries its sequences' prompt feeds spread over the
  * tokens they may emit, not the burst of the first round.
  *
@@ -203,20 +200,17 @@ class RoundArms {
       // round feeds every sequence's prompt to the draft, which costs the most in a large batch.
       const j = this.buckets.slice(0, i).findLastIndex((b) => b !== undefined && !b.warmup);
       const tries = j < 0 || bestArm(this.buckets[j]!.arms, 2 ** j) !== PLAIN;
-      // Alone, the first rounds draft (a lone sequence's draft has one prompt to catch up with).
-      const first = i === 0 ? ROUND_ARMS.indexOf('anchor') : PLAIN;
-      bucket = this.buckets[i] = { arms: ROUND_ARMS.map(() => new Arm()), warmup: [], first, tries, explored: 0 };
+      bucket = this.buckets[i] = { arms: ROUND_ARMS.map(() => new Arm()), warmup: [], tries, explored: 0 };
     }
     return bucket;
   }
 
   /** The arm a round of `batch` sequences plays: `plain` for the first MIN_ARM_ROUNDS, then each arm MIN_TRIES times (where tried), then the best, the others explored (class comment). */
   choose(batch: number): RoundArm {
-    const { arms, tries, explored, warmup, first } = this.bucket(batch);
-    if (warmup) return ROUND_ARMS[first]!;
-    const open = (i: number) => batch > 1 || ROUND_ARMS[i] !== 'model';
+    const { arms, tries, explored, warmup } = this.bucket(batch);
+    if (warmup) return 'plain';
     // An arm played fewer than MIN_TRIES times is played before anything is weighed against it.
-    const untried = arms.findIndex((x, i) => open(i) && x.count < MIN_TRIES);
+    const untried = arms.findIndex((x) => x.count < MIN_TRIES);
     if (tries && untried >= 0) return ROUND_ARMS[untried]!;
     const best = bestArm(arms, batch);
     const weight = arms.reduce((n, x) => n + x.weight, 0);
@@ -225,7 +219,7 @@ class RoundArms {
     if (explored + arms[best]!.msAt(batch) > EXPLORE_COST * time) return ROUND_ARMS[best]!;
     let explore: number | undefined;
     for (const [i, arm] of arms.entries()) {
-      if (i === best || !open(i) || arm.weight >= EXPLORE_SHARE * weight) continue;
+      if (i === best || arm.weight >= EXPLORE_SHARE * weight) continue;
       if (explore === undefined || arm.weight < arms[explore]!.weight) explore = i;
     }
     return ROUND_ARMS[explore ?? best]!;
@@ -244,10 +238,10 @@ class RoundArms {
     record(bucket, round);
     if (!bucket.warmup) return;
     bucket.warmup.push(round);
-    if (bucket.arms[bucket.first]!.count < MIN_ARM_ROUNDS) return;
-    // The first rounds decide nothing by their rates. Where the other arms are tried next, the
-    // first arm (plain; alone, anchor) is measured again (MIN_TRIES rounds, like theirs) and its
-    // warm-up rounds are dropped: a new bucket's first rounds can stall (a new batch shape's buffers, the
+    if (bucket.arms[PLAIN]!.count < MIN_ARM_ROUNDS) return;
+    // The first rounds decide nothing by their rates. Where the drafting arms are tried next,
+    // plain is measured again after them (MIN_TRIES rounds, like theirs) and the warm-up's plain
+    // rounds are dropped: a new bucket's first rounds can stall (a new batch shape's buffers, the
     // caches growing), and a stalled plain arm that loses is seldom explored again. Else (plain
     // plays on) they are replayed, a stall (over OUTLIER_FACTOR times the median time per
     // sequence of its arm) counted at the median; so are rounds of other arms played meanwhile.
@@ -255,7 +249,7 @@ class RoundArms {
     const perSequence = ROUND_ARMS.map((_, i) => median(warmup.filter((r) => r.arm === i).map((r) => r.ms / r.batch)));
     Object.assign(bucket, { arms: ROUND_ARMS.map(() => new Arm()), warmup: undefined });
     for (const r of warmup) {
-      if (bucket.tries && r.arm === bucket.first) continue;
+      if (bucket.tries && r.arm === PLAIN) continue;
       const expected = r.batch * perSequence[r.arm]!;
       record(bucket, { ...r, ms: r.ms > OUTLIER_FACTOR * expected ? expected : r.ms });
     }
@@ -279,8 +273,6 @@ class RoundArms {
 interface Bucket {
   arms: Arm[];
   warmup?: BatchRound[];
-  /** The arm of the first MIN_ARM_ROUNDS rounds (index into ROUND_ARMS): `plain`, or `anchor` alone. */
-  first: number;
   /** Whether each arm is tried MIN_TRIES times after the plain rounds (else only explored). */
   tries: boolean;
   explored: number;
@@ -434,16 +426,14 @@ export class PassCostModel {
 
   /**
    * How a round of `batch` sequences under the auto threshold drafts (once per round; RoundArms'
-   * comment): as the rounds of that batch size delivered, drafting (`anchor`) or not (`plain`)
-   * alone too, where a text the draft predicts badly makes every drafted round cost more than
-   * the tokens it adds (the drafting arm is explored now and then, so a change is seen); in a
-   * batch, first plain where the measured costs say no draft pays (`draftDepth` 0). Alone,
-   * `draftDepth` does not decide: its acceptance is learned from drafting rounds only, so a
-   * sequence alone that stopped on it would never draft again.
+   * comment): alone always with the anchor, which the head's build found to pay for this pair
+   * alone (a plain round alone would leave no draft step to measure whether drafting pays again);
+   * in a batch, plain where the measured costs say no draft pays (`draftDepth` 0), else as the
+   * rounds of that batch size delivered.
    * @param batch sequences in the round (>= 1)
    */
   roundArm(batch: number): RoundArm {
-    if (batch <= 1) return this.arms.choose(1);
+    if (batch <= 1) return 'anchor';
     return this.draftDepth(batch) === 0 ? 'plain' : this.arms.choose(batch);
   }
 

@@ -160,37 +160,14 @@ describe('how a batch drafts', () => {
     assert.equal(model.roundArm(9), 'plain');
   });
 
-  test('batch sizes are judged apart', () => {
+  test('batch sizes are judged apart, and a sequence alone always drafts', () => {
     const model = new PassCostModel();
     const memory: Outcomes = { anchor: [12, 8], model: [9, 7], plain: [3, 4] };
     play(model, 16, 400, compute);
     play(model, 3, 400, memory);
     assert.ok(share(play(model, 16, 200, compute), 'plain') > 1 - 2 * EXPLORE_SHARE);
     assert.ok(share(play(model, 4, 200, memory), 'anchor') > 1 - 2 * EXPLORE_SHARE, 'batches of 3 and 4 share a bucket');
-  });
-
-  test('a sequence alone drafts where its rounds deliver more that way, and plays plain rounds where they do', () => {
-    // Alone, a text the draft predicts well: a drafting round emits 3.5 tokens in 5 ms, a plain one 1 in 2 ms.
-    const predictable: Outcomes = { anchor: [3.5, 5], model: [3.5, 5], plain: [1, 2] };
-    // One it predicts badly (code): 1.7 tokens in 4 ms against 1 in 2 ms.
-    const unpredictable: Outcomes = { anchor: [1.7, 4], model: [1.7, 4], plain: [1, 2] };
-    const model = new PassCostModel();
-    const first = play(model, 1, 400, predictable);
-    assert.ok(first.slice(0, MIN_ARM_ROUNDS).every((r) => r.arm === 'anchor'), 'alone, the first rounds draft');
-    assert.ok(first.slice(MIN_ARM_ROUNDS, MIN_ARM_ROUNDS + 2 * MIN_TRIES).filter((r) => r.arm === 'plain').length === MIN_TRIES, 'then plain rounds are tried');
-    assert.equal(share(first, 'model'), 0, 'alone, model and anchor are one arm: only anchor plays');
-    assert.ok(share(first.slice(100), 'anchor') > 1 - 2 * EXPLORE_SHARE, `drafting in ${share(first.slice(100), 'anchor')} of the rounds`);
-    const code = play(model, 1, 1200, unpredictable);
-    const late = code.slice(-400);
-    assert.ok(share(late, 'plain') > 1 - 2 * EXPLORE_SHARE, `plain in ${share(late, 'plain')} of the last rounds`);
-    assert.ok(share(late, 'anchor') > 0, 'drafting still explored');
-    assert.equal(share(code, 'model'), 0);
-    // And back: drafting takes over again once it pays.
-    const back = play(model, 1, 1200, predictable).slice(-400);
-    assert.ok(share(back, 'anchor') > 1 - 2 * EXPLORE_SHARE, `drafting in ${share(back, 'anchor')} of the last rounds`);
-    // The control: the same rounds in a batch of 2 (a bucket of its own) try and explore `model` too.
-    const batch = play(new PassCostModel(), 2, 400, unpredictable);
-    assert.ok(share(batch, 'model') > 0);
+    assert.ok(play(model, 1, 50, { anchor: [1, 10], model: [1, 1], plain: [1, 1] }).every((r) => r.arm === 'anchor'));
   });
 
   test('a larger batch does not try drafting where a smaller one found plain rounds best, but still explores', () => {
@@ -225,10 +202,6 @@ describe('the engine runs each round with the auto threshold', () => {
   test("a draft's prompt feed is spread over the tokens its sequence may emit", async () => {
     const [prompt] = loadPrompts('gsm8k', 1).map((p) => pair.tokenizer.encodeChat(p.messages));
     const g = pair.decoder.start(prompt!, { maxTokens: 24, sampling: { temperature: 0, topK: 0, topP: 1 }, policy: { policy: 'specdec++', kMin: 1, kMax: 16 }, eosTokenIds: [] });
-    // Every round drafts (alone, RoundArms tries plain rounds too).
-    const costs = pair.decoder.costs;
-    const roundArm = costs.roundArm.bind(costs);
-    costs.roundArm = () => 'anchor';
     // The scheduler takes each round's share as the round's evidence (the first round feeds the draft the prompt).
     const shares: { emitted: number; share: number }[] = [];
     const take = g.sequence.takePromptFeedShare.bind(g.sequence);
@@ -237,11 +210,7 @@ describe('the engine runs each round with the auto threshold', () => {
       shares.push({ emitted, share });
       return share;
     };
-    try {
-      await g.run();
-    } finally {
-      costs.roundArm = roundArm;
-    }
+    await g.run();
     assert.ok(shares.length > 1 && shares[0]!.emitted < 24);
     const total = shares.reduce((n, s) => n + s.share, 0);
     assert.ok(shares[0]!.share > 0 && shares.at(-1)!.share > 0);
