@@ -242,8 +242,7 @@ describe('chat completions', () => {
     if (!app.specd.hasHead) return t.skip('no acceptance head is bundled');
     const base = { temperature: 0, max_tokens: 32, logit_bias: NO_EOS };
     const none = await chat({ ...base, speculative: { policy: 'none' } });
-    // An explicit threshold: with the auto one a sequence alone may play plain rounds where drafting did not pay (cost-model.ts roundArm).
-    const res = await chat({ ...base, speculative: { policy: 'specdec++', k_max: 12, threshold: 0.5 } });
+    const res = await chat({ ...base, speculative: { policy: 'specdec++', k_max: 12 } });
     assert.equal(res.choices[0]!.message.content, none.choices[0]!.message.content);
     const spec = speculativeUsage(res.usage);
     assert.match(spec.policy, /^specdec\+\+/);
@@ -349,8 +348,7 @@ describe('metrics', () => {
   test("specdec++ requests feed the acceptance head's live calibration", async (t) => {
     if (!app.specd.hasHead) return t.skip('no acceptance head is bundled');
     const before = await metrics();
-    // An explicit threshold, so that every round drafts (the auto one may play plain rounds alone: cost-model.ts roundArm).
-    const res = await chat({ temperature: 0, max_tokens: 48, logit_bias: NO_EOS, speculative: { policy: 'specdec++', threshold: 0.5 } });
+    const res = await chat({ temperature: 0, max_tokens: 48, logit_bias: NO_EOS, speculative: { policy: 'specdec++' } });
     const after = await metrics();
     const spec = speculativeUsage(res.usage);
     const total = (prefix: string, m: Map<string, number>) => [...m].filter(([k]) => k.startsWith(prefix)).reduce((a, [, v]) => a + v, 0);

@@ -165,7 +165,7 @@ describe('response_format json_schema', () => {
     const { prompt, schema } = SCHEMAS.enums!;
     const base: ChatParams = { messages: [{ role: 'user', content: prompt }], max_tokens: 200, temperature: 0, response_format: responseFormat('enums', schema) };
     const outputs: (string | null)[] = [];
-    for (const speculative of [{ policy: 'none' }, { policy: 'fixed', k: 2 }, { policy: 'fixed', k: 6 }, { policy: 'confidence', p_min: 0.5 }, { policy: 'specdec++', threshold: 0.5 }]) {
+    for (const speculative of [{ policy: 'none' }, { policy: 'fixed', k: 2 }, { policy: 'fixed', k: 6 }, { policy: 'confidence', p_min: 0.5 }, { policy: 'specdec++' }]) {
       const res = await chat({ ...base, speculative });
       const usage = res.usage as OpenAI.CompletionUsage & { speculative: { draft_tokens: number } };
       if (speculative.policy !== 'none') assert.ok(usage.speculative.draft_tokens > 0, `${speculative.policy} drafted`);
