@@ -215,10 +215,8 @@ describe('specdec++ in the engine follows the head', () => {
     const p = writeFixturePair(dir, { style: 'llama' });
     const head = writeTestHead(dir, p.draftDir, p.draft.hidden, { params: constantHeadParams(p.draft.hidden, 0.8), threshold: 0.5 });
     const pair = await ModelPair.load({ target: p.targetDir, draft: p.draftDir, head, threads: 1, draftThreads: 1 });
-    // The head's h is the prior of the threshold for a sequence alone; measured costs would move it, and
-    // could make a sequence alone play plain rounds (cost-model.ts roundArm), so they are held out here.
+    // The head's h is the prior of the threshold for a sequence alone; measured costs would move it (cost-model.ts), so they are held out here.
     pair.decoder.costs.aloneThreshold = (prior) => prior;
-    pair.decoder.costs.roundArm = () => 'anchor';
     try {
       // The bare spec takes the head's recommended threshold (0.5).
       const run = await drive(pair.decoder, [1, 5, 9, 13], { maxTokens: 40, sampling: GREEDY, eosTokenIds: [], policy: specdec(undefined) });
@@ -238,7 +236,6 @@ describe('specdec++ in the engine follows the head', () => {
     const head = writeTestHead(dir, p.draftDir, p.draft.hidden, { params: constantHeadParams(p.draft.hidden, 0.8), threshold: 0.9, thresholds });
     const pair = await ModelPair.load({ target: p.targetDir, draft: p.draftDir, head, threads: 1, draftThreads: 1 });
     pair.decoder.costs.aloneThreshold = (prior) => prior; // the head's h as it is (see above)
-    pair.decoder.costs.roundArm = () => 'anchor';
     try {
       for (const [temperature, k] of [
         [0, 2],
