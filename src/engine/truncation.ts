@@ -188,8 +188,8 @@ export function nucleus(row: Float32Array, temperature: number, topP: number): N
       w[i] = expNeg(z, (z * STEPS_PER_NAT) | 0);
     }
   }
-  const members = Array.from(memberIds.subarray(0, memberCount));
-  const [lastWeight, lastId] = boundary([...members], w, before, target);
+  const members = memberIds.subarray(0, memberCount);
+  const [lastWeight, lastId] = boundary(Array.from(members), w, before, target);
 
   // Kept: the earlier buckets' tokens and the members ranked at or before the boundary token
   // (lastWeight, lastId), merged in ascending id order. The mass is the earlier buckets' (from

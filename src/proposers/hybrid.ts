@@ -123,15 +123,27 @@ export function chooseAfterDraft(
  * @returns k and E(k)
  */
 export function copiedLengthByCost(rates: readonly number[], verifyMs: (tokens: number) => number): { length: number; expected: number } {
-  let best = { length: 0, expected: 0 };
-  let bestRate = 1 / verifyMs(1);
-  let chain = 1;
-  let expected = 0;
-  for (let k = 1; k <= rates.length; k++) {
-    chain *= rates[k - 1]!;
+  return bestPrefixByRate(rates, rates.length, 0, 1, 0, verifyMs);
+}
+
+/**
+ * The prefix of t in [0, most] candidates, verified after `base` others, with the most predicted
+ * tokens per ms: (1 + E + sum_{j<=t} S prod_{i<=j} alpha_i) / T(1 + base + t) (the rule of
+ * copiedLengthByCost and copiedTail; ties go to the shorter prefix).
+ * @param rates alpha of the prefix's candidates (missing ones count as 0)
+ * @param expected E, the expected accepted length of the `base` candidates before them
+ * @param survive S, the chance that all `base` candidates are accepted
+ * @returns t and the expected accepted length with it
+ */
+function bestPrefixByRate(rates: readonly number[], most: number, expected: number, survive: number, base: number, verifyMs: (tokens: number) => number): { length: number; expected: number } {
+  let best = { length: 0, expected };
+  let bestRate = (1 + expected) / verifyMs(1 + base);
+  let chain = survive;
+  for (let t = 1; t <= most; t++) {
+    chain *= rates[t - 1] ?? 0;
     expected += chain;
-    const rate = (1 + expected) / verifyMs(1 + k);
-    if (rate > bestRate) [best, bestRate] = [{ length: k, expected }, rate];
+    const rate = (1 + expected) / verifyMs(1 + base + t);
+    if (rate > bestRate) [best, bestRate] = [{ length: t, expected }, rate];
   }
   return best;
 }
@@ -162,15 +174,5 @@ export function copiedTail(
   for (let i = 0; i < k; i++) if (copied[i] !== drafted[i]) return 0;
   const most = Math.min(copied.length - k, Math.floor(room));
   if (!value) return most;
-  let best = 0;
-  let bestRate = (1 + value.expected) / value.verifyMs(1 + k);
-  let chain = value.survive;
-  let expected = value.expected;
-  for (let t = 1; t <= most; t++) {
-    chain *= value.rates[t - 1] ?? 0;
-    expected += chain;
-    const rate = (1 + expected) / value.verifyMs(1 + k + t);
-    if (rate > bestRate) [best, bestRate] = [t, rate];
-  }
-  return best;
+  return bestPrefixByRate(value.rates, most, value.expected, value.survive, k, value.verifyMs).length;
 }
